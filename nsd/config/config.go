@@ -1,0 +1,158 @@
+// Package config defines the tenant configuration documents stored in Consul
+// KV (or the directory source) and validates them.
+//
+// Every validation failure is a *FieldError that names the tenant, the key and
+// the field path, for example
+//
+//	tenants/acme/network: prefixes[1]: "203.0.113.0/33": invalid CIDR
+//
+// Parsing is strict: unknown fields, trailing data and type mismatches are
+// errors. Nothing here touches the kernel; the package is safe to use from
+// nsctl, nsd and tests without privileges.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+)
+
+// Keys under nfhost/tenants/<tenant>/.
+const (
+	KeyNetwork  = "network"
+	KeyFirewall = "firewall"
+	KeyDoS      = "dos"
+)
+
+// KnownKeys are the per-tenant keys nsd understands. Any other key under a
+// tenant is reported as a warning, never treated as fatal.
+var KnownKeys = []string{KeyNetwork, KeyFirewall, KeyDoS}
+
+// IsKnownKey reports whether key is one of KnownKeys.
+func IsKnownKey(key string) bool {
+	for _, k := range KnownKeys {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+var tenantIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
+
+// ValidateTenantID checks a tenant ID against ^[a-z0-9][a-z0-9-]{0,30}$.
+func ValidateTenantID(id string) error {
+	if !tenantIDRe.MatchString(id) {
+		return &FieldError{Tenant: id, Msg: fmt.Sprintf("invalid tenant ID %q: must match %s", id, tenantIDRe)}
+	}
+	return nil
+}
+
+// FieldError is a validation error located in a tenant document.
+type FieldError struct {
+	Tenant string // tenant ID, may be empty for files without one
+	Key    string // "network", "firewall", ...
+	Path   string // JSON field path such as prefixes[1]; empty for whole-document errors
+	Value  string // offending value as written, quoted in the message when set
+	Msg    string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.Tenant != "" || e.Key != "" {
+		b.WriteString("tenants/")
+		b.WriteString(e.Tenant)
+		if e.Key != "" {
+			b.WriteString("/")
+			b.WriteString(e.Key)
+		}
+		b.WriteString(": ")
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	if e.Value != "" {
+		fmt.Fprintf(&b, "%q: ", e.Value)
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors collects several field errors of one document.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap lets errors.As find the individual field errors.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// orNil returns nil for an empty list so that callers can `return errs.orNil()`.
+func (es Errors) orNil() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+// decodeStrict decodes one JSON document into v, rejecting unknown fields and
+// trailing data, and turns decoder errors into field errors.
+func decodeStrict(tenant, key string, data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(tenant, key, data, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &FieldError{Tenant: tenant, Key: key, Msg: "invalid JSON: trailing data after the document"}
+	}
+	return nil
+}
+
+func jsonError(tenant, key string, data []byte, err error) error {
+	fe := &FieldError{Tenant: tenant, Key: key}
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		line, col := lineCol(data, syn.Offset)
+		fe.Msg = fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, syn.Error())
+	case errors.As(err, &typ):
+		fe.Path = typ.Field
+		fe.Msg = fmt.Sprintf("expected %s, got JSON %s", typ.Type, typ.Value)
+	case errors.Is(err, io.EOF):
+		fe.Msg = "invalid JSON: empty document"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		fe.Msg = "invalid JSON: unexpected end of document"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		fe.Msg = "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	default:
+		fe.Msg = "invalid JSON: " + err.Error()
+	}
+	return fe
+}
+
+func lineCol(data []byte, off int64) (line, col int) {
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	line = 1 + bytes.Count(data[:off], []byte("\n"))
+	col = int(off) - bytes.LastIndexByte(data[:off], '\n')
+	return line, col
+}

@@ -1,0 +1,116 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+)
+
+// MaxPrefixes caps the prefixes of one tenant so that a typo cannot blow up
+// the host's nft map.
+const MaxPrefixes = 1024
+
+// Network is the operator-owned document nfhost/tenants/<tenant>/network.
+type Network struct {
+	Prefixes []string          `json:"prefixes"`
+	Tunnels  []json.RawMessage `json:"tunnels"`
+	Routes   []json.RawMessage `json:"routes"`
+}
+
+// ValidNetwork is a Network that passed validation, with parsed prefixes in
+// the order they were written.
+type ValidNetwork struct {
+	Prefixes []netip.Prefix
+}
+
+// ParseNetwork decodes and validates a network document.
+func ParseNetwork(tenant string, data []byte) (ValidNetwork, error) {
+	var n Network
+	if err := decodeStrict(tenant, KeyNetwork, data, &n); err != nil {
+		return ValidNetwork{}, err
+	}
+	return n.Validate(tenant)
+}
+
+// Validate checks every field and returns all errors found, each with its path.
+func (n Network) Validate(tenant string) (ValidNetwork, error) {
+	var errs Errors
+	add := func(path, value, format string, args ...any) {
+		errs = append(errs, &FieldError{Tenant: tenant, Key: KeyNetwork, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
+	}
+	if n.Prefixes == nil {
+		add("prefixes", "", "required: list the tenant's prefixes")
+	}
+	if len(n.Prefixes) > MaxPrefixes {
+		add("prefixes", "", "%d prefixes, at most %d allowed", len(n.Prefixes), MaxPrefixes)
+	}
+	var out ValidNetwork
+	for i, s := range n.Prefixes {
+		path := fmt.Sprintf("prefixes[%d]", i)
+		p, err := ParsePrefix(s)
+		if err != nil {
+			add(path, s, "%s", err)
+			continue
+		}
+		for j, q := range out.Prefixes {
+			if q.Overlaps(p) {
+				add(path, s, "overlaps prefixes[%d] %q", indexOf(n.Prefixes, q, j), q)
+			}
+		}
+		out.Prefixes = append(out.Prefixes, p)
+	}
+	// Tunnels and routes are defined by the GRE tunnel work. Until nsd can
+	// build them it refuses them rather than silently ignoring them.
+	for i := range n.Tunnels {
+		add(fmt.Sprintf("tunnels[%d]", i), "", "tunnels are not supported by this nsd version")
+	}
+	for i := range n.Routes {
+		add(fmt.Sprintf("routes[%d]", i), "", "routes are not supported by this nsd version")
+	}
+	if len(errs) > 0 {
+		return ValidNetwork{}, errs
+	}
+	return out, nil
+}
+
+// indexOf finds the written index of an already accepted prefix; fallback is
+// returned if the text cannot be matched (it always can, but stay total).
+func indexOf(written []string, p netip.Prefix, fallback int) int {
+	for i, s := range written {
+		if q, err := ParsePrefix(s); err == nil && q == p {
+			return i
+		}
+	}
+	return fallback
+}
+
+// ParsePrefix parses a tenant prefix. It must be a valid CIDR in canonical
+// form (no host bits set) and a routable unicast range.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR")
+	}
+	if p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR: zones are not allowed")
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("IPv4-mapped IPv6 prefix: write it as IPv4")
+	}
+	if m := p.Masked(); m != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", m)
+	}
+	if p.Bits() == 0 {
+		return netip.Prefix{}, fmt.Errorf("a default route cannot belong to a tenant")
+	}
+	a := p.Addr()
+	switch {
+	case a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsUnspecified(), a.IsInterfaceLocalMulticast():
+		return netip.Prefix{}, fmt.Errorf("not a routable unicast prefix")
+	case a.Is4() && p.Bits() < 8:
+		return netip.Prefix{}, fmt.Errorf("IPv4 prefixes must be /8 or longer")
+	case a.Is6() && p.Bits() < 16:
+		return netip.Prefix{}, fmt.Errorf("IPv6 prefixes must be /16 or longer")
+	}
+	return p, nil
+}

@@ -1,0 +1,205 @@
+// Package nsutil is the only place in nfhost that moves an OS thread into
+// another network namespace. Everything else binds sockets to a namespace
+// (netlink.NewHandleAt, nftables.WithNetNSFd) and never switches.
+//
+// Switching is needed where the kernel resolves against the calling thread:
+// creating a namespace (unshare) and /proc/sys/net sysctls. Do runs a
+// function on a fresh, locked OS thread inside the target namespace; if the
+// thread cannot be switched back it stays locked, so the Go runtime
+// terminates it instead of reusing a thread in the wrong namespace.
+package nsutil
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultDir is where iproute2 keeps named network namespaces.
+const DefaultDir = "/run/netns"
+
+// Do runs fn on a locked OS thread inside ns and waits for it.
+func Do(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("get current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it dies with this goroutine.
+			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Open opens the named namespace in dir.
+func Open(dir, name string) (netns.NsHandle, error) {
+	h, err := netns.GetFromPath(filepath.Join(dir, name))
+	if err != nil {
+		return netns.None(), fmt.Errorf("open netns %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// Exists reports whether a named namespace is mounted in dir.
+func Exists(dir, name string) bool {
+	var st, parent unix.Stat_t
+	p := filepath.Join(dir, name)
+	if unix.Stat(p, &st) != nil || unix.Stat(dir, &parent) != nil {
+		return false
+	}
+	// A bind-mounted nsfs file lives on a different device than the directory.
+	return st.Dev != parent.Dev
+}
+
+// List returns the names in dir that start with prefix.
+func List(dir, prefix string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list netns dir: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Create makes a new named network namespace in dir, the way `ip netns add`
+// does (the directory is made a shared mount so the namespace is visible in
+// other mount namespaces), and returns a handle to it. It fails with
+// os.ErrExist if the name is taken.
+func Create(dir, name string) (netns.NsHandle, error) {
+	if err := ensureSharedDir(dir); err != nil {
+		return netns.None(), err
+	}
+	path := filepath.Join(dir, name)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return netns.None(), fmt.Errorf("create netns file %s: %w", name, err)
+	}
+	f.Close()
+
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("get current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("unshare netns: %w", err)
+			return
+		}
+		merr := unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "none", unix.MS_BIND, "")
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(merr, fmt.Errorf("restore netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		if merr != nil {
+			merr = fmt.Errorf("bind-mount netns %s: %w", name, merr)
+		}
+		errc <- merr
+	}()
+	if err := <-errc; err != nil {
+		os.Remove(path)
+		return netns.None(), err
+	}
+	return Open(dir, name)
+}
+
+// Delete unmounts and removes a named namespace. The namespace itself (and
+// every device in it) goes away once no process or fd holds it.
+func Delete(dir, name string) error {
+	path := filepath.Join(dir, name)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount netns %s: %w", name, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove netns %s: %w", name, err)
+	}
+	return nil
+}
+
+// ensureSharedDir mirrors iproute2: make dir a shared mount point, bind
+// mounting it onto itself first if it is not a mount point yet.
+func ensureSharedDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("make %s shared: %w", dir, err)
+	}
+	if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind-mount %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make %s shared: %w", dir, err)
+	}
+	return nil
+}
+
+// Sysctl is one /proc/sys entry, e.g. "net/ipv4/ip_forward".
+type Sysctl struct {
+	Path  string
+	Value string
+}
+
+// EnsureSysctls sets each sysctl inside ns whose value differs, and returns
+// the ones it changed. Reads come first, so a converged namespace costs no
+// writes.
+func EnsureSysctls(ns netns.NsHandle, want []Sysctl) (changed []string, err error) {
+	err = Do(ns, func() error {
+		for _, s := range want {
+			p := filepath.Join("/proc/sys", s.Path)
+			cur, err := os.ReadFile(p)
+			if err != nil {
+				return fmt.Errorf("read sysctl %s: %w", s.Path, err)
+			}
+			if strings.TrimSpace(string(cur)) == s.Value {
+				continue
+			}
+			if err := os.WriteFile(p, []byte(s.Value), 0o644); err != nil {
+				return fmt.Errorf("write sysctl %s=%s: %w", s.Path, s.Value, err)
+			}
+			changed = append(changed, s.Path+"="+s.Value)
+		}
+		return nil
+	})
+	return changed, err
+}

@@ -1,0 +1,569 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/nfhost/nfhost/routing/nsutil"
+)
+
+// ErrNotSupported wraps a missing kernel feature found at start.
+var ErrNotSupported = errors.New("not supported by this kernel")
+
+// Config configures a Reconciler.
+type Config struct {
+	// HostNS is the namespace that plays the host: the uplink and the host
+	// ends of the tenant veths live there. The Reconciler duplicates it.
+	HostNS netns.NsHandle
+	// NetnsDir holds the named tenant namespaces (default /run/netns).
+	NetnsDir string
+	// NSPrefix starts every tenant namespace name (default "nf-").
+	NSPrefix string
+	Logger   *slog.Logger
+}
+
+// Reconciler makes the kernel match TenantSpecs. Apply and Delete for
+// different tenants may not run concurrently with each other; the daemon
+// serialises them.
+type Reconciler struct {
+	cfg    Config
+	log    *slog.Logger
+	hostNS netns.NsHandle
+	host   *netlink.Handle // plain: links, addresses, rules
+	routes *netlink.Handle // strict checking: per-table route dumps
+	steer  *steering
+}
+
+// New opens handles on the host namespace, checks the kernel features
+// nfhost needs, sets the host-wide sysctls and makes sure the nft table
+// skeleton is in place.
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.NetnsDir == "" {
+		cfg.NetnsDir = nsutil.DefaultDir
+	}
+	if cfg.NSPrefix == "" {
+		cfg.NSPrefix = DefaultNSPrefix
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	hostNS, err := dupNS(cfg.HostNS)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger.With("subsys", "routing"), hostNS: hostNS}
+	if r.host, err = newHandle(hostNS, false); err != nil {
+		hostNS.Close()
+		return nil, err
+	}
+	if r.routes, err = newHandle(hostNS, true); err != nil {
+		r.Close()
+		return nil, err
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(int(hostNS)))
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("open nftables: %w: %w", ErrNotSupported, err)
+	}
+	r.steer = newSteering(conn)
+	if rebuilt, err := r.steer.ensure(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("set up nft table %s (nf_tables inet): %w", NFTTable, err)
+	} else if rebuilt {
+		r.log.Info("wrote nft table skeleton", "table", "inet "+NFTTable)
+	}
+	changed, err := nsutil.EnsureSysctls(hostNS, []nsutil.Sysctl{
+		{Path: "net/ipv4/ip_forward", Value: "1"},
+		{Path: "net/ipv6/conf/all/forwarding", Value: "1"},
+	})
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("set host sysctls: %w", err)
+	}
+	for _, c := range changed {
+		r.log.Info("set host sysctl", "sysctl", c)
+	}
+	return r, nil
+}
+
+func dupNS(ns netns.NsHandle) (netns.NsHandle, error) {
+	if !ns.IsOpen() {
+		cur, err := netns.Get()
+		if err != nil {
+			return netns.None(), fmt.Errorf("get own netns: %w", err)
+		}
+		return cur, nil
+	}
+	fd, err := unix.Dup(int(ns))
+	if err != nil {
+		return netns.None(), fmt.Errorf("dup host netns: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	return netns.NsHandle(fd), nil
+}
+
+// Close releases the handles. It leaves the kernel state in place.
+func (r *Reconciler) Close() {
+	if r.host != nil {
+		r.host.Close()
+	}
+	if r.routes != nil {
+		r.routes.Close()
+	}
+	r.hostNS.Close()
+}
+
+// Observed is what the kernel holds for one tenant, found by nfhost's marks.
+type Observed struct {
+	ID        string
+	Slot      uint16 // 0 if only the namespace was found
+	HostIf    string
+	Namespace string
+}
+
+// Observe lists the tenants nfhost has plumbed on this host: host links with
+// an nfhost alias and namespaces with the nfhost prefix. It also reloads the
+// nft map mirror and repairs the table skeleton.
+func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
+	if rebuilt, err := r.steer.ensure(); err != nil {
+		return nil, err
+	} else if rebuilt {
+		r.log.Warn("nft table skeleton was missing or altered; rebuilt it", "table", "inet "+NFTTable)
+	}
+	out := map[string]Observed{}
+	links, err := retryDump("links", r.host.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		id, slot, ok := ParseAlias(l.Attrs().Alias)
+		if !ok {
+			continue
+		}
+		o := out[id]
+		o.ID, o.Slot, o.HostIf = id, slot, l.Attrs().Name
+		out[id] = o
+	}
+	names, err := nsutil.List(r.cfg.NetnsDir, r.cfg.NSPrefix)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		id := n[len(r.cfg.NSPrefix):]
+		o := out[id]
+		o.ID, o.Namespace = id, n
+		out[id] = o
+	}
+	return out, nil
+}
+
+// Apply makes the kernel match spec and returns one line per change made.
+// A converged tenant costs only reads and returns no changes.
+func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, error) {
+	var ch changes
+	ns, created, err := r.ensureNS(spec)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	if created {
+		ch.add("netns: create %s", spec.Namespace)
+	}
+	tn, err := newHandle(ns, true)
+	if err != nil {
+		return ch, fmt.Errorf("open handle in %s: %w", spec.Namespace, err)
+	}
+	defer tn.Close()
+
+	hostLink, nsLink, err := r.ensureVeth(spec, ns, tn, &ch)
+	if err != nil {
+		return ch, err
+	}
+	if err := r.ensureSysctls(spec, ns, &ch); err != nil {
+		return ch, err
+	}
+	if err := ensureAddrs(r.host, hostLink, []netip.Prefix{HostAddr4, HostAddr6}, "host", &ch); err != nil {
+		return ch, err
+	}
+	if err := ensureAddrs(tn, nsLink, []netip.Prefix{NSAddr4, NSAddr6}, "tenant", &ch); err != nil {
+		return ch, err
+	}
+	// Inside the tenant namespace: default routes back to the host.
+	for _, gw := range []netip.Addr{HostAddr4.Addr(), HostAddr6.Addr()} {
+		if err := ensureDefault(tn, nsLink, unix.RT_TABLE_MAIN, gw, gw.Is4(), "tenant", &ch); err != nil {
+			return ch, err
+		}
+	}
+	// In the host namespace: the tenant's table routes into the veth.
+	for _, gw := range []netip.Addr{NSAddr4.Addr(), NSAddr6.Addr()} {
+		if err := ensureDefault(r.routes, hostLink, int(spec.Table), gw, gw.Is4(), "host", &ch); err != nil {
+			return ch, err
+		}
+	}
+	if err := r.ensureRules(spec, &ch); err != nil {
+		return ch, err
+	}
+	nftCh, err := r.steer.sync(spec.Mark, spec.Prefixes)
+	ch = append(ch, nftCh...)
+	if err != nil {
+		return ch, err
+	}
+	return ch, nil
+}
+
+type changes []string
+
+func (c *changes) add(format string, args ...any) { *c = append(*c, fmt.Sprintf(format, args...)) }
+
+func (r *Reconciler) ensureNS(spec TenantSpec) (netns.NsHandle, bool, error) {
+	if nsutil.Exists(r.cfg.NetnsDir, spec.Namespace) {
+		ns, err := nsutil.Open(r.cfg.NetnsDir, spec.Namespace)
+		return ns, false, err
+	}
+	// A stale file without a mount (e.g. after a crash mid-create) is ours
+	// to replace: the name carries our prefix.
+	_ = nsutil.Delete(r.cfg.NetnsDir, spec.Namespace)
+	ns, err := nsutil.Create(r.cfg.NetnsDir, spec.Namespace)
+	if err != nil {
+		return netns.None(), false, err
+	}
+	return ns, true, nil
+}
+
+// ensureVeth makes sure the veth pair exists with one end in each namespace,
+// carries the alias and is up.
+func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handle, ch *changes) (netlink.Link, netlink.Link, error) {
+	hostLink, herr := r.host.LinkByName(spec.HostIf)
+	nsLink, nerr := tn.LinkByName(spec.NSIf)
+	if herr != nil && !isNotFound(herr) {
+		return nil, nil, fmt.Errorf("get link %s: %w", spec.HostIf, herr)
+	}
+	if nerr != nil && !isNotFound(nerr) {
+		return nil, nil, fmt.Errorf("get link %s in %s: %w", spec.NSIf, spec.Namespace, nerr)
+	}
+	paired := herr == nil && nerr == nil && hostLink.Type() == "veth" &&
+		hostLink.Attrs().ParentIndex == nsLink.Attrs().Index && nsLink.Attrs().ParentIndex == hostLink.Attrs().Index
+	if !paired {
+		if herr == nil {
+			if _, _, ours := ParseAlias(hostLink.Attrs().Alias); !ours && hostLink.Attrs().Alias != "" {
+				return nil, nil, fmt.Errorf("link %s exists and is not nfhost's (alias %q)", spec.HostIf, hostLink.Attrs().Alias)
+			}
+			if err := r.host.LinkDel(hostLink); err != nil {
+				return nil, nil, fmt.Errorf("delete stale link %s: %w", spec.HostIf, err)
+			}
+			ch.add("link: delete stale %s", spec.HostIf)
+		}
+		if nerr == nil {
+			if err := tn.LinkDel(nsLink); err != nil {
+				return nil, nil, fmt.Errorf("delete stale link %s in %s: %w", spec.NSIf, spec.Namespace, err)
+			}
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: spec.HostIf, Alias: spec.Alias},
+			PeerName:      spec.NSIf,
+			PeerNamespace: netlink.NsFd(int(ns)),
+		}
+		if err := r.host.LinkAdd(veth); err != nil {
+			return nil, nil, fmt.Errorf("create veth %s/%s: %w", spec.HostIf, spec.NSIf, err)
+		}
+		ch.add("link: create veth %s <-> %s@%s", spec.HostIf, spec.NSIf, spec.Namespace)
+		var err error
+		if hostLink, err = r.host.LinkByName(spec.HostIf); err != nil {
+			return nil, nil, fmt.Errorf("get new link %s: %w", spec.HostIf, err)
+		}
+		if nsLink, err = tn.LinkByName(spec.NSIf); err != nil {
+			r.host.LinkDel(hostLink)
+			return nil, nil, fmt.Errorf("get new link %s in %s: %w", spec.NSIf, spec.Namespace, err)
+		}
+	}
+	if hostLink.Attrs().Alias != spec.Alias {
+		if err := r.host.LinkSetAlias(hostLink, spec.Alias); err != nil {
+			return nil, nil, fmt.Errorf("set alias on %s: %w", spec.HostIf, err)
+		}
+		ch.add("link: alias %s %q", spec.HostIf, spec.Alias)
+	}
+	for _, l := range []struct {
+		h    *netlink.Handle
+		link netlink.Link
+	}{{r.host, hostLink}, {tn, nsLink}} {
+		if l.link.Attrs().Flags&net.FlagUp == 0 {
+			if err := l.h.LinkSetUp(l.link); err != nil {
+				return nil, nil, fmt.Errorf("set %s up: %w", l.link.Attrs().Name, err)
+			}
+			ch.add("link: up %s", l.link.Attrs().Name)
+		}
+	}
+	if lo, err := tn.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := tn.LinkSetUp(lo); err != nil {
+			return nil, nil, fmt.Errorf("set lo up in %s: %w", spec.Namespace, err)
+		}
+		ch.add("link: up lo@%s", spec.Namespace)
+	}
+	return hostLink, nsLink, nil
+}
+
+// ensureSysctls: the host end does loose reverse-path filtering (replies
+// from the tenant carry tenant addresses, which the main table routes
+// elsewhere); the tenant namespace forwards (tunnels, later) and does not
+// filter on the path back to the host.
+func (r *Reconciler) ensureSysctls(spec TenantSpec, ns netns.NsHandle, ch *changes) error {
+	hc, err := nsutil.EnsureSysctls(r.hostNS, []nsutil.Sysctl{
+		{Path: "net/ipv4/conf/" + spec.HostIf + "/rp_filter", Value: "2"},
+	})
+	if err != nil {
+		return fmt.Errorf("set sysctls for %s: %w", spec.HostIf, err)
+	}
+	tc, err := nsutil.EnsureSysctls(ns, []nsutil.Sysctl{
+		{Path: "net/ipv4/ip_forward", Value: "1"},
+		{Path: "net/ipv6/conf/all/forwarding", Value: "1"},
+		{Path: "net/ipv4/conf/all/rp_filter", Value: "0"},
+		{Path: "net/ipv4/conf/" + spec.NSIf + "/rp_filter", Value: "0"},
+	})
+	if err != nil {
+		return fmt.Errorf("set sysctls in %s: %w", spec.Namespace, err)
+	}
+	for _, c := range append(hc, tc...) {
+		ch.add("sysctl: %s", c)
+	}
+	return nil
+}
+
+func ensureAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix, where string, ch *changes) error {
+	have, err := retryDump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return err
+	}
+	for _, p := range want {
+		found := false
+		for _, a := range have {
+			if ones, _ := a.Mask.Size(); a.IP.Equal(p.Addr().AsSlice()) && ones == p.Bits() {
+				found = true
+			}
+		}
+		if found {
+			continue
+		}
+		a := &netlink.Addr{IPNet: prefixToIPNet(p)}
+		if p.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		} else if p.Bits() == 32 {
+			a.Flags = unix.IFA_F_NOPREFIXROUTE
+		}
+		if err := h.AddrReplace(link, a); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", p, link.Attrs().Name, err)
+		}
+		ch.add("addr: %s %s dev %s", where, p, link.Attrs().Name)
+	}
+	return nil
+}
+
+// ensureDefault makes table hold exactly one default route for gw's family,
+// via gw out of link.
+func ensureDefault(h *netlink.Handle, link netlink.Link, table int, gw netip.Addr, onlink bool, where string, ch *changes) error {
+	family := netlink.FAMILY_V6
+	dst := &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	if gw.Is4() {
+		family = netlink.FAMILY_V4
+		dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	}
+	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
+		rs, err := h.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+		if errors.Is(err, unix.ENOENT) {
+			// With strict checking the kernel answers ENOENT for a table
+			// that holds no routes yet.
+			return nil, nil
+		}
+		return rs, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, rt := range routes {
+		if rt.Table != table || (rt.Dst != nil && !isDefault(rt.Dst)) || rt.Type != unix.RTN_UNICAST {
+			continue
+		}
+		if rt.LinkIndex == link.Attrs().Index && rt.Gw != nil && rt.Gw.Equal(gw.AsSlice()) {
+			return nil
+		}
+	}
+	rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw.AsSlice(), Table: table, Protocol: unix.RTPROT_STATIC}
+	if onlink {
+		rt.Flags = int(netlink.FLAG_ONLINK)
+	}
+	if err := h.RouteReplace(rt); err != nil {
+		return fmt.Errorf("replace default route via %s dev %s table %d: %w", gw, link.Attrs().Name, table, err)
+	}
+	ch.add("route: %s table %d default via %s dev %s", where, table, gw, link.Attrs().Name)
+	return nil
+}
+
+func isDefault(n *net.IPNet) bool {
+	ones, _ := n.Mask.Size()
+	return ones == 0 && n.IP.IsUnspecified()
+}
+
+// ensureRules keeps exactly one rule per family for the tenant's table:
+// priority RulePriority, fwmark Mark/0xffffffff, lookup Table.
+func (r *Reconciler) ensureRules(spec TenantSpec, ch *changes) error {
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rules, err := retryDump("rules", func() ([]netlink.Rule, error) {
+			return r.host.RuleListFiltered(family, &netlink.Rule{Table: int(spec.Table)}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, ru := range rules {
+			if ru.Table != int(spec.Table) {
+				continue
+			}
+			if !found && ruleMatches(ru, spec) {
+				found = true
+				continue
+			}
+			// Duplicate or altered rule pointing at our table.
+			ru := ru
+			if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete rule %s: %w", ru, err)
+			}
+			ch.add("rule: delete %s", ru)
+		}
+		if found {
+			continue
+		}
+		ru := ownedRule(family, spec.Mark, spec.Table)
+		if err := r.host.RuleAdd(ru); err != nil {
+			return fmt.Errorf("add rule fwmark %#x lookup %d: %w", spec.Mark, spec.Table, err)
+		}
+		ch.add("rule: add family %d fwmark %#x lookup %d", family, spec.Mark, spec.Table)
+	}
+	return nil
+}
+
+func ownedRule(family int, mark, table uint32) *netlink.Rule {
+	ru := netlink.NewRule()
+	ru.Family = family
+	ru.Priority = RulePriority
+	ru.Mark = mark
+	m := uint32(0xffffffff)
+	ru.Mask = &m
+	ru.Table = int(table)
+	return ru
+}
+
+func ruleMatches(ru netlink.Rule, spec TenantSpec) bool {
+	return ru.Priority == RulePriority && ru.Mark == spec.Mark && (ru.Mask == nil || *ru.Mask == 0xffffffff) &&
+		ru.Src == nil && ru.Dst == nil && ru.IifName == "" && ru.OifName == "" && !ru.Invert
+}
+
+// Delete removes everything nfhost made for a tenant. It is idempotent and
+// only touches objects that carry nfhost's marks.
+func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
+	var ch changes
+	if o.Slot != 0 {
+		mark := SlotBase + uint32(o.Slot)
+		nftCh, err := r.steer.sync(mark, nil)
+		ch = append(ch, nftCh...)
+		if err != nil {
+			return ch, err
+		}
+		if err := r.deleteRules(uint32(mark), &ch); err != nil {
+			return ch, err
+		}
+	}
+	hostIf := o.HostIf
+	if hostIf == "" {
+		hostIf = HostIfName(o.ID)
+	}
+	if l, err := r.host.LinkByName(hostIf); err == nil {
+		if id, _, ok := ParseAlias(l.Attrs().Alias); ok && id == o.ID {
+			if err := r.host.LinkDel(l); err != nil && !isNotFound(err) {
+				return ch, fmt.Errorf("delete link %s: %w", hostIf, err)
+			}
+			ch.add("link: delete %s", hostIf)
+		}
+	} else if !isNotFound(err) {
+		return ch, fmt.Errorf("get link %s: %w", hostIf, err)
+	}
+	name := o.Namespace
+	if name == "" {
+		name = r.cfg.NSPrefix + o.ID
+	}
+	if nsutil.Exists(r.cfg.NetnsDir, name) {
+		if err := nsutil.Delete(r.cfg.NetnsDir, name); err != nil {
+			return ch, err
+		}
+		ch.add("netns: delete %s", name)
+	}
+	return ch, nil
+}
+
+// deleteRules removes the rules of one table in nfhost's range.
+func (r *Reconciler) deleteRules(table uint32, ch *changes) error {
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rules, err := retryDump("rules", func() ([]netlink.Rule, error) {
+			return r.host.RuleListFiltered(family, &netlink.Rule{Table: int(table)}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return err
+		}
+		for _, ru := range rules {
+			if ru.Table != int(table) {
+				continue
+			}
+			ru := ru
+			if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete rule %s: %w", ru, err)
+			}
+			ch.add("rule: delete family %d lookup %d", family, table)
+		}
+	}
+	return nil
+}
+
+// GC removes state in nfhost's ranges that belongs to no live slot: nft map
+// entries and ip rules whose mark/table is not in slots. Tenants themselves
+// are deleted through Delete, which the daemon guards.
+func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, error) {
+	keep := make(map[uint32]bool, len(slots))
+	for s := range slots {
+		keep[SlotBase+uint32(s)] = true
+	}
+	ch, err := r.steer.gc(keep)
+	if err != nil {
+		return ch, err
+	}
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rules, err := retryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
+		if err != nil {
+			return ch, err
+		}
+		for _, ru := range rules {
+			t := uint32(ru.Table)
+			if ru.Priority != RulePriority || t <= SlotBase || t > SlotBase+MaxSlot || keep[t] {
+				continue
+			}
+			ru := ru
+			if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
+				return ch, fmt.Errorf("delete orphan rule %s: %w", ru, err)
+			}
+			ch = append(ch, fmt.Sprintf("rule: gc family %d lookup %d", family, t))
+		}
+	}
+	sort.Strings(ch)
+	return ch, nil
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

@@ -1,0 +1,126 @@
+// Package routing owns the per-tenant network plumbing on an edge server:
+// the tenant's network namespace, the veth pair that joins it to the host
+// namespace, and the policy routing that steers each tenant's prefixes into
+// it (an nft interval map sets a mark, an ip rule sends the mark to a
+// per-tenant table, the table routes into the veth).
+//
+// The package is driven by TenantSpec values computed by a pure plan step
+// (nsd/plan); Reconciler.Apply makes the kernel match a spec with the fewest
+// changes and is idempotent. Everything it creates carries nfhost's mark:
+//
+//   - network namespaces are named <ns-prefix><tenant> (default "nf-");
+//   - host-side links are named "nfv" + 12 hex digits of a hash of the tenant
+//     ID and carry the alias "nfhost:tenant=<id>,slot=<n>";
+//   - the nft table is "inet nfhost" in the host namespace;
+//   - ip rules use priority RulePriority and tables/marks in
+//     [SlotBase+1, SlotBase+MaxSlot].
+//
+// Garbage collection only ever removes objects that carry these marks.
+package routing
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Owned numeric ranges. They are documented in README.md; change them only
+// together with the docs.
+const (
+	// SlotBase is added to a tenant's slot to form its routing table ID and
+	// its packet mark ("nf" in ASCII in the upper half).
+	SlotBase = 0x6e660000
+	// MaxSlot is the largest slot; slots start at 1.
+	MaxSlot = 0xffff
+	// RulePriority is the priority of every tenant fwmark rule. Marks are
+	// disjoint, so one priority serves all tenants.
+	RulePriority = 1600
+	// NFTTable is the name of nfhost's nft table (family inet) in the host
+	// namespace and, for the firewall, in each tenant namespace.
+	NFTTable = "nfhost"
+	// HostIfPrefix starts every host-side link name nfhost creates.
+	HostIfPrefix = "nfv"
+	// NSIfName is the tenant end of the host veth, inside the namespace.
+	NSIfName = "host0"
+	// AliasPrefix starts the alias of every host-side link nfhost creates.
+	AliasPrefix = "nfhost:"
+	// DefaultNSPrefix names tenant namespaces.
+	DefaultNSPrefix = "nf-"
+)
+
+// Link-local addresses of the host veth. They are the same for every tenant:
+// each pair lives in its own namespace on the tenant side, and on the host
+// side the address is a /32 without a prefix route, so duplicates are fine.
+var (
+	HostAddr4 = netip.MustParsePrefix("169.254.100.1/32")
+	NSAddr4   = netip.MustParsePrefix("169.254.100.2/32")
+	HostAddr6 = netip.MustParsePrefix("fe80::1/64")
+	NSAddr6   = netip.MustParsePrefix("fe80::2/64")
+)
+
+// TenantSpec is the desired kernel state of one tenant's plumbing.
+type TenantSpec struct {
+	ID        string
+	Namespace string // named network namespace, /run/netns/<Namespace>
+	HostIf    string // host end of the veth
+	NSIf      string // tenant end of the veth, inside Namespace
+	Alias     string // alias of HostIf, identifies the tenant after restarts
+	Slot      uint16
+	Table     uint32 // per-tenant routing table in the host namespace
+	Mark      uint32 // fwmark set by the nft map for the tenant's prefixes
+	Prefixes  []netip.Prefix
+}
+
+// NewTenantSpec derives every name and number of a tenant from its ID, slot
+// and the namespace prefix.
+func NewTenantSpec(id string, slot uint16, nsPrefix string, prefixes []netip.Prefix) TenantSpec {
+	return TenantSpec{
+		ID:        id,
+		Namespace: nsPrefix + id,
+		HostIf:    HostIfName(id),
+		NSIf:      NSIfName,
+		Alias:     FormatAlias(id, slot),
+		Slot:      slot,
+		Table:     SlotBase + uint32(slot),
+		Mark:      SlotBase + uint32(slot),
+		Prefixes:  prefixes,
+	}
+}
+
+// HostIfName is "nfv" + the first 12 hex digits of sha256(tenant): 15 bytes,
+// the kernel's limit.
+func HostIfName(tenant string) string {
+	sum := sha256.Sum256([]byte(tenant))
+	return HostIfPrefix + hex.EncodeToString(sum[:6])
+}
+
+// FormatAlias is the alias written on a tenant's host link.
+func FormatAlias(tenant string, slot uint16) string {
+	return fmt.Sprintf("%stenant=%s,slot=%d", AliasPrefix, tenant, slot)
+}
+
+// ParseAlias recovers tenant ID and slot from an alias written by
+// FormatAlias. ok is false for links nfhost did not create.
+func ParseAlias(alias string) (tenant string, slot uint16, ok bool) {
+	rest, found := strings.CutPrefix(alias, AliasPrefix)
+	if !found {
+		return "", 0, false
+	}
+	for _, kv := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "tenant":
+			tenant = v
+		case "slot":
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || n == 0 {
+				return "", 0, false
+			}
+			slot = uint16(n)
+		}
+	}
+	return tenant, slot, tenant != "" && slot != 0
+}
