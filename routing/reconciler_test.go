@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/nfhost/nfhost/routing"
-	"github.com/nfhost/nfhost/routing/nsutil"
 	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/routing/nsutil"
 )
 
 // topo is the smallest edge: a client namespace and an edge ("host")

@@ -1,0 +1,68 @@
+// Package cli holds the nsd and nsctl commands as functions that tests can
+// call; cmd/nsd and cmd/nsctl only hand them os.Args and the standard streams.
+package cli
+
+import (
+	"context"
+	"io"
+	"os"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/nfhost/nfhost/nsd/source"
+)
+
+// Env is what a command may touch of its process.
+type Env struct {
+	Ctx    context.Context
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+}
+
+// StdEnv is the real process environment.
+func StdEnv(ctx context.Context) Env {
+	return Env{Ctx: ctx, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+}
+
+// Exit codes scripts can rely on.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1 // the operation failed (kernel, store unreachable, ...)
+	ExitUsage    = 2 // bad flags or arguments
+	ExitInvalid  = 3 // the configuration is invalid
+	ExitConflict = 4 // a check-and-set lost a race; read again and retry
+	ExitNotFound = 5 // the tenant or key does not exist
+)
+
+// storeFlags are shared by nsd and nsctl.
+type storeFlags struct {
+	source     string
+	consulAddr string
+	kvPrefix   string
+	configDir  string
+	stateDir   string
+}
+
+func (f *storeFlags) open(env Env) (source.Store, error) {
+	switch f.source {
+	case "consul":
+		cfg := api.DefaultConfig() // honours CONSUL_HTTP_ADDR, _TOKEN, _SSL, CONSUL_CACERT, ...
+		if f.consulAddr != "" {
+			cfg.Address = f.consulAddr
+		}
+		return source.NewConsul(cfg, f.kvPrefix)
+	case "dir":
+		return source.NewDir(f.configDir, f.stateDir), nil
+	default:
+		return nil, usageError("--source must be consul or dir, got %q", f.source)
+	}
+}
+
+type usageErr struct{ msg string }
+
+func (e usageErr) Error() string { return e.msg }
+
+func usageError(format string, args ...any) error {
+	return usageErr{msg: sprintf(format, args...)}
+}

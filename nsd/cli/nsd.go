@@ -1,0 +1,187 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/nfhost/nfhost/nsd"
+	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/routing/nsutil"
+)
+
+var sprintf = fmt.Sprintf
+
+// NSD runs the daemon with args (without the program name) and returns the
+// process exit code.
+func NSD(env Env, args []string) int {
+	var (
+		sf             storeFlags
+		hostID         string
+		hostNetns      string
+		uplink         string
+		nsPrefix       string
+		resync         time.Duration
+		metricsAddr    string
+		logLevel       string
+		once           bool
+		maxDelFraction float64
+		confirmDeletes bool
+	)
+	hostname, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "nsd",
+		Short: "nfhost edge daemon: reconciles tenant namespaces, veths and policy routing from Consul KV",
+		Long: `nsd watches tenant configs (Consul KV, or a directory) and reconciles the kernel toward them:
+per tenant a network namespace joined to the host by a veth pair, and policy routing
+(nft mark + ip rule + per-tenant table) that steers the tenant's prefixes into it.
+
+It never tears down the datapath on exit; a restart with unchanged config changes nothing.`,
+		Example: `  nsd --source consul --consul-addr 127.0.0.1:8500 --host-id edge1 --uplink eth0
+  nsd --source dir --config-dir /etc/nfhost/tenants --once`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&sf.source, "source", "dir", "configuration source: consul or dir")
+	fl.StringVar(&sf.consulAddr, "consul-addr", "", "Consul HTTP address (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500; token and TLS from CONSUL_HTTP_*)")
+	fl.StringVar(&sf.kvPrefix, "kv-prefix", "nfhost", "Consul KV prefix")
+	fl.StringVar(&sf.configDir, "config-dir", "/etc/nfhost/tenants", "directory source: DIR/<tenant>/network.json")
+	fl.StringVar(&sf.stateDir, "state-dir", "/var/lib/nfhost", "where the directory source writes status")
+	fl.StringVar(&hostID, "host-id", hostname, "this edge server's ID (status keys, control keys)")
+	fl.StringVar(&hostNetns, "host-netns", "", "operate on this named network namespace as the host (empty: nsd's own)")
+	fl.StringVar(&uplink, "uplink", "", "uplink interface in the host namespace (checked at start)")
+	fl.StringVar(&nsPrefix, "ns-prefix", routing.DefaultNSPrefix, "name prefix of tenant namespaces")
+	fl.DurationVar(&resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
+	fl.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9469")
+	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.BoolVar(&once, "once", false, "reconcile once, print a per-tenant summary and exit (non-zero if any tenant failed)")
+	fl.Float64Var(&maxDelFraction, "max-delete-fraction", 0.2, "hold a pass that would delete more than this share of the host's tenants")
+	fl.BoolVar(&confirmDeletes, "confirm-deletes", false, "let deletions held by the mass-delete guard through")
+
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+			return usageError("--log-level: %v", err)
+		}
+		if maxDelFraction <= 0 || maxDelFraction > 1 {
+			return usageError("--max-delete-fraction must be in (0, 1], got %v", maxDelFraction)
+		}
+		if hostID == "" || strings.ContainsAny(hostID, "/ ") {
+			return usageError("--host-id must be non-empty without '/' or spaces, got %q", hostID)
+		}
+		log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level})).With("host", hostID)
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("nsd must run as root: it creates network namespaces and programs netlink and nftables (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+		}
+		store, err := sf.open(env)
+		if err != nil {
+			return err
+		}
+		hostNS := netns.None()
+		if hostNetns != "" {
+			if hostNS, err = nsutil.Open(nsutil.DefaultDir, hostNetns); err != nil {
+				return fmt.Errorf("--host-netns: %w", err)
+			}
+			defer hostNS.Close()
+		}
+		if uplink != "" {
+			if err := checkUplink(hostNS, uplink); err != nil {
+				return err
+			}
+		}
+		rec, err := routing.New(routing.Config{HostNS: hostNS, NSPrefix: nsPrefix, Logger: log})
+		if err != nil {
+			return fmt.Errorf("start routing: %w", err)
+		}
+		defer rec.Close()
+
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		d := nsd.New(nsd.Options{HostID: hostID, Store: store, Routing: rec, NSPrefix: nsPrefix, Resync: resync,
+			MaxDeleteFraction: maxDelFraction, ConfirmDeletes: confirmDeletes, Logger: log, Metrics: nsd.NewMetrics(reg)})
+
+		if once {
+			rs, err := d.Once(env.Ctx)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TENANT\tSTATE\tCHANGES\tERROR")
+			for _, r := range rs {
+				msg := ""
+				if r.Err != nil {
+					msg = r.Err.Error()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Tenant, r.State, r.Changes, msg)
+			}
+			tw.Flush()
+			if nsd.Failed(rs) {
+				return errOnceFailed
+			}
+			return nil
+		}
+		if metricsAddr != "" {
+			ln, err := net.Listen("tcp", metricsAddr)
+			if err != nil {
+				return fmt.Errorf("listen on --metrics-addr: %w", err)
+			}
+			srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+			go srv.Serve(ln)
+			defer srv.Close()
+			log.Info("serving metrics", "addr", ln.Addr().String())
+		}
+		log.Info("nsd started", "source", sf.source, "host_netns", hostNetns, "uplink", uplink)
+		return d.Run(env.Ctx)
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(env.Stdout)
+	cmd.SetErr(env.Stderr)
+	return exitCode(env, cmd.ExecuteContext(env.Ctx))
+}
+
+var errOnceFailed = errors.New("one or more tenants failed")
+
+func checkUplink(hostNS netns.NsHandle, name string) error {
+	h, err := netlink.NewHandleAt(hostNS)
+	if !hostNS.IsOpen() {
+		h, err = netlink.NewHandle()
+	}
+	if err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(name); err != nil {
+		return fmt.Errorf("--uplink %q: no such interface in the host namespace: %w", name, err)
+	}
+	return nil
+}
+
+func exitCode(env Env, err error) int {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return ExitOK
+	}
+	fmt.Fprintln(env.Stderr, "error:", err)
+	var ue usageErr
+	switch {
+	case errors.As(err, &ue) || strings.Contains(err.Error(), "unknown flag") || strings.Contains(err.Error(), "unknown command") ||
+		strings.Contains(err.Error(), "accepts ") || strings.Contains(err.Error(), "required flag"):
+		return ExitUsage
+	}
+	return exitFor(err)
+}

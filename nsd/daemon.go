@@ -1,0 +1,481 @@
+// Package nsd is the edge daemon's core: it turns configuration snapshots
+// from a source.Store into per-tenant kernel state through the subsystem
+// reconcilers, and reports status.
+//
+// Data flow per pass: snapshot → validate (nsd/config) → overlap check and
+// slot allocation (nsd/plan) → routing.TenantSpec → Reconciler.Apply → status.
+// Only tenants whose keys changed are touched on a watch event; a periodic
+// resync re-reads the kernel and re-applies every tenant to repair drift.
+package nsd
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/nsd/plan"
+	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/routing"
+)
+
+// Plumber is the routing reconciler as the daemon uses it.
+type Plumber interface {
+	Observe(ctx context.Context) (map[string]routing.Observed, error)
+	Apply(ctx context.Context, spec routing.TenantSpec) ([]string, error)
+	Delete(ctx context.Context, o routing.Observed) ([]string, error)
+	GC(ctx context.Context, slots map[uint16]bool) ([]string, error)
+}
+
+// Options configure a Daemon.
+type Options struct {
+	HostID   string
+	Store    source.Store
+	Routing  Plumber
+	NSPrefix string
+	// Resync is the interval of full passes that repair drift.
+	Resync time.Duration
+	// MaxDeleteFraction: a pass that would delete more than this share of
+	// the tenants on the host (and more than one tenant) is held until an
+	// operator confirms. 0 means the default 0.2; 1 disables the guard.
+	MaxDeleteFraction float64
+	// ConfirmDeletes lets held deletions through (the --confirm-deletes flag).
+	ConfirmDeletes bool
+	Logger         *slog.Logger
+	Metrics        *Metrics
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// ConfirmKey is the control key an operator writes the confirm token to:
+// <prefix>/control/confirm-deletes/<host>.
+func ConfirmKey(host string) string { return "confirm-deletes/" + host }
+
+type applied struct {
+	index    uint64 // ModifyIndex of the network key that is in force
+	spec     routing.TenantSpec
+	prefixes []netip.Prefix
+}
+
+// Daemon holds the reconcile state. Its methods are not safe for
+// concurrent use; Run serialises everything on one goroutine.
+type Daemon struct {
+	o   Options
+	log *slog.Logger
+	m   *Metrics
+
+	observed map[string]routing.Observed
+	applied  map[string]*applied
+	seen     map[string]string // tenant → fingerprint of its key indexes
+	failed   map[string]bool
+	statuses map[string]source.Status
+	held     []string
+}
+
+// New creates a daemon.
+func New(o Options) *Daemon {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	if o.MaxDeleteFraction == 0 {
+		o.MaxDeleteFraction = 0.2
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.NSPrefix == "" {
+		o.NSPrefix = routing.DefaultNSPrefix
+	}
+	return &Daemon{
+		o: o, log: o.Logger, m: o.Metrics,
+		observed: map[string]routing.Observed{},
+		applied:  map[string]*applied{},
+		seen:     map[string]string{},
+		failed:   map[string]bool{},
+		statuses: map[string]source.Status{},
+	}
+}
+
+// Result summarises one tenant after a pass.
+type Result struct {
+	Tenant  string
+	State   string
+	Changes int
+	Err     error
+}
+
+// Run watches the store and reconciles until ctx ends. It never tears down
+// kernel state on exit: the datapath stays in place across restarts.
+func (d *Daemon) Run(ctx context.Context) error {
+	snaps := make(chan source.Snapshot, 1)
+	go d.o.Store.Watch(ctx, snaps, func(err error) {
+		d.m.SourceErrors.Inc()
+		d.log.Warn("config source unavailable; keeping applied state", "err", err)
+	})
+	var ticker <-chan time.Time
+	if d.o.Resync > 0 {
+		t := time.NewTicker(d.o.Resync)
+		defer t.Stop()
+		ticker = t.C
+	}
+	var (
+		last    *source.Snapshot
+		started bool
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping; kernel state stays in place")
+			return nil
+		case s := <-snaps:
+			last = &s
+			full := !started
+			if full {
+				if err := d.observe(ctx); err != nil {
+					d.log.Error("observe kernel state", "err", err)
+					continue
+				}
+				started = true
+			}
+			d.Reconcile(ctx, s, full)
+		case <-ticker:
+			if last == nil {
+				continue
+			}
+			if err := d.observe(ctx); err != nil {
+				d.log.Error("observe kernel state", "err", err)
+				continue
+			}
+			d.Reconcile(ctx, *last, true)
+		}
+	}
+}
+
+// Once reads the store, reconciles every tenant and returns the results.
+func (d *Daemon) Once(ctx context.Context) ([]Result, error) {
+	s, err := d.o.Store.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.observe(ctx); err != nil {
+		return nil, err
+	}
+	return d.Reconcile(ctx, s, true), nil
+}
+
+func (d *Daemon) observe(ctx context.Context) error {
+	obs, err := d.o.Routing.Observe(ctx)
+	if err != nil {
+		return fmt.Errorf("observe routing state: %w", err)
+	}
+	d.observed = obs
+	return nil
+}
+
+func fingerprint(keys map[string]source.Entry) string {
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, k := range names {
+		fmt.Fprintf(&b, "%s=%d;", k, keys[k].ModifyIndex)
+	}
+	return b.String()
+}
+
+// Reconcile runs one pass. With full set every tenant is re-applied;
+// otherwise only tenants whose keys changed (or that failed before).
+func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []Result {
+	start := d.o.Now()
+	var results []Result
+
+	// Deletions first, so that a prefix moving between tenants is free.
+	results = append(results, d.deletions(ctx, s)...)
+
+	// Candidates in the order older configs first: on an overlap between
+	// two new configs the older one wins, as it would have had it been
+	// applied first.
+	var todo []string
+	for id, keys := range s.Tenants {
+		fp := fingerprint(keys)
+		if full || d.failed[id] || d.seen[id] != fp {
+			todo = append(todo, id)
+		}
+	}
+	sort.Slice(todo, func(i, j int) bool {
+		a, b := s.Tenants[todo[i]][config.KeyNetwork].ModifyIndex, s.Tenants[todo[j]][config.KeyNetwork].ModifyIndex
+		if a != b {
+			return a < b
+		}
+		return todo[i] < todo[j]
+	})
+	holdings := make(map[string][]netip.Prefix, len(d.applied))
+	for id, a := range d.applied {
+		holdings[id] = a.prefixes
+	}
+	slots := d.slots()
+	for _, id := range todo {
+		keys := s.Tenants[id]
+		r := d.reconcileTenant(ctx, id, keys, holdings, slots, full)
+		d.seen[id] = fingerprint(keys)
+		results = append(results, r)
+	}
+	d.gc(ctx, s)
+	d.updateGauges()
+	d.writeHostStatus(ctx, s)
+	d.m.LastSync.Set(float64(d.o.Now().Unix()))
+	if len(todo) > 0 || len(results) > 0 {
+		d.log.Debug("reconcile pass done", "full", full, "tenants", len(todo), "took", time.Since(start))
+	}
+	return results
+}
+
+func (d *Daemon) slots() map[string]uint16 {
+	out := make(map[string]uint16, len(d.observed)+len(d.applied))
+	for id, o := range d.observed {
+		if o.Slot != 0 {
+			out[id] = o.Slot
+		}
+	}
+	for id, a := range d.applied {
+		out[id] = a.spec.Slot
+	}
+	return out
+}
+
+func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry,
+	holdings map[string][]netip.Prefix, slots map[string]uint16, full bool) Result {
+	log := d.log.With("tenant", id)
+	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
+	for k := range keys {
+		if !config.IsKnownKey(k) {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: unknown key, ignored", id, k))
+		}
+	}
+	sort.Strings(st.Warnings)
+	for _, w := range st.Warnings {
+		if d.seen[id] != fingerprint(keys) {
+			log.Warn(w)
+		}
+	}
+	for _, k := range []string{config.KeyFirewall, config.KeyDoS} {
+		if _, ok := keys[k]; ok {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: not applied by this nsd version", id, k))
+		}
+	}
+
+	net, ok := keys[config.KeyNetwork]
+	var valid config.ValidNetwork
+	var err error
+	if !ok {
+		err = &config.FieldError{Tenant: id, Key: config.KeyNetwork, Msg: "missing: every tenant needs a network key"}
+	} else if valid, err = config.ParseNetwork(id, net.Value); err == nil {
+		err = plan.CheckOverlap(id, valid.Prefixes, holdings)
+	}
+	if err != nil {
+		d.m.ConfigErrors.Inc()
+		return d.fail(ctx, log, st, "config", err, "rejected config; keeping last good state")
+	}
+
+	slot, err := plan.SlotFor(id, slots)
+	if err != nil {
+		return d.fail(ctx, log, st, "routing", err, "cannot allocate slot")
+	}
+	slots[id] = slot
+	spec := routing.NewTenantSpec(id, slot, d.o.NSPrefix, valid.Prefixes)
+	t0 := d.o.Now()
+	changes, err := d.o.Routing.Apply(ctx, spec)
+	d.m.ApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
+	d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
+	for _, c := range changes {
+		log.Info("kernel change", "subsys", "routing", "change", c)
+	}
+	if err != nil {
+		d.m.Reconciles.WithLabelValues("routing", "error").Inc()
+		return d.fail(ctx, log, st, "routing", fmt.Errorf("apply routing: %w", err), "apply failed")
+	}
+	d.m.Reconciles.WithLabelValues("routing", "ok").Inc()
+	holdings[id] = valid.Prefixes
+	d.applied[id] = &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes}
+	d.observed[id] = routing.Observed{ID: id, Slot: slot, HostIf: spec.HostIf, Namespace: spec.Namespace}
+	delete(d.failed, id)
+
+	st.State = "applied"
+	st.AppliedIndex = net.ModifyIndex
+	st.Subsystems["routing"] = "ok"
+	st.Changes = len(changes)
+	prev, had := d.statuses[id]
+	st.AppliedAt = d.o.Now().UTC()
+	if had && len(changes) == 0 && full && prev.State == st.State && prev.AppliedIndex == st.AppliedIndex &&
+		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") {
+		return Result{Tenant: id, State: st.State} // converged resync: no status write
+	}
+	if len(changes) > 0 || !had || prev.AppliedIndex != st.AppliedIndex {
+		log.Info("tenant applied", "index", net.ModifyIndex, "changes", len(changes))
+	}
+	d.putStatus(ctx, st)
+	return Result{Tenant: id, State: st.State, Changes: len(changes)}
+}
+
+// fail records an error for a tenant whose last good state stays in force.
+func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, subsys string, err error, msg string) Result {
+	d.failed[st.Tenant] = true
+	st.State = "error"
+	st.Error = err.Error()
+	st.Subsystems[subsys] = "error"
+	if a, ok := d.applied[st.Tenant]; ok {
+		st.AppliedIndex = a.index
+		st.Subsystems["routing"] = "ok (last good config)"
+	}
+	if prev, ok := d.statuses[st.Tenant]; !ok || prev.Error != st.Error {
+		log.Error(msg, "err", err)
+	}
+	st.AppliedAt = d.o.Now().UTC()
+	d.putStatus(ctx, st)
+	return Result{Tenant: st.Tenant, State: st.State, Err: err}
+}
+
+func (d *Daemon) putStatus(ctx context.Context, st source.Status) {
+	d.statuses[st.Tenant] = st
+	if err := d.o.Store.PutStatus(ctx, d.o.HostID, st.Tenant, st); err != nil {
+		d.log.Warn("write status", "tenant", st.Tenant, "err", err)
+	}
+}
+
+// deletions removes tenants that are gone from the store, unless that
+// would delete more than MaxDeleteFraction of the host's tenants.
+func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
+	running := map[string]bool{}
+	for id := range d.observed {
+		running[id] = true
+	}
+	for id := range d.applied {
+		running[id] = true
+	}
+	var gone []string
+	for id := range running {
+		if _, ok := s.Tenants[id]; !ok {
+			gone = append(gone, id)
+		}
+	}
+	sort.Strings(gone)
+	d.held = nil
+	d.m.HeldDeletes.Set(0)
+	if len(gone) == 0 {
+		return nil
+	}
+	token := deleteToken(gone)
+	if len(gone) > 1 && float64(len(gone)) > d.o.MaxDeleteFraction*float64(len(running)) &&
+		!d.o.ConfirmDeletes && string(s.Control[ConfirmKey(d.o.HostID)].Value) != token {
+		d.held = gone
+		d.m.HeldDeletes.Set(float64(len(gone)))
+		d.log.Error("HOLDING mass delete: the config source lists far fewer tenants than this host runs",
+			"deletes", len(gone), "running", len(running), "max_fraction", d.o.MaxDeleteFraction,
+			"confirm", fmt.Sprintf("nsctl confirm-deletes --host %s --token %s", d.o.HostID, token))
+		var out []Result
+		for _, id := range gone {
+			out = append(out, Result{Tenant: id, State: "held"})
+		}
+		return out
+	}
+	var out []Result
+	for _, id := range gone {
+		out = append(out, d.deleteTenant(ctx, id))
+	}
+	return out
+}
+
+func deleteToken(ids []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(ids, ",")))
+	return hex.EncodeToString(sum[:6])
+}
+
+func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
+	o, ok := d.observed[id]
+	if !ok {
+		o = routing.Observed{ID: id}
+	}
+	if a, ok := d.applied[id]; ok && o.Slot == 0 {
+		o.Slot = a.spec.Slot
+	}
+	changes, err := d.o.Routing.Delete(ctx, o)
+	d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
+	if err != nil {
+		d.m.Reconciles.WithLabelValues("routing", "error").Inc()
+		d.log.Error("delete tenant", "tenant", id, "err", err)
+		return Result{Tenant: id, State: "error", Err: err}
+	}
+	d.log.Info("tenant deleted", "tenant", id, "changes", len(changes))
+	delete(d.observed, id)
+	delete(d.applied, id)
+	delete(d.seen, id)
+	delete(d.failed, id)
+	delete(d.statuses, id)
+	if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
+		d.log.Warn("delete status", "tenant", id, "err", err)
+	}
+	return Result{Tenant: id, State: "deleted", Changes: len(changes)}
+}
+
+// gc removes orphaned rules and map entries in nfhost's ranges.
+func (d *Daemon) gc(ctx context.Context, s source.Snapshot) {
+	keep := map[uint16]bool{}
+	for _, slot := range d.slots() {
+		keep[slot] = true
+	}
+	changes, err := d.o.Routing.GC(ctx, keep)
+	if err != nil {
+		d.log.Error("garbage-collect routing state", "err", err)
+		return
+	}
+	d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
+	for _, c := range changes {
+		d.log.Info("kernel change", "subsys", "routing", "change", c)
+	}
+}
+
+func (d *Daemon) updateGauges() {
+	counts := map[string]int{"applied": 0, "error": 0, "held": len(d.held)}
+	for _, st := range d.statuses {
+		counts[st.State]++
+	}
+	for k, v := range counts {
+		d.m.Tenants.WithLabelValues(k).Set(float64(v))
+	}
+}
+
+func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot) {
+	hs := source.HostStatus{Host: d.o.HostID, UpdatedAt: d.o.Now().UTC(), Tenants: len(d.applied),
+		HeldDeletes: d.held, Problems: s.Problems}
+	if len(d.held) > 0 {
+		hs.ConfirmToken = deleteToken(d.held)
+	}
+	if err := d.o.Store.PutStatus(ctx, d.o.HostID, source.HostStatusName, hs); err != nil {
+		d.log.Warn("write host status", "err", err)
+	}
+}
+
+// Failed reports whether any result is an error.
+func Failed(rs []Result) bool {
+	for _, r := range rs {
+		if r.Err != nil || r.State == "error" {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrHeld is returned by callers that treat held deletions as failure.
+var ErrHeld = errors.New("tenant deletions held by the mass-delete guard")

@@ -1,0 +1,45 @@
+package nsd
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are nsd's Prometheus metrics. They are registered on the registry
+// passed in, never on the global default.
+type Metrics struct {
+	Tenants       *prometheus.GaugeVec
+	Reconciles    *prometheus.CounterVec
+	ApplySeconds  prometheus.Histogram
+	KernelChanges *prometheus.CounterVec
+	HeldDeletes   prometheus.Gauge
+	SourceErrors  prometheus.Counter
+	ConfigErrors  prometheus.Counter
+	LastSync      prometheus.Gauge
+}
+
+// NewMetrics creates and registers the metrics on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Tenants: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_tenants",
+			Help: "Tenants on this host by state (applied, error, held)."}, []string{"state"}),
+		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_reconcile_total",
+			Help: "Per-tenant reconciles by subsystem and result."}, []string{"subsys", "result"}),
+		ApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_apply_duration_seconds",
+			Help: "Time to apply one tenant to the kernel.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		KernelChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_kernel_changes_total",
+			Help: "Kernel objects created, changed or deleted, by subsystem."}, []string{"subsys"}),
+		HeldDeletes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_deletes_held",
+			Help: "Tenant deletions held by the mass-delete guard, awaiting operator confirmation."}),
+		SourceErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_source_errors_total",
+			Help: "Failed reads of the configuration source (Consul or directory)."}),
+		ConfigErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_config_errors_total",
+			Help: "Tenant configurations rejected by validation."}),
+		LastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_last_sync_timestamp_seconds",
+			Help: "Unix time of the last completed reconcile pass."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
+			m.SourceErrors, m.ConfigErrors, m.LastSync)
+	}
+	return m
+}

@@ -1,0 +1,51 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/nfhost/nfhost/nsd/config"
+)
+
+// CheckOverlap rejects prefixes of tenant id that overlap a prefix another
+// tenant already holds. holdings maps tenant ID to the prefixes it holds
+// (applied, or accepted earlier in the same pass); id's own entry is ignored.
+// The incumbent always keeps its prefix.
+func CheckOverlap(id string, prefixes []netip.Prefix, holdings map[string][]netip.Prefix) error {
+	others := make([]string, 0, len(holdings))
+	for o := range holdings {
+		if o != id {
+			others = append(others, o)
+		}
+	}
+	sort.Strings(others)
+	var errs config.Errors
+	for i, p := range prefixes {
+		for _, o := range others {
+			for _, q := range holdings[o] {
+				if p.Overlaps(q) {
+					errs = append(errs, &config.FieldError{Tenant: id, Key: config.KeyNetwork,
+						Path: fmt.Sprintf("prefixes[%d]", i), Value: p.String(),
+						Msg: fmt.Sprintf("overlaps %s held by tenant %q", q, o)})
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// SlotFor returns id's existing slot or allocates a free one.
+func SlotFor(id string, existing map[string]uint16) (uint16, error) {
+	if s, ok := existing[id]; ok && s != 0 {
+		return s, nil
+	}
+	used := make(map[uint16]bool, len(existing))
+	for _, s := range existing {
+		used[s] = true
+	}
+	return probe(id, used)
+}

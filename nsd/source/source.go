@@ -1,0 +1,120 @@
+// Package source reads tenant configuration from Consul KV or from a
+// directory, watches it for changes, and stores nsd's status reports.
+//
+// KV layout under a prefix (default "nfhost"):
+//
+//	<prefix>/tenants/<tenant>/network    operator-owned network config
+//	<prefix>/tenants/<tenant>/firewall   tenant-writable firewall rules
+//	<prefix>/tenants/<tenant>/dos        DoS settings
+//	<prefix>/control/<name>              operator controls, e.g. confirm-deletes/<host>
+//	<prefix>/status/<host>/<tenant>      written by nsd
+//	<prefix>/status/<host>/_host         host-level status (delete guard)
+//
+// The directory source mirrors it: DIR/<tenant>/network.json (firewall.json,
+// dos.json), DIR/_control/<name>; status goes to STATE/status/.
+package source
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Entry is one stored document and the index of its last change.
+type Entry struct {
+	Value       []byte
+	ModifyIndex uint64
+}
+
+// Snapshot is the whole configuration at one moment.
+type Snapshot struct {
+	// Tenants maps tenant ID to its keys ("network", "firewall", ...).
+	Tenants map[string]map[string]Entry
+	// Control holds <prefix>/control/<name> entries by name.
+	Control map[string]Entry
+	// Problems are keys that could not be attributed to a tenant (bad
+	// tenant ID, nested keys); reported, never fatal.
+	Problems []string
+}
+
+// ErrConflict is returned by Put when a check-and-set lost a race.
+var ErrConflict = errors.New("check-and-set conflict: the key changed since it was read")
+
+// ErrNotFound is returned when a tenant or key does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store is what nsd and nsctl need from a configuration backend.
+type Store interface {
+	// Watch sends a snapshot as soon as one can be read and then one per
+	// change, until ctx ends. Read errors are retried with backoff and
+	// reported through onError; the last snapshot stays in force meanwhile.
+	Watch(ctx context.Context, out chan<- Snapshot, onError func(error)) error
+	// Read returns the current snapshot once.
+	Read(ctx context.Context) (Snapshot, error)
+	// Put writes a tenant key. cas is the ModifyIndex the writer read (0:
+	// the key must not exist yet); a lost race is ErrConflict.
+	Put(ctx context.Context, tenant, key string, value []byte, cas uint64) error
+	// DeleteTenant removes every key of a tenant.
+	DeleteTenant(ctx context.Context, tenant string) error
+	// PutControl writes <prefix>/control/<name>.
+	PutControl(ctx context.Context, name string, value []byte) error
+	// PutStatus and DeleteStatus maintain <prefix>/status/<host>/<name>.
+	PutStatus(ctx context.Context, host, name string, st any) error
+	DeleteStatus(ctx context.Context, host, name string) error
+	// ListStatus returns raw status documents by host, then by name.
+	ListStatus(ctx context.Context, host string) (map[string]map[string]json.RawMessage, error)
+}
+
+// HostStatusName is the status entry that describes the host itself.
+const HostStatusName = "_host"
+
+// Status is what nsd reports per tenant.
+type Status struct {
+	Host         string            `json:"host"`
+	Tenant       string            `json:"tenant"`
+	State        string            `json:"state"` // applied | error | held
+	AppliedIndex uint64            `json:"applied_index"`
+	AppliedAt    time.Time         `json:"applied_at"`
+	Subsystems   map[string]string `json:"subsystems"`
+	Error        string            `json:"error,omitempty"`
+	Warnings     []string          `json:"warnings,omitempty"`
+	Changes      int               `json:"changes"`
+}
+
+// HostStatus is the host-level report, including the delete guard.
+type HostStatus struct {
+	Host        string    `json:"host"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	Tenants     int       `json:"tenants"`
+	HeldDeletes []string  `json:"held_deletes,omitempty"`
+	// ConfirmToken must be written to <prefix>/control/confirm-deletes/<host>
+	// to let the held deletes through.
+	ConfirmToken string `json:"confirm_token,omitempty"`
+	Problems     []string `json:"problems,omitempty"`
+}
+
+// backoff doubles from 250ms to 10s.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = 250 * time.Millisecond
+	} else if b.d < 10*time.Second {
+		b.d *= 2
+	}
+	return b.d
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
