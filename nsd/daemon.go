@@ -286,6 +286,17 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	}
 	if err != nil {
 		d.m.ConfigErrors.Inc()
+		if a, ok := d.applied[id]; ok && full {
+			// The last good config stays in force: repair its drift too.
+			changes, aerr := d.o.Routing.Apply(ctx, a.spec)
+			d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
+			for _, c := range changes {
+				log.Info("kernel change (last good config)", "subsys", "routing", "change", c)
+			}
+			if aerr != nil {
+				err = errors.Join(err, fmt.Errorf("re-apply last good config: %w", aerr))
+			}
+		}
 		return d.fail(ctx, log, st, "config", err, "rejected config; keeping last good state")
 	}
 

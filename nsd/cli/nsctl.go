@@ -94,7 +94,11 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid config, 4 check-and-set conflict
 	pf.StringVar(&sf.stateDir, "state-dir", "/var/lib/nfhost", "directory store: nsd status")
 
 	out := env.Stdout
-	tenant := &cobra.Command{Use: "tenant", Short: "create, list, show and delete tenants"}
+	tenant := &cobra.Command{Use: "tenant", Short: "create, list, show and delete tenants", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.Help()
+			return usageError("nsctl tenant: missing subcommand")
+		}}
 
 	var file string
 	apply := &cobra.Command{

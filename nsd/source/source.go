@@ -90,7 +90,7 @@ type HostStatus struct {
 	HeldDeletes []string  `json:"held_deletes,omitempty"`
 	// ConfirmToken must be written to <prefix>/control/confirm-deletes/<host>
 	// to let the held deletes through.
-	ConfirmToken string `json:"confirm_token,omitempty"`
+	ConfirmToken string   `json:"confirm_token,omitempty"`
 	Problems     []string `json:"problems,omitempty"`
 }
 

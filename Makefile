@@ -1,0 +1,39 @@
+# nfhost: `make lab` runs the namespace lab, `make test` passes the tests.
+GO      ?= go
+BIN     := bin
+CONSUL   = $(shell scripts/install-consul.sh)
+
+.PHONY: all build deps test test-unit test-kernel check lab bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+deps:
+	scripts/deps.sh
+
+# Unit tests need no root; kernel and e2e tests need root and skip loudly
+# without it. NFHOST_REQUIRE_CONSUL makes a missing Consul a failure.
+test: deps check build
+	NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 -timeout 20m ./...
+
+test-unit:
+	$(GO) test -count=1 -short ./nsd/... ./routing/nftset/...
+
+test-kernel: deps
+	NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 ./routing/... ./e2e/...
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+lab: deps build
+	scripts/lab.sh
+
+bench: deps build
+	scripts/bench.sh
+
+clean:
+	rm -rf $(BIN)

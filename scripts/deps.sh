@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what nfhost's tests and lab need on a fresh Debian machine:
+# Debian packages (only those missing) and the Consul binary (built from the
+# Go module proxy and cached under .cache/). Idempotent; seconds when done.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+declare -A pkg_for=(
+  [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [nsenter]=util-linux
+  [iperf3]=iperf3 [tcpdump]=tcpdump [ethtool]=ethtool
+)
+missing=()
+for cmd in "${!pkg_for[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_for[$cmd]}")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: missing ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+"$root/scripts/install-consul.sh" >/dev/null
+echo "deps: ok (consul: $("$root/scripts/install-consul.sh"))" >&2

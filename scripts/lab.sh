@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The nfhost namespace lab (make lab). Also the provisioning script of the
+# Vagrantfile, so it is exercised even where Vagrant cannot boot.
+#
+#   lab-client 192.0.2.1 ── eth0 ═══ uplink ── 192.0.2.2 lab-edge1 (nsd --host-netns lab-edge1)
+#                                                 │ nfv… ═ host0
+#                                                 └─ nf-demo: 203.0.113.1 on lo
+#
+# Starts a Consul dev agent on 127.0.0.1:18500, runs nsd for the edge,
+# writes a tenant with nsctl, pings into the tenant namespace from the
+# client and back, prints verdicts, and removes everything it made.
+# KEEP=1 leaves the lab running (clean up with scripts/lab.sh --down).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$root/bin
+work=${LAB_WORK:-/tmp/nfhost-lab}
+http_port=${LAB_CONSUL_PORT:-18500}
+client=lab-client edge=lab-edge1 tenant=demo nsprefix=nf-
+consul=$("$root/scripts/install-consul.sh")
+
+in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" -- "$@"; }
+ctl() { "$bin/nsctl" --consul-addr "127.0.0.1:$http_port" "$@"; }
+
+down() {
+  [[ -f $work/nsd.pid ]] && kill "$(cat "$work/nsd.pid")" 2>/dev/null || true
+  [[ -f $work/consul.pid ]] && kill "$(cat "$work/consul.pid")" 2>/dev/null || true
+  sleep 0.3
+  for ns in "$client" "$edge" "$nsprefix$tenant"; do
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -f "$work"/*.pid
+}
+
+if [[ ${1:-} == --down ]]; then down; exit 0; fi
+[[ $(id -u) -eq 0 ]] || { echo "lab: run as root (it creates network namespaces)" >&2; exit 1; }
+[[ -x $bin/nsd && -x $bin/nsctl ]] || { echo "lab: run 'make build' first" >&2; exit 1; }
+mkdir -p "$work"
+down
+[[ ${KEEP:-0} == 1 ]] || trap down EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+verdict() { if "${@:2}" >/dev/null 2>&1; then echo "PASS  $1"; else echo "FAIL  $1"; failed=1; fi; }
+failed=0
+
+step "consul dev agent on 127.0.0.1:$http_port"
+"$consul" agent -dev -bind=127.0.0.1 -client=127.0.0.1 -node=nfhost-lab \
+  -http-port="$http_port" -dns-port=-1 -grpc-port=-1 -grpc-tls-port=-1 \
+  -serf-lan-port=18301 -serf-wan-port=18302 -server-port=18300 -log-level=warn \
+  >"$work/consul.log" 2>&1 &
+echo $! >"$work/consul.pid"
+for _ in $(seq 100); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.1; done
+
+step "namespaces: $client <-> $edge"
+ip netns add "$client"; ip netns add "$edge"
+ip link add eth0 netns "$client" type veth peer name uplink netns "$edge"
+in_ns "$client" ip addr add 192.0.2.1/24 dev eth0
+in_ns "$edge" ip addr add 192.0.2.2/24 dev uplink
+for ns in "$client" "$edge"; do in_ns "$ns" ip link set lo up; done
+in_ns "$client" ip link set eth0 up; in_ns "$edge" ip link set uplink up
+in_ns "$client" ip route add 203.0.113.0/24 via 192.0.2.2
+in_ns "$edge" ip route add default via 192.0.2.1
+
+step "nsd for $edge"
+"$bin/nsd" --source consul --consul-addr "127.0.0.1:$http_port" --host-id "$edge" \
+  --host-netns "$edge" --uplink uplink --ns-prefix "$nsprefix" --resync-interval 5s \
+  --metrics-addr 127.0.0.1:19469 >"$work/nsd.log" 2>&1 &
+echo $! >"$work/nsd.pid"
+
+step "tenant $tenant: 203.0.113.0/24 (nsctl tenant apply)"
+cat >"$work/$tenant.json" <<JSON
+{"id": "$tenant", "network": {"prefixes": ["203.0.113.0/24"], "tunnels": [], "routes": []}}
+JSON
+ctl tenant apply -f "$work/$tenant.json"
+for _ in $(seq 100); do ctl status --host "$edge" | grep -q "$tenant.*applied" && break; sleep 0.1; done
+ctl status
+in_ns "$nsprefix$tenant" ip addr add 203.0.113.1/32 dev lo
+
+step "verdicts"
+verdict "tenant namespace $nsprefix$tenant exists" test -e "/run/netns/$nsprefix$tenant"
+verdict "ping client -> 203.0.113.1 (into the tenant namespace)" in_ns "$client" ping -c2 -W2 203.0.113.1
+verdict "ping tenant -> client 192.0.2.1 (back out through the host)" in_ns "$nsprefix$tenant" ping -c2 -W2 -I 203.0.113.1 192.0.2.1
+verdict "steering map holds the prefix" sh -c "nsenter --net=/run/netns/$edge nft list map inet nfhost tenant_marks4 | grep -q 203.0.113.0/24"
+verdict "metrics endpoint reports the tenant" sh -c "curl -sf http://127.0.0.1:19469/metrics 2>/dev/null | grep -q 'nfhost_tenants{state=\"applied\"} 1' || wget -qO- http://127.0.0.1:19469/metrics | grep -q 'nfhost_tenants{state=\"applied\"} 1'"
+
+step "delete tenant $tenant"
+ctl tenant delete "$tenant"
+for _ in $(seq 100); do [[ -e /run/netns/$nsprefix$tenant ]] || break; sleep 0.1; done
+verdict "tenant namespace removed" test ! -e "/run/netns/$nsprefix$tenant"
+verdict "no nfhost links left on $edge" sh -c "! nsenter --net=/run/netns/$edge ip -o link | grep -q nfv"
+
+if ((failed)); then
+  echo; echo "lab: FAILED; nsd log:"; tail -30 "$work/nsd.log"; exit 1
+fi
+echo; echo "lab: all verdicts PASS"
