@@ -112,6 +112,7 @@ type Result struct {
 	State   string
 	Changes int
 	Err     error
+	overlap bool // refused because another tenant holds a prefix
 }
 
 // Run watches the store and reconciles until ctx ends. It never tears down
@@ -226,11 +227,21 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		holdings[id] = a.prefixes
 	}
 	slots := d.slots()
+	var blocked []int // results rejected for overlap
 	for _, id := range todo {
 		keys := s.Tenants[id]
 		r := d.reconcileTenant(ctx, id, keys, holdings, slots, full)
 		d.seen[id] = fingerprint(keys)
+		if r.overlap {
+			blocked = append(blocked, len(results))
+		}
 		results = append(results, r)
+	}
+	// A tenant processed later in the pass may have released a prefix that
+	// an earlier one was refused for: give those one more try.
+	for _, i := range blocked {
+		id := results[i].Tenant
+		results[i] = d.reconcileTenant(ctx, id, s.Tenants[id], holdings, slots, full)
 	}
 	d.gc(ctx, s)
 	d.updateGauges()
@@ -256,7 +267,7 @@ func (d *Daemon) slots() map[string]uint16 {
 }
 
 func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry,
-	holdings map[string][]netip.Prefix, slots map[string]uint16, full bool) Result {
+	holdings map[string][]netip.Prefix, slots map[string]uint16, full bool) (res Result) {
 	log := d.log.With("tenant", id)
 	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
 	for k := range keys {
@@ -282,7 +293,9 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	if !ok {
 		err = &config.FieldError{Tenant: id, Key: config.KeyNetwork, Msg: "missing: every tenant needs a network key"}
 	} else if valid, err = config.ParseNetwork(id, net.Value); err == nil {
-		err = plan.CheckOverlap(id, valid.Prefixes, holdings)
+		if err = plan.CheckOverlap(id, valid.Prefixes, holdings); err != nil {
+			defer func() { res.overlap = true }()
+		}
 	}
 	if err != nil {
 		d.m.ConfigErrors.Inc()

@@ -131,7 +131,8 @@ func jsonError(tenant, key string, data []byte, err error) error {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		line, col := lineCol(data, syn.Offset)
+		// Offset counts the bytes read including the offending one.
+		line, col := lineCol(data, max(syn.Offset-1, 0))
 		fe.Msg = fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, syn.Error())
 	case errors.As(err, &typ):
 		fe.Path = typ.Field

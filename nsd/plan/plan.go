@@ -110,7 +110,7 @@ func (d Desired) Render() string {
 		fmt.Fprintf(&b, "  rule priority %d fwmark %#x lookup %d\n", routing.RulePriority, s.Mark, s.Table)
 		fmt.Fprintf(&b, "  table %d: default via %s dev %s onlink; default via %s dev %s\n",
 			s.Table, routing.NSAddr4.Addr(), s.HostIf, routing.NSAddr6.Addr(), s.HostIf)
-		fmt.Fprintf(&b, "  tenant ns: default via %s dev %s; default via %s dev %s\n",
+		fmt.Fprintf(&b, "  tenant ns: default via %s dev %s onlink; default via %s dev %s\n",
 			routing.HostAddr4.Addr(), s.NSIf, routing.HostAddr6.Addr(), s.NSIf)
 		for _, p := range sortedPrefixes(s.Prefixes) {
 			fmt.Fprintf(&b, "  nft map element %s : %#x\n", p, s.Mark)

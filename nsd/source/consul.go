@@ -130,6 +130,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 	}
 	go watch(0, c.key("tenants")+"/", func(p api.KVPairs) { tenants = p })
 	go watch(1, c.key("control")+"/", func(p api.KVPairs) { control = p })
+	var last string
 	for {
 		select {
 		case <-ctx.Done():
@@ -140,8 +141,10 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 		ready := have[0] && have[1]
 		snap := c.build(tenants, control)
 		mu.Unlock()
-		if !ready {
+		if fp := fingerprint(snap); !ready || fp == last {
 			continue
+		} else {
+			last = fp
 		}
 		select {
 		case out <- snap:

@@ -1,0 +1,108 @@
+package plan
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/routing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func tenant(t *testing.T, id, doc string) Tenant {
+	t.Helper()
+	n, err := config.ParseNetwork(id, []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Tenant{ID: id, Network: n}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name+".golden")
+	if *update {
+		os.WriteFile(p, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("read golden (run go test -update): %v", err)
+	}
+	if string(want) != got {
+		t.Errorf("plan differs from %s (go test ./nsd/plan -update to accept):\n%s", p, got)
+	}
+}
+
+func TestPlanGolden(t *testing.T) {
+	ts := []Tenant{
+		tenant(t, "acme", `{"prefixes": ["203.0.113.0/24", "2001:db8:1::/48"]}`),
+		tenant(t, "globex", `{"prefixes": ["198.51.100.0/25"]}`),
+	}
+	d, err := Plan(Options{NSPrefix: "nf-"}, ts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "two-tenants", d.Render())
+
+	// Existing slots survive, whatever order tenants come in.
+	rev := []Tenant{ts[1], ts[0]}
+	d2, err := Plan(Options{NSPrefix: "nf-"}, rev, map[string]uint16{"acme": d.Tenants["acme"].Slot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.Render() != d.Render() {
+		t.Error("plan depends on input order")
+	}
+}
+
+func TestAllocateSlotsStableAndUnique(t *testing.T) {
+	ids := make([]string, 0, 3000)
+	for i := 0; i < 3000; i++ {
+		ids = append(ids, "t"+string(rune('a'+i%26))+string(rune('a'+i/26%26))+string(rune('a'+i/676)))
+	}
+	a, err := AllocateSlots(ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint16]string{}
+	for id, s := range a {
+		if s == 0 || s > routing.MaxSlot {
+			t.Fatalf("slot %d out of range", s)
+		}
+		if o, dup := seen[s]; dup {
+			t.Fatalf("slot %d for %s and %s", s, o, id)
+		}
+		seen[s] = id
+	}
+	// Adding a tenant never moves existing ones.
+	b, _ := AllocateSlots(append(ids, "newcomer"), a)
+	for id, s := range a {
+		if b[id] != s {
+			t.Fatalf("%s moved from %d to %d", id, s, b[id])
+		}
+	}
+	// Conflicting recovered slots: the lexically first keeps it.
+	c, _ := AllocateSlots([]string{"x", "y"}, map[string]uint16{"x": 5, "y": 5})
+	if c["x"] != 5 || c["y"] == 5 {
+		t.Fatalf("conflict resolution: %v", c)
+	}
+}
+
+func TestCheckOverlap(t *testing.T) {
+	acme := tenant(t, "acme", `{"prefixes": ["203.0.113.0/24"]}`)
+	holdings := map[string][]netip.Prefix{"acme": acme.Network.Prefixes}
+	other := tenant(t, "other", `{"prefixes": ["198.51.100.0/24", "203.0.113.128/25"]}`)
+	err := CheckOverlap("other", other.Network.Prefixes, holdings)
+	want := `tenants/other/network: prefixes[1]: "203.0.113.128/25": overlaps 203.0.113.0/24 held by tenant "acme"`
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	// A tenant never overlaps itself.
+	if err := CheckOverlap("acme", acme.Network.Prefixes, holdings); err != nil {
+		t.Fatal(err)
+	}
+}

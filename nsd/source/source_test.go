@@ -1,0 +1,119 @@
+package source_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/nsd/source/consultest"
+)
+
+// storeContract runs the same behaviour checks on every Store.
+func storeContract(t *testing.T, st source.Store, rawPut func(key, value string)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	snaps := make(chan source.Snapshot, 16)
+	go st.Watch(ctx, snaps, func(err error) { t.Logf("watch error: %v", err) })
+	next := func() source.Snapshot {
+		t.Helper()
+		select {
+		case s := <-snaps:
+			return s
+		case <-ctx.Done():
+			t.Fatal("no snapshot")
+			return source.Snapshot{}
+		}
+	}
+	if s := next(); len(s.Tenants) != 0 {
+		t.Fatalf("initial snapshot %+v", s)
+	}
+	if err := st.Put(ctx, "acme", "network", []byte(`{"prefixes":[]}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	s := next()
+	e, ok := s.Tenants["acme"]["network"]
+	if !ok || string(e.Value) != `{"prefixes":[]}` || e.ModifyIndex == 0 {
+		t.Fatalf("snapshot after put: %+v", s)
+	}
+	// Check-and-set: a stale index loses.
+	if err := st.Put(ctx, "acme", "network", []byte(`{"prefixes":["203.0.113.0/24"]}`), e.ModifyIndex+12345); !errors.Is(err, source.ErrConflict) {
+		t.Fatalf("stale CAS: %v", err)
+	}
+	if err := st.Put(ctx, "acme", "network", []byte(`{}`), 0); !errors.Is(err, source.ErrConflict) {
+		t.Fatalf("create over existing: %v", err)
+	}
+	if err := st.Put(ctx, "acme", "network", []byte(`{"prefixes":["203.0.113.0/24"]}`), e.ModifyIndex); err != nil {
+		t.Fatal(err)
+	}
+	if s := next(); s.Tenants["acme"]["network"].ModifyIndex == e.ModifyIndex {
+		t.Fatal("index did not move")
+	}
+	// Bad tenant IDs are reported, not fatal.
+	rawPut("Bad_Tenant", `{}`)
+	if s := next(); len(s.Problems) != 1 || len(s.Tenants) != 1 {
+		t.Fatalf("problems %v tenants %v", s.Problems, s.Tenants)
+	}
+	if err := st.PutControl(ctx, "confirm-deletes/edge1", []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if s := next(); string(s.Control["confirm-deletes/edge1"].Value) != "abc" {
+		t.Fatalf("control %+v", s.Control)
+	}
+	if err := st.PutStatus(ctx, "edge1", "acme", source.Status{Tenant: "acme", State: "applied"}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := st.ListStatus(ctx, "")
+	if err != nil || len(all["edge1"]) != 1 {
+		t.Fatalf("status %v %v", all, err)
+	}
+	if err := st.DeleteTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteTenant(ctx, "acme"); !errors.Is(err, source.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if s, err := st.Read(ctx); err != nil || len(s.Tenants) != 0 {
+		t.Fatalf("read after delete: %+v %v", s, err)
+	}
+}
+
+func TestConsulStore(t *testing.T) {
+	a := consultest.Start(t)
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr
+	st, err := source.NewConsul(cfg, "nfhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeContract(t, st, func(k, v string) { a.Put(t, "nfhost/tenants/"+k+"/network", v) })
+}
+
+func TestDirStore(t *testing.T) {
+	root, state := t.TempDir(), t.TempDir()
+	st := source.NewDir(root, state)
+	st.Poll = 10 * time.Millisecond
+	storeContract(t, st, func(k, v string) {
+		os.MkdirAll(filepath.Join(root, k), 0o755)
+		os.WriteFile(filepath.Join(root, k, "network.json"), []byte(v), 0o644)
+	})
+}
+
+func TestConsulUnreachableRetries(t *testing.T) {
+	cfg := api.DefaultConfig()
+	cfg.Address = "127.0.0.1:1" // nothing listens
+	st, _ := source.NewConsul(cfg, "nfhost")
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	errs := 0
+	st.Watch(ctx, make(chan source.Snapshot), func(error) { errs++ })
+	// Backoff 250ms, 500ms, ...: a handful of attempts, not a busy loop.
+	if errs < 2 || errs > 10 {
+		t.Fatalf("%d attempts in 1.2s", errs)
+	}
+}
