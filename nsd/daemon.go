@@ -243,7 +243,11 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		id := results[i].Tenant
 		results[i] = d.reconcileTenant(ctx, id, s.Tenants[id], holdings, slots, full)
 	}
-	d.gc(ctx, s)
+	if full {
+		// GC reads the mirrors Observe loaded; incremental passes skip it
+		// so their cost does not grow with untouched tenants.
+		d.gc(ctx, s)
+	}
 	d.updateGauges()
 	d.writeHostStatus(ctx, s)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))

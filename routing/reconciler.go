@@ -42,6 +42,11 @@ type Reconciler struct {
 	host   *netlink.Handle // plain: links, addresses, rules
 	routes *netlink.Handle // strict checking: per-table route dumps
 	steer  *steering
+	// rules mirrors the ip rules that point at tables in nfhost's range,
+	// by table. Observe reloads it with one dump per family; Apply and
+	// Delete consult and update it, so one tenant's change does not dump
+	// every tenant's rules (the kernel does not filter rule dumps).
+	rules map[uint32][]netlink.Rule
 }
 
 // New opens handles on the host namespace, checks the kernel features
@@ -81,6 +86,10 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, fmt.Errorf("set up nft table %s (nf_tables inet): %w", NFTTable, err)
 	} else if rebuilt {
 		r.log.Info("wrote nft table skeleton", "table", "inet "+NFTTable)
+	}
+	if err := r.loadRules(); err != nil {
+		r.Close()
+		return nil, err
 	}
 	changed, err := nsutil.EnsureSysctls(hostNS, []nsutil.Sysctl{
 		{Path: "net/ipv4/ip_forward", Value: "1"},
@@ -139,6 +148,9 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 		return nil, err
 	} else if rebuilt {
 		r.log.Warn("nft table skeleton was missing or altered; rebuilt it", "table", "inet "+NFTTable)
+	}
+	if err := r.loadRules(); err != nil {
+		return nil, err
 	}
 	out := map[string]Observed{}
 	links, err := retryDump("links", r.host.LinkList)
@@ -412,23 +424,38 @@ func isDefault(n *net.IPNet) bool {
 	return ones == 0 && n.IP.IsUnspecified()
 }
 
-// ensureRules keeps exactly one rule per family for the tenant's table:
-// priority RulePriority, fwmark Mark/0xffffffff, lookup Table.
-func (r *Reconciler) ensureRules(spec TenantSpec, ch *changes) error {
+// loadRules refreshes the rule mirror from the kernel.
+func (r *Reconciler) loadRules() error {
+	m := map[uint32][]netlink.Rule{}
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rules, err := retryDump("rules", func() ([]netlink.Rule, error) {
-			return r.host.RuleListFiltered(family, &netlink.Rule{Table: int(spec.Table)}, netlink.RT_FILTER_TABLE)
-		})
+		rules, err := retryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
 		if err != nil {
 			return err
 		}
-		found := false
 		for _, ru := range rules {
-			if ru.Table != int(spec.Table) {
+			if t := uint32(ru.Table); t > SlotBase && t <= SlotBase+MaxSlot {
+				ru.Family = family
+				m[t] = append(m[t], ru)
+			}
+		}
+	}
+	r.rules = m
+	return nil
+}
+
+// ensureRules keeps exactly one rule per family for the tenant's table:
+// priority RulePriority, fwmark Mark/0xffffffff, lookup Table.
+func (r *Reconciler) ensureRules(spec TenantSpec, ch *changes) error {
+	var keep []netlink.Rule
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		found := false
+		for _, ru := range r.rules[spec.Table] {
+			if ru.Family != family {
 				continue
 			}
 			if !found && ruleMatches(ru, spec) {
 				found = true
+				keep = append(keep, ru)
 				continue
 			}
 			// Duplicate or altered rule pointing at our table.
@@ -442,11 +469,13 @@ func (r *Reconciler) ensureRules(spec TenantSpec, ch *changes) error {
 			continue
 		}
 		ru := ownedRule(family, spec.Mark, spec.Table)
-		if err := r.host.RuleAdd(ru); err != nil {
+		if err := r.host.RuleAdd(ru); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add rule fwmark %#x lookup %d: %w", spec.Mark, spec.Table, err)
 		}
+		keep = append(keep, *ru)
 		ch.add("rule: add family %d fwmark %#x lookup %d", family, spec.Mark, spec.Table)
 	}
+	r.rules[spec.Table] = keep
 	return nil
 }
 
@@ -510,30 +539,22 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 
 // deleteRules removes the rules of one table in nfhost's range.
 func (r *Reconciler) deleteRules(table uint32, ch *changes) error {
-	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rules, err := retryDump("rules", func() ([]netlink.Rule, error) {
-			return r.host.RuleListFiltered(family, &netlink.Rule{Table: int(table)}, netlink.RT_FILTER_TABLE)
-		})
-		if err != nil {
-			return err
+	for _, ru := range r.rules[table] {
+		ru := ru
+		if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete rule %s: %w", ru, err)
 		}
-		for _, ru := range rules {
-			if ru.Table != int(table) {
-				continue
-			}
-			ru := ru
-			if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("delete rule %s: %w", ru, err)
-			}
-			ch.add("rule: delete family %d lookup %d", family, table)
-		}
+		ch.add("rule: delete family %d lookup %d", ru.Family, table)
 	}
+	delete(r.rules, table)
 	return nil
 }
 
 // GC removes state in nfhost's ranges that belongs to no live slot: nft map
-// entries and ip rules whose mark/table is not in slots. Tenants themselves
-// are deleted through Delete, which the daemon guards.
+// entries and ip rules (at nfhost's priority) whose mark/table is not in
+// slots. It works from the mirrors that Observe loads; call it after
+// Observe. Tenants themselves are deleted through Delete, which the daemon
+// guards.
 func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, error) {
 	keep := make(map[uint32]bool, len(slots))
 	for s := range slots {
@@ -543,22 +564,21 @@ func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, e
 	if err != nil {
 		return ch, err
 	}
-	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rules, err := retryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
-		if err != nil {
-			return ch, err
+	for t, rules := range r.rules {
+		if keep[t] {
+			continue
 		}
 		for _, ru := range rules {
-			t := uint32(ru.Table)
-			if ru.Priority != RulePriority || t <= SlotBase || t > SlotBase+MaxSlot || keep[t] {
+			if ru.Priority != RulePriority {
 				continue
 			}
 			ru := ru
 			if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
 				return ch, fmt.Errorf("delete orphan rule %s: %w", ru, err)
 			}
-			ch = append(ch, fmt.Sprintf("rule: gc family %d lookup %d", family, t))
+			ch = append(ch, fmt.Sprintf("rule: gc family %d lookup %d", ru.Family, t))
 		}
+		delete(r.rules, t)
 	}
 	sort.Strings(ch)
 	return ch, nil

@@ -147,6 +147,10 @@ func TestApplyRepairsDrift(t *testing.T) {
 	tp.edge.MustExec(t, "ip", "route", "flush", "table", fmt.Sprint(spec.Table))
 	tn := tp.tenantNS(t, spec)
 	tn.MustExec(t, "ip", "route", "flush", "dev", spec.NSIf)
+	// A resync observes first (reloading the rule and map mirrors), then applies.
+	if _, err := tp.rec.Observe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if ch := mustApply(t, tp.rec, spec); len(ch) == 0 {
 		t.Fatal("Apply did not repair deleted rule and routes")
 	}
@@ -234,6 +238,9 @@ func TestGCRemovesOnlyOrphansInOurRange(t *testing.T) {
 	// An orphan rule in our range, and a foreign rule outside it.
 	tp.edge.MustExec(t, "ip", "rule", "add", "priority", fmt.Sprint(routing.RulePriority), "fwmark", "0x6e660063", "table", fmt.Sprint(routing.SlotBase+99))
 	tp.edge.MustExec(t, "ip", "rule", "add", "priority", "1700", "fwmark", "0x1", "table", "100")
+	if _, err := tp.rec.Observe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	ch, err := tp.rec.GC(context.Background(), map[uint16]bool{3: true})
 	if err != nil {
 		t.Fatal(err)

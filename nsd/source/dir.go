@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -131,9 +132,36 @@ func (d *Dir) Watch(ctx context.Context, out chan<- Snapshot, onError func(error
 	}
 }
 
+// fingerprint identifies a snapshot by its keys and their indexes (the
+// indexes change with every write), without touching the values.
 func fingerprint(s Snapshot) string {
-	b, _ := json.Marshal(s) // maps marshal in sorted key order
-	return string(b)
+	var b strings.Builder
+	for _, m := range []map[string]Entry{s.Control} {
+		for _, k := range sortedKeys(m) {
+			fmt.Fprintf(&b, "c:%s=%d;", k, m[k].ModifyIndex)
+		}
+	}
+	ids := make([]string, 0, len(s.Tenants))
+	for id := range s.Tenants {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		for _, k := range sortedKeys(s.Tenants[id]) {
+			fmt.Fprintf(&b, "%s/%s=%d;", id, k, s.Tenants[id][k].ModifyIndex)
+		}
+	}
+	fmt.Fprintf(&b, "p:%s", strings.Join(s.Problems, "|"))
+	return b.String()
+}
+
+func sortedKeys(m map[string]Entry) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (d *Dir) tenantFile(tenant, key string) string {

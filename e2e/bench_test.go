@@ -1,0 +1,325 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/hashicorp/consul/api"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nfhost/nfhost/nsd"
+	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/nsd/source/consultest"
+	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/routing/nftset"
+	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/routing/nsutil"
+)
+
+func benchTenants() int {
+	if n, err := strconv.Atoi(os.Getenv("NFHOST_BENCH_TENANTS")); err == nil && n > 0 {
+		return n
+	}
+	return 1000
+}
+
+// tenantPrefix gives tenant i a distinct /28 in 10.0.0.0/8-free space:
+// 198.18.0.0/15 (benchmarking range, RFC 2544), 8192 /28s.
+func tenantPrefix(i int) netip.Prefix {
+	a := netip.AddrFrom4([4]byte{198, 18 + byte(i>>12&1), byte(i >> 4), byte(i << 4)})
+	return netip.PrefixFrom(a, 28)
+}
+
+func cleanupPrefix(b testing.TB, prefix string) {
+	b.Cleanup(func() {
+		names, _ := nsutil.List(nsutil.DefaultDir, prefix)
+		for _, n := range names {
+			nsutil.Delete(nsutil.DefaultDir, n)
+		}
+	})
+}
+
+// bareCreate builds the same objects as routing.Reconciler.Apply for one
+// tenant with plain netlink and nftables calls: no reads, no diffing.
+func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftables.Set, spec routing.TenantSpec) error {
+	ns, err := nsutil.Create(nsutil.DefaultDir, spec.Namespace)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	tn, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer tn.Close()
+	if err := host.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: spec.HostIf, Alias: spec.Alias},
+		PeerName: spec.NSIf, PeerNamespace: netlink.NsFd(int(ns))}); err != nil {
+		return err
+	}
+	hl, _ := host.LinkByName(spec.HostIf)
+	nl, _ := tn.LinkByName(spec.NSIf)
+	lo, _ := tn.LinkByName("lo")
+	for _, a := range []struct {
+		h *netlink.Handle
+		l netlink.Link
+		p netip.Prefix
+	}{{host, hl, routing.HostAddr4}, {host, hl, routing.HostAddr6}, {tn, nl, routing.NSAddr4}, {tn, nl, routing.NSAddr6}} {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.p.Addr().AsSlice(), Mask: net.CIDRMask(a.p.Bits(), a.p.Addr().BitLen())}, Flags: unix.IFA_F_NODAD}
+		if err := a.h.AddrAdd(a.l, addr); err != nil {
+			return err
+		}
+	}
+	host.LinkSetUp(hl)
+	tn.LinkSetUp(nl)
+	tn.LinkSetUp(lo)
+	if _, err := nsutil.EnsureSysctls(ns, []nsutil.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"},
+		{Path: "net/ipv6/conf/all/forwarding", Value: "1"}, {Path: "net/ipv4/conf/all/rp_filter", Value: "0"}}); err != nil {
+		return err
+	}
+	for _, r := range []*netlink.Route{
+		{LinkIndex: nl.Attrs().Index, Gw: routing.HostAddr4.Addr().AsSlice(), Flags: int(netlink.FLAG_ONLINK)},
+		{LinkIndex: nl.Attrs().Index, Gw: routing.HostAddr6.Addr().AsSlice()},
+	} {
+		if err := tn.RouteAdd(r); err != nil {
+			return err
+		}
+	}
+	for _, r := range []*netlink.Route{
+		{LinkIndex: hl.Attrs().Index, Gw: routing.NSAddr4.Addr().AsSlice(), Table: int(spec.Table), Flags: int(netlink.FLAG_ONLINK)},
+		{LinkIndex: hl.Attrs().Index, Gw: routing.NSAddr6.Addr().AsSlice(), Table: int(spec.Table)},
+	} {
+		if err := host.RouteAdd(r); err != nil {
+			return err
+		}
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		ru := netlink.NewRule()
+		ru.Family, ru.Priority, ru.Mark, ru.Table = fam, routing.RulePriority, spec.Mark, int(spec.Table)
+		if err := host.RuleAdd(ru); err != nil {
+			return err
+		}
+	}
+	for _, p := range spec.Prefixes {
+		conn.SetAddElements(m4, nftset.Elements(p, []byte{byte(spec.Mark), byte(spec.Mark >> 8), byte(spec.Mark >> 16), byte(spec.Mark >> 24)}))
+	}
+	return conn.Flush()
+}
+
+// BenchmarkColdStart: N tenants (namespace + veth + routing) by nsd's
+// reconcile pass, against bare netlink calls creating the same objects in
+// another host namespace, in the same run. Run with -benchtime=1x.
+func BenchmarkColdStart(b *testing.B) {
+	nstest.RequireRoot(b)
+	n := benchTenants()
+	for i := 0; i < b.N; i++ {
+		u := nstest.Unique()
+		// Baseline.
+		bh := nstest.New(b, "nfB"+u+"h")
+		bp := "nfB" + u + "b-"
+		cleanupPrefix(b, bp)
+		host, _ := netlink.NewHandleAt(bh.Handle)
+		conn, _ := nftables.New(nftables.WithNetNSFd(int(bh.Handle)))
+		tbl := conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "nfhost"})
+		m4 := &nftables.Set{Table: tbl, Name: "tenant_marks4", KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark, IsMap: true, Interval: true}
+		conn.AddSet(m4, nil)
+		if err := conn.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		for j := 0; j < n; j++ {
+			spec := routing.NewTenantSpec(fmt.Sprintf("t%d", j), uint16(j+1), bp, []netip.Prefix{tenantPrefix(j)})
+			if err := bareCreate(host, int(bh.Handle), conn, m4, spec); err != nil {
+				b.Fatalf("baseline tenant %d: %v", j, err)
+			}
+		}
+		base := time.Since(t0)
+		host.Close()
+
+		// nsd: one full reconcile pass from an in-memory snapshot.
+		nh := nstest.New(b, "nfB"+u+"n")
+		np := "nfB" + u + "n-"
+		cleanupPrefix(b, np)
+		rec, err := routing.New(routing.Config{HostNS: nh.Handle, NSPrefix: np})
+		if err != nil {
+			b.Fatal(err)
+		}
+		snap := source.Snapshot{Tenants: map[string]map[string]source.Entry{}}
+		for j := 0; j < n; j++ {
+			doc := fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j))
+			snap.Tenants[fmt.Sprintf("t%d", j)] = map[string]source.Entry{"network": {Value: []byte(doc), ModifyIndex: uint64(j + 1)}}
+		}
+		d := nsd.New(nsd.Options{HostID: "bench", Store: nullStore{}, Routing: rec, NSPrefix: np})
+		t1 := time.Now()
+		if _, err := rec.Observe(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		rs := d.Reconcile(context.Background(), snap, true)
+		ours := time.Since(t1)
+		if nsd.Failed(rs) || len(rs) != n {
+			b.Fatalf("reconcile: %d results, failed=%v", len(rs), nsd.Failed(rs))
+		}
+		// A second pass over a converged host: reads only.
+		t2 := time.Now()
+		d.Reconcile(context.Background(), snap, true)
+		resync := time.Since(t2)
+		rec.Close()
+		b.ReportMetric(float64(n), "tenants")
+		b.ReportMetric(base.Seconds(), "baseline-s")
+		b.ReportMetric(ours.Seconds(), "nsd-s")
+		b.ReportMetric(ours.Seconds()/base.Seconds(), "nsd/baseline")
+		b.ReportMetric(float64(ours.Microseconds())/float64(n)/1000, "nsd-ms/tenant")
+		b.ReportMetric(resync.Seconds(), "resync-s")
+	}
+}
+
+// nullStore discards status writes.
+type nullStore struct{ source.Store }
+
+func (nullStore) PutStatus(context.Context, string, string, any) error { return nil }
+func (nullStore) DeleteStatus(context.Context, string, string) error   { return nil }
+
+// BenchmarkChangeLatency: Consul PUT of one tenant's network key → nsd has
+// applied it (its status key, written after the kernel change, is read with
+// a blocking query), p50/p99 over 100 changes, with N tenants present and,
+// as the baseline in the same run, with 10.
+func BenchmarkChangeLatency(b *testing.B) {
+	nstest.RequireRoot(b)
+	agent := consultest.Start(b)
+	for i := 0; i < b.N; i++ {
+		small := changeLatency(b, agent, 10)
+		big := changeLatency(b, agent, benchTenants())
+		b.ReportMetric(float64(benchTenants()), "tenants")
+		b.ReportMetric(ms(big[50]), "p50-ms")
+		b.ReportMetric(ms(big[99]), "p99-ms")
+		b.ReportMetric(ms(small[50]), "p50-10tenants-ms")
+		b.ReportMetric(ms(small[99]), "p99-10tenants-ms")
+		b.ReportMetric(ms(big[50])/ms(small[50]), "p50-ratio")
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// changeLatency returns percentiles indexed 0..100.
+func changeLatency(b *testing.B, agent *consultest.Agent, n int) []time.Duration {
+	u := nstest.Unique()
+	kv := agent.Client.KV()
+	prefix := "bench" + u
+	hostNS := nstest.New(b, "nfL"+u+"h")
+	np := "nfL" + u + "-"
+	cleanupPrefix(b, np)
+	rec, err := routing.New(routing.Config{HostNS: hostNS.Handle, NSPrefix: np})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rec.Close()
+	cfg := api.DefaultConfig()
+	cfg.Address = agent.Addr
+	store, _ := source.NewConsul(cfg, prefix)
+	for j := 0; j < n; j++ {
+		kv.Put(&api.KVPair{Key: fmt.Sprintf("%s/tenants/t%d/network", prefix, j), Value: []byte(fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j)))}, nil)
+	}
+	d := nsd.New(nsd.Options{HostID: "bench", Store: store, Routing: rec, NSPrefix: np, Resync: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	statusKey := func(id string) string { return fmt.Sprintf("%s/status/bench/%s", prefix, id) }
+	// Wait for the initial pass.
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		keys, _, _ := kv.Keys(prefix+"/status/bench/", "", nil)
+		if len(keys) >= n+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("initial pass incomplete: %d/%d", len(keys), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var lat []time.Duration
+	for c := 0; c < 100; c++ {
+		id := fmt.Sprintf("t%d", c%n)
+		_, meta, _ := kv.Get(statusKey(id), nil)
+		p := tenantPrefix(c % n)
+		bits := 28 + 1 + c%3 // alternate between /29, /30, /31 to force a change
+		doc := fmt.Sprintf(`{"prefixes": [%q]}`, netip.PrefixFrom(p.Addr(), bits))
+		t0 := time.Now()
+		kv.Put(&api.KVPair{Key: fmt.Sprintf("%s/tenants/%s/network", prefix, id), Value: []byte(doc)}, nil)
+		for {
+			pair, m, err := kv.Get(statusKey(id), &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 10 * time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			meta = m
+			if pair != nil && strings.Contains(string(pair.Value), `"state":"applied"`) && m.LastIndex > 0 {
+				break
+			}
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := make([]time.Duration, 101)
+	for q := 0; q <= 100; q++ {
+		idx := q * (len(lat) - 1) / 100
+		pct[q] = lat[idx]
+	}
+	return pct
+}
+
+// BenchmarkNSDMemory: resident memory of an nsd process that manages N
+// tenants (directory source), after its first pass.
+func BenchmarkNSDMemory(b *testing.B) {
+	nstest.RequireRoot(b)
+	nsdBin, _ := binaries(&testing.T{})
+	n := benchTenants()
+	for i := 0; i < b.N; i++ {
+		u := nstest.Unique()
+		host := nstest.New(b, "nfM"+u+"h")
+		np := "nfM" + u + "-"
+		cleanupPrefix(b, np)
+		cfg, state := b.TempDir(), b.TempDir()
+		for j := 0; j < n; j++ {
+			os.MkdirAll(filepath.Join(cfg, fmt.Sprintf("t%d", j)), 0o755)
+			os.WriteFile(filepath.Join(cfg, fmt.Sprintf("t%d", j), "network.json"), []byte(fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j))), 0o644)
+		}
+		cmd := exec.Command(nsdBin, "--source", "dir", "--config-dir", cfg, "--state-dir", state, "--host-id", "mem",
+			"--host-netns", host.Name, "--ns-prefix", np, "--log-level", "warn")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			files, _ := filepath.Glob(filepath.Join(state, "status", "mem", "t*.json"))
+			if len(files) >= n {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("nsd did not apply %d tenants", n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond)
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		var rssKB float64
+		for _, line := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(line, "VmRSS:") {
+				rssKB, _ = strconv.ParseFloat(strings.Fields(line)[1], 64)
+			}
+		}
+		cmd.Process.Signal(unix.SIGTERM)
+		cmd.Wait()
+		b.ReportMetric(float64(n), "tenants")
+		b.ReportMetric(rssKB/1024, "rss-MiB")
+	}
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# make bench: runs the benchmarks (root; kernel and Consul) and prints the
+# results that docs/BENCHMARKS.md records. Set NFHOST_BENCH_TENANTS to
+# change the tenant count (default 1000).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export NFHOST_CONSUL=$(scripts/install-consul.sh)
+out=${BENCH_OUT:-$root/.cache/bench-$(date +%Y%m%d-%H%M%S).txt}
+mkdir -p "$(dirname "$out")"
+go test -run '^$' -bench . -benchtime 1x -timeout 60m ./e2e/ | tee "$out"
+echo "results saved in $out; copy the figures into docs/BENCHMARKS.md" >&2
