@@ -33,13 +33,14 @@ var binDir string
 var buildErr error
 
 // binaries builds nsd and nsctl once per test binary.
-func binaries(t *testing.T) (nsd, nsctl string) {
+func binaries(t testing.TB) (nsd, nsctl string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "nfhost-e2e-bin")
 		if buildErr != nil {
 			return
 		}
+		os.Chmod(binDir, 0o755) // the non-root test runs nsd as nobody
 		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/nfhost/nfhost/cmd/...").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -245,11 +246,21 @@ func TestTenantLifecycle(t *testing.T) {
 
 	// Restart: SIGTERM leaves the datapath; a new nsd changes nothing.
 	state := l.kernelState()
+	// A ping runs across the whole restart: not one packet may be lost.
+	pinger := exec.Command("nsenter", "--net="+l.client.Path(), "--", "ping", "-q", "-i", "0.05", "-c", "80", "-W", "1", "203.0.113.1")
+	var pingOut bytes.Buffer
+	pinger.Stdout, pinger.Stderr = &pingOut, &pingOut
+	if err := pinger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
 	l.nsd.stop(t)
-	l.client.MustExec(t, "ping", "-c1", "-W2", "203.0.113.1")
 	p := l.startNSD()
 	eventually(t, "second nsd completes a pass", func() bool { return strings.Contains(p.Log(), "nsd started") })
 	time.Sleep(2500 * time.Millisecond) // at least two resyncs
+	if err := pinger.Wait(); err != nil || !strings.Contains(pingOut.String(), " 0% packet loss") {
+		t.Errorf("packets lost across the nsd restart (%v):\n%s", err, pingOut.String())
+	}
 	if got := l.kernelState(); got != state {
 		t.Errorf("restart changed kernel state:\n%s\n---\n%s", state, got)
 	}
@@ -369,5 +380,17 @@ func TestNsctlExitCodes(t *testing.T) {
 		if code != tc.code || !strings.Contains(out, tc.want) {
 			t.Errorf("nsctl %v: exit %d, want %d; output:\n%s\nwant substring %q", tc.args, code, tc.code, out, tc.want)
 		}
+	}
+}
+
+func TestNSDRefusesToRunWithoutRoot(t *testing.T) {
+	nstest.RequireRoot(t)
+	nsdBin, _ := binaries(t)
+	cmd := exec.Command(nsdBin, "--source", "dir", "--config-dir", t.TempDir(), "--once")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "nsd must run as root") {
+		t.Fatalf("nsd as nobody: %v\n%s", err, out)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/google/nftables"
@@ -47,6 +48,10 @@ type Reconciler struct {
 	// Delete consult and update it, so one tenant's change does not dump
 	// every tenant's rules (the kernel does not filter rule dumps).
 	rules map[uint32][]netlink.Rule
+	// hostAddrs mirrors the addresses of host-side links by ifindex, for
+	// the same reason: the library's AddrList dumps every address in the
+	// namespace (three per tenant) and filters in user space.
+	hostAddrs map[int][]netip.Prefix
 }
 
 // New opens handles on the host namespace, checks the kernel features
@@ -75,7 +80,10 @@ func New(cfg Config) (*Reconciler, error) {
 		r.Close()
 		return nil, err
 	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(hostNS)))
+	// A lasting connection: opening a netfilter socket inside another
+	// namespace for every batch cost ~13 ms per change (measured by
+	// BenchmarkApplyPrefixChange: 14 ms → 0.6 ms).
+	conn, err := nftables.New(nftables.WithNetNSFd(int(hostNS)), nftables.AsLasting())
 	if err != nil {
 		r.Close()
 		return nil, fmt.Errorf("open nftables: %w: %w", ErrNotSupported, err)
@@ -128,6 +136,9 @@ func (r *Reconciler) Close() {
 	}
 	if r.routes != nil {
 		r.routes.Close()
+	}
+	if r.steer != nil {
+		r.steer.conn.CloseLasting()
 	}
 	r.hostNS.Close()
 }
@@ -204,10 +215,23 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 	if err := r.ensureSysctls(spec, ns, &ch); err != nil {
 		return ch, err
 	}
-	if err := ensureAddrs(r.host, hostLink, []netip.Prefix{HostAddr4, HostAddr6}, "host", &ch); err != nil {
+	hostIdx := hostLink.Attrs().Index
+	added, err := ensureAddrs(r.host, hostLink, []netip.Prefix{HostAddr4, HostAddr6}, r.hostAddrs[hostIdx], "host", &ch)
+	r.hostAddrs[hostIdx] = append(r.hostAddrs[hostIdx], added...)
+	if err != nil {
 		return ch, err
 	}
-	if err := ensureAddrs(tn, nsLink, []netip.Prefix{NSAddr4, NSAddr6}, "tenant", &ch); err != nil {
+	nsAddrs, err := retryDump("addresses", func() ([]netlink.Addr, error) { return tn.AddrList(nsLink, netlink.FAMILY_ALL) })
+	if err != nil {
+		return ch, err
+	}
+	var have []netip.Prefix
+	for _, a := range nsAddrs {
+		if p, ok := addrPrefix(a); ok {
+			have = append(have, p)
+		}
+	}
+	if _, err := ensureAddrs(tn, nsLink, []netip.Prefix{NSAddr4, NSAddr6}, have, "tenant", &ch); err != nil {
 		return ch, err
 	}
 	// Inside the tenant namespace: default routes back to the host.
@@ -273,6 +297,7 @@ func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.
 			if err := r.host.LinkDel(hostLink); err != nil {
 				return nil, nil, fmt.Errorf("delete stale link %s: %w", spec.HostIf, err)
 			}
+			delete(r.hostAddrs, hostLink.Attrs().Index)
 			ch.add("link: delete stale %s", spec.HostIf)
 		}
 		if nerr == nil {
@@ -350,19 +375,12 @@ func (r *Reconciler) ensureSysctls(spec TenantSpec, ns netns.NsHandle, ch *chang
 	return nil
 }
 
-func ensureAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix, where string, ch *changes) error {
-	have, err := retryDump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_ALL) })
-	if err != nil {
-		return err
-	}
+// ensureAddrs adds the addresses of want that are not in have and returns
+// those it added.
+func ensureAddrs(h *netlink.Handle, link netlink.Link, want, have []netip.Prefix, where string, ch *changes) ([]netip.Prefix, error) {
+	var added []netip.Prefix
 	for _, p := range want {
-		found := false
-		for _, a := range have {
-			if ones, _ := a.Mask.Size(); a.IP.Equal(p.Addr().AsSlice()) && ones == p.Bits() {
-				found = true
-			}
-		}
-		if found {
+		if slices.Contains(have, p) {
 			continue
 		}
 		a := &netlink.Addr{IPNet: prefixToIPNet(p)}
@@ -372,11 +390,21 @@ func ensureAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix, wher
 			a.Flags = unix.IFA_F_NOPREFIXROUTE
 		}
 		if err := h.AddrReplace(link, a); err != nil {
-			return fmt.Errorf("add address %s to %s: %w", p, link.Attrs().Name, err)
+			return added, fmt.Errorf("add address %s to %s: %w", p, link.Attrs().Name, err)
 		}
+		added = append(added, p)
 		ch.add("addr: %s %s dev %s", where, p, link.Attrs().Name)
 	}
-	return nil
+	return added, nil
+}
+
+func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok || a.Mask == nil {
+		return netip.Prefix{}, false
+	}
+	ones, _ := a.Mask.Size()
+	return netip.PrefixFrom(ip.Unmap(), ones), true
 }
 
 // ensureDefault makes table hold exactly one default route for gw's family,
@@ -424,8 +452,18 @@ func isDefault(n *net.IPNet) bool {
 	return ones == 0 && n.IP.IsUnspecified()
 }
 
-// loadRules refreshes the rule mirror from the kernel.
+// loadRules refreshes the rule and host address mirrors from the kernel.
 func (r *Reconciler) loadRules() error {
+	addrs, err := retryDump("addresses", func() ([]netlink.Addr, error) { return r.host.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return err
+	}
+	r.hostAddrs = map[int][]netip.Prefix{}
+	for _, a := range addrs {
+		if p, ok := addrPrefix(a); ok {
+			r.hostAddrs[a.LinkIndex] = append(r.hostAddrs[a.LinkIndex], p)
+		}
+	}
 	m := map[uint32][]netlink.Rule{}
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rules, err := retryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
@@ -519,6 +557,7 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 			if err := r.host.LinkDel(l); err != nil && !isNotFound(err) {
 				return ch, fmt.Errorf("delete link %s: %w", hostIf, err)
 			}
+			delete(r.hostAddrs, l.Attrs().Index)
 			ch.add("link: delete %s", hostIf)
 		}
 	} else if !isNotFound(err) {

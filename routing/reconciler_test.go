@@ -23,7 +23,7 @@ type topo struct {
 	rec          *routing.Reconciler
 }
 
-func newTopo(t *testing.T) *topo {
+func newTopo(t testing.TB) *topo {
 	t.Helper()
 	nstest.RequireRoot(t)
 	nstest.RequireTool(t, "nft")

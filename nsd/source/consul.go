@@ -89,6 +89,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 		tenants api.KVPairs
 		control api.KVPairs
 		have    [2]bool
+		index   [2]uint64 // index of the data in tenants and control
 	)
 	changed := make(chan struct{}, 1)
 	watch := func(slot int, prefix string, set func(api.KVPairs)) {
@@ -121,6 +122,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 			mu.Lock()
 			set(pairs)
 			have[slot] = true
+			index[slot] = meta.LastIndex
 			mu.Unlock()
 			select {
 			case changed <- struct{}{}:
@@ -130,7 +132,14 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 	}
 	go watch(0, c.key("tenants")+"/", func(p api.KVPairs) { tenants = p })
 	go watch(1, c.key("control")+"/", func(p api.KVPairs) { control = p })
-	var last string
+	// Snapshots are deduplicated by the pair of indexes they were built
+	// from: both watchers signal at start, and a control change must not
+	// resend unchanged tenants as new. Comparing indexes keeps this O(1).
+	type key struct {
+		tenants uint64
+		control string
+	}
+	var last key
 	for {
 		select {
 		case <-ctx.Done():
@@ -139,13 +148,21 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 		}
 		mu.Lock()
 		ready := have[0] && have[1]
-		snap := c.build(tenants, control)
-		mu.Unlock()
-		if fp := fingerprint(snap); !ready || fp == last {
-			continue
-		} else {
-			last = fp
+		// A blocking query on an empty prefix wakes on any KV write, so the
+		// control index alone says nothing; its few entries are compared.
+		k := key{tenants: index[0]}
+		for _, p := range control {
+			k.control += fmt.Sprintf("%s=%d;", p.Key, p.ModifyIndex)
 		}
+		var snap Snapshot
+		if ready && k != last {
+			snap = c.build(tenants, control)
+		}
+		mu.Unlock()
+		if !ready || k == last {
+			continue
+		}
+		last = k
 		select {
 		case out <- snap:
 		case <-ctx.Done():
