@@ -2,19 +2,23 @@
 # Builds the real Consul server from the Go module proxy (Consul is not in
 # Debian) into a throw-away module and caches the binary. Prints its path.
 #
-#   scripts/install-consul.sh [CACHE_DIR]     default: .cache/ in the repo
+#   scripts/install-consul.sh [CACHE_DIR]
 #
+# CACHE_DIR defaults to $NFHOST_CACHE or ~/.cache/nfhost, shared by every
+# clone on the machine; the repo's git-ignored .cache/ is also looked at.
 # A later call finds the cached binary and returns at once. Takes 4 to 6
 # minutes on a 2-core machine the first time.
 set -euo pipefail
 VERSION=${CONSUL_VERSION:-1.20.6}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cache=${1:-$root/.cache}
+cache=${1:-${NFHOST_CACHE:-$HOME/.cache/nfhost}}
 bin=$cache/consul-$VERSION/consul
-if [[ -x $bin ]] && "$bin" version 2>/dev/null | grep -q "Consul v$VERSION"; then
-  echo "$bin"
-  exit 0
-fi
+for cand in "$bin" "$root/.cache/consul-$VERSION/consul"; do
+  if [[ -x $cand ]] && "$cand" version 2>/dev/null | grep -q "Consul v$VERSION"; then
+    echo "$cand"
+    exit 0
+  fi
+done
 if command -v consul >/dev/null && consul version 2>/dev/null | grep -q "Consul v$VERSION"; then
   command -v consul
   exit 0

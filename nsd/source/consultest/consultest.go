@@ -1,8 +1,9 @@
 // Package consultest runs a real Consul dev agent for integration tests, on
 // 127.0.0.1 with non-default ports, and stops it when the test ends.
 //
-// The binary is found in $NFHOST_CONSUL, then in the repository's .cache/
-// (scripts/install-consul.sh puts it there), then on $PATH. Without it the
+// The binary is found in $NFHOST_CONSUL, then in the repository's .cache/,
+// then in ~/.cache/nfhost (scripts/install-consul.sh puts it there), then
+// on $PATH. Without it the
 // test is skipped loudly, unless NFHOST_REQUIRE_CONSUL=1 (set by `make
 // test`), in which case it fails: CI must never pass by skipping.
 package consultest
@@ -44,6 +45,12 @@ func Binary() string {
 				}
 				break
 			}
+		}
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		matches, _ := filepath.Glob(filepath.Join(home, ".cache", "nfhost", "consul-*", "consul"))
+		if len(matches) > 0 {
+			return matches[len(matches)-1]
 		}
 	}
 	if p, err := exec.LookPath("consul"); err == nil {
