@@ -80,7 +80,7 @@ verdict "tenant namespace $nsprefix$tenant exists" test -e "/run/netns/$nsprefix
 verdict "ping client -> 203.0.113.1 (into the tenant namespace)" in_ns "$client" ping -c2 -W2 203.0.113.1
 verdict "ping tenant -> client 192.0.2.1 (back out through the host)" in_ns "$nsprefix$tenant" ping -c2 -W2 -I 203.0.113.1 192.0.2.1
 verdict "steering map holds the prefix" sh -c "nsenter --net=/run/netns/$edge nft list map inet nfhost tenant_marks4 | grep -q 203.0.113.0/24"
-verdict "metrics endpoint reports the tenant" sh -c "curl -sf http://127.0.0.1:19469/metrics 2>/dev/null | grep -q 'nfhost_tenants{state=\"applied\"} 1' || wget -qO- http://127.0.0.1:19469/metrics | grep -q 'nfhost_tenants{state=\"applied\"} 1'"
+verdict "metrics endpoint reports the tenant" sh -c "curl -sf http://127.0.0.1:19469/metrics | grep -q 'nfhost_tenants{state=\"applied\"} 1'"
 
 step "delete tenant $tenant"
 ctl tenant delete "$tenant"
