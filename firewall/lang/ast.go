@@ -1,0 +1,189 @@
+package lang
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Pos is a position in the expression text (1-based line and column).
+type Pos struct {
+	Offset, Line, Col int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%d:%d", p.Line, p.Col) }
+
+// Error is a parse or type error at a position.
+type Error struct {
+	Pos Pos
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg }
+
+// Expr is a typed boolean expression.
+type Expr interface {
+	Pos() Pos
+	String() string
+}
+
+// And, Or and Not combine expressions.
+type (
+	And struct {
+		L, R Expr
+		P    Pos
+	}
+	Or struct {
+		L, R Expr
+		P    Pos
+	}
+	Not struct {
+		X Expr
+		P Pos
+	}
+)
+
+// Op is a comparison operator.
+type Op int
+
+// Comparison operators.
+const (
+	OpEq Op = iota
+	OpNe
+	OpLt
+	OpLe
+	OpGt
+	OpGe
+)
+
+func (o Op) String() string { return [...]string{"==", "!=", "<", "<=", ">", ">="}[o] }
+
+// Negate returns the operator of the negated comparison.
+func (o Op) Negate() Op { return [...]Op{OpNe, OpEq, OpGe, OpGt, OpLe, OpLt}[o] }
+
+// Cmp compares a field with one value.
+type Cmp struct {
+	Field *Field
+	Op    Op
+	Val   Value
+	P     Pos
+}
+
+// In tests membership in a literal set or a named list ($name).
+type In struct {
+	Field *Field
+	Set   []Value
+	List  string // set when the right-hand side is $List
+	P     Pos
+}
+
+// Flag is a boolean field used as a condition.
+type Flag struct {
+	Field *Field
+	P     Pos
+}
+
+// Kind is a value's kind.
+type Kind int
+
+// Value kinds.
+const (
+	KindInt       Kind = iota // Int
+	KindIntRange              // Lo..Hi
+	KindPrefix                // Prefix (a bare address is a /32 or /128)
+	KindAddrRange             // AddrLo..AddrHi
+)
+
+// Value is a literal.
+type Value struct {
+	Kind           Kind
+	Int, Lo, Hi    uint64
+	Prefix         netip.Prefix
+	AddrLo, AddrHi netip.Addr
+	P              Pos
+}
+
+func (v Value) String() string {
+	switch v.Kind {
+	case KindInt:
+		return fmt.Sprint(v.Int)
+	case KindIntRange:
+		return fmt.Sprintf("%d..%d", v.Lo, v.Hi)
+	case KindPrefix:
+		if v.Prefix.IsSingleIP() {
+			return v.Prefix.Addr().String()
+		}
+		return v.Prefix.String()
+	default:
+		return v.AddrLo.String() + ".." + v.AddrHi.String()
+	}
+}
+
+// Is4 and Is6 tell an address value's family.
+func (v Value) Is4() bool {
+	return (v.Kind == KindPrefix && v.Prefix.Addr().Is4()) || (v.Kind == KindAddrRange && v.AddrLo.Is4())
+}
+
+func (e *And) Pos() Pos  { return e.P }
+func (e *Or) Pos() Pos   { return e.P }
+func (e *Not) Pos() Pos  { return e.P }
+func (e *Cmp) Pos() Pos  { return e.P }
+func (e *In) Pos() Pos   { return e.P }
+func (e *Flag) Pos() Pos { return e.P }
+
+func (e *And) String() string { return "(" + e.L.String() + " and " + e.R.String() + ")" }
+func (e *Or) String() string  { return "(" + e.L.String() + " or " + e.R.String() + ")" }
+func (e *Not) String() string { return "not " + e.X.String() }
+func (e *Cmp) String() string { return e.Field.Name + " " + e.Op.String() + " " + e.Val.String() }
+func (e *Flag) String() string {
+	return e.Field.Name
+}
+func (e *In) String() string {
+	if e.List != "" {
+		return e.Field.Name + " in $" + e.List
+	}
+	vs := make([]string, len(e.Set))
+	for i, v := range e.Set {
+		vs[i] = v.String()
+	}
+	return e.Field.Name + " in {" + strings.Join(vs, ", ") + "}"
+}
+
+// Lists returns the named lists an expression refers to, in order of first use.
+func Lists(e Expr) []string {
+	var out []string
+	seen := map[string]bool{}
+	Walk(e, func(x Expr) {
+		if in, ok := x.(*In); ok && in.List != "" && !seen[in.List] {
+			seen[in.List] = true
+			out = append(out, in.List)
+		}
+	})
+	return out
+}
+
+// ListRefs returns each reference to a named list with its position.
+func ListRefs(e Expr) []*In {
+	var out []*In
+	Walk(e, func(x Expr) {
+		if in, ok := x.(*In); ok && in.List != "" {
+			out = append(out, in)
+		}
+	})
+	return out
+}
+
+// Walk calls f for every node, parents first.
+func Walk(e Expr, f func(Expr)) {
+	f(e)
+	switch x := e.(type) {
+	case *And:
+		Walk(x.L, f)
+		Walk(x.R, f)
+	case *Or:
+		Walk(x.L, f)
+		Walk(x.R, f)
+	case *Not:
+		Walk(x.X, f)
+	}
+}

@@ -1,0 +1,108 @@
+package lang
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseAccepts(t *testing.T) {
+	for src, want := range map[string]string{
+		"tcp.dstport == 22 and not ip.src in $office":               "(tcp.dstport == 22 and not ip.src in $office)",
+		"ip.proto == udp and udp.dstport in {53, 123, 1024..65535}": "(ip.proto == 17 and udp.dstport in {53, 123, 1024..65535})",
+		"ip.proto eq TCP && tcp.flags.syn && !tcp.flags.ack":        "((ip.proto == 6 and tcp.flags.syn) and not tcp.flags.ack)",
+		"ip.src == 198.51.100.7 or ip.src == 2001:db8::/32":         "(ip.src == 198.51.100.7 or ip.src == 2001:db8::/32)",
+		"ip.dst in {203.0.113.1..203.0.113.9, 2001:db8::1}":         "ip.dst in {203.0.113.1..203.0.113.9, 2001:db8::1}",
+		"a or b":                              "",
+		"not (ip.ttl < 5 or ip.len >= 0x200)": "not (ip.ttl < 5 or ip.len >= 512)",
+		"icmp.type == 8 and icmp.code == 0 and ip.version == 6":          "((icmp.type == 8 and icmp.code == 0) and ip.version == 6)",
+		"tcp.flags == 0x12\n and\ttcp.srcport != 0":                      "(tcp.flags == 18 and tcp.srcport != 0)",
+		"ip.src in $office or ip.dst in $servers and udp.srcport > 1023": "(ip.src in $office or (ip.dst in $servers and udp.srcport > 1023))",
+	} {
+		e, err := Parse(src)
+		if want == "" {
+			if err == nil {
+				t.Errorf("Parse(%q) accepted", src)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Parse(%q): %v", src, err)
+			continue
+		}
+		if e.String() != want {
+			t.Errorf("Parse(%q) = %s, want %s", src, e, want)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for src, want := range map[string]string{
+		"tcp.dstprot == 22":                 `1:1: unknown field "tcp.dstprot"; did you mean "tcp.dstport"?`,
+		"ip.source == 1.2.3.4":              `unknown field "ip.source"; did you mean "ip.src"?`,
+		"frobnicate":                        `1:1: unknown field "frobnicate"`,
+		"ip.src > 198.51.100.1":             `1:8: ip.src cannot be compared with >; use ==, != or in`,
+		"udp.dstport == 70000":              `1:16: 70000 is out of range for udp.dstport (0..65535)`,
+		"ip.ttl <":                          `1:9: expected a value for ip.ttl (integer), found end of expression`,
+		"ip.version == 5":                   `ip.version is 4 or 6`,
+		"tcp.flags.syn == 1":                `1:15: tcp.flags.syn is a flag: write "tcp.flags.syn" or "not tcp.flags.syn", without an operator`,
+		"tcp.dstport in {1, 2":              `1:21: expected "," or "}", found end of expression`,
+		"tcp.dstport in {9..3}":             `empty range 9..3`,
+		"tcp.dstport == 1..3":               `a range needs in: tcp.dstport in {1..3}`,
+		"ip.src == 198.51.100.1/24":         `1:11: host bits set: did you mean 198.51.100.0/24?`,
+		"ip.src == 198.51.100.0/33":         `invalid CIDR`,
+		"ip.src in {1.2.3.4..2001:db8::1}":  `mixes IPv4 and IPv6`,
+		"tcp.dstport in $office":            `named lists hold IP prefixes; tcp.dstport is an integer`,
+		"ip.proto == tcpp":                  `"tcpp" is not a number or a known name for ip.proto`,
+		"(tcp.dstport == 22":                `expected ")", found end of expression`,
+		"tcp.dstport == 22 tcp.srcport":     `1:19: expected and, or or the end of the expression, found "tcp.srcport"`,
+		"":                                  `empty expression`,
+		"ip.src == 1.2.3.4 # comment":       `unexpected character '#'`,
+		"ip.src in $":                       `expected a list name after $`,
+		"tcp.dstport == 22 and\n  ip.ttl >": `2:11: expected a value`,
+		strings.Repeat("(", 100) + "tcp.flags.syn" + strings.Repeat(")", 100): "nested deeper than 64",
+	} {
+		_, err := Parse(src)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v\nwant substring %q", src, err, want)
+		}
+	}
+}
+
+func TestLists(t *testing.T) {
+	e, err := Parse("ip.src in $office and not ip.dst in $servers or ip.src in $office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(Lists(e), ","); got != "office,servers" {
+		t.Fatalf("Lists = %s", got)
+	}
+}
+
+// FuzzParse: never panic; anything accepted prints to a form that parses
+// to the same expression.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"tcp.dstport == 22 and not ip.src in $office",
+		"ip.proto == udp and udp.dstport in {53, 123, 1024..65535}",
+		"ip.dst in {203.0.113.1..203.0.113.9, 2001:db8::1} or tcp.flags.syn",
+		"not (ip.ttl < 5 or ip.len >= 0x200)", "((", "ip.src == ::", "$", "tcp.flags.syn == 1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		e, err := Parse(src)
+		if err != nil {
+			if _, ok := err.(*Error); !ok {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			return
+		}
+		again, err := Parse(e.String())
+		if err != nil {
+			t.Fatalf("printed form %q of %q does not parse: %v", e.String(), src, err)
+		}
+		if again.String() != e.String() {
+			t.Fatalf("round trip %q -> %q", e.String(), again.String())
+		}
+	})
+}
