@@ -94,9 +94,9 @@ func FieldNames() []string {
 	return out
 }
 
-// suggest returns the closest candidate within an edit distance of
+// Suggest returns the closest candidate within an edit distance of
 // max(2, len/3), or "".
-func suggest(name string, candidates []string) string {
+func Suggest(name string, candidates []string) string {
 	best, bestD := "", max(2, len(name)/3)+1
 	for _, c := range candidates {
 		if d := editDistance(name, c); d < bestD {

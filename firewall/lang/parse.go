@@ -242,7 +242,7 @@ func (p *parser) condition() (Expr, error) {
 	f, ok := Fields[ft.text]
 	if !ok {
 		msg := fmt.Sprintf("unknown field %q", ft.text)
-		if s := suggest(ft.text, FieldNames()); s != "" {
+		if s := Suggest(ft.text, FieldNames()); s != "" {
 			msg += fmt.Sprintf("; did you mean %q?", s)
 		}
 		return nil, &Error{Pos: ft.pos, Msg: msg}

@@ -106,3 +106,39 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDNF(t *testing.T) {
+	for src, want := range map[string]string{
+		"tcp.dstport == 22":                              "[ip.proto == 6 tcp.dstport == 22]",
+		"not tcp.dstport == 22":                          "[not ip.proto == 6] | [not tcp.dstport == 22]",
+		"(ip.ttl < 5 or ip.ttl > 200) and tcp.flags.syn": "[ip.ttl < 5 ip.proto == 6 tcp.flags.syn] | [ip.ttl > 200 ip.proto == 6 tcp.flags.syn]",
+		"not (ip.len > 1 and ip.ttl > 2)":                "[not ip.len > 1] | [not ip.ttl > 2]",
+		"icmp.type == 8":                                 "[ip.proto in {1, 58} icmp.type == 8]",
+		"tcp.flags.syn and not tcp.flags.ack":            "[ip.proto == 6 tcp.flags.syn not tcp.flags.ack]",
+		"tcp.dstport == 22 and udp.dstport == 53":        "",
+	} {
+		e, err := Parse(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := DNF(e, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for _, c := range d {
+			var lits []string
+			for _, l := range c {
+				lits = append(lits, l.String())
+			}
+			parts = append(parts, "["+strings.Join(lits, " ")+"]")
+		}
+		if got := strings.Join(parts, " | "); got != want && !(want == "" && len(d) == 0) {
+			t.Errorf("DNF(%s) = %s\nwant %s", src, got, want)
+		}
+	}
+	e, _ := Parse("(ip.ttl == 1 or ip.ttl == 2) and (ip.len == 1 or ip.len == 2) and (icmp.code == 1 or icmp.code == 2)")
+	if _, err := DNF(e, 4); err == nil {
+		t.Fatal("cap not enforced")
+	}
+}

@@ -86,10 +86,17 @@ func (e *FieldError) Error() string {
 // Errors collects several field errors of one document.
 type Errors []*FieldError
 
+// maxShown bounds how many field errors one message lists.
+const maxShown = 10
+
 func (es Errors) Error() string {
-	msgs := make([]string, len(es))
+	msgs := make([]string, 0, min(len(es), maxShown+1))
 	for i, e := range es {
-		msgs[i] = e.Error()
+		if i == maxShown {
+			msgs = append(msgs, fmt.Sprintf("and %d more errors", len(es)-maxShown))
+			break
+		}
+		msgs = append(msgs, e.Error())
 	}
 	return strings.Join(msgs, "; ")
 }

@@ -1,0 +1,369 @@
+package firewall
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/nfhost/nfhost/firewall/lang"
+	"github.com/nfhost/nfhost/routing/nftset"
+)
+
+// Family of an emitted nft rule: 0 matches both.
+type family byte
+
+const (
+	famAny family = 0
+	fam4   family = 4
+	fam6   family = 6
+)
+
+// nftRule is one emitted rule before it is bound to a connection.
+type nftRule struct {
+	fam  family
+	lits []lang.Literal
+}
+
+// expand turns a compiled rule's alternatives into nft rules, splitting by
+// address family where a literal is family-specific and dropping
+// alternatives that cannot match.
+func expand(r CompiledRule) []nftRule {
+	var out []nftRule
+	for _, alt := range r.Alts {
+		specific := false
+		for _, l := range alt {
+			if familySpecific(l.Atom) {
+				specific = true
+			}
+		}
+		if !specific {
+			out = append(out, nftRule{fam: famAny, lits: alt})
+			continue
+		}
+		for _, f := range []family{fam4, fam6} {
+			if lits, ok := forFamily(alt, f); ok {
+				out = append(out, nftRule{fam: f, lits: lits})
+			}
+		}
+	}
+	return out
+}
+
+func familySpecific(e lang.Expr) bool {
+	switch x := e.(type) {
+	case *lang.Cmp:
+		return x.Field.Type == lang.TypeIP || x.Field.Name == "ip.version" || x.Field.Name == "ip.ttl"
+	case *lang.In:
+		return x.Field.Type == lang.TypeIP || x.Field.Name == "ip.version" || x.Field.Name == "ip.ttl"
+	}
+	return false
+}
+
+// forFamily simplifies a conjunction for one family: literals that are
+// constant for it are dropped (true) or kill the alternative (false).
+func forFamily(alt []lang.Literal, f family) ([]lang.Literal, bool) {
+	var out []lang.Literal
+	for _, l := range alt {
+		switch x := l.Atom.(type) {
+		case *lang.Cmp:
+			if x.Field.Name == "ip.version" {
+				if cmpInt(uint64(f), x.Op, x.Val.Int) != l.Neg {
+					continue
+				}
+				return nil, false
+			}
+			if x.Field.Type == lang.TypeIP && x.Val.Is4() != (f == fam4) {
+				// An address of the other family: == is false, != true.
+				if (x.Op == lang.OpNe) != l.Neg {
+					continue
+				}
+				return nil, false
+			}
+		case *lang.In:
+			if x.Field.Name == "ip.version" {
+				if inInts(uint64(f), x.Set) != l.Neg {
+					continue
+				}
+				return nil, false
+			}
+			if x.Field.Type == lang.TypeIP && x.List == "" {
+				var keep []lang.Value
+				for _, v := range x.Set {
+					if v.Is4() == (f == fam4) {
+						keep = append(keep, v)
+					}
+				}
+				if len(keep) == 0 {
+					if l.Neg {
+						continue
+					}
+					return nil, false
+				}
+				l = lang.Literal{Atom: &lang.In{Field: x.Field, Set: keep, P: x.P}, Neg: l.Neg}
+			}
+		}
+		out = append(out, l)
+	}
+	return out, true
+}
+
+func cmpInt(a uint64, op lang.Op, b uint64) bool {
+	switch op {
+	case lang.OpEq:
+		return a == b
+	case lang.OpNe:
+		return a != b
+	case lang.OpLt:
+		return a < b
+	case lang.OpLe:
+		return a <= b
+	case lang.OpGt:
+		return a > b
+	}
+	return a >= b
+}
+
+func inInts(a uint64, set []lang.Value) bool {
+	for _, v := range set {
+		if v.Kind == lang.KindInt && v.Int == a || v.Kind == lang.KindIntRange && a >= v.Lo && a <= v.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// tag identifies a rule's compiled form; it is stored in the nft rule's
+// userdata so that an unchanged rule set is recognised without comparing
+// expressions.
+func (r CompiledRule) tag(i int) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s", r.ID, r.Action, r.Source)))
+	return fmt.Sprintf("%s%s#%d:%s", tagPrefix, r.ID, i, hex.EncodeToString(h[:6]))
+}
+
+const tagPrefix = "nfhost-fw-v1:"
+
+// builder binds literals to nft expressions for one batch.
+type builder struct {
+	conn  *nftables.Conn
+	table *nftables.Table
+	anon  int
+}
+
+func listSetName(list string, f family) string { return fmt.Sprintf("l%d_%s", f, list) }
+
+func counterName(id string) string { return "c_" + id }
+
+// exprs compiles one nft rule's match part (register 1 throughout).
+func (b *builder) exprs(r nftRule) ([]expr.Any, error) {
+	var out []expr.Any
+	switch r.fam {
+	case fam4:
+		out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
+	case fam6:
+		out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}})
+	}
+	for _, l := range r.lits {
+		e, err := b.literal(l, r.fam)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e...)
+	}
+	return out, nil
+}
+
+// load returns the expressions that put field f into register 1 and the
+// width of the value.
+func load(f *lang.Field, fam family) ([]expr.Any, int) {
+	nh := func(off, l uint32) []expr.Any {
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: l}}
+	}
+	th := func(off, l uint32) []expr.Any {
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: l}}
+	}
+	switch f.Name {
+	case "ip.src":
+		if fam == fam4 {
+			return nh(12, 4), 4
+		}
+		return nh(8, 16), 16
+	case "ip.dst":
+		if fam == fam4 {
+			return nh(16, 4), 4
+		}
+		return nh(24, 16), 16
+	case "ip.proto":
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}}, 1
+	case "ip.len":
+		// skb length at the IP layer, converted to network byte order so
+		// that cmp's bytewise order is numeric order.
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyLEN, Register: 1},
+			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4}}, 4
+	case "ip.ttl":
+		if fam == fam4 {
+			return nh(8, 1), 1
+		}
+		return nh(7, 1), 1
+	case "tcp.srcport", "udp.srcport":
+		return th(0, 2), 2
+	case "tcp.dstport", "udp.dstport":
+		return th(2, 2), 2
+	case "tcp.flags":
+		return th(13, 1), 1
+	case "icmp.type":
+		return th(0, 1), 1
+	case "icmp.code":
+		return th(1, 1), 1
+	}
+	if f.Type == lang.TypeBool { // tcp.flags.*
+		return th(13, 1), 1
+	}
+	return nil, 0
+}
+
+func beInt(v uint64, width int) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b[8-width:]
+}
+
+var cmpOps = map[lang.Op]expr.CmpOp{lang.OpEq: expr.CmpOpEq, lang.OpNe: expr.CmpOpNeq, lang.OpLt: expr.CmpOpLt,
+	lang.OpLe: expr.CmpOpLte, lang.OpGt: expr.CmpOpGt, lang.OpGe: expr.CmpOpGte}
+
+func (b *builder) literal(l lang.Literal, fam family) ([]expr.Any, error) {
+	switch x := l.Atom.(type) {
+	case *lang.Flag:
+		ld, _ := load(x.Field, fam)
+		op := expr.CmpOpNeq
+		if l.Neg {
+			op = expr.CmpOpEq
+		}
+		return append(ld, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{x.Field.Mask}, Xor: []byte{0}},
+			&expr.Cmp{Op: op, Register: 1, Data: []byte{0}}), nil
+	case *lang.Cmp:
+		ld, width := load(x.Field, fam)
+		op := x.Op
+		if l.Neg {
+			op = op.Negate()
+		}
+		if x.Field.Type == lang.TypeIP {
+			p := x.Val.Prefix
+			data := p.Addr().AsSlice()
+			if !p.IsSingleIP() {
+				mask := make([]byte, len(data))
+				for i := 0; i < p.Bits(); i++ {
+					mask[i/8] |= 0x80 >> (i % 8)
+				}
+				ld = append(ld, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(data)), Mask: mask, Xor: make([]byte, len(data))})
+			}
+			return append(ld, &expr.Cmp{Op: cmpOps[op], Register: 1, Data: data}), nil
+		}
+		return append(ld, &expr.Cmp{Op: cmpOps[op], Register: 1, Data: beInt(x.Val.Int, width)}), nil
+	case *lang.In:
+		ld, width := load(x.Field, fam)
+		var name string
+		var id uint32
+		if x.List != "" {
+			name = listSetName(x.List, fam)
+		} else {
+			set, err := b.anonSet(x, fam, width)
+			if err != nil {
+				return nil, err
+			}
+			name, id = set.Name, set.ID
+		}
+		return append(ld, &expr.Lookup{SourceRegister: 1, SetName: name, SetID: id, Invert: l.Neg}), nil
+	}
+	return nil, fmt.Errorf("compile %s: unsupported condition", l)
+}
+
+// anonSet adds an anonymous interval set holding the literal's values.
+func (b *builder) anonSet(x *lang.In, fam family, width int) (*nftables.Set, error) {
+	b.anon++
+	set := &nftables.Set{Table: b.table, Name: fmt.Sprintf("__set%d", b.anon), Anonymous: true, Constant: true, Interval: true}
+	var elems []nftables.SetElement
+	if x.Field.Type == lang.TypeIP {
+		set.KeyType = nftables.TypeIPAddr
+		if fam == fam6 {
+			set.KeyType = nftables.TypeIP6Addr
+		}
+		var ps []netip.Prefix
+		for _, v := range x.Set {
+			if v.Kind == lang.KindPrefix {
+				ps = append(ps, v.Prefix)
+				continue
+			}
+			ps = append(ps, rangePrefixes(v.AddrLo, v.AddrHi)...)
+		}
+		for _, p := range mergePrefixes(ps) {
+			elems = append(elems, nftset.Elements(p, nil)...)
+		}
+	} else {
+		set.KeyType = map[int]nftables.SetDatatype{1: nftables.TypeInetProto, 2: nftables.TypeInetService, 4: nftables.TypeInteger}[width]
+		max := uint64(1)<<(8*width) - 1
+		for _, iv := range mergeRanges(x.Set) {
+			elems = append(elems, nftables.SetElement{Key: beInt(iv[0], width)})
+			if iv[1] < max {
+				elems = append(elems, nftables.SetElement{Key: beInt(iv[1]+1, width), IntervalEnd: true})
+			} else {
+				elems[len(elems)-1].IntervalOpen = true
+			}
+		}
+	}
+	if err := b.conn.AddSet(set, elems); err != nil {
+		return nil, fmt.Errorf("add anonymous set: %w", err)
+	}
+	return set, nil
+}
+
+// mergeRanges turns ints and ranges into sorted, disjoint, non-adjacent
+// [lo, hi] pairs.
+func mergeRanges(vs []lang.Value) [][2]uint64 {
+	var rs [][2]uint64
+	for _, v := range vs {
+		if v.Kind == lang.KindInt {
+			rs = append(rs, [2]uint64{v.Int, v.Int})
+		} else {
+			rs = append(rs, [2]uint64{v.Lo, v.Hi})
+		}
+	}
+	for i := 1; i < len(rs); i++ {
+		for j := i; j > 0 && rs[j][0] < rs[j-1][0]; j-- {
+			rs[j], rs[j-1] = rs[j-1], rs[j]
+		}
+	}
+	var out [][2]uint64
+	for _, r := range rs {
+		if n := len(out); n > 0 && r[0] <= out[n-1][1]+1 {
+			out[n-1][1] = max(out[n-1][1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// rangePrefixes covers [lo, hi] with the fewest prefixes.
+func rangePrefixes(lo, hi netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for lo.IsValid() && !hi.Less(lo) {
+		bits := lo.BitLen()
+		for bits > 0 {
+			p := netip.PrefixFrom(lo, bits-1)
+			if p.Masked().Addr() != lo || hi.Less(nftset.LastAddr(p)) {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(lo, bits)
+		out = append(out, p)
+		lo = nftset.LastAddr(p).Next()
+	}
+	return out
+}

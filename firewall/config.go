@@ -1,0 +1,221 @@
+// Package firewall compiles a tenant's rules (the firewall/lang language)
+// to nftables and keeps them in force inside the tenant's namespace: one
+// table "inet nfhost" per namespace, replaced in one atomic batch.
+package firewall
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"sort"
+
+	"github.com/nfhost/nfhost/firewall/lang"
+	"github.com/nfhost/nfhost/nsd/config"
+)
+
+// Limits. They are documented in README.md.
+const (
+	MaxRules        = 1000
+	MaxListEntries  = 100000
+	MaxLists        = 64
+	MaxAlternatives = 16 // nft rules one tenant rule may expand to (per family)
+)
+
+// Action is what a matching rule does.
+type Action string
+
+// Actions.
+const (
+	Allow Action = "allow"
+	Block Action = "block"
+	Log   Action = "log" // count and continue
+)
+
+// Rule is one tenant rule as written.
+type Rule struct {
+	ID          string `json:"id"`
+	Expression  string `json:"expression"`
+	Action      Action `json:"action"`
+	Enabled     *bool  `json:"enabled,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Config is the document nfhost/tenants/<tenant>/firewall.
+type Config struct {
+	Default Action              `json:"default,omitempty"`
+	Rules   []Rule              `json:"rules"`
+	Lists   map[string][]string `json:"lists,omitempty"`
+}
+
+// CompiledRule is an enabled rule after parsing and normalisation.
+type CompiledRule struct {
+	ID     string
+	Action Action
+	Source string
+	Alts   [][]lang.Literal // disjunction of conjunctions
+}
+
+// Spec is the desired firewall of one tenant.
+type Spec struct {
+	Default Action
+	Rules   []CompiledRule
+	Lists   map[string][]netip.Prefix // every list, referenced or not
+}
+
+var (
+	ruleIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,47}$`)
+	listRe   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,27}$`)
+)
+
+// Parse decodes and validates a firewall document for tenant.
+func Parse(tenant string, data []byte) (Spec, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Msg: "invalid JSON: " + err.Error()}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Msg: "invalid JSON: trailing data after the document"}
+	}
+	return c.Validate(tenant)
+}
+
+// Validate checks every field and compiles the expressions.
+func (c Config) Validate(tenant string) (Spec, error) {
+	var errs config.Errors
+	add := func(path, value, format string, args ...any) {
+		errs = append(errs, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
+	}
+	spec := Spec{Default: Allow, Lists: map[string][]netip.Prefix{}}
+	switch c.Default {
+	case "", Allow:
+	case Block:
+		spec.Default = Block
+	default:
+		add("default", string(c.Default), "must be allow or block")
+	}
+	if c.Rules == nil {
+		add("rules", "", "required: a list of rules (may be empty)")
+	}
+	if len(c.Rules) > MaxRules {
+		add("rules", "", "%d rules, at most %d", len(c.Rules), MaxRules)
+	}
+	if len(c.Lists) > MaxLists {
+		add("lists", "", "%d lists, at most %d", len(c.Lists), MaxLists)
+	}
+	names := make([]string, 0, len(c.Lists))
+	for n := range c.Lists {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		path := "lists." + n
+		if !listRe.MatchString(n) {
+			add(path, "", "invalid list name: must match %s", listRe)
+			continue
+		}
+		entries := c.Lists[n]
+		if len(entries) > MaxListEntries {
+			add(path, "", "%d entries, at most %d", len(entries), MaxListEntries)
+			continue
+		}
+		ps := make([]netip.Prefix, 0, len(entries))
+		for i, s := range entries {
+			p, err := parseListEntry(s)
+			if err != nil {
+				add(fmt.Sprintf("%s[%d]", path, i), s, "%v", err)
+				continue
+			}
+			ps = append(ps, p)
+		}
+		spec.Lists[n] = mergePrefixes(ps)
+	}
+	seen := map[string]int{}
+	for i, r := range c.Rules {
+		path := fmt.Sprintf("rules[%d]", i)
+		if !ruleIDRe.MatchString(r.ID) {
+			add(path+".id", r.ID, "must match %s", ruleIDRe)
+		} else if j, dup := seen[r.ID]; dup {
+			add(path+".id", r.ID, "duplicate of rules[%d].id", j)
+		}
+		seen[r.ID] = i
+		switch r.Action {
+		case Allow, Block, Log:
+		default:
+			add(path+".action", string(r.Action), "must be allow, block or log")
+		}
+		e, err := lang.Parse(r.Expression)
+		if err != nil {
+			add(path+".expression", "", "%v", err)
+			continue
+		}
+		for _, ref := range lang.ListRefs(e) {
+			if _, ok := c.Lists[ref.List]; !ok {
+				msg := fmt.Sprintf("%s: unknown list $%s", ref.Pos(), ref.List)
+				if s := lang.Suggest(ref.List, names); s != "" {
+					msg += fmt.Sprintf("; did you mean $%s?", s)
+				}
+				add(path+".expression", "", "%s", msg)
+			}
+		}
+		alts, err := lang.DNF(e, MaxAlternatives)
+		var tooMany *lang.ErrTooManyAlternatives
+		if errors.As(err, &tooMany) {
+			add(path+".expression", "", "%v", err)
+			continue
+		} else if err != nil {
+			add(path+".expression", "", "%v", err)
+			continue
+		}
+		if r.Enabled != nil && !*r.Enabled {
+			continue
+		}
+		spec.Rules = append(spec.Rules, CompiledRule{ID: r.ID, Action: r.Action, Source: r.Expression, Alts: alts})
+	}
+	if len(errs) > 0 {
+		return Spec{}, errs
+	}
+	return spec, nil
+}
+
+func parseListEntry(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR")
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", p.Masked())
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("IPv4-mapped IPv6 prefix: write it as IPv4")
+	}
+	return p, nil
+}
+
+// mergePrefixes sorts and removes prefixes covered by others, so the
+// interval set never receives overlapping intervals.
+func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
+	sort.Slice(ps, func(i, j int) bool {
+		if c := ps[i].Addr().Compare(ps[j].Addr()); c != 0 {
+			return c < 0
+		}
+		return ps[i].Bits() < ps[j].Bits()
+	})
+	out := ps[:0]
+	for _, p := range ps {
+		if n := len(out); n > 0 && out[n-1].Addr().BitLen() == p.Addr().BitLen() && out[n-1].Contains(p.Addr()) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}

@@ -1,0 +1,156 @@
+package lang
+
+import "fmt"
+
+// Literal is an atomic condition (*Cmp, *In or *Flag), possibly negated.
+type Literal struct {
+	Atom Expr
+	Neg  bool
+}
+
+func (l Literal) String() string {
+	if l.Neg {
+		return "not " + l.Atom.String()
+	}
+	return l.Atom.String()
+}
+
+// ErrTooManyAlternatives is returned by DNF past its cap.
+type ErrTooManyAlternatives struct{ N, Max int }
+
+func (e *ErrTooManyAlternatives) Error() string {
+	return fmt.Sprintf("expression expands to more than %d alternatives (or-ed conditions multiply under and); use sets (in {...}) or split it into several rules", e.Max)
+}
+
+// DNF rewrites e as a disjunction of conjunctions of literals, pushing
+// negations inward (De Morgan). Fields that imply an L4 protocol are made
+// explicit first (tcp.dstport == 22 becomes ip.proto == tcp and
+// tcp.dstport == 22), so that a negated port test also matches packets of
+// other protocols, as the expression says. More than max conjunctions is
+// an error.
+func DNF(e Expr, max int) ([][]Literal, error) {
+	alts, err := dnf(explicitProto(e), false, max)
+	if err != nil {
+		return nil, err
+	}
+	out := alts[:0]
+	for _, c := range alts {
+		if c, ok := simplify(c); ok {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// simplify removes duplicate literals from a conjunction and reports false
+// when it contradicts itself on an integer field's equality (x == a and
+// x != a, or x == a and x == b), as the implied protocol tests often do.
+func simplify(c []Literal) ([]Literal, bool) {
+	eq := map[string]uint64{}
+	ne := map[string]map[uint64]bool{}
+	seen := map[string]bool{}
+	var out []Literal
+	for _, l := range c {
+		k := l.String()
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, l)
+		x, ok := l.Atom.(*Cmp)
+		if !ok || x.Field.Type != TypeInt || (x.Op != OpEq && x.Op != OpNe) {
+			continue
+		}
+		isEq := (x.Op == OpEq) != l.Neg
+		name := x.Field.Name
+		if isEq {
+			if v, ok := eq[name]; ok && v != x.Val.Int {
+				return nil, false
+			}
+			eq[name] = x.Val.Int
+		} else {
+			if ne[name] == nil {
+				ne[name] = map[uint64]bool{}
+			}
+			ne[name][x.Val.Int] = true
+		}
+		if v, ok := eq[name]; ok && ne[name][v] {
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+func explicitProto(e Expr) Expr {
+	switch x := e.(type) {
+	case *And:
+		return &And{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
+	case *Or:
+		return &Or{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
+	case *Not:
+		return &Not{X: explicitProto(x.X), P: x.P}
+	}
+	var f *Field
+	switch x := e.(type) {
+	case *Cmp:
+		f = x.Field
+	case *In:
+		f = x.Field
+	case *Flag:
+		f = x.Field
+	}
+	proto := Fields["ip.proto"]
+	switch {
+	case f.Proto != 0:
+		return &And{L: &Cmp{Field: proto, Op: OpEq, Val: Value{Kind: KindInt, Int: uint64(f.Proto), P: e.Pos()}, P: e.Pos()}, R: e, P: e.Pos()}
+	case f.Name == "icmp.type" || f.Name == "icmp.code":
+		icmps := []Value{{Kind: KindInt, Int: ProtoICMP, P: e.Pos()}, {Kind: KindInt, Int: ProtoICMPv6, P: e.Pos()}}
+		return &And{L: &In{Field: proto, Set: icmps, P: e.Pos()}, R: e, P: e.Pos()}
+	}
+	return e
+}
+
+func dnf(e Expr, neg bool, max int) ([][]Literal, error) {
+	switch x := e.(type) {
+	case *Not:
+		return dnf(x.X, !neg, max)
+	case *And, *Or:
+		var l, r Expr
+		isAnd := false
+		if a, ok := x.(*And); ok {
+			l, r, isAnd = a.L, a.R, true
+		} else {
+			o := x.(*Or)
+			l, r = o.L, o.R
+		}
+		if neg {
+			isAnd = !isAnd // De Morgan
+		}
+		dl, err := dnf(l, neg, max)
+		if err != nil {
+			return nil, err
+		}
+		dr, err := dnf(r, neg, max)
+		if err != nil {
+			return nil, err
+		}
+		if !isAnd {
+			if len(dl)+len(dr) > max {
+				return nil, &ErrTooManyAlternatives{N: len(dl) + len(dr), Max: max}
+			}
+			return append(dl, dr...), nil
+		}
+		if len(dl)*len(dr) > max {
+			return nil, &ErrTooManyAlternatives{N: len(dl) * len(dr), Max: max}
+		}
+		var out [][]Literal
+		for _, a := range dl {
+			for _, b := range dr {
+				c := make([]Literal, 0, len(a)+len(b))
+				out = append(out, append(append(c, a...), b...))
+			}
+		}
+		return out, nil
+	}
+	return [][]Literal{{{Atom: e, Neg: neg}}}, nil
+}
