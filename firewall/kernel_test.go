@@ -3,7 +3,6 @@ package firewall_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,52 +12,8 @@ import (
 	"github.com/nfhost/nfhost/routing/nstest"
 )
 
-// responder answers TCP connects and UDP datagrams on the given ports.
-const responder = `
-import socket, sys, threading
-def sock(fam, kind):
-    s = socket.socket(fam, kind)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    return s
-def tcp(fam, addr, p):
-    s = sock(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, p)); s.listen(64)
-    while True:
-        c, _ = s.accept(); c.sendall(b"ok"); c.close()
-def udp(fam, addr, p):
-    s = sock(fam, socket.SOCK_DGRAM); s.bind((addr, p))
-    while True:
-        d, a = s.recvfrom(2048); s.sendto(b"ok", a)
-for p in (22, 80):
-    threading.Thread(target=tcp, args=(socket.AF_INET, "0.0.0.0", p), daemon=True).start()
-    threading.Thread(target=tcp, args=(socket.AF_INET6, "::", p), daemon=True).start()
-for p in (53, 123):
-    threading.Thread(target=udp, args=(socket.AF_INET, "0.0.0.0", p), daemon=True).start()
-    threading.Thread(target=udp, args=(socket.AF_INET6, "::", p), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-`
-
-const probe = `
-import socket, sys
-proto, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-s.settimeout(0.7)
-try:
-    if proto == "tcp":
-        s.connect((addr, port)); ok = s.recv(2) == b"ok"
-    else:
-        s.sendto(b"hi", (addr, port)); ok = s.recvfrom(16)[0] == b"ok"
-except OSError:
-    ok = False
-sys.exit(0 if ok else 1)
-`
-
 type fwTopo struct {
 	client, tenant *nstest.NS
-	probe          string
 }
 
 // client 203.0.113.2/24 2001:db8:1::2/64 ── eth0 ═ host0 ── 203.0.113.1 2001:db8:1::1 tenant
@@ -71,29 +26,13 @@ func newFWTopo(t *testing.T) *fwTopo {
 	nstest.Link(t, tp.client, "eth0", "203.0.113.2/24", tp.tenant, "host0", "203.0.113.1/24")
 	tp.client.MustExec(t, "ip", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad")
 	tp.tenant.MustExec(t, "ip", "addr", "add", "2001:db8:1::1/64", "dev", "host0", "nodad")
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "responder.py"), []byte(responder), 0o644)
-	tp.probe = filepath.Join(dir, "probe.py")
-	os.WriteFile(tp.probe, []byte(probe), 0o644)
-	cmd := exec.Command("nsenter", "--net="+tp.tenant.Path(), "--", "python3", filepath.Join(dir, "responder.py"))
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	buf := make([]byte, 6)
-	out.Read(buf)
+	nstest.StartResponder(t, tp.tenant)
 	return tp
 }
 
 func (tp *fwTopo) reach(t *testing.T, proto, addr string, port int) bool {
 	t.Helper()
-	if proto == "icmp" {
-		_, err := tp.client.Exec(t, "ping", "-c1", "-W1", addr)
-		return err == nil
-	}
-	_, err := tp.client.Exec(t, "python3", tp.probe, proto, addr, fmt.Sprint(port))
-	return err == nil
+	return nstest.Reach(t, tp.client, proto, addr, port)
 }
 
 func parse(t *testing.T, doc string) *firewall.Spec {

@@ -65,6 +65,11 @@ func (Reconciler) Apply(ns netns.NsHandle, spec *Spec) ([]string, error) {
 		return nil, err
 	}
 	defer closeLater(c)
+	return apply(c, spec)
+}
+
+// apply does the work of Apply on any connection (tests record its batch).
+func apply(c *nftables.Conn, spec *Spec) ([]string, error) {
 	t := table()
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -369,7 +374,8 @@ func build(c *nftables.Conn, t *nftables.Table, chain *nftables.Chain, spec *Spe
 
 // Counter is a rule's hit count.
 type Counter struct {
-	Packets, Bytes uint64
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // Counters reads every rule's counter in ns, by rule ID.
@@ -393,4 +399,42 @@ func (Reconciler) Counters(ns netns.NsHandle) (map[string]Counter, error) {
 		}
 	}
 	return out, nil
+}
+
+// NSReconciler addresses tenant namespaces by name (in Dir, default
+// /run/netns), for callers that do not hold namespace handles.
+type NSReconciler struct {
+	Dir string
+}
+
+func (n NSReconciler) open(name string) (netns.NsHandle, error) {
+	dir := n.Dir
+	if dir == "" {
+		dir = "/run/netns"
+	}
+	h, err := netns.GetFromPath(dir + "/" + name)
+	if err != nil {
+		return netns.None(), fmt.Errorf("open netns %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// Apply is Reconciler.Apply on the named namespace.
+func (n NSReconciler) Apply(namespace string, spec *Spec) ([]string, error) {
+	h, err := n.open(namespace)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return Reconciler{}.Apply(h, spec)
+}
+
+// Counters is Reconciler.Counters on the named namespace.
+func (n NSReconciler) Counters(namespace string) (map[string]Counter, error) {
+	h, err := n.open(namespace)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return Reconciler{}.Counters(h)
 }

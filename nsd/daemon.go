@@ -15,11 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
@@ -34,11 +36,19 @@ type Plumber interface {
 	GC(ctx context.Context, slots map[uint16]bool) ([]string, error)
 }
 
+// Firewall is the tenant firewall reconciler as the daemon uses it.
+type Firewall interface {
+	Apply(namespace string, spec *firewall.Spec) ([]string, error)
+	Counters(namespace string) (map[string]firewall.Counter, error)
+}
+
 // Options configure a Daemon.
 type Options struct {
-	HostID   string
-	Store    source.Store
-	Routing  Plumber
+	HostID  string
+	Store   source.Store
+	Routing Plumber
+	// Firewall may be nil: firewall keys are then reported as not applied.
+	Firewall Firewall
 	NSPrefix string
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
@@ -62,6 +72,8 @@ type applied struct {
 	index    uint64 // ModifyIndex of the network key that is in force
 	spec     routing.TenantSpec
 	prefixes []netip.Prefix
+	fwIndex  uint64         // ModifyIndex of the firewall key in force (0: none)
+	fw       *firewall.Spec // last good firewall; nil: none
 }
 
 // Daemon holds the reconcile state. Its methods are not safe for
@@ -286,7 +298,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		}
 	}
 	for _, k := range []string{config.KeyFirewall, config.KeyDoS} {
-		if _, ok := keys[k]; ok {
+		if _, ok := keys[k]; ok && (k == config.KeyDoS || d.o.Firewall == nil) {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: not applied by this nsd version", id, k))
 		}
 	}
@@ -336,18 +348,30 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	}
 	d.m.Reconciles.WithLabelValues("routing", "ok").Inc()
 	holdings[id] = valid.Prefixes
-	d.applied[id] = &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes}
+	prevApplied := d.applied[id]
+	a := &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes}
+	if prevApplied != nil {
+		a.fw, a.fwIndex = prevApplied.fw, prevApplied.fwIndex
+	}
+	d.applied[id] = a
 	d.observed[id] = routing.Observed{ID: id, Slot: slot, HostIf: spec.HostIf, Namespace: spec.Namespace}
+	st.AppliedIndex = net.ModifyIndex
+	st.Subsystems["routing"] = "ok"
+
+	fwChanges, fwErr := d.reconcileFirewall(log, id, keys, a, &st)
+	changes = append(changes, fwChanges...)
+	if fwErr != nil {
+		st.Changes = len(changes)
+		return d.fail(ctx, log, st, "firewall", fwErr, "firewall not applied; keeping last good rules")
+	}
 	delete(d.failed, id)
 
 	st.State = "applied"
-	st.AppliedIndex = net.ModifyIndex
-	st.Subsystems["routing"] = "ok"
 	st.Changes = len(changes)
 	prev, had := d.statuses[id]
 	st.AppliedAt = d.o.Now().UTC()
 	if had && len(changes) == 0 && full && prev.State == st.State && prev.AppliedIndex == st.AppliedIndex &&
-		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") {
+		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) {
 		return Result{Tenant: id, State: st.State} // converged resync: no status write
 	}
 	if len(changes) > 0 || !had || prev.AppliedIndex != st.AppliedIndex {
@@ -365,7 +389,12 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 	st.Subsystems[subsys] = "error"
 	if a, ok := d.applied[st.Tenant]; ok {
 		st.AppliedIndex = a.index
-		st.Subsystems["routing"] = "ok (last good config)"
+		if subsys != "routing" && st.Subsystems["routing"] == "" {
+			st.Subsystems["routing"] = "ok (last good config)"
+		}
+		if subsys != "firewall" && a.fw != nil {
+			st.Subsystems["firewall"] = "ok (last good config)"
+		}
 	}
 	if prev, ok := d.statuses[st.Tenant]; !ok || prev.Error != st.Error {
 		log.Error(msg, "err", err)
@@ -507,3 +536,57 @@ func Failed(rs []Result) bool {
 
 // ErrHeld is returned by callers that treat held deletions as failure.
 var ErrHeld = errors.New("tenant deletions held by the mass-delete guard")
+
+// reconcileFirewall applies the tenant's firewall key, or removes nfhost's
+// table when there is none. On a bad document the last good rules stay.
+func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]source.Entry, a *applied, st *source.Status) ([]string, error) {
+	if d.o.Firewall == nil {
+		return nil, nil
+	}
+	e, ok := keys[config.KeyFirewall]
+	var spec *firewall.Spec
+	if ok {
+		s, err := firewall.Parse(id, e.Value)
+		if err != nil {
+			d.m.ConfigErrors.Inc()
+			if a.fw != nil {
+				st.Subsystems["firewall"] = "error (last good rules in force)"
+				// Drift repair for the rules in force.
+				if _, aerr := d.o.Firewall.Apply(a.spec.Namespace, a.fw); aerr != nil {
+					err = errors.Join(err, fmt.Errorf("re-apply last good firewall: %w", aerr))
+				}
+			}
+			return nil, err
+		}
+		spec = &s
+	}
+	t0 := d.o.Now()
+	changes, err := d.o.Firewall.Apply(a.spec.Namespace, spec)
+	d.m.FirewallApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
+	d.m.KernelChanges.WithLabelValues("firewall").Add(float64(len(changes)))
+	for _, c := range changes {
+		log.Info("kernel change", "subsys", "firewall", "change", c)
+	}
+	if err != nil {
+		d.m.Reconciles.WithLabelValues("firewall", "error").Inc()
+		return changes, fmt.Errorf("apply firewall: %w", err)
+	}
+	d.m.Reconciles.WithLabelValues("firewall", "ok").Inc()
+	a.fw, a.fwIndex = spec, e.ModifyIndex
+	if spec != nil {
+		st.Subsystems["firewall"] = "ok"
+		st.FirewallIndex = e.ModifyIndex
+		if ctr, err := d.o.Firewall.Counters(a.spec.Namespace); err == nil {
+			st.Firewall = ctr
+			d.exportCounters(id, ctr)
+		}
+	}
+	return changes, nil
+}
+
+func (d *Daemon) exportCounters(id string, ctr map[string]firewall.Counter) {
+	for rule, c := range ctr {
+		d.m.FirewallPackets.WithLabelValues(id, rule).Set(float64(c.Packets))
+		d.m.FirewallBytes.WithLabelValues(id, rule).Set(float64(c.Bytes))
+	}
+}

@@ -15,6 +15,10 @@ type Metrics struct {
 	SourceErrors  prometheus.Counter
 	ConfigErrors  prometheus.Counter
 	LastSync      prometheus.Gauge
+
+	FirewallApplySeconds prometheus.Histogram
+	FirewallPackets      *prometheus.GaugeVec
+	FirewallBytes        *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers the metrics on reg (nil: unregistered).
@@ -36,10 +40,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Tenant configurations rejected by validation."}),
 		LastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_last_sync_timestamp_seconds",
 			Help: "Unix time of the last completed reconcile pass."}),
+		FirewallApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_firewall_apply_duration_seconds",
+			Help: "Time to apply one tenant's firewall (one nftables batch).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		FirewallPackets: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_firewall_rule_packets",
+			Help: "Packets matched by a tenant firewall rule, as last read from its nftables counter."}, []string{"tenant", "rule"}),
+		FirewallBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_firewall_rule_bytes",
+			Help: "Bytes matched by a tenant firewall rule, as last read from its nftables counter."}, []string{"tenant", "rule"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
-			m.SourceErrors, m.ConfigErrors, m.LastSync)
+			m.SourceErrors, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes)
 	}
 	return m
 }

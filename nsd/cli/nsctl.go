@@ -304,7 +304,7 @@ with exit code 4 instead of being overwritten.`,
 	confirm.MarkFlagRequired("host")
 	confirm.MarkFlagRequired("token")
 
-	root.AddCommand(tenant, validate, status, confirm)
+	root.AddCommand(tenant, validate, status, confirm, fwCommand(env, &sf))
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)

@@ -19,6 +19,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/nfhost/nfhost/firewall"
 )
 
 // Entry is one stored document and the index of its last change.
@@ -80,7 +82,14 @@ type Status struct {
 	Error        string            `json:"error,omitempty"`
 	Warnings     []string          `json:"warnings,omitempty"`
 	Changes      int               `json:"changes"`
+	// FirewallIndex is the ModifyIndex of the firewall key in force.
+	FirewallIndex uint64 `json:"firewall_index,omitempty"`
+	// Firewall holds per-rule counters, read after each apply and resync.
+	Firewall map[string]RuleCounter `json:"firewall,omitempty"`
 }
+
+// RuleCounter is a firewall rule's hit count.
+type RuleCounter = firewall.Counter
 
 // HostStatus is the host-level report, including the delete guard.
 type HostStatus struct {

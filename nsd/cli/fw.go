@@ -1,0 +1,261 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/nsd/source"
+)
+
+// casRetries bounds read-modify-write retries of rule edits.
+const casRetries = 8
+
+func fwCommand(env Env, sf *storeFlags) *cobra.Command {
+	out := env.Stdout
+	fw := &cobra.Command{Use: "fw", Short: "edit and inspect a tenant's firewall rules", Args: cobra.NoArgs,
+		Long: `fw edits nfhost/tenants/<tenant>/firewall. Every write validates the whole document
+first and uses check-and-set: add-rule and delete-rule re-read and retry when another
+editor got there first, so concurrent edits are never lost; put fails with exit code 4.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.Help()
+			return usageError("nsctl fw: missing subcommand")
+		}}
+
+	read := func(tenant string) (firewall.Config, uint64, error) {
+		if err := config.ValidateTenantID(tenant); err != nil {
+			return firewall.Config{}, 0, err
+		}
+		st, err := sf.open(env)
+		if err != nil {
+			return firewall.Config{}, 0, err
+		}
+		snap, err := st.Read(env.Ctx)
+		if err != nil {
+			return firewall.Config{}, 0, err
+		}
+		keys, ok := snap.Tenants[tenant]
+		if !ok {
+			return firewall.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
+		}
+		e, ok := keys[config.KeyFirewall]
+		if !ok {
+			return firewall.Config{Rules: []firewall.Rule{}}, 0, nil
+		}
+		var c firewall.Config
+		if err := json.Unmarshal(e.Value, &c); err != nil {
+			return c, 0, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Msg: "stored document is not valid JSON: " + err.Error()}
+		}
+		return c, e.ModifyIndex, nil
+	}
+	write := func(tenant string, c firewall.Config, cas uint64) error {
+		if _, err := c.Validate(tenant); err != nil {
+			return err
+		}
+		b, err := json.MarshalIndent(c, "", "  ")
+		if err != nil {
+			return err
+		}
+		st, err := sf.open(env)
+		if err != nil {
+			return err
+		}
+		return st.Put(env.Ctx, tenant, config.KeyFirewall, b, cas)
+	}
+	// edit applies f to the current document and writes it with CAS,
+	// re-reading on a conflict.
+	edit := func(tenant string, f func(*firewall.Config) error) error {
+		for i := 0; ; i++ {
+			c, idx, err := read(tenant)
+			if err != nil {
+				return err
+			}
+			if err := f(&c); err != nil {
+				return err
+			}
+			err = write(tenant, c, idx)
+			if !errors.Is(err, source.ErrConflict) || i == casRetries {
+				return err
+			}
+		}
+	}
+
+	get := &cobra.Command{Use: "get TENANT", Short: "print the firewall document", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := read(args[0])
+			if err != nil {
+				return err
+			}
+			b, _ := json.MarshalIndent(c, "", "  ")
+			fmt.Fprintln(out, string(b))
+			return nil
+		}}
+
+	var file string
+	readFile := func() (firewall.Config, error) {
+		var b []byte
+		var err error
+		if file == "-" {
+			b, err = io.ReadAll(os.Stdin)
+		} else {
+			b, err = os.ReadFile(file)
+		}
+		if err != nil {
+			return firewall.Config{}, fmt.Errorf("read %s: %w", file, err)
+		}
+		var c firewall.Config
+		if _, err := firewall.Parse("", b); err != nil {
+			return c, err
+		}
+		return c, json.Unmarshal(b, &c)
+	}
+	put := &cobra.Command{Use: "put TENANT -f FILE", Short: "validate and replace the firewall document (check-and-set)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, idx, err := read(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := readFile()
+			if err != nil {
+				return err
+			}
+			if err := write(args[0], c, idx); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "tenants/%s/firewall written (%d rules)\n", args[0], len(c.Rules))
+			return nil
+		}}
+	put.Flags().StringVarP(&file, "file", "f", "", "firewall document (- for stdin)")
+	put.MarkFlagRequired("file")
+
+	validate := &cobra.Command{Use: "validate -f FILE", Short: "validate a firewall document (exit 3 if invalid)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := readFile()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "firewall: valid (%d rules, %d lists)\n", len(c.Rules), len(c.Lists))
+			return nil
+		}}
+	validate.Flags().StringVarP(&file, "file", "f", "", "firewall document (- for stdin)")
+	validate.MarkFlagRequired("file")
+
+	var rule firewall.Rule
+	var before string
+	var disabled bool
+	addRule := &cobra.Command{Use: "add-rule TENANT --id ID --expression EXPR --action allow|block|log", Short: "append (or insert) one rule",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := edit(args[0], func(c *firewall.Config) error {
+				r := rule
+				if disabled {
+					f := false
+					r.Enabled = &f
+				}
+				for _, x := range c.Rules {
+					if x.ID == r.ID {
+						return &config.FieldError{Tenant: args[0], Key: config.KeyFirewall, Path: "rules", Value: r.ID, Msg: "a rule with this id exists"}
+					}
+				}
+				if before == "" {
+					c.Rules = append(c.Rules, r)
+					return nil
+				}
+				for i, x := range c.Rules {
+					if x.ID == before {
+						c.Rules = append(c.Rules[:i], append([]firewall.Rule{r}, c.Rules[i:]...)...)
+						return nil
+					}
+				}
+				return fmt.Errorf("--before %s: %w", before, source.ErrNotFound)
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "rule %s added to tenants/%s/firewall\n", rule.ID, args[0])
+			return nil
+		}}
+	af := addRule.Flags()
+	af.StringVar(&rule.ID, "id", "", "rule ID")
+	af.StringVar(&rule.Expression, "expression", "", "match expression, e.g. 'tcp.dstport == 22'")
+	af.StringVar((*string)(&rule.Action), "action", "block", "allow, block or log")
+	af.StringVar(&rule.Description, "description", "", "free text")
+	af.StringVar(&before, "before", "", "insert before this rule ID (default: append)")
+	af.BoolVar(&disabled, "disabled", false, "add the rule disabled")
+	addRule.MarkFlagRequired("id")
+	addRule.MarkFlagRequired("expression")
+
+	delRule := &cobra.Command{Use: "delete-rule TENANT ID", Short: "remove one rule", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := edit(args[0], func(c *firewall.Config) error {
+				for i, x := range c.Rules {
+					if x.ID == args[1] {
+						c.Rules = append(c.Rules[:i], c.Rules[i+1:]...)
+						return nil
+					}
+				}
+				return fmt.Errorf("rule %s: %w", args[1], source.ErrNotFound)
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "rule %s deleted from tenants/%s/firewall\n", args[1], args[0])
+			return nil
+		}}
+
+	var host string
+	stats := &cobra.Command{Use: "stats TENANT [--host H]", Short: "per-rule hit counters as reported by each host", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := sf.open(env)
+			if err != nil {
+				return err
+			}
+			all, err := st.ListStatus(env.Ctx, host)
+			if err != nil {
+				return err
+			}
+			hosts := make([]string, 0, len(all))
+			for h := range all {
+				hosts = append(hosts, h)
+			}
+			sort.Strings(hosts)
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tRULE\tPACKETS\tBYTES")
+			found := false
+			for _, h := range hosts {
+				raw, ok := all[h][args[0]]
+				if !ok {
+					continue
+				}
+				var s source.Status
+				if json.Unmarshal(raw, &s) != nil {
+					continue
+				}
+				found = true
+				rules := make([]string, 0, len(s.Firewall))
+				for r := range s.Firewall {
+					rules = append(rules, r)
+				}
+				sort.Strings(rules)
+				for _, r := range rules {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", h, r, s.Firewall[r].Packets, s.Firewall[r].Bytes)
+				}
+			}
+			if !found {
+				return fmt.Errorf("no status for tenant %s: %w", args[0], source.ErrNotFound)
+			}
+			return tw.Flush()
+		}}
+	stats.Flags().StringVar(&host, "host", "", "only this host")
+
+	fw.AddCommand(get, put, validate, addRule, delRule, stats)
+	return fw
+}
