@@ -159,8 +159,10 @@ func listSetName(list string, f family) string { return fmt.Sprintf("l%d_%s", f,
 
 func counterName(id string) string { return "c_" + id }
 
-// exprs compiles one nft rule's match part (register 1 throughout).
-func (b *builder) exprs(r nftRule) ([]expr.Any, error) {
+// exprs compiles one nft rule's match part (register 1 throughout). fam
+// is the family of the chain it goes into; a family-specific rule carries
+// its own nfproto test only when placed in a family-neutral chain.
+func (b *builder) exprs(r nftRule, fam family) ([]expr.Any, error) {
 	var out []expr.Any
 	switch r.fam {
 	case fam4:
@@ -168,8 +170,11 @@ func (b *builder) exprs(r nftRule) ([]expr.Any, error) {
 	case fam6:
 		out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}})
 	}
+	if fam == famAny {
+		fam = r.fam
+	}
 	for _, l := range r.lits {
-		e, err := b.literal(l, r.fam)
+		e, err := b.literal(l, fam)
 		if err != nil {
 			return nil, err
 		}

@@ -46,7 +46,7 @@ func parse(t *testing.T, doc string) *firewall.Spec {
 
 func apply(t *testing.T, tp *fwTopo, spec *firewall.Spec) []string {
 	t.Helper()
-	ch, err := firewall.Reconciler{}.Apply(tp.tenant.Handle, spec)
+	ch, err := (&firewall.Reconciler{}).Apply(tp.tenant.Handle, spec)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -86,7 +86,7 @@ func TestFirewallVerdictsAndCounters(t *testing.T) {
 		{"udp", "203.0.113.1", 123, true}, {"udp", "2001:db8:1::1", 123, false},
 		{"udp", "203.0.113.1", 53, true}, {"icmp", "203.0.113.1", 0, true}, {"icmp", "2001:db8:1::1", 0, true},
 	})
-	ctr, err := firewall.Reconciler{}.Counters(tp.tenant.Handle)
+	ctr, err := (&firewall.Reconciler{}).Counters(tp.tenant.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,14 +115,14 @@ func TestFirewallVerdictsAndCounters(t *testing.T) {
 	}
 	before := ctr["ssh"].Packets
 	expect(t, tp, []probeCase{{"tcp", "203.0.113.1", 22, true}, {"tcp", "2001:db8:1::1", 22, false}})
-	ctr, _ = firewall.Reconciler{}.Counters(tp.tenant.Handle)
+	ctr, _ = (&firewall.Reconciler{}).Counters(tp.tenant.Handle)
 	if ctr["office-ssh"].Packets == 0 || ctr["ssh"].Packets <= before {
 		t.Errorf("counters after list change %+v", ctr)
 	}
 	// Rule replacement keeps counters.
 	spec3 := parse(t, `{"rules": [{"id": "ssh", "expression": "tcp.dstport in {22, 2222}", "action": "block"}]}`)
 	apply(t, tp, spec3)
-	ctr3, _ := firewall.Reconciler{}.Counters(tp.tenant.Handle)
+	ctr3, _ := (&firewall.Reconciler{}).Counters(tp.tenant.Handle)
 	if ctr3["ssh"].Packets < ctr["ssh"].Packets || len(ctr3) != 1 {
 		t.Errorf("counters after rule replacement %+v (before %+v)", ctr3, ctr)
 	}

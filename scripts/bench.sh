@@ -8,5 +8,8 @@ cd "$root"
 export NFHOST_CONSUL=$(scripts/install-consul.sh)
 out=${BENCH_OUT:-$root/.cache/bench-$(date +%Y%m%d-%H%M%S).txt}
 mkdir -p "$(dirname "$out")"
-go test -run '^$' -bench . -benchtime 1x -timeout 60m ./e2e/ | tee "$out"
+{
+  go test -run '^$' -bench . -benchtime 1x -timeout 60m ./e2e/ ./firewall/
+  go test -run '^$' -bench . -benchtime 200x ./routing/
+} | tee "$out"
 echo "results saved in $out; copy the figures into docs/BENCHMARKS.md" >&2

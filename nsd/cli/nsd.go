@@ -114,7 +114,7 @@ It never tears down the datapath on exit; a restart with unchanged config change
 
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		d := nsd.New(nsd.Options{HostID: hostID, Store: store, Routing: rec, Firewall: firewall.NSReconciler{}, NSPrefix: nsPrefix, Resync: resync,
+		d := nsd.New(nsd.Options{HostID: hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: nsPrefix, Resync: resync,
 			MaxDeleteFraction: maxDelFraction, ConfirmDeletes: confirmDeletes, Logger: log, Metrics: nsd.NewMetrics(reg)})
 
 		if once {
