@@ -318,10 +318,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		if a, ok := d.applied[id]; ok && full {
 			// The last good config stays in force: repair its drift too.
 			changes, aerr := d.o.Routing.Apply(ctx, a.spec)
-			d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
-			for _, c := range changes {
-				log.Info("kernel change (last good config)", "subsys", "routing", "change", c)
-			}
+			d.recordChanges(log, "routing", changes)
 			if aerr != nil {
 				err = errors.Join(err, fmt.Errorf("re-apply last good config: %w", aerr))
 			}
@@ -338,10 +335,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	t0 := d.o.Now()
 	changes, err := d.o.Routing.Apply(ctx, spec)
 	d.m.ApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
-	d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
-	for _, c := range changes {
-		log.Info("kernel change", "subsys", "routing", "change", c)
-	}
+	d.recordChanges(log, "routing", changes)
 	if err != nil {
 		d.m.Reconciles.WithLabelValues("routing", "error").Inc()
 		return d.fail(ctx, log, st, "routing", fmt.Errorf("apply routing: %w", err), "apply failed")
@@ -497,10 +491,7 @@ func (d *Daemon) gc(ctx context.Context, s source.Snapshot) {
 		d.log.Error("garbage-collect routing state", "err", err)
 		return
 	}
-	d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
-	for _, c := range changes {
-		d.log.Info("kernel change", "subsys", "routing", "change", c)
-	}
+	d.recordChanges(d.log, "routing", changes)
 }
 
 func (d *Daemon) updateGauges() {
@@ -563,10 +554,7 @@ func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]
 	t0 := d.o.Now()
 	changes, err := d.o.Firewall.Apply(a.spec.Namespace, spec)
 	d.m.FirewallApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
-	d.m.KernelChanges.WithLabelValues("firewall").Add(float64(len(changes)))
-	for _, c := range changes {
-		log.Info("kernel change", "subsys", "firewall", "change", c)
-	}
+	d.recordChanges(log, "firewall", changes)
 	if err != nil {
 		d.m.Reconciles.WithLabelValues("firewall", "error").Inc()
 		return changes, fmt.Errorf("apply firewall: %w", err)
@@ -588,5 +576,13 @@ func (d *Daemon) exportCounters(id string, ctr map[string]firewall.Counter) {
 	for rule, c := range ctr {
 		d.m.FirewallPackets.WithLabelValues(id, rule).Set(float64(c.Packets))
 		d.m.FirewallBytes.WithLabelValues(id, rule).Set(float64(c.Bytes))
+	}
+}
+
+// recordChanges counts and logs the kernel changes one reconciler made.
+func (d *Daemon) recordChanges(log *slog.Logger, subsys string, changes []string) {
+	d.m.KernelChanges.WithLabelValues(subsys).Add(float64(len(changes)))
+	for _, c := range changes {
+		log.Info("kernel change", "subsys", subsys, "change", c)
 	}
 }

@@ -59,6 +59,16 @@ func (f *storeFlags) open(env Env) (source.Store, error) {
 	}
 }
 
+// read opens the store and reads one snapshot.
+func (f *storeFlags) read(env Env) (source.Store, source.Snapshot, error) {
+	st, err := f.open(env)
+	if err != nil {
+		return nil, source.Snapshot{}, err
+	}
+	snap, err := st.Read(env.Ctx)
+	return st, snap, err
+}
+
 type usageErr struct{ msg string }
 
 func (e usageErr) Error() string { return e.msg }

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -34,11 +35,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 		if err := config.ValidateTenantID(tenant); err != nil {
 			return firewall.Config{}, 0, err
 		}
-		st, err := sf.open(env)
-		if err != nil {
-			return firewall.Config{}, 0, err
-		}
-		snap, err := st.Read(env.Ctx)
+		_, snap, err := sf.read(env)
 		if err != nil {
 			return firewall.Config{}, 0, err
 		}
@@ -222,11 +219,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 			if err != nil {
 				return err
 			}
-			hosts := make([]string, 0, len(all))
-			for h := range all {
-				hosts = append(hosts, h)
-			}
-			sort.Strings(hosts)
+			hosts := slices.Sorted(maps.Keys(all))
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tRULE\tPACKETS\tBYTES")
 			found := false
@@ -240,11 +233,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 					continue
 				}
 				found = true
-				rules := make([]string, 0, len(s.Firewall))
-				for r := range s.Firewall {
-					rules = append(rules, r)
-				}
-				sort.Strings(rules)
+				rules := slices.Sorted(maps.Keys(s.Firewall))
 				for _, r := range rules {
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", h, r, s.Firewall[r].Packets, s.Firewall[r].Bytes)
 				}

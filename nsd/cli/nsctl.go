@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -114,11 +116,7 @@ with exit code 4 instead of being overwritten.`,
 			if err != nil {
 				return err
 			}
-			st, err := sf.open(env)
-			if err != nil {
-				return err
-			}
-			snap, err := st.Read(env.Ctx)
+			st, snap, err := sf.read(env)
 			if err != nil {
 				return err
 			}
@@ -135,11 +133,7 @@ with exit code 4 instead of being overwritten.`,
 			}
 			cur := snap.Tenants[f.ID]
 			keys := f.keys()
-			names := make([]string, 0, len(keys))
-			for k := range keys {
-				names = append(names, k)
-			}
-			sort.Strings(names)
+			names := slices.Sorted(maps.Keys(keys))
 			for _, k := range names {
 				v := compact(keys[k])
 				if e, ok := cur[k]; ok && bytes.Equal(compact(e.Value), v) {
@@ -160,19 +154,11 @@ with exit code 4 instead of being overwritten.`,
 	list := &cobra.Command{
 		Use: "list", Short: "list tenants and their prefixes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := sf.open(env)
+			_, snap, err := sf.read(env)
 			if err != nil {
 				return err
 			}
-			snap, err := st.Read(env.Ctx)
-			if err != nil {
-				return err
-			}
-			ids := make([]string, 0, len(snap.Tenants))
-			for id := range snap.Tenants {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids)
+			ids := slices.Sorted(maps.Keys(snap.Tenants))
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TENANT\tKEYS\tPREFIXES")
 			for _, id := range ids {
@@ -205,11 +191,7 @@ with exit code 4 instead of being overwritten.`,
 	show := &cobra.Command{
 		Use: "show ID", Short: "print a tenant's keys as a tenant file", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := sf.open(env)
-			if err != nil {
-				return err
-			}
-			snap, err := st.Read(env.Ctx)
+			_, snap, err := sf.read(env)
 			if err != nil {
 				return err
 			}
@@ -320,20 +302,12 @@ func compact(b []byte) []byte {
 }
 
 func printStatus(out interface{ Write([]byte) (int, error) }, all map[string]map[string]json.RawMessage) error {
-	hosts := make([]string, 0, len(all))
-	for h := range all {
-		hosts = append(hosts, h)
-	}
-	sort.Strings(hosts)
+	hosts := slices.Sorted(maps.Keys(all))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tTENANT\tSTATE\tINDEX\tAPPLIED\tERROR")
 	var notes []string
 	for _, h := range hosts {
-		names := make([]string, 0, len(all[h]))
-		for n := range all[h] {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(all[h]))
 		for _, n := range names {
 			if n == source.HostStatusName {
 				var hs source.HostStatus
