@@ -8,7 +8,8 @@
 #
 # Starts a Consul dev agent on 127.0.0.1:18500, runs nsd for the edge,
 # writes a tenant with nsctl, pings into the tenant namespace from the
-# client and back, prints verdicts, and removes everything it made.
+# client and back, has the tenant block and unblock ICMP with a firewall
+# rule, prints verdicts, and removes everything it made.
 # KEEP=1 leaves the lab running (clean up with scripts/lab.sh --down).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,7 +63,7 @@ in_ns "$edge" ip route add default via 192.0.2.1
 
 step "nsd for $edge"
 "$bin/nsd" --source consul --consul-addr "127.0.0.1:$http_port" --host-id "$edge" \
-  --host-netns "$edge" --uplink uplink --ns-prefix "$nsprefix" --resync-interval 5s \
+  --host-netns "$edge" --uplink uplink --ns-prefix "$nsprefix" --resync-interval 1s \
   --metrics-addr 127.0.0.1:19469 >"$work/nsd.log" 2>&1 &
 echo $! >"$work/nsd.pid"
 
@@ -81,6 +82,23 @@ verdict "ping client -> 203.0.113.1 (into the tenant namespace)" in_ns "$client"
 verdict "ping tenant -> client 192.0.2.1 (back out through the host)" in_ns "$nsprefix$tenant" ping -c2 -W2 -I 203.0.113.1 192.0.2.1
 verdict "steering map holds the prefix" sh -c "nsenter --net=/run/netns/$edge nft list map inet nfhost tenant_marks4 | grep -q 203.0.113.0/24"
 verdict "metrics endpoint reports the tenant" sh -c "curl -sf http://127.0.0.1:19469/metrics | grep -q 'nfhost_tenants{state=\"applied\"} 1'"
+
+step "tenant firewall: block ICMP echo (nsctl fw add-rule), then remove the rule"
+ctl fw add-rule "$tenant" --id no-ping --expression "icmp.type == 8" --action block
+blocked=0
+for _ in $(seq 20); do
+  if ! in_ns "$client" ping -c1 -W1 203.0.113.1 >/dev/null 2>&1; then blocked=1; break; fi
+done
+verdict "ping is blocked by the tenant's rule" test "$blocked" = 1
+for _ in $(seq 50); do ctl fw stats "$tenant" 2>/dev/null | grep -q "no-ping *[1-9]" && break; sleep 0.2; done
+ctl fw stats "$tenant" || true
+verdict "the rule's counter counted the pings" sh -c "'$bin/nsctl' --consul-addr 127.0.0.1:$http_port fw stats $tenant | grep -q 'no-ping *[1-9]'"
+ctl fw delete-rule "$tenant" no-ping
+ok=0
+for _ in $(seq 20); do
+  if in_ns "$client" ping -c1 -W1 203.0.113.1 >/dev/null 2>&1; then ok=1; break; fi
+done
+verdict "ping flows again after the rule is removed" test "$ok" = 1
 
 step "delete tenant $tenant"
 ctl tenant delete "$tenant"
