@@ -86,7 +86,12 @@ It never tears down the datapath on exit; a restart with unchanged config change
 		if hostID == "" || strings.ContainsAny(hostID, "/ ") {
 			return usageError("--host-id must be non-empty without '/' or spaces, got %q", hostID)
 		}
+		if sf.source != "consul" && sf.source != "dir" {
+			return usageError("--source must be consul or dir, got %q", sf.source)
+		}
 		log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level})).With("host", hostID)
+		// Flags are checked above, before privileges, so that a usage
+		// error reads as one whoever runs it.
 		if os.Geteuid() != 0 {
 			return fmt.Errorf("nsd must run as root: it creates network namespaces and programs netlink and nftables (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
 		}
