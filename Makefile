@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CONSUL   = $(shell scripts/install-consul.sh)
 
-.PHONY: all build deps test test-unit test-kernel check lab bench clean
+.PHONY: all build deps test test-unit test-kernel check check-generated generate lab bench clean
 
 all: build
 
@@ -15,7 +15,7 @@ deps:
 
 # Unit tests need no root; kernel and e2e tests need root and skip loudly
 # without it. NFHOST_REQUIRE_CONSUL makes a missing Consul a failure.
-test: deps check build
+test: deps check check-generated build
 	NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 -timeout 20m ./...
 
 test-unit:
@@ -28,6 +28,16 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# BPF C is compiled by bpf2go (a go tool in go.mod) with Debian's clang;
+# the generated Go and objects are committed so that go build needs no clang.
+generate:
+	cd dos && $(GO) generate ./...
+
+# CI proves the committed objects reproduce from the C sources.
+check-generated: generate
+	@git diff --quiet -- dos/ || { git diff --stat -- dos/; \
+	  echo "generated BPF files differ from the committed ones: run 'make generate' and commit"; exit 1; }
 
 lab: deps build
 	scripts/lab.sh

@@ -11,5 +11,6 @@ mkdir -p "$(dirname "$out")"
 {
   go test -run '^$' -bench . -benchtime 1x -timeout 60m ./e2e/ ./firewall/
   go test -run '^$' -bench . -benchtime 200x ./routing/
+  go test -run '^$' -bench . -benchtime 1x ./dos/
 } | tee "$out"
 echo "results saved in $out; copy the figures into docs/BENCHMARKS.md" >&2

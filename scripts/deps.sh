@@ -8,11 +8,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 declare -A pkg_for=(
   [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [nsenter]=util-linux
   [iperf3]=iperf3 [tcpdump]=tcpdump [ethtool]=ethtool [curl]=curl [python3]=python3
+  [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_for[$cmd]}")
 done
+# BPF headers for make generate.
+[[ -f /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "deps: missing ${missing[*]}; run as root to install them" >&2
