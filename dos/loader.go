@@ -33,8 +33,8 @@ const (
 	ModeAuto    Mode = "auto"
 )
 
-// Config says where to load and attach.
-type Config struct {
+// LoadConfig says where to load and attach.
+type LoadConfig struct {
 	// PinDir holds the pinned maps and link, one directory per host:
 	// /sys/fs/bpf/nfhost/<host-id>.
 	PinDir string
@@ -94,7 +94,7 @@ func EnsureBPFFS() error {
 // longer matches (a new program version changed it) is detected, logged,
 // unpinned and recreated empty; the caller then writes its contents from
 // the desired state.
-func Load(cfg Config) (*Datapath, error) {
+func Load(cfg LoadConfig) (*Datapath, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -163,7 +163,7 @@ func Load(cfg Config) (*Datapath, error) {
 
 // attach creates the bpf_link on the uplink. The ifindex is resolved and
 // the link created inside the host namespace.
-func (d *Datapath) attach(cfg Config, log *slog.Logger) error {
+func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) error {
 	h, err := netlink.NewHandleAt(cfg.HostNS)
 	if !cfg.HostNS.IsOpen() {
 		h, err = netlink.NewHandle()

@@ -21,7 +21,7 @@ func TestAttachPinUpgrade(t *testing.T) {
 	inet.MustExec(t, "ip", "addr", "add", "192.0.2.66/24", "dev", "eth0")
 	pinDir := filepath.Join(BPFFS, "nfhost-test-"+u)
 	t.Cleanup(func() { Detach(pinDir) })
-	cfg := Config{PinDir: pinDir, HostNS: edge.Handle, Uplink: "uplink", Mode: ModeAuto}
+	cfg := LoadConfig{PinDir: pinDir, HostNS: edge.Handle, Uplink: "uplink", Mode: ModeAuto}
 
 	d, err := Load(cfg)
 	if err != nil {
@@ -94,7 +94,7 @@ func TestIncompatiblePinnedMapIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
-	d, err := Load(Config{PinDir: pinDir, HostNS: edge.Handle, Uplink: "uplink", Mode: ModeGeneric})
+	d, err := Load(LoadConfig{PinDir: pinDir, HostNS: edge.Handle, Uplink: "uplink", Mode: ModeGeneric})
 	if err != nil {
 		t.Fatalf("Load with an incompatible pinned map: %v", err)
 	}

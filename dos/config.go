@@ -1,0 +1,400 @@
+package dos
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nfhost/nfhost/firewall/lang"
+	"github.com/nfhost/nfhost/nsd/config"
+)
+
+// Limits (README).
+const (
+	MaxSignatures = 256
+	MaxListLen    = 200000
+	MaxRateLimits = 10000
+)
+
+// Config is nfhost/tenants/<tenant>/dos and nfhost/dos/global.
+type Config struct {
+	Mode       string      `json:"mode,omitempty"` // mitigate (default) | monitor
+	Allow      []string    `json:"allow,omitempty"`
+	Deny       []string    `json:"deny,omitempty"`
+	Signatures []Signature `json:"signatures,omitempty"`
+	RateLimits []RateLimit `json:"rate_limits,omitempty"`
+	SampleRate uint32      `json:"sample_rate,omitempty"`
+}
+
+// Signature is an attack signature in the rule language.
+type Signature struct {
+	ID         string     `json:"id"`
+	Expression string     `json:"expression"`
+	Action     string     `json:"action"` // drop | ratelimit | monitor
+	Expires    *time.Time `json:"expires,omitempty"`
+}
+
+// RateLimit caps traffic to a prefix, per destination IP or for the prefix.
+type RateLimit struct {
+	Prefix string `json:"prefix"`
+	PPS    uint64 `json:"pps,omitempty"`
+	BPS    uint64 `json:"bps,omitempty"`
+	Per    string `json:"per"` // ip | prefix
+}
+
+// Range is an inclusive range; the zero Range with Set false matches all.
+type Range struct {
+	Set    bool
+	Lo, Hi uint64
+}
+
+// Match is a compiled signature: every set field must match.
+type Match struct {
+	Version         uint8 // 0: both
+	Proto           Range
+	Src, Dst        netip.Prefix // invalid: any
+	SrcPort         Range
+	DstPort         Range
+	Len             Range
+	TTL             Range
+	TCPFlagsMask    uint8
+	TCPFlagsValue   uint8
+	ICMPType, ICMPC Range
+}
+
+// CompiledSignature is a validated signature.
+type CompiledSignature struct {
+	ID      string
+	Action  string
+	Expires time.Time // zero: never
+	Match   Match
+}
+
+// Spec is a validated DoS document.
+type Spec struct {
+	Monitor    bool
+	Allow      []netip.Prefix
+	Deny       []netip.Prefix
+	Signatures []CompiledSignature
+	RateLimits []RateLimit
+	SampleRate uint32
+}
+
+var sigIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,47}$`)
+
+// Parse decodes and validates a DoS document; scope is the key it came
+// from for error messages ("tenants/acme/dos" or "dos/global").
+func Parse(tenant string, data []byte) (Spec, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyDoS, Msg: "invalid JSON: " + err.Error()}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyDoS, Msg: "invalid JSON: trailing data after the document"}
+	}
+	return c.Validate(tenant)
+}
+
+// Validate checks every field and compiles the signatures.
+func (c Config) Validate(tenant string) (Spec, error) {
+	var errs config.Errors
+	add := func(path, value, format string, args ...any) {
+		errs = append(errs, &config.FieldError{Tenant: tenant, Key: config.KeyDoS, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
+	}
+	var s Spec
+	switch c.Mode {
+	case "", "mitigate":
+	case "monitor":
+		s.Monitor = true
+	default:
+		add("mode", c.Mode, "must be mitigate or monitor")
+	}
+	for name, list := range map[string][]string{"allow": c.Allow, "deny": c.Deny} {
+		if len(list) > MaxListLen {
+			add(name, "", "%d entries, at most %d", len(list), MaxListLen)
+			continue
+		}
+		for i, e := range list {
+			p, err := parsePrefixOrAddr(e)
+			if err != nil {
+				add(fmt.Sprintf("%s[%d]", name, i), e, "%v", err)
+				continue
+			}
+			if name == "allow" {
+				s.Allow = append(s.Allow, p)
+			} else {
+				s.Deny = append(s.Deny, p)
+			}
+		}
+	}
+	if len(c.Signatures) > MaxSignatures {
+		add("signatures", "", "%d signatures, at most %d", len(c.Signatures), MaxSignatures)
+	}
+	seen := map[string]int{}
+	for i, sig := range c.Signatures {
+		path := fmt.Sprintf("signatures[%d]", i)
+		if !sigIDRe.MatchString(sig.ID) {
+			add(path+".id", sig.ID, "must match %s", sigIDRe)
+		} else if j, dup := seen[sig.ID]; dup {
+			add(path+".id", sig.ID, "duplicate of signatures[%d].id", j)
+		}
+		seen[sig.ID] = i
+		switch sig.Action {
+		case "drop", "ratelimit", "monitor":
+		default:
+			add(path+".action", sig.Action, "must be drop, ratelimit or monitor")
+		}
+		e, err := lang.Parse(sig.Expression)
+		if err != nil {
+			add(path+".expression", "", "%v", err)
+			continue
+		}
+		m, err := CompileMatch(e)
+		if err != nil {
+			add(path+".expression", "", "%v", err)
+			continue
+		}
+		cs := CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m}
+		if sig.Expires != nil {
+			cs.Expires = *sig.Expires
+		}
+		s.Signatures = append(s.Signatures, cs)
+	}
+	if len(c.RateLimits) > MaxRateLimits {
+		add("rate_limits", "", "%d rate limits, at most %d", len(c.RateLimits), MaxRateLimits)
+	}
+	for i, rl := range c.RateLimits {
+		path := fmt.Sprintf("rate_limits[%d]", i)
+		if _, err := netip.ParsePrefix(rl.Prefix); err != nil {
+			add(path+".prefix", rl.Prefix, "invalid CIDR")
+		}
+		if rl.PPS == 0 && rl.BPS == 0 {
+			add(path, "", "set pps, bps or both")
+		}
+		if rl.Per != "ip" && rl.Per != "prefix" {
+			add(path+".per", rl.Per, "must be ip or prefix")
+		}
+	}
+	s.RateLimits = c.RateLimits
+	s.SampleRate = c.SampleRate
+	if len(errs) > 0 {
+		return Spec{}, errs
+	}
+	return s, nil
+}
+
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR")
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", p.Masked())
+	}
+	return p, nil
+}
+
+func subsetErr(e lang.Expr, format string, args ...any) error {
+	return &lang.Error{Pos: e.Pos(), Msg: fmt.Sprintf(format, args...) + " (XDP signatures are a conjunction of one value or range per field)"}
+}
+
+// CompileMatch compiles an expression to an XDP signature match. The
+// subset: conditions joined by and; per field one comparison (== < <= > >=)
+// or one range (in {a..b}) or, for addresses, one CIDR; flags bare or
+// negated. Anything else is refused at its position.
+func CompileMatch(e lang.Expr) (Match, error) {
+	var m Match
+	var walk func(lang.Expr) error
+	walk = func(e lang.Expr) error {
+		switch x := e.(type) {
+		case *lang.And:
+			if err := walk(x.L); err != nil {
+				return err
+			}
+			return walk(x.R)
+		case *lang.Or:
+			return subsetErr(x, "or is not supported: write one signature per alternative")
+		case *lang.Not:
+			if f, ok := x.X.(*lang.Flag); ok {
+				return m.flag(f, false)
+			}
+			return subsetErr(x, "not is only supported before a flag")
+		case *lang.Flag:
+			return m.flag(x, true)
+		case *lang.Cmp:
+			return m.cmp(x)
+		case *lang.In:
+			if x.List != "" {
+				return subsetErr(x, "named lists are not supported in signatures: use the allow and deny lists")
+			}
+			if len(x.Set) != 1 {
+				return subsetErr(x, "in takes one value or range here")
+			}
+			v := x.Set[0]
+			switch v.Kind {
+			case lang.KindIntRange:
+				return m.setRange(x, x.Field, v.Lo, v.Hi)
+			case lang.KindInt:
+				return m.setRange(x, x.Field, v.Int, v.Int)
+			case lang.KindPrefix:
+				return m.setPrefix(x, x.Field, v.Prefix)
+			}
+			return subsetErr(x, "address ranges are not supported: use a CIDR")
+		}
+		return subsetErr(e, "unsupported condition")
+	}
+	if err := walk(e); err != nil {
+		return Match{}, err
+	}
+	return m, nil
+}
+
+func (m *Match) flag(f *lang.Flag, set bool) error {
+	if m.TCPFlagsMask&f.Field.Mask != 0 {
+		return subsetErr(f, "%s is tested twice", f.Field.Name)
+	}
+	m.TCPFlagsMask |= f.Field.Mask
+	if set {
+		m.TCPFlagsValue |= f.Field.Mask
+	}
+	return m.setRange(f, lang.Fields["ip.proto"], lang.ProtoTCP, lang.ProtoTCP)
+}
+
+func (m *Match) cmp(x *lang.Cmp) error {
+	if x.Field.Type == lang.TypeIP {
+		if x.Op != lang.OpEq {
+			return subsetErr(x, "only == is supported for %s", x.Field.Name)
+		}
+		return m.setPrefix(x, x.Field, x.Val.Prefix)
+	}
+	if x.Field.Name == "tcp.flags" {
+		if x.Op != lang.OpEq {
+			return subsetErr(x, "tcp.flags takes ==; test single flags with tcp.flags.syn etc.")
+		}
+		if m.TCPFlagsMask != 0 {
+			return subsetErr(x, "tcp.flags is tested twice")
+		}
+		m.TCPFlagsMask, m.TCPFlagsValue = 0xff, uint8(x.Val.Int)
+		return m.setRange(x, lang.Fields["ip.proto"], lang.ProtoTCP, lang.ProtoTCP)
+	}
+	v, max := x.Val.Int, x.Field.Max
+	switch x.Op {
+	case lang.OpEq:
+		return m.setRange(x, x.Field, v, v)
+	case lang.OpLt:
+		if v == 0 {
+			return subsetErr(x, "%s < 0 never matches", x.Field.Name)
+		}
+		return m.setRange(x, x.Field, 0, v-1)
+	case lang.OpLe:
+		return m.setRange(x, x.Field, 0, v)
+	case lang.OpGt:
+		if v >= max {
+			return subsetErr(x, "%s > %d never matches", x.Field.Name, v)
+		}
+		return m.setRange(x, x.Field, v+1, max)
+	case lang.OpGe:
+		return m.setRange(x, x.Field, v, max)
+	}
+	return subsetErr(x, "!= is not supported in signatures")
+}
+
+// setRange intersects the field's range with [lo, hi] and sets the L4
+// protocol a port field implies.
+func (m *Match) setRange(at lang.Expr, f *lang.Field, lo, hi uint64) error {
+	var r *Range
+	switch f.Name {
+	case "ip.proto":
+		r = &m.Proto
+	case "ip.len":
+		r = &m.Len
+	case "ip.ttl":
+		r = &m.TTL
+	case "ip.version":
+		if lo != hi || m.Version != 0 && uint64(m.Version) != lo {
+			return subsetErr(at, "ip.version takes one value")
+		}
+		m.Version = uint8(lo)
+		return nil
+	case "tcp.srcport", "udp.srcport":
+		r = &m.SrcPort
+	case "tcp.dstport", "udp.dstport":
+		r = &m.DstPort
+	case "icmp.type":
+		r = &m.ICMPType
+	case "icmp.code":
+		r = &m.ICMPC
+	default:
+		return subsetErr(at, "%s is not supported in signatures", f.Name)
+	}
+	if r.Set {
+		lo, hi = max(lo, r.Lo), min(hi, r.Hi)
+		if lo > hi {
+			return subsetErr(at, "%s: the conditions on it never match together", f.Name)
+		}
+	}
+	*r = Range{Set: true, Lo: lo, Hi: hi}
+	if f.Proto != 0 && f != lang.Fields["ip.proto"] {
+		return m.setRange(at, lang.Fields["ip.proto"], uint64(f.Proto), uint64(f.Proto))
+	}
+	return nil
+}
+
+func (m *Match) setPrefix(at lang.Expr, f *lang.Field, p netip.Prefix) error {
+	dst := &m.Src
+	if f.Name == "ip.dst" {
+		dst = &m.Dst
+	}
+	if dst.IsValid() {
+		return subsetErr(at, "%s is tested twice", f.Name)
+	}
+	*dst = p
+	v := uint8(6)
+	if p.Addr().Is4() {
+		v = 4
+	}
+	if m.Version != 0 && m.Version != v {
+		return subsetErr(at, "mixes IPv4 and IPv6")
+	}
+	m.Version = v
+	return nil
+}
+
+// String renders a match compactly (tests, logs).
+func (m Match) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "v%d", m.Version)
+	r := func(name string, x Range) {
+		if x.Set {
+			fmt.Fprintf(&b, " %s[%d-%d]", name, x.Lo, x.Hi)
+		}
+	}
+	r("proto", m.Proto)
+	if m.Src.IsValid() {
+		fmt.Fprintf(&b, " src=%s", m.Src)
+	}
+	if m.Dst.IsValid() {
+		fmt.Fprintf(&b, " dst=%s", m.Dst)
+	}
+	r("sport", m.SrcPort)
+	r("dport", m.DstPort)
+	r("len", m.Len)
+	r("ttl", m.TTL)
+	r("itype", m.ICMPType)
+	r("icode", m.ICMPC)
+	if m.TCPFlagsMask != 0 {
+		fmt.Fprintf(&b, " flags&%#x=%#x", m.TCPFlagsMask, m.TCPFlagsValue)
+	}
+	return b.String()
+}
