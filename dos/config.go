@@ -1,10 +1,7 @@
 package dos
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -91,13 +88,8 @@ var sigIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,47}$`)
 // from for error messages ("tenants/acme/dos" or "dos/global").
 func Parse(tenant string, data []byte) (Spec, error) {
 	var c Config
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyDoS, Msg: "invalid JSON: " + err.Error()}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyDoS, Msg: "invalid JSON: trailing data after the document"}
+	if err := config.DecodeStrict(tenant, config.KeyDoS, data, &c); err != nil {
+		return Spec{}, err
 	}
 	return c.Validate(tenant)
 }
@@ -122,7 +114,7 @@ func (c Config) Validate(tenant string) (Spec, error) {
 			continue
 		}
 		for i, e := range list {
-			p, err := parsePrefixOrAddr(e)
+			p, err := config.ParseAddrOrPrefix(e)
 			if err != nil {
 				add(fmt.Sprintf("%s[%d]", name, i), e, "%v", err)
 				continue
@@ -188,21 +180,6 @@ func (c Config) Validate(tenant string) (Spec, error) {
 		return Spec{}, errs
 	}
 	return s, nil
-}
-
-func parsePrefixOrAddr(s string) (netip.Prefix, error) {
-	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil || p.Addr().Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR")
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", p.Masked())
-	}
-	return p, nil
 }
 
 func subsetErr(e lang.Expr, format string, args ...any) error {

@@ -4,11 +4,8 @@
 package firewall
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -74,13 +71,8 @@ var (
 // Parse decodes and validates a firewall document for tenant.
 func Parse(tenant string, data []byte) (Spec, error) {
 	var c Config
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Msg: "invalid JSON: " + err.Error()}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return Spec{}, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Msg: "invalid JSON: trailing data after the document"}
+	if err := config.DecodeStrict(tenant, config.KeyFirewall, data, &c); err != nil {
+		return Spec{}, err
 	}
 	return c.Validate(tenant)
 }
@@ -126,7 +118,7 @@ func (c Config) Validate(tenant string) (Spec, error) {
 		}
 		ps := make([]netip.Prefix, 0, len(entries))
 		for i, s := range entries {
-			p, err := parseListEntry(s)
+			p, err := config.ParseAddrOrPrefix(s)
 			if err != nil {
 				add(fmt.Sprintf("%s[%d]", path, i), s, "%v", err)
 				continue
@@ -181,24 +173,6 @@ func (c Config) Validate(tenant string) (Spec, error) {
 		return Spec{}, errs
 	}
 	return spec, nil
-}
-
-func parseListEntry(s string) (netip.Prefix, error) {
-	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil || p.Addr().Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR")
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", p.Masked())
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("IPv4-mapped IPv6 prefix: write it as IPv4")
-	}
-	return p, nil
 }
 
 // mergePrefixes sorts and removes prefixes covered by others, so the

@@ -118,9 +118,10 @@ func (es Errors) orNil() error {
 	return es
 }
 
-// decodeStrict decodes one JSON document into v, rejecting unknown fields and
-// trailing data, and turns decoder errors into field errors.
-func decodeStrict(tenant, key string, data []byte, v any) error {
+// DecodeStrict decodes one JSON document into v, rejecting unknown fields
+// and trailing data, and turns decoder errors into field errors naming
+// tenant and key. Every tenant document is read through it.
+func DecodeStrict(tenant, key string, data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -26,7 +26,7 @@ type ValidNetwork struct {
 // ParseNetwork decodes and validates a network document.
 func ParseNetwork(tenant string, data []byte) (ValidNetwork, error) {
 	var n Network
-	if err := decodeStrict(tenant, KeyNetwork, data, &n); err != nil {
+	if err := DecodeStrict(tenant, KeyNetwork, data, &n); err != nil {
 		return ValidNetwork{}, err
 	}
 	return n.Validate(tenant)
@@ -111,6 +111,26 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("IPv4 prefixes must be /8 or longer")
 	case a.Is6() && p.Bits() < 16:
 		return netip.Prefix{}, fmt.Errorf("IPv6 prefixes must be /16 or longer")
+	}
+	return p, nil
+}
+
+// ParseAddrOrPrefix parses a list entry: an address (taken as a /32 or
+// /128) or a CIDR in canonical form.
+func ParseAddrOrPrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR")
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", p.Masked())
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("IPv4-mapped IPv6 prefix: write it as IPv4")
 	}
 	return p, nil
 }
