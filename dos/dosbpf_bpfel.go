@@ -13,10 +13,30 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type dosBPFBitmap struct {
+	_ structs.HostLayout
+	W [4]uint64
+}
+
 type dosBPFLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
+}
+
+type dosBPFSettings struct {
+	_        structs.HostLayout
+	Nsigs    uint32
+	Monitor  uint32
+	NeedsSrc dosBPFBitmap
+	NeedsDst dosBPFBitmap
+}
+
+type dosBPFSigMeta struct {
+	_         structs.HostLayout
+	Action    uint32
+	Pad       uint32
+	ExpiresNs uint64
 }
 
 type dosBPFStats struct {
@@ -29,9 +49,22 @@ type dosBPFStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	dosBPFMapNfhCounters = "nfh_counters"
-	dosBPFMapNfhSrcLists = "nfh_src_lists"
-	dosBPFProgNfhostDos  = "nfhost_dos"
+	dosBPFMapNfhCounters    = "nfh_counters"
+	dosBPFMapNfhSettings    = "nfh_settings"
+	dosBPFMapNfhSigCounters = "nfh_sig_counters"
+	dosBPFMapNfhSigDport    = "nfh_sig_dport"
+	dosBPFMapNfhSigDst      = "nfh_sig_dst"
+	dosBPFMapNfhSigFlags    = "nfh_sig_flags"
+	dosBPFMapNfhSigIcode    = "nfh_sig_icode"
+	dosBPFMapNfhSigItype    = "nfh_sig_itype"
+	dosBPFMapNfhSigLen      = "nfh_sig_len"
+	dosBPFMapNfhSigMeta     = "nfh_sig_meta"
+	dosBPFMapNfhSigProto    = "nfh_sig_proto"
+	dosBPFMapNfhSigSport    = "nfh_sig_sport"
+	dosBPFMapNfhSigSrc      = "nfh_sig_src"
+	dosBPFMapNfhSigTtl      = "nfh_sig_ttl"
+	dosBPFMapNfhSrcLists    = "nfh_src_lists"
+	dosBPFProgNfhostDos     = "nfhost_dos"
 )
 
 // loadDosBPF returns the embedded CollectionSpec for dosBPF.
@@ -83,8 +116,21 @@ type dosBPFProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dosBPFMapSpecs struct {
-	NfhCounters *ebpf.MapSpec `ebpf:"nfh_counters"`
-	NfhSrcLists *ebpf.MapSpec `ebpf:"nfh_src_lists"`
+	NfhCounters    *ebpf.MapSpec `ebpf:"nfh_counters"`
+	NfhSettings    *ebpf.MapSpec `ebpf:"nfh_settings"`
+	NfhSigCounters *ebpf.MapSpec `ebpf:"nfh_sig_counters"`
+	NfhSigDport    *ebpf.MapSpec `ebpf:"nfh_sig_dport"`
+	NfhSigDst      *ebpf.MapSpec `ebpf:"nfh_sig_dst"`
+	NfhSigFlags    *ebpf.MapSpec `ebpf:"nfh_sig_flags"`
+	NfhSigIcode    *ebpf.MapSpec `ebpf:"nfh_sig_icode"`
+	NfhSigItype    *ebpf.MapSpec `ebpf:"nfh_sig_itype"`
+	NfhSigLen      *ebpf.MapSpec `ebpf:"nfh_sig_len"`
+	NfhSigMeta     *ebpf.MapSpec `ebpf:"nfh_sig_meta"`
+	NfhSigProto    *ebpf.MapSpec `ebpf:"nfh_sig_proto"`
+	NfhSigSport    *ebpf.MapSpec `ebpf:"nfh_sig_sport"`
+	NfhSigSrc      *ebpf.MapSpec `ebpf:"nfh_sig_src"`
+	NfhSigTtl      *ebpf.MapSpec `ebpf:"nfh_sig_ttl"`
+	NfhSrcLists    *ebpf.MapSpec `ebpf:"nfh_src_lists"`
 }
 
 // dosBPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -113,13 +159,39 @@ func (o *dosBPFObjects) Close() error {
 //
 // It can be passed to loadDosBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dosBPFMaps struct {
-	NfhCounters *ebpf.Map `ebpf:"nfh_counters"`
-	NfhSrcLists *ebpf.Map `ebpf:"nfh_src_lists"`
+	NfhCounters    *ebpf.Map `ebpf:"nfh_counters"`
+	NfhSettings    *ebpf.Map `ebpf:"nfh_settings"`
+	NfhSigCounters *ebpf.Map `ebpf:"nfh_sig_counters"`
+	NfhSigDport    *ebpf.Map `ebpf:"nfh_sig_dport"`
+	NfhSigDst      *ebpf.Map `ebpf:"nfh_sig_dst"`
+	NfhSigFlags    *ebpf.Map `ebpf:"nfh_sig_flags"`
+	NfhSigIcode    *ebpf.Map `ebpf:"nfh_sig_icode"`
+	NfhSigItype    *ebpf.Map `ebpf:"nfh_sig_itype"`
+	NfhSigLen      *ebpf.Map `ebpf:"nfh_sig_len"`
+	NfhSigMeta     *ebpf.Map `ebpf:"nfh_sig_meta"`
+	NfhSigProto    *ebpf.Map `ebpf:"nfh_sig_proto"`
+	NfhSigSport    *ebpf.Map `ebpf:"nfh_sig_sport"`
+	NfhSigSrc      *ebpf.Map `ebpf:"nfh_sig_src"`
+	NfhSigTtl      *ebpf.Map `ebpf:"nfh_sig_ttl"`
+	NfhSrcLists    *ebpf.Map `ebpf:"nfh_src_lists"`
 }
 
 func (m *dosBPFMaps) Close() error {
 	return _DosBPFClose(
 		m.NfhCounters,
+		m.NfhSettings,
+		m.NfhSigCounters,
+		m.NfhSigDport,
+		m.NfhSigDst,
+		m.NfhSigFlags,
+		m.NfhSigIcode,
+		m.NfhSigItype,
+		m.NfhSigLen,
+		m.NfhSigMeta,
+		m.NfhSigProto,
+		m.NfhSigSport,
+		m.NfhSigSrc,
+		m.NfhSigTtl,
 		m.NfhSrcLists,
 	)
 }

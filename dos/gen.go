@@ -8,4 +8,4 @@
 // built yet.
 package dos
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I../dos/include -I/usr/include/x86_64-linux-gnu" -target bpfel -type lpm_key -type stats dosBPF bpf/xdp_dos.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I../dos/include -I/usr/include/x86_64-linux-gnu" -target bpfel -type lpm_key -type stats -type bitmap -type sig_meta -type settings dosBPF bpf/xdp_dos.c
