@@ -167,9 +167,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nfh_settings SEC(".maps");
 
-static __always_inline int and_field(struct bitmap *acc, void *map, __u32 idx)
+// and_bitmap narrows acc to b (a missing entry matches nothing) and says
+// whether any candidate is left.
+static __always_inline int and_bitmap(struct bitmap *acc, struct bitmap *b)
 {
-	struct bitmap *b = bpf_map_lookup_elem(map, &idx);
 	if (!b)
 		return 0;
 	__u64 any = 0;
@@ -181,18 +182,14 @@ static __always_inline int and_field(struct bitmap *acc, void *map, __u32 idx)
 	return any != 0;
 }
 
+static __always_inline int and_field(struct bitmap *acc, void *map, __u32 idx)
+{
+	return and_bitmap(acc, bpf_map_lookup_elem(map, &idx));
+}
+
 static __always_inline int and_lpm(struct bitmap *acc, void *map, struct lpm_key *k)
 {
-	struct bitmap *b = bpf_map_lookup_elem(map, k);
-	if (!b)
-		return 0;
-	__u64 any = 0;
-#pragma unroll
-	for (int i = 0; i < SIG_WORDS; i++) {
-		acc->w[i] &= b->w[i];
-		any |= acc->w[i];
-	}
-	return any != 0;
+	return and_bitmap(acc, bpf_map_lookup_elem(map, k));
 }
 
 // ctz64 is the index of the lowest set bit of x (x != 0). clang 14's BPF

@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 
@@ -67,6 +68,15 @@ func (f *storeFlags) read(env Env) (source.Store, source.Snapshot, error) {
 	}
 	snap, err := st.Read(env.Ctx)
 	return st, snap, err
+}
+
+// status opens the store and lists status documents (of one host or all).
+func (f *storeFlags) status(env Env, host string) (map[string]map[string]json.RawMessage, error) {
+	st, err := f.open(env)
+	if err != nil {
+		return nil, err
+	}
+	return st.ListStatus(env.Ctx, host)
 }
 
 type usageErr struct{ msg string }

@@ -211,11 +211,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 	var host string
 	stats := &cobra.Command{Use: "stats TENANT [--host H]", Short: "per-rule hit counters as reported by each host", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := sf.open(env)
-			if err != nil {
-				return err
-			}
-			all, err := st.ListStatus(env.Ctx, host)
+			all, err := sf.status(env, host)
 			if err != nil {
 				return err
 			}

@@ -251,11 +251,7 @@ with exit code 4 instead of being overwritten.`,
 	status := &cobra.Command{
 		Use: "status [--host H]", Short: "table of host × tenant: applied index, state, error", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := sf.open(env)
-			if err != nil {
-				return err
-			}
-			all, err := st.ListStatus(env.Ctx, host)
+			all, err := sf.status(env, host)
 			if err != nil {
 				return err
 			}
