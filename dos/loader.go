@@ -10,7 +10,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -164,12 +163,9 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 // attach creates the bpf_link on the uplink. The ifindex is resolved and
 // the link created inside the host namespace.
 func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) error {
-	h, err := netlink.NewHandleAt(cfg.HostNS)
-	if !cfg.HostNS.IsOpen() {
-		h, err = netlink.NewHandle()
-	}
+	h, err := nsutil.Netlink(cfg.HostNS)
 	if err != nil {
-		return fmt.Errorf("open netlink: %w", err)
+		return err
 	}
 	defer h.Close()
 	l, err := h.LinkByName(cfg.Uplink)

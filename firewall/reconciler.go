@@ -106,11 +106,7 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *Spec) ([]string, error) {
 	if r.lists == nil {
 		r.lists = map[listKey]string{}
 	}
-	cache := func(set string) *string {
-		k := listKey{dev: dev, ino: ino, set: set}
-		v := r.lists[k]
-		return &v
-	}
+	cache := func(set string) string { return r.lists[listKey{dev: dev, ino: ino, set: set}] }
 	written := map[string]string{}
 	ch, err := apply(c, spec, cache, written)
 	if err != nil {
@@ -133,7 +129,7 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *Spec) ([]string, error) {
 // apply does the work of Apply on any connection (tests record its batch).
 // known returns the cached content hash of a list set ("" if unknown);
 // written collects the hashes of the lists this batch leaves in place.
-func apply(c *nftables.Conn, spec *Spec, known func(set string) *string, written map[string]string) ([]string, error) {
+func apply(c *nftables.Conn, spec *Spec, known func(set string) string, written map[string]string) ([]string, error) {
 	t := table()
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -183,7 +179,7 @@ func apply(c *nftables.Conn, spec *Spec, known func(set string) *string, written
 			}
 			h := listHash(ps)
 			written[sn] = h
-			if have[sn] != nil && *known(sn) == h {
+			if have[sn] != nil && known(sn) == h {
 				continue // unchanged since this process last wrote or verified it
 			}
 			n, err := syncList(c, t, have[sn], sn, f, ps)

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/firewall"
@@ -164,12 +163,9 @@ It never tears down the datapath on exit; a restart with unchanged config change
 var errOnceFailed = errors.New("one or more tenants failed")
 
 func checkUplink(hostNS netns.NsHandle, name string) error {
-	h, err := netlink.NewHandleAt(hostNS)
-	if !hostNS.IsOpen() {
-		h, err = netlink.NewHandle()
-	}
+	h, err := nsutil.Netlink(hostNS)
 	if err != nil {
-		return fmt.Errorf("open netlink: %w", err)
+		return err
 	}
 	defer h.Close()
 	if _, err := h.LinkByName(name); err != nil {

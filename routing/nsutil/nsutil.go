@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -63,6 +64,24 @@ func onThread(enter, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Netlink opens a netlink handle bound to ns, or to the caller's own
+// namespace when ns is not open (netns.None()).
+func Netlink(ns netns.NsHandle) (*netlink.Handle, error) {
+	var (
+		h   *netlink.Handle
+		err error
+	)
+	if ns.IsOpen() {
+		h, err = netlink.NewHandleAt(ns)
+	} else {
+		h, err = netlink.NewHandle()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open netlink handle: %w", err)
+	}
+	return h, nil
 }
 
 // Open opens the named namespace in dir.
