@@ -84,6 +84,7 @@ func TestParseErrors(t *testing.T) {
 	for doc, want := range map[string]string{
 		`{"rules": [{"id": "x", "expression": "tcp.dstprot == 1", "action": "block"}]}`:                                                         `tenants/acme/firewall: rules[0].expression: 1:1: unknown field "tcp.dstprot"; did you mean "tcp.dstport"?`,
 		`{"rules": [{"id": "x", "expression": "ip.src in $ofice", "action": "block"}], "lists": {"office": []}}`:                                `rules[0].expression: 1:1: unknown list $ofice; did you mean $office?`,
+		`{"rules": [{"id": "x", "expression": "udp.dstport == 53 and payload[0:1] == 0x01", "action": "block"}]}`:                               `rules[0].expression: 1:23: payload matching is supported in DoS signatures only`,
 		`{"rules": [{"id": "x", "expression": "tcp.flags.syn", "action": "drop"}]}`:                                                             `rules[0].action: "drop": must be allow, block or log`,
 		`{"rules": [{"id": "x", "expression": "tcp.flags.syn", "action": "log"}, {"id": "x", "expression": "tcp.flags.syn", "action": "log"}]}`: `rules[1].id: "x": duplicate of rules[0].id`,
 		`{"rules": [], "default": "deny"}`:                   `default: "deny": must be allow or block`,

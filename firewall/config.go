@@ -146,6 +146,16 @@ func (c Config) Validate(tenant string) (Spec, error) {
 			add(path+".expression", "", "%v", err)
 			continue
 		}
+		var payload *lang.Payload
+		lang.Walk(e, func(x lang.Expr) {
+			if pl, ok := x.(*lang.Payload); ok && payload == nil {
+				payload = pl
+			}
+		})
+		if payload != nil {
+			add(path+".expression", "", "%s: payload matching is supported in DoS signatures only, not in the firewall", payload.Pos())
+			continue
+		}
 		for _, ref := range lang.ListRefs(e) {
 			if _, ok := c.Lists[ref.List]; !ok {
 				msg := fmt.Sprintf("%s: unknown list $%s", ref.Pos(), ref.List)

@@ -83,6 +83,17 @@ type Flag struct {
 	P     Pos
 }
 
+// Payload compares bytes after the transport header (UDP: 8 bytes, TCP:
+// the data offset, ICMP: 8 bytes, other protocols: after the IP header):
+// payload[Off:Len] & Mask == Value (!= when Neg). Only DoS signatures
+// support it; the firewall refuses it.
+type Payload struct {
+	Off, Len    int
+	Mask, Value []byte
+	Neg         bool
+	P           Pos
+}
+
 // Kind is a value's kind.
 type Kind int
 
@@ -124,12 +135,21 @@ func (v Value) Is4() bool {
 	return (v.Kind == KindPrefix && v.Prefix.Addr().Is4()) || (v.Kind == KindAddrRange && v.AddrLo.Is4())
 }
 
-func (e *And) Pos() Pos  { return e.P }
-func (e *Or) Pos() Pos   { return e.P }
-func (e *Not) Pos() Pos  { return e.P }
-func (e *Cmp) Pos() Pos  { return e.P }
-func (e *In) Pos() Pos   { return e.P }
-func (e *Flag) Pos() Pos { return e.P }
+func (e *And) Pos() Pos     { return e.P }
+func (e *Or) Pos() Pos      { return e.P }
+func (e *Not) Pos() Pos     { return e.P }
+func (e *Cmp) Pos() Pos     { return e.P }
+func (e *In) Pos() Pos      { return e.P }
+func (e *Flag) Pos() Pos    { return e.P }
+func (e *Payload) Pos() Pos { return e.P }
+
+func (e *Payload) String() string {
+	op := "=="
+	if e.Neg {
+		op = "!="
+	}
+	return fmt.Sprintf("payload[%d:%d] & 0x%x %s 0x%x", e.Off, e.Len, e.Mask, op, e.Value)
+}
 
 func (e *And) String() string { return "(" + e.L.String() + " and " + e.R.String() + ")" }
 func (e *Or) String() string  { return "(" + e.L.String() + " or " + e.R.String() + ")" }

@@ -98,6 +98,8 @@ func explicitProto(e Expr) Expr {
 		f = x.Field
 	case *Flag:
 		f = x.Field
+	default:
+		return e
 	}
 	proto := Fields["ip.proto"]
 	switch {

@@ -1,6 +1,8 @@
 package lang
 
 import (
+	"bytes"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -31,6 +33,9 @@ const (
 	tLBrace
 	tRBrace
 	tComma
+	tLBracket
+	tRBracket
+	tAmp
 )
 
 type token struct {
@@ -77,7 +82,7 @@ func (l *lexer) next() (token, error) {
 		s string
 		k tokKind
 	}{{"==", tOp}, {"!=", tOp}, {"<=", tOp}, {">=", tOp}, {"&&", tAnd}, {"||", tOr}, {"<", tOp}, {">", tOp},
-		{"!", tNot}, {"(", tLParen}, {")", tRParen}, {"{", tLBrace}, {"}", tRBrace}, {",", tComma}} {
+		{"!", tNot}, {"&", tAmp}, {"[", tLBracket}, {"]", tRBracket}, {"(", tLParen}, {")", tRParen}, {"{", tLBrace}, {"}", tRBrace}, {",", tComma}} {
 		if strings.HasPrefix(rest, op.s) {
 			l.advance(len(op.s))
 			return token{kind: op.k, text: op.s, pos: p}, nil
@@ -239,6 +244,9 @@ func (p *parser) unary() (Expr, error) {
 
 func (p *parser) condition() (Expr, error) {
 	ft := p.tok
+	if ft.text == "payload" {
+		return p.payload()
+	}
 	f, ok := Fields[ft.text]
 	if !ok {
 		msg := fmt.Sprintf("unknown field %q", ft.text)
@@ -403,4 +411,94 @@ func (p *parser) value(f *Field) (Value, error) {
 		return Value{Kind: KindPrefix, Prefix: netip.PrefixFrom(a, a.BitLen()), P: t.pos}, nil
 	}
 	return bad("%s takes no value", f.Name)
+}
+
+// MaxPayload is the longest payload comparison; MaxPayloadOffset the
+// furthest first byte.
+const (
+	MaxPayload       = 16
+	MaxPayloadOffset = 1500
+)
+
+// payload parses payload[OFF:LEN] (& MASK) (==|!=) VALUE, where MASK and
+// VALUE are hex byte strings of exactly LEN bytes (0x...).
+func (p *parser) payload() (Expr, error) {
+	start := p.tok.pos
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	if p.tok.kind != tLBracket {
+		return nil, p.unexpected(`"[" after payload (payload[offset:length])`)
+	}
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	rt := p.tok
+	offS, lenS, ok := strings.Cut(rt.text, ":")
+	off, err1 := strconv.ParseUint(offS, 10, 16)
+	n, err2 := strconv.ParseUint(lenS, 10, 8)
+	if rt.kind != tWord || !ok || err1 != nil || err2 != nil {
+		return nil, &Error{Pos: rt.pos, Msg: "expected offset:length in bytes, e.g. payload[0:4]"}
+	}
+	if n < 1 || n > MaxPayload {
+		return nil, &Error{Pos: rt.pos, Msg: fmt.Sprintf("payload length %d: must be 1..%d bytes", n, MaxPayload)}
+	}
+	if off > MaxPayloadOffset {
+		return nil, &Error{Pos: rt.pos, Msg: fmt.Sprintf("payload offset %d: at most %d", off, MaxPayloadOffset)}
+	}
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	if p.tok.kind != tRBracket {
+		return nil, p.unexpected(`"]"`)
+	}
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	pl := &Payload{Off: int(off), Len: int(n), P: start}
+	hexBytes := func(what string) ([]byte, error) {
+		t := p.tok
+		if t.kind != tWord {
+			return nil, p.unexpected(fmt.Sprintf("a %d-byte hex %s (0x...)", n, what))
+		}
+		h, ok := strings.CutPrefix(strings.ToLower(t.text), "0x")
+		b, err := hex.DecodeString(h)
+		if !ok || err != nil {
+			return nil, &Error{Pos: t.pos, Msg: fmt.Sprintf("%q is not a hex byte string (0x...)", t.text)}
+		}
+		if len(b) != int(n) {
+			return nil, &Error{Pos: t.pos, Msg: fmt.Sprintf("%s has %d bytes, payload[%d:%d] has %d", what, len(b), off, n, n)}
+		}
+		return b, p.advance()
+	}
+	if p.tok.kind == tAmp {
+		if err := p.advance(); err != nil {
+			return nil, err
+		}
+		m, err := hexBytes("mask")
+		if err != nil {
+			return nil, err
+		}
+		pl.Mask = m
+	} else {
+		pl.Mask = bytes.Repeat([]byte{0xff}, int(n))
+	}
+	if p.tok.kind != tOp || (p.tok.text != "==" && p.tok.text != "!=") {
+		return nil, p.unexpected("== or != after payload[...]")
+	}
+	pl.Neg = p.tok.text == "!="
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	v, err := hexBytes("value")
+	if err != nil {
+		return nil, err
+	}
+	for i := range v {
+		if v[i]&^pl.Mask[i] != 0 {
+			return nil, &Error{Pos: start, Msg: fmt.Sprintf("value byte %d (%#02x) has bits outside the mask (%#02x): it never matches", i, v[i], pl.Mask[i])}
+		}
+	}
+	pl.Value = v
+	return pl, nil
 }

@@ -17,6 +17,8 @@ func TestParseAccepts(t *testing.T) {
 		"icmp.type == 8 and icmp.code == 0 and ip.version == 6":          "((icmp.type == 8 and icmp.code == 0) and ip.version == 6)",
 		"tcp.flags == 0x12\n and\ttcp.srcport != 0":                      "(tcp.flags == 18 and tcp.srcport != 0)",
 		"ip.src in $office or ip.dst in $servers and udp.srcport > 1023": "(ip.src in $office or (ip.dst in $servers and udp.srcport > 1023))",
+		"udp.dstport == 53 and payload[2:2] & 0x80FF == 0x0001":          "(udp.dstport == 53 and payload[2:2] & 0x80ff == 0x0001)",
+		"payload[0:4] != 0xDEADBEEF":                                     "payload[0:4] & 0xffffffff != 0xdeadbeef",
 	} {
 		e, err := Parse(src)
 		if want == "" {
@@ -58,6 +60,14 @@ func TestParseErrors(t *testing.T) {
 		"":                                  `empty expression`,
 		"ip.src == 1.2.3.4 # comment":       `unexpected character '#'`,
 		"ip.src in $":                       `expected a list name after $`,
+		"payload == 0x01":                   `expected "[" after payload`,
+		"payload[0:17] == 0x01":             `payload length 17: must be 1..16 bytes`,
+		"payload[0-4] == 0x01":              `expected offset:length in bytes`,
+		"payload[2000:1] == 0x01":           `payload offset 2000: at most 1500`,
+		"payload[0:2] == 0x01":              `1:17: value has 1 bytes, payload[0:2] has 2`,
+		"payload[0:1] == 01":                `"01" is not a hex byte string`,
+		"payload[0:1] & 0x0f == 0x10":       `value byte 0 (0x10) has bits outside the mask (0x0f)`,
+		"payload[0:1] > 0x10":               `expected == or != after payload[...]`,
 		"tcp.dstport == 22 and\n  ip.ttl >": `2:11: expected a value`,
 		strings.Repeat("(", 100) + "tcp.flags.syn" + strings.Repeat(")", 100): "nested deeper than 64",
 	} {
@@ -86,6 +96,7 @@ func FuzzParse(f *testing.F) {
 		"ip.proto == udp and udp.dstport in {53, 123, 1024..65535}",
 		"ip.dst in {203.0.113.1..203.0.113.9, 2001:db8::1} or tcp.flags.syn",
 		"not (ip.ttl < 5 or ip.len >= 0x200)", "((", "ip.src == ::", "$", "tcp.flags.syn == 1",
+		"payload[0:4] & 0xffff0000 == 0x12340000", "payload[1:1] != 0x00 and udp.srcport == 53",
 	} {
 		f.Add(s)
 	}
