@@ -34,6 +34,11 @@ type Signature struct {
 	Expression string     `json:"expression"`
 	Action     string     `json:"action"` // drop | ratelimit | monitor
 	Expires    *time.Time `json:"expires,omitempty"`
+	// For action ratelimit: the limit on matching packets, per destination
+	// IP (per "ip", the default) or for all of them ("rule").
+	PPS uint64 `json:"pps,omitempty"`
+	BPS uint64 `json:"bps,omitempty"`
+	Per string `json:"per,omitempty"`
 }
 
 // RateLimit caps traffic to a prefix, per destination IP or for the prefix.
@@ -62,6 +67,12 @@ type Match struct {
 	TCPFlagsMask    uint8
 	TCPFlagsValue   uint8
 	ICMPType, ICMPC Range
+	// Payload: bytes after the transport header; PayloadLen 0: none.
+	PayloadOff   uint16
+	PayloadLen   uint8
+	PayloadNeg   bool
+	PayloadMask  [16]byte
+	PayloadValue [16]byte
 }
 
 // CompiledSignature is a validated signature.
@@ -70,6 +81,20 @@ type CompiledSignature struct {
 	Action  string
 	Expires time.Time // zero: never
 	Match   Match
+	Limit   Limit // action ratelimit
+}
+
+// Limit is a compiled rate limit: packets and/or bits per second, one
+// bucket per destination address (PerIP) or one for the whole rule.
+type Limit struct {
+	PPS, BPS uint64
+	PerIP    bool
+}
+
+// CompiledRateLimit is a validated rate_limits entry.
+type CompiledRateLimit struct {
+	Prefix netip.Prefix
+	Limit  Limit
 }
 
 // Spec is a validated DoS document.
@@ -78,7 +103,7 @@ type Spec struct {
 	Allow      []netip.Prefix
 	Deny       []netip.Prefix
 	Signatures []CompiledSignature
-	RateLimits []RateLimit
+	RateLimits []CompiledRateLimit
 	SampleRate uint32
 }
 
@@ -154,6 +179,19 @@ func (c Config) Validate(tenant string) (Spec, error) {
 			continue
 		}
 		cs := CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m}
+		if sig.Action == "ratelimit" {
+			per := sig.Per
+			if per == "" {
+				per = "ip"
+			}
+			if per != "ip" && per != "rule" {
+				add(path+".per", sig.Per, "must be ip or rule")
+			}
+			cs.Limit = Limit{PPS: sig.PPS, BPS: sig.BPS, PerIP: per == "ip"}
+			checkLimit(add, path, sig.PPS, sig.BPS)
+		} else if sig.PPS != 0 || sig.BPS != 0 || sig.Per != "" {
+			add(path, "", "pps, bps and per are only for action ratelimit")
+		}
 		if sig.Expires != nil {
 			cs.Expires = *sig.Expires
 		}
@@ -162,24 +200,50 @@ func (c Config) Validate(tenant string) (Spec, error) {
 	if len(c.RateLimits) > MaxRateLimits {
 		add("rate_limits", "", "%d rate limits, at most %d", len(c.RateLimits), MaxRateLimits)
 	}
+	seenRL := map[netip.Prefix]int{}
 	for i, rl := range c.RateLimits {
 		path := fmt.Sprintf("rate_limits[%d]", i)
-		if _, err := netip.ParsePrefix(rl.Prefix); err != nil {
-			add(path+".prefix", rl.Prefix, "invalid CIDR")
+		p, err := config.ParsePrefix(rl.Prefix)
+		if err != nil {
+			add(path+".prefix", rl.Prefix, "%v", err)
+		} else if j, dup := seenRL[p]; dup {
+			add(path+".prefix", rl.Prefix, "duplicate of rate_limits[%d].prefix", j)
 		}
-		if rl.PPS == 0 && rl.BPS == 0 {
-			add(path, "", "set pps, bps or both")
-		}
+		seenRL[p] = i
+		checkLimit(add, path, rl.PPS, rl.BPS)
 		if rl.Per != "ip" && rl.Per != "prefix" {
 			add(path+".per", rl.Per, "must be ip or prefix")
 		}
+		s.RateLimits = append(s.RateLimits, CompiledRateLimit{Prefix: p, Limit: Limit{PPS: rl.PPS, BPS: rl.BPS, PerIP: rl.Per == "ip"}})
 	}
-	s.RateLimits = c.RateLimits
+	if c.SampleRate > MaxSampleRate {
+		add("sample_rate", fmt.Sprint(c.SampleRate), "at most %d (1 in N packets; 0: off)", MaxSampleRate)
+	}
 	s.SampleRate = c.SampleRate
 	if len(errs) > 0 {
 		return Spec{}, errs
 	}
 	return s, nil
+}
+
+// Rate-limit bounds: the BPF program's fixed-point byte cost needs
+// bps >= MinBPS.
+const (
+	MinBPS        = 1000
+	MaxPPS        = 1_000_000_000
+	MaxSampleRate = 1 << 24
+)
+
+func checkLimit(add func(path, value, format string, args ...any), path string, pps, bps uint64) {
+	if pps == 0 && bps == 0 {
+		add(path, "", "set pps, bps or both")
+	}
+	if pps > MaxPPS {
+		add(path+".pps", fmt.Sprint(pps), "at most %d", MaxPPS)
+	}
+	if bps != 0 && bps < MinBPS {
+		add(path+".bps", fmt.Sprint(bps), "at least %d (or 0: no bit rate limit)", MinBPS)
+	}
 }
 
 func subsetErr(e lang.Expr, format string, args ...any) error {
@@ -206,7 +270,14 @@ func CompileMatch(e lang.Expr) (Match, error) {
 			if f, ok := x.X.(*lang.Flag); ok {
 				return m.flag(f, false)
 			}
-			return subsetErr(x, "not is only supported before a flag")
+			if p, ok := x.X.(*lang.Payload); ok {
+				neg := *p
+				neg.Neg = !neg.Neg
+				return m.payload(&neg)
+			}
+			return subsetErr(x, "not is only supported before a flag or a payload comparison")
+		case *lang.Payload:
+			return m.payload(x)
 		case *lang.Flag:
 			return m.flag(x, true)
 		case *lang.Cmp:
@@ -246,6 +317,16 @@ func (m *Match) flag(f *lang.Flag, set bool) error {
 		m.TCPFlagsValue |= f.Field.Mask
 	}
 	return m.setRange(f, lang.Fields["ip.proto"], lang.ProtoTCP, lang.ProtoTCP)
+}
+
+func (m *Match) payload(p *lang.Payload) error {
+	if m.PayloadLen != 0 {
+		return subsetErr(p, "one payload comparison per signature (up to %d bytes)", lang.MaxPayload)
+	}
+	m.PayloadOff, m.PayloadLen, m.PayloadNeg = uint16(p.Off), uint8(p.Len), p.Neg
+	copy(m.PayloadMask[:], p.Mask)
+	copy(m.PayloadValue[:], p.Value)
+	return nil
 }
 
 func (m *Match) cmp(x *lang.Cmp) error {
@@ -372,6 +453,13 @@ func (m Match) String() string {
 	r("icode", m.ICMPC)
 	if m.TCPFlagsMask != 0 {
 		fmt.Fprintf(&b, " flags&%#x=%#x", m.TCPFlagsMask, m.TCPFlagsValue)
+	}
+	if n := m.PayloadLen; n != 0 {
+		op := "=="
+		if m.PayloadNeg {
+			op = "!="
+		}
+		fmt.Fprintf(&b, " payload[%d:%d]&%x%s%x", m.PayloadOff, n, m.PayloadMask[:n], op, m.PayloadValue[:n])
 	}
 	return b.String()
 }

@@ -18,25 +18,75 @@ type dosBPFBitmap struct {
 	W [4]uint64
 }
 
+type dosBPFDstInfo struct {
+	_          structs.HostLayout
+	Tenant     uint32
+	Flags      uint32
+	SampleRate uint32
+	RateRule   uint32
+	Sigs       dosBPFBitmap
+}
+
 type dosBPFLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
 }
 
+type dosBPFName struct {
+	_ structs.HostLayout
+	S [64]uint8
+}
+
+type dosBPFRateBucket struct {
+	_       structs.HostLayout
+	TatPkt  uint64
+	TatByte uint64
+}
+
+type dosBPFRateKey struct {
+	_    structs.HostLayout
+	Rule uint32
+	Addr [16]uint8
+}
+
+type dosBPFRateRule struct {
+	_          structs.HostLayout
+	PktCostNs  uint64
+	ByteCostFp uint64
+	BurstNs    uint64
+	PerIp      uint32
+	Monitor    uint32
+}
+
+type dosBPFRuleStats struct {
+	_            structs.HostLayout
+	Packets      uint64
+	Bytes        uint64
+	Dropped      uint64
+	DroppedBytes uint64
+}
+
 type dosBPFSettings struct {
-	_        structs.HostLayout
-	Nsigs    uint32
-	Monitor  uint32
-	NeedsSrc dosBPFBitmap
-	NeedsDst dosBPFBitmap
+	_          structs.HostLayout
+	Nsigs      uint32
+	SampleRate uint32
+	NeedsSrc   dosBPFBitmap
+	DstV4      dosBPFBitmap
+	DstV6      dosBPFBitmap
 }
 
 type dosBPFSigMeta struct {
 	_         structs.HostLayout
 	Action    uint32
-	Pad       uint32
+	RateRule  uint32
 	ExpiresNs uint64
+	PlOff     uint16
+	PlLen     uint8
+	PlNeg     uint8
+	Pad       uint32
+	PlMask    [2]uint64
+	PlValue   [2]uint64
 }
 
 type dosBPFStats struct {
@@ -45,26 +95,40 @@ type dosBPFStats struct {
 	Bytes   uint64
 }
 
+type dosBPFTenantKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Tenant    uint32
+	Addr      [16]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	dosBPFMapNfhCounters    = "nfh_counters"
-	dosBPFMapNfhSettings    = "nfh_settings"
-	dosBPFMapNfhSigCounters = "nfh_sig_counters"
-	dosBPFMapNfhSigDport    = "nfh_sig_dport"
-	dosBPFMapNfhSigDst      = "nfh_sig_dst"
-	dosBPFMapNfhSigFlags    = "nfh_sig_flags"
-	dosBPFMapNfhSigIcode    = "nfh_sig_icode"
-	dosBPFMapNfhSigItype    = "nfh_sig_itype"
-	dosBPFMapNfhSigLen      = "nfh_sig_len"
-	dosBPFMapNfhSigMeta     = "nfh_sig_meta"
-	dosBPFMapNfhSigProto    = "nfh_sig_proto"
-	dosBPFMapNfhSigSport    = "nfh_sig_sport"
-	dosBPFMapNfhSigSrc      = "nfh_sig_src"
-	dosBPFMapNfhSigTtl      = "nfh_sig_ttl"
-	dosBPFMapNfhSrcLists    = "nfh_src_lists"
-	dosBPFProgNfhostDos     = "nfhost_dos"
+	dosBPFMapNfhBuckets        = "nfh_buckets"
+	dosBPFMapNfhCounters       = "nfh_counters"
+	dosBPFMapNfhDst            = "nfh_dst"
+	dosBPFMapNfhNames          = "nfh_names"
+	dosBPFMapNfhRateCounters   = "nfh_rate_counters"
+	dosBPFMapNfhRateRules      = "nfh_rate_rules"
+	dosBPFMapNfhSamples        = "nfh_samples"
+	dosBPFMapNfhSettings       = "nfh_settings"
+	dosBPFMapNfhSigCounters    = "nfh_sig_counters"
+	dosBPFMapNfhSigDport       = "nfh_sig_dport"
+	dosBPFMapNfhSigFlags       = "nfh_sig_flags"
+	dosBPFMapNfhSigIcode       = "nfh_sig_icode"
+	dosBPFMapNfhSigItype       = "nfh_sig_itype"
+	dosBPFMapNfhSigLen         = "nfh_sig_len"
+	dosBPFMapNfhSigMeta        = "nfh_sig_meta"
+	dosBPFMapNfhSigProto       = "nfh_sig_proto"
+	dosBPFMapNfhSigSport       = "nfh_sig_sport"
+	dosBPFMapNfhSigSrc         = "nfh_sig_src"
+	dosBPFMapNfhSigTtl         = "nfh_sig_ttl"
+	dosBPFMapNfhSrcLists       = "nfh_src_lists"
+	dosBPFMapNfhTenantCounters = "nfh_tenant_counters"
+	dosBPFMapNfhTenantLists    = "nfh_tenant_lists"
+	dosBPFProgNfhostDos        = "nfhost_dos"
 )
 
 // loadDosBPF returns the embedded CollectionSpec for dosBPF.
@@ -116,21 +180,28 @@ type dosBPFProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dosBPFMapSpecs struct {
-	NfhCounters    *ebpf.MapSpec `ebpf:"nfh_counters"`
-	NfhSettings    *ebpf.MapSpec `ebpf:"nfh_settings"`
-	NfhSigCounters *ebpf.MapSpec `ebpf:"nfh_sig_counters"`
-	NfhSigDport    *ebpf.MapSpec `ebpf:"nfh_sig_dport"`
-	NfhSigDst      *ebpf.MapSpec `ebpf:"nfh_sig_dst"`
-	NfhSigFlags    *ebpf.MapSpec `ebpf:"nfh_sig_flags"`
-	NfhSigIcode    *ebpf.MapSpec `ebpf:"nfh_sig_icode"`
-	NfhSigItype    *ebpf.MapSpec `ebpf:"nfh_sig_itype"`
-	NfhSigLen      *ebpf.MapSpec `ebpf:"nfh_sig_len"`
-	NfhSigMeta     *ebpf.MapSpec `ebpf:"nfh_sig_meta"`
-	NfhSigProto    *ebpf.MapSpec `ebpf:"nfh_sig_proto"`
-	NfhSigSport    *ebpf.MapSpec `ebpf:"nfh_sig_sport"`
-	NfhSigSrc      *ebpf.MapSpec `ebpf:"nfh_sig_src"`
-	NfhSigTtl      *ebpf.MapSpec `ebpf:"nfh_sig_ttl"`
-	NfhSrcLists    *ebpf.MapSpec `ebpf:"nfh_src_lists"`
+	NfhBuckets        *ebpf.MapSpec `ebpf:"nfh_buckets"`
+	NfhCounters       *ebpf.MapSpec `ebpf:"nfh_counters"`
+	NfhDst            *ebpf.MapSpec `ebpf:"nfh_dst"`
+	NfhNames          *ebpf.MapSpec `ebpf:"nfh_names"`
+	NfhRateCounters   *ebpf.MapSpec `ebpf:"nfh_rate_counters"`
+	NfhRateRules      *ebpf.MapSpec `ebpf:"nfh_rate_rules"`
+	NfhSamples        *ebpf.MapSpec `ebpf:"nfh_samples"`
+	NfhSettings       *ebpf.MapSpec `ebpf:"nfh_settings"`
+	NfhSigCounters    *ebpf.MapSpec `ebpf:"nfh_sig_counters"`
+	NfhSigDport       *ebpf.MapSpec `ebpf:"nfh_sig_dport"`
+	NfhSigFlags       *ebpf.MapSpec `ebpf:"nfh_sig_flags"`
+	NfhSigIcode       *ebpf.MapSpec `ebpf:"nfh_sig_icode"`
+	NfhSigItype       *ebpf.MapSpec `ebpf:"nfh_sig_itype"`
+	NfhSigLen         *ebpf.MapSpec `ebpf:"nfh_sig_len"`
+	NfhSigMeta        *ebpf.MapSpec `ebpf:"nfh_sig_meta"`
+	NfhSigProto       *ebpf.MapSpec `ebpf:"nfh_sig_proto"`
+	NfhSigSport       *ebpf.MapSpec `ebpf:"nfh_sig_sport"`
+	NfhSigSrc         *ebpf.MapSpec `ebpf:"nfh_sig_src"`
+	NfhSigTtl         *ebpf.MapSpec `ebpf:"nfh_sig_ttl"`
+	NfhSrcLists       *ebpf.MapSpec `ebpf:"nfh_src_lists"`
+	NfhTenantCounters *ebpf.MapSpec `ebpf:"nfh_tenant_counters"`
+	NfhTenantLists    *ebpf.MapSpec `ebpf:"nfh_tenant_lists"`
 }
 
 // dosBPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -159,30 +230,42 @@ func (o *dosBPFObjects) Close() error {
 //
 // It can be passed to loadDosBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dosBPFMaps struct {
-	NfhCounters    *ebpf.Map `ebpf:"nfh_counters"`
-	NfhSettings    *ebpf.Map `ebpf:"nfh_settings"`
-	NfhSigCounters *ebpf.Map `ebpf:"nfh_sig_counters"`
-	NfhSigDport    *ebpf.Map `ebpf:"nfh_sig_dport"`
-	NfhSigDst      *ebpf.Map `ebpf:"nfh_sig_dst"`
-	NfhSigFlags    *ebpf.Map `ebpf:"nfh_sig_flags"`
-	NfhSigIcode    *ebpf.Map `ebpf:"nfh_sig_icode"`
-	NfhSigItype    *ebpf.Map `ebpf:"nfh_sig_itype"`
-	NfhSigLen      *ebpf.Map `ebpf:"nfh_sig_len"`
-	NfhSigMeta     *ebpf.Map `ebpf:"nfh_sig_meta"`
-	NfhSigProto    *ebpf.Map `ebpf:"nfh_sig_proto"`
-	NfhSigSport    *ebpf.Map `ebpf:"nfh_sig_sport"`
-	NfhSigSrc      *ebpf.Map `ebpf:"nfh_sig_src"`
-	NfhSigTtl      *ebpf.Map `ebpf:"nfh_sig_ttl"`
-	NfhSrcLists    *ebpf.Map `ebpf:"nfh_src_lists"`
+	NfhBuckets        *ebpf.Map `ebpf:"nfh_buckets"`
+	NfhCounters       *ebpf.Map `ebpf:"nfh_counters"`
+	NfhDst            *ebpf.Map `ebpf:"nfh_dst"`
+	NfhNames          *ebpf.Map `ebpf:"nfh_names"`
+	NfhRateCounters   *ebpf.Map `ebpf:"nfh_rate_counters"`
+	NfhRateRules      *ebpf.Map `ebpf:"nfh_rate_rules"`
+	NfhSamples        *ebpf.Map `ebpf:"nfh_samples"`
+	NfhSettings       *ebpf.Map `ebpf:"nfh_settings"`
+	NfhSigCounters    *ebpf.Map `ebpf:"nfh_sig_counters"`
+	NfhSigDport       *ebpf.Map `ebpf:"nfh_sig_dport"`
+	NfhSigFlags       *ebpf.Map `ebpf:"nfh_sig_flags"`
+	NfhSigIcode       *ebpf.Map `ebpf:"nfh_sig_icode"`
+	NfhSigItype       *ebpf.Map `ebpf:"nfh_sig_itype"`
+	NfhSigLen         *ebpf.Map `ebpf:"nfh_sig_len"`
+	NfhSigMeta        *ebpf.Map `ebpf:"nfh_sig_meta"`
+	NfhSigProto       *ebpf.Map `ebpf:"nfh_sig_proto"`
+	NfhSigSport       *ebpf.Map `ebpf:"nfh_sig_sport"`
+	NfhSigSrc         *ebpf.Map `ebpf:"nfh_sig_src"`
+	NfhSigTtl         *ebpf.Map `ebpf:"nfh_sig_ttl"`
+	NfhSrcLists       *ebpf.Map `ebpf:"nfh_src_lists"`
+	NfhTenantCounters *ebpf.Map `ebpf:"nfh_tenant_counters"`
+	NfhTenantLists    *ebpf.Map `ebpf:"nfh_tenant_lists"`
 }
 
 func (m *dosBPFMaps) Close() error {
 	return _DosBPFClose(
+		m.NfhBuckets,
 		m.NfhCounters,
+		m.NfhDst,
+		m.NfhNames,
+		m.NfhRateCounters,
+		m.NfhRateRules,
+		m.NfhSamples,
 		m.NfhSettings,
 		m.NfhSigCounters,
 		m.NfhSigDport,
-		m.NfhSigDst,
 		m.NfhSigFlags,
 		m.NfhSigIcode,
 		m.NfhSigItype,
@@ -193,6 +276,8 @@ func (m *dosBPFMaps) Close() error {
 		m.NfhSigSrc,
 		m.NfhSigTtl,
 		m.NfhSrcLists,
+		m.NfhTenantCounters,
+		m.NfhTenantLists,
 	)
 }
 

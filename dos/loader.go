@@ -137,6 +137,15 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
+	// Maps an older version pinned and this one no longer has.
+	if ents, err := os.ReadDir(cfg.PinDir); err == nil {
+		for _, e := range ents {
+			if _, ok := spec.Maps[e.Name()]; !ok && e.Name() != "link" {
+				log.Info("removing pinned map this program version no longer uses", "map", e.Name())
+				os.Remove(filepath.Join(cfg.PinDir, e.Name()))
+			}
+		}
+	}
 
 	linkPin := filepath.Join(cfg.PinDir, "link")
 	if l, err := link.LoadPinnedLink(linkPin, nil); err == nil {

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,8 +17,9 @@ const (
 
 // Signature actions as the BPF program knows them.
 const (
-	sigDrop    = 1
-	sigMonitor = 2
+	sigDrop      = 1
+	sigMonitor   = 2
+	sigRateLimit = 3
 )
 
 type bitmap = dosBPFBitmap
@@ -36,11 +36,9 @@ type Tables struct {
 	SPort, DPort [65537]bitmap
 	Len          [65536]bitmap
 	TTL          [256]bitmap
-	Src, Dst     map[netip.Prefix]bitmap
-	Actions      []uint32
-	Expires      []time.Time
-	// NeedsSrc and NeedsDst: signatures the address tries can remove.
-	NeedsSrc, NeedsDst bitmap
+	Src          map[netip.Prefix]bitmap
+	// NeedsSrc: signatures the source trie can remove.
+	NeedsSrc bitmap
 }
 
 var (
@@ -70,13 +68,14 @@ func mapped(p netip.Prefix) netip.Prefix {
 	return p
 }
 
-// BuildTables compiles signatures, in priority order, into field tables.
-// Monitor-only signatures still count; the action decides the verdict.
+// BuildTables compiles signatures, in priority order, into the field
+// tables and the source trie. The destination side (and tenant scope) is
+// part of the nfh_dst entries Build computes.
 func BuildTables(sigs []CompiledSignature) (*Tables, error) {
 	if len(sigs) > MaxSignatures {
 		return nil, fmt.Errorf("%d signatures, at most %d", len(sigs), MaxSignatures)
 	}
-	t := &Tables{N: len(sigs), Src: map[netip.Prefix]bitmap{}, Dst: map[netip.Prefix]bitmap{}}
+	t := &Tables{N: len(sigs), Src: map[netip.Prefix]bitmap{}}
 	for i, s := range sigs {
 		m := s.Match
 		fill(t.Proto[:], m.Proto, i, -1)
@@ -94,51 +93,48 @@ func BuildTables(sigs []CompiledSignature) (*Tables, error) {
 		if m.TCPFlagsMask == 0 {
 			t.Flags[noL4].set(i)
 		}
-		switch s.Action {
-		case "drop":
-			t.Actions = append(t.Actions, sigDrop)
-		case "monitor":
-			t.Actions = append(t.Actions, sigMonitor)
-		default:
-			return nil, fmt.Errorf("signature %s: action %q is not implemented in the XDP program yet", s.ID, s.Action)
-		}
-		t.Expires = append(t.Expires, s.Expires)
 		if m.Src.IsValid() || m.Version != 0 {
 			t.NeedsSrc.set(i)
 		}
-		if m.Dst.IsValid() || m.Version != 0 {
-			t.NeedsDst.set(i)
+	}
+	// Source trie: one entry per prefix any signature names plus the two
+	// family roots; each holds the signatures whose condition covers it.
+	keys := []netip.Prefix{v4Root, v6Root}
+	for _, s := range sigs {
+		if s.Match.Src.IsValid() {
+			keys = append(keys, mapped(s.Match.Src))
 		}
 	}
-	// Address tries: one entry per prefix any signature names plus the two
-	// family roots; each holds the signatures whose condition covers it.
-	for _, side := range []struct {
-		out  map[netip.Prefix]bitmap
-		pick func(Match) netip.Prefix
-	}{{t.Src, func(m Match) netip.Prefix { return m.Src }}, {t.Dst, func(m Match) netip.Prefix { return m.Dst }}} {
-		keys := map[netip.Prefix]bool{v4Root: true, v6Root: true}
-		for _, s := range sigs {
-			if p := side.pick(s.Match); p.IsValid() {
-				keys[mapped(p)] = true
-			}
-		}
-		for k := range keys {
-			var b bitmap
-			is4 := v4Root.Contains(k.Addr()) && k.Bits() >= 96
-			for i, s := range sigs {
-				if s.Match.Version == 4 && !is4 || s.Match.Version == 6 && is4 {
-					continue
-				}
-				p := side.pick(s.Match)
-				if !p.IsValid() || mapped(p).Bits() <= k.Bits() && mapped(p).Contains(k.Addr()) {
-					b.set(i)
-				}
-			}
-			side.out[k] = b
-		}
+	for _, k := range keys {
+		t.Src[k] = addrBitmap(sigs, k, func(m Match) netip.Prefix { return m.Src })
 	}
 	return t, nil
 }
+
+// addrBitmap is the set of signatures whose address condition (picked by
+// pick; none: any) covers the trie key k, family included.
+func addrBitmap(sigs []CompiledSignature, k netip.Prefix, pick func(Match) netip.Prefix) bitmap {
+	var b bitmap
+	for i, s := range sigs {
+		if accepts(s.Match, k, pick(s.Match)) {
+			b.set(i)
+		}
+	}
+	return b
+}
+
+// accepts says whether a signature with address condition p (invalid:
+// none) accepts every address of trie key k, family included.
+func accepts(m Match, k, p netip.Prefix) bool {
+	is4 := v4Root.Contains(k.Addr()) && k.Bits() >= 96
+	if m.Version == 4 && !is4 || m.Version == 6 && is4 {
+		return false
+	}
+	return !p.IsValid() || covers(mapped(p), k)
+}
+
+// covers says whether prefix p contains prefix k (both in trie form).
+func covers(p, k netip.Prefix) bool { return p.Bits() <= k.Bits() && p.Contains(k.Addr()) }
 
 // bootNanos converts a wall-clock time to CLOCK_BOOTTIME nanoseconds, the
 // clock bpf_ktime_get_boot_ns reads.
@@ -151,106 +147,4 @@ func bootNanos(at time.Time) uint64 {
 		return uint64(v)
 	}
 	return 1 // already expired
-}
-
-// Writer puts Tables into the program's maps, writing only entries that
-// differ from what it wrote last (the first write is complete).
-type Writer struct {
-	d    *dosBPFObjects
-	last *Tables
-}
-
-func writeArray(m *ebpf.Map, want, last []bitmap) error {
-	var keys []uint32
-	var vals []bitmap
-	for i := range want {
-		if last == nil || want[i] != last[i] {
-			keys = append(keys, uint32(i))
-			vals = append(vals, want[i])
-		}
-	}
-	if len(keys) == 0 {
-		return nil
-	}
-	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
-		return fmt.Errorf("update %s: %w", m, err)
-	}
-	return nil
-}
-
-// Write applies t; monitor makes every signature count-only.
-func (w *Writer) Write(t *Tables, monitor bool) error {
-	o := w.d
-	var l *Tables
-	if w.last != nil {
-		l = w.last
-	}
-	pick := func(f func(*Tables) []bitmap) []bitmap {
-		if l == nil {
-			return nil
-		}
-		return f(l)
-	}
-	for _, a := range []struct {
-		m *ebpf.Map
-		f func(*Tables) []bitmap
-	}{
-		{o.NfhSigProto, func(t *Tables) []bitmap { return t.Proto[:] }},
-		{o.NfhSigSport, func(t *Tables) []bitmap { return t.SPort[:] }},
-		{o.NfhSigDport, func(t *Tables) []bitmap { return t.DPort[:] }},
-		{o.NfhSigLen, func(t *Tables) []bitmap { return t.Len[:] }},
-		{o.NfhSigTtl, func(t *Tables) []bitmap { return t.TTL[:] }},
-		{o.NfhSigFlags, func(t *Tables) []bitmap { return t.Flags[:] }},
-		{o.NfhSigItype, func(t *Tables) []bitmap { return t.IType[:] }},
-		{o.NfhSigIcode, func(t *Tables) []bitmap { return t.ICode[:] }},
-	} {
-		if err := writeArray(a.m, a.f(t), pick(a.f)); err != nil {
-			return err
-		}
-	}
-	for _, side := range []struct {
-		m         *ebpf.Map
-		want, old map[netip.Prefix]bitmap
-	}{{o.NfhSigSrc, t.Src, nil}, {o.NfhSigDst, t.Dst, nil}} {
-		if l != nil {
-			if side.m == o.NfhSigSrc {
-				side.old = l.Src
-			} else {
-				side.old = l.Dst
-			}
-		}
-		for p := range side.old {
-			if _, ok := side.want[p]; !ok {
-				if err := side.m.Delete(Key(p)); err != nil {
-					return fmt.Errorf("delete %s from %s: %w", p, side.m, err)
-				}
-			}
-		}
-		for p, b := range side.want {
-			if ob, ok := side.old[p]; ok && ob == b {
-				continue
-			}
-			if err := side.m.Put(Key(p), b); err != nil {
-				return fmt.Errorf("put %s into %s: %w", p, side.m, err)
-			}
-		}
-	}
-	for i := range t.Actions {
-		meta := dosBPFSigMeta{Action: t.Actions[i]}
-		if !t.Expires[i].IsZero() {
-			meta.ExpiresNs = bootNanos(t.Expires[i])
-		}
-		if err := o.NfhSigMeta.Put(uint32(i), meta); err != nil {
-			return fmt.Errorf("write signature %d metadata: %w", i, err)
-		}
-	}
-	mon := uint32(0)
-	if monitor {
-		mon = 1
-	}
-	if err := o.NfhSettings.Put(uint32(0), dosBPFSettings{Nsigs: uint32(t.N), Monitor: mon, NeedsSrc: t.NeedsSrc, NeedsDst: t.NeedsDst}); err != nil {
-		return fmt.Errorf("write settings: %w", err)
-	}
-	w.last = t
-	return nil
 }

@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// nfhost's shared XDP DoS layer: packet parsing (Ethernet, up to two VLAN
-// tags, IPv4 with options, IPv6), the combined allow/deny list on the
-// source address, and the signature classifier. IPv4 addresses are looked up as IPv4-mapped
-// IPv6 (::ffff:a.b.c.d) so that one LPM trie serves both families with one
-// lookup; the value is the verdict, and user space resolves overlaps so
-// that an allow entry always wins over a deny entry (a deny prefix covered
-// by an allow prefix is never written).
+// nfhost's shared XDP DoS layer. Per packet, in order:
+//   0. parse Ethernet (up to two VLAN tags), IPv4 (options) or IPv6, L4;
+//      look the destination up in nfh_dst: its tenant, the signatures whose
+//      destination condition covers it, its rate-limit rule, sample rate;
+//   1. allow lists (global trie, then the tenant's): pass;
+//   2. deny lists (same lookups): drop;
+//   3. signatures: per-field bitmaps ANDed, the lowest set bit wins;
+//      drop, rate-limit or monitor (count only);
+//   4. the destination's rate limit (GCRA token bucket in an LRU map);
+//   5. 1-in-N sampling of headers and verdict to a ring buffer;
+//   6. counters: global by reason, per signature, per rate limit, per tenant.
+// IPv4 addresses are looked up as IPv4-mapped IPv6 (::ffff:a.b.c.d) so
+// that one LPM trie serves both families with one lookup; a list entry's
+// value is its verdict, and user space resolves overlaps so that allow
+// always wins (a deny prefix covered by an allow prefix is never written).
 //
 // Anything the program does not understand passes to the kernel, counted.
 
@@ -25,6 +33,7 @@ enum verdict {
 	VERDICT_NONE = 0,
 	VERDICT_ALLOW = 1,
 	VERDICT_DENY = 2,
+	VERDICT_DENY_MONITOR = 3, // deny entry of a scope in monitor mode
 };
 
 // Global counters; index by enum counter.
@@ -34,7 +43,13 @@ enum counter {
 	COUNTER_DENY,       // dropped by the deny list
 	COUNTER_NON_IP,     // neither IPv4 nor IPv6: passed
 	COUNTER_MALFORMED,  // truncated or invalid headers: passed
-	COUNTER_SIG_DROP,   // dropped by a signature
+	COUNTER_SIG_DROP,   // dropped by a signature (drop or rate-limit action)
+	COUNTER_RATE_DROP,  // dropped by a destination rate limit
+	COUNTER_MONITOR,    // matched a monitor-mode entry, rule or limit (not dropped)
+	COUNTER_TENANT_ALLOW, // passed by a tenant's allow list
+	COUNTER_TENANT_DENY,  // dropped by a tenant's deny list
+	COUNTER_SAMPLED,    // copied to the sample ring buffer
+	COUNTER_SAMPLE_LOST,// ring buffer full: sample lost
 	COUNTER_MAX,
 };
 
@@ -76,44 +91,235 @@ static __always_inline int count(__u32 idx, __u64 bytes, int action)
 }
 
 
-// ---- Signature classifier -------------------------------------------------
-//
-// Up to 256 signatures, in priority order (bit 0 first). For every field,
-// user space writes, per field value, the bitmap of signatures that accept
-// that value (a signature without a condition on the field accepts all).
-// A packet's matching signatures are the AND of its fields' bitmaps; the
-// lowest set bit wins. Per-field array lookups cost a few ns each, so the
-// stage does not scan signatures one by one.
+// ---- Destination: tenant, signature scope, rate limit, sampling ------------
 
 #define SIG_WORDS 4
 #define SIG_MAX (SIG_WORDS * 64)
-#define NO_PORT 65536   // index for packets without ports
-#define NO_L4 256       // index for packets without TCP flags / ICMP header
+#define MAX_TENANTS 8192
+#define MAX_RATE_RULES 16384
 
 struct bitmap {
 	__u64 w[SIG_WORDS];
 };
 
+// dst_info is the value of nfh_dst; user space computes each entry from
+// every prefix that covers it, so the longest match carries everything.
+struct dst_info {
+	__u32 tenant;      // tenant index, 0: none
+	__u32 flags;       // DST_*
+	__u32 sample_rate; // 1 in N for this destination; 0: the global rate
+	__u32 rate_rule;   // rate-limit rule index + 1; 0: none
+	struct bitmap sigs; // signatures whose destination / tenant scope covers it
+};
+
+#define DST_TENANT_LISTS 1 // the tenant has allow/deny entries
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_key);
+	__type(value, struct dst_info);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_dst SEC(".maps");
+
+// Tenant-scoped source lists: the tenant index is part of the key.
+struct tenant_key {
+	__u32 prefixlen; // 32 + source prefix length
+	__u32 tenant;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct tenant_key);
+	__type(value, __u32);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_tenant_lists SEC(".maps");
+
+// rule_stats: per signature, per rate-limit rule and per tenant.
+struct rule_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 dropped;
+	__u64 dropped_bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct rule_stats);
+	__uint(max_entries, MAX_TENANTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_tenant_counters SEC(".maps");
+
+// Names of tenants, signatures and rate-limit rules by index, for user
+// space only: a restarted nsd recovers its index assignment from them, so
+// counters stay with their tenant or rule. Tenants at [0, MAX_TENANTS),
+// signatures at NAMES_SIGS, rate-limit rules at NAMES_RATES.
+#define NAMES_SIGS MAX_TENANTS
+#define NAMES_RATES (MAX_TENANTS + SIG_MAX)
+
+struct name {
+	__u8 s[64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct name);
+	__uint(max_entries, MAX_TENANTS + SIG_MAX + MAX_RATE_RULES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_names SEC(".maps");
+
+// ---- Rate limits -----------------------------------------------------------
+//
+// A rate-limit rule is a GCRA (token bucket) on packets and/or bits per
+// second. The bucket state is the theoretical arrival time per dimension;
+// a packet conforms while it is at most burst_ns ahead of now. Buckets
+// live in an LRU hash, keyed by rule and destination address (per ip) or
+// rule alone (per prefix / per signature). Updates from several CPUs race
+// without a lock: a lost update lets at most one extra packet per CPU
+// through, which is the usual trade for not serialising the fast path.
+
+struct rate_rule {
+	__u64 pkt_cost_ns;   // 1e9 / pps; 0: no packet limit
+	__u64 byte_cost_fp;  // (8e9 << 16) / bps per byte; 0: no bit limit
+	__u64 burst_ns;      // tolerance
+	__u32 per_ip;        // 1: one bucket per destination address
+	__u32 monitor;       // 1: count, never drop
+};
+
+struct rate_key {
+	__u32 rule;
+	__u8 addr[16];
+};
+
+struct rate_bucket {
+	__u64 tat_pkt;
+	__u64 tat_byte;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct rate_rule);
+	__uint(max_entries, MAX_RATE_RULES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_rate_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct rate_key);
+	__type(value, struct rate_bucket);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct rule_stats);
+	__uint(max_entries, MAX_RATE_RULES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_rate_counters SEC(".maps");
+
+enum rate_result {
+	RATE_OK = 0,
+	RATE_DROP = 1,
+	RATE_MONITOR = 2, // over the limit, monitor mode
+};
+
+static __always_inline void count_rule(void *map, __u32 idx, __u64 bytes, int dropped)
+{
+	struct rule_stats *s = bpf_map_lookup_elem(map, &idx);
+	if (s) {
+		s->packets++;
+		s->bytes += bytes;
+		if (dropped) {
+			s->dropped++;
+			s->dropped_bytes += bytes;
+		}
+	}
+}
+
+static __always_inline int rate_limit(__u32 rule_idx, struct lpm_key *dst, __u64 len)
+{
+	struct rate_rule *r = bpf_map_lookup_elem(&nfh_rate_rules, &rule_idx);
+	if (!r)
+		return RATE_OK;
+	struct rate_key k = {.rule = rule_idx};
+	if (r->per_ip)
+		__builtin_memcpy(k.addr, dst->addr, 16);
+	// The coarse clock (jiffies resolution) costs a fraction of the precise
+	// one; it is ample against a 100 ms burst tolerance.
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 cost_b = (len * r->byte_cost_fp) >> 16;
+	struct rate_bucket *b = bpf_map_lookup_elem(&nfh_buckets, &k);
+	int res = RATE_OK;
+	if (!b) {
+		struct rate_bucket nb = {.tat_pkt = now + r->pkt_cost_ns, .tat_byte = now + cost_b};
+		bpf_map_update_elem(&nfh_buckets, &k, &nb, BPF_ANY);
+	} else {
+		__u64 tp = b->tat_pkt > now ? b->tat_pkt : now;
+		__u64 tb = b->tat_byte > now ? b->tat_byte : now;
+		if ((r->pkt_cost_ns && tp - now > r->burst_ns) || (r->byte_cost_fp && tb - now > r->burst_ns)) {
+			res = r->monitor ? RATE_MONITOR : RATE_DROP;
+		} else {
+			b->tat_pkt = tp + r->pkt_cost_ns;
+			b->tat_byte = tb + cost_b;
+		}
+	}
+	count_rule(&nfh_rate_counters, rule_idx, len, res == RATE_DROP);
+	return res;
+}
+
+// ---- Signature classifier -------------------------------------------------
+//
+// Up to 256 signatures, in priority order (bit 0 first). For every field,
+// user space writes, per field value, the bitmap of signatures that accept
+// that value (a signature without a condition on the field accepts all).
+// A packet's matching signatures are the AND of its fields' bitmaps (the
+// destination's comes from nfh_dst); the lowest set bit wins, after its
+// expiry and payload bytes are checked. Per-field array lookups cost a few
+// ns each, so the stage does not scan signatures one by one.
+
+#define NO_PORT 65536   // index for packets without ports
+#define NO_L4 256       // index for packets without TCP flags / ICMP header
+#define PAYLOAD_MAX 16
+#define PAYLOAD_OFF_MAX 1500
+
 struct sig_meta {
 	__u32 action;      // enum sig_action
-	__u32 _pad;
+	__u32 rate_rule;   // for SIG_RATELIMIT: rate-limit rule index
 	__u64 expires_ns;  // CLOCK_BOOTTIME; 0: never
+	__u16 pl_off;      // payload comparison: offset after the L4 header
+	__u8 pl_len;       // bytes compared; 0: none
+	__u8 pl_neg;       // 1: match when the bytes differ
+	__u32 _pad;
+	__u64 pl_mask[2];
+	__u64 pl_value[2];
 };
 
 enum sig_action {
 	SIG_DROP = 1,
 	SIG_MONITOR = 2,
+	SIG_RATELIMIT = 3,
 };
 
 // Global settings, index 0.
 struct settings {
-	__u32 nsigs;   // 0: skip the signature stage
-	__u32 monitor; // 1: count only, never drop
-	// Signatures that constrain the source / destination address or the
-	// family. A trie lookup that can only remove such signatures is
-	// skipped when none of them is still a candidate.
+	__u32 nsigs;       // 0: skip the signature stage
+	__u32 sample_rate; // 1 in N for destinations without their own; 0: off
+	// Signatures that constrain the source address. The source trie lookup
+	// is skipped when none of them is still a candidate.
 	struct bitmap needs_src;
-	struct bitmap needs_dst;
+	// Signatures for destinations without an nfh_dst entry, per family
+	// (global signatures without a destination condition).
+	struct bitmap dst_v4;
+	struct bitmap dst_v6;
 };
 
 #define FIELD_ARRAY(name, n) \
@@ -141,7 +347,7 @@ struct {
 	__uint(max_entries, 1024);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nfh_sig_src SEC(".maps"), nfh_sig_dst SEC(".maps");
+} nfh_sig_src SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -154,7 +360,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
-	__type(value, struct stats);
+	__type(value, struct rule_stats);
 	__uint(max_entries, SIG_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nfh_sig_counters SEC(".maps");
@@ -185,11 +391,6 @@ static __always_inline int and_bitmap(struct bitmap *acc, struct bitmap *b)
 static __always_inline int and_field(struct bitmap *acc, void *map, __u32 idx)
 {
 	return and_bitmap(acc, bpf_map_lookup_elem(map, &idx));
-}
-
-static __always_inline int and_lpm(struct bitmap *acc, void *map, struct lpm_key *k)
-{
-	return and_bitmap(acc, bpf_map_lookup_elem(map, k));
 }
 
 // ctz64 is the index of the lowest set bit of x (x != 0). clang 14's BPF
@@ -224,6 +425,7 @@ static __always_inline __u32 ctz64(__u64 x)
 
 struct pkt_fields {
 	__u32 proto, sport, dport, len, ttl, flags, itype, icode;
+	__u32 payload; // offset of the L4 payload from the packet start; 0: none
 };
 
 static __always_inline int intersects(struct bitmap *a, struct bitmap *b)
@@ -235,21 +437,33 @@ static __always_inline int intersects(struct bitmap *a, struct bitmap *b)
 	return any != 0;
 }
 
-// classify returns the index of the first live matching signature, or -1.
-static __always_inline int classify(struct settings *cfg, struct pkt_fields *f, struct lpm_key *src, struct lpm_key *dst)
+// payload_matches compares the signature's payload bytes under its mask.
+static __always_inline int payload_matches(struct xdp_md *ctx, struct sig_meta *m, __u32 payload)
 {
-	struct bitmap acc;
-#pragma unroll
-	for (int i = 0; i < SIG_WORDS; i++)
-		acc.w[i] = ~0ULL;
+	__u64 buf[2] = {0, 0};
+	__u32 n = m->pl_len;
+	if (!payload || n == 0 || n > PAYLOAD_MAX)
+		return 0;
+	__u32 off = payload + m->pl_off;
+	if (bpf_xdp_load_bytes(ctx, off, buf, n) < 0)
+		return 0; // too short: no match
+	int eq = (buf[0] & m->pl_mask[0]) == m->pl_value[0] && (buf[1] & m->pl_mask[1]) == m->pl_value[1];
+	return eq != m->pl_neg;
+}
+
+// classify returns the index of the first live matching signature, or -1.
+static __always_inline int classify(struct xdp_md *ctx, struct settings *cfg, struct pkt_fields *f,
+				    struct lpm_key *src, struct bitmap *dst_sigs)
+{
+	struct bitmap acc = *dst_sigs;
+	if (!and_bitmap(&acc, dst_sigs))
+		return -1;
 	if (!and_field(&acc, &nfh_sig_proto, f->proto) || !and_field(&acc, &nfh_sig_dport, f->dport) ||
 	    !and_field(&acc, &nfh_sig_sport, f->sport) || !and_field(&acc, &nfh_sig_len, f->len) ||
 	    !and_field(&acc, &nfh_sig_ttl, f->ttl) || !and_field(&acc, &nfh_sig_flags, f->flags) ||
 	    !and_field(&acc, &nfh_sig_itype, f->itype) || !and_field(&acc, &nfh_sig_icode, f->icode))
 		return -1;
-	if (intersects(&acc, &cfg->needs_dst) && !and_lpm(&acc, &nfh_sig_dst, dst))
-		return -1;
-	if (intersects(&acc, &cfg->needs_src) && !and_lpm(&acc, &nfh_sig_src, src))
+	if (intersects(&acc, &cfg->needs_src) && !and_bitmap(&acc, bpf_map_lookup_elem(&nfh_sig_src, src)))
 		return -1;
 #pragma unroll
 	for (int i = 0; i < SIG_WORDS; i++) {
@@ -259,22 +473,91 @@ static __always_inline int classify(struct settings *cfg, struct pkt_fields *f, 
 				break;
 			__u32 idx = i * 64 + ctz64(w);
 			struct sig_meta *m = bpf_map_lookup_elem(&nfh_sig_meta, &idx);
-			// The clock is read only for signatures that expire.
-			if (m && (m->expires_ns == 0 || bpf_ktime_get_boot_ns() < m->expires_ns))
+			// The clock is read only for signatures that expire, the
+			// payload only for signatures that compare it.
+			if (m && (m->expires_ns == 0 || bpf_ktime_get_boot_ns() < m->expires_ns) &&
+			    (m->pl_len == 0 || payload_matches(ctx, m, f->payload)))
 				return idx;
-			w &= w - 1; // expired: try the next one
+			w &= w - 1; // expired or payload differs: try the next one
 		}
 	}
 	return -1;
 }
 
-static __always_inline void count_sig(__u32 idx, __u64 bytes)
+// ---- Sampling ---------------------------------------------------------------
+
+#define SAMPLE_BYTES 128
+
+struct pkt_sample {
+	__u64 ts_ns;       // CLOCK_MONOTONIC
+	__u32 ifindex;
+	__u32 pkt_len;
+	__u32 cap_len;
+	__u32 tenant;
+	__u32 verdict;     // XDP_PASS or XDP_DROP
+	__u32 reason;      // enum counter of the outcome
+	__s32 rule;        // signature index, or -1
+	__u32 _pad;
+	__u8 data[SAMPLE_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_samples SEC(".maps");
+
+static __always_inline void sample(struct xdp_md *ctx, __u32 tenant, __u32 verdict, __u32 reason, int rule, __u64 len)
 {
-	struct stats *s = bpf_map_lookup_elem(&nfh_sig_counters, &idx);
-	if (s) {
-		s->packets++;
-		s->bytes += bytes;
+	struct pkt_sample *s = bpf_ringbuf_reserve(&nfh_samples, sizeof(*s), 0);
+	if (!s) {
+		count(COUNTER_SAMPLE_LOST, len, 0);
+		return;
 	}
+	__u32 cap = len < SAMPLE_BYTES ? len : SAMPLE_BYTES;
+	// The verifier needs 1 <= cap <= SAMPLE_BYTES in the register passed
+	// to the helper; hide cap from clang, which would drop the bounds
+	// knowing len >= 14 here, and bound it arithmetically (a no-op for
+	// 1..128).
+	asm volatile("" : "+r"(cap));
+	cap = ((cap - 1) & (SAMPLE_BYTES - 1)) + 1;
+	s->ts_ns = bpf_ktime_get_ns();
+	s->ifindex = ctx->ingress_ifindex;
+	s->pkt_len = len;
+	s->tenant = tenant;
+	s->verdict = verdict;
+	s->reason = reason;
+	s->rule = rule;
+	s->_pad = 0;
+	if (bpf_xdp_load_bytes(ctx, 0, s->data, cap) < 0)
+		cap = 0;
+	s->cap_len = cap;
+	bpf_ringbuf_submit(s, 0);
+	count(COUNTER_SAMPLED, len, 0);
+}
+
+// ---- The program -------------------------------------------------------------
+
+struct outcome {
+	__u32 action; // XDP_PASS / XDP_DROP
+	__u32 reason; // enum counter
+	int rule;     // signature index or -1
+};
+
+static __always_inline int finish(struct xdp_md *ctx, struct settings *cfg, struct dst_info *di, struct outcome o, __u64 len)
+{
+	count(o.reason, len, 0);
+	__u32 tenant = 0, rate = cfg ? cfg->sample_rate : 0;
+	if (di) {
+		tenant = di->tenant;
+		if (di->sample_rate)
+			rate = di->sample_rate;
+		if (tenant)
+			count_rule(&nfh_tenant_counters, tenant, len, o.action == XDP_DROP);
+	}
+	if (rate && bpf_get_prandom_u32() % rate == 0)
+		sample(ctx, tenant, o.action, o.reason, o.rule, len);
+	return o.action;
 }
 
 SEC("xdp")
@@ -307,8 +590,9 @@ int nfhost_dos(struct xdp_md *ctx)
 	struct lpm_key dkey = {.prefixlen = 128};
 	struct pkt_fields f = {.sport = NO_PORT, .dport = NO_PORT, .flags = NO_L4, .itype = NO_L4, .icode = NO_L4};
 	void *l4;
-	int fragment = 0;
+	int fragment = 0, is_v4 = 0;
 	if (proto == bpf_htons(ETH_P_IP)) {
+		is_v4 = 1;
 		struct iphdr *ip = cur;
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
 			return count(COUNTER_MALFORMED, len, XDP_PASS);
@@ -343,45 +627,107 @@ int nfhost_dos(struct xdp_md *ctx)
 	if (f.len > 65535)
 		f.len = 65535;
 	if (!fragment) {
+		__u32 l4off = l4 - data;
 		if (f.proto == IPPROTO_TCP) {
 			struct tcphdr *th = l4;
 			if ((void *)(th + 1) <= data_end) {
 				f.sport = bpf_ntohs(th->source);
 				f.dport = bpf_ntohs(th->dest);
 				f.flags = ((__u8 *)th)[13];
+				f.payload = l4off + th->doff * 4;
 			}
 		} else if (f.proto == IPPROTO_UDP) {
 			struct udphdr *uh = l4;
 			if ((void *)(uh + 1) <= data_end) {
 				f.sport = bpf_ntohs(uh->source);
 				f.dport = bpf_ntohs(uh->dest);
+				f.payload = l4off + 8;
 			}
 		} else if (f.proto == IPPROTO_ICMP || f.proto == 58) {
 			__u8 *ic = l4;
 			if ((void *)(ic + 2) <= data_end) {
 				f.itype = ic[0];
 				f.icode = ic[1];
+				f.payload = l4off + 8;
+			}
+		} else {
+			f.payload = l4off;
+		}
+	}
+
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&nfh_settings, &zero);
+	struct dst_info *di = bpf_map_lookup_elem(&nfh_dst, &dkey);
+	struct outcome o = {.action = XDP_PASS, .reason = COUNTER_PASS, .rule = -1};
+
+	// 1-2. Allow and deny lists: global, then the tenant's. Allow wins.
+	__u32 *v = bpf_map_lookup_elem(&nfh_src_lists, &key);
+	__u32 gv = v ? *v : VERDICT_NONE, tv = VERDICT_NONE;
+	if (gv == VERDICT_ALLOW) {
+		o.reason = COUNTER_ALLOW;
+		return finish(ctx, cfg, di, o, len);
+	}
+	if (di && (di->flags & DST_TENANT_LISTS)) {
+		struct tenant_key tk = {.prefixlen = 32 + 128, .tenant = di->tenant};
+		__builtin_memcpy(tk.addr, key.addr, 16);
+		__u32 *t = bpf_map_lookup_elem(&nfh_tenant_lists, &tk);
+		tv = t ? *t : VERDICT_NONE;
+		if (tv == VERDICT_ALLOW) {
+			o.reason = COUNTER_TENANT_ALLOW;
+			return finish(ctx, cfg, di, o, len);
+		}
+	}
+	if (gv == VERDICT_DENY) {
+		o.action = XDP_DROP;
+		o.reason = COUNTER_DENY;
+		return finish(ctx, cfg, di, o, len);
+	}
+	if (tv == VERDICT_DENY) {
+		o.action = XDP_DROP;
+		o.reason = COUNTER_TENANT_DENY;
+		return finish(ctx, cfg, di, o, len);
+	}
+	if (gv == VERDICT_DENY_MONITOR || tv == VERDICT_DENY_MONITOR)
+		count(COUNTER_MONITOR, len, 0);
+
+	// 3. Signatures.
+	if (cfg && cfg->nsigs) {
+		struct bitmap *dsigs = di ? &di->sigs : is_v4 ? &cfg->dst_v4 : &cfg->dst_v6;
+		int sig = classify(ctx, cfg, &f, &key, dsigs);
+		if (sig >= 0) {
+			__u32 idx = sig;
+			struct sig_meta *m = bpf_map_lookup_elem(&nfh_sig_meta, &idx);
+			int drop = 0;
+			if (m && m->action == SIG_DROP) {
+				drop = 1;
+			} else if (m && m->action == SIG_RATELIMIT) {
+				int r = rate_limit(m->rate_rule, &dkey, len);
+				drop = r == RATE_DROP;
+				if (r == RATE_MONITOR)
+					count(COUNTER_MONITOR, len, 0);
+			} else {
+				count(COUNTER_MONITOR, len, 0);
+			}
+			count_rule(&nfh_sig_counters, idx, len, drop);
+			if (drop) {
+				o.action = XDP_DROP;
+				o.reason = COUNTER_SIG_DROP;
+				o.rule = sig;
+				return finish(ctx, cfg, di, o, len);
 			}
 		}
 	}
 
-	__u32 *v = bpf_map_lookup_elem(&nfh_src_lists, &key);
-	if (v && *v == VERDICT_ALLOW)
-		return count(COUNTER_ALLOW, len, XDP_PASS);
-	if (v && *v == VERDICT_DENY)
-		return count(COUNTER_DENY, len, XDP_DROP);
-
-	__u32 zero = 0;
-	struct settings *cfg = bpf_map_lookup_elem(&nfh_settings, &zero);
-	if (cfg && cfg->nsigs) {
-		int sig = classify(cfg, &f, &key, &dkey);
-		if (sig >= 0) {
-			__u32 idx = sig;
-			count_sig(idx, len);
-			struct sig_meta *m = bpf_map_lookup_elem(&nfh_sig_meta, &idx);
-			if (m && m->action == SIG_DROP && !cfg->monitor)
-				return count(COUNTER_SIG_DROP, len, XDP_DROP);
+	// 4. The destination's rate limit.
+	if (di && di->rate_rule) {
+		int r = rate_limit(di->rate_rule - 1, &dkey, len);
+		if (r == RATE_DROP) {
+			o.action = XDP_DROP;
+			o.reason = COUNTER_RATE_DROP;
+			return finish(ctx, cfg, di, o, len);
 		}
+		if (r == RATE_MONITOR)
+			count(COUNTER_MONITOR, len, 0);
 	}
-	return count(COUNTER_PASS, len, XDP_PASS);
+	return finish(ctx, cfg, di, o, len);
 }

@@ -1,0 +1,192 @@
+package dos
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Tenant is what nsd hands the DoS reconciler per tenant.
+type Tenant struct {
+	ID       string
+	Prefixes []netip.Prefix
+	Spec     *Spec // nil: the tenant has no DoS document
+}
+
+// Reconciler keeps the DoS maps equal to the desired state: it assigns
+// tenants stable counter indexes (recovered from the pinned name map after
+// a restart), builds the State purely and writes the difference.
+type Reconciler struct {
+	objs  *dosBPFObjects
+	w     *Writer
+	index map[string]uint32
+	log   *slog.Logger
+}
+
+// NewReconciler reads the index assignment the pinned maps hold.
+func NewReconciler(d *Datapath, log *slog.Logger) (*Reconciler, error) {
+	return newReconciler(&d.objs, log)
+}
+
+func newReconciler(o *dosBPFObjects, log *slog.Logger) (*Reconciler, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	names, err := readNames(o.NfhNames)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reconciler{objs: o, w: NewWriter(o), index: map[string]uint32{}, log: log}
+	for i := 1; i < MaxTenants; i++ {
+		if names[i] != "" {
+			r.index[names[i]] = uint32(i)
+		}
+	}
+	return r, nil
+}
+
+// Apply makes the maps match global and tenants. The returned map holds
+// the tenants whose DoS document could not be placed (they keep counters
+// but no rules); err is a failure to write the maps.
+func (r *Reconciler) Apply(global Spec, tenants []Tenant, now time.Time) (map[string]error, error) {
+	want := map[string]bool{}
+	for _, t := range tenants {
+		want[t.ID] = true
+	}
+	used := map[uint32]bool{}
+	for id, i := range r.index {
+		if want[id] {
+			used[i] = true
+		}
+	}
+	errs := map[string]error{}
+	var in []TenantInput
+	sorted := append([]Tenant(nil), tenants...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	next := uint32(1)
+	for _, t := range sorted {
+		idx, ok := r.index[t.ID]
+		if !ok {
+			for next < MaxTenants && used[next] {
+				next++
+			}
+			if next >= MaxTenants {
+				errs[t.ID] = fmt.Errorf("the host's %d DoS tenant slots are taken", MaxTenants-1)
+				continue
+			}
+			idx = next
+			used[idx] = true
+		}
+		in = append(in, TenantInput{ID: t.ID, Index: idx, Prefixes: t.Prefixes, Spec: t.Spec})
+	}
+	st, berrs := Build(Desired{Global: global, Tenants: in, Now: now})
+	for id, err := range berrs {
+		errs[id] = err
+	}
+	t0 := time.Now()
+	if err := r.w.Write(st); err != nil {
+		return errs, fmt.Errorf("write DoS maps: %w", err)
+	}
+	r.index = map[string]uint32{}
+	for _, t := range in {
+		r.index[t.ID] = t.Index
+	}
+	if r.w.Writes > 0 {
+		r.log.Info("DoS maps updated", "entries", r.w.Writes, "signatures", len(st.Sigs), "rate_rules", len(st.Rates),
+			"tenants", len(in), "took", time.Since(t0))
+	}
+	return errs, nil
+}
+
+// Writes is the number of map entries the last Apply changed.
+func (r *Reconciler) Writes() int { return r.w.Writes }
+
+// TenantIndex is a tenant's counter index (0: none).
+func (r *Reconciler) TenantIndex(id string) uint32 { return r.index[id] }
+
+// TenantName maps a counter index back to its tenant ("" if unused).
+func (r *Reconciler) TenantName(i uint32) string {
+	if st := r.w.Last(); st != nil {
+		return st.Tenants[i]
+	}
+	return ""
+}
+
+// Stats are packet and byte counts; Dropped* the part that was dropped.
+type Stats struct {
+	Packets, Bytes, Dropped, DroppedBytes uint64
+}
+
+// Reasons names the global counters (enum counter in xdp_dos.c).
+var Reasons = []string{"pass", "allow", "deny", "non_ip", "malformed", "signature_drop", "rate_drop",
+	"monitor", "tenant_allow", "tenant_deny", "sampled", "sample_lost"}
+
+// Counters is a snapshot of every counter, summed over CPUs.
+type Counters struct {
+	Reasons    map[string]Stats // Packets and Bytes only
+	Signatures map[string]Stats // by scope/id
+	RateLimits map[string]Stats // by scope/rate:<prefix> or scope/sig:<id>
+	Tenants    map[string]Stats
+}
+
+// Counters reads every counter.
+func (r *Reconciler) Counters() (Counters, error) {
+	c := Counters{Reasons: map[string]Stats{}, Signatures: map[string]Stats{}, RateLimits: map[string]Stats{}, Tenants: map[string]Stats{}}
+	for i, name := range Reasons {
+		var per []dosBPFStats
+		if err := r.objs.NfhCounters.Lookup(uint32(i), &per); err != nil {
+			return c, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		var s Stats
+		for _, p := range per {
+			s.Packets += p.Packets
+			s.Bytes += p.Bytes
+		}
+		c.Reasons[name] = s
+	}
+	st := r.w.Last()
+	if st == nil {
+		return c, nil
+	}
+	for i, sg := range st.Sigs {
+		s, err := ruleStats(r.objs.NfhSigCounters, uint32(i))
+		if err != nil {
+			return c, err
+		}
+		c.Signatures[sg.ID] = s
+	}
+	for i, rt := range st.Rates {
+		s, err := ruleStats(r.objs.NfhRateCounters, uint32(i))
+		if err != nil {
+			return c, err
+		}
+		c.RateLimits[rt.ID] = s
+	}
+	for i, id := range st.Tenants {
+		s, err := ruleStats(r.objs.NfhTenantCounters, i)
+		if err != nil {
+			return c, err
+		}
+		c.Tenants[id] = s
+	}
+	return c, nil
+}
+
+func ruleStats(m *ebpf.Map, i uint32) (Stats, error) {
+	var per []dosBPFRuleStats
+	if err := m.Lookup(i, &per); err != nil {
+		return Stats{}, fmt.Errorf("read %s[%d]: %w", m, i, err)
+	}
+	var s Stats
+	for _, p := range per {
+		s.Packets += p.Packets
+		s.Bytes += p.Bytes
+		s.Dropped += p.Dropped
+		s.DroppedBytes += p.DroppedBytes
+	}
+	return s, nil
+}

@@ -1,0 +1,363 @@
+package dos
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Sizes of the BPF maps (xdp_dos.c).
+const (
+	MaxTenants   = 8192 // tenant index 0 means "no tenant"
+	MaxRateRules = 16384
+	maxDst       = 65536
+)
+
+// Burst is the rate limiters' tolerance: a conforming sender may send this
+// much of its rate back to back (plus one packet).
+const Burst = 100 * time.Millisecond
+
+// Global is the scope name of nfhost/dos/global in rule IDs and errors.
+const Global = "global"
+
+// TenantInput is one tenant as the DoS layer sees it.
+type TenantInput struct {
+	ID string
+	// Index is the tenant's slot in the counters (1..MaxTenants-1); the
+	// Reconciler keeps it stable.
+	Index uint32
+	// Prefixes are the tenant's destination prefixes (its network config).
+	Prefixes []netip.Prefix
+	// Spec is the tenant's DoS document; nil: none (counters only).
+	Spec *Spec
+}
+
+// Desired is everything the DoS maps should hold.
+type Desired struct {
+	Global  Spec
+	Tenants []TenantInput
+	// Now: signatures that expired before it are left out.
+	Now time.Time
+}
+
+// TenantListKey is a tenant-scoped source-list entry.
+type TenantListKey struct {
+	Tenant uint32
+	Prefix netip.Prefix // trie form (IPv4-mapped)
+}
+
+// SigState is what one signature index holds.
+type SigState struct {
+	ID      string // scope/id
+	Meta    dosBPFSigMeta
+	Expires time.Time
+	Match   string // for change detection
+}
+
+// RateState is what one rate-limit rule index holds.
+type RateState struct {
+	ID   string // scope/rate:<prefix> or scope/sig:<id>
+	Rule dosBPFRateRule
+}
+
+// State is the content of every DoS map as plain values. Build computes it
+// without touching the kernel; Writer applies the difference between two
+// States.
+type State struct {
+	Lists       map[netip.Prefix]Verdict // trie form
+	TenantLists map[TenantListKey]Verdict
+	Dst         map[netip.Prefix]dosBPFDstInfo // trie form
+	Tables      *Tables
+	Sigs        []SigState
+	Rates       []RateState
+	SampleRate  uint32
+	// DstV4 and DstV6: signatures for destinations without an entry.
+	DstV4, DstV6 bitmap
+	// Tenants names the tenant indexes in use.
+	Tenants map[uint32]string
+}
+
+// VerdictDenyMonitor is a deny entry of a scope in monitor mode: counted,
+// not dropped.
+const VerdictDenyMonitor Verdict = 3
+
+type scopedSig struct {
+	scope  string
+	tenant uint32 // 0: global
+	sig    CompiledSignature
+	rate   int // rate rule index for ratelimit
+}
+
+type scopedRate struct {
+	tenant uint32
+	rule   int
+}
+
+// Build computes the desired map contents. Global rules come first (they
+// win ties in priority), then tenants by index. A tenant whose document
+// cannot be placed (a rate limit outside its prefixes, the host's
+// signature or rate-rule budget exhausted) is left out entirely, except
+// for its counters, and reported in the returned map; it never makes the
+// rest fail.
+func Build(d Desired) (*State, map[string]error) {
+	errs := map[string]error{}
+	st := &State{
+		Lists:       map[netip.Prefix]Verdict{},
+		TenantLists: map[TenantListKey]Verdict{},
+		Dst:         map[netip.Prefix]dosBPFDstInfo{},
+		SampleRate:  d.Global.SampleRate,
+		Tenants:     map[uint32]string{},
+	}
+	tenants := append([]TenantInput(nil), d.Tenants...)
+	sort.Slice(tenants, func(i, j int) bool { return tenants[i].Index < tenants[j].Index })
+
+	var sigs []scopedSig
+	var rates []RateState
+	// rateAt: trie-form prefix -> rules on exactly it (global first).
+	rateAt := map[netip.Prefix][]scopedRate{}
+	addScope := func(scope string, tenant uint32, s *Spec, prefixes []netip.Prefix) error {
+		// Check everything before adding anything: all or nothing.
+		nsig := 0
+		for _, sg := range s.Signatures {
+			if d.Now.IsZero() || sg.Expires.IsZero() || sg.Expires.After(d.Now) {
+				nsig++
+			}
+		}
+		if len(sigs)+nsig > MaxSignatures {
+			return fmt.Errorf("signatures: the host's %d signature slots are taken (%d in use, %d more needed)", MaxSignatures, len(sigs), nsig)
+		}
+		nrate := len(s.RateLimits)
+		for _, sg := range s.Signatures {
+			if sg.Action == "ratelimit" {
+				nrate++
+			}
+		}
+		if len(rates)+nrate > MaxRateRules {
+			return fmt.Errorf("rate_limits: the host's %d rate-limit rules are taken", MaxRateRules)
+		}
+		if tenant != 0 {
+			for i, rl := range s.RateLimits {
+				if !insideAny(rl.Prefix, prefixes) {
+					return fmt.Errorf("rate_limits[%d].prefix: %s is not inside the tenant's prefixes", i, rl.Prefix)
+				}
+			}
+		}
+		for _, rl := range s.RateLimits {
+			k := mapped(rl.Prefix)
+			rateAt[k] = append(rateAt[k], scopedRate{tenant: tenant, rule: len(rates)})
+			rates = append(rates, RateState{ID: scope + "/rate:" + rl.Prefix.String(), Rule: rateRule(rl.Limit, s.Monitor)})
+		}
+		for _, sg := range s.Signatures {
+			if !d.Now.IsZero() && !sg.Expires.IsZero() && !sg.Expires.After(d.Now) {
+				continue
+			}
+			ss := scopedSig{scope: scope, tenant: tenant, sig: sg, rate: -1}
+			if sg.Action == "ratelimit" {
+				ss.rate = len(rates)
+				rates = append(rates, RateState{ID: scope + "/sig:" + sg.ID, Rule: rateRule(sg.Limit, s.Monitor)})
+			}
+			sigs = append(sigs, ss)
+		}
+		for _, e := range ResolveLists(s.Allow, s.Deny) {
+			v := e.Verdict
+			if v == VerdictDeny && s.Monitor {
+				v = VerdictDenyMonitor
+			}
+			if tenant == 0 {
+				st.Lists[mapped(e.Prefix)] = v
+			} else {
+				st.TenantLists[TenantListKey{Tenant: tenant, Prefix: mapped(e.Prefix)}] = v
+			}
+		}
+		return nil
+	}
+	addScope(Global, 0, &d.Global, nil)
+
+	owner := map[netip.Prefix]int{} // trie-form tenant prefix -> tenants index
+	for i, t := range tenants {
+		if t.Index == 0 || t.Index >= MaxTenants {
+			errs[t.ID] = fmt.Errorf("tenant index %d out of range 1..%d", t.Index, MaxTenants-1)
+			continue
+		}
+		st.Tenants[t.Index] = t.ID
+		for _, p := range t.Prefixes {
+			owner[mapped(p.Masked())] = i
+		}
+		if t.Spec == nil {
+			continue
+		}
+		if err := addScope(t.ID, t.Index, t.Spec, t.Prefixes); err != nil {
+			errs[t.ID] = err
+		}
+	}
+	hasLists := map[uint32]bool{}
+	for k := range st.TenantLists {
+		hasLists[k.Tenant] = true
+	}
+
+	// Signature tables and metadata.
+	compiled := make([]CompiledSignature, len(sigs))
+	for i, s := range sigs {
+		compiled[i] = s.sig
+	}
+	tables, err := BuildTables(compiled)
+	if err != nil { // cannot happen: the budget is checked above
+		errs[Global] = err
+		tables, _ = BuildTables(nil)
+		sigs = nil
+	}
+	st.Tables = tables
+	for _, s := range sigs {
+		monitor := d.Global.Monitor
+		if s.tenant != 0 {
+			monitor = tenantSpec(tenants, s.tenant).Monitor
+		}
+		st.Sigs = append(st.Sigs, SigState{ID: s.scope + "/" + s.sig.ID, Meta: sigMeta(s, monitor), Expires: s.sig.Expires, Match: s.sig.Match.String()})
+	}
+	st.Rates = rates
+
+	// Destination trie: every prefix that decides something; each entry is
+	// computed from all prefixes covering it. Addresses under none of them
+	// use the global signatures of their family, kept in the settings.
+	for i, s := range sigs {
+		if s.tenant == 0 && !s.sig.Match.Dst.IsValid() {
+			if accepts(s.sig.Match, v4Root, netip.Prefix{}) {
+				st.DstV4.set(i)
+			}
+			if accepts(s.sig.Match, v6Root, netip.Prefix{}) {
+				st.DstV6.set(i)
+			}
+		}
+	}
+	keys := map[netip.Prefix]bool{}
+	for k := range owner {
+		keys[k] = true
+	}
+	for k := range rateAt {
+		keys[k] = true
+	}
+	for _, s := range sigs {
+		if s.sig.Match.Dst.IsValid() {
+			keys[mapped(s.sig.Match.Dst)] = true
+		}
+	}
+	for k := range keys {
+		var di dosBPFDstInfo
+		ti := -1
+		if i, ok := longestCovering(owner, k); ok {
+			ti = i
+			t := tenants[i]
+			di.Tenant = t.Index
+			if hasLists[t.Index] {
+				di.Flags |= dstTenantLists
+			}
+			if t.Spec != nil && errs[t.ID] == nil {
+				di.SampleRate = t.Spec.SampleRate
+			}
+		}
+		// The most specific rate limit of the global scope or this tenant;
+		// on the same prefix the tenant's wins.
+		for bits := k.Bits(); bits >= 0 && di.RateRule == 0; bits-- {
+			p, _ := k.Addr().Prefix(bits)
+			for _, r := range rateAt[p] {
+				if r.tenant == 0 || ti >= 0 && r.tenant == tenants[ti].Index {
+					di.RateRule = uint32(r.rule) + 1
+				}
+			}
+		}
+		for i, s := range sigs {
+			if s.tenant != 0 && (ti < 0 || tenants[ti].Index != s.tenant) {
+				continue
+			}
+			if accepts(s.sig.Match, k, s.sig.Match.Dst) {
+				di.Sigs.set(i)
+			}
+		}
+		st.Dst[k] = di
+	}
+	if len(st.Dst) > maxDst {
+		errs[Global] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
+	}
+	return st, errs
+}
+
+const dstTenantLists = 1
+
+func tenantSpec(ts []TenantInput, idx uint32) *Spec {
+	for _, t := range ts {
+		if t.Index == idx {
+			return t.Spec
+		}
+	}
+	return &Spec{}
+}
+
+// longestCovering finds the most specific prefix in m that covers k.
+func longestCovering[V any](m map[netip.Prefix]V, k netip.Prefix) (V, bool) {
+	for bits := k.Bits(); bits >= 0; bits-- {
+		p, _ := k.Addr().Prefix(bits)
+		if v, ok := m[p]; ok {
+			return v, true
+		}
+	}
+	var zero V
+	return zero, false
+}
+
+func insideAny(p netip.Prefix, in []netip.Prefix) bool {
+	for _, q := range in {
+		if q.Addr().Is4() == p.Addr().Is4() && covers(q.Masked(), p.Masked()) {
+			return true
+		}
+	}
+	return false
+}
+
+func rateRule(l Limit, monitor bool) dosBPFRateRule {
+	var r dosBPFRateRule
+	burst := uint64(Burst)
+	if l.PPS > 0 {
+		r.PktCostNs = uint64(time.Second) / l.PPS
+		burst = max(burst, uint64(Burst)+r.PktCostNs)
+	}
+	if l.BPS > 0 {
+		r.ByteCostFp = (8 * uint64(time.Second) << 16) / l.BPS
+		burst = max(burst, uint64(Burst)+(1500*r.ByteCostFp)>>16)
+	}
+	r.BurstNs = burst
+	if l.PerIP {
+		r.PerIp = 1
+	}
+	if monitor {
+		r.Monitor = 1
+	}
+	return r
+}
+
+func sigMeta(s scopedSig, monitor bool) dosBPFSigMeta {
+	var m dosBPFSigMeta
+	switch {
+	case s.sig.Action == "monitor" || monitor && s.sig.Action == "drop":
+		m.Action = sigMonitor
+	case s.sig.Action == "drop":
+		m.Action = sigDrop
+	case s.sig.Action == "ratelimit":
+		m.Action = sigRateLimit
+		m.RateRule = uint32(s.rate)
+	}
+	if n := s.sig.Match.PayloadLen; n > 0 {
+		m.PlOff, m.PlLen = s.sig.Match.PayloadOff, n
+		if s.sig.Match.PayloadNeg {
+			m.PlNeg = 1
+		}
+		var mask, val [16]byte
+		copy(mask[:n], s.sig.Match.PayloadMask[:n])
+		copy(val[:n], s.sig.Match.PayloadValue[:n])
+		// The program loads the bytes into two little-endian words.
+		m.PlMask = [2]uint64{binary.LittleEndian.Uint64(mask[:8]), binary.LittleEndian.Uint64(mask[8:])}
+		m.PlValue = [2]uint64{binary.LittleEndian.Uint64(val[:8]), binary.LittleEndian.Uint64(val[8:])}
+	}
+	return m
+}

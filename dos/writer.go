@@ -1,0 +1,441 @@
+package dos
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+// Writer applies States to the maps, writing only what differs from the
+// State it wrote last. Its first write compares with what the pinned maps
+// already hold (a restarted nsd changes nothing that is right).
+//
+// Order matters because the program reads the maps while they change: a
+// signature whose index changes meaning is first switched off in every
+// destination entry (the classifier starts from that bitmap), then its
+// field bits, metadata and counters are written, and the final
+// destination entries come last. A packet therefore sees a signature
+// either whole or not at all.
+type Writer struct {
+	o    *dosBPFObjects
+	last *State
+	// Writes counts the map entries written or deleted by the last Write.
+	Writes int
+}
+
+// NewWriter returns a Writer for loaded objects.
+func NewWriter(o *dosBPFObjects) *Writer { return &Writer{o: o} }
+
+// Last is the State most recently written (nil before the first Write).
+func (w *Writer) Last() *State { return w.last }
+
+// Write applies s.
+func (w *Writer) Write(s *State) error {
+	o := w.o
+	w.Writes = 0
+	old := w.last
+	if old == nil {
+		var err error
+		if old, err = w.observe(); err != nil {
+			return err
+		}
+	}
+
+	// Signature indexes whose meaning changes.
+	var changed bitmap
+	for i := 0; i < MaxSignatures; i++ {
+		var a, b SigState
+		if i < len(old.Sigs) {
+			a = old.Sigs[i]
+		}
+		if i < len(s.Sigs) {
+			b = s.Sigs[i]
+		}
+		if a != b {
+			changed.set(i)
+		}
+	}
+	if changed != (bitmap{}) {
+		off := map[netip.Prefix]dosBPFDstInfo{}
+		for k, v := range old.Dst {
+			for i := range v.Sigs.W {
+				v.Sigs.W[i] &^= changed.W[i]
+			}
+			off[k] = v
+		}
+		if err := syncMap(w, o.NfhDst, off, old.Dst, dstKey, false); err != nil {
+			return err
+		}
+		old.Dst = off
+		var set dosBPFSettings
+		if err := o.NfhSettings.Lookup(uint32(0), &set); err != nil {
+			return fmt.Errorf("read settings: %w", err)
+		}
+		for i := range changed.W {
+			set.DstV4.W[i] &^= changed.W[i]
+			set.DstV6.W[i] &^= changed.W[i]
+		}
+		if err := o.NfhSettings.Put(uint32(0), set); err != nil {
+			return fmt.Errorf("write settings: %w", err)
+		}
+	}
+
+	// Counters follow their tenant or rule to a new index.
+	if err := moveCounters(w, o.NfhSigCounters, ids(old.Sigs, func(s SigState) string { return s.ID }), ids(s.Sigs, func(s SigState) string { return s.ID })); err != nil {
+		return err
+	}
+	if err := moveCounters(w, o.NfhRateCounters, ids(old.Rates, func(r RateState) string { return r.ID }), ids(s.Rates, func(r RateState) string { return r.ID })); err != nil {
+		return err
+	}
+	if err := moveCounters(w, o.NfhTenantCounters, tenantIDs(old.Tenants), tenantIDs(s.Tenants)); err != nil {
+		return err
+	}
+
+	var ot *Tables
+	if w.last != nil {
+		ot = w.last.Tables
+	}
+	pick := func(f func(*Tables) []bitmap) []bitmap {
+		if ot == nil {
+			return nil
+		}
+		return f(ot)
+	}
+	for _, a := range []struct {
+		m *ebpf.Map
+		f func(*Tables) []bitmap
+	}{
+		{o.NfhSigProto, func(t *Tables) []bitmap { return t.Proto[:] }},
+		{o.NfhSigSport, func(t *Tables) []bitmap { return t.SPort[:] }},
+		{o.NfhSigDport, func(t *Tables) []bitmap { return t.DPort[:] }},
+		{o.NfhSigLen, func(t *Tables) []bitmap { return t.Len[:] }},
+		{o.NfhSigTtl, func(t *Tables) []bitmap { return t.TTL[:] }},
+		{o.NfhSigFlags, func(t *Tables) []bitmap { return t.Flags[:] }},
+		{o.NfhSigItype, func(t *Tables) []bitmap { return t.IType[:] }},
+		{o.NfhSigIcode, func(t *Tables) []bitmap { return t.ICode[:] }},
+	} {
+		if err := writeArray(w, a.m, a.f(s.Tables), pick(a.f)); err != nil {
+			return err
+		}
+	}
+	if err := syncMap(w, o.NfhSigSrc, s.Tables.Src, old.Tables.Src, dstKey, true); err != nil {
+		return err
+	}
+	for i, sg := range s.Sigs {
+		if i < len(old.Sigs) && old.Sigs[i] == sg && w.last != nil {
+			continue
+		}
+		meta := sg.Meta
+		if !sg.Expires.IsZero() {
+			meta.ExpiresNs = bootNanos(sg.Expires)
+		}
+		if err := o.NfhSigMeta.Put(uint32(i), meta); err != nil {
+			return fmt.Errorf("write signature %s metadata: %w", sg.ID, err)
+		}
+		w.Writes++
+	}
+	for i, r := range s.Rates {
+		if i < len(old.Rates) && old.Rates[i] == r && w.last != nil {
+			continue
+		}
+		if err := o.NfhRateRules.Put(uint32(i), r.Rule); err != nil {
+			return fmt.Errorf("write rate limit %s: %w", r.ID, err)
+		}
+		w.Writes++
+	}
+	if err := w.writeNames(old, s); err != nil {
+		return err
+	}
+	if err := syncMap(w, o.NfhSrcLists, verdicts(s.Lists), verdicts(old.Lists), dstKey, true); err != nil {
+		return err
+	}
+	if err := syncMap(w, o.NfhTenantLists, tenantVerdicts(s.TenantLists), tenantVerdicts(old.TenantLists), tenantKey, true); err != nil {
+		return err
+	}
+	set := dosBPFSettings{Nsigs: uint32(len(s.Sigs)), SampleRate: s.SampleRate, NeedsSrc: s.Tables.NeedsSrc, DstV4: s.DstV4, DstV6: s.DstV6}
+	if err := o.NfhSettings.Put(uint32(0), set); err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	if err := syncMap(w, o.NfhDst, s.Dst, old.Dst, dstKey, true); err != nil {
+		return err
+	}
+	w.last = s
+	return nil
+}
+
+func dstKey(p netip.Prefix) dosBPFLpmKey { return Key(p) }
+
+func tenantKey(k TenantListKey) dosBPFTenantKey {
+	return dosBPFTenantKey{Prefixlen: uint32(32 + k.Prefix.Bits()), Tenant: k.Tenant, Addr: k.Prefix.Addr().As16()}
+}
+
+func verdicts(m map[netip.Prefix]Verdict) map[netip.Prefix]uint32 {
+	out := make(map[netip.Prefix]uint32, len(m))
+	for k, v := range m {
+		out[k] = uint32(v)
+	}
+	return out
+}
+
+func tenantVerdicts(m map[TenantListKey]Verdict) map[TenantListKey]uint32 {
+	out := make(map[TenantListKey]uint32, len(m))
+	for k, v := range m {
+		out[k] = uint32(v)
+	}
+	return out
+}
+
+// syncMap makes a hash or trie map hold want, given that it holds have:
+// changed entries are put, missing ones deleted (when del), in batches.
+func syncMap[K comparable, KK any, V comparable](w *Writer, m *ebpf.Map, want, have map[K]V, key func(K) KK, del bool) error {
+	var pk []KK
+	var pv []V
+	for k, v := range want {
+		if hv, ok := have[k]; ok && hv == v {
+			continue
+		}
+		pk = append(pk, key(k))
+		pv = append(pv, v)
+	}
+	if err := batch(m, pk, pv); err != nil {
+		return err
+	}
+	w.Writes += len(pk)
+	if !del {
+		return nil
+	}
+	var dk []KK
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			dk = append(dk, key(k))
+		}
+	}
+	for _, k := range dk {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from %s: %w", m, err)
+		}
+	}
+	w.Writes += len(dk)
+	return nil
+}
+
+// batch puts keys and values, with one system call per batch where the
+// kernel supports it.
+func batch[KK, V any](m *ebpf.Map, keys []KK, vals []V) error {
+	if len(keys) > 1 {
+		_, err := m.BatchUpdate(keys, vals, nil)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("update %s: %w", m, err)
+		}
+	}
+	for i := range keys {
+		if err := m.Put(keys[i], vals[i]); err != nil {
+			return fmt.Errorf("update %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+func writeArray(w *Writer, m *ebpf.Map, want, last []bitmap) error {
+	var keys []uint32
+	var vals []bitmap
+	for i := range want {
+		if last == nil || want[i] != last[i] {
+			keys = append(keys, uint32(i))
+			vals = append(vals, want[i])
+		}
+	}
+	w.Writes += len(keys)
+	return batch(m, keys, vals)
+}
+
+func ids[T any](xs []T, id func(T) string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = id(x)
+	}
+	return out
+}
+
+func tenantIDs(m map[uint32]string) []string {
+	out := make([]string, MaxTenants)
+	for i, id := range m {
+		if i < MaxTenants {
+			out[i] = id
+		}
+	}
+	return out
+}
+
+// moveCounters keeps per-CPU counters with their ID when indexes change:
+// an ID that moved takes its values along, an index that now holds a new
+// ID starts from zero.
+func moveCounters(w *Writer, m *ebpf.Map, oldIDs, newIDs []string) error {
+	at := map[string]int{}
+	for i, id := range oldIDs {
+		if id != "" {
+			at[id] = i
+		}
+	}
+	type move struct {
+		to   int
+		vals []dosBPFRuleStats
+	}
+	var moves []move
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("count CPUs: %w", err)
+	}
+	zero := make([]dosBPFRuleStats, ncpu)
+	for i, id := range newIDs {
+		if i < len(oldIDs) && oldIDs[i] == id {
+			continue
+		}
+		vals := zero
+		if j, ok := at[id]; ok && id != "" {
+			var got []dosBPFRuleStats
+			if err := m.Lookup(uint32(j), &got); err != nil {
+				return fmt.Errorf("read %s[%d]: %w", m, j, err)
+			}
+			vals = got
+		}
+		moves = append(moves, move{i, vals})
+	}
+	for _, mv := range moves {
+		if err := m.Put(uint32(mv.to), mv.vals); err != nil {
+			return fmt.Errorf("write %s[%d]: %w", m, mv.to, err)
+		}
+		w.Writes++
+	}
+	return nil
+}
+
+func nameOf(s string) dosBPFName {
+	var n dosBPFName
+	copy(n.S[:], s)
+	return n
+}
+
+// names layout (xdp_dos.c): tenants, then signatures, then rate rules.
+const (
+	namesSigs  = MaxTenants
+	namesRates = MaxTenants + MaxSignatures
+)
+
+func (w *Writer) writeNames(old, s *State) error {
+	put := func(base, n int, o, nw []string) error {
+		for i := 0; i < n; i++ {
+			var a, b string
+			if i < len(o) {
+				a = o[i]
+			}
+			if i < len(nw) {
+				b = nw[i]
+			}
+			if a == b {
+				continue
+			}
+			if err := w.o.NfhNames.Put(uint32(base+i), nameOf(b)); err != nil {
+				return fmt.Errorf("write name %q: %w", b, err)
+			}
+			w.Writes++
+		}
+		return nil
+	}
+	if err := put(0, MaxTenants, tenantIDs(old.Tenants), tenantIDs(s.Tenants)); err != nil {
+		return err
+	}
+	if err := put(namesSigs, MaxSignatures, ids(old.Sigs, func(s SigState) string { return s.ID }), ids(s.Sigs, func(s SigState) string { return s.ID })); err != nil {
+		return err
+	}
+	return put(namesRates, MaxRateRules, ids(old.Rates, func(r RateState) string { return r.ID }), ids(s.Rates, func(r RateState) string { return r.ID }))
+}
+
+// observe reads what the (possibly pinned) maps hold into a State that
+// Write can diff against: the tries and hash entries, and the names (so
+// counters stay with their IDs across a restart). Arrays are not read;
+// the first Write rewrites them whole (idempotent values).
+func (w *Writer) observe() (*State, error) {
+	o := w.o
+	st := &State{Lists: map[netip.Prefix]Verdict{}, TenantLists: map[TenantListKey]Verdict{},
+		Dst: map[netip.Prefix]dosBPFDstInfo{}, Tenants: map[uint32]string{}, Tables: &Tables{Src: map[netip.Prefix]bitmap{}}}
+	var k dosBPFLpmKey
+	var v uint32
+	it := o.NfhSrcLists.Iterate()
+	for it.Next(&k, &v) {
+		st.Lists[keyPrefix(k)] = Verdict(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", o.NfhSrcLists, err)
+	}
+	var tk dosBPFTenantKey
+	it = o.NfhTenantLists.Iterate()
+	for it.Next(&tk, &v) {
+		p := netip.PrefixFrom(netip.AddrFrom16(tk.Addr), int(tk.Prefixlen)-32)
+		st.TenantLists[TenantListKey{Tenant: tk.Tenant, Prefix: p}] = Verdict(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", o.NfhTenantLists, err)
+	}
+	var di dosBPFDstInfo
+	it = o.NfhDst.Iterate()
+	for it.Next(&k, &di) {
+		st.Dst[keyPrefix(k)] = di
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", o.NfhDst, err)
+	}
+	var b bitmap
+	it = o.NfhSigSrc.Iterate()
+	for it.Next(&k, &b) {
+		st.Tables.Src[keyPrefix(k)] = b
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", o.NfhSigSrc, err)
+	}
+	names, err := readNames(o.NfhNames)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < MaxTenants; i++ {
+		if names[i] != "" {
+			st.Tenants[uint32(i)] = names[i]
+		}
+	}
+	// Signatures and rates: only the IDs are known; a differing Meta makes
+	// every index "changed", so the first write is complete.
+	for i := 0; i < MaxSignatures && names[namesSigs+i] != ""; i++ {
+		st.Sigs = append(st.Sigs, SigState{ID: names[namesSigs+i], Match: "?"})
+	}
+	for i := 0; i < MaxRateRules && names[namesRates+i] != ""; i++ {
+		st.Rates = append(st.Rates, RateState{ID: names[namesRates+i], Rule: dosBPFRateRule{BurstNs: ^uint64(0)}})
+	}
+	return st, nil
+}
+
+func readNames(m *ebpf.Map) ([]string, error) {
+	out := make([]string, m.MaxEntries())
+	var k uint32
+	var n dosBPFName
+	it := m.Iterate()
+	for it.Next(&k, &n) {
+		if int(k) < len(out) {
+			out[k] = string(bytes.TrimRight(n.S[:], "\x00"))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", m, err)
+	}
+	return out, nil
+}
+
+// keyPrefix is the inverse of Key, in trie form.
+func keyPrefix(k dosBPFLpmKey) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen))
+}
