@@ -3,6 +3,7 @@ package dos
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -18,39 +19,145 @@ import (
 //   - floor: a program that only returns XDP_DROP;
 //   - lookup: a program that parses IPv4 and does one lookup in a
 //     100,000-prefix LPM trie (bpf/lookup_only.c), the baseline;
-//   - the full program with 100,000 deny prefixes, 256 signatures,
-//     1,000 tenants with 10,000 rate-limit rules and 10,000 buckets, for:
-//     a clean packet (every stage misses, no rate limit on its
-//     destination); a clean packet to a rate-limited destination (under
-//     its limit); a packet only the last signature matches; a denied one.
+//   - the full program with the same 100,000 prefixes as global deny
+//     list, 256 signatures, 1,000 tenants with 10,000 rate-limit rules and
+//     10,000 more buckets in the LRU map, for: a clean packet (every stage
+//     misses: no list entry, no signature, no rate limit on its
+//     destination); a clean packet to a rate-limited destination (under its
+//     limit); a packet only the last signature matches; a denied packet.
+//
+// The trie's shape decides what one lookup costs, so both list shapes run:
+// "contiguous" (100,000 adjacent /24s; a miss leaves the trie near its
+// root) and "spread" (100,000 /24s at random over the IPv4 space, fixed
+// seed, like a threat feed; a miss walks as deep as a real list makes it).
 func BenchmarkXDP(b *testing.B) {
-	objs := loadForTest(b)
 	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer floor.Close()
-	var lk lookupBPFObjects
-	if err := loadLookupBPFObjects(&lk, nil); err != nil {
-		b.Fatal(err)
+	sigs, tenants := benchRules(b)
+	clean := pkt{src: "192.0.2.1", dst: "203.0.113.1"}.bytes(b)
+	limited := pkt{src: "192.0.2.1", dst: "203.0.113.129"}.bytes(b)
+	lastSig := pkt{src: "192.0.2.1", dst: "203.0.113.1", sport: 7777, dport: 9999}.bytes(b)
+	run := func(p *ebpf.Program, data []byte) float64 {
+		_, d, err := p.Benchmark(data, 1_000_000, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return float64(d.Nanoseconds())
 	}
-	defer lk.Close()
+	type setup struct {
+		lookup *ebpf.Program
+		full   *ebpf.Program
+		denied []byte
+		apply  time.Duration
+	}
+	setups := map[string]setup{}
+	for _, shape := range []string{"contiguous", "spread"} {
+		deny := benchList(shape)
+		var lk lookupBPFObjects
+		if err := loadLookupBPFObjects(&lk, nil); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { lk.Close() })
+		var lkeys []lookupBPFLpmKey4
+		var lvals []uint32
+		for _, p := range deny {
+			pa := p.Addr().As4()
+			lkeys = append(lkeys, lookupBPFLpmKey4{Prefixlen: uint32(p.Bits()), Addr: binary.LittleEndian.Uint32(pa[:])})
+			lvals = append(lvals, 1)
+		}
+		if _, err := lk.LookupTrie.BatchUpdate(lkeys, lvals, nil); err != nil {
+			b.Fatal(err)
+		}
+		objs := loadForTest(b)
+		r, err := newReconciler(objs, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if errs, err := r.Apply(Spec{Deny: deny, Signatures: sigs}, tenants, time.Now()); err != nil || len(errs) > 0 {
+			b.Fatal(err, errs)
+		}
+		apply := time.Since(t0)
+		var bk []dosBPFRateKey
+		var bv []dosBPFRateBucket
+		for i := 0; i < 10000; i++ {
+			k := dosBPFRateKey{Rule: uint32(i)}
+			k.Addr[15] = byte(i)
+			bk, bv = append(bk, k), append(bv, dosBPFRateBucket{})
+		}
+		if _, err := objs.NfhBuckets.BatchUpdate(bk, bv, nil); err != nil {
+			b.Fatal(err)
+		}
+		denied := pkt{src: deny[len(deny)/2].Addr().String(), dst: "203.0.113.1"}.bytes(b)
+		for name, c := range map[string]struct {
+			p    []byte
+			want uint32
+		}{"last signature": {lastSig, xdpDrop}, "clean": {clean, xdpPass}, "rate-limited clean": {limited, xdpPass}, "denied": {denied, xdpDrop}} {
+			if ret, _ := objs.NfhostDos.Run(&ebpf.RunOptions{Data: c.p}); ret != c.want {
+				b.Fatalf("%s %s packet: verdict %d, want %d", shape, name, ret, c.want)
+			}
+		}
+		setups[shape] = setup{lookup: lk.LookupOnly, full: objs.NfhostDos, denied: denied, apply: apply}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.ReportMetric(run(floor, clean), "floor-ns/pkt")
+		for _, shape := range []string{"contiguous", "spread"} {
+			s := setups[shape]
+			lookup := run(s.lookup, clean)
+			c := run(s.full, clean)
+			l := run(s.full, limited)
+			last := run(s.full, lastSig)
+			b.ReportMetric(lookup, shape+"-lookup-ns/pkt")
+			b.ReportMetric(c, shape+"-clean-ns/pkt")
+			b.ReportMetric(l, shape+"-ratelimited-ns/pkt")
+			b.ReportMetric(last, shape+"-last-sig-ns/pkt")
+			b.ReportMetric(run(s.full, s.denied), shape+"-denied-ns/pkt")
+			b.ReportMetric(c/lookup, shape+"-clean/lookup")
+			b.ReportMetric(l/lookup, shape+"-ratelimited/lookup")
+			b.ReportMetric(last/lookup, shape+"-last-sig/lookup")
+			b.ReportMetric(float64(s.apply.Milliseconds()), shape+"-apply-all-ms")
+		}
+	}
+}
 
+// benchList returns 100,000 /24s, adjacent or spread, clear of the
+// documentation ranges and of the benchmark tenants.
+func benchList(shape string) []netip.Prefix {
 	deny := make([]netip.Prefix, 0, 100000)
-	var lkeys []lookupBPFLpmKey4
-	var lvals []uint32
-	for i := 0; i < 100000; i++ {
-		p := netip.MustParsePrefix(fmt.Sprintf("%d.%d.%d.0/24", 10+i>>16, (i>>8)&255, i&255))
-		deny = append(deny, p)
-		a := p.Addr().As4()
-		lkeys = append(lkeys, lookupBPFLpmKey4{Prefixlen: 24, Addr: binary.LittleEndian.Uint32(a[:])})
-		lvals = append(lvals, 1)
+	if shape == "contiguous" {
+		for i := 0; i < 100000; i++ {
+			deny = append(deny, netip.MustParsePrefix(fmt.Sprintf("%d.%d.%d.0/24", 10+i>>16, (i>>8)&255, i&255)))
+		}
+		return deny
 	}
-	if _, err := lk.LookupTrie.BatchUpdate(lkeys, lvals, nil); err != nil {
-		b.Fatal(err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	seen := map[netip.Prefix]bool{}
+	avoid := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("172.16.0.0/12")}
+	for len(deny) < 100000 {
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], rng.Uint32())
+		p, _ := netip.AddrFrom4(a).Prefix(24)
+		ok := !seen[p]
+		for _, x := range avoid {
+			ok = ok && !p.Overlaps(x)
+		}
+		if ok {
+			seen[p] = true
+			deny = append(deny, p)
+		}
 	}
-	// 255 signatures that miss the test packets, then one that hits.
+	return deny
+}
+
+// benchRules: 255 signatures that miss the test packets and one that hits
+// last; 1,000 tenants with a /24 each (203.0.113.0/24 and 172.16.0.0/14)
+// and ten per-ip rate limits on the /28s from .96 up.
+func benchRules(b *testing.B) ([]CompiledSignature, []Tenant) {
 	var sigs []CompiledSignature
 	for i := 0; i < 255; i++ {
 		src := fmt.Sprintf("udp.srcport == %d and ip.len > %d", 1000+i, 100+i)
@@ -62,9 +169,6 @@ func BenchmarkXDP(b *testing.B) {
 		sigs = append(sigs, mustSig(b, fmt.Sprintf("s%d", i), src))
 	}
 	sigs = append(sigs, mustSig(b, "last", "udp.srcport == 7777 and udp.dstport == 9999 and ip.dst == 203.0.113.0/24"))
-	global := Spec{Deny: deny, Signatures: sigs}
-	// 1,000 tenants with a /24 each (172.16.0.0/14 and 203.0.113.0/24) and
-	// ten per-ip rate limits on /28s inside it.
 	var tenants []Tenant
 	for i := 0; i < 1000; i++ {
 		p := netip.MustParsePrefix(fmt.Sprintf("172.%d.%d.0/24", 16+i>>8, i&255))
@@ -79,62 +183,7 @@ func BenchmarkXDP(b *testing.B) {
 		}
 		tenants = append(tenants, Tenant{ID: fmt.Sprintf("t%04d", i), Prefixes: []netip.Prefix{p}, Spec: s})
 	}
-	clean := pkt{src: "192.0.2.1", dst: "203.0.113.1"}.bytes(b)
-	limited := pkt{src: "192.0.2.1", dst: "203.0.113.129"}.bytes(b)
-	denied := pkt{src: "10.1.2.3", dst: "203.0.113.1"}.bytes(b)
-	lastSig := pkt{src: "192.0.2.1", dst: "203.0.113.1", sport: 7777, dport: 9999}.bytes(b)
-	run := func(p *ebpf.Program, data []byte) float64 {
-		_, d, err := p.Benchmark(data, 1_000_000, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return float64(d.Nanoseconds())
-	}
-	r, err := newReconciler(objs, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	t0 := time.Now()
-	if errs, err := r.Apply(global, tenants, time.Now()); err != nil || len(errs) > 0 {
-		b.Fatal(err, errs)
-	}
-	apply := time.Since(t0)
-	// 10,000 buckets in the LRU map besides the benchmark's own.
-	var bk []dosBPFRateKey
-	var bv []dosBPFRateBucket
-	for i := 0; i < 10000; i++ {
-		k := dosBPFRateKey{Rule: uint32(i)}
-		k.Addr[15] = byte(i)
-		bk, bv = append(bk, k), append(bv, dosBPFRateBucket{})
-	}
-	if _, err := objs.NfhBuckets.BatchUpdate(bk, bv, nil); err != nil {
-		b.Fatal(err)
-	}
-	if ret, _ := objs.NfhostDos.Run(&ebpf.RunOptions{Data: lastSig}); ret != xdpDrop {
-		b.Fatalf("last signature did not drop: %d", ret)
-	}
-	if ret, _ := objs.NfhostDos.Run(&ebpf.RunOptions{Data: limited}); ret != xdpPass {
-		b.Fatalf("rate-limited clean packet dropped: %d", ret)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		f := run(floor, clean)
-		lookup := run(lk.LookupOnly, clean)
-		fullClean := run(objs.NfhostDos, clean)
-		fullLimited := run(objs.NfhostDos, limited)
-		fullLast := run(objs.NfhostDos, lastSig)
-		d := run(objs.NfhostDos, denied)
-		b.ReportMetric(f, "floor-ns/pkt")
-		b.ReportMetric(lookup, "lookup-ns/pkt")
-		b.ReportMetric(fullClean, "clean-ns/pkt")
-		b.ReportMetric(fullLimited, "clean-ratelimited-ns/pkt")
-		b.ReportMetric(fullLast, "last-sig-ns/pkt")
-		b.ReportMetric(d, "denied-ns/pkt")
-		b.ReportMetric(fullClean/lookup, "clean/lookup")
-		b.ReportMetric(fullLimited/lookup, "ratelimited/lookup")
-		b.ReportMetric(fullLast/lookup, "last-sig/lookup")
-		b.ReportMetric(float64(apply.Milliseconds()), "apply-all-ms")
-	}
+	return sigs, tenants
 }
 
 func mustSig(b *testing.B, id, src string) CompiledSignature {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -161,13 +162,15 @@ const (
 
 func TestVerdicts(t *testing.T) {
 	objs := loadForTest(t)
-	entries := ResolveLists(
-		[]netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8:1::/48")},
-		[]netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/32")})
-	for _, e := range entries {
-		if err := objs.NfhSrcLists.Put(Key(e.Prefix), uint32(e.Verdict)); err != nil {
-			t.Fatal(err)
-		}
+	r, err := newReconciler(objs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Apply(Spec{
+		Allow: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8:1::/48")},
+		Deny:  []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/32")},
+	}, nil, time.Now()); err != nil {
+		t.Fatal(err)
 	}
 	counts := map[int]uint64{}
 	for _, tc := range []struct {

@@ -33,6 +33,12 @@ type dosBPFLpmKey struct {
 	Addr      [16]uint8
 }
 
+type dosBPFLpmKey4 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
+}
+
 type dosBPFName struct {
 	_ structs.HostLayout
 	S [64]uint8
@@ -102,6 +108,13 @@ type dosBPFTenantKey struct {
 	Addr      [16]uint8
 }
 
+type dosBPFTenantKey4 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Tenant    uint32
+	Addr      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -109,6 +122,7 @@ const (
 	dosBPFMapNfhBuckets        = "nfh_buckets"
 	dosBPFMapNfhCounters       = "nfh_counters"
 	dosBPFMapNfhDst            = "nfh_dst"
+	dosBPFMapNfhDst4           = "nfh_dst4"
 	dosBPFMapNfhNames          = "nfh_names"
 	dosBPFMapNfhRateCounters   = "nfh_rate_counters"
 	dosBPFMapNfhRateRules      = "nfh_rate_rules"
@@ -116,18 +130,19 @@ const (
 	dosBPFMapNfhSettings       = "nfh_settings"
 	dosBPFMapNfhSigCounters    = "nfh_sig_counters"
 	dosBPFMapNfhSigDport       = "nfh_sig_dport"
-	dosBPFMapNfhSigFlags       = "nfh_sig_flags"
-	dosBPFMapNfhSigIcode       = "nfh_sig_icode"
-	dosBPFMapNfhSigItype       = "nfh_sig_itype"
+	dosBPFMapNfhSigL4          = "nfh_sig_l4"
 	dosBPFMapNfhSigLen         = "nfh_sig_len"
 	dosBPFMapNfhSigMeta        = "nfh_sig_meta"
 	dosBPFMapNfhSigProto       = "nfh_sig_proto"
 	dosBPFMapNfhSigSport       = "nfh_sig_sport"
 	dosBPFMapNfhSigSrc         = "nfh_sig_src"
+	dosBPFMapNfhSigSrc4        = "nfh_sig_src4"
 	dosBPFMapNfhSigTtl         = "nfh_sig_ttl"
 	dosBPFMapNfhSrcLists       = "nfh_src_lists"
+	dosBPFMapNfhSrcLists4      = "nfh_src_lists4"
 	dosBPFMapNfhTenantCounters = "nfh_tenant_counters"
 	dosBPFMapNfhTenantLists    = "nfh_tenant_lists"
+	dosBPFMapNfhTenantLists4   = "nfh_tenant_lists4"
 	dosBPFProgNfhostDos        = "nfhost_dos"
 )
 
@@ -183,6 +198,7 @@ type dosBPFMapSpecs struct {
 	NfhBuckets        *ebpf.MapSpec `ebpf:"nfh_buckets"`
 	NfhCounters       *ebpf.MapSpec `ebpf:"nfh_counters"`
 	NfhDst            *ebpf.MapSpec `ebpf:"nfh_dst"`
+	NfhDst4           *ebpf.MapSpec `ebpf:"nfh_dst4"`
 	NfhNames          *ebpf.MapSpec `ebpf:"nfh_names"`
 	NfhRateCounters   *ebpf.MapSpec `ebpf:"nfh_rate_counters"`
 	NfhRateRules      *ebpf.MapSpec `ebpf:"nfh_rate_rules"`
@@ -190,18 +206,19 @@ type dosBPFMapSpecs struct {
 	NfhSettings       *ebpf.MapSpec `ebpf:"nfh_settings"`
 	NfhSigCounters    *ebpf.MapSpec `ebpf:"nfh_sig_counters"`
 	NfhSigDport       *ebpf.MapSpec `ebpf:"nfh_sig_dport"`
-	NfhSigFlags       *ebpf.MapSpec `ebpf:"nfh_sig_flags"`
-	NfhSigIcode       *ebpf.MapSpec `ebpf:"nfh_sig_icode"`
-	NfhSigItype       *ebpf.MapSpec `ebpf:"nfh_sig_itype"`
+	NfhSigL4          *ebpf.MapSpec `ebpf:"nfh_sig_l4"`
 	NfhSigLen         *ebpf.MapSpec `ebpf:"nfh_sig_len"`
 	NfhSigMeta        *ebpf.MapSpec `ebpf:"nfh_sig_meta"`
 	NfhSigProto       *ebpf.MapSpec `ebpf:"nfh_sig_proto"`
 	NfhSigSport       *ebpf.MapSpec `ebpf:"nfh_sig_sport"`
 	NfhSigSrc         *ebpf.MapSpec `ebpf:"nfh_sig_src"`
+	NfhSigSrc4        *ebpf.MapSpec `ebpf:"nfh_sig_src4"`
 	NfhSigTtl         *ebpf.MapSpec `ebpf:"nfh_sig_ttl"`
 	NfhSrcLists       *ebpf.MapSpec `ebpf:"nfh_src_lists"`
+	NfhSrcLists4      *ebpf.MapSpec `ebpf:"nfh_src_lists4"`
 	NfhTenantCounters *ebpf.MapSpec `ebpf:"nfh_tenant_counters"`
 	NfhTenantLists    *ebpf.MapSpec `ebpf:"nfh_tenant_lists"`
+	NfhTenantLists4   *ebpf.MapSpec `ebpf:"nfh_tenant_lists4"`
 }
 
 // dosBPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -233,6 +250,7 @@ type dosBPFMaps struct {
 	NfhBuckets        *ebpf.Map `ebpf:"nfh_buckets"`
 	NfhCounters       *ebpf.Map `ebpf:"nfh_counters"`
 	NfhDst            *ebpf.Map `ebpf:"nfh_dst"`
+	NfhDst4           *ebpf.Map `ebpf:"nfh_dst4"`
 	NfhNames          *ebpf.Map `ebpf:"nfh_names"`
 	NfhRateCounters   *ebpf.Map `ebpf:"nfh_rate_counters"`
 	NfhRateRules      *ebpf.Map `ebpf:"nfh_rate_rules"`
@@ -240,18 +258,19 @@ type dosBPFMaps struct {
 	NfhSettings       *ebpf.Map `ebpf:"nfh_settings"`
 	NfhSigCounters    *ebpf.Map `ebpf:"nfh_sig_counters"`
 	NfhSigDport       *ebpf.Map `ebpf:"nfh_sig_dport"`
-	NfhSigFlags       *ebpf.Map `ebpf:"nfh_sig_flags"`
-	NfhSigIcode       *ebpf.Map `ebpf:"nfh_sig_icode"`
-	NfhSigItype       *ebpf.Map `ebpf:"nfh_sig_itype"`
+	NfhSigL4          *ebpf.Map `ebpf:"nfh_sig_l4"`
 	NfhSigLen         *ebpf.Map `ebpf:"nfh_sig_len"`
 	NfhSigMeta        *ebpf.Map `ebpf:"nfh_sig_meta"`
 	NfhSigProto       *ebpf.Map `ebpf:"nfh_sig_proto"`
 	NfhSigSport       *ebpf.Map `ebpf:"nfh_sig_sport"`
 	NfhSigSrc         *ebpf.Map `ebpf:"nfh_sig_src"`
+	NfhSigSrc4        *ebpf.Map `ebpf:"nfh_sig_src4"`
 	NfhSigTtl         *ebpf.Map `ebpf:"nfh_sig_ttl"`
 	NfhSrcLists       *ebpf.Map `ebpf:"nfh_src_lists"`
+	NfhSrcLists4      *ebpf.Map `ebpf:"nfh_src_lists4"`
 	NfhTenantCounters *ebpf.Map `ebpf:"nfh_tenant_counters"`
 	NfhTenantLists    *ebpf.Map `ebpf:"nfh_tenant_lists"`
+	NfhTenantLists4   *ebpf.Map `ebpf:"nfh_tenant_lists4"`
 }
 
 func (m *dosBPFMaps) Close() error {
@@ -259,6 +278,7 @@ func (m *dosBPFMaps) Close() error {
 		m.NfhBuckets,
 		m.NfhCounters,
 		m.NfhDst,
+		m.NfhDst4,
 		m.NfhNames,
 		m.NfhRateCounters,
 		m.NfhRateRules,
@@ -266,18 +286,19 @@ func (m *dosBPFMaps) Close() error {
 		m.NfhSettings,
 		m.NfhSigCounters,
 		m.NfhSigDport,
-		m.NfhSigFlags,
-		m.NfhSigIcode,
-		m.NfhSigItype,
+		m.NfhSigL4,
 		m.NfhSigLen,
 		m.NfhSigMeta,
 		m.NfhSigProto,
 		m.NfhSigSport,
 		m.NfhSigSrc,
+		m.NfhSigSrc4,
 		m.NfhSigTtl,
 		m.NfhSrcLists,
+		m.NfhSrcLists4,
 		m.NfhTenantCounters,
 		m.NfhTenantLists,
+		m.NfhTenantLists4,
 	)
 }
 

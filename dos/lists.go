@@ -61,14 +61,3 @@ func ResolveLists(allow, deny []netip.Prefix) []Entry {
 	})
 	return out
 }
-
-// Key is the trie key of a prefix: IPv4 as IPv4-mapped IPv6.
-func Key(p netip.Prefix) dosBPFLpmKey {
-	a := p.Masked().Addr()
-	bits := p.Bits()
-	if a.Is4() {
-		a = netip.AddrFrom16(a.As16())
-		bits += 96
-	}
-	return dosBPFLpmKey{Prefixlen: uint32(bits), Addr: a.As16()}
-}

@@ -63,9 +63,6 @@ func (d *Datapath) Close() {
 	}
 }
 
-// Lists is the source allow/deny trie.
-func (d *Datapath) Lists() *ebpf.Map { return d.objs.NfhSrcLists }
-
 // Counters is the per-CPU counter array.
 func (d *Datapath) Counters() *ebpf.Map { return d.objs.NfhCounters }
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -28,10 +29,12 @@ func TestAttachPinUpgrade(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	t.Logf("attached in %s mode", d.Mode)
-	for _, e := range ResolveLists(nil, []netip.Prefix{netip.MustParsePrefix("192.0.2.64/26")}) {
-		if err := d.Lists().Put(Key(e.Prefix), uint32(e.Verdict)); err != nil {
-			t.Fatal(err)
-		}
+	r, err := NewReconciler(d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Apply(Spec{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.64/26")}}, nil, time.Now()); err != nil {
+		t.Fatal(err)
 	}
 	attacker := func() bool {
 		_, err := inet.Exec(t, "ping", "-c3", "-i", "0.2", "-W1", "-I", "192.0.2.66", "192.0.2.2")
@@ -54,9 +57,21 @@ func TestAttachPinUpgrade(t *testing.T) {
 	}
 	// A new build starts: the pinned link is switched in place and the
 	// pinned maps (with the deny entry) are reused.
+	// An older version's map this one no longer has is unpinned.
+	stale, err := ebpf.NewMap(&ebpf.MapSpec{Name: "nfh_sig_dst", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Pin(filepath.Join(pinDir, "nfh_sig_dst")); err != nil {
+		t.Fatal(err)
+	}
+	stale.Close()
 	d2, err := Load(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, "nfh_sig_dst")); !os.IsNotExist(err) {
+		t.Errorf("stale pinned map left behind: %v", err)
 	}
 	defer d2.Close()
 	if !d2.Upgraded {

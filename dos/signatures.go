@@ -11,8 +11,9 @@ import (
 // Index of the "no such header" entry in the field arrays (BPF NO_PORT,
 // NO_L4).
 const (
-	noPort = 65536
-	noL4   = 256
+	noPort   = 65536
+	icmpBase = 256
+	l4None   = icmpBase + 65536
 )
 
 // Signature actions as the BPF program knows them.
@@ -30,9 +31,10 @@ func (b *bitmap) set(i int) { b.W[i/64] |= 1 << (i % 64) }
 // bitmap of signatures that accept it. BuildTables is pure; Writer puts
 // them into the kernel.
 type Tables struct {
-	N            int
-	Proto, Flags [257]bitmap
-	IType, ICode [257]bitmap
+	N     int
+	Proto [257]bitmap
+	// L4: TCP flags byte, icmpBase + type<<8|code, or l4None.
+	L4           [l4None + 1]bitmap
 	SPort, DPort [65537]bitmap
 	Len          [65536]bitmap
 	TTL          [256]bitmap
@@ -83,17 +85,35 @@ func BuildTables(sigs []CompiledSignature) (*Tables, error) {
 		fill(t.DPort[:], m.DstPort, i, noPort)
 		fill(t.Len[:], m.Len, i, -1)
 		fill(t.TTL[:], m.TTL, i, -1)
-		fill(t.IType[:], m.ICMPType, i, noL4)
-		fill(t.ICode[:], m.ICMPC, i, noL4)
-		for v := 0; v < 256; v++ {
-			if uint8(v)&m.TCPFlagsMask == m.TCPFlagsValue {
-				t.Flags[v].set(i)
+		icmp := m.ICMPType.Set || m.ICMPC.Set
+		if !icmp {
+			for v := 0; v < 256; v++ {
+				if uint8(v)&m.TCPFlagsMask == m.TCPFlagsValue {
+					t.L4[v].set(i)
+				}
 			}
 		}
 		if m.TCPFlagsMask == 0 {
-			t.Flags[noL4].set(i)
+			tr, cr := m.ICMPType, m.ICMPC
+			if !tr.Set {
+				tr = Range{Lo: 0, Hi: 255}
+			}
+			if !cr.Set {
+				cr = Range{Lo: 0, Hi: 255}
+			}
+			for ty := tr.Lo; ty <= tr.Hi; ty++ {
+				for c := cr.Lo; c <= cr.Hi; c++ {
+					t.L4[icmpBase+ty<<8+c].set(i)
+				}
+			}
+			if !icmp {
+				t.L4[l4None].set(i)
+			}
 		}
-		if m.Src.IsValid() || m.Version != 0 {
+		// The family is settled on the destination side (nfh_dst entries
+		// and the per-family settings bitmaps), so only a source prefix
+		// needs the source trie.
+		if m.Src.IsValid() {
 			t.NeedsSrc.set(i)
 		}
 	}

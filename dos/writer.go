@@ -2,6 +2,7 @@ package dos
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -66,7 +67,7 @@ func (w *Writer) Write(s *State) error {
 			}
 			off[k] = v
 		}
-		if err := syncMap(w, o.NfhDst, off, old.Dst, dstKey, false); err != nil {
+		if err := syncTrie(w, o.NfhDst, o.NfhDst4, off, old.Dst, false); err != nil {
 			return err
 		}
 		old.Dst = off
@@ -113,15 +114,13 @@ func (w *Writer) Write(s *State) error {
 		{o.NfhSigDport, func(t *Tables) []bitmap { return t.DPort[:] }},
 		{o.NfhSigLen, func(t *Tables) []bitmap { return t.Len[:] }},
 		{o.NfhSigTtl, func(t *Tables) []bitmap { return t.TTL[:] }},
-		{o.NfhSigFlags, func(t *Tables) []bitmap { return t.Flags[:] }},
-		{o.NfhSigItype, func(t *Tables) []bitmap { return t.IType[:] }},
-		{o.NfhSigIcode, func(t *Tables) []bitmap { return t.ICode[:] }},
+		{o.NfhSigL4, func(t *Tables) []bitmap { return t.L4[:] }},
 	} {
 		if err := writeArray(w, a.m, a.f(s.Tables), pick(a.f)); err != nil {
 			return err
 		}
 	}
-	if err := syncMap(w, o.NfhSigSrc, s.Tables.Src, old.Tables.Src, dstKey, true); err != nil {
+	if err := syncTrie(w, o.NfhSigSrc, o.NfhSigSrc4, s.Tables.Src, old.Tables.Src, true); err != nil {
 		return err
 	}
 	for i, sg := range s.Sigs {
@@ -149,27 +148,78 @@ func (w *Writer) Write(s *State) error {
 	if err := w.writeNames(old, s); err != nil {
 		return err
 	}
-	if err := syncMap(w, o.NfhSrcLists, verdicts(s.Lists), verdicts(old.Lists), dstKey, true); err != nil {
+	if err := syncTrie(w, o.NfhSrcLists, o.NfhSrcLists4, verdicts(s.Lists), verdicts(old.Lists), true); err != nil {
 		return err
 	}
-	if err := syncMap(w, o.NfhTenantLists, tenantVerdicts(s.TenantLists), tenantVerdicts(old.TenantLists), tenantKey, true); err != nil {
+	tw6, tw4 := splitTenant(tenantVerdicts(s.TenantLists))
+	th6, th4 := splitTenant(tenantVerdicts(old.TenantLists))
+	if err := syncMap(w, o.NfhTenantLists, tw6, th6, tenantKey, true); err != nil {
+		return err
+	}
+	if err := syncMap(w, o.NfhTenantLists4, tw4, th4, tenantKey4, true); err != nil {
 		return err
 	}
 	set := dosBPFSettings{Nsigs: uint32(len(s.Sigs)), SampleRate: s.SampleRate, NeedsSrc: s.Tables.NeedsSrc, DstV4: s.DstV4, DstV6: s.DstV6}
 	if err := o.NfhSettings.Put(uint32(0), set); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
-	if err := syncMap(w, o.NfhDst, s.Dst, old.Dst, dstKey, true); err != nil {
+	if err := syncTrie(w, o.NfhDst, o.NfhDst4, s.Dst, old.Dst, true); err != nil {
 		return err
 	}
 	w.last = s
 	return nil
 }
 
-func dstKey(p netip.Prefix) dosBPFLpmKey { return Key(p) }
+// is4 says whether a trie-form prefix is IPv4 (IPv4-mapped, at least /96).
+func is4(p netip.Prefix) bool { return p.Addr().Is4In6() && p.Bits() >= 96 }
+
+// key6 and key4 are a trie-form prefix's key in the IPv6 and IPv4 tries.
+func key6(p netip.Prefix) dosBPFLpmKey {
+	return dosBPFLpmKey{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+}
+
+func key4(p netip.Prefix) dosBPFLpmKey4 {
+	return dosBPFLpmKey4{Prefixlen: uint32(p.Bits() - 96), Addr: addr4(p.Addr())}
+}
+
+// addr4 is an IPv4 address as the C u32 in network order holds it.
+func addr4(a netip.Addr) uint32 {
+	b := a.Unmap().As4()
+	return binary.LittleEndian.Uint32(b[:])
+}
+
+func split[K comparable, V any](m map[K]V, v4 func(K) bool) (six, four map[K]V) {
+	six, four = map[K]V{}, map[K]V{}
+	for k, v := range m {
+		if v4(k) {
+			four[k] = v
+		} else {
+			six[k] = v
+		}
+	}
+	return six, four
+}
+
+func splitTenant(m map[TenantListKey]uint32) (six, four map[TenantListKey]uint32) {
+	return split(m, func(k TenantListKey) bool { return is4(k.Prefix) })
+}
+
+// syncTrie syncs a trie pair from trie-form prefixes.
+func syncTrie[V comparable](w *Writer, m6, m4 *ebpf.Map, want, have map[netip.Prefix]V, del bool) error {
+	w6, w4 := split(want, is4)
+	h6, h4 := split(have, is4)
+	if err := syncMap(w, m6, w6, h6, key6, del); err != nil {
+		return err
+	}
+	return syncMap(w, m4, w4, h4, key4, del)
+}
 
 func tenantKey(k TenantListKey) dosBPFTenantKey {
 	return dosBPFTenantKey{Prefixlen: uint32(32 + k.Prefix.Bits()), Tenant: k.Tenant, Addr: k.Prefix.Addr().As16()}
+}
+
+func tenantKey4(k TenantListKey) dosBPFTenantKey4 {
+	return dosBPFTenantKey4{Prefixlen: uint32(32 + k.Prefix.Bits() - 96), Tenant: k.Tenant, Addr: addr4(k.Prefix.Addr())}
 }
 
 func verdicts(m map[netip.Prefix]Verdict) map[netip.Prefix]uint32 {
@@ -365,17 +415,18 @@ func (w *Writer) observe() (*State, error) {
 	o := w.o
 	st := &State{Lists: map[netip.Prefix]Verdict{}, TenantLists: map[TenantListKey]Verdict{},
 		Dst: map[netip.Prefix]dosBPFDstInfo{}, Tenants: map[uint32]string{}, Tables: &Tables{Src: map[netip.Prefix]bitmap{}}}
-	var k dosBPFLpmKey
-	var v uint32
-	it := o.NfhSrcLists.Iterate()
-	for it.Next(&k, &v) {
-		st.Lists[keyPrefix(k)] = Verdict(v)
+	if err := readTrie(o.NfhSrcLists, o.NfhSrcLists4, func(p netip.Prefix, v uint32) { st.Lists[p] = Verdict(v) }); err != nil {
+		return nil, err
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", o.NfhSrcLists, err)
+	if err := readTrie(o.NfhDst, o.NfhDst4, func(p netip.Prefix, v dosBPFDstInfo) { st.Dst[p] = v }); err != nil {
+		return nil, err
+	}
+	if err := readTrie(o.NfhSigSrc, o.NfhSigSrc4, func(p netip.Prefix, v bitmap) { st.Tables.Src[p] = v }); err != nil {
+		return nil, err
 	}
 	var tk dosBPFTenantKey
-	it = o.NfhTenantLists.Iterate()
+	var v uint32
+	it := o.NfhTenantLists.Iterate()
 	for it.Next(&tk, &v) {
 		p := netip.PrefixFrom(netip.AddrFrom16(tk.Addr), int(tk.Prefixlen)-32)
 		st.TenantLists[TenantListKey{Tenant: tk.Tenant, Prefix: p}] = Verdict(v)
@@ -383,21 +434,14 @@ func (w *Writer) observe() (*State, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", o.NfhTenantLists, err)
 	}
-	var di dosBPFDstInfo
-	it = o.NfhDst.Iterate()
-	for it.Next(&k, &di) {
-		st.Dst[keyPrefix(k)] = di
+	var tk4 dosBPFTenantKey4
+	it = o.NfhTenantLists4.Iterate()
+	for it.Next(&tk4, &v) {
+		p := netip.PrefixFrom(from4(tk4.Addr), int(tk4.Prefixlen)-32+96)
+		st.TenantLists[TenantListKey{Tenant: tk4.Tenant, Prefix: p}] = Verdict(v)
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", o.NfhDst, err)
-	}
-	var b bitmap
-	it = o.NfhSigSrc.Iterate()
-	for it.Next(&k, &b) {
-		st.Tables.Src[keyPrefix(k)] = b
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", o.NfhSigSrc, err)
+		return nil, fmt.Errorf("read %s: %w", o.NfhTenantLists4, err)
 	}
 	names, err := readNames(o.NfhNames)
 	if err != nil {
@@ -435,7 +479,31 @@ func readNames(m *ebpf.Map) ([]string, error) {
 	return out, nil
 }
 
-// keyPrefix is the inverse of Key, in trie form.
-func keyPrefix(k dosBPFLpmKey) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen))
+// from4 is the trie form (IPv4-mapped) of a C network-order u32.
+func from4(a uint32) netip.Addr {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], a)
+	return netip.AddrFrom16(netip.AddrFrom4(b).As16())
+}
+
+// readTrie reads a trie pair into trie-form prefixes.
+func readTrie[V any](m6, m4 *ebpf.Map, put func(netip.Prefix, V)) error {
+	var k dosBPFLpmKey
+	var k4 dosBPFLpmKey4
+	var v V
+	it := m6.Iterate()
+	for it.Next(&k, &v) {
+		put(netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen)), v)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", m6, err)
+	}
+	it = m4.Iterate()
+	for it.Next(&k4, &v) {
+		put(netip.PrefixFrom(from4(k4.Addr), int(k4.Prefixlen)+96), v)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", m4, err)
+	}
+	return nil
 }

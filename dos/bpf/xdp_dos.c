@@ -11,10 +11,11 @@
 //   4. the destination's rate limit (GCRA token bucket in an LRU map);
 //   5. 1-in-N sampling of headers and verdict to a ring buffer;
 //   6. counters: global by reason, per signature, per rate limit, per tenant.
-// IPv4 addresses are looked up as IPv4-mapped IPv6 (::ffff:a.b.c.d) so
-// that one LPM trie serves both families with one lookup; a list entry's
-// value is its verdict, and user space resolves overlaps so that allow
-// always wins (a deny prefix covered by an allow prefix is never written).
+// Every trie comes in two families: IPv4 keys are 4 bytes, so an IPv4
+// lookup compares a quarter of what an IPv4-mapped IPv6 key would at every
+// trie node. A list entry's value is its verdict, and user space resolves
+// overlaps so that allow always wins (a deny prefix covered by an allow
+// prefix is never written). Rate-limit buckets key IPv4 as IPv4-mapped.
 //
 // Anything the program does not understand passes to the kernel, counted.
 
@@ -58,19 +59,46 @@ struct lpm_key {
 	__u8 addr[16];
 };
 
+struct lpm_key4 {
+	__u32 prefixlen;
+	__u32 addr; // network order
+};
+
+// TRIE declares an IPv6 trie and its IPv4 twin (name4).
+#define TRIE(name, value_t, n) \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+		__type(key, struct lpm_key); \
+		__type(value, value_t); \
+		__uint(max_entries, n); \
+		__uint(map_flags, BPF_F_NO_PREALLOC); \
+		__uint(pinning, LIBBPF_PIN_BY_NAME); \
+	} name SEC(".maps"); \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+		__type(key, struct lpm_key4); \
+		__type(value, value_t); \
+		__uint(max_entries, n); \
+		__uint(map_flags, BPF_F_NO_PREALLOC); \
+		__uint(pinning, LIBBPF_PIN_BY_NAME); \
+	} name##4 SEC(".maps")
+
+// A packet's addresses in both key forms; v4 says which one applies.
+struct addrs {
+	int v4;
+	struct lpm_key src, dst;     // IPv6, or IPv4-mapped (rate-limit keys)
+	struct lpm_key4 src4, dst4;
+};
+
+#define LOOKUP(v4, a, map, side) \
+	((v4) ? bpf_map_lookup_elem(&map##4, &(a)->side##4) : bpf_map_lookup_elem(&map, &(a)->side))
+
 struct stats {
 	__u64 packets;
 	__u64 bytes;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct lpm_key);
-	__type(value, __u32);
-	__uint(max_entries, 262144);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nfh_src_lists SEC(".maps");
+TRIE(nfh_src_lists, __u32, 262144);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -114,20 +142,19 @@ struct dst_info {
 
 #define DST_TENANT_LISTS 1 // the tenant has allow/deny entries
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct lpm_key);
-	__type(value, struct dst_info);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nfh_dst SEC(".maps");
+TRIE(nfh_dst, struct dst_info, 65536);
 
 // Tenant-scoped source lists: the tenant index is part of the key.
 struct tenant_key {
 	__u32 prefixlen; // 32 + source prefix length
 	__u32 tenant;
 	__u8 addr[16];
+};
+
+struct tenant_key4 {
+	__u32 prefixlen; // 32 + source prefix length
+	__u32 tenant;
+	__u32 addr;
 };
 
 struct {
@@ -138,6 +165,15 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nfh_tenant_lists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct tenant_key4);
+	__type(value, __u32);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_tenant_lists4 SEC(".maps");
 
 // rule_stats: per signature, per rate-limit rule and per tenant.
 struct rule_stats {
@@ -287,7 +323,10 @@ static __always_inline int rate_limit(__u32 rule_idx, struct lpm_key *dst, __u64
 // ns each, so the stage does not scan signatures one by one.
 
 #define NO_PORT 65536   // index for packets without ports
-#define NO_L4 256       // index for packets without TCP flags / ICMP header
+// nfh_sig_l4 index: the TCP flags byte, ICMP_BASE + (type << 8 | code),
+// or L4_NONE for packets with neither (one lookup for three fields).
+#define ICMP_BASE 256
+#define L4_NONE (ICMP_BASE + 65536)
 #define PAYLOAD_MAX 16
 #define PAYLOAD_OFF_MAX 1500
 
@@ -336,18 +375,9 @@ FIELD_ARRAY(nfh_sig_sport, 65537);   // index: source port, NO_PORT
 FIELD_ARRAY(nfh_sig_dport, 65537);   // index: destination port, NO_PORT
 FIELD_ARRAY(nfh_sig_len, 65536);     // index: IP packet length
 FIELD_ARRAY(nfh_sig_ttl, 256);       // index: TTL / hop limit
-FIELD_ARRAY(nfh_sig_flags, 257);     // index: TCP flags byte, NO_L4
-FIELD_ARRAY(nfh_sig_itype, 257);     // index: ICMP type, NO_L4
-FIELD_ARRAY(nfh_sig_icode, 257);     // index: ICMP code, NO_L4
+FIELD_ARRAY(nfh_sig_l4, L4_NONE + 1); // index: see ICMP_BASE
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct lpm_key);
-	__type(value, struct bitmap);
-	__uint(max_entries, 1024);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nfh_sig_src SEC(".maps");
+TRIE(nfh_sig_src, struct bitmap, 1024);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -424,7 +454,7 @@ static __always_inline __u32 ctz64(__u64 x)
 }
 
 struct pkt_fields {
-	__u32 proto, sport, dport, len, ttl, flags, itype, icode;
+	__u32 proto, sport, dport, len, ttl, l4; // l4: nfh_sig_l4 index
 	__u32 payload; // offset of the L4 payload from the packet start; 0: none
 };
 
@@ -453,17 +483,16 @@ static __always_inline int payload_matches(struct xdp_md *ctx, struct sig_meta *
 
 // classify returns the index of the first live matching signature, or -1.
 static __always_inline int classify(struct xdp_md *ctx, struct settings *cfg, struct pkt_fields *f,
-				    struct lpm_key *src, struct bitmap *dst_sigs)
+				    struct addrs *a, struct bitmap *dst_sigs, const int v4)
 {
 	struct bitmap acc = *dst_sigs;
 	if (!and_bitmap(&acc, dst_sigs))
 		return -1;
 	if (!and_field(&acc, &nfh_sig_proto, f->proto) || !and_field(&acc, &nfh_sig_dport, f->dport) ||
 	    !and_field(&acc, &nfh_sig_sport, f->sport) || !and_field(&acc, &nfh_sig_len, f->len) ||
-	    !and_field(&acc, &nfh_sig_ttl, f->ttl) || !and_field(&acc, &nfh_sig_flags, f->flags) ||
-	    !and_field(&acc, &nfh_sig_itype, f->itype) || !and_field(&acc, &nfh_sig_icode, f->icode))
+	    !and_field(&acc, &nfh_sig_l4, f->l4) || !and_field(&acc, &nfh_sig_ttl, f->ttl))
 		return -1;
-	if (intersects(&acc, &cfg->needs_src) && !and_bitmap(&acc, bpf_map_lookup_elem(&nfh_sig_src, src)))
+	if (intersects(&acc, &cfg->needs_src) && !and_bitmap(&acc, LOOKUP(v4, a, nfh_sig_src, src)))
 		return -1;
 #pragma unroll
 	for (int i = 0; i < SIG_WORDS; i++) {
@@ -560,6 +589,94 @@ static __always_inline int finish(struct xdp_md *ctx, struct settings *cfg, stru
 	return o.action;
 }
 
+// decide runs stages 1-6 on a parsed packet. It is inlined twice with v4
+// constant, so that every trie lookup names its map directly: a call site
+// shared by two maps would make the verifier fall back to an indirect call.
+static __always_inline int decide(struct xdp_md *ctx, struct addrs *a, struct pkt_fields *f, __u64 len, const int v4)
+{
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&nfh_settings, &zero);
+	struct dst_info *di = LOOKUP(v4, a, nfh_dst, dst);
+	struct outcome o = {.action = XDP_PASS, .reason = COUNTER_PASS, .rule = -1};
+
+	// 1-2. Allow and deny lists: global, then the tenant's. Allow wins.
+	__u32 *v = LOOKUP(v4, a, nfh_src_lists, src);
+	__u32 gv = v ? *v : VERDICT_NONE, tv = VERDICT_NONE;
+	if (gv == VERDICT_ALLOW) {
+		o.reason = COUNTER_ALLOW;
+		return finish(ctx, cfg, di, o, len);
+	}
+	if (di && (di->flags & DST_TENANT_LISTS)) {
+		__u32 *t;
+		if (v4) {
+			struct tenant_key4 tk = {.prefixlen = 32 + 32, .tenant = di->tenant, .addr = a->src4.addr};
+			t = bpf_map_lookup_elem(&nfh_tenant_lists4, &tk);
+		} else {
+			struct tenant_key tk = {.prefixlen = 32 + 128, .tenant = di->tenant};
+			__builtin_memcpy(tk.addr, a->src.addr, 16);
+			t = bpf_map_lookup_elem(&nfh_tenant_lists, &tk);
+		}
+		tv = t ? *t : VERDICT_NONE;
+		if (tv == VERDICT_ALLOW) {
+			o.reason = COUNTER_TENANT_ALLOW;
+			return finish(ctx, cfg, di, o, len);
+		}
+	}
+	if (gv == VERDICT_DENY) {
+		o.action = XDP_DROP;
+		o.reason = COUNTER_DENY;
+		return finish(ctx, cfg, di, o, len);
+	}
+	if (tv == VERDICT_DENY) {
+		o.action = XDP_DROP;
+		o.reason = COUNTER_TENANT_DENY;
+		return finish(ctx, cfg, di, o, len);
+	}
+	if (gv == VERDICT_DENY_MONITOR || tv == VERDICT_DENY_MONITOR)
+		count(COUNTER_MONITOR, len, 0);
+
+	// 3. Signatures.
+	if (cfg && cfg->nsigs) {
+		struct bitmap *dsigs = di ? &di->sigs : v4 ? &cfg->dst_v4 : &cfg->dst_v6;
+		int sig = classify(ctx, cfg, f, a, dsigs, v4);
+		if (sig >= 0) {
+			__u32 idx = sig;
+			struct sig_meta *m = bpf_map_lookup_elem(&nfh_sig_meta, &idx);
+			int drop = 0;
+			if (m && m->action == SIG_DROP) {
+				drop = 1;
+			} else if (m && m->action == SIG_RATELIMIT) {
+				int r = rate_limit(m->rate_rule, &a->dst, len);
+				drop = r == RATE_DROP;
+				if (r == RATE_MONITOR)
+					count(COUNTER_MONITOR, len, 0);
+			} else {
+				count(COUNTER_MONITOR, len, 0);
+			}
+			count_rule(&nfh_sig_counters, idx, len, drop);
+			if (drop) {
+				o.action = XDP_DROP;
+				o.reason = COUNTER_SIG_DROP;
+				o.rule = sig;
+				return finish(ctx, cfg, di, o, len);
+			}
+		}
+	}
+
+	// 4. The destination's rate limit.
+	if (di && di->rate_rule) {
+		int r = rate_limit(di->rate_rule - 1, &a->dst, len);
+		if (r == RATE_DROP) {
+			o.action = XDP_DROP;
+			o.reason = COUNTER_RATE_DROP;
+			return finish(ctx, cfg, di, o, len);
+		}
+		if (r == RATE_MONITOR)
+			count(COUNTER_MONITOR, len, 0);
+	}
+	return finish(ctx, cfg, di, o, len);
+}
+
 SEC("xdp")
 int nfhost_dos(struct xdp_md *ctx)
 {
@@ -586,24 +703,22 @@ int nfhost_dos(struct xdp_md *ctx)
 		cur = vh + 1;
 	}
 
-	struct lpm_key key = {.prefixlen = 128};
-	struct lpm_key dkey = {.prefixlen = 128};
-	struct pkt_fields f = {.sport = NO_PORT, .dport = NO_PORT, .flags = NO_L4, .itype = NO_L4, .icode = NO_L4};
+	struct addrs a = {.src = {.prefixlen = 128}, .dst = {.prefixlen = 128}, .src4 = {.prefixlen = 32}, .dst4 = {.prefixlen = 32}};
+	struct pkt_fields f = {.sport = NO_PORT, .dport = NO_PORT, .l4 = L4_NONE};
 	void *l4;
-	int fragment = 0, is_v4 = 0;
+	int fragment = 0;
 	if (proto == bpf_htons(ETH_P_IP)) {
-		is_v4 = 1;
 		struct iphdr *ip = cur;
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
 			return count(COUNTER_MALFORMED, len, XDP_PASS);
 		if ((void *)ip + ip->ihl * 4 > data_end)
 			return count(COUNTER_MALFORMED, len, XDP_PASS);
-		key.addr[10] = 0xff;
-		key.addr[11] = 0xff;
-		__builtin_memcpy(&key.addr[12], &ip->saddr, 4);
-		dkey.addr[10] = 0xff;
-		dkey.addr[11] = 0xff;
-		__builtin_memcpy(&dkey.addr[12], &ip->daddr, 4);
+		a.v4 = 1;
+		a.src4.addr = ip->saddr;
+		a.dst4.addr = ip->daddr;
+		a.dst.addr[10] = 0xff;
+		a.dst.addr[11] = 0xff;
+		__builtin_memcpy(&a.dst.addr[12], &ip->daddr, 4);
 		f.proto = ip->protocol;
 		f.len = bpf_ntohs(ip->tot_len);
 		f.ttl = ip->ttl;
@@ -613,8 +728,8 @@ int nfhost_dos(struct xdp_md *ctx)
 		struct ipv6hdr *ip6 = cur;
 		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
 			return count(COUNTER_MALFORMED, len, XDP_PASS);
-		__builtin_memcpy(key.addr, &ip6->saddr, 16);
-		__builtin_memcpy(dkey.addr, &ip6->daddr, 16);
+		__builtin_memcpy(a.src.addr, &ip6->saddr, 16);
+		__builtin_memcpy(a.dst.addr, &ip6->daddr, 16);
 		// Extension headers are not walked: their packets show the
 		// extension header as protocol and carry no ports.
 		f.proto = ip6->nexthdr;
@@ -633,7 +748,7 @@ int nfhost_dos(struct xdp_md *ctx)
 			if ((void *)(th + 1) <= data_end) {
 				f.sport = bpf_ntohs(th->source);
 				f.dport = bpf_ntohs(th->dest);
-				f.flags = ((__u8 *)th)[13];
+				f.l4 = ((__u8 *)th)[13];
 				f.payload = l4off + th->doff * 4;
 			}
 		} else if (f.proto == IPPROTO_UDP) {
@@ -646,8 +761,7 @@ int nfhost_dos(struct xdp_md *ctx)
 		} else if (f.proto == IPPROTO_ICMP || f.proto == 58) {
 			__u8 *ic = l4;
 			if ((void *)(ic + 2) <= data_end) {
-				f.itype = ic[0];
-				f.icode = ic[1];
+				f.l4 = ICMP_BASE + ((__u32)ic[0] << 8 | ic[1]);
 				f.payload = l4off + 8;
 			}
 		} else {
@@ -655,79 +769,7 @@ int nfhost_dos(struct xdp_md *ctx)
 		}
 	}
 
-	__u32 zero = 0;
-	struct settings *cfg = bpf_map_lookup_elem(&nfh_settings, &zero);
-	struct dst_info *di = bpf_map_lookup_elem(&nfh_dst, &dkey);
-	struct outcome o = {.action = XDP_PASS, .reason = COUNTER_PASS, .rule = -1};
-
-	// 1-2. Allow and deny lists: global, then the tenant's. Allow wins.
-	__u32 *v = bpf_map_lookup_elem(&nfh_src_lists, &key);
-	__u32 gv = v ? *v : VERDICT_NONE, tv = VERDICT_NONE;
-	if (gv == VERDICT_ALLOW) {
-		o.reason = COUNTER_ALLOW;
-		return finish(ctx, cfg, di, o, len);
-	}
-	if (di && (di->flags & DST_TENANT_LISTS)) {
-		struct tenant_key tk = {.prefixlen = 32 + 128, .tenant = di->tenant};
-		__builtin_memcpy(tk.addr, key.addr, 16);
-		__u32 *t = bpf_map_lookup_elem(&nfh_tenant_lists, &tk);
-		tv = t ? *t : VERDICT_NONE;
-		if (tv == VERDICT_ALLOW) {
-			o.reason = COUNTER_TENANT_ALLOW;
-			return finish(ctx, cfg, di, o, len);
-		}
-	}
-	if (gv == VERDICT_DENY) {
-		o.action = XDP_DROP;
-		o.reason = COUNTER_DENY;
-		return finish(ctx, cfg, di, o, len);
-	}
-	if (tv == VERDICT_DENY) {
-		o.action = XDP_DROP;
-		o.reason = COUNTER_TENANT_DENY;
-		return finish(ctx, cfg, di, o, len);
-	}
-	if (gv == VERDICT_DENY_MONITOR || tv == VERDICT_DENY_MONITOR)
-		count(COUNTER_MONITOR, len, 0);
-
-	// 3. Signatures.
-	if (cfg && cfg->nsigs) {
-		struct bitmap *dsigs = di ? &di->sigs : is_v4 ? &cfg->dst_v4 : &cfg->dst_v6;
-		int sig = classify(ctx, cfg, &f, &key, dsigs);
-		if (sig >= 0) {
-			__u32 idx = sig;
-			struct sig_meta *m = bpf_map_lookup_elem(&nfh_sig_meta, &idx);
-			int drop = 0;
-			if (m && m->action == SIG_DROP) {
-				drop = 1;
-			} else if (m && m->action == SIG_RATELIMIT) {
-				int r = rate_limit(m->rate_rule, &dkey, len);
-				drop = r == RATE_DROP;
-				if (r == RATE_MONITOR)
-					count(COUNTER_MONITOR, len, 0);
-			} else {
-				count(COUNTER_MONITOR, len, 0);
-			}
-			count_rule(&nfh_sig_counters, idx, len, drop);
-			if (drop) {
-				o.action = XDP_DROP;
-				o.reason = COUNTER_SIG_DROP;
-				o.rule = sig;
-				return finish(ctx, cfg, di, o, len);
-			}
-		}
-	}
-
-	// 4. The destination's rate limit.
-	if (di && di->rate_rule) {
-		int r = rate_limit(di->rate_rule - 1, &dkey, len);
-		if (r == RATE_DROP) {
-			o.action = XDP_DROP;
-			o.reason = COUNTER_RATE_DROP;
-			return finish(ctx, cfg, di, o, len);
-		}
-		if (r == RATE_MONITOR)
-			count(COUNTER_MONITOR, len, 0);
-	}
-	return finish(ctx, cfg, di, o, len);
+	if (a.v4)
+		return decide(ctx, &a, &f, len, 1);
+	return decide(ctx, &a, &f, len, 0);
 }
