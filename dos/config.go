@@ -109,21 +109,32 @@ type Spec struct {
 
 var sigIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,47}$`)
 
-// Parse decodes and validates a DoS document; scope is the key it came
-// from for error messages ("tenants/acme/dos" or "dos/global").
-func Parse(tenant string, data []byte) (Spec, error) {
+// GlobalKey is the fleet-wide document's key under the KV prefix.
+const GlobalKey = "dos/global"
+
+// Parse decodes and validates a tenant's DoS document
+// (tenants/<tenant>/dos).
+func Parse(tenant string, data []byte) (Spec, error) { return parse(tenant, config.KeyDoS, data) }
+
+// ParseGlobal decodes and validates nfhost/dos/global.
+func ParseGlobal(data []byte) (Spec, error) { return parse("", GlobalKey, data) }
+
+func parse(tenant, key string, data []byte) (Spec, error) {
 	var c Config
-	if err := config.DecodeStrict(tenant, config.KeyDoS, data, &c); err != nil {
+	if err := config.DecodeStrict(tenant, key, data, &c); err != nil {
 		return Spec{}, err
 	}
-	return c.Validate(tenant)
+	return c.validate(tenant, key)
 }
 
-// Validate checks every field and compiles the signatures.
-func (c Config) Validate(tenant string) (Spec, error) {
+// Validate checks every field of a tenant's document and compiles the
+// signatures.
+func (c Config) Validate(tenant string) (Spec, error) { return c.validate(tenant, config.KeyDoS) }
+
+func (c Config) validate(tenant, key string) (Spec, error) {
 	var errs config.Errors
 	add := func(path, value, format string, args ...any) {
-		errs = append(errs, &config.FieldError{Tenant: tenant, Key: config.KeyDoS, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &config.FieldError{Tenant: tenant, Key: key, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
 	}
 	var s Spec
 	switch c.Mode {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -21,6 +22,7 @@ type Tenant struct {
 // tenants stable counter indexes (recovered from the pinned name map after
 // a restart), builds the State purely and writes the difference.
 type Reconciler struct {
+	mu    sync.Mutex // Apply against Counters (metrics scrapes)
 	objs  *dosBPFObjects
 	w     *Writer
 	index map[string]uint32
@@ -53,6 +55,8 @@ func newReconciler(o *dosBPFObjects, log *slog.Logger) (*Reconciler, error) {
 // the tenants whose DoS document could not be placed (they keep counters
 // but no rules); err is a failure to write the maps.
 func (r *Reconciler) Apply(global Spec, tenants []Tenant, now time.Time) (map[string]error, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	want := map[string]bool{}
 	for _, t := range tenants {
 		want[t.ID] = true
@@ -110,6 +114,8 @@ func (r *Reconciler) TenantIndex(id string) uint32 { return r.index[id] }
 
 // TenantName maps a counter index back to its tenant ("" if unused).
 func (r *Reconciler) TenantName(i uint32) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if st := r.w.Last(); st != nil {
 		return st.Tenants[i]
 	}
@@ -135,6 +141,8 @@ type Counters struct {
 
 // Counters reads every counter.
 func (r *Reconciler) Counters() (Counters, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	c := Counters{Reasons: map[string]Stats{}, Signatures: map[string]Stats{}, RateLimits: map[string]Stats{}, Tenants: map[string]Stats{}}
 	for i, name := range Reasons {
 		var per []dosBPFStats

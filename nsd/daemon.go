@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
@@ -49,6 +50,9 @@ type Options struct {
 	Routing Plumber
 	// Firewall may be nil: firewall keys are then reported as not applied.
 	Firewall Firewall
+	// DoS may be nil (no --uplink): dos keys are then reported as not
+	// applied.
+	DoS      DoS
 	NSPrefix string
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
@@ -74,6 +78,8 @@ type applied struct {
 	prefixes []netip.Prefix
 	fwIndex  uint64         // ModifyIndex of the firewall key in force (0: none)
 	fw       *firewall.Spec // last good firewall; nil: none
+	dosIndex uint64         // ModifyIndex of the dos key in force (0: none)
+	dos      *dos.Spec      // last good DoS document; nil: none
 }
 
 // Daemon holds the reconcile state. Its methods are not safe for
@@ -89,6 +95,7 @@ type Daemon struct {
 	failed   map[string]bool
 	statuses map[string]source.Status
 	held     []string
+	dos      dosState
 }
 
 // New creates a daemon.
@@ -255,6 +262,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		id := results[i].Tenant
 		results[i] = d.reconcileTenant(ctx, id, s.Tenants[id], holdings, slots, full)
 	}
+	d.reconcileDoS(ctx, s, full)
 	if full {
 		// GC reads the mirrors Observe loaded; incremental passes skip it
 		// so their cost does not grow with untouched tenants.
@@ -297,10 +305,8 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 			log.Warn(w)
 		}
 	}
-	for _, k := range []string{config.KeyFirewall, config.KeyDoS} {
-		if _, ok := keys[k]; ok && (k == config.KeyDoS || d.o.Firewall == nil) {
-			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: not applied by this nsd version", id, k))
-		}
+	if _, ok := keys[config.KeyFirewall]; ok && d.o.Firewall == nil {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/firewall: not applied by this nsd", id))
 	}
 
 	net, ok := keys[config.KeyNetwork]
@@ -346,6 +352,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	a := &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes}
 	if prevApplied != nil {
 		a.fw, a.fwIndex = prevApplied.fw, prevApplied.fwIndex
+		a.dos, a.dosIndex = prevApplied.dos, prevApplied.dosIndex
 	}
 	d.applied[id] = a
 	d.observed[id] = routing.Observed{ID: id, Slot: slot, HostIf: spec.HostIf, Namespace: spec.Namespace}
@@ -357,6 +364,10 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	if fwErr != nil {
 		st.Changes = len(changes)
 		return d.fail(ctx, log, st, "firewall", fwErr, "firewall not applied; keeping last good rules")
+	}
+	if err := d.parseTenantDoS(id, keys, a, &st); err != nil {
+		st.Changes = len(changes)
+		return d.fail(ctx, log, st, "dos", err, "DoS document rejected; keeping the last good one")
 	}
 	delete(d.failed, id)
 
@@ -506,7 +517,7 @@ func (d *Daemon) updateGauges() {
 
 func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot) {
 	hs := source.HostStatus{Host: d.o.HostID, UpdatedAt: d.o.Now().UTC(), Tenants: len(d.applied),
-		HeldDeletes: d.held, Problems: s.Problems}
+		HeldDeletes: d.held, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr}
 	if len(d.held) > 0 {
 		hs.ConfirmToken = deleteToken(d.held)
 	}

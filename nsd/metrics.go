@@ -19,6 +19,9 @@ type Metrics struct {
 	FirewallApplySeconds prometheus.Histogram
 	FirewallPackets      *prometheus.GaugeVec
 	FirewallBytes        *prometheus.GaugeVec
+
+	DoSApplySeconds prometheus.Histogram
+	DoSSamples      *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers the metrics on reg (nil: unregistered).
@@ -46,10 +49,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Packets matched by a tenant firewall rule, as last read from its nftables counter."}, []string{"tenant", "rule"}),
 		FirewallBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_firewall_rule_bytes",
 			Help: "Bytes matched by a tenant firewall rule, as last read from its nftables counter."}, []string{"tenant", "rule"}),
+		DoSApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_dos_apply_duration_seconds",
+			Help: "Time to build and write the XDP DoS maps.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		DoSSamples: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_dos_samples_total",
+			Help: "Packet samples read from the XDP ring buffer, by tenant (\"\" for none)."}, []string{"tenant"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
-			m.SourceErrors, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes)
+			m.SourceErrors, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
+			m.DoSApplySeconds, m.DoSSamples)
 	}
 	return m
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
 
+	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/routing"
@@ -41,14 +43,18 @@ func NSD(env Env, args []string) int {
 		once           bool
 		maxDelFraction float64
 		confirmDeletes bool
+		xdpMode        string
+		pinDir         string
 	)
 	hostname, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "nsd",
 		Short: "nfhost edge daemon: reconciles tenant namespaces, veths and policy routing from Consul KV",
 		Long: `nsd watches tenant configs (Consul KV, or a directory) and reconciles the kernel toward them:
-per tenant a network namespace joined to the host by a veth pair, and policy routing
-(nft mark + ip rule + per-tenant table) that steers the tenant's prefixes into it.
+per tenant a network namespace joined to the host by a veth pair, policy routing
+(nft mark + ip rule + per-tenant table) that steers the tenant's prefixes into it, the
+tenant's nftables firewall inside it, and, with --uplink, one shared XDP DoS layer on
+the uplink (drop lists, signatures, rate limits, sampling) from dos/global and tenants/<t>/dos.
 
 It never tears down the datapath on exit; a restart with unchanged config changes nothing.`,
 		Example: `  nsd --source consul --consul-addr 127.0.0.1:8500 --host-id edge1 --uplink eth0
@@ -65,7 +71,9 @@ It never tears down the datapath on exit; a restart with unchanged config change
 	fl.StringVar(&sf.stateDir, "state-dir", "/var/lib/nfhost", "where the directory source writes status")
 	fl.StringVar(&hostID, "host-id", hostname, "this edge server's ID (status keys, control keys)")
 	fl.StringVar(&hostNetns, "host-netns", "", "operate on this named network namespace as the host (empty: nsd's own)")
-	fl.StringVar(&uplink, "uplink", "", "uplink interface in the host namespace (checked at start)")
+	fl.StringVar(&uplink, "uplink", "", "uplink interface in the host namespace; the XDP DoS layer attaches to it (empty: no DoS layer)")
+	fl.StringVar(&xdpMode, "xdp-mode", "auto", "XDP attach mode on the uplink: native, generic, or auto (native, falling back to generic with a warning)")
+	fl.StringVar(&pinDir, "bpf-pin-dir", "", "bpffs directory for the DoS layer's pinned maps and link (default /sys/fs/bpf/nfhost/<host-id>)")
 	fl.StringVar(&nsPrefix, "ns-prefix", routing.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
 	fl.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9469")
@@ -87,6 +95,14 @@ It never tears down the datapath on exit; a restart with unchanged config change
 		}
 		if sf.source != "consul" && sf.source != "dir" {
 			return usageError("--source must be consul or dir, got %q", sf.source)
+		}
+		switch dos.Mode(xdpMode) {
+		case dos.ModeNative, dos.ModeGeneric, dos.ModeAuto:
+		default:
+			return usageError("--xdp-mode must be native, generic or auto, got %q", xdpMode)
+		}
+		if pinDir == "" {
+			pinDir = filepath.Join(dos.BPFFS, "nfhost", hostID)
 		}
 		log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level})).With("host", hostID)
 		// Flags are checked above, before privileges, so that a usage
@@ -118,8 +134,30 @@ It never tears down the datapath on exit; a restart with unchanged config change
 
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		d := nsd.New(nsd.Options{HostID: hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: nsPrefix, Resync: resync,
-			MaxDeleteFraction: maxDelFraction, ConfirmDeletes: confirmDeletes, Logger: log, Metrics: nsd.NewMetrics(reg)})
+		metrics := nsd.NewMetrics(reg)
+		opts := nsd.Options{HostID: hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: nsPrefix, Resync: resync,
+			MaxDeleteFraction: maxDelFraction, ConfirmDeletes: confirmDeletes, Logger: log, Metrics: metrics}
+		if uplink != "" {
+			dp, err := dos.Load(dos.LoadConfig{PinDir: pinDir, HostNS: hostNS, Uplink: uplink, Mode: dos.Mode(xdpMode), Logger: log})
+			if err != nil {
+				return fmt.Errorf("start the XDP DoS layer: %w", err)
+			}
+			defer dp.Close() // the program, link and maps stay pinned
+			dr, err := dos.NewReconciler(dp, log)
+			if err != nil {
+				return fmt.Errorf("start the XDP DoS layer: %w", err)
+			}
+			opts.DoS = dr
+			reg.MustRegister(nsd.NewDoSCollector(dr, log))
+			log.Info("XDP DoS layer attached", "uplink", uplink, "mode", dp.Mode, "upgraded_in_place", dp.Upgraded, "pin_dir", pinDir)
+			if !once {
+				stop := readSamples(dp, dr, metrics, log)
+				defer stop()
+			}
+		} else {
+			log.Warn("no --uplink: the XDP DoS layer is off; dos documents are reported as not applied")
+		}
+		d := nsd.New(opts)
 
 		if once {
 			rs, err := d.Once(env.Ctx)
@@ -161,6 +199,35 @@ It never tears down the datapath on exit; a restart with unchanged config change
 }
 
 var errOnceFailed = errors.New("one or more tenants failed")
+
+// readSamples counts the DoS layer's packet samples per tenant until
+// stopped. They are the detection stage's input; nsd itself only counts
+// them and logs them at debug level.
+func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog.Logger) (stop func()) {
+	rd, err := dp.Samples()
+	if err != nil {
+		log.Warn("packet samples unavailable", "err", err)
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			s, err := rd.Read()
+			if errors.Is(err, dos.ErrClosed) {
+				return
+			}
+			if err != nil {
+				log.Warn("read packet sample", "err", err)
+				continue
+			}
+			tenant := dr.TenantName(s.Tenant)
+			m.DoSSamples.WithLabelValues(tenant).Inc()
+			log.Debug("packet sample", "tenant", tenant, "len", s.Len, "dropped", s.Dropped, "reason", s.Reason)
+		}
+	}()
+	return func() { rd.Close(); <-done }
+}
 
 func checkUplink(hostNS netns.NsHandle, name string) error {
 	h, err := nsutil.Netlink(hostNS)

@@ -63,13 +63,16 @@ type FieldError struct {
 
 func (e *FieldError) Error() string {
 	var b strings.Builder
-	if e.Tenant != "" || e.Key != "" {
+	if e.Tenant != "" {
 		b.WriteString("tenants/")
 		b.WriteString(e.Tenant)
 		if e.Key != "" {
 			b.WriteString("/")
 			b.WriteString(e.Key)
 		}
+		b.WriteString(": ")
+	} else if e.Key != "" {
+		b.WriteString(e.Key) // a fleet-wide key, e.g. dos/global
 		b.WriteString(": ")
 	}
 	if e.Path != "" {

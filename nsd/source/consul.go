@@ -50,10 +50,14 @@ func (c *Consul) Read(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return s, fmt.Errorf("list %s: %w", c.key("control"), err)
 	}
-	return c.build(pairs, ctl), nil
+	dos, _, err := c.kv.List(c.key("dos")+"/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return s, fmt.Errorf("list %s: %w", c.key("dos"), err)
+	}
+	return c.build(pairs, ctl, dos), nil
 }
 
-func (c *Consul) build(tenantPairs, controlPairs api.KVPairs) Snapshot {
+func (c *Consul) build(tenantPairs, controlPairs, dosPairs api.KVPairs) Snapshot {
 	s := Snapshot{Tenants: map[string]map[string]Entry{}, Control: map[string]Entry{}}
 	tp := c.key("tenants") + "/"
 	for _, p := range tenantPairs {
@@ -78,6 +82,15 @@ func (c *Consul) build(tenantPairs, controlPairs api.KVPairs) Snapshot {
 	for _, p := range controlPairs {
 		s.Control[strings.TrimPrefix(p.Key, cp)] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
 	}
+	for _, p := range dosPairs {
+		switch {
+		case p.Key == c.key("dos", "global"):
+			s.DoSGlobal = &Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
+		case strings.HasSuffix(p.Key, "/") && p.Value == nil:
+		default:
+			s.Problems = append(s.Problems, fmt.Sprintf("%s: unknown key (the fleet-wide DoS document is %s)", p.Key, c.key("dos", "global")))
+		}
+	}
 	return s
 }
 
@@ -88,8 +101,9 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 		mu      sync.Mutex
 		tenants api.KVPairs
 		control api.KVPairs
-		have    [2]bool
-		index   [2]uint64 // index of the data in tenants and control
+		dos     api.KVPairs
+		have    [3]bool
+		index   [3]uint64 // index of the data in tenants, control and dos
 	)
 	changed := make(chan struct{}, 1)
 	watch := func(slot int, prefix string, set func(api.KVPairs)) {
@@ -132,6 +146,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 	}
 	go watch(0, c.key("tenants")+"/", func(p api.KVPairs) { tenants = p })
 	go watch(1, c.key("control")+"/", func(p api.KVPairs) { control = p })
+	go watch(2, c.key("dos")+"/", func(p api.KVPairs) { dos = p })
 	// Snapshots are deduplicated by the pair of indexes they were built
 	// from: both watchers signal at start, and a control change must not
 	// resend unchanged tenants as new. Comparing indexes keeps this O(1).
@@ -147,16 +162,17 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 		case <-changed:
 		}
 		mu.Lock()
-		ready := have[0] && have[1]
+		ready := have[0] && have[1] && have[2]
 		// A blocking query on an empty prefix wakes on any KV write, so the
-		// control index alone says nothing; its few entries are compared.
+		// control and dos indexes alone say nothing; their few entries are
+		// compared.
 		k := key{tenants: index[0]}
-		for _, p := range control {
+		for _, p := range append(append(api.KVPairs(nil), control...), dos...) {
 			k.control += fmt.Sprintf("%s=%d;", p.Key, p.ModifyIndex)
 		}
 		var snap Snapshot
 		if ready && k != last {
-			snap = c.build(tenants, control)
+			snap = c.build(tenants, control, dos)
 		}
 		mu.Unlock()
 		if !ready || k == last {
@@ -195,6 +211,19 @@ func (c *Consul) DeleteTenant(ctx context.Context, tenant string) error {
 	}
 	if _, err := c.kv.DeleteTree(c.key("tenants", tenant)+"/", (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("delete %s: %w", c.key("tenants", tenant), err)
+	}
+	return nil
+}
+
+// PutDoSGlobal writes <prefix>/dos/global with check-and-set.
+func (c *Consul) PutDoSGlobal(ctx context.Context, value []byte, cas uint64) error {
+	k := c.key("dos", "global")
+	ok, _, err := c.kv.CAS(&api.KVPair{Key: k, Value: value, ModifyIndex: cas}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("write %s: %w", k, err)
+	}
+	if !ok {
+		return fmt.Errorf("write %s: %w", k, ErrConflict)
 	}
 	return nil
 }

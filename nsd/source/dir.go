@@ -63,7 +63,13 @@ func (d *Dir) Read(ctx context.Context) (Snapshot, error) {
 			}
 			continue
 		case name == dirGlobal:
-			continue // fleet-wide DoS config, read by the DoS layer
+			b, err := os.ReadFile(filepath.Join(d.root, dirGlobal, "dos.json"))
+			if err == nil {
+				s.DoSGlobal = &Entry{Value: b, ModifyIndex: hashIndex(b)}
+			} else if !os.IsNotExist(err) {
+				return s, fmt.Errorf("read %s/dos.json: %w", dirGlobal, err)
+			}
+			continue
 		case !e.IsDir():
 			s.Problems = append(s.Problems, fmt.Sprintf("%s: not a tenant directory", filepath.Join(d.root, name)))
 			continue
@@ -151,6 +157,9 @@ func fingerprint(s Snapshot) string {
 			fmt.Fprintf(&b, "%s/%s=%d;", id, k, s.Tenants[id][k].ModifyIndex)
 		}
 	}
+	if s.DoSGlobal != nil {
+		fmt.Fprintf(&b, "g:%d;", s.DoSGlobal.ModifyIndex)
+	}
 	fmt.Fprintf(&b, "p:%s", strings.Join(s.Problems, "|"))
 	return b.String()
 }
@@ -171,6 +180,14 @@ func (d *Dir) tenantFile(tenant, key string) string {
 // Put writes a tenant file atomically, with check-and-set on its hash.
 func (d *Dir) Put(ctx context.Context, tenant, key string, value []byte, cas uint64) error {
 	p := d.tenantFile(tenant, key)
+	if err := checkCAS(p, cas); err != nil {
+		return err
+	}
+	return writeAtomic(p, value)
+}
+
+// checkCAS compares the file's content index with cas (0: must not exist).
+func checkCAS(p string, cas uint64) error {
 	cur, err := os.ReadFile(p)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -182,7 +199,7 @@ func (d *Dir) Put(ctx context.Context, tenant, key string, value []byte, cas uin
 	case hashIndex(cur) != cas:
 		return fmt.Errorf("write %s: %w", p, ErrConflict)
 	}
-	return writeAtomic(p, value)
+	return nil
 }
 
 func writeAtomic(p string, b []byte) error {
@@ -209,6 +226,15 @@ func (d *Dir) DeleteTenant(ctx context.Context, tenant string) error {
 		return fmt.Errorf("delete %s: %w", p, err)
 	}
 	return nil
+}
+
+// PutDoSGlobal writes DIR/_global/dos.json; cas as in Put.
+func (d *Dir) PutDoSGlobal(ctx context.Context, value []byte, cas uint64) error {
+	p := filepath.Join(d.root, dirGlobal, "dos.json")
+	if err := checkCAS(p, cas); err != nil {
+		return err
+	}
+	return writeAtomic(p, value)
 }
 
 // PutControl writes DIR/_control/<name>.

@@ -6,12 +6,14 @@
 //	<prefix>/tenants/<tenant>/network    operator-owned network config
 //	<prefix>/tenants/<tenant>/firewall   tenant-writable firewall rules
 //	<prefix>/tenants/<tenant>/dos        DoS settings
+//	<prefix>/dos/global                  fleet-wide DoS settings (operator)
 //	<prefix>/control/<name>              operator controls, e.g. confirm-deletes/<host>
 //	<prefix>/status/<host>/<tenant>      written by nsd
 //	<prefix>/status/<host>/_host         host-level status (delete guard)
 //
 // The directory source mirrors it: DIR/<tenant>/network.json (firewall.json,
-// dos.json), DIR/_control/<name>; status goes to STATE/status/.
+// dos.json), DIR/_global/dos.json, DIR/_control/<name>; status goes to
+// STATE/status/.
 package source
 
 import (
@@ -35,6 +37,8 @@ type Snapshot struct {
 	Tenants map[string]map[string]Entry
 	// Control holds <prefix>/control/<name> entries by name.
 	Control map[string]Entry
+	// DoSGlobal is <prefix>/dos/global; nil when absent.
+	DoSGlobal *Entry
 	// Problems are keys that could not be attributed to a tenant (bad
 	// tenant ID, nested keys); reported, never fatal.
 	Problems []string
@@ -61,6 +65,8 @@ type Store interface {
 	DeleteTenant(ctx context.Context, tenant string) error
 	// PutControl writes <prefix>/control/<name>.
 	PutControl(ctx context.Context, name string, value []byte) error
+	// PutDoSGlobal writes <prefix>/dos/global with check-and-set like Put.
+	PutDoSGlobal(ctx context.Context, value []byte, cas uint64) error
 	// PutStatus and DeleteStatus maintain <prefix>/status/<host>/<name>.
 	PutStatus(ctx context.Context, host, name string, st any) error
 	DeleteStatus(ctx context.Context, host, name string) error
@@ -101,6 +107,10 @@ type HostStatus struct {
 	// to let the held deletes through.
 	ConfirmToken string   `json:"confirm_token,omitempty"`
 	Problems     []string `json:"problems,omitempty"`
+	// DoSGlobalIndex is the ModifyIndex of the dos/global document in
+	// force; DoSGlobalError the reason a newer one was refused.
+	DoSGlobalIndex uint64 `json:"dos_global_index,omitempty"`
+	DoSGlobalError string `json:"dos_global_error,omitempty"`
 }
 
 // backoff doubles from 250ms to 10s.

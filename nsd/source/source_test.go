@@ -65,6 +65,23 @@ func storeContract(t *testing.T, st source.Store, rawPut func(key, value string)
 	if s := next(); string(s.Control["confirm-deletes/edge1"].Value) != "abc" {
 		t.Fatalf("control %+v", s.Control)
 	}
+	// The fleet-wide DoS document, with check-and-set.
+	if err := st.PutDoSGlobal(ctx, []byte(`{"deny":["192.0.2.66"]}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	g := next().DoSGlobal
+	if g == nil || string(g.Value) != `{"deny":["192.0.2.66"]}` {
+		t.Fatalf("dos/global %+v", g)
+	}
+	if err := st.PutDoSGlobal(ctx, []byte(`{}`), g.ModifyIndex+999); !errors.Is(err, source.ErrConflict) {
+		t.Fatalf("stale CAS on dos/global: %v", err)
+	}
+	if err := st.PutDoSGlobal(ctx, []byte(`{"mode":"monitor"}`), g.ModifyIndex); err != nil {
+		t.Fatal(err)
+	}
+	if g2 := next().DoSGlobal; g2 == nil || string(g2.Value) != `{"mode":"monitor"}` {
+		t.Fatalf("dos/global after update %+v", g2)
+	}
 	if err := st.PutStatus(ctx, "edge1", "acme", source.Status{Tenant: "acme", State: "applied"}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,204 @@
+package nsd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/nsd/source"
+)
+
+// DoS is the shared XDP DoS layer as the daemon uses it (dos.Reconciler).
+type DoS interface {
+	Apply(global dos.Spec, tenants []dos.Tenant, now time.Time) (map[string]error, error)
+	Counters() (dos.Counters, error)
+}
+
+// dosState is the host-wide DoS input last applied.
+type dosState struct {
+	global      *dos.Spec // last good nfhost/dos/global; nil: none
+	globalIndex uint64
+	globalErr   string
+	applied     string            // fingerprint of the last Apply's input
+	errs        map[string]string // tenant → placement error of the last Apply
+}
+
+// parseTenantDoS validates the tenant's dos key into a.dos. A bad document
+// keeps the last good one in force and is returned as the error.
+func (d *Daemon) parseTenantDoS(id string, keys map[string]source.Entry, a *applied, st *source.Status) error {
+	e, ok := keys[config.KeyDoS]
+	if d.o.DoS == nil {
+		if ok {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/dos: not applied: this nsd runs without the XDP DoS layer (--uplink)", id))
+		}
+		return nil
+	}
+	if !ok {
+		a.dos, a.dosIndex = nil, 0
+		return nil
+	}
+	if e.ModifyIndex == a.dosIndex && a.dos != nil {
+		st.Subsystems["dos"] = "ok"
+		return nil
+	}
+	s, err := dos.Parse(id, e.Value)
+	if err != nil {
+		d.m.ConfigErrors.Inc()
+		if a.dos != nil {
+			st.Subsystems["dos"] = "error (last good document in force)"
+		}
+		return err
+	}
+	a.dos, a.dosIndex = &s, e.ModifyIndex
+	st.Subsystems["dos"] = "ok"
+	return nil
+}
+
+// reconcileDoS applies the global and every applied tenant's DoS document
+// to the XDP maps when any input changed (or on a full pass), and reports
+// tenants whose documents could not be placed.
+func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool) {
+	if d.o.DoS == nil {
+		if s.DoSGlobal != nil && d.dos.globalErr == "" {
+			d.dos.globalErr = "dos/global: not applied: this nsd runs without the XDP DoS layer (--uplink)"
+			d.log.Warn(d.dos.globalErr)
+		}
+		return
+	}
+	d.parseGlobalDoS(s)
+	ids := make([]string, 0, len(d.applied))
+	for id := range d.applied {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var fp strings.Builder
+	fmt.Fprintf(&fp, "g=%d;", d.dos.globalIndex)
+	var tenants []dos.Tenant
+	for _, id := range ids {
+		a := d.applied[id]
+		fmt.Fprintf(&fp, "%s=%d:%v;", id, a.dosIndex, a.prefixes)
+		tenants = append(tenants, dos.Tenant{ID: id, Prefixes: a.prefixes, Spec: a.dos})
+	}
+	if !full && fp.String() == d.dos.applied {
+		return
+	}
+	var global dos.Spec
+	if d.dos.global != nil {
+		global = *d.dos.global
+	}
+	t0 := time.Now()
+	errs, err := d.o.DoS.Apply(global, tenants, d.o.Now())
+	d.m.DoSApplySeconds.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		d.m.Reconciles.WithLabelValues("dos", "error").Inc()
+		d.log.Error("apply DoS maps", "err", err)
+		d.dos.applied = "" // retry on the next pass
+		return
+	}
+	d.m.Reconciles.WithLabelValues("dos", "ok").Inc()
+	d.dos.applied = fp.String()
+	prevErrs := d.dos.errs
+	d.dos.errs = map[string]string{}
+	for id, e := range errs {
+		d.dos.errs[id] = e.Error()
+	}
+	// Tenants whose placement result changed get their status rewritten.
+	for _, id := range ids {
+		st, ok := d.statuses[id]
+		if !ok || (prevErrs[id] == d.dos.errs[id] && !full) {
+			continue
+		}
+		before := st.Subsystems["dos"]
+		if msg := d.dos.errs[id]; msg != "" {
+			st.Subsystems["dos"] = "error: " + msg
+			if prevErrs[id] != msg {
+				d.log.Error("tenant DoS document not placed in the XDP maps", "tenant", id, "err", msg)
+			}
+		} else if d.applied[id].dos != nil && strings.HasPrefix(before, "error:") {
+			st.Subsystems["dos"] = "ok"
+		}
+		if st.Subsystems["dos"] != before {
+			d.putStatus(ctx, st)
+		}
+	}
+}
+
+func (d *Daemon) parseGlobalDoS(s source.Snapshot) {
+	if s.DoSGlobal == nil {
+		d.dos.global, d.dos.globalIndex, d.dos.globalErr = nil, 0, ""
+		return
+	}
+	if s.DoSGlobal.ModifyIndex == d.dos.globalIndex && d.dos.global != nil {
+		return
+	}
+	g, err := dos.ParseGlobal(s.DoSGlobal.Value)
+	if err != nil {
+		d.m.ConfigErrors.Inc()
+		if msg := err.Error(); msg != d.dos.globalErr {
+			d.log.Error("rejected dos/global; keeping the last good document", "err", err)
+			d.dos.globalErr = msg
+		}
+		return
+	}
+	d.dos.global, d.dos.globalIndex, d.dos.globalErr = &g, s.DoSGlobal.ModifyIndex, ""
+}
+
+// dosCollector exports the XDP counters at scrape time.
+type dosCollector struct {
+	dos                                                 DoS
+	log                                                 *slog.Logger
+	reason, reasonBytes                                 *prometheus.Desc
+	rule, ruleBytes, ruleDropped, tenant, tenantDropped *prometheus.Desc
+}
+
+// NewDoSCollector returns a Prometheus collector for the DoS counters.
+func NewDoSCollector(d DoS, log *slog.Logger) prometheus.Collector {
+	return &dosCollector{dos: d, log: log,
+		reason:        prometheus.NewDesc("nfhost_dos_packets_total", "Packets seen by the XDP DoS layer, by outcome.", []string{"reason"}, nil),
+		reasonBytes:   prometheus.NewDesc("nfhost_dos_bytes_total", "Bytes seen by the XDP DoS layer, by outcome.", []string{"reason"}, nil),
+		rule:          prometheus.NewDesc("nfhost_dos_rule_packets_total", "Packets matched by a DoS signature or rate limit.", []string{"kind", "rule"}, nil),
+		ruleBytes:     prometheus.NewDesc("nfhost_dos_rule_bytes_total", "Bytes matched by a DoS signature or rate limit.", []string{"kind", "rule"}, nil),
+		ruleDropped:   prometheus.NewDesc("nfhost_dos_rule_dropped_packets_total", "Packets a DoS signature or rate limit dropped.", []string{"kind", "rule"}, nil),
+		tenant:        prometheus.NewDesc("nfhost_dos_tenant_packets_total", "Packets towards a tenant's prefixes seen by the XDP DoS layer.", []string{"tenant"}, nil),
+		tenantDropped: prometheus.NewDesc("nfhost_dos_tenant_dropped_packets_total", "Packets towards a tenant's prefixes the XDP DoS layer dropped.", []string{"tenant"}, nil),
+	}
+}
+
+func (c *dosCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.reason, c.reasonBytes, c.rule, c.ruleBytes, c.ruleDropped, c.tenant, c.tenantDropped} {
+		ch <- d
+	}
+}
+
+func (c *dosCollector) Collect(ch chan<- prometheus.Metric) {
+	ctr, err := c.dos.Counters()
+	if err != nil {
+		c.log.Warn("read DoS counters", "err", err)
+		return
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for r, s := range ctr.Reasons {
+		counter(c.reason, s.Packets, r)
+		counter(c.reasonBytes, s.Bytes, r)
+	}
+	for kind, m := range map[string]map[string]dos.Stats{"signature": ctr.Signatures, "rate_limit": ctr.RateLimits} {
+		for id, s := range m {
+			counter(c.rule, s.Packets, kind, id)
+			counter(c.ruleBytes, s.Bytes, kind, id)
+			counter(c.ruleDropped, s.Dropped, kind, id)
+		}
+	}
+	for id, s := range ctr.Tenants {
+		counter(c.tenant, s.Packets, id)
+		counter(c.tenantDropped, s.Dropped, id)
+	}
+}
