@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netns"
@@ -51,6 +53,9 @@ type Datapath struct {
 	// Upgraded is true when an already pinned link was switched to this
 	// program in place (no detach, no gap in filtering).
 	Upgraded bool
+	// Reused is true when the pinned link already ran this very program
+	// (same instructions, by tag): it was left alone.
+	Reused bool
 	// Mode is how the program is attached.
 	Mode Mode
 }
@@ -108,6 +113,7 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
 	}
+	stampProgram(spec)
 	d := &Datapath{}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
 	err = spec.LoadAndAssign(&d.objs, opts)
@@ -146,6 +152,17 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 
 	linkPin := filepath.Join(cfg.PinDir, "link")
 	if l, err := link.LoadPinnedLink(linkPin, nil); err == nil {
+		same, err := sameProgram(l, d.objs.NfhostDos)
+		if err != nil {
+			log.Warn("cannot compare the attached XDP program with this build; replacing it", "err", err)
+		}
+		if same {
+			// A restart of the same build: the kernel state stays as it
+			// is (same program, same id), so a restart is a no-op.
+			d.link, d.Reused = l, true
+			log.Info("XDP program unchanged; the pinned link keeps it", "uplink", cfg.Uplink)
+			return d, nil
+		}
 		if err := l.Update(d.objs.NfhostDos); err != nil {
 			l.Close()
 			d.objs.Close()
@@ -227,4 +244,60 @@ func Detach(pinDir string) error {
 		l.Close()
 	}
 	return os.RemoveAll(pinDir)
+}
+
+// sameProgram reports whether the link runs a program with the same tag
+// (a hash of the instructions with map references masked) as prog.
+func sameProgram(l link.Link, prog *ebpf.Program) (bool, error) {
+	li, err := l.Info()
+	if err != nil {
+		return false, fmt.Errorf("read link info: %w", err)
+	}
+	cur, err := ebpf.NewProgramFromID(li.Program)
+	if err != nil {
+		return false, fmt.Errorf("open attached program %d: %w", li.Program, err)
+	}
+	defer cur.Close()
+	ci, err := cur.Info()
+	if err != nil {
+		return false, fmt.Errorf("read attached program info: %w", err)
+	}
+	ni, err := prog.Info()
+	if err != nil {
+		return false, fmt.Errorf("read program info: %w", err)
+	}
+	return ci.Tag != "" && ci.Tag == ni.Tag, nil
+}
+
+// BuildStamp, set at link time (-ldflags "-X
+// github.com/nfhost/nfhost/dos.BuildStamp=N"), makes the program's
+// instructions differ from an unstamped build: the e2e test uses it to
+// start "a new build" and watch the in-place upgrade. Empty: no change.
+var BuildStamp string
+
+// stampProgram prepends "r0 = hash(BuildStamp)" to the program: r0 is
+// scratch on entry, so behaviour is unchanged and only the tag differs.
+func stampProgram(spec *ebpf.CollectionSpec) {
+	if BuildStamp == "" {
+		return
+	}
+	p := spec.Programs["nfhost_dos"]
+	if p == nil || len(p.Instructions) == 0 {
+		return
+	}
+	var h int32
+	for _, c := range BuildStamp {
+		h = h*31 + int32(c)
+	}
+	// The entry symbol, function info and first line info move to the new
+	// first instruction; relocations stay with the instruction they fix.
+	first := p.Instructions[0]
+	ins := asm.Mov.Imm(asm.R0, h).WithSymbol(first.Symbol()).WithSource(first.Source())
+	if fn := btf.FuncMetadata(&first); fn != nil {
+		ins = btf.WithFuncMetadata(ins, fn)
+		first = btf.WithFuncMetadata(first, nil)
+	}
+	first = first.WithSymbol("")
+	p.Instructions[0] = first
+	p.Instructions = append(asm.Instructions{ins}, p.Instructions...)
 }

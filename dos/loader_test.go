@@ -74,14 +74,29 @@ func TestAttachPinUpgrade(t *testing.T) {
 		t.Errorf("stale pinned map left behind: %v", err)
 	}
 	defer d2.Close()
-	if !d2.Upgraded {
-		t.Fatal("second Load attached a new link instead of updating the pinned one")
+	if !d2.Reused || d2.Upgraded {
+		t.Fatalf("a restart of the same build changed the attached program (reused=%v upgraded=%v)", d2.Reused, d2.Upgraded)
+	}
+	if attacker() || !client() {
+		t.Fatal("filtering lost across the restart")
+	}
+	// A different build (stamped instructions) replaces the program
+	// through the pinned link.
+	BuildStamp = "test-upgrade"
+	t.Cleanup(func() { BuildStamp = "" })
+	d3, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d3.Close()
+	if !d3.Upgraded {
+		t.Fatal("a new build attached a new link instead of updating the pinned one")
 	}
 	if attacker() || !client() {
 		t.Fatal("filtering lost across the in-place upgrade")
 	}
-	if got := countPackets(t, d2.Counters(), 2); got != 9 {
-		t.Errorf("deny counter after upgrade = %d, want 9: three rounds of three, kept across close and upgrade", got)
+	if got := countPackets(t, d3.Counters(), 2); got != 12 {
+		t.Errorf("deny counter after upgrade = %d, want 12: four rounds of three, kept across close, restart and upgrade", got)
 	}
 	out := edge.MustExec(t, "ip", "link", "show", "uplink")
 	if !strings.Contains(out, "xdp") {

@@ -307,3 +307,55 @@ func TestSampling(t *testing.T) {
 		t.Errorf("sampled counter %d", c.Reasons["sampled"].Packets)
 	}
 }
+
+// TestRestartWritesNothing: a new reconciler (nsd restarted) on the maps a
+// previous one wrote reads them back exactly and writes nothing for the
+// same config: no signature is switched off and on, no entry rewritten.
+func TestRestartWritesNothing(t *testing.T) {
+	objs := loadForTest(t)
+	r, err := newReconciler(objs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	global := mustSpec(t, "dos/global", `{"deny": ["192.0.2.0/25", "2001:db8:bad::/48"], "sample_rate": 100, "signatures": [
+	  {"id": "dns-amp", "expression": "udp.srcport == 53 and ip.len > 512", "action": "drop", "expires": "`+later+`"},
+	  {"id": "src", "expression": "ip.src == 198.18.0.0/15 and tcp.flags.syn", "action": "monitor"}]}`)
+	tenants := []Tenant{{ID: "acme", Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, Spec: mustSpec(t, "acme", `{
+	  "allow": ["192.0.2.5"], "deny": ["198.51.100.0/24"], "sample_rate": 10,
+	  "rate_limits": [{"prefix": "203.0.113.0/25", "pps": 10, "per": "ip"}],
+	  "signatures": [{"id": "ntp", "expression": "udp.dstport == 123 and payload[0:1] & 0x07 == 0x07", "action": "drop"},
+	                 {"id": "dns", "expression": "udp.srcport == 53", "action": "ratelimit", "pps": 10, "per": "rule"}]}`)}}
+	if _, err := r.Apply(*global, tenants, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r.Writes() == 0 {
+		t.Fatal("the first apply wrote nothing")
+	}
+	r2, err := newReconciler(objs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Apply(*global, tenants, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r2.Writes() != 0 {
+		t.Errorf("a restarted reconciler wrote %d entries for an unchanged config", r2.Writes())
+	}
+	// A changed match on the same ID after a restart is still noticed.
+	tenants[0].Spec = mustSpec(t, "acme", `{"allow": ["192.0.2.5"], "deny": ["198.51.100.0/24"], "sample_rate": 10,
+	  "rate_limits": [{"prefix": "203.0.113.0/25", "pps": 10, "per": "ip"}],
+	  "signatures": [{"id": "ntp", "expression": "udp.dstport == 124 and payload[0:1] & 0x07 == 0x07", "action": "drop"},
+	                 {"id": "dns", "expression": "udp.srcport == 53", "action": "ratelimit", "pps": 10, "per": "rule"}]}`)
+	r3, _ := newReconciler(objs, nil)
+	if _, err := r3.Apply(*global, tenants, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r3.Writes() == 0 {
+		t.Fatal("a changed signature after a restart wrote nothing")
+	}
+	ret, err := objs.NfhostDos.Run(&ebpf.RunOptions{Data: pkt{src: "192.0.2.1", dst: "203.0.113.1", dport: 124, data: []byte{0x17}}.bytes(t)})
+	if err != nil || ret != xdpDrop {
+		t.Errorf("changed signature: verdict %d (%v), want drop", ret, err)
+	}
+}

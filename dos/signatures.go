@@ -27,6 +27,8 @@ type bitmap = dosBPFBitmap
 
 func (b *bitmap) set(i int) { b.W[i/64] |= 1 << (i % 64) }
 
+func (b *bitmap) has(i int) bool { return b.W[i/64]&(1<<(i%64)) != 0 }
+
 // Tables are the classifier's maps as values: for every field value the
 // bitmap of signatures that accept it. BuildTables is pure; Writer puts
 // them into the kernel.

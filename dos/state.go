@@ -54,6 +54,9 @@ type SigState struct {
 	Meta    dosBPFSigMeta
 	Expires time.Time
 	Match   string // for change detection
+	// bootExpires is set only in a State read back from the maps: the
+	// expiry as written (CLOCK_BOOTTIME ns), Meta holding none.
+	bootExpires uint64
 }
 
 // RateState is what one rate-limit rule index holds.

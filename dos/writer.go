@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -47,6 +48,10 @@ func (w *Writer) Write(s *State) error {
 
 	// Signature indexes whose meaning changes.
 	var changed bitmap
+	var cols bitmap // read back from the maps: columns whose tables differ
+	if w.last == nil {
+		cols = columnDiff(old.Tables, s.Tables)
+	}
 	for i := 0; i < MaxSignatures; i++ {
 		var a, b SigState
 		if i < len(old.Sigs) {
@@ -54,6 +59,10 @@ func (w *Writer) Write(s *State) error {
 		}
 		if i < len(s.Sigs) {
 			b = s.Sigs[i]
+		}
+		if w.last == nil && i < len(old.Sigs) && i < len(s.Sigs) && sameObserved(a, b) && !cols.has(i) {
+			old.Sigs[i] = b // the maps already hold exactly b
+			continue
 		}
 		if a != b {
 			changed.set(i)
@@ -95,16 +104,7 @@ func (w *Writer) Write(s *State) error {
 		return err
 	}
 
-	var ot *Tables
-	if w.last != nil {
-		ot = w.last.Tables
-	}
-	pick := func(f func(*Tables) []bitmap) []bitmap {
-		if ot == nil {
-			return nil
-		}
-		return f(ot)
-	}
+	pick := func(f func(*Tables) []bitmap) []bitmap { return f(old.Tables) }
 	for _, a := range []struct {
 		m *ebpf.Map
 		f func(*Tables) []bitmap
@@ -124,7 +124,7 @@ func (w *Writer) Write(s *State) error {
 		return err
 	}
 	for i, sg := range s.Sigs {
-		if i < len(old.Sigs) && old.Sigs[i] == sg && w.last != nil {
+		if i < len(old.Sigs) && old.Sigs[i] == sg {
 			continue
 		}
 		meta := sg.Meta
@@ -137,7 +137,7 @@ func (w *Writer) Write(s *State) error {
 		w.Writes++
 	}
 	for i, r := range s.Rates {
-		if i < len(old.Rates) && old.Rates[i] == r && w.last != nil {
+		if i < len(old.Rates) && old.Rates[i] == r {
 			continue
 		}
 		if err := o.NfhRateRules.Put(uint32(i), r.Rule); err != nil {
@@ -408,9 +408,10 @@ func (w *Writer) writeNames(old, s *State) error {
 }
 
 // observe reads what the (possibly pinned) maps hold into a State that
-// Write can diff against: the tries and hash entries, and the names (so
-// counters stay with their IDs across a restart). Arrays are not read;
-// the first Write rewrites them whole (idempotent values).
+// Write can diff against: tries, hash entries, the classifier arrays,
+// signature metadata and rate rules, and the names (so counters stay with
+// their IDs across a restart). A restart with unchanged config therefore
+// writes nothing, and never switches a signature off and on again.
 func (w *Writer) observe() (*State, error) {
 	o := w.o
 	st := &State{Lists: map[netip.Prefix]Verdict{}, TenantLists: map[TenantListKey]Verdict{},
@@ -452,15 +453,115 @@ func (w *Writer) observe() (*State, error) {
 			st.Tenants[uint32(i)] = names[i]
 		}
 	}
-	// Signatures and rates: only the IDs are known; a differing Meta makes
-	// every index "changed", so the first write is complete.
+	for _, a := range []struct {
+		m   *ebpf.Map
+		dst []bitmap
+	}{
+		{o.NfhSigProto, st.Tables.Proto[:]}, {o.NfhSigSport, st.Tables.SPort[:]}, {o.NfhSigDport, st.Tables.DPort[:]},
+		{o.NfhSigLen, st.Tables.Len[:]}, {o.NfhSigTtl, st.Tables.TTL[:]}, {o.NfhSigL4, st.Tables.L4[:]},
+	} {
+		if err := readArray(a.m, a.dst); err != nil {
+			return nil, err
+		}
+	}
+	var set dosBPFSettings
+	if err := o.NfhSettings.Lookup(uint32(0), &set); err != nil {
+		return nil, fmt.Errorf("read settings: %w", err)
+	}
+	st.Tables.NeedsSrc, st.SampleRate, st.DstV4, st.DstV6 = set.NeedsSrc, set.SampleRate, set.DstV4, set.DstV6
+	// Signatures and rates: the match is only known through the table
+	// columns (compared in Write); the Match string stays unknown.
 	for i := 0; i < MaxSignatures && names[namesSigs+i] != ""; i++ {
-		st.Sigs = append(st.Sigs, SigState{ID: names[namesSigs+i], Match: "?"})
+		var m dosBPFSigMeta
+		if err := o.NfhSigMeta.Lookup(uint32(i), &m); err != nil {
+			return nil, fmt.Errorf("read signature %d metadata: %w", i, err)
+		}
+		exp := m.ExpiresNs
+		m.ExpiresNs = 0
+		st.Sigs = append(st.Sigs, SigState{ID: names[namesSigs+i], Meta: m, Match: "?", bootExpires: exp})
 	}
 	for i := 0; i < MaxRateRules && names[namesRates+i] != ""; i++ {
-		st.Rates = append(st.Rates, RateState{ID: names[namesRates+i], Rule: dosBPFRateRule{BurstNs: ^uint64(0)}})
+		var r dosBPFRateRule
+		if err := o.NfhRateRules.Lookup(uint32(i), &r); err != nil {
+			return nil, fmt.Errorf("read rate rule %d: %w", i, err)
+		}
+		st.Rates = append(st.Rates, RateState{ID: names[namesRates+i], Rule: r})
 	}
 	return st, nil
+}
+
+// sameObserved: a signature read back from the maps (o) holds what the
+// desired one (d) would write, apart from its table column. Expiry times
+// are compared to the second (the boot-time conversion drifts).
+func sameObserved(o, d SigState) bool {
+	if o.ID != d.ID || o.Meta != d.Meta {
+		return false
+	}
+	if d.Expires.IsZero() || o.bootExpires == 0 {
+		return d.Expires.IsZero() && o.bootExpires == 0
+	}
+	diff := int64(bootNanos(d.Expires)) - int64(o.bootExpires)
+	return diff > -int64(time.Second) && diff < int64(time.Second)
+}
+
+// columnDiff returns the signatures whose bit differs anywhere in the
+// classifier tables of a and b.
+func columnDiff(a, b *Tables) bitmap {
+	var d bitmap
+	or := func(x, y []bitmap) {
+		for i := range x {
+			for j := range d.W {
+				d.W[j] |= x[i].W[j] ^ y[i].W[j]
+			}
+		}
+	}
+	or(a.Proto[:], b.Proto[:])
+	or(a.SPort[:], b.SPort[:])
+	or(a.DPort[:], b.DPort[:])
+	or(a.Len[:], b.Len[:])
+	or(a.TTL[:], b.TTL[:])
+	or(a.L4[:], b.L4[:])
+	for _, m := range []struct{ x, y map[netip.Prefix]bitmap }{{a.Src, b.Src}, {b.Src, a.Src}} {
+		for p, v := range m.x {
+			w := m.y[p]
+			for j := range d.W {
+				d.W[j] |= v.W[j] ^ w.W[j]
+			}
+		}
+	}
+	for j := range d.W {
+		d.W[j] |= a.NeedsSrc.W[j] ^ b.NeedsSrc.W[j]
+	}
+	return d
+}
+
+// readArray reads a whole array map into dst.
+func readArray(m *ebpf.Map, dst []bitmap) error {
+	keys := make([]uint32, 4096)
+	vals := make([]bitmap, 4096)
+	var cur ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cur, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if int(keys[i]) < len(dst) {
+				dst[keys[i]] = vals[i]
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			for i := range dst {
+				if err := m.Lookup(uint32(i), &dst[i]); err != nil {
+					return fmt.Errorf("read %s: %w", m, err)
+				}
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", m, err)
+		}
+	}
 }
 
 func readNames(m *ebpf.Map) ([]string, error) {
