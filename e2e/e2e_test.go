@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/nsd/source/consultest"
 	"github.com/nfhost/nfhost/routing/nstest"
 	"github.com/nfhost/nfhost/routing/nsutil"
@@ -44,6 +45,14 @@ func binaries(t testing.TB) (nsd, nsctl string) {
 		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/nfhost/nfhost/cmd/...").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		// "The next release": an nsd whose XDP program differs (stamped
+		// instructions), to watch the in-place upgrade.
+		out, err = exec.Command("go", "build", "-o", filepath.Join(binDir, "nsd-next"),
+			"-ldflags", "-X github.com/nfhost/nfhost/dos.BuildStamp=next", "github.com/nfhost/nfhost/cmd/nsd").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build nsd-next: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -94,6 +103,8 @@ func newLab(t *testing.T) *lab {
 		for _, n := range names {
 			nsutil.Delete(nsutil.DefaultDir, n)
 		}
+		// nsd leaves the XDP program pinned on purpose; the test removes it.
+		dos.Detach(filepath.Join(dos.BPFFS, "nfhost", l.hostID))
 	})
 	l.consul = consultest.Start(t)
 	return l
@@ -115,10 +126,16 @@ func (p *proc) Log() string {
 
 func (l *lab) startNSD(extra ...string) *proc {
 	l.t.Helper()
+	return l.startNSDBin(l.nsdBin, extra...)
+}
+
+// startNSDBin starts the given nsd build.
+func (l *lab) startNSDBin(bin string, extra ...string) *proc {
+	l.t.Helper()
 	args := append([]string{"--source", "consul", "--consul-addr", l.consul.Addr, "--host-id", l.hostID,
 		"--host-netns", l.edge.Name, "--uplink", "uplink", "--ns-prefix", l.nsPrefix,
 		"--resync-interval", "1s", "--log-level", "debug"}, extra...)
-	p := &proc{cmd: exec.Command(l.nsdBin, args...), done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {

@@ -294,6 +294,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	holdings map[string][]netip.Prefix, slots map[string]uint16, full bool) (res Result) {
 	log := d.log.With("tenant", id)
 	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
+	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
 	for k := range keys {
 		if !config.IsKnownKey(k) {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: unknown key, ignored", id, k))

@@ -86,6 +86,9 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 		fmt.Fprintf(&fp, "%s=%d:%v;", id, a.dosIndex, a.prefixes)
 		tenants = append(tenants, dos.Tenant{ID: id, Prefixes: a.prefixes, Spec: a.dos})
 	}
+	if full {
+		defer d.reportDoSCounters(ctx, ids)
+	}
 	if !full && fp.String() == d.dos.applied {
 		return
 	}
@@ -127,6 +130,47 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 		if st.Subsystems["dos"] != before {
 			d.putStatus(ctx, st)
 		}
+	}
+}
+
+// reportDoSCounters puts each tenant's DoS counters into its status when
+// they changed (on full passes, so at most once per resync interval).
+func (d *Daemon) reportDoSCounters(ctx context.Context, ids []string) {
+	ctr, err := d.o.DoS.Counters()
+	if err != nil {
+		d.log.Warn("read DoS counters", "err", err)
+		return
+	}
+	for _, id := range ids {
+		st, ok := d.statuses[id]
+		if !ok {
+			continue
+		}
+		t := ctr.Tenants[id]
+		c := &source.DoSCounters{Packets: t.Packets, Dropped: t.Dropped}
+		for kind, m := range map[string]map[string]dos.Stats{"signature": ctr.Signatures, "rate": ctr.RateLimits} {
+			for rid, s := range m {
+				rest, ok := strings.CutPrefix(rid, id+"/")
+				if !ok {
+					continue
+				}
+				if c.Rules == nil {
+					c.Rules = map[string]source.DoSRuleCount{}
+				}
+				if kind == "signature" {
+					rest = "signature:" + rest
+				}
+				c.Rules[rest] = source.DoSRuleCount{Packets: s.Packets, Dropped: s.Dropped}
+			}
+		}
+		if c.Packets == 0 && c.Rules == nil {
+			c = nil
+		}
+		if fmt.Sprint(c) == fmt.Sprint(st.DoS) {
+			continue
+		}
+		st.DoS = c
+		d.putStatus(ctx, st)
 	}
 }
 

@@ -282,7 +282,7 @@ with exit code 4 instead of being overwritten.`,
 	confirm.MarkFlagRequired("host")
 	confirm.MarkFlagRequired("token")
 
-	root.AddCommand(tenant, validate, status, confirm, fwCommand(env, &sf))
+	root.AddCommand(tenant, validate, status, confirm, fwCommand(env, &sf), dosCommand(env, &sf))
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)

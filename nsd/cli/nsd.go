@@ -149,7 +149,7 @@ It never tears down the datapath on exit; a restart with unchanged config change
 			}
 			opts.DoS = dr
 			reg.MustRegister(nsd.NewDoSCollector(dr, log))
-			log.Info("XDP DoS layer attached", "uplink", uplink, "mode", dp.Mode, "upgraded_in_place", dp.Upgraded, "pin_dir", pinDir)
+			log.Info("XDP DoS layer attached", "uplink", uplink, "mode", dp.Mode, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
 			if !once {
 				stop := readSamples(dp, dr, metrics, log)
 				defer stop()

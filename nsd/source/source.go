@@ -92,6 +92,23 @@ type Status struct {
 	FirewallIndex uint64 `json:"firewall_index,omitempty"`
 	// Firewall holds per-rule counters, read after each apply and resync.
 	Firewall map[string]RuleCounter `json:"firewall,omitempty"`
+	// DoS holds the XDP DoS layer's counters for traffic towards the
+	// tenant, read on resync.
+	DoS *DoSCounters `json:"dos,omitempty"`
+}
+
+// DoSCounters are a tenant's DoS counters: all its traffic, and per rule
+// (signature:<id>, rate:<prefix>, sig:<id> rate buckets).
+type DoSCounters struct {
+	Packets uint64                  `json:"packets"`
+	Dropped uint64                  `json:"dropped"`
+	Rules   map[string]DoSRuleCount `json:"rules,omitempty"`
+}
+
+// DoSRuleCount is one rule's counts.
+type DoSRuleCount struct {
+	Packets uint64 `json:"packets"`
+	Dropped uint64 `json:"dropped"`
 }
 
 // RuleCounter is a firewall rule's hit count.

@@ -93,3 +93,28 @@ func Reach(t testing.TB, from *NS, proto, addr string, port int) bool {
 	_, err := from.Exec(t, "python3", script(t, "probe.py", probePy), proto, addr, fmt.Sprint(port))
 	return err == nil
 }
+
+const sendPy = `
+import socket, sys, binascii
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+payload = binascii.unhexlify(sys.argv[4])
+src = sys.argv[5] if len(sys.argv) > 5 else ""
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+if src:
+    s.bind((src, 0))
+for _ in range(n):
+    s.sendto(payload, (addr, port))
+`
+
+// SendUDP sends n UDP datagrams with payload from ns to addr:port (from
+// src when not empty), as fast as a socket loop goes, without waiting for
+// answers.
+func SendUDP(t testing.TB, from *NS, src, addr string, port, n int, payload []byte) {
+	t.Helper()
+	args := []string{"python3", script(t, "send.py", sendPy), addr, fmt.Sprint(port), fmt.Sprint(n), fmt.Sprintf("%x", payload)}
+	if src != "" {
+		args = append(args, src)
+	}
+	from.MustExec(t, args...)
+}
