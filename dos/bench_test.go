@@ -103,9 +103,15 @@ func BenchmarkXDP(b *testing.B) {
 		}
 		setups[shape] = setup{lookup: lk.LookupOnly, full: objs.NfhostDos, denied: denied, apply: apply}
 	}
+	xf := loadXDPFilter(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.ReportMetric(run(floor, clean), "floor-ns/pkt")
+		var peer float64
+		if xf != nil {
+			peer = run(xf, clean)
+			b.ReportMetric(peer, "xdpfilter-ns/pkt")
+		}
 		for _, shape := range []string{"contiguous", "spread"} {
 			s := setups[shape]
 			lookup := run(s.lookup, clean)
@@ -121,6 +127,10 @@ func BenchmarkXDP(b *testing.B) {
 			b.ReportMetric(l/lookup, shape+"-ratelimited/lookup")
 			b.ReportMetric(last/lookup, shape+"-last-sig/lookup")
 			b.ReportMetric(float64(s.apply.Milliseconds()), shape+"-apply-all-ms")
+			if peer > 0 {
+				b.ReportMetric(c/peer, shape+"-clean/xdpfilter")
+				b.ReportMetric(last/peer, shape+"-last-sig/xdpfilter")
+			}
 		}
 	}
 }
@@ -196,4 +206,43 @@ func mustSig(b *testing.B, id, src string) CompiledSignature {
 		b.Fatal(err)
 	}
 	return CompiledSignature{ID: id, Action: "drop", Match: m}
+}
+
+// xdpFilterObject is xdp-filter's (Debian xdp-tools) IP filter in its default-allow mode (listed addresses dropped).
+const xdpFilterObject = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_alw_ip.o"
+
+// loadXDPFilter loads the peer baseline, xdp-filter in "deny IP" mode with
+// its maximum of 10,000 IPv4 addresses (exact matches, hash lookups of
+// source and destination). Without xdp-tools it says so and returns nil.
+func loadXDPFilter(b *testing.B) *ebpf.Program {
+	spec, err := ebpf.LoadCollectionSpec(xdpFilterObject)
+	if err != nil {
+		b.Logf("SKIPPED the xdp-filter baseline: %v (apt install xdp-tools; make bench does)", err)
+		return nil
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatalf("load xdp-filter: %v", err)
+	}
+	b.Cleanup(coll.Close)
+	m := coll.Maps["filter_ipv4"]
+	flags := make([]uint64, ebpf.MustPossibleCPU())
+	for i := range flags {
+		flags[i] = 1 | 2 // MAP_FLAG_SRC | MAP_FLAG_DST
+	}
+	for i := 0; i < 10000; i++ {
+		a := [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
+		if err := m.Put(binary.LittleEndian.Uint32(a[:]), flags); err != nil {
+			b.Fatalf("fill xdp-filter: %v", err)
+		}
+	}
+	p := coll.Programs["xdpfilt_alw_ip"]
+	denied := pkt{src: "10.0.1.2", dst: "203.0.113.1"}.bytes(b)
+	if ret, _ := p.Run(&ebpf.RunOptions{Data: denied}); ret != xdpDrop {
+		b.Fatalf("xdp-filter passed a listed source (verdict %d)", ret)
+	}
+	return p
 }
