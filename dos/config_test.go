@@ -99,3 +99,25 @@ func FuzzCompileMatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParse: any document either parses into a Spec or is refused with
+// config errors naming a field; never a panic.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{`{}`, `{"mode": "monitor", "deny": ["192.0.2.0/24"]}`,
+		`{"signatures": [{"id": "a", "expression": "udp.dstport == 123 and payload[0:2] & 0xff00 == 0x1700", "action": "ratelimit", "pps": 5}]}`,
+		`{"rate_limits": [{"prefix": "203.0.113.0/24", "bps": 1000, "per": "prefix"}], "sample_rate": 10}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		s, err := Parse("acme", doc)
+		if err != nil {
+			if !strings.Contains(err.Error(), "tenants/acme/dos") {
+				t.Fatalf("error does not name the key: %v", err)
+			}
+			return
+		}
+		if len(s.Signatures) > MaxSignatures || len(s.RateLimits) > MaxRateLimits {
+			t.Fatalf("limits not enforced: %d signatures, %d rate limits", len(s.Signatures), len(s.RateLimits))
+		}
+	})
+}

@@ -359,3 +359,53 @@ func TestRestartWritesNothing(t *testing.T) {
 		t.Errorf("changed signature: verdict %d (%v), want drop", ret, err)
 	}
 }
+
+// FuzzPacket: whatever bytes arrive, the program answers PASS or DROP
+// (never ABORTED or another action) and counts the packet exactly once
+// under one reason.
+func FuzzPacket(f *testing.F) {
+	f.Add(pkt{src: "192.0.2.1", dst: "203.0.113.1", sport: 53, dport: 4000, payload: 600}.bytes(f))
+	f.Add(pkt{src: "2001:db8:bad::9", dst: "2001:db8::1", l4: "tcp", syn: true}.bytes(f))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1, 0x81, 0, 0, 1, 0x08, 0x00, 0x45})
+	objs := loadForTest(f)
+	r, err := newReconciler(objs, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	global := mustSpec(f, "dos/global", `{"deny": ["192.0.2.128/25"], "signatures": [
+	  {"id": "dns-amp", "expression": "udp.srcport == 53 and ip.len > 512", "action": "drop"},
+	  {"id": "p", "expression": "udp.dstport == 7547 and payload[4:4] & 0xffff00ff == 0x4d490042", "action": "drop"}],
+	  "rate_limits": [{"prefix": "203.0.113.0/24", "pps": 1000, "per": "ip"}], "sample_rate": 7}`)
+	if _, err := r.Apply(*global, nil, time.Now()); err != nil {
+		f.Fatal(err)
+	}
+	total := func() uint64 {
+		c, err := r.Counters()
+		if err != nil {
+			f.Fatal(err)
+		}
+		var n uint64
+		for name, s := range c.Reasons {
+			if name != "sampled" && name != "sample_lost" && name != "tenant_allow" && name != "tenant_deny" {
+				n += s.Packets
+			}
+		}
+		return n
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 14 || len(data) > 1500 {
+			return // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header
+		}
+		before := total()
+		ret, err := objs.NfhostDos.Run(&ebpf.RunOptions{Data: data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ret != xdpPass && ret != xdpDrop {
+			t.Fatalf("verdict %d for %x", ret, data)
+		}
+		if d := total() - before; d != 1 {
+			t.Fatalf("%d reasons counted for one packet %x", d, data)
+		}
+	})
+}
