@@ -2,11 +2,8 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -109,19 +106,8 @@ delete-signature re-read and retry).`,
 		return st.Put(env.Ctx, tenant, config.KeyDoS, b, cas)
 	}
 	edit := func(tenant string, f func(*dos.Config) error) error {
-		for i := 0; ; i++ {
-			c, idx, err := read(tenant)
-			if err != nil {
-				return err
-			}
-			if err := f(&c); err != nil {
-				return err
-			}
-			err = write(tenant, c, idx)
-			if !errors.Is(err, source.ErrConflict) || i == casRetries {
-				return err
-			}
-		}
+		return casEdit(func() (dos.Config, uint64, error) { return read(tenant) },
+			func(c dos.Config, idx uint64) error { return write(tenant, c, idx) }, f)
 	}
 
 	get := &cobra.Command{Use: "get (TENANT | --global)", Short: "print the DoS document", Args: cobra.MaximumNArgs(1),
@@ -141,15 +127,9 @@ delete-signature re-read and retry).`,
 
 	var file string
 	readFile := func(tenant string) (dos.Config, dos.Spec, error) {
-		var b []byte
-		var err error
-		if file == "-" {
-			b, err = io.ReadAll(os.Stdin)
-		} else {
-			b, err = os.ReadFile(file)
-		}
+		b, err := readDocFile(file)
 		if err != nil {
-			return dos.Config{}, dos.Spec{}, fmt.Errorf("read %s: %w", file, err)
+			return dos.Config{}, dos.Spec{}, err
 		}
 		s, err := parse(tenant, b)
 		if err != nil {

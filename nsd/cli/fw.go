@@ -2,11 +2,8 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"os"
 	"slices"
 	"text/tabwriter"
 
@@ -16,9 +13,6 @@ import (
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/source"
 )
-
-// casRetries bounds read-modify-write retries of rule edits.
-const casRetries = 8
 
 func fwCommand(env Env, sf *storeFlags) *cobra.Command {
 	out := env.Stdout
@@ -70,19 +64,8 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 	// edit applies f to the current document and writes it with CAS,
 	// re-reading on a conflict.
 	edit := func(tenant string, f func(*firewall.Config) error) error {
-		for i := 0; ; i++ {
-			c, idx, err := read(tenant)
-			if err != nil {
-				return err
-			}
-			if err := f(&c); err != nil {
-				return err
-			}
-			err = write(tenant, c, idx)
-			if !errors.Is(err, source.ErrConflict) || i == casRetries {
-				return err
-			}
-		}
+		return casEdit(func() (firewall.Config, uint64, error) { return read(tenant) },
+			func(c firewall.Config, idx uint64) error { return write(tenant, c, idx) }, f)
 	}
 
 	get := &cobra.Command{Use: "get TENANT", Short: "print the firewall document", Args: cobra.ExactArgs(1),
@@ -98,15 +81,9 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 
 	var file string
 	readFile := func() (firewall.Config, error) {
-		var b []byte
-		var err error
-		if file == "-" {
-			b, err = io.ReadAll(os.Stdin)
-		} else {
-			b, err = os.ReadFile(file)
-		}
+		b, err := readDocFile(file)
 		if err != nil {
-			return firewall.Config{}, fmt.Errorf("read %s: %w", file, err)
+			return firewall.Config{}, err
 		}
 		var c firewall.Config
 		if _, err := firewall.Parse("", b); err != nil {
