@@ -1,7 +1,6 @@
 package dos
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,13 +12,12 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/nfhost/nfhost/routing/nsutil"
 )
 
 // BPFFS is where bpffs is (or gets) mounted.
-const BPFFS = "/sys/fs/bpf"
+const BPFFS = nsutil.BPFFS
 
 // Mode selects how the program is attached.
 type Mode string
@@ -74,21 +72,6 @@ func (d *Datapath) Counters() *ebpf.Map { return d.objs.NfhCounters }
 // Program is the XDP program.
 func (d *Datapath) Program() *ebpf.Program { return d.objs.NfhostDos }
 
-// EnsureBPFFS mounts bpffs at BPFFS unless it is mounted already.
-func EnsureBPFFS() error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(BPFFS, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := os.MkdirAll(BPFFS, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", BPFFS, err)
-	}
-	if err := unix.Mount("bpffs", BPFFS, "bpf", 0, ""); err != nil {
-		return fmt.Errorf("mount bpffs at %s: %w", BPFFS, err)
-	}
-	return nil
-}
-
 // Load loads the program, reusing compatible pinned maps, and attaches it
 // to the uplink through a pinned bpf_link. If a link is already pinned it
 // is switched to the new program in place. A pinned map whose spec no
@@ -103,106 +86,53 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
-	if err := EnsureBPFFS(); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(cfg.PinDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create pin dir: %w", err)
-	}
 	spec, err := loadDosBPF()
 	if err != nil {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
 	}
 	stampProgram(spec)
 	d := &Datapath{}
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
-	err = spec.LoadAndAssign(&d.objs, opts)
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		for name := range spec.Maps {
-			m, lerr := ebpf.LoadPinnedMap(filepath.Join(cfg.PinDir, name), nil)
-			if lerr != nil {
-				continue
-			}
-			cerr := spec.Maps[name].Compatible(m)
-			m.Close()
-			if cerr != nil {
-				// bpffs cannot rename; unpin it. A program still attached
-				// keeps the old map alive until the link is switched below.
-				if rerr := os.Remove(filepath.Join(cfg.PinDir, name)); rerr != nil {
-					return nil, fmt.Errorf("unpin incompatible map %s: %w", name, rerr)
-				}
-				log.Warn("pinned map incompatible with this program version; unpinned and recreated empty",
-					"map", name, "reason", cerr)
-			}
-		}
-		err = spec.LoadAndAssign(&d.objs, opts)
-	}
-	if err != nil {
+	if err := nsutil.LoadPinned(spec, cfg.PinDir, &d.objs, func(name string) bool { return name == "link" }, log); err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
-	// Maps an older version pinned and this one no longer has.
-	if ents, err := os.ReadDir(cfg.PinDir); err == nil {
-		for _, e := range ents {
-			if _, ok := spec.Maps[e.Name()]; !ok && e.Name() != "link" {
-				log.Info("removing pinned map this program version no longer uses", "map", e.Name())
-				os.Remove(filepath.Join(cfg.PinDir, e.Name()))
-			}
-		}
-	}
-
-	linkPin := filepath.Join(cfg.PinDir, "link")
-	if l, err := link.LoadPinnedLink(linkPin, nil); err == nil {
-		same, err := sameProgram(l, d.objs.NfhostDos)
-		if err != nil {
-			log.Warn("cannot compare the attached XDP program with this build; replacing it", "err", err)
-		}
-		if same {
-			// A restart of the same build: the kernel state stays as it
-			// is (same program, same id), so a restart is a no-op.
-			d.link, d.Reused = l, true
-			log.Info("XDP program unchanged; the pinned link keeps it", "uplink", cfg.Uplink)
-			return d, nil
-		}
-		if err := l.Update(d.objs.NfhostDos); err != nil {
-			l.Close()
-			d.objs.Close()
-			return nil, fmt.Errorf("update pinned XDP link in place: %w", err)
-		}
-		d.link, d.Upgraded = l, true
-		log.Info("XDP program replaced in place through the pinned link", "uplink", cfg.Uplink)
-		return d, nil
-	}
-	if err := d.attach(cfg, log); err != nil {
+	l, state, err := nsutil.PinLink(filepath.Join(cfg.PinDir, "link"), d.objs.NfhostDos,
+		func() (link.Link, error) { return d.attach(cfg, log) }, nil)
+	if err != nil {
 		d.objs.Close()
 		return nil, err
 	}
-	if err := d.link.Pin(linkPin); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("pin XDP link: %w", err)
+	d.link = l
+	switch state {
+	case nsutil.LinkReused:
+		// A restart of the same build: the kernel state stays as it is
+		// (same program, same id), so a restart is a no-op.
+		d.Reused = true
+		log.Info("XDP program unchanged; the pinned link keeps it", "uplink", cfg.Uplink)
+	case nsutil.LinkUpgraded:
+		d.Upgraded = true
+		log.Info("XDP program replaced in place through the pinned link", "uplink", cfg.Uplink)
 	}
 	return d, nil
 }
 
 // attach creates the bpf_link on the uplink. The ifindex is resolved and
 // the link created inside the host namespace.
-func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) error {
+func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) (link.Link, error) {
 	h, err := nsutil.Netlink(cfg.HostNS)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer h.Close()
 	l, err := h.LinkByName(cfg.Uplink)
 	if err != nil {
-		return fmt.Errorf("find uplink %q: %w", cfg.Uplink, err)
+		return nil, fmt.Errorf("find uplink %q: %w", cfg.Uplink, err)
 	}
+	var lk link.Link
 	try := func(flags link.XDPAttachFlags) error {
 		do := func() error {
-			lk, err := link.AttachXDP(link.XDPOptions{Program: d.objs.NfhostDos, Interface: l.Attrs().Index, Flags: flags})
-			if err != nil {
-				return err
-			}
-			d.link = lk
-			return nil
+			var err error
+			lk, err = link.AttachXDP(link.XDPOptions{Program: d.objs.NfhostDos, Interface: l.Attrs().Index, Flags: flags})
+			return err
 		}
 		if !cfg.HostNS.IsOpen() {
 			return do()
@@ -227,13 +157,13 @@ func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) error {
 			mode = ModeNative
 		}
 	default:
-		return fmt.Errorf("xdp mode %q: want native, generic or auto", mode)
+		return nil, fmt.Errorf("xdp mode %q: want native, generic or auto", mode)
 	}
 	if err != nil {
-		return fmt.Errorf("attach XDP (%s) to %s: %w", mode, cfg.Uplink, err)
+		return nil, fmt.Errorf("attach XDP (%s) to %s: %w", mode, cfg.Uplink, err)
 	}
 	d.Mode = mode
-	return nil
+	return lk, nil
 }
 
 // Detach removes the link pin and the pinned maps: the program leaves the
@@ -244,29 +174,6 @@ func Detach(pinDir string) error {
 		l.Close()
 	}
 	return os.RemoveAll(pinDir)
-}
-
-// sameProgram reports whether the link runs a program with the same tag
-// (a hash of the instructions with map references masked) as prog.
-func sameProgram(l link.Link, prog *ebpf.Program) (bool, error) {
-	li, err := l.Info()
-	if err != nil {
-		return false, fmt.Errorf("read link info: %w", err)
-	}
-	cur, err := ebpf.NewProgramFromID(li.Program)
-	if err != nil {
-		return false, fmt.Errorf("open attached program %d: %w", li.Program, err)
-	}
-	defer cur.Close()
-	ci, err := cur.Info()
-	if err != nil {
-		return false, fmt.Errorf("read attached program info: %w", err)
-	}
-	ni, err := prog.Info()
-	if err != nil {
-		return false, fmt.Errorf("read program info: %w", err)
-	}
-	return ci.Tag != "" && ci.Tag == ni.Tag, nil
 }
 
 // BuildStamp, set at link time (-ldflags "-X

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/routing/nsutil"
 )
 
 // internet 192.0.2.1 (client), 192.0.2.66 (attacker) ── eth0 ═ uplink ── 192.0.2.2 edge [XDP]
@@ -111,7 +112,7 @@ func TestIncompatiblePinnedMapIsReplaced(t *testing.T) {
 	nstest.Link(t, inet, "eth0", "192.0.2.1/24", edge, "uplink", "192.0.2.2/24")
 	pinDir := filepath.Join(BPFFS, "nfhost-test-"+u)
 	t.Cleanup(func() { Detach(pinDir) })
-	if err := EnsureBPFFS(); err != nil {
+	if err := nsutil.EnsureBPFFS(); err != nil {
 		t.Fatal(err)
 	}
 	os.MkdirAll(pinDir, 0o700)
