@@ -32,11 +32,11 @@ check:
 # BPF C is compiled by bpf2go (a go tool in go.mod) with Debian's clang;
 # the generated Go and objects are committed so that go build needs no clang.
 generate:
-	cd dos && $(GO) generate ./...
+	$(GO) generate ./dos/... ./tunnels/...
 
 # CI proves the committed objects reproduce from the C sources.
 check-generated: generate
-	@git diff --quiet -- dos/ || { git diff --stat -- dos/; \
+	@git diff --quiet -- dos/ tunnels/ || { git diff --stat -- dos/ tunnels/; \
 	  echo "generated BPF files differ from the committed ones: run 'make generate' and commit"; exit 1; }
 
 lab: deps build

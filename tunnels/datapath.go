@@ -1,0 +1,258 @@
+package tunnels
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netns"
+
+	"github.com/nfhost/nfhost/routing/nsutil"
+)
+
+// MaxTunnels is the size of the tunnel maps (one host).
+const MaxTunnels = 65536
+
+// LoadConfig says where the datapath lives.
+type LoadConfig struct {
+	// PinDir holds the pinned maps and links: /sys/fs/bpf/nfhost/<host-id>/tunnels.
+	PinDir string
+	// HostNS is the namespace of the uplink; not open: the caller's own.
+	HostNS netns.NsHandle
+	Uplink string
+	Logger *slog.Logger
+}
+
+// Datapath is the loaded GRE programs, their maps and the decap link on
+// the uplink. Encap links are attached per tunnel by AttachEncap.
+type Datapath struct {
+	objs   greBPFObjects
+	decap  link.Link
+	cfg    LoadConfig
+	log    *slog.Logger
+	uplink int // ifindex
+
+	mu    sync.Mutex
+	links map[string]link.Link // encap links by host-end name
+	// Upgraded and Reused describe the decap link, as in dos.Datapath.
+	Upgraded, Reused bool
+}
+
+// Load loads the programs (reusing compatible pinned maps) and attaches
+// the decap program to the uplink's tcx ingress through a pinned link,
+// kept when it already runs this build and upgraded in place otherwise.
+func Load(cfg LoadConfig) (*Datapath, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadGreBPF()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF spec: %w", err)
+	}
+	d := &Datapath{cfg: cfg, log: log, links: map[string]link.Link{}}
+	keep := func(name string) bool { return name == "decap" || strings.HasPrefix(name, "encap-") }
+	if err := nsutil.LoadPinned(spec, cfg.PinDir, &d.objs, keep, log); err != nil {
+		return nil, fmt.Errorf("load GRE programs: %w", err)
+	}
+	h, err := nsutil.Netlink(cfg.HostNS)
+	if err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	defer h.Close()
+	up, err := h.LinkByName(cfg.Uplink)
+	if err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("find uplink %q: %w", cfg.Uplink, err)
+	}
+	d.uplink = up.Attrs().Index
+	l, state, err := nsutil.PinLink(filepath.Join(cfg.PinDir, "decap"), d.objs.NfhostGreDecap,
+		func() (link.Link, error) { return d.attachTCX(d.uplink, d.objs.NfhostGreDecap) },
+		func(i *link.Info) bool { return i.TCX() != nil && int(i.TCX().Ifindex) == d.uplink })
+	if err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("attach GRE decap to %s: %w", cfg.Uplink, err)
+	}
+	d.decap = l
+	d.Upgraded, d.Reused = state == nsutil.LinkUpgraded, state == nsutil.LinkReused
+	return d, nil
+}
+
+// attachTCX attaches prog to tcx ingress of ifindex in the host namespace
+// (link creation resolves the ifindex in the calling thread's namespace).
+func (d *Datapath) attachTCX(ifindex int, prog *ebpf.Program) (link.Link, error) {
+	var l link.Link
+	do := func() error {
+		var err error
+		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+		return err
+	}
+	var err error
+	if d.cfg.HostNS.IsOpen() {
+		err = nsutil.Do(d.cfg.HostNS, do)
+	} else {
+		err = do()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attach tcx ingress of ifindex %d: %w", ifindex, err)
+	}
+	return l, nil
+}
+
+// Close releases this process's handles; pins, links and programs stay.
+func (d *Datapath) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.links {
+		l.Close()
+	}
+	d.decap.Close()
+	d.objs.Close()
+}
+
+// Detach removes every pin: the programs leave the uplink and tunnels.
+func Detach(pinDir string) error {
+	ents, _ := os.ReadDir(pinDir)
+	for _, e := range ents {
+		if l, err := link.LoadPinnedLink(filepath.Join(pinDir, e.Name()), nil); err == nil {
+			l.Unpin()
+			l.Close()
+		}
+	}
+	return os.RemoveAll(pinDir)
+}
+
+// Endpoint is one tunnel as the datapath sees it.
+type Endpoint struct {
+	ID            uint32
+	Local, Remote netip.Addr
+	TTL           uint8
+	// HostIf is the host end of the tunnel veth; its peer, the tunnel
+	// interface, is in the tenant namespace.
+	HostIf         string
+	HostIndex      int
+	HostMAC, NSMAC net.HardwareAddr
+}
+
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+// AttachEncap attaches the encap program to the tunnel's host end (kept or
+// upgraded in place when already pinned) and writes both map entries.
+func (d *Datapath) AttachEncap(e Endpoint) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pin := filepath.Join(d.cfg.PinDir, "encap-"+e.HostIf)
+	l, _, err := nsutil.PinLink(pin, d.objs.NfhostGreEncap,
+		func() (link.Link, error) { return d.attachTCX(e.HostIndex, d.objs.NfhostGreEncap) },
+		func(i *link.Info) bool { return i.TCX() != nil && int(i.TCX().Ifindex) == e.HostIndex })
+	if err != nil {
+		return fmt.Errorf("attach GRE encap to %s: %w", e.HostIf, err)
+	}
+	if old := d.links[e.HostIf]; old != nil {
+		old.Close()
+	}
+	d.links[e.HostIf] = l
+	enc := greBPFEncapVal{Local: be32(e.Local), Remote: be32(e.Remote), Uplink: uint32(d.uplink), Id: e.ID, Ttl: e.TTL}
+	if err := putIfChanged(d.objs.NftEncap, uint32(e.HostIndex), enc); err != nil {
+		return fmt.Errorf("write encap entry of %s: %w", e.HostIf, err)
+	}
+	dec := greBPFDecapVal{Ifindex: uint32(e.HostIndex), Id: e.ID}
+	copy(dec.Dmac[:], e.NSMAC)
+	copy(dec.Smac[:], e.HostMAC)
+	if err := putIfChanged(d.objs.NftDecap, greBPFEpKey{Local: be32(e.Local), Remote: be32(e.Remote)}, dec); err != nil {
+		return fmt.Errorf("write decap entry of %s: %w", e.HostIf, err)
+	}
+	return nil
+}
+
+func putIfChanged[K, V comparable](m *ebpf.Map, k K, v V) error {
+	var have V
+	if err := m.Lookup(k, &have); err == nil && have == v {
+		return nil
+	}
+	return m.Put(k, v)
+}
+
+// RemoveEncap deletes a tunnel's map entries and unpins its link.
+func (d *Datapath) RemoveEncap(hostIf string, hostIndex int, local, remote netip.Addr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	if err := d.objs.NftEncap.Delete(uint32(hostIndex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, err)
+	}
+	if local.IsValid() {
+		if err := d.objs.NftDecap.Delete(greBPFEpKey{Local: be32(local), Remote: be32(remote)}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if l := d.links[hostIf]; l != nil {
+		l.Close()
+		delete(d.links, hostIf)
+	}
+	if l, err := link.LoadPinnedLink(filepath.Join(d.cfg.PinDir, "encap-"+hostIf), nil); err == nil {
+		l.Unpin()
+		l.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// EncapEntries returns the encap map: host-end ifindex -> (id, endpoints).
+func (d *Datapath) EncapEntries() (map[int]Endpoint, error) {
+	out := map[int]Endpoint{}
+	var k uint32
+	var v greBPFEncapVal
+	it := d.objs.NftEncap.Iterate()
+	for it.Next(&k, &v) {
+		var l, r [4]byte
+		binary.NativeEndian.PutUint32(l[:], v.Local)
+		binary.NativeEndian.PutUint32(r[:], v.Remote)
+		out[int(k)] = Endpoint{ID: v.Id, Local: netip.AddrFrom4(l), Remote: netip.AddrFrom4(r), TTL: v.Ttl, HostIndex: int(k)}
+	}
+	return out, it.Err()
+}
+
+// Stats are one tunnel's counters, summed over CPUs.
+type Stats struct {
+	RxPackets, RxBytes, TxPackets, TxBytes, Drops uint64
+}
+
+// Stats reads the counters of tunnel id.
+func (d *Datapath) Stats(id uint32) (Stats, error) {
+	var per []greBPFTunStats
+	if err := d.objs.NftTunStats.Lookup(id, &per); err != nil {
+		return Stats{}, err
+	}
+	var s Stats
+	for _, p := range per {
+		s.RxPackets += p.RxPackets
+		s.RxBytes += p.RxBytes
+		s.TxPackets += p.TxPackets
+		s.TxBytes += p.TxBytes
+		s.Drops += p.Drops
+	}
+	return s, nil
+}
+
+// ResetStats zeroes a tunnel's counters (a new tunnel takes a free ID).
+func (d *Datapath) ResetStats(id uint32) error {
+	zero := make([]greBPFTunStats, ebpf.MustPossibleCPU())
+	return d.objs.NftTunStats.Put(id, zero)
+}
