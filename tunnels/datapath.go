@@ -154,40 +154,45 @@ func be32(a netip.Addr) uint32 {
 }
 
 // AttachEncap attaches the encap program to the tunnel's host end (kept or
-// upgraded in place when already pinned) and writes both map entries.
-func (d *Datapath) AttachEncap(e Endpoint) error {
+// upgraded in place when already pinned) and writes both map entries. It
+// reports whether anything changed.
+func (d *Datapath) AttachEncap(e Endpoint) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	pin := filepath.Join(d.cfg.PinDir, "encap-"+e.HostIf)
-	l, _, err := nsutil.PinLink(pin, d.objs.NfhostGreEncap,
+	l, state, err := nsutil.PinLink(pin, d.objs.NfhostGreEncap,
 		func() (link.Link, error) { return d.attachTCX(e.HostIndex, d.objs.NfhostGreEncap) },
 		func(i *link.Info) bool { return i.TCX() != nil && int(i.TCX().Ifindex) == e.HostIndex })
 	if err != nil {
-		return fmt.Errorf("attach GRE encap to %s: %w", e.HostIf, err)
+		return false, fmt.Errorf("attach GRE encap to %s: %w", e.HostIf, err)
 	}
+	changed := state != nsutil.LinkReused
 	if old := d.links[e.HostIf]; old != nil {
 		old.Close()
 	}
 	d.links[e.HostIf] = l
 	enc := greBPFEncapVal{Local: be32(e.Local), Remote: be32(e.Remote), Uplink: uint32(d.uplink), Id: e.ID, Ttl: e.TTL}
-	if err := putIfChanged(d.objs.NftEncap, uint32(e.HostIndex), enc); err != nil {
-		return fmt.Errorf("write encap entry of %s: %w", e.HostIf, err)
+	c, err := putIfChanged(d.objs.NftEncap, uint32(e.HostIndex), enc)
+	if err != nil {
+		return false, fmt.Errorf("write encap entry of %s: %w", e.HostIf, err)
 	}
+	changed = changed || c
 	dec := greBPFDecapVal{Ifindex: uint32(e.HostIndex), Id: e.ID}
 	copy(dec.Dmac[:], e.NSMAC)
 	copy(dec.Smac[:], e.HostMAC)
-	if err := putIfChanged(d.objs.NftDecap, greBPFEpKey{Local: be32(e.Local), Remote: be32(e.Remote)}, dec); err != nil {
-		return fmt.Errorf("write decap entry of %s: %w", e.HostIf, err)
+	c, err = putIfChanged(d.objs.NftDecap, greBPFEpKey{Local: be32(e.Local), Remote: be32(e.Remote)}, dec)
+	if err != nil {
+		return false, fmt.Errorf("write decap entry of %s: %w", e.HostIf, err)
 	}
-	return nil
+	return changed || c, nil
 }
 
-func putIfChanged[K, V comparable](m *ebpf.Map, k K, v V) error {
+func putIfChanged[K, V comparable](m *ebpf.Map, k K, v V) (bool, error) {
 	var have V
 	if err := m.Lookup(k, &have); err == nil && have == v {
-		return nil
+		return false, nil
 	}
-	return m.Put(k, v)
+	return true, m.Put(k, v)
 }
 
 // RemoveEncap deletes a tunnel's map entries and unpins its link.

@@ -1,0 +1,475 @@
+package tunnels
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/nfhost/nfhost/routing/nsutil"
+)
+
+// Backend makes a tenant's tunnel interfaces exist. The eBPF backend
+// (veth pairs plus the tcx programs) is the one this package provides;
+// kernel GRE devices (netlink Gretun in the tenant namespace) fit behind
+// the same interface on kernels that have them.
+type Backend interface {
+	// EnsureTunnel makes the tunnel interface t exist in the tenant
+	// namespace (handle tn) with its address and MTU, carrying traffic
+	// to and from t.Remote, and reports what it changed.
+	EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error)
+	// RemoveStale removes the tenant's tunnels not named in keep.
+	RemoveStale(tenant string, keep map[string]bool) ([]string, error)
+}
+
+// Config is what a Reconciler works on.
+type Config struct {
+	HostNS   netns.NsHandle // not open: the caller's own
+	NSDir    string         // named namespaces (nsutil.DefaultDir)
+	Datapath *Datapath
+	Logger   *slog.Logger
+}
+
+// Reconciler applies TenantSpecs: tunnel interfaces (through the eBPF
+// backend), routes with health penalties, and MSS clamping. Safe for
+// concurrent use (the prober re-routes from its own goroutine).
+type Reconciler struct {
+	cfg  Config
+	log  *slog.Logger
+	host *netlink.Handle
+
+	mu      sync.Mutex
+	ids     map[string]uint32 // host-end name -> counter index
+	specs   map[string]TenantSpec
+	penalty func(tenant, tunnel string) int
+}
+
+// NewReconciler opens the host namespace and recovers tunnel IDs from the
+// pinned encap map, so counters stay with their tunnels across restarts.
+func NewReconciler(cfg Config) (*Reconciler, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NSDir == "" {
+		cfg.NSDir = nsutil.DefaultDir
+	}
+	h, err := nsutil.Netlink(cfg.HostNS)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, host: h, ids: map[string]uint32{}, specs: map[string]TenantSpec{},
+		penalty: func(string, string) int { return 0 }}
+	ents, err := cfg.Datapath.EncapEntries()
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("read encap map: %w", err)
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if _, _, ok := ParseAlias(l.Attrs().Alias); ok {
+			if e, ok := ents[l.Attrs().Index]; ok {
+				r.ids[l.Attrs().Name] = e.ID
+			}
+		}
+	}
+	return r, nil
+}
+
+// Close releases the netlink handle.
+func (r *Reconciler) Close() { r.host.Close() }
+
+// SetPenalty installs the health penalty function (the prober's).
+func (r *Reconciler) SetPenalty(f func(tenant, tunnel string) int) {
+	r.mu.Lock()
+	r.penalty = f
+	r.mu.Unlock()
+}
+
+// Specs returns the tenant specs in force (for the prober).
+func (r *Reconciler) Specs() []TenantSpec {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]TenantSpec, 0, len(r.specs))
+	for _, s := range r.specs {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Tenant < out[j].Tenant })
+	return out
+}
+
+// ID returns a tunnel's counter index.
+func (r *Reconciler) ID(tenant, tunnel string) (uint32, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, ok := r.ids[HostIfName(tenant, tunnel)]
+	return id, ok
+}
+
+// Apply makes the kernel match spec and returns what it changed.
+func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ns, err := nsutil.Open(r.cfg.NSDir, spec.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("open namespace %s: %w", spec.Namespace, err)
+	}
+	defer ns.Close()
+	tn, err := nsutil.Netlink(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer tn.Close()
+	var ch []string
+	keep := map[string]bool{}
+	for _, t := range spec.Tunnels {
+		keep[t.Name] = true
+		c, err := r.EnsureTunnel(spec.Tenant, ns, tn, t)
+		ch = append(ch, c...)
+		if err != nil {
+			return ch, err
+		}
+	}
+	c, err := r.RemoveStale(spec.Tenant, keep)
+	ch = append(ch, c...)
+	if err != nil {
+		return ch, err
+	}
+	var hostIfs []nsutil.Sysctl
+	for _, t := range spec.Tunnels {
+		hostIfs = append(hostIfs, nsutil.Sysctl{Path: "net/ipv6/conf/" + HostIfName(spec.Tenant, t.Name) + "/disable_ipv6", Value: "1"})
+	}
+	c, err = nsutil.EnsureSysctls(r.cfg.HostNS, hostIfs)
+	ch = append(ch, prefixed("sysctl: host ", c)...)
+	if err != nil {
+		return ch, err
+	}
+	c, err = nsutil.EnsureSysctls(ns, []nsutil.Sysctl{
+		{Path: "net/ipv4/fib_multipath_hash_policy", Value: "1"},
+		{Path: "net/ipv6/fib_multipath_hash_policy", Value: "1"},
+	})
+	ch = append(ch, prefixed("sysctl: tenant ", c)...)
+	if err != nil {
+		return ch, err
+	}
+	c, err = r.ensureRoutes(tn, spec)
+	ch = append(ch, c...)
+	if err != nil {
+		return ch, err
+	}
+	c, err = ensureMSS(ns, spec.Tunnels)
+	ch = append(ch, c...)
+	if err != nil {
+		return ch, err
+	}
+	r.specs[spec.Tenant] = spec
+	return ch, nil
+}
+
+// Reroute re-applies a tenant's routes (after a health change).
+func (r *Reconciler) Reroute(tenant string) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	spec, ok := r.specs[tenant]
+	if !ok {
+		return nil, nil
+	}
+	ns, err := nsutil.Open(r.cfg.NSDir, spec.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("open namespace %s: %w", spec.Namespace, err)
+	}
+	defer ns.Close()
+	tn, err := nsutil.Netlink(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer tn.Close()
+	return r.ensureRoutes(tn, spec)
+}
+
+// Remove deletes all of a tenant's tunnels (its namespace may be gone).
+func (r *Reconciler) Remove(tenant string) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.specs, tenant)
+	return r.RemoveStale(tenant, nil)
+}
+
+func prefixed(p string, xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = p + x
+	}
+	return out
+}
+
+// EnsureTunnel is the eBPF backend: a veth pair whose tenant end is the
+// tunnel interface (NOARP, no IPv6 link-local, the configured address and
+// MTU) and whose host end runs the encap program; decap reaches it through
+// the map entry for (local, remote).
+func (r *Reconciler) EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error) {
+	var ch []string
+	hostIf := HostIfName(tenant, t.Name)
+	hl, herr := r.host.LinkByName(hostIf)
+	nl, nerr := tn.LinkByName(t.Name)
+	if herr != nil && !notFound(herr) {
+		return nil, fmt.Errorf("get link %s: %w", hostIf, herr)
+	}
+	if nerr != nil && !notFound(nerr) {
+		return nil, fmt.Errorf("get link %s in the tenant namespace: %w", t.Name, nerr)
+	}
+	paired := herr == nil && nerr == nil && hl.Type() == "veth" &&
+		hl.Attrs().ParentIndex == nl.Attrs().Index && nl.Attrs().ParentIndex == hl.Attrs().Index
+	if !paired {
+		if herr == nil {
+			if _, _, ours := ParseAlias(hl.Attrs().Alias); !ours {
+				return nil, fmt.Errorf("link %s exists and is not nfhost's (alias %q)", hostIf, hl.Attrs().Alias)
+			}
+			r.removeLink(hl)
+			ch = append(ch, "tunnel: delete stale "+hostIf)
+		}
+		if nerr == nil {
+			if err := tn.LinkDel(nl); err != nil {
+				return ch, fmt.Errorf("delete stale %s in the tenant namespace: %w", t.Name, err)
+			}
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: hostIf, Alias: Alias(tenant, t.Name), MTU: t.MTU},
+			PeerName:      t.Name,
+			PeerNamespace: netlink.NsFd(int(ns)),
+			PeerMTU:       uint32(t.MTU),
+		}
+		if err := r.host.LinkAdd(veth); err != nil {
+			return ch, fmt.Errorf("create tunnel veth %s <-> %s: %w", hostIf, t.Name, err)
+		}
+		ch = append(ch, fmt.Sprintf("tunnel: create %s (host end %s)", t.Name, hostIf))
+		var err error
+		if hl, err = r.host.LinkByName(hostIf); err != nil {
+			return ch, fmt.Errorf("get new link %s: %w", hostIf, err)
+		}
+		if nl, err = tn.LinkByName(t.Name); err != nil {
+			return ch, fmt.Errorf("get new link %s: %w", t.Name, err)
+		}
+		// Before it goes up: no IPv6 link-local, so the tunnel stays
+		// quiet (no router solicitations or MLD towards the customer).
+		if err := tn.LinkSetIP6AddrGenMode(nl, 1); err != nil {
+			return ch, fmt.Errorf("set addrgenmode none on %s: %w", t.Name, err)
+		}
+	}
+	if a := Alias(tenant, t.Name); hl.Attrs().Alias != a {
+		if err := r.host.LinkSetAlias(hl, a); err != nil {
+			return ch, fmt.Errorf("set alias on %s: %w", hostIf, err)
+		}
+	}
+	if nl.Attrs().MTU != t.MTU {
+		if err := tn.LinkSetMTU(nl, t.MTU); err != nil {
+			return ch, fmt.Errorf("set MTU of %s: %w", t.Name, err)
+		}
+		ch = append(ch, fmt.Sprintf("tunnel: mtu %s %d", t.Name, t.MTU))
+	}
+	if hl.Attrs().MTU != t.MTU {
+		if err := r.host.LinkSetMTU(hl, t.MTU); err != nil {
+			return ch, fmt.Errorf("set MTU of %s: %w", hostIf, err)
+		}
+	}
+	if nl.Attrs().RawFlags&unix.IFF_NOARP == 0 {
+		if err := tn.LinkSetARPOff(nl); err != nil {
+			return ch, fmt.Errorf("set %s noarp: %w", t.Name, err)
+		}
+		ch = append(ch, "tunnel: noarp "+t.Name)
+	}
+	addrs, err := tn.AddrList(nl, netlink.FAMILY_V4)
+	if err != nil {
+		return ch, fmt.Errorf("list addresses of %s: %w", t.Name, err)
+	}
+	have := false
+	for _, a := range addrs {
+		p, _ := netip.AddrFromSlice(a.IP.To4())
+		if pp := netip.PrefixFrom(p, maskBits(a.Mask)); pp == t.Addr {
+			have = true
+			continue
+		}
+		if err := tn.AddrDel(nl, &a); err != nil {
+			return ch, fmt.Errorf("delete address %s from %s: %w", a.IPNet, t.Name, err)
+		}
+		ch = append(ch, fmt.Sprintf("tunnel: delete address %s from %s", a.IPNet, t.Name))
+	}
+	if !have {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: t.Addr.Addr().AsSlice(), Mask: net.CIDRMask(t.Addr.Bits(), 32)}}
+		if err := tn.AddrAdd(nl, a); err != nil {
+			return ch, fmt.Errorf("add address %s to %s: %w", t.Addr, t.Name, err)
+		}
+		ch = append(ch, fmt.Sprintf("tunnel: address %s on %s", t.Addr, t.Name))
+	}
+	for _, l := range []struct {
+		h    *netlink.Handle
+		link netlink.Link
+	}{{r.host, hl}, {tn, nl}} {
+		if l.link.Attrs().Flags&net.FlagUp == 0 {
+			if err := l.h.LinkSetUp(l.link); err != nil {
+				return ch, fmt.Errorf("set %s up: %w", l.link.Attrs().Name, err)
+			}
+			ch = append(ch, "tunnel: up "+l.link.Attrs().Name)
+		}
+	}
+	id, ok := r.ids[hostIf]
+	if !ok {
+		if id, err = r.allocID(); err != nil {
+			return ch, err
+		}
+		if err := r.cfg.Datapath.ResetStats(id); err != nil {
+			return ch, fmt.Errorf("reset counters of %s: %w", t.Name, err)
+		}
+		r.ids[hostIf] = id
+	}
+	changed, err := r.cfg.Datapath.AttachEncap(Endpoint{ID: id, Local: t.Local, Remote: t.Remote, TTL: t.TTL,
+		HostIf: hostIf, HostIndex: hl.Attrs().Index, HostMAC: hl.Attrs().HardwareAddr, NSMAC: nl.Attrs().HardwareAddr})
+	if err != nil {
+		return ch, err
+	}
+	if changed {
+		ch = append(ch, fmt.Sprintf("tunnel: datapath %s %s -> %s (id %d)", t.Name, t.Local, t.Remote, id))
+	}
+	return ch, nil
+}
+
+func maskBits(m net.IPMask) int {
+	n, _ := m.Size()
+	return n
+}
+
+func notFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+func (r *Reconciler) allocID() (uint32, error) {
+	used := map[uint32]bool{}
+	for _, id := range r.ids {
+		used[id] = true
+	}
+	for id := uint32(1); id < MaxTunnels; id++ {
+		if !used[id] {
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("all %d tunnel IDs are in use", MaxTunnels-1)
+}
+
+// removeLink deletes a tunnel's host end (its peer goes with it) and its
+// datapath entries.
+func (r *Reconciler) removeLink(l netlink.Link) error {
+	name := l.Attrs().Name
+	ents, _ := r.cfg.Datapath.EncapEntries()
+	e := ents[l.Attrs().Index]
+	err := r.cfg.Datapath.RemoveEncap(name, l.Attrs().Index, e.Local, e.Remote)
+	if derr := r.host.LinkDel(l); derr != nil && !notFound(derr) {
+		err = errors.Join(err, fmt.Errorf("delete %s: %w", name, derr))
+	}
+	delete(r.ids, name)
+	return err
+}
+
+// RemoveStale deletes the tenant's tunnel links not in keep.
+func (r *Reconciler) RemoveStale(tenant string, keep map[string]bool) ([]string, error) {
+	links, err := r.host.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var ch []string
+	var errs []error
+	for _, l := range links {
+		t, name, ok := ParseAlias(l.Attrs().Alias)
+		if !ok || t != tenant || keep[name] {
+			continue
+		}
+		if err := r.removeLink(l); err != nil {
+			errs = append(errs, err)
+		}
+		ch = append(ch, fmt.Sprintf("tunnel: delete %s (host end %s)", name, l.Attrs().Name))
+	}
+	return ch, errors.Join(errs...)
+}
+
+// ensureRoutes writes the planned routes (protocol RouteProtocol, main
+// table) in the tenant namespace and removes the ones no longer planned.
+func (r *Reconciler) ensureRoutes(tn *netlink.Handle, spec TenantSpec) ([]string, error) {
+	sets := PlanRoutes(spec.Routes, func(tun string) int { return r.penalty(spec.Tenant, tun) })
+	index := map[string]int{}
+	for _, t := range spec.Tunnels {
+		l, err := tn.LinkByName(t.Name)
+		if err != nil {
+			return nil, fmt.Errorf("find tunnel %s: %w", t.Name, err)
+		}
+		index[t.Name] = l.Attrs().Index
+	}
+	have, err := tn.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	haveBy := map[string]string{}
+	for _, rt := range have {
+		if rt.Dst != nil {
+			haveBy[rt.Dst.String()] = routeKey(rt)
+		}
+	}
+	var ch []string
+	want := map[string]bool{}
+	for _, s := range sets {
+		rt := netlink.Route{Dst: &net.IPNet{IP: s.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(s.Prefix.Bits(), s.Prefix.Addr().BitLen())},
+			Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
+		if len(s.Hops) == 1 {
+			rt.Gw, rt.LinkIndex = s.Hops[0].Nexthop.AsSlice(), index[s.Hops[0].Tunnel]
+		} else {
+			for _, h := range s.Hops {
+				rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: index[h.Tunnel], Gw: h.Nexthop.AsSlice(), Hops: h.Weight - 1})
+			}
+		}
+		dst := rt.Dst.String()
+		want[dst] = true
+		if haveBy[dst] == routeKey(rt) {
+			continue
+		}
+		if err := tn.RouteReplace(&rt); err != nil {
+			return ch, fmt.Errorf("route %s: %w", s.Prefix, err)
+		}
+		ch = append(ch, fmt.Sprintf("route: %s %s (priority %d)", s.Prefix, routeKey(rt), s.Priority))
+	}
+	for _, rt := range have {
+		if rt.Dst == nil || want[rt.Dst.String()] {
+			continue
+		}
+		if err := tn.RouteDel(&rt); err != nil {
+			return ch, fmt.Errorf("delete route %s: %w", rt.Dst, err)
+		}
+		ch = append(ch, "route: delete "+rt.Dst.String())
+	}
+	return ch, nil
+}
+
+// routeKey renders a route's nexthops for comparison and logs.
+func routeKey(rt netlink.Route) string {
+	var hops []string
+	if len(rt.MultiPath) == 0 {
+		hops = append(hops, fmt.Sprintf("via %s dev %d weight 1", rt.Gw, rt.LinkIndex))
+	}
+	for _, h := range rt.MultiPath {
+		hops = append(hops, fmt.Sprintf("via %s dev %d weight %d", h.Gw, h.LinkIndex, h.Hops+1))
+	}
+	slices.Sort(hops)
+	return strings.Join(hops, ", ")
+}

@@ -1,0 +1,125 @@
+package tunnels
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Names and numbers nfhost owns for tunnels. Documented in README.md.
+const (
+	// HostIfPrefix starts the host end of every tunnel veth.
+	HostIfPrefix = "nft"
+	// AliasPrefix starts its alias: nfhost:tunnel=<tenant>/<name>.
+	AliasPrefix = "nfhost:tunnel="
+	// RouteProtocol marks the routes nfhost writes in tenant namespaces.
+	RouteProtocol = 110
+	// NFTTable is the table (family inet) holding MSS clamping in a tenant
+	// namespace; the tenant firewall owns "inet nfhost" there.
+	NFTTable = "nfhost_tunnels"
+	// Health penalties added to a route's priority.
+	PenaltyDegraded = 500_000
+	PenaltyDown     = 1_000_000
+)
+
+// TenantSpec is the desired tunnel state of one tenant.
+type TenantSpec struct {
+	Tenant    string
+	Namespace string // /run/netns/<Namespace>
+	Tunnels   []Tunnel
+	Routes    []Route
+}
+
+// Tunnel is one GRE tunnel.
+type Tunnel struct {
+	Name          string
+	Local, Remote netip.Addr   // anycast endpoint, customer endpoint
+	Addr          netip.Prefix // this side's /31 or /30
+	Peer          netip.Addr   // the far side: routes' nexthop
+	MTU           int
+	TTL           uint8
+	MSS           int
+	Health        HealthSpec
+}
+
+// HealthSpec configures probes.
+type HealthSpec struct {
+	Enabled  bool
+	Type     string // reply | request
+	Target   netip.Addr
+	Interval time.Duration
+}
+
+// Route is a static route in the tenant namespace over a tunnel.
+type Route struct {
+	Prefix   netip.Prefix
+	Nexthop  netip.Addr
+	Tunnel   string
+	Priority int
+	Weight   int
+}
+
+// HostIfName names a tunnel's host-end veth: "nft" + 12 hex digits of a
+// hash of tenant and tunnel name.
+func HostIfName(tenant, tunnel string) string {
+	h := sha256.Sum256([]byte(tenant + "/" + tunnel))
+	return HostIfPrefix + hex.EncodeToString(h[:6])
+}
+
+// Alias is the host end's alias, which names its tenant and tunnel.
+func Alias(tenant, tunnel string) string { return AliasPrefix + tenant + "/" + tunnel }
+
+// ParseAlias returns the tenant and tunnel of an alias nfhost wrote.
+func ParseAlias(a string) (tenant, tunnel string, ok bool) {
+	rest, ok := strings.CutPrefix(a, AliasPrefix)
+	if !ok {
+		return "", "", false
+	}
+	tenant, tunnel, ok = strings.Cut(rest, "/")
+	return tenant, tunnel, ok
+}
+
+// RouteSet is the routes one prefix gets: the nexthops of the lowest
+// effective priority, with their weights.
+type RouteSet struct {
+	Prefix   netip.Prefix
+	Priority int // effective
+	Hops     []Hop
+}
+
+// Hop is one nexthop of a (multipath) route.
+type Hop struct {
+	Tunnel  string
+	Nexthop netip.Addr
+	Weight  int
+}
+
+// PlanRoutes is pure: for each prefix the routes with the lowest effective
+// priority (priority + the health penalty of their tunnel) form one
+// multipath route; the others are standby.
+func PlanRoutes(routes []Route, penalty func(tunnel string) int) []RouteSet {
+	byPrefix := map[netip.Prefix]*RouteSet{}
+	var order []netip.Prefix
+	for _, r := range routes {
+		eff := r.Priority + penalty(r.Tunnel)
+		s := byPrefix[r.Prefix]
+		if s == nil {
+			s = &RouteSet{Prefix: r.Prefix, Priority: eff}
+			byPrefix[r.Prefix] = s
+			order = append(order, r.Prefix)
+		}
+		switch {
+		case eff < s.Priority:
+			s.Priority, s.Hops = eff, []Hop{{r.Tunnel, r.Nexthop, r.Weight}}
+		case eff == s.Priority:
+			s.Hops = append(s.Hops, Hop{r.Tunnel, r.Nexthop, r.Weight})
+		}
+	}
+	out := make([]RouteSet, 0, len(order))
+	for _, p := range order {
+		out = append(out, *byPrefix[p])
+	}
+	return out
+}
