@@ -48,6 +48,7 @@ func newGRETest(t *testing.T) *gretest {
 	g.C.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	g.G.MustExec(t, "ip", "route", "add", "default", "via", "198.51.100.1")
 	g.L.MustExec(t, "ip", "addr", "add", "10.9.0.1/32", "dev", "lo")
+	g.L.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1") // a router
 	g.T.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
 	pin := filepath.Join(nsutil.BPFFS, "nfhost-test-"+u, "tunnels")
@@ -168,5 +169,89 @@ func TestTunnelKernel(t *testing.T) {
 	}
 	if g.ping(t, g.T, "10.9.0.1") {
 		t.Error("traffic still flows after the tunnel was removed")
+	}
+}
+
+// TestFailover: a backup tunnel (larger priority value) carries the
+// traffic while the first one fails its health checks, and the traffic
+// returns after the first recovers.
+func TestFailover(t *testing.T) {
+	g := newGRETest(t)
+	// The tenant namespace reaches the edge's own address (the probe
+	// address) the way nsd's host veth lets it.
+	nstest.Link(t, g.T, "host0", "169.254.100.2/32", g.E, "nfvtest", "169.254.100.1/32")
+	g.T.MustExec(t, "ip", "route", "add", "default", "via", "169.254.100.1", "dev", "host0", "onlink")
+	// A second customer endpoint and tunnel.
+	g.G.MustExec(t, "ip", "addr", "add", "198.51.100.131/24", "dev", "eth0")
+	custTunnels := []Tunnel{tunnel("gre1", "198.51.100.130", "192.0.2.10", "169.254.20.1/31", "169.254.20.0"),
+		tunnel("gre2", "198.51.100.131", "192.0.2.10", "169.254.21.1/31", "169.254.21.0")}
+	if _, err := g.cust.Apply(context.Background(), g.L.Name, custTunnels, []Route{
+		{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Nexthop: netip.MustParseAddr("169.254.20.0"), Tunnel: "gre1", Priority: 100, Weight: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	hc := HealthSpec{Enabled: true, Type: "reply", Interval: 100 * time.Millisecond}
+	t1 := tunnel("gre-acme1", "192.0.2.10", "198.51.100.130", "169.254.20.0/31", "169.254.20.1")
+	t1.Health, t1.Health.Target = hc, netip.MustParseAddr("198.51.100.130")
+	t2 := tunnel("gre-acme2", "192.0.2.10", "198.51.100.131", "169.254.21.0/31", "169.254.21.1")
+	t2.Health, t2.Health.Target = hc, netip.MustParseAddr("198.51.100.131")
+	t2.Health.Type = "request"
+	g.spec.Tunnels = []Tunnel{t1, t2}
+	g.spec.Routes = append(g.spec.Routes, Route{Prefix: netip.MustParsePrefix("10.9.0.0/24"), Nexthop: netip.MustParseAddr("169.254.21.1"),
+		Tunnel: "gre-acme2", Priority: 200, Weight: 1})
+	if _, err := g.rec.Apply(context.Background(), g.spec); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewProber(g.E.Handle, netip.MustParseAddr("192.0.2.2"), g.rec, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	state := func(name string) string {
+		for _, h := range p.Health() {
+			if h.Tunnel == name {
+				return h.State
+			}
+		}
+		return ""
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for i := 0; i < 150; i++ {
+			if cond() {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("timed out waiting for %s; health %+v\nroutes:\n%s", what, p.Health(), g.T.MustExec(t, "ip", "route"))
+	}
+	via := func() string { return g.T.MustExec(t, "ip", "route", "show", "10.9.0.0/24") }
+	wait("probes answered on both tunnels", func() bool {
+		hs := p.Health()
+		return len(hs) == 2 && hs[0].Received >= 3 && hs[1].Received >= 3 && hs[0].State == StateHealthy && hs[1].State == StateHealthy
+	})
+	if !strings.Contains(via(), "169.254.20.1") || !g.ping(t, g.T, "10.9.0.1") {
+		t.Fatalf("primary tunnel not in use: %s", via())
+	}
+	// The internet loses the path to the first customer endpoint.
+	g.C.MustExec(t, "nft", "add table inet cut; add chain inet cut f { type filter hook forward priority 0; }; add rule inet cut f ip daddr 198.51.100.130 drop")
+	wait("primary down", func() bool { return state("gre-acme1") == StateDown })
+	wait("route on the backup", func() bool { return strings.Contains(via(), "169.254.21.1") })
+	id2, _ := g.rec.ID("acme", "gre-acme2")
+	before, _ := g.dp.Stats(id2)
+	if !g.ping(t, g.T, "10.9.0.1") {
+		t.Fatal("no traffic over the backup tunnel")
+	}
+	if after, _ := g.dp.Stats(id2); after.TxPackets <= before.TxPackets {
+		t.Error("the backup tunnel carried nothing")
+	}
+	// The path heals: after a sustained healthy period traffic returns.
+	g.C.MustExec(t, "nft", "delete table inet cut")
+	wait("primary healthy", func() bool { return state("gre-acme1") == StateHealthy })
+	wait("route back on the primary", func() bool { return strings.Contains(via(), "169.254.20.1") })
+	if !g.ping(t, g.T, "10.9.0.1") {
+		t.Fatal("no traffic after recovery")
 	}
 }
