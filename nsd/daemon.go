@@ -52,8 +52,14 @@ type Options struct {
 	Firewall Firewall
 	// DoS may be nil (no --uplink): dos keys are then reported as not
 	// applied.
-	DoS      DoS
-	NSPrefix string
+	DoS DoS
+	// Tunnels may be nil (no --uplink): tenants with tunnels then fail
+	// with an error saying so.
+	Tunnels Tunnels
+	// TunnelEvents names tenants whose tunnel health changed (the prober
+	// sends them); their status is rewritten. May be nil.
+	TunnelEvents <-chan string
+	NSPrefix     string
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
 	// MaxDeleteFraction: a pass that would delete more than this share of
@@ -80,6 +86,7 @@ type applied struct {
 	fw       *firewall.Spec // last good firewall; nil: none
 	dosIndex uint64         // ModifyIndex of the dos key in force (0: none)
 	dos      *dos.Spec      // last good DoS document; nil: none
+	tunnels  []config.ValidTunnel
 }
 
 // Daemon holds the reconcile state. Its methods are not safe for
@@ -168,6 +175,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 				started = true
 			}
 			d.Reconcile(ctx, s, full)
+		case id := <-d.o.TunnelEvents:
+			d.refreshTunnelStatus(ctx, id)
 		case <-ticker:
 			if last == nil {
 				continue
@@ -318,6 +327,12 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	} else if valid, err = config.ParseNetwork(id, net.Value); err == nil {
 		if err = plan.CheckOverlap(id, valid.Prefixes, holdings); err != nil {
 			defer func() { res.overlap = true }()
+		} else {
+			pairs := map[string][]config.ValidTunnel{}
+			for o, a := range d.applied {
+				pairs[o] = a.tunnels
+			}
+			err = plan.CheckTunnelPairs(id, valid.Tunnels, pairs)
 		}
 	}
 	if err != nil {
@@ -348,9 +363,11 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		return d.fail(ctx, log, st, "routing", fmt.Errorf("apply routing: %w", err), "apply failed")
 	}
 	d.m.Reconciles.WithLabelValues("routing", "ok").Inc()
+	tunChanges, tunErr := d.reconcileTunnels(ctx, log, id, valid, spec.Namespace, &st)
+	changes = append(changes, tunChanges...)
 	holdings[id] = valid.Prefixes
 	prevApplied := d.applied[id]
-	a := &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes}
+	a := &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes, tunnels: valid.Tunnels}
 	if prevApplied != nil {
 		a.fw, a.fwIndex = prevApplied.fw, prevApplied.fwIndex
 		a.dos, a.dosIndex = prevApplied.dos, prevApplied.dosIndex
@@ -359,6 +376,10 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	d.observed[id] = routing.Observed{ID: id, Slot: slot, HostIf: spec.HostIf, Namespace: spec.Namespace}
 	st.AppliedIndex = net.ModifyIndex
 	st.Subsystems["routing"] = "ok"
+	if tunErr != nil {
+		st.Changes = len(changes)
+		return d.fail(ctx, log, st, "tunnels", tunErr, "tunnels not applied")
+	}
 
 	fwChanges, fwErr := d.reconcileFirewall(log, id, keys, a, &st)
 	changes = append(changes, fwChanges...)
@@ -377,7 +398,8 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	prev, had := d.statuses[id]
 	st.AppliedAt = d.o.Now().UTC()
 	if had && len(changes) == 0 && full && prev.State == st.State && prev.AppliedIndex == st.AppliedIndex &&
-		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) {
+		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) &&
+		sameTunnelHealth(prev.Tunnels, st.Tunnels) {
 		return Result{Tenant: id, State: st.State} // converged resync: no status write
 	}
 	if len(changes) > 0 || !had || prev.AppliedIndex != st.AppliedIndex {
@@ -472,6 +494,14 @@ func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
 	}
 	if a, ok := d.applied[id]; ok && o.Slot == 0 {
 		o.Slot = a.spec.Slot
+	}
+	if d.o.Tunnels != nil {
+		tc, err := d.o.Tunnels.Remove(id)
+		d.recordChanges(d.log.With("tenant", id), "tunnels", tc)
+		if err != nil {
+			d.log.Error("remove tunnels", "tenant", id, "err", err)
+			return Result{Tenant: id, State: "error", Err: err}
+		}
 	}
 	changes, err := d.o.Routing.Delete(ctx, o)
 	d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))

@@ -121,14 +121,18 @@ with exit code 4 instead of being overwritten.`,
 				return err
 			}
 			holdings := map[string][]netip.Prefix{}
+			pairs := map[string][]config.ValidTunnel{}
 			for id, keys := range snap.Tenants {
 				if n, ok := keys[config.KeyNetwork]; ok && id != f.ID {
 					if v, err := config.ParseNetwork(id, n.Value); err == nil {
-						holdings[id] = v.Prefixes
+						holdings[id], pairs[id] = v.Prefixes, v.Tunnels
 					}
 				}
 			}
 			if err := plan.CheckOverlap(f.ID, vn.Prefixes, holdings); err != nil {
+				return err
+			}
+			if err := plan.CheckTunnelPairs(f.ID, vn.Tunnels, pairs); err != nil {
 				return err
 			}
 			cur := snap.Tenants[f.ID]
@@ -282,7 +286,7 @@ with exit code 4 instead of being overwritten.`,
 	confirm.MarkFlagRequired("host")
 	confirm.MarkFlagRequired("token")
 
-	root.AddCommand(tenant, validate, status, confirm, fwCommand(env, &sf), dosCommand(env, &sf))
+	root.AddCommand(tenant, validate, status, confirm, fwCommand(env, &sf), dosCommand(env, &sf), tunnelsCommand(env, &sf))
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)

@@ -45,6 +45,7 @@ func NSD(env Env, args []string) int {
 		confirmDeletes bool
 		xdpMode        string
 		pinDir         string
+		probeAddr      string
 	)
 	hostname, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -73,7 +74,8 @@ It never tears down the datapath on exit; a restart with unchanged config change
 	fl.StringVar(&hostNetns, "host-netns", "", "operate on this named network namespace as the host (empty: nsd's own)")
 	fl.StringVar(&uplink, "uplink", "", "uplink interface in the host namespace; the XDP DoS layer attaches to it (empty: no DoS layer)")
 	fl.StringVar(&xdpMode, "xdp-mode", "auto", "XDP attach mode on the uplink: native, generic, or auto (native, falling back to generic with a warning)")
-	fl.StringVar(&pinDir, "bpf-pin-dir", "", "bpffs directory for the DoS layer's pinned maps and link (default /sys/fs/bpf/nfhost/<host-id>)")
+	fl.StringVar(&pinDir, "bpf-pin-dir", "", "bpffs directory for the DoS layer's and GRE datapath's pinned maps and links (default /sys/fs/bpf/nfhost/<host-id>)")
+	fl.StringVar(&probeAddr, "probe-address", "", "this server's unicast IPv4 address: tunnel health checks are answered to it (default: the uplink's first IPv4 address)")
 	fl.StringVar(&nsPrefix, "ns-prefix", routing.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
 	fl.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9469")
@@ -154,8 +156,16 @@ It never tears down the datapath on exit; a restart with unchanged config change
 				stop := readSamples(dp, dr, metrics, log)
 				defer stop()
 			}
+			events := make(chan string, 64)
+			ts, stop, err := startTunnels(env.Ctx, hostNS, uplink, filepath.Join(pinDir, "tunnels"), probeAddr, log, events)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			opts.Tunnels, opts.TunnelEvents = ts, events
+			reg.MustRegister(newTunnelCollector(ts))
 		} else {
-			log.Warn("no --uplink: the XDP DoS layer is off; dos documents are reported as not applied")
+			log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
 		}
 		d := nsd.New(opts)
 

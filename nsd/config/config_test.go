@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseNetworkErrors(t *testing.T) {
@@ -28,8 +29,26 @@ func TestParseNetworkErrors(t *testing.T) {
 		{"loopback", `{"prefixes": ["127.0.0.0/8"]}`, `not a routable unicast prefix`},
 		{"multicast v6", `{"prefixes": ["ff02::/16"]}`, `not a routable unicast prefix`},
 		{"mapped", `{"prefixes": ["::ffff:203.0.113.0/120"]}`, `IPv4-mapped`},
-		{"tunnels not yet", `{"prefixes": [], "tunnels": [{"name": "gre1"}]}`, `tunnels[0]: tunnels are not supported by this nsd version`},
-		{"routes not yet", `{"prefixes": [], "routes": [{}]}`, `routes[0]: routes are not supported`},
+		{"tunnel name too long", `{"prefixes": [], "tunnels": [{"name": "a-very-long-name0", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].name: "a-very-long-name0": an interface name`},
+		{"tunnel name reserved", `{"prefixes": [], "tunnels": [{"name": "host0", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].name: "host0": reserved interface name`},
+		{"anycast not IPv4", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "2001:db8::1", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].anycast_endpoint: "2001:db8::1": want an IPv4 address`},
+		{"customer multicast", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "224.0.0.1", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].customer_endpoint: "224.0.0.1": not a unicast address`},
+		{"interface /29", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/29"}]}`, `tunnels[0].interface_address: "169.254.20.0/29": must be a /31 or /30`},
+		{"interface /30 network address", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/30"}]}`, `tunnels[0].interface_address: "169.254.20.0/30": in a /30 use one of the two host addresses`},
+		{"mtu too big", `{"prefixes": [], "tunnels": [{"name": "gre1", "mtu": 1500, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].mtu: "1500": must be 576..1476`},
+		{"ttl", `{"prefixes": [], "tunnels": [{"name": "gre1", "ttl": 300, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].ttl: "300": must be 1..255`},
+		{"mss above mtu-40", `{"prefixes": [], "tunnels": [{"name": "gre1", "mtu": 1400, "mss_clamp": 1400, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].mss_clamp: "1400": must be 536..1360 (mtu - 40)`},
+		{"health type", `{"prefixes": [], "tunnels": [{"name": "gre1", "health_check": {"type": "ping"}, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].health_check.type: "ping": must be reply or request`},
+		{"health rate", `{"prefixes": [], "tunnels": [{"name": "gre1", "health_check": {"rate": "fast"}, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].health_check.rate: "fast": must be low, mid or high`},
+		{"duplicate tunnel", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}, {"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[1].name: "gre1": duplicate of tunnels[0].name`},
+		{"same endpoints twice", `{"prefixes": [], "tunnels": [{"name": "gre2", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}, {"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[1].customer_endpoint: "198.51.100.130": tunnels[0] already joins these endpoints`},
+		{"route nexthop not a tunnel", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}], "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.30.1"}]}`, `routes[0].nexthop: "169.254.30.1": not the far side of any of the tenant's tunnels`},
+		{"route nexthop is our side", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}], "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.20.0"}]}`, `routes[0].nexthop: "169.254.20.0": not the far side`},
+		{"route prefix", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}], "routes": [{"prefix": "203.0.113.1/24", "nexthop": "169.254.20.1"}]}`, `routes[0].prefix: "203.0.113.1/24": host bits set`},
+		{"route weight", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}], "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.20.1", "weight": 999}]}`, `routes[0].weight: "999": must be 1..256`},
+		{"route priority", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}], "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.20.1", "priority": -1}]}`, `routes[0].priority: "-1": must be 0..1000000`},
+		{"route family", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}], "routes": [{"prefix": "2001:db8::/32", "nexthop": "169.254.20.1"}]}`, `routes[0].nexthop: "169.254.20.1": address family differs`},
+		{"unknown tunnel field", `{"prefixes": [], "tunnels": [{"nmae": "x"}]}`, `unknown field "nmae"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseNetwork("acme", []byte(tc.doc))
@@ -108,4 +127,30 @@ func FuzzParseNetwork(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseTunnelsDefaults(t *testing.T) {
+	n, err := ParseNetwork("acme", []byte(`{"prefixes": ["203.0.113.0/24"],
+	  "tunnels": [{"name": "gre-acme1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"},
+	              {"name": "gre-acme2", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.131", "interface_address": "169.254.21.2/30",
+	               "mtu": 1400, "ttl": 32, "health_check": {"enabled": false, "type": "request", "rate": "high", "target": "198.51.100.1"}}],
+	  "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.20.1"}, {"prefix": "203.0.113.0/24", "nexthop": "169.254.21.1", "priority": 200, "weight": 3}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := n.Tunnels[0], n.Tunnels[1]
+	if a.MTU != 1476 || a.TTL != 64 || a.MSS != 1436 || !a.Health || a.Type != "reply" || a.Interval != time.Second ||
+		a.Target.String() != "198.51.100.130" || a.Peer.String() != "169.254.20.1" {
+		t.Errorf("defaults: %+v", a)
+	}
+	if b.MTU != 1400 || b.TTL != 32 || b.MSS != 1360 || b.Health || b.Type != "request" || b.Interval != 250*time.Millisecond ||
+		b.Target.String() != "198.51.100.1" || b.Peer.String() != "169.254.21.1" {
+		t.Errorf("explicit: %+v", b)
+	}
+	if r := n.Routes[0]; r.Priority != 100 || r.Weight != 1 || r.Tunnel != "gre-acme1" {
+		t.Errorf("route defaults: %+v", r)
+	}
+	if r := n.Routes[1]; r.Priority != 200 || r.Weight != 3 || r.Tunnel != "gre-acme2" {
+		t.Errorf("route: %+v", r)
+	}
 }

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 )
@@ -12,15 +11,17 @@ const MaxPrefixes = 1024
 
 // Network is the operator-owned document nfhost/tenants/<tenant>/network.
 type Network struct {
-	Prefixes []string          `json:"prefixes"`
-	Tunnels  []json.RawMessage `json:"tunnels"`
-	Routes   []json.RawMessage `json:"routes"`
+	Prefixes []string `json:"prefixes"`
+	Tunnels  []Tunnel `json:"tunnels"`
+	Routes   []Route  `json:"routes"`
 }
 
 // ValidNetwork is a Network that passed validation, with parsed prefixes in
 // the order they were written.
 type ValidNetwork struct {
 	Prefixes []netip.Prefix
+	Tunnels  []ValidTunnel
+	Routes   []ValidRoute
 }
 
 // ParseNetwork decodes and validates a network document.
@@ -59,14 +60,7 @@ func (n Network) Validate(tenant string) (ValidNetwork, error) {
 		}
 		out.Prefixes = append(out.Prefixes, p)
 	}
-	// Tunnels and routes are defined by the GRE tunnel work. Until nsd can
-	// build them it refuses them rather than silently ignoring them.
-	for i := range n.Tunnels {
-		add(fmt.Sprintf("tunnels[%d]", i), "", "tunnels are not supported by this nsd version")
-	}
-	for i := range n.Routes {
-		add(fmt.Sprintf("routes[%d]", i), "", "routes are not supported by this nsd version")
-	}
+	out.Tunnels, out.Routes = validateTunnels(n.Tunnels, n.Routes, add)
 	if len(errs) > 0 {
 		return ValidNetwork{}, errs
 	}

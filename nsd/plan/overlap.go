@@ -49,3 +49,33 @@ func SlotFor(id string, existing map[string]uint16) (uint16, error) {
 	}
 	return probe(id, used)
 }
+
+// CheckTunnelPairs refuses a tunnel whose (anycast, customer) endpoint
+// pair another tenant already uses: decapsulation finds the tunnel by
+// that pair, so it must name one tunnel on the whole fleet. The tenant
+// holding the pair keeps it.
+func CheckTunnelPairs(id string, tunnels []config.ValidTunnel, holdings map[string][]config.ValidTunnel) error {
+	others := make([]string, 0, len(holdings))
+	for o := range holdings {
+		if o != id {
+			others = append(others, o)
+		}
+	}
+	sort.Strings(others)
+	var errs config.Errors
+	for i, t := range tunnels {
+		for _, o := range others {
+			for _, u := range holdings[o] {
+				if t.Anycast == u.Anycast && t.Customer == u.Customer {
+					errs = append(errs, &config.FieldError{Tenant: id, Key: config.KeyNetwork,
+						Path: fmt.Sprintf("tunnels[%d].customer_endpoint", i), Value: t.Customer.String(),
+						Msg: fmt.Sprintf("the endpoint pair %s - %s is used by tenant %q (tunnel %s)", t.Anycast, t.Customer, o, u.Name)})
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}

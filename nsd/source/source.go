@@ -95,6 +95,19 @@ type Status struct {
 	// DoS holds the XDP DoS layer's counters for traffic towards the
 	// tenant, read on resync.
 	DoS *DoSCounters `json:"dos,omitempty"`
+	// Tunnels holds each GRE tunnel's health and counters.
+	Tunnels map[string]TunnelStatus `json:"tunnels,omitempty"`
+}
+
+// TunnelStatus is one tunnel's health (state healthy, degraded, down or
+// unchecked) and counters.
+type TunnelStatus struct {
+	State       string  `json:"state"`
+	LossPercent float64 `json:"loss_percent"`
+	RTTMillis   float64 `json:"rtt_ms"`
+	RxPackets   uint64  `json:"rx_packets"`
+	TxPackets   uint64  `json:"tx_packets"`
+	Drops       uint64  `json:"drops"`
 }
 
 // DoSCounters are a tenant's DoS counters: all its traffic, and per rule

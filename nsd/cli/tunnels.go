@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"text/tabwriter"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/tunnels"
+)
+
+// tunnelSubsystem joins the tunnel reconciler, datapath and prober into
+// nsd's Tunnels interface.
+type tunnelSubsystem struct {
+	rec    *tunnels.Reconciler
+	dp     *tunnels.Datapath
+	prober *tunnels.Prober
+}
+
+func (t *tunnelSubsystem) Apply(ctx context.Context, spec tunnels.TenantSpec) ([]string, error) {
+	return t.rec.Apply(ctx, spec)
+}
+
+func (t *tunnelSubsystem) Remove(tenant string) ([]string, error) { return t.rec.Remove(tenant) }
+
+func (t *tunnelSubsystem) Status(tenant string) map[string]source.TunnelStatus {
+	out := map[string]source.TunnelStatus{}
+	health := map[string]tunnels.Health{}
+	for _, h := range t.prober.Health() {
+		if h.Tenant == tenant {
+			health[h.Tunnel] = h
+		}
+	}
+	for _, s := range t.rec.Specs() {
+		if s.Tenant != tenant {
+			continue
+		}
+		for _, tu := range s.Tunnels {
+			st := source.TunnelStatus{State: "unchecked"}
+			if h, ok := health[tu.Name]; ok {
+				st.State, st.LossPercent, st.RTTMillis = h.State, h.Loss*100, float64(h.RTT.Microseconds())/1000
+			} else if tu.Health.Enabled {
+				st.State = "starting"
+			}
+			if id, ok := t.rec.ID(tenant, tu.Name); ok {
+				if c, err := t.dp.Stats(id); err == nil {
+					st.RxPackets, st.TxPackets, st.Drops = c.RxPackets, c.TxPackets, c.Drops
+				}
+			}
+			out[tu.Name] = st
+		}
+	}
+	return out
+}
+
+// defaultProbeAddress is the uplink's first IPv4 address.
+func defaultProbeAddress(hostNS netns.NsHandle, uplink string) (netip.Addr, error) {
+	h, err := nsutil.Netlink(hostNS)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(uplink)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("find uplink %q: %w", uplink, err)
+	}
+	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil || len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("uplink %s has no IPv4 address to probe tunnels from; set --probe-address", uplink)
+	}
+	a, _ := netip.AddrFromSlice(addrs[0].IP.To4())
+	return a, nil
+}
+
+// tunnelCollector exports tunnel health and counters at scrape time.
+type tunnelCollector struct {
+	t                             *tunnelSubsystem
+	state, loss, rtt, pkts, drops *prometheus.Desc
+}
+
+func newTunnelCollector(t *tunnelSubsystem) *tunnelCollector {
+	l := []string{"tenant", "tunnel"}
+	return &tunnelCollector{t: t,
+		state: prometheus.NewDesc("nfhost_tunnel_health_state", "Tunnel health: 0 healthy, 1 degraded, 2 down (tunnels with health checks).", l, nil),
+		loss:  prometheus.NewDesc("nfhost_tunnel_probe_loss_ratio", "Share of health probes lost over the window.", l, nil),
+		rtt:   prometheus.NewDesc("nfhost_tunnel_probe_rtt_seconds", "Round-trip time of the last answered health probe.", l, nil),
+		pkts:  prometheus.NewDesc("nfhost_tunnel_packets_total", "Packets through a tunnel: rx decapsulated, tx encapsulated.", append(l, "direction"), nil),
+		drops: prometheus.NewDesc("nfhost_tunnel_dropped_packets_total", "Packets a tunnel failed to encapsulate or decapsulate.", l, nil),
+	}
+}
+
+func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.state, c.loss, c.rtt, c.pkts, c.drops} {
+		ch <- d
+	}
+}
+
+func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
+	rank := map[string]float64{tunnels.StateHealthy: 0, tunnels.StateDegraded: 1, tunnels.StateDown: 2}
+	for _, h := range c.t.prober.Health() {
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, rank[h.State], h.Tenant, h.Tunnel)
+		ch <- prometheus.MustNewConstMetric(c.loss, prometheus.GaugeValue, h.Loss, h.Tenant, h.Tunnel)
+		ch <- prometheus.MustNewConstMetric(c.rtt, prometheus.GaugeValue, h.RTT.Seconds(), h.Tenant, h.Tunnel)
+	}
+	for _, s := range c.t.rec.Specs() {
+		for _, tu := range s.Tunnels {
+			id, ok := c.t.rec.ID(s.Tenant, tu.Name)
+			if !ok {
+				continue
+			}
+			st, err := c.t.dp.Stats(id)
+			if err != nil {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(c.pkts, prometheus.CounterValue, float64(st.RxPackets), s.Tenant, tu.Name, "rx")
+			ch <- prometheus.MustNewConstMetric(c.pkts, prometheus.CounterValue, float64(st.TxPackets), s.Tenant, tu.Name, "tx")
+			ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(st.Drops), s.Tenant, tu.Name)
+		}
+	}
+}
+
+// startTunnels loads the GRE datapath on the uplink and starts the prober.
+func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir, probe string, log *slog.Logger, events chan<- string) (*tunnelSubsystem, func(), error) {
+	dp, err := tunnels.Load(tunnels.LoadConfig{PinDir: pinDir, HostNS: hostNS, Uplink: uplink, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
+	}
+	rec, err := tunnels.NewReconciler(tunnels.Config{HostNS: hostNS, Datapath: dp, Logger: log})
+	if err != nil {
+		dp.Close()
+		return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
+	}
+	var pa netip.Addr
+	if probe != "" {
+		if pa, err = netip.ParseAddr(probe); err != nil || !pa.Is4() {
+			rec.Close()
+			dp.Close()
+			return nil, nil, usageError("--probe-address: want an IPv4 address, got %q", probe)
+		}
+	} else if pa, err = defaultProbeAddress(hostNS, uplink); err != nil {
+		rec.Close()
+		dp.Close()
+		return nil, nil, err
+	}
+	pr, err := tunnels.NewProber(hostNS, pa, rec, log.With("subsys", "tunnels"), func(h tunnels.Health) {
+		select {
+		case events <- h.Tenant:
+		default: // the next resync writes it
+		}
+	})
+	if err != nil {
+		rec.Close()
+		dp.Close()
+		return nil, nil, fmt.Errorf("start tunnel health checks: %w", err)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	go pr.Run(pctx)
+	log.Info("GRE datapath attached", "uplink", uplink, "probe_address", pa, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
+	return &tunnelSubsystem{rec: rec, dp: dp, prober: pr}, func() {
+		cancel()
+		pr.Close()
+		rec.Close()
+		dp.Close()
+	}, nil
+}
+
+// tunnelsCommand is nsctl tunnels: each host's view of a tenant's tunnels.
+func tunnelsCommand(env Env, sf *storeFlags) *cobra.Command {
+	var host string
+	cmd := &cobra.Command{Use: "tunnels TENANT [--host H]", Short: "tunnel health (state, loss, RTT) and counters as reported by each host",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			all, err := sf.status(env, host)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tTUNNEL\tSTATE\tLOSS\tRTT\tRX\tTX\tDROPS")
+			found := false
+			for _, h := range slices.Sorted(maps.Keys(all)) {
+				raw, ok := all[h][args[0]]
+				if !ok {
+					continue
+				}
+				var s source.Status
+				if json.Unmarshal(raw, &s) != nil {
+					continue
+				}
+				found = true
+				for _, name := range slices.Sorted(maps.Keys(s.Tunnels)) {
+					t := s.Tunnels[name]
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f%%\t%.2fms\t%d\t%d\t%d\n", h, name, t.State, t.LossPercent, t.RTTMillis, t.RxPackets, t.TxPackets, t.Drops)
+				}
+			}
+			if !found {
+				return fmt.Errorf("no status for tenant %s: %w", args[0], source.ErrNotFound)
+			}
+			return tw.Flush()
+		}}
+	cmd.Flags().StringVar(&host, "host", "", "only this host")
+	return cmd
+}

@@ -1,0 +1,92 @@
+package nsd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/tunnels"
+)
+
+// Tunnels is the GRE tunnel subsystem: tunnel interfaces, routes and MSS
+// clamping per tenant (tunnels.Reconciler), and health (tunnels.Prober).
+type Tunnels interface {
+	Apply(ctx context.Context, spec tunnels.TenantSpec) ([]string, error)
+	Remove(tenant string) ([]string, error)
+	// Status reports each tunnel of a tenant: health and counters.
+	Status(tenant string) map[string]source.TunnelStatus
+}
+
+// TunnelSpec converts a validated network document into the tunnel
+// subsystem's spec for the tenant's namespace.
+func TunnelSpec(tenant, namespace string, n config.ValidNetwork) tunnels.TenantSpec {
+	s := tunnels.TenantSpec{Tenant: tenant, Namespace: namespace}
+	for _, t := range n.Tunnels {
+		s.Tunnels = append(s.Tunnels, tunnels.Tunnel{Name: t.Name, Local: t.Anycast, Remote: t.Customer, Addr: t.Addr, Peer: t.Peer,
+			MTU: t.MTU, TTL: t.TTL, MSS: t.MSS,
+			Health: tunnels.HealthSpec{Enabled: t.Health, Type: t.Type, Target: t.Target, Interval: t.Interval}})
+	}
+	for _, r := range n.Routes {
+		s.Routes = append(s.Routes, tunnels.Route{Prefix: r.Prefix, Nexthop: r.Nexthop, Tunnel: r.Tunnel, Priority: r.Priority, Weight: r.Weight})
+	}
+	return s
+}
+
+// reconcileTunnels applies a tenant's tunnels and routes. A tenant with
+// tunnels on an nsd without the GRE datapath is an error, never ignored.
+func (d *Daemon) reconcileTunnels(ctx context.Context, log *slog.Logger, id string, valid config.ValidNetwork, namespace string, st *source.Status) ([]string, error) {
+	if d.o.Tunnels == nil {
+		if len(valid.Tunnels) > 0 || len(valid.Routes) > 0 {
+			return nil, fmt.Errorf("tenants/%s/network: tunnels: this nsd has no GRE datapath (start it with --uplink)", id)
+		}
+		return nil, nil
+	}
+	// Always Apply, even without tunnels: a restarted nsd may find tunnels
+	// of a tenant whose config dropped them, and the empty spec removes them.
+	t0 := d.o.Now()
+	changes, err := d.o.Tunnels.Apply(ctx, TunnelSpec(id, namespace, valid))
+	d.m.TunnelApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
+	d.recordChanges(log, "tunnels", changes)
+	if err != nil {
+		d.m.Reconciles.WithLabelValues("tunnels", "error").Inc()
+		return changes, fmt.Errorf("apply tunnels: %w", err)
+	}
+	d.m.Reconciles.WithLabelValues("tunnels", "ok").Inc()
+	if len(valid.Tunnels) > 0 {
+		st.Subsystems["tunnels"] = "ok"
+		st.Tunnels = d.o.Tunnels.Status(id)
+	}
+	return changes, nil
+}
+
+// refreshTunnelStatus rewrites a tenant's status when its tunnels' health
+// changed (called from Run on prober events and on full passes).
+func (d *Daemon) refreshTunnelStatus(ctx context.Context, id string) {
+	st, ok := d.statuses[id]
+	if !ok || d.o.Tunnels == nil {
+		return
+	}
+	ts := d.o.Tunnels.Status(id)
+	if sameTunnelHealth(st.Tunnels, ts) {
+		return
+	}
+	st.Tunnels = ts
+	d.putStatus(ctx, st)
+}
+
+// sameTunnelHealth compares what status consumers act on (state, and the
+// loss and RTT in coarse steps), so counters alone do not cause writes.
+func sameTunnelHealth(a, b map[string]source.TunnelStatus) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok || x.State != y.State || int(x.LossPercent) != int(y.LossPercent) || int(x.RTTMillis) != int(y.RTTMillis) {
+			return false
+		}
+	}
+	return true
+}
