@@ -17,5 +17,6 @@ mkdir -p "$(dirname "$out")"
   go test -run '^$' -bench . -benchtime 1x -timeout 60m ./e2e/ ./firewall/
   go test -run '^$' -bench . -benchtime 200x ./routing/
   go test -run '^$' -bench . -benchtime 1x -count 3 ./dos/
+  go test -run '^$' -bench . -benchtime 1x -count 3 ./tunnels/
 } | tee "$out"
 echo "results saved in $out; copy the figures into docs/BENCHMARKS.md" >&2

@@ -36,7 +36,7 @@ func tunnel(name, local, remote, addr, peer string) Tunnel {
 		Addr: netip.MustParsePrefix(addr), Peer: netip.MustParseAddr(peer), MTU: 1476, TTL: 64, MSS: 1436}
 }
 
-func newGRETest(t *testing.T) *gretest {
+func newGRETest(t testing.TB) *gretest {
 	nstest.RequireRoot(t)
 	u := nstest.Unique()
 	g := &gretest{E: nstest.New(t, "nfG"+u+"e"), C: nstest.New(t, "nfG"+u+"c"), G: nstest.New(t, "nfG"+u+"g"),
@@ -80,7 +80,7 @@ func newGRETest(t *testing.T) *gretest {
 	return g
 }
 
-func (g *gretest) ping(t *testing.T, from *nstest.NS, args ...string) bool {
+func (g *gretest) ping(t testing.TB, from *nstest.NS, args ...string) bool {
 	_, err := from.Exec(t, append([]string{"ping", "-c2", "-i", "0.2", "-W1"}, args...)...)
 	return err == nil
 }
