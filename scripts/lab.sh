@@ -2,46 +2,55 @@
 # The nfhost namespace lab (make lab). Also the provisioning script of the
 # Vagrantfile, so it is exercised even where Vagrant cannot boot.
 #
-#   lab-attacker 192.0.2.66 ─┐
+#                      lab-attacker 192.0.2.66
 #                            │ att
-#   lab-client 192.0.2.1 ── eth0 ═══ uplink [XDP] ── 192.0.2.2 lab-edge1 (nsd --host-netns lab-edge1)
-#                                                 │ nfv… ═ host0
-#                                                 └─ nf-demo: 203.0.113.1 on lo
+#   lab-edge1 uplink 192.0.2.2 ══ eth1 ┐
+#     (nsd edge1, XDP + GRE)           lab-client: the internet (ECMP to both edges
+#   lab-edge2 uplink 192.0.2.6 ══ eth2 ┘   for 203.0.113.0/24 and the anycast 192.0.2.10),
+#     (nsd edge2, XDP + GRE)               a client at 192.0.2.100
+#                                      │ cust 198.51.100.129
+#                           eth0 198.51.100.130 lab-cust (the customer's GRE box, nfcustomer)
+#                                      ║ gre1 169.254.20.1/31
+#                           lab-cust-r (the customer's router, 203.0.113.1)
 #
-# Starts a Consul dev agent on 127.0.0.1:18500, runs nsd for the edge,
-# writes a tenant with nsctl, pings into the tenant namespace from the
-# client and back, has the tenant block and unblock ICMP with a firewall
-# rule, floods the tenant from the attacker and stops the flood in XDP with
-# a DoS signature while the client keeps working, prints verdicts, and
-# removes everything it made.
+# Starts a Consul dev agent on 127.0.0.1:18500 and nsd for two edge
+# servers, writes a tenant with a GRE tunnel with nsctl, sends traffic from
+# the client into the tenant's network through both edges (anycast: any
+# edge encapsulates, any edge decapsulates), withdraws one edge, has the
+# tenant block and unblock ICMP with a firewall rule, floods the tenant
+# from the attacker and stops the flood in XDP with a DoS signature while
+# the client keeps working, prints verdicts, and removes everything.
 # KEEP=1 leaves the lab running (clean up with scripts/lab.sh --down).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/bin
 work=${LAB_WORK:-/tmp/nfhost-lab}
 http_port=${LAB_CONSUL_PORT:-18500}
-client=lab-client edge=lab-edge1 attacker=lab-attacker tenant=demo nsprefix=nf-
+client=lab-client attacker=lab-attacker cust=lab-cust custr=lab-cust-r tenant=demo
+edges=(lab-edge1 lab-edge2)
 consul=$("$root/scripts/install-consul.sh")
 
 in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" -- "$@"; }
 ctl() { "$bin/nsctl" --consul-addr "127.0.0.1:$http_port" "$@"; }
 
 down() {
-  [[ -f $work/nsd.pid ]] && kill "$(cat "$work/nsd.pid")" 2>/dev/null || true
-  [[ -f $work/consul.pid ]] && kill "$(cat "$work/consul.pid")" 2>/dev/null || true
-  [[ -f $work/ntp.pid ]] && kill "$(cat "$work/ntp.pid")" 2>/dev/null || true
+  for f in "$work"/*.pid; do
+    [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null || true
+  done
   sleep 0.3
-  for ns in "$client" "$edge" "$attacker" "$nsprefix$tenant"; do
+  "$bin/nfcustomer" --netns "$cust" --down 2>/dev/null || true
+  rmdir /sys/fs/bpf/nfhost-customer 2>/dev/null || true
+  for ns in "$client" "$attacker" "$cust" "$custr" "${edges[@]}" nf1-$tenant nf2-$tenant; do
     ip netns del "$ns" 2>/dev/null || true
   done
-  # nsd leaves its XDP program pinned on purpose; the lab removes it.
-  rm -rf "/sys/fs/bpf/nfhost/$edge"
+  # nsd leaves its XDP and GRE programs pinned on purpose; the lab removes them.
+  for e in "${edges[@]}"; do rm -rf "/sys/fs/bpf/nfhost/$e"; done
   rm -f "$work"/*.pid "$work/ntp-received"
 }
 
 if [[ ${1:-} == --down ]]; then down; exit 0; fi
 [[ $(id -u) -eq 0 ]] || { echo "lab: run as root (it creates network namespaces)" >&2; exit 1; }
-[[ -x $bin/nsd && -x $bin/nsctl ]] || { echo "lab: run 'make build' first" >&2; exit 1; }
+[[ -x $bin/nsd && -x $bin/nsctl && -x $bin/nfcustomer ]] || { echo "lab: run 'make build' first" >&2; exit 1; }
 mkdir -p "$work"
 down
 [[ ${KEEP:-0} == 1 ]] || trap down EXIT
@@ -49,6 +58,11 @@ down
 step() { printf '\n== %s\n' "$*"; }
 verdict() { if "${@:2}" >/dev/null 2>&1; then echo "PASS  $1"; else echo "FAIL  $1"; failed=1; fi; }
 failed=0
+veth() { # veth NS1 IF1 ADDR1 NS2 IF2 ADDR2
+  ip link add "$2" netns "$1" type veth peer name "$5" netns "$4"
+  in_ns "$1" ip addr add "$3" dev "$2"; in_ns "$4" ip addr add "$6" dev "$5"
+  in_ns "$1" ip link set "$2" up; in_ns "$4" ip link set "$5" up
+}
 
 step "consul dev agent on 127.0.0.1:$http_port"
 "$consul" agent -dev -bind=127.0.0.1 -client=127.0.0.1 -node=nfhost-lab \
@@ -58,69 +72,121 @@ step "consul dev agent on 127.0.0.1:$http_port"
 echo $! >"$work/consul.pid"
 for _ in $(seq 100); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.1; done
 
-step "namespaces: $client <-> $edge"
-ip netns add "$client"; ip netns add "$edge"
-ip link add eth0 netns "$client" type veth peer name uplink netns "$edge"
-in_ns "$client" ip addr add 192.0.2.1/24 dev eth0
-in_ns "$edge" ip addr add 192.0.2.2/24 dev uplink
-for ns in "$client" "$edge"; do in_ns "$ns" ip link set lo up; done
-in_ns "$client" ip link set eth0 up; in_ns "$edge" ip link set uplink up
-in_ns "$client" ip route add 203.0.113.0/24 via 192.0.2.2
-in_ns "$edge" ip route add default via 192.0.2.1
-
-step "namespace $attacker 192.0.2.66, behind the client"
-ip netns add "$attacker"
-ip link add eth0 netns "$attacker" type veth peer name att netns "$client"
-in_ns "$attacker" ip addr add 192.0.2.66/32 dev eth0
-in_ns "$client" ip addr add 192.0.2.65/32 dev att
-in_ns "$attacker" ip link set lo up; in_ns "$attacker" ip link set eth0 up; in_ns "$client" ip link set att up
+step "namespaces: the internet, two edge servers, an attacker, the customer's GRE box and router"
+for ns in "$client" "$attacker" "$cust" "$custr" "${edges[@]}"; do
+  ip netns add "$ns"; in_ns "$ns" ip link set lo up
+done
+veth "$client" eth1 192.0.2.1/30 lab-edge1 uplink 192.0.2.2/30
+veth "$client" eth2 192.0.2.5/30 lab-edge2 uplink 192.0.2.6/30
+veth "$attacker" eth0 192.0.2.66/32 "$client" att 192.0.2.65/32
+veth "$client" cust 198.51.100.129/25 "$cust" eth0 198.51.100.130/25
+in_ns "$client" ip addr add 192.0.2.100/32 dev lo
+in_ns "$client" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
+for dst in 203.0.113.0/24 192.0.2.10/32; do # anycast: both edges announce them
+  in_ns "$client" ip route add "$dst" nexthop via 192.0.2.2 dev eth1 nexthop via 192.0.2.6 dev eth2
+done
+in_ns "$client" ip route add 192.0.2.66/32 dev att
+in_ns lab-edge1 ip route add default via 192.0.2.1
+in_ns lab-edge2 ip route add default via 192.0.2.5
 in_ns "$attacker" ip route add 192.0.2.65 dev eth0
 in_ns "$attacker" ip route add default via 192.0.2.65
-in_ns "$client" ip route add 192.0.2.66/32 dev att
-in_ns "$client" sysctl -qw net.ipv4.ip_forward=1
-in_ns "$edge" ip route add 192.0.2.64/26 via 192.0.2.1
+in_ns "$cust" ip route add default via 198.51.100.129
+in_ns "$custr" ip addr add 203.0.113.1/32 dev lo
+in_ns "$custr" sysctl -qw net.ipv4.ip_forward=1
 
-step "nsd for $edge"
-"$bin/nsd" --source consul --consul-addr "127.0.0.1:$http_port" --host-id "$edge" \
-  --host-netns "$edge" --uplink uplink --ns-prefix "$nsprefix" --resync-interval 1s \
-  --metrics-addr 127.0.0.1:19469 >"$work/nsd.log" 2>&1 &
-echo $! >"$work/nsd.pid"
+step "the customer's GRE endpoint (nfcustomer: the same eBPF datapath, since this kernel has no GRE)"
+"$bin/nfcustomer" --netns "$cust" --router "$custr" \
+  --tunnel name=gre1,local=198.51.100.130,remote=192.0.2.10,address=169.254.20.1/31 \
+  --route prefix=0.0.0.0/0,via=169.254.20.0
 
-step "tenant $tenant: 203.0.113.0/24 (nsctl tenant apply)"
+step "nsd for ${edges[*]}"
+for i in 1 2; do
+  e=lab-edge$i
+  "$bin/nsd" --source consul --consul-addr "127.0.0.1:$http_port" --host-id "$e" \
+    --host-netns "$e" --uplink uplink --ns-prefix "nf$i-" --resync-interval 1s \
+    --metrics-addr "127.0.0.1:$((19468 + i))" >"$work/nsd-$e.log" 2>&1 &
+  echo $! >"$work/nsd-$e.pid"
+done
+
+step "tenant $tenant: 203.0.113.0/24, a GRE tunnel to its router (nsctl tenant apply)"
 cat >"$work/$tenant.json" <<JSON
-{"id": "$tenant", "network": {"prefixes": ["203.0.113.0/24"], "tunnels": [], "routes": []}}
+{"id": "$tenant", "network": {"prefixes": ["203.0.113.0/24"],
+  "tunnels": [{"name": "gre-demo", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130",
+               "interface_address": "169.254.20.0/31", "health_check": {"type": "reply", "rate": "high"}}],
+  "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.20.1"}]}}
 JSON
 ctl tenant apply -f "$work/$tenant.json"
-for _ in $(seq 100); do ctl status --host "$edge" | grep -q "$tenant.*applied" && break; sleep 0.1; done
+for _ in $(seq 100); do [[ $(ctl status 2>/dev/null | grep -c "$tenant.*applied") == 2 ]] && break; sleep 0.1; done
 ctl status
-in_ns "$nsprefix$tenant" ip addr add 203.0.113.1/32 dev lo
+# A UDP responder on the customer's side, and a client that sends from many source ports
+# (the internet hashes flows over both edges).
+nsenter --net="/run/netns/$custr" -- python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("203.0.113.1", 53))
+while True:
+    d, a = s.recvfrom(2048); s.sendto(b"ok", a)' </dev/null >/dev/null 2>&1 &
+echo $! >"$work/udp.pid"
+flows() { # flows N: UDP requests from N source ports; prints how many were answered
+  in_ns "$client" python3 -c '
+import socket, sys
+ok = 0
+for i in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.bind(("192.0.2.100", 0))
+    try:
+        s.sendto(b"hi", ("203.0.113.1", 53)); ok += s.recvfrom(16)[0] == b"ok"
+    except OSError:
+        pass
+print(ok)' "$1"
+}
+both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsctl tunnels)
+  [[ $(ctl tunnels "$tenant" 2>/dev/null | awk 'NR > 1 && $7 > 0' | wc -l) == 2 ]]
+}
+both_healthy() { [[ $(ctl tunnels "$tenant" 2>/dev/null | grep -c healthy) == 2 ]]; }
 
-step "verdicts"
-verdict "tenant namespace $nsprefix$tenant exists" test -e "/run/netns/$nsprefix$tenant"
-verdict "ping client -> 203.0.113.1 (into the tenant namespace)" in_ns "$client" ping -c2 -W2 203.0.113.1
-verdict "ping tenant -> client 192.0.2.1 (back out through the host)" in_ns "$nsprefix$tenant" ping -c2 -W2 -I 203.0.113.1 192.0.2.1
-verdict "steering map holds the prefix" sh -c "nsenter --net=/run/netns/$edge nft list map inet nfhost tenant_marks4 | grep -q 203.0.113.0/24"
-verdict "metrics endpoint reports the tenant" sh -c "curl -sf http://127.0.0.1:19469/metrics | grep -q 'nfhost_tenants{state=\"applied\"} 1'"
+step "verdicts: tunnels and anycast"
+for _ in $(seq 50); do both_healthy && break; sleep 0.2; done
+verdict "tenant namespaces on both edges" test -e /run/netns/nf1-$tenant -a -e /run/netns/nf2-$tenant
+verdict "ping client -> 203.0.113.1 behind the customer's router (edge, tenant namespace, GRE)" \
+  in_ns "$client" ping -c2 -W2 -I 192.0.2.100 203.0.113.1
+verdict "ping customer router -> client (GRE to the anycast endpoint, back out of an edge)" \
+  in_ns "$custr" ping -c2 -W2 -I 203.0.113.1 192.0.2.100
+answered=$(flows 32)
+echo "32 UDP flows from the client: $answered answered"
+verdict "every flow answered" test "$answered" = 32
+sleep 1.2 # status carries the tunnel counters after the next resync
+ctl tunnels "$tenant"
+verdict "both edges encapsulated traffic into the tunnel (anycast)" both_tx
+verdict "tunnel health checks healthy on both edges" both_healthy
+in_ns "$client" ip route replace 203.0.113.0/24 via 192.0.2.6 dev eth2
+in_ns "$client" ip route replace 192.0.2.10/32 via 192.0.2.6 dev eth2
+answered=$(flows 16)
+verdict "lab-edge1 withdrawn from anycast: all 16 flows go on through lab-edge2" test "$answered" = 16
+for dst in 203.0.113.0/24 192.0.2.10/32; do
+  in_ns "$client" ip route replace "$dst" nexthop via 192.0.2.2 dev eth1 nexthop via 192.0.2.6 dev eth2
+done
 
 step "tenant firewall: block ICMP echo (nsctl fw add-rule), then remove the rule"
 ctl fw add-rule "$tenant" --id no-ping --expression "icmp.type == 8" --action block
 blocked=0
 for _ in $(seq 20); do
-  if ! in_ns "$client" ping -c1 -W1 203.0.113.1 >/dev/null 2>&1; then blocked=1; break; fi
+  if ! in_ns "$client" ping -c1 -W1 -I 192.0.2.100 203.0.113.1 >/dev/null 2>&1; then blocked=1; break; fi
 done
 verdict "ping is blocked by the tenant's rule" test "$blocked" = 1
 for _ in $(seq 50); do ctl fw stats "$tenant" 2>/dev/null | grep -q "no-ping *[1-9]" && break; sleep 0.2; done
 ctl fw stats "$tenant" || true
-verdict "the rule's counter counted the pings" sh -c "'$bin/nsctl' --consul-addr 127.0.0.1:$http_port fw stats $tenant | grep -q 'no-ping *[1-9]'"
+counted() { ctl fw stats "$tenant" | grep -q 'no-ping *[1-9]'; }
+verdict "the rule's counter counted the pings" counted
 ctl fw delete-rule "$tenant" no-ping
 ok=0
 for _ in $(seq 20); do
-  if in_ns "$client" ping -c1 -W1 203.0.113.1 >/dev/null 2>&1; then ok=1; break; fi
+  if in_ns "$client" ping -c1 -W1 -I 192.0.2.100 203.0.113.1 >/dev/null 2>&1; then ok=1; break; fi
 done
 verdict "ping flows again after the rule is removed" test "$ok" = 1
 
 step "DoS: the attacker floods 203.0.113.1:123 with NTP monlist requests; a signature drops them in XDP"
-metric() { curl -sf http://127.0.0.1:19469/metrics | awk -v s="$1" '$1 == s {printf "%d", $2; f=1} END {if (!f) print 0}'; }
+metric() { # the sum over both edges
+  for p in 19469 19470; do curl -sf "http://127.0.0.1:$p/metrics"; done | awk -v s="$1" '$1 == s {n += $2} END {printf "%d", n}'
+}
 flood() {  # flood SECONDS: UDP to 203.0.113.1:123 from the attacker, as fast as one socket goes
   in_ns "$attacker" timeout "$1" python3 -c '
 import socket
@@ -130,7 +196,7 @@ while True:
     try: s.sendto(p, ("203.0.113.1", 123))
     except OSError: pass' || true
 }
-nsenter --net="/run/netns/$nsprefix$tenant" -- python3 -c '
+nsenter --net="/run/netns/$custr" -- python3 -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("203.0.113.1", 123)); n = 0
 while True:
@@ -140,11 +206,13 @@ echo $! >"$work/ntp.pid"
 sleep 0.3
 ctl dos add-signature "$tenant" --id ntp-monlist --expression "udp.dstport == 123 and payload[0:4] & 0x070000ff == 0x0700002a"
 sig='nfhost_dos_rule_dropped_packets_total{kind="signature",rule="demo/ntp-monlist"}'
-for _ in $(seq 50); do grep -q 'DoS maps updated.*signatures=1' "$work/nsd.log" && break; sleep 0.1; done
+for e in "${edges[@]}"; do
+  for _ in $(seq 50); do grep -q 'DoS maps updated.*signatures=1' "$work/nsd-$e.log" && break; sleep 0.1; done
+done
 d0=$(metric "$sig"); t0=$(date +%s.%N)
 flood 3 & fpid=$!
 sleep 0.5
-verdict "the client pings 203.0.113.1 during the flood" in_ns "$client" ping -c3 -i 0.2 -W1 203.0.113.1
+verdict "the client pings 203.0.113.1 during the flood" in_ns "$client" ping -c3 -i 0.2 -W1 -I 192.0.2.100 203.0.113.1
 wait $fpid
 d1=$(metric "$sig"); t1=$(date +%s.%N)
 kill "$(cat "$work/ntp.pid")" 2>/dev/null || true
@@ -160,11 +228,13 @@ ctl dos delete-signature "$tenant" ntp-monlist
 
 step "delete tenant $tenant"
 ctl tenant delete "$tenant"
-for _ in $(seq 100); do [[ -e /run/netns/$nsprefix$tenant ]] || break; sleep 0.1; done
-verdict "tenant namespace removed" test ! -e "/run/netns/$nsprefix$tenant"
-verdict "no nfhost links left on $edge" sh -c "! nsenter --net=/run/netns/$edge ip -o link | grep -q nfv"
+for _ in $(seq 100); do [[ -e /run/netns/nf1-$tenant || -e /run/netns/nf2-$tenant ]] || break; sleep 0.1; done
+verdict "tenant namespaces removed on both edges" test ! -e /run/netns/nf1-$tenant -a ! -e /run/netns/nf2-$tenant
+for e in "${edges[@]}"; do
+  verdict "no nfhost links left on $e" sh -c "! nsenter --net=/run/netns/$e ip -o link | grep -q 'nfv\|nft'"
+done
 
 if ((failed)); then
-  echo; echo "lab: FAILED; nsd log:"; tail -30 "$work/nsd.log"; exit 1
+  echo; echo "lab: FAILED; nsd logs:"; tail -20 "$work"/nsd-*.log; exit 1
 fi
 echo; echo "lab: all verdicts PASS"

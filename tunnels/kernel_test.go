@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,7 @@ func newGRETest(t testing.TB) *gretest {
 	g.T.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
 	pin := filepath.Join(nsutil.BPFFS, "nfhost-test-"+u, "tunnels")
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(pin)) }) // runs after the Detach calls below
 	t.Cleanup(func() { Detach(pin) })
 	dp, err := Load(LoadConfig{PinDir: pin, HostNS: g.E.Handle, Uplink: "uplink"})
 	if err != nil {
