@@ -146,6 +146,20 @@ func TestTunnelKernel(t *testing.T) {
 		t.Log("SKIP iperf3 part: iperf3 not installed (make test installs it)")
 	}
 
+	// The loader restarting (nsd restarted): the pinned decap and encap
+	// links are kept as they are, traffic flows on.
+	dp2, err := Load(LoadConfig{PinDir: g.dp.cfg.PinDir, HostNS: g.E.Handle, Uplink: "uplink"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dp2.Reused || dp2.Upgraded {
+		t.Errorf("a restart of the same build changed the decap link (reused=%v upgraded=%v)", dp2.Reused, dp2.Upgraded)
+	}
+	dp2.Close()
+	if !g.ping(t, g.T, "10.9.0.1") {
+		t.Fatal("traffic stopped after the loader restarted")
+	}
+
 	// Idempotent, also across a restart (a new Reconciler on the pins).
 	if ch, err := g.rec.Apply(context.Background(), g.spec); err != nil || len(ch) != 0 {
 		t.Fatalf("re-apply changed %v (%v)", ch, err)

@@ -38,15 +38,21 @@ type Config struct {
 	NSDir    string         // named namespaces (nsutil.DefaultDir)
 	Datapath *Datapath
 	Logger   *slog.Logger
+	// Backend makes the tunnel interfaces; nil: the eBPF backend (this
+	// Reconciler with Datapath). Kernel GRE devices would be another.
+	Backend Backend
 }
+
+var _ Backend = (*Reconciler)(nil)
 
 // Reconciler applies TenantSpecs: tunnel interfaces (through the eBPF
 // backend), routes with health penalties, and MSS clamping. Safe for
 // concurrent use (the prober re-routes from its own goroutine).
 type Reconciler struct {
-	cfg  Config
-	log  *slog.Logger
-	host *netlink.Handle
+	cfg     Config
+	log     *slog.Logger
+	host    *netlink.Handle
+	backend Backend
 
 	mu      sync.Mutex
 	ids     map[string]uint32 // host-end name -> counter index
@@ -69,6 +75,10 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Logger, host: h, ids: map[string]uint32{}, specs: map[string]TenantSpec{},
 		penalty: func(string, string) int { return 0 }}
+	r.backend = cfg.Backend
+	if r.backend == nil {
+		r.backend = r
+	}
 	ents, err := cfg.Datapath.EncapEntries()
 	if err != nil {
 		h.Close()
@@ -137,13 +147,13 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 	keep := map[string]bool{}
 	for _, t := range spec.Tunnels {
 		keep[t.Name] = true
-		c, err := r.EnsureTunnel(spec.Tenant, ns, tn, t)
+		c, err := r.backend.EnsureTunnel(spec.Tenant, ns, tn, t)
 		ch = append(ch, c...)
 		if err != nil {
 			return ch, err
 		}
 	}
-	c, err := r.RemoveStale(spec.Tenant, keep)
+	c, err := r.backend.RemoveStale(spec.Tenant, keep)
 	ch = append(ch, c...)
 	if err != nil {
 		return ch, err
@@ -205,7 +215,7 @@ func (r *Reconciler) Remove(tenant string) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.specs, tenant)
-	return r.RemoveStale(tenant, nil)
+	return r.backend.RemoveStale(tenant, nil)
 }
 
 func prefixed(p string, xs []string) []string {
