@@ -133,16 +133,34 @@ func (r *Reconciler) ID(tenant, tunnel string) (uint32, bool) {
 func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ns, err := nsutil.Open(r.cfg.NSDir, spec.Namespace)
+	var ch []string
+	err := withNS(r.cfg.NSDir, spec.Namespace, func(ns netns.NsHandle, tn *netlink.Handle) error {
+		var err error
+		ch, err = r.apply(spec, ns, tn)
+		return err
+	})
+	if err == nil {
+		r.specs[spec.Tenant] = spec
+	}
+	return ch, err
+}
+
+// withNS opens a named namespace and a netlink handle in it for fn.
+func withNS(dir, name string, fn func(netns.NsHandle, *netlink.Handle) error) error {
+	ns, err := nsutil.Open(dir, name)
 	if err != nil {
-		return nil, fmt.Errorf("open namespace %s: %w", spec.Namespace, err)
+		return fmt.Errorf("open namespace %s: %w", name, err)
 	}
 	defer ns.Close()
 	tn, err := nsutil.Netlink(ns)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer tn.Close()
+	return fn(ns, tn)
+}
+
+func (r *Reconciler) apply(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handle) ([]string, error) {
 	var ch []string
 	keep := map[string]bool{}
 	for _, t := range spec.Tunnels {
@@ -181,12 +199,7 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 		return ch, err
 	}
 	c, err = ensureMSS(ns, spec.Tunnels)
-	ch = append(ch, c...)
-	if err != nil {
-		return ch, err
-	}
-	r.specs[spec.Tenant] = spec
-	return ch, nil
+	return append(ch, c...), err
 }
 
 // Reroute re-applies a tenant's routes (after a health change).
@@ -197,17 +210,13 @@ func (r *Reconciler) Reroute(tenant string) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	ns, err := nsutil.Open(r.cfg.NSDir, spec.Namespace)
-	if err != nil {
-		return nil, fmt.Errorf("open namespace %s: %w", spec.Namespace, err)
-	}
-	defer ns.Close()
-	tn, err := nsutil.Netlink(ns)
-	if err != nil {
-		return nil, err
-	}
-	defer tn.Close()
-	return r.ensureRoutes(tn, spec)
+	var ch []string
+	err := withNS(r.cfg.NSDir, spec.Namespace, func(_ netns.NsHandle, tn *netlink.Handle) error {
+		var err error
+		ch, err = r.ensureRoutes(tn, spec)
+		return err
+	})
+	return ch, err
 }
 
 // Remove deletes all of a tenant's tunnels (its namespace may be gone).

@@ -244,27 +244,17 @@ delete-signature re-read and retry).`,
 	var host string
 	stats := &cobra.Command{Use: "stats TENANT [--host H]", Short: "DoS counters for a tenant as reported by each host", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			all, err := sf.status(env, host)
+			sts, err := sf.tenantStatuses(env, host, args[0], "no DoS counters", func(s source.Status) bool { return s.DoS != nil })
 			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tRULE\tPACKETS\tDROPPED")
-			found := false
-			for _, h := range slices.Sorted(maps.Keys(all)) {
-				var s source.Status
-				raw, ok := all[h][args[0]]
-				if !ok || json.Unmarshal(raw, &s) != nil || s.DoS == nil {
-					continue
-				}
-				found = true
-				fmt.Fprintf(tw, "%s\t(all traffic)\t%d\t%d\n", h, s.DoS.Packets, s.DoS.Dropped)
+			for _, s := range sts {
+				fmt.Fprintf(tw, "%s\t(all traffic)\t%d\t%d\n", s.host, s.DoS.Packets, s.DoS.Dropped)
 				for _, r := range slices.Sorted(maps.Keys(s.DoS.Rules)) {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", h, r, s.DoS.Rules[r].Packets, s.DoS.Rules[r].Dropped)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", s.host, r, s.DoS.Rules[r].Packets, s.DoS.Rules[r].Dropped)
 				}
-			}
-			if !found {
-				return fmt.Errorf("no DoS counters for tenant %s: %w", args[0], source.ErrNotFound)
 			}
 			return tw.Flush()
 		}}

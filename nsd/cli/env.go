@@ -5,8 +5,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/hashicorp/consul/api"
 
@@ -77,6 +80,34 @@ func (f *storeFlags) status(env Env, host string) (map[string]map[string]json.Ra
 		return nil, err
 	}
 	return st.ListStatus(env.Ctx, host)
+}
+
+// tenantStatuses returns a tenant's status from each host (one host if
+// set), sorted by host, keeping those keep accepts; none is ErrNotFound
+// with what (e.g. "no status").
+func (f *storeFlags) tenantStatuses(env Env, host, tenant, what string, keep func(source.Status) bool) ([]hostStatus, error) {
+	all, err := f.status(env, host)
+	if err != nil {
+		return nil, err
+	}
+	var out []hostStatus
+	for _, h := range slices.Sorted(maps.Keys(all)) {
+		var s source.Status
+		raw, ok := all[h][tenant]
+		if !ok || json.Unmarshal(raw, &s) != nil || keep != nil && !keep(s) {
+			continue
+		}
+		out = append(out, hostStatus{h, s})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s for tenant %s: %w", what, tenant, source.ErrNotFound)
+	}
+	return out, nil
+}
+
+type hostStatus struct {
+	host string
+	source.Status
 }
 
 type usageErr struct{ msg string }

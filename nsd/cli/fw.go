@@ -188,31 +188,16 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 	var host string
 	stats := &cobra.Command{Use: "stats TENANT [--host H]", Short: "per-rule hit counters as reported by each host", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			all, err := sf.status(env, host)
+			sts, err := sf.tenantStatuses(env, host, args[0], "no status", nil)
 			if err != nil {
 				return err
 			}
-			hosts := slices.Sorted(maps.Keys(all))
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tRULE\tPACKETS\tBYTES")
-			found := false
-			for _, h := range hosts {
-				raw, ok := all[h][args[0]]
-				if !ok {
-					continue
+			for _, s := range sts {
+				for _, r := range slices.Sorted(maps.Keys(s.Firewall)) {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", s.host, r, s.Firewall[r].Packets, s.Firewall[r].Bytes)
 				}
-				var s source.Status
-				if json.Unmarshal(raw, &s) != nil {
-					continue
-				}
-				found = true
-				rules := slices.Sorted(maps.Keys(s.Firewall))
-				for _, r := range rules {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", h, r, s.Firewall[r].Packets, s.Firewall[r].Bytes)
-				}
-			}
-			if !found {
-				return fmt.Errorf("no status for tenant %s: %w", args[0], source.ErrNotFound)
 			}
 			return tw.Flush()
 		}}

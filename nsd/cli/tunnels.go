@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -181,30 +180,17 @@ func tunnelsCommand(env Env, sf *storeFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "tunnels TENANT [--host H]", Short: "tunnel health (state, loss, RTT) and counters as reported by each host",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			all, err := sf.status(env, host)
+			sts, err := sf.tenantStatuses(env, host, args[0], "no status", nil)
 			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tTUNNEL\tSTATE\tLOSS\tRTT\tRX\tTX\tDROPS")
-			found := false
-			for _, h := range slices.Sorted(maps.Keys(all)) {
-				raw, ok := all[h][args[0]]
-				if !ok {
-					continue
-				}
-				var s source.Status
-				if json.Unmarshal(raw, &s) != nil {
-					continue
-				}
-				found = true
+			for _, s := range sts {
 				for _, name := range slices.Sorted(maps.Keys(s.Tunnels)) {
 					t := s.Tunnels[name]
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f%%\t%.2fms\t%d\t%d\t%d\n", h, name, t.State, t.LossPercent, t.RTTMillis, t.RxPackets, t.TxPackets, t.Drops)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f%%\t%.2fms\t%d\t%d\t%d\n", s.host, name, t.State, t.LossPercent, t.RTTMillis, t.RxPackets, t.TxPackets, t.Drops)
 				}
-			}
-			if !found {
-				return fmt.Errorf("no status for tenant %s: %w", args[0], source.ErrNotFound)
 			}
 			return tw.Flush()
 		}}

@@ -13,13 +13,7 @@ import (
 // (applied, or accepted earlier in the same pass); id's own entry is ignored.
 // The incumbent always keeps its prefix.
 func CheckOverlap(id string, prefixes []netip.Prefix, holdings map[string][]netip.Prefix) error {
-	others := make([]string, 0, len(holdings))
-	for o := range holdings {
-		if o != id {
-			others = append(others, o)
-		}
-	}
-	sort.Strings(others)
+	others := othersSorted(id, holdings)
 	var errs config.Errors
 	for i, p := range prefixes {
 		for _, o := range others {
@@ -55,13 +49,7 @@ func SlotFor(id string, existing map[string]uint16) (uint16, error) {
 // that pair, so it must name one tunnel on the whole fleet. The tenant
 // holding the pair keeps it.
 func CheckTunnelPairs(id string, tunnels []config.ValidTunnel, holdings map[string][]config.ValidTunnel) error {
-	others := make([]string, 0, len(holdings))
-	for o := range holdings {
-		if o != id {
-			others = append(others, o)
-		}
-	}
-	sort.Strings(others)
+	others := othersSorted(id, holdings)
 	var errs config.Errors
 	for i, t := range tunnels {
 		for _, o := range others {
@@ -78,4 +66,17 @@ func CheckTunnelPairs(id string, tunnels []config.ValidTunnel, holdings map[stri
 		return errs
 	}
 	return nil
+}
+
+// othersSorted lists the tenants of holdings other than id, sorted, so
+// errors come out in a stable order.
+func othersSorted[T any](id string, holdings map[string]T) []string {
+	others := make([]string, 0, len(holdings))
+	for o := range holdings {
+		if o != id {
+			others = append(others, o)
+		}
+	}
+	sort.Strings(others)
+	return others
 }
