@@ -271,3 +271,28 @@ func TestFailover(t *testing.T) {
 		t.Fatal("no traffic after recovery")
 	}
 }
+
+// TestECMPRoute: two tunnels at the same priority make one weighted
+// multipath route, rewritten by nothing on a second apply.
+func TestECMPRoute(t *testing.T) {
+	g := newGRETest(t)
+	g.G.MustExec(t, "ip", "addr", "add", "198.51.100.131/24", "dev", "eth0")
+	t2 := tunnel("gre-acme2", "192.0.2.10", "198.51.100.131", "169.254.21.0/31", "169.254.21.1")
+	g.spec.Tunnels = append(g.spec.Tunnels, t2)
+	g.spec.Routes[0].Weight = 1
+	g.spec.Routes = append(g.spec.Routes, Route{Prefix: netip.MustParsePrefix("10.9.0.0/24"), Nexthop: netip.MustParseAddr("169.254.21.1"),
+		Tunnel: "gre-acme2", Priority: 100, Weight: 3})
+	if _, err := g.rec.Apply(context.Background(), g.spec); err != nil {
+		t.Fatal(err)
+	}
+	out := g.T.MustExec(t, "ip", "route", "show", "10.9.0.0/24")
+	if !strings.Contains(out, "nexthop via 169.254.20.1 dev gre-acme1 weight 1") || !strings.Contains(out, "nexthop via 169.254.21.1 dev gre-acme2 weight 3") {
+		t.Fatalf("no weighted multipath route:\n%s", out)
+	}
+	if ch, err := g.rec.Apply(context.Background(), g.spec); err != nil || len(ch) != 0 {
+		t.Fatalf("re-apply changed %v (%v)", ch, err)
+	}
+	if got := g.T.MustExec(t, "sysctl", "-n", "net.ipv4.fib_multipath_hash_policy"); strings.TrimSpace(got) != "1" {
+		t.Errorf("multipath hash policy %q, want 1 (5-tuple)", got)
+	}
+}
