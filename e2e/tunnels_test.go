@@ -164,6 +164,20 @@ func TestTunnelsThroughConsul(t *testing.T) {
 		t.Fatal("no traffic after recovery")
 	}
 
+	// A restarted nsd finds everything in place and changes nothing.
+	p.stop(t)
+	p2 := l.startNSD()
+	eventually(t, "restarted nsd applied", func() bool {
+		return strings.Contains(p2.Log(), "GRE datapath attached") && strings.Contains(p2.Log(), "nsd started")
+	})
+	time.Sleep(1500 * time.Millisecond) // a resync pass
+	if strings.Contains(p2.Log(), "subsys=tunnels change=") || !strings.Contains(grep(p2.Log(), "GRE datapath attached"), "unchanged=true") {
+		t.Errorf("restart changed tunnels:\n%s", grep(p2.Log(), "tunnel"))
+	}
+	if _, err := l.client.Exec(t, "ping", "-c2", "-i", "0.2", "-W1", "203.0.113.5"); err != nil {
+		t.Fatal("no traffic after the restart")
+	}
+
 	// Deleting the tenant removes its tunnels from the edge.
 	if out, code := l.nsctl("tenant", "delete", "acme"); code != 0 {
 		t.Fatalf("delete: %d %s", code, out)
