@@ -26,6 +26,17 @@ type Config struct {
 	Signatures []Signature `json:"signatures,omitempty"`
 	RateLimits []RateLimit `json:"rate_limits,omitempty"`
 	SampleRate uint32      `json:"sample_rate,omitempty"`
+	// AutoMitigation turns on detection from the samples (tenant
+	// documents only).
+	AutoMitigation *AutoMitigation `json:"auto_mitigation,omitempty"`
+}
+
+// AutoMitigation: when the sampled rate towards one of the tenant's
+// addresses exceeds PPS, nsd derives a signature from the samples and
+// drops the attack with it until it has been quiet for Duration.
+type AutoMitigation struct {
+	PPS      uint64 `json:"pps"`
+	Duration string `json:"duration,omitempty"` // Go duration, default 5m
 }
 
 // Signature is an attack signature in the rule language.
@@ -105,7 +116,16 @@ type Spec struct {
 	Signatures []CompiledSignature
 	RateLimits []CompiledRateLimit
 	SampleRate uint32
+	// AutoPPS > 0 turns on automatic mitigation above that rate per
+	// destination address; mitigations last AutoDuration after the
+	// attack was last seen.
+	AutoPPS      uint64
+	AutoDuration time.Duration
 }
+
+// DefaultAutoDuration is how long an automatic mitigation outlives the
+// attack by default.
+const DefaultAutoDuration = 5 * time.Minute
 
 var sigIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,47}$`)
 
@@ -231,6 +251,24 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 		add("sample_rate", fmt.Sprint(c.SampleRate), "at most %d (1 in N packets; 0: off)", MaxSampleRate)
 	}
 	s.SampleRate = c.SampleRate
+	if am := c.AutoMitigation; am != nil {
+		switch {
+		case tenant == "":
+			add("auto_mitigation", "", "only in a tenant's document (detection needs the tenant's addresses)")
+		case am.PPS == 0 || am.PPS > MaxPPS:
+			add("auto_mitigation.pps", fmt.Sprint(am.PPS), "must be 1..%d packets/s towards one address", MaxPPS)
+		case c.SampleRate == 0:
+			add("auto_mitigation", "", "needs sample_rate in the same document (detection reads the samples)")
+		}
+		s.AutoPPS, s.AutoDuration = am.PPS, DefaultAutoDuration
+		if am.Duration != "" {
+			d, err := time.ParseDuration(am.Duration)
+			if err != nil || d < time.Second || d > 24*time.Hour {
+				add("auto_mitigation.duration", am.Duration, "a duration from 1s to 24h, e.g. \"5m\"")
+			}
+			s.AutoDuration = d
+		}
+	}
 	if len(errs) > 0 {
 		return Spec{}, errs
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/detect"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
@@ -59,6 +60,11 @@ type Options struct {
 	// TunnelEvents names tenants whose tunnel health changed (the prober
 	// sends them); their status is rewritten. May be nil.
 	TunnelEvents <-chan string
+	// Auto delivers the automatic DoS mitigations in force whenever they
+	// change (the detector sends them); AutoPolicies is where the daemon
+	// publishes the tenants' detection settings. Both may be nil.
+	Auto         <-chan []detect.Mitigation
+	AutoPolicies *AutoPolicies
 	NSPrefix     string
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
@@ -103,6 +109,7 @@ type Daemon struct {
 	statuses map[string]source.Status
 	held     []string
 	dos      dosState
+	auto     []detect.Mitigation // automatic DoS mitigations in force
 }
 
 // New creates a daemon.
@@ -177,6 +184,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.Reconcile(ctx, s, full)
 		case id := <-d.o.TunnelEvents:
 			d.refreshTunnelStatus(ctx, id)
+		case ms := <-d.o.Auto:
+			d.setAuto(ms)
+			if last != nil {
+				d.reconcileDoS(ctx, *last, false)
+			}
 		case <-ticker:
 			if last == nil {
 				continue

@@ -84,8 +84,10 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 	for _, id := range ids {
 		a := d.applied[id]
 		fmt.Fprintf(&fp, "%s=%d:%v;", id, a.dosIndex, a.prefixes)
-		tenants = append(tenants, dos.Tenant{ID: id, Prefixes: a.prefixes, Spec: a.dos})
+		tenants = append(tenants, dos.Tenant{ID: id, Prefixes: a.prefixes, Spec: d.withAuto(id, a.dos)})
 	}
+	fmt.Fprintf(&fp, "auto=%s", d.autoFingerprint())
+	d.updateAutoPolicies()
 	if full {
 		defer d.reportDoSCounters(ctx, ids)
 	}

@@ -24,6 +24,7 @@ type Metrics struct {
 	DoSSamples      *prometheus.CounterVec
 
 	TunnelApplySeconds prometheus.Histogram
+	AutoMitigations    *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers the metrics on reg (nil: unregistered).
@@ -55,13 +56,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time to build and write the XDP DoS maps.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		DoSSamples: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_dos_samples_total",
 			Help: "Packet samples read from the XDP ring buffer, by tenant (\"\" for none)."}, []string{"tenant"}),
+		AutoMitigations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_dos_auto_mitigations_total",
+			Help: "Automatic DoS mitigations started, by tenant."}, []string{"tenant"}),
 		TunnelApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_tunnel_apply_duration_seconds",
 			Help: "Time to apply one tenant's tunnels, routes and MSS clamping.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
 			m.SourceErrors, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
-			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds)
+			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.AutoMitigations)
 	}
 	return m
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/detect"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/routing"
@@ -153,7 +154,10 @@ It never tears down the datapath on exit; a restart with unchanged config change
 			reg.MustRegister(nsd.NewDoSCollector(dr, log))
 			log.Info("XDP DoS layer attached", "uplink", uplink, "mode", dp.Mode, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
 			if !once {
-				stop := readSamples(dp, dr, metrics, log)
+				auto := make(chan []detect.Mitigation, 1)
+				pol := &nsd.AutoPolicies{}
+				opts.Auto, opts.AutoPolicies = auto, pol
+				stop := readSamples(dp, dr, metrics, log, pol, auto)
 				defer stop()
 			}
 			events := make(chan string, 64)
@@ -213,27 +217,48 @@ var errOnceFailed = errors.New("one or more tenants failed")
 // readSamples counts the DoS layer's packet samples per tenant until
 // stopped. They are the detection stage's input; nsd itself only counts
 // them and logs them at debug level.
-func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog.Logger) (stop func()) {
+// readSamples reads the XDP packet samples: it counts them per tenant and
+// feeds the detector, whose mitigations go to auto whenever they change.
+func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog.Logger, pol *nsd.AutoPolicies, auto chan []detect.Mitigation) (stop func()) {
 	rd, err := dp.Samples()
 	if err != nil {
-		log.Warn("packet samples unavailable", "err", err)
+		log.Warn("packet samples unavailable: no automatic mitigation", "err", err)
 		return func() {}
 	}
+	det := detect.New(detect.Config{Policy: pol.Get})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
+			rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
 			s, err := rd.Read()
-			if errors.Is(err, dos.ErrClosed) {
+			switch {
+			case errors.Is(err, dos.ErrClosed):
 				return
-			}
-			if err != nil {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+			case err != nil:
 				log.Warn("read packet sample", "err", err)
-				continue
+			default:
+				tenant := dr.TenantName(s.Tenant)
+				m.DoSSamples.WithLabelValues(tenant).Inc()
+				if p, ok := detect.Parse(s.Data); ok && tenant != "" {
+					p.Tenant, p.Dropped = tenant, s.Dropped
+					det.Add(p)
+				}
 			}
-			tenant := dr.TenantName(s.Tenant)
-			m.DoSSamples.WithLabelValues(tenant).Inc()
-			log.Debug("packet sample", "tenant", tenant, "len", s.Len, "dropped", s.Dropped, "reason", s.Reason)
+			if det.Tick(time.Now()) {
+				select {
+				case auto <- det.Active():
+				default:
+					// The daemon is busy; the newest set replaces the
+					// unread one.
+					select {
+					case <-auto:
+					default:
+					}
+					auto <- det.Active()
+				}
+			}
 		}
 	}()
 	return func() { rd.Close(); <-done }

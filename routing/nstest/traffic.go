@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // ResponderPorts are the ports StartResponder serves: TCP 22 and 80, UDP
@@ -117,4 +118,39 @@ func SendUDP(t testing.TB, from *NS, src, addr string, port, n int, payload []by
 		args = append(args, src)
 	}
 	from.MustExec(t, args...)
+}
+
+const floodPy = `
+import socket, sys, time, random
+addr, port, pps, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+payload = bytes.fromhex(sys.argv[5])
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+start = time.monotonic(); sent = 0
+while True:
+    now = time.monotonic() - start
+    if now >= secs:
+        break
+    due = int(now * pps)
+    while sent < due:
+        try:
+            random.choice(socks).sendto(payload, (addr, port))
+        except OSError:
+            pass
+        sent += 1
+    time.sleep(0.001)
+print(sent, flush=True)
+`
+
+// StartFlood sends UDP to addr:port from ns at pps packets per second for
+// the given time, from 64 sockets (64 source ports), in the background. It
+// returns the command; Wait for it to end.
+func StartFlood(t testing.TB, from *NS, addr string, port, pps int, d time.Duration, payload []byte) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("nsenter", "--net="+from.Path(), "--", "python3", script(t, "flood.py", floodPy),
+		addr, fmt.Sprint(port), fmt.Sprint(pps), fmt.Sprint(d.Seconds()), fmt.Sprintf("%x", payload))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start flood: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
 }
