@@ -32,7 +32,7 @@ func (l *lab) addAttacker() *nstest.NS {
 }
 
 // metricsAddr waits for nsd's "serving metrics" log line.
-func (p *proc) metricsAddr(t *testing.T) string {
+func (p *proc) metricsAddr(t testing.TB) string {
 	t.Helper()
 	re := regexp.MustCompile(`msg="serving metrics".* addr=(\S+)`)
 	var addr string
@@ -47,7 +47,7 @@ func (p *proc) metricsAddr(t *testing.T) string {
 }
 
 // metric reads one sample (name{labels} value) from the endpoint.
-func metric(t *testing.T, addr, series string) uint64 {
+func metric(t testing.TB, addr, series string) uint64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {

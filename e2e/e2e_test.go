@@ -71,7 +71,7 @@ func TestMain(m *testing.M) {
 
 // lab is one edge server with one client.
 type lab struct {
-	t              *testing.T
+	t              testing.TB
 	client, edge   *nstest.NS
 	consul         *consultest.Agent
 	nsdBin, ctlBin string
@@ -80,7 +80,7 @@ type lab struct {
 	nsd            *proc
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	nstest.RequireRoot(t)
 	for _, tool := range []string{"ip", "nft", "ping", "nsenter"} {
 		nstest.RequireTool(t, tool)
@@ -155,7 +155,7 @@ func (l *lab) startNSDBin(bin string, extra ...string) *proc {
 	return p
 }
 
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	select {
 	case <-p.done:
 		return
@@ -194,7 +194,7 @@ func (l *lab) applyTenant(id, network string) {
 }
 
 // eventually polls cond for up to 10s.
-func eventually(t *testing.T, what string, cond func() bool) time.Duration {
+func eventually(t testing.TB, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < 10*time.Second {
