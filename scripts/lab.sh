@@ -226,6 +226,38 @@ for _ in $(seq 50); do ctl dos stats "$tenant" 2>/dev/null | grep -q "signature:
 ctl dos stats "$tenant" || true
 ctl dos delete-signature "$tenant" ntp-monlist
 
+step "automatic mitigation: an 18k pps flood with no rule in place (auto_mitigation from the XDP samples)"
+echo '{"sample_rate": 64, "auto_mitigation": {"pps": 5000, "duration": "30s"}}' >"$work/dos.json"
+ctl dos put "$tenant" -f "$work/dos.json"
+sleep 1.5
+autodrops() {
+  for p in 19469 19470; do curl -sf "http://127.0.0.1:$p/metrics"; done |
+    awk '/^nfhost_dos_rule_dropped_packets_total\{kind="signature",rule="demo\/auto-/ {n += $2} END {printf "%d", n}'
+}
+a0=$(autodrops)
+in_ns "$attacker" python3 -c '
+import socket, time, random
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+p = bytes([0x17, 0, 3, 0x2a]) + bytes(44); start = time.monotonic(); sent = 0
+while time.monotonic() - start < 3:
+    due = int((time.monotonic() - start) * 18000)
+    while sent < due:
+        random.choice(socks).sendto(p, ("203.0.113.1", 123)); sent += 1
+    time.sleep(0.001)' &
+fpid=$!
+t0=$(date +%s%N); ta=0
+while kill -0 $fpid 2>/dev/null; do
+  if ((ta == 0)) && (($(autodrops) > a0)); then ta=$(date +%s%N); fi
+  sleep 0.01
+done
+wait $fpid || true
+if ((ta > 0)); then echo "XDP dropped the flood by a derived signature $(((ta - t0) / 1000000)) ms after it started"; fi
+grep -h "automatic DoS mitigation" "$work"/nsd-*.log | sed 's/.*victim=/  victim=/' | head -2
+verdict "the flood was dropped by an automatic signature" test "$ta" -gt 0
+verdict "the client still reaches 203.0.113.1" in_ns "$client" ping -c2 -W1 -I 192.0.2.100 203.0.113.1
+echo '{}' >"$work/dos.json"
+ctl dos put "$tenant" -f "$work/dos.json"
+
 step "delete tenant $tenant"
 ctl tenant delete "$tenant"
 for _ in $(seq 100); do [[ -e /run/netns/nf1-$tenant || -e /run/netns/nf2-$tenant ]] || break; sleep 0.1; done
