@@ -58,7 +58,7 @@ func TestAutoMitigation(t *testing.T) {
 
 	flood := nstest.StartFlood(t, att, "203.0.113.1", 123, 18000, 4*time.Second, []byte(ntpMonlist))
 	start := time.Now()
-	eventually(t, "the flood dropped by an automatic signature", func() bool { return autoDrops(t, maddr, "acme") > 0 })
+	eventuallyFor(t, 20*time.Second, "the flood dropped by an automatic signature", func() bool { return autoDrops(t, maddr, "acme") > 0 })
 	t.Logf("automatic signature dropping the flood %v after it started:\n%s", time.Since(start).Round(10*time.Millisecond), grep(p.Log(), "automatic DoS mitigation"))
 	// The victim stays reachable while the attack goes on.
 	if !nstest.Reach(t, l.client, "udp", "203.0.113.1", 53) || !nstest.Reach(t, l.client, "tcp", "203.0.113.1", 80) ||
@@ -69,13 +69,14 @@ func TestAutoMitigation(t *testing.T) {
 	if !nstest.Reach(t, l.client, "udp", "203.0.113.1", 123) {
 		t.Fatal("a legitimate NTP request was dropped")
 	}
-	flood.Wait()
+	sent := flood.Wait()
 	if !strings.Contains(p.Log(), "automatic DoS mitigation") || !strings.Contains(p.Log(), "payload[0:4] == 0x1700032a") {
 		t.Errorf("mitigation not logged with its expression:\n%s", grep(p.Log(), "automatic"))
 	}
 	drops := autoDrops(t, maddr, "acme")
-	if drops < 18000*2 {
-		t.Errorf("only %d flood packets dropped by the automatic signature (of ~72,000)", drops)
+	t.Logf("flood: %d packets sent, %d dropped by the automatic signature", sent, drops)
+	if sent == 0 || drops < uint64(sent)/2 {
+		t.Errorf("only %d of %d flood packets dropped by the automatic signature", drops, sent)
 	}
 }
 

@@ -196,8 +196,14 @@ func (l *lab) applyTenant(id, network string) {
 // eventually polls cond for up to 10s.
 func eventually(t testing.TB, what string, cond func() bool) time.Duration {
 	t.Helper()
+	return eventuallyFor(t, 10*time.Second, what, cond)
+}
+
+// eventuallyFor polls cond for up to d.
+func eventuallyFor(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
 	start := time.Now()
-	for time.Since(start) < 10*time.Second {
+	for time.Since(start) < d {
 		if cond() {
 			return time.Since(start)
 		}

@@ -149,7 +149,7 @@ func TestTunnelsThroughConsul(t *testing.T) {
 	}
 	// The internet loses the path to the first customer endpoint.
 	l.client.MustExec(t, "nft", "add table inet cut; add chain inet cut f { type filter hook forward priority 0; }; add rule inet cut f ip daddr 198.51.100.130 drop")
-	eventually(t, "traffic on the backup tunnel", func() bool { return strings.Contains(via(), "169.254.21.1") })
+	eventuallyFor(t, 20*time.Second, "traffic on the backup tunnel", func() bool { return strings.Contains(via(), "169.254.21.1") })
 	if _, err := l.client.Exec(t, "ping", "-c2", "-i", "0.2", "-W1", "203.0.113.5"); err != nil {
 		t.Fatal("no traffic over the backup tunnel")
 	}
@@ -159,7 +159,7 @@ func TestTunnelsThroughConsul(t *testing.T) {
 	})
 	// The path heals; after a sustained healthy period the primary is back.
 	l.client.MustExec(t, "nft", "delete table inet cut")
-	eventually(t, "traffic back on the primary", func() bool { return strings.Contains(via(), "169.254.20.1") })
+	eventuallyFor(t, 30*time.Second, "traffic back on the primary", func() bool { return strings.Contains(via(), "169.254.20.1") })
 	if _, err := l.client.Exec(t, "ping", "-c2", "-i", "0.2", "-W1", "203.0.113.5"); err != nil {
 		t.Fatal("no traffic after recovery")
 	}

@@ -2,6 +2,7 @@ package nstest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,16 +142,31 @@ while True:
 print(sent, flush=True)
 `
 
+// Flood is a running UDP flood.
+type Flood struct {
+	cmd *exec.Cmd
+	out bytes.Buffer
+}
+
 // StartFlood sends UDP to addr:port from ns at pps packets per second for
-// the given time, from 64 sockets (64 source ports), in the background. It
-// returns the command; Wait for it to end.
-func StartFlood(t testing.TB, from *NS, addr string, port, pps int, d time.Duration, payload []byte) *exec.Cmd {
+// the given time, from 64 sockets (64 source ports), in the background.
+func StartFlood(t testing.TB, from *NS, addr string, port, pps int, d time.Duration, payload []byte) *Flood {
 	t.Helper()
-	cmd := exec.Command("nsenter", "--net="+from.Path(), "--", "python3", script(t, "flood.py", floodPy),
-		addr, fmt.Sprint(port), fmt.Sprint(pps), fmt.Sprint(d.Seconds()), fmt.Sprintf("%x", payload))
-	if err := cmd.Start(); err != nil {
+	f := &Flood{cmd: exec.Command("nsenter", "--net="+from.Path(), "--", "python3", script(t, "flood.py", floodPy),
+		addr, fmt.Sprint(port), fmt.Sprint(pps), fmt.Sprint(d.Seconds()), fmt.Sprintf("%x", payload))}
+	f.cmd.Stdout = &f.out
+	if err := f.cmd.Start(); err != nil {
 		t.Fatalf("start flood: %v", err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
+	t.Cleanup(func() { f.cmd.Process.Kill(); f.cmd.Wait() })
+	return f
+}
+
+// Wait waits for the flood to end and returns how many packets it sent
+// (the sender may fall behind the rate on a busy machine).
+func (f *Flood) Wait() int {
+	f.cmd.Wait()
+	var n int
+	fmt.Sscan(f.out.String(), &n)
+	return n
 }
