@@ -39,15 +39,7 @@ const ntpMonlist = "\x17\x00\x03\x2a" + "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0
 // shared header values), while the client keeps reaching the victim.
 func TestAutoMitigation(t *testing.T) {
 	l := newLab(t)
-	nstest.RequireTool(t, "python3")
-	att := l.addAttacker()
-	p := l.startNSD("--metrics-addr", "127.0.0.1:0")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(p.Log())
-		}
-	})
-	maddr := p.metricsAddr(t)
+	att, p, maddr := l.attackLab(t)
 	l.applyTenant("acme", `{"prefixes": ["203.0.113.0/24"]}`)
 	eventually(t, "tenant applied", func() bool { return strings.Contains(l.status("acme"), "applied") })
 	tn := l.tenantNS("acme")

@@ -31,6 +31,21 @@ func (l *lab) addAttacker() *nstest.NS {
 	return a
 }
 
+// attackLab adds the attacker and starts nsd with metrics; nsd's log is
+// printed if the test fails.
+func (l *lab) attackLab(t testing.TB) (att *nstest.NS, p *proc, metricsAddr string) {
+	t.Helper()
+	nstest.RequireTool(t, "python3")
+	att = l.addAttacker()
+	p = l.startNSD("--metrics-addr", "127.0.0.1:0")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(p.Log())
+		}
+	})
+	return att, p, p.metricsAddr(t)
+}
+
 // metricsAddr waits for nsd's "serving metrics" log line.
 func (p *proc) metricsAddr(t testing.TB) string {
 	t.Helper()
@@ -71,15 +86,7 @@ func metric(t testing.TB, addr, series string) uint64 {
 // program in place.
 func TestDoSThroughConsul(t *testing.T) {
 	l := newLab(t)
-	nstest.RequireTool(t, "python3")
-	att := l.addAttacker()
-	p := l.startNSD("--metrics-addr", "127.0.0.1:0")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(p.Log())
-		}
-	})
-	maddr := p.metricsAddr(t)
+	att, p, maddr := l.attackLab(t)
 	eventually(t, "XDP attached", func() bool { return strings.Contains(p.Log(), "XDP DoS layer attached") })
 	l.applyTenant("acme", `{"prefixes": ["203.0.113.0/24"]}`)
 	eventually(t, "tenant applied", func() bool { return strings.Contains(l.status("acme"), "applied") })
