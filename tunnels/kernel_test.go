@@ -176,9 +176,19 @@ func TestTunnelKernel(t *testing.T) {
 		t.Errorf("tunnel id changed across restart: %d -> %d", id, id2)
 	}
 
-	// Removing the tunnel removes its interface, pins and routes.
-	if _, err := rec2.Remove("acme"); err != nil {
+	// A tenant without tunnels costs nothing: its namespace is not even
+	// opened (this one does not exist).
+	if ch, err := rec2.Apply(context.Background(), TenantSpec{Tenant: "plain", Namespace: "nfG-does-not-exist"}); err != nil || len(ch) != 0 {
+		t.Fatalf("empty spec of a tenant without tunnels: %v %v", ch, err)
+	}
+
+	// The config dropping the tunnel removes its interface, pins, routes
+	// and MSS table (tenant deletion goes through Remove, in e2e).
+	if _, err := rec2.Apply(context.Background(), TenantSpec{Tenant: "acme", Namespace: g.T.Name}); err != nil {
 		t.Fatal(err)
+	}
+	if out, _ := g.T.Exec(t, "nft", "list", "tables"); strings.Contains(out, NFTTable) {
+		t.Errorf("MSS table left behind:\n%s", out)
 	}
 	if out, _ := g.T.Exec(t, "ip", "link", "show", "gre-acme1"); !strings.Contains(out, "does not exist") {
 		t.Errorf("tunnel interface left behind:\n%s", out)

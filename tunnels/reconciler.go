@@ -54,8 +54,11 @@ type Reconciler struct {
 	host    *netlink.Handle
 	backend Backend
 
-	mu      sync.Mutex
-	ids     map[string]uint32 // host-end name -> counter index
+	mu  sync.Mutex
+	ids map[string]uint32 // host-end name -> counter index
+	// owners are tenants that have (or may have) tunnel links: Apply of
+	// an empty spec for any other tenant costs nothing.
+	owners  map[string]bool
 	specs   map[string]TenantSpec
 	penalty func(tenant, tunnel string) int
 }
@@ -73,7 +76,7 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, host: h, ids: map[string]uint32{}, specs: map[string]TenantSpec{},
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, host: h, ids: map[string]uint32{}, specs: map[string]TenantSpec{}, owners: map[string]bool{},
 		penalty: func(string, string) int { return 0 }}
 	r.backend = cfg.Backend
 	if r.backend == nil {
@@ -90,7 +93,8 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
-		if _, _, ok := ParseAlias(l.Attrs().Alias); ok {
+		if tenant, _, ok := ParseAlias(l.Attrs().Alias); ok {
+			r.owners[tenant] = true
 			if e, ok := ents[l.Attrs().Index]; ok {
 				r.ids[l.Attrs().Name] = e.ID
 			}
@@ -133,6 +137,11 @@ func (r *Reconciler) ID(tenant, tunnel string) (uint32, bool) {
 func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	empty := len(spec.Tunnels) == 0 && len(spec.Routes) == 0
+	if empty && !r.owners[spec.Tenant] {
+		return nil, nil // most tenants: no tunnels, nothing to read or write
+	}
+	r.owners[spec.Tenant] = true
 	var ch []string
 	err := withNS(r.cfg.NSDir, spec.Namespace, func(ns netns.NsHandle, tn *netlink.Handle) error {
 		var err error
@@ -141,6 +150,10 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 	})
 	if err == nil {
 		r.specs[spec.Tenant] = spec
+		if empty {
+			delete(r.owners, spec.Tenant)
+			delete(r.specs, spec.Tenant)
+		}
 	}
 	return ch, err
 }
@@ -224,7 +237,14 @@ func (r *Reconciler) Remove(tenant string) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.specs, tenant)
-	return r.backend.RemoveStale(tenant, nil)
+	if !r.owners[tenant] {
+		return nil, nil
+	}
+	ch, err := r.backend.RemoveStale(tenant, nil)
+	if err == nil {
+		delete(r.owners, tenant)
+	}
+	return ch, err
 }
 
 func prefixed(p string, xs []string) []string {
