@@ -125,6 +125,14 @@ func (r *Reconciler) Specs() []TenantSpec {
 	return out
 }
 
+// Spec returns the spec in force for one tenant.
+func (r *Reconciler) Spec(tenant string) (TenantSpec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.specs[tenant]
+	return s, ok
+}
+
 // ID returns a tunnel's counter index.
 func (r *Reconciler) ID(tenant, tunnel string) (uint32, bool) {
 	r.mu.Lock()

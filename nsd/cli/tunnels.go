@@ -41,10 +41,7 @@ func (t *tunnelSubsystem) Status(tenant string) map[string]source.TunnelStatus {
 			health[h.Tunnel] = h
 		}
 	}
-	for _, s := range t.rec.Specs() {
-		if s.Tenant != tenant {
-			continue
-		}
+	if s, ok := t.rec.Spec(tenant); ok {
 		for _, tu := range s.Tunnels {
 			st := source.TunnelStatus{State: "unchecked"}
 			if h, ok := health[tu.Name]; ok {
