@@ -56,7 +56,9 @@ func NSD(env Env, args []string) int {
 per tenant a network namespace joined to the host by a veth pair, policy routing
 (nft mark + ip rule + per-tenant table) that steers the tenant's prefixes into it, the
 tenant's nftables firewall inside it, and, with --uplink, one shared XDP DoS layer on
-the uplink (drop lists, signatures, rate limits, sampling) from dos/global and tenants/<t>/dos.
+the uplink (drop lists, signatures, rate limits, sampling, automatic mitigation) from
+dos/global and tenants/<t>/dos, and the eBPF GRE datapath for the tenants' anycast tunnels
+(tcx decap on the uplink, encap per tunnel, routes, health checks from --probe-address).
 
 It never tears down the datapath on exit; a restart with unchanged config changes nothing.`,
 		Example: `  nsd --source consul --consul-addr 127.0.0.1:8500 --host-id edge1 --uplink eth0
