@@ -138,6 +138,7 @@ const (
 	dosBPFMapNfhSigSrc         = "nfh_sig_src"
 	dosBPFMapNfhSigSrc4        = "nfh_sig_src4"
 	dosBPFMapNfhSigTtl         = "nfh_sig_ttl"
+	dosBPFMapNfhSrc24          = "nfh_src24"
 	dosBPFMapNfhSrcLists       = "nfh_src_lists"
 	dosBPFMapNfhSrcLists4      = "nfh_src_lists4"
 	dosBPFMapNfhTenantCounters = "nfh_tenant_counters"
@@ -214,6 +215,7 @@ type dosBPFMapSpecs struct {
 	NfhSigSrc         *ebpf.MapSpec `ebpf:"nfh_sig_src"`
 	NfhSigSrc4        *ebpf.MapSpec `ebpf:"nfh_sig_src4"`
 	NfhSigTtl         *ebpf.MapSpec `ebpf:"nfh_sig_ttl"`
+	NfhSrc24          *ebpf.MapSpec `ebpf:"nfh_src24"`
 	NfhSrcLists       *ebpf.MapSpec `ebpf:"nfh_src_lists"`
 	NfhSrcLists4      *ebpf.MapSpec `ebpf:"nfh_src_lists4"`
 	NfhTenantCounters *ebpf.MapSpec `ebpf:"nfh_tenant_counters"`
@@ -266,6 +268,7 @@ type dosBPFMaps struct {
 	NfhSigSrc         *ebpf.Map `ebpf:"nfh_sig_src"`
 	NfhSigSrc4        *ebpf.Map `ebpf:"nfh_sig_src4"`
 	NfhSigTtl         *ebpf.Map `ebpf:"nfh_sig_ttl"`
+	NfhSrc24          *ebpf.Map `ebpf:"nfh_src24"`
 	NfhSrcLists       *ebpf.Map `ebpf:"nfh_src_lists"`
 	NfhSrcLists4      *ebpf.Map `ebpf:"nfh_src_lists4"`
 	NfhTenantCounters *ebpf.Map `ebpf:"nfh_tenant_counters"`
@@ -294,6 +297,7 @@ func (m *dosBPFMaps) Close() error {
 		m.NfhSigSrc,
 		m.NfhSigSrc4,
 		m.NfhSigTtl,
+		m.NfhSrc24,
 		m.NfhSrcLists,
 		m.NfhSrcLists4,
 		m.NfhTenantCounters,

@@ -92,8 +92,19 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	}
 	stampProgram(spec)
 	d := &Datapath{}
+	_, linkErr := os.Stat(filepath.Join(cfg.PinDir, "link"))
+	_, src24Err := os.Stat(filepath.Join(cfg.PinDir, "nfh_src24"))
 	if err := nsutil.LoadPinned(spec, cfg.PinDir, &d.objs, func(name string) bool { return name == "link" }, log); err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	if linkErr == nil && src24Err != nil {
+		// Upgrading from a version without the /24 table: until the
+		// reconciler writes it, every block defers to the trie, so the
+		// new program filters exactly like the old one from the switch.
+		if err := fillSrc24(d.objs.NfhSrc24); err != nil {
+			d.objs.Close()
+			return nil, err
+		}
 	}
 	l, state, err := nsutil.PinLink(filepath.Join(cfg.PinDir, "link"), d.objs.NfhostDos,
 		func() (link.Link, error) { return d.attach(cfg, log) }, nil)

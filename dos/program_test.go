@@ -409,3 +409,49 @@ func FuzzPacket(f *testing.F) {
 		}
 	})
 }
+
+// TestSrc24Table: the /24 table and the trie agree on every shape of
+// IPv4 list entry: shorter than /24, exactly /24, longer (deferred to the
+// trie), allow inside deny, and a table that defers everything (what an
+// upgrade from a version without the table starts with).
+func TestSrc24Table(t *testing.T) {
+	objs := loadForTest(t)
+	r, err := newReconciler(objs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	global := mustSpec(t, "dos/global", `{"deny": ["198.18.0.0/15", "192.0.2.0/24", "203.0.113.64/26", "198.51.100.7"],
+	  "allow": ["198.18.5.0/24", "198.19.0.128/25"]}`)
+	if _, err := r.Apply(*global, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cases := []verdictCase{
+		{"inside a /15", pkt{src: "198.19.200.1", dst: "10.0.0.1"}, xdpDrop, "deny"},
+		{"allowed /24 inside the /15", pkt{src: "198.18.5.9", dst: "10.0.0.1"}, xdpPass, "allow"},
+		{"allowed /25 inside the /15 (trie)", pkt{src: "198.19.0.200", dst: "10.0.0.1"}, xdpPass, "allow"},
+		{"denied half of that /24 (trie)", pkt{src: "198.19.0.5", dst: "10.0.0.1"}, xdpDrop, "deny"},
+		{"a /24", pkt{src: "192.0.2.77", dst: "10.0.0.1"}, xdpDrop, "deny"},
+		{"a /26 (trie)", pkt{src: "203.0.113.70", dst: "10.0.0.1"}, xdpDrop, "deny"},
+		{"beside the /26 (trie)", pkt{src: "203.0.113.1", dst: "10.0.0.1"}, xdpPass, "pass"},
+		{"a /32 (trie)", pkt{src: "198.51.100.7", dst: "10.0.0.1"}, xdpDrop, "deny"},
+		{"beside the /32", pkt{src: "198.51.100.8", dst: "10.0.0.1"}, xdpPass, "pass"},
+		{"unlisted", pkt{src: "100.64.0.1", dst: "10.0.0.1"}, xdpPass, "pass"},
+	}
+	runCases(t, objs, cases)
+	tab := src24Table(r.w.Last().Lists)
+	nib := func(a string) uint64 {
+		b := netip.MustParseAddr(a).As4()
+		block := uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2])
+		return tab[block>>4] >> ((block & 15) * 4) & 15
+	}
+	for a, want := range map[string]uint64{"198.19.200.1": 2, "198.18.5.9": 1, "198.19.0.1": src24Trie, "192.0.2.1": 2, "203.0.113.1": src24Trie, "100.64.0.1": 0} {
+		if got := nib(a); got != want {
+			t.Errorf("/24 table at %s = %d, want %d", a, got, want)
+		}
+	}
+	// A table deferring everything to the trie gives the same verdicts.
+	if err := fillSrc24(objs.NfhSrc24); err != nil {
+		t.Fatal(err)
+	}
+	runCases(t, objs, cases)
+}

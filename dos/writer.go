@@ -24,6 +24,8 @@ import (
 type Writer struct {
 	o    *dosBPFObjects
 	last *State
+	// src24 is the /24 table last written (nil: read it from the map).
+	src24 []uint64
 	// Writes counts the map entries written or deleted by the last Write.
 	Writes int
 }
@@ -148,8 +150,18 @@ func (w *Writer) Write(s *State) error {
 	if err := w.writeNames(old, s); err != nil {
 		return err
 	}
+	before := w.Writes
 	if err := syncTrie(w, o.NfhSrcLists, o.NfhSrcLists4, verdicts(s.Lists), verdicts(old.Lists), true); err != nil {
 		return err
+	}
+	// The /24 table follows the trie (which is complete on its own): it
+	// is recomputed only when the lists changed, or once per process.
+	if w.Writes != before || w.src24 == nil {
+		t := src24Table(s.Lists)
+		if err := w.writeSrc24(t, w.src24); err != nil {
+			return err
+		}
+		w.src24 = t
 	}
 	tw6, tw4 := splitTenant(tenantVerdicts(s.TenantLists))
 	th6, th4 := splitTenant(tenantVerdicts(old.TenantLists))
@@ -536,9 +548,9 @@ func columnDiff(a, b *Tables) bitmap {
 }
 
 // readArray reads a whole array map into dst.
-func readArray(m *ebpf.Map, dst []bitmap) error {
+func readArray[V any](m *ebpf.Map, dst []V) error {
 	keys := make([]uint32, 4096)
-	vals := make([]bitmap, 4096)
+	vals := make([]V, 4096)
 	var cur ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cur, keys, vals, nil)
