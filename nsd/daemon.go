@@ -262,15 +262,18 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		}
 		return todo[i] < todo[j]
 	})
+	// What each tenant holds (prefixes, tunnel endpoint pairs), updated as
+	// the pass applies tenants.
 	holdings := make(map[string][]netip.Prefix, len(d.applied))
+	pairs := make(map[string][]config.ValidTunnel, len(d.applied))
 	for id, a := range d.applied {
-		holdings[id] = a.prefixes
+		holdings[id], pairs[id] = a.prefixes, a.tunnels
 	}
 	slots := d.slots()
 	var blocked []int // results rejected for overlap
 	for _, id := range todo {
 		keys := s.Tenants[id]
-		r := d.reconcileTenant(ctx, id, keys, holdings, slots, full)
+		r := d.reconcileTenant(ctx, id, keys, holdings, pairs, slots, full)
 		d.seen[id] = fingerprint(keys)
 		if r.overlap {
 			blocked = append(blocked, len(results))
@@ -281,7 +284,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	// an earlier one was refused for: give those one more try.
 	for _, i := range blocked {
 		id := results[i].Tenant
-		results[i] = d.reconcileTenant(ctx, id, s.Tenants[id], holdings, slots, full)
+		results[i] = d.reconcileTenant(ctx, id, s.Tenants[id], holdings, pairs, slots, full)
 	}
 	d.reconcileDoS(ctx, s, full)
 	if full {
@@ -312,7 +315,7 @@ func (d *Daemon) slots() map[string]uint16 {
 }
 
 func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry,
-	holdings map[string][]netip.Prefix, slots map[string]uint16, full bool) (res Result) {
+	holdings map[string][]netip.Prefix, pairs map[string][]config.ValidTunnel, slots map[string]uint16, full bool) (res Result) {
 	log := d.log.With("tenant", id)
 	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
 	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
@@ -340,10 +343,6 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		if err = plan.CheckOverlap(id, valid.Prefixes, holdings); err != nil {
 			defer func() { res.overlap = true }()
 		} else {
-			pairs := map[string][]config.ValidTunnel{}
-			for o, a := range d.applied {
-				pairs[o] = a.tunnels
-			}
 			err = plan.CheckTunnelPairs(id, valid.Tunnels, pairs)
 		}
 	}
@@ -377,7 +376,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	d.m.Reconciles.WithLabelValues("routing", "ok").Inc()
 	tunChanges, tunErr := d.reconcileTunnels(ctx, log, id, valid, spec.Namespace, &st)
 	changes = append(changes, tunChanges...)
-	holdings[id] = valid.Prefixes
+	holdings[id], pairs[id] = valid.Prefixes, valid.Tunnels
 	prevApplied := d.applied[id]
 	a := &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes, tunnels: valid.Tunnels}
 	if prevApplied != nil {

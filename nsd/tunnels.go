@@ -62,7 +62,8 @@ func (d *Daemon) reconcileTunnels(ctx context.Context, log *slog.Logger, id stri
 }
 
 // refreshTunnelStatus rewrites a tenant's status when its tunnels' health
-// changed (called from Run on prober events and on full passes).
+// changed (called from Run on prober events; full passes rewrite status
+// through reconcileTunnels).
 func (d *Daemon) refreshTunnelStatus(ctx context.Context, id string) {
 	st, ok := d.statuses[id]
 	if !ok || d.o.Tunnels == nil {

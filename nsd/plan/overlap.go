@@ -49,6 +49,9 @@ func SlotFor(id string, existing map[string]uint16) (uint16, error) {
 // that pair, so it must name one tunnel on the whole fleet. The tenant
 // holding the pair keeps it.
 func CheckTunnelPairs(id string, tunnels []config.ValidTunnel, holdings map[string][]config.ValidTunnel) error {
+	if len(tunnels) == 0 {
+		return nil
+	}
 	others := othersSorted(id, holdings)
 	var errs config.Errors
 	for i, t := range tunnels {
