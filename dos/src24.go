@@ -79,16 +79,7 @@ func (w *Writer) writeSrc24(want, have []uint64) error {
 			return err
 		}
 	}
-	var keys []uint32
-	var vals []uint64
-	for i := range want {
-		if want[i] != have[i] {
-			keys = append(keys, uint32(i))
-			vals = append(vals, want[i])
-		}
-	}
-	w.Writes += len(keys)
-	if err := batch(m, keys, vals); err != nil {
+	if err := writeArray(w, m, want, have); err != nil {
 		return fmt.Errorf("write the /24 table: %w", err)
 	}
 	return nil

@@ -106,19 +106,9 @@ func (w *Writer) Write(s *State) error {
 		return err
 	}
 
-	pick := func(f func(*Tables) []bitmap) []bitmap { return f(old.Tables) }
-	for _, a := range []struct {
-		m *ebpf.Map
-		f func(*Tables) []bitmap
-	}{
-		{o.NfhSigProto, func(t *Tables) []bitmap { return t.Proto[:] }},
-		{o.NfhSigSport, func(t *Tables) []bitmap { return t.SPort[:] }},
-		{o.NfhSigDport, func(t *Tables) []bitmap { return t.DPort[:] }},
-		{o.NfhSigLen, func(t *Tables) []bitmap { return t.Len[:] }},
-		{o.NfhSigTtl, func(t *Tables) []bitmap { return t.TTL[:] }},
-		{o.NfhSigL4, func(t *Tables) []bitmap { return t.L4[:] }},
-	} {
-		if err := writeArray(w, a.m, a.f(s.Tables), pick(a.f)); err != nil {
+	want, have := s.Tables.arrays(), old.Tables.arrays()
+	for i, m := range o.sigArrays() {
+		if err := writeArray(w, m, want[i], have[i]); err != nil {
 			return err
 		}
 	}
@@ -304,17 +294,28 @@ func batch[KK, V any](m *ebpf.Map, keys []KK, vals []V) error {
 	return nil
 }
 
-func writeArray(w *Writer, m *ebpf.Map, want, last []bitmap) error {
+// writeArray writes the entries of want that differ from have.
+func writeArray[V comparable](w *Writer, m *ebpf.Map, want, have []V) error {
 	var keys []uint32
-	var vals []bitmap
+	var vals []V
 	for i := range want {
-		if last == nil || want[i] != last[i] {
+		if want[i] != have[i] {
 			keys = append(keys, uint32(i))
 			vals = append(vals, want[i])
 		}
 	}
 	w.Writes += len(keys)
 	return batch(m, keys, vals)
+}
+
+// arrays lists the classifier tables in the order of sigArrays.
+func (t *Tables) arrays() [6][]bitmap {
+	return [6][]bitmap{t.Proto[:], t.SPort[:], t.DPort[:], t.Len[:], t.TTL[:], t.L4[:]}
+}
+
+// sigArrays lists the classifier array maps in the order of arrays.
+func (o *dosBPFObjects) sigArrays() [6]*ebpf.Map {
+	return [6]*ebpf.Map{o.NfhSigProto, o.NfhSigSport, o.NfhSigDport, o.NfhSigLen, o.NfhSigTtl, o.NfhSigL4}
 }
 
 func ids[T any](xs []T, id func(T) string) []string {
@@ -465,14 +466,9 @@ func (w *Writer) observe() (*State, error) {
 			st.Tenants[uint32(i)] = names[i]
 		}
 	}
-	for _, a := range []struct {
-		m   *ebpf.Map
-		dst []bitmap
-	}{
-		{o.NfhSigProto, st.Tables.Proto[:]}, {o.NfhSigSport, st.Tables.SPort[:]}, {o.NfhSigDport, st.Tables.DPort[:]},
-		{o.NfhSigLen, st.Tables.Len[:]}, {o.NfhSigTtl, st.Tables.TTL[:]}, {o.NfhSigL4, st.Tables.L4[:]},
-	} {
-		if err := readArray(a.m, a.dst); err != nil {
+	dst := st.Tables.arrays()
+	for i, m := range o.sigArrays() {
+		if err := readArray(m, dst[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -527,12 +523,10 @@ func columnDiff(a, b *Tables) bitmap {
 			}
 		}
 	}
-	or(a.Proto[:], b.Proto[:])
-	or(a.SPort[:], b.SPort[:])
-	or(a.DPort[:], b.DPort[:])
-	or(a.Len[:], b.Len[:])
-	or(a.TTL[:], b.TTL[:])
-	or(a.L4[:], b.L4[:])
+	x, y := a.arrays(), b.arrays()
+	for i := range x {
+		or(x[i], y[i])
+	}
 	for _, m := range []struct{ x, y map[netip.Prefix]bitmap }{{a.Src, b.Src}, {b.Src, a.Src}} {
 		for p, v := range m.x {
 			w := m.y[p]
