@@ -10,7 +10,6 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/routing/nsutil"
@@ -82,9 +81,6 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
 	spec, err := loadDosBPF()
 	if err != nil {

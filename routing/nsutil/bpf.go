@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,6 +37,9 @@ func EnsureBPFFS() error {
 // caller rewrites it from its desired state. Pins in pinDir that are
 // neither a map of spec nor kept by keep (links) are removed.
 func LoadPinned(spec *ebpf.CollectionSpec, pinDir string, objs any, keep func(name string) bool, log *slog.Logger) error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("remove memlock limit: %w", err)
+	}
 	if err := EnsureBPFFS(); err != nil {
 		return err
 	}
