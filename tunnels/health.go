@@ -163,6 +163,17 @@ func (p *Prober) Health() []Health {
 	return out
 }
 
+// HealthOf returns one tunnel's health (false: not probed).
+func (p *Prober) HealthOf(tenant, tunnel string) (Health, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.tunnels[tenant+"/"+tunnel]
+	if h == nil {
+		return Health{}, false
+	}
+	return h.report(), true
+}
+
 func (h *tunnelHealth) report() Health {
 	known, lost := 0, 0
 	for _, pr := range h.window {

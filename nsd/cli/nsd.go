@@ -249,8 +249,9 @@ func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog
 				}
 			}
 			if det.Tick(time.Now()) {
+				ms := det.Active()
 				select {
-				case auto <- det.Active():
+				case auto <- ms:
 				default:
 					// The daemon is busy; the newest set replaces the
 					// unread one.
@@ -258,7 +259,7 @@ func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog
 					case <-auto:
 					default:
 					}
-					auto <- det.Active()
+					auto <- ms
 				}
 			}
 		}

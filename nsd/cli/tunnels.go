@@ -35,16 +35,10 @@ func (t *tunnelSubsystem) Remove(tenant string) ([]string, error) { return t.rec
 
 func (t *tunnelSubsystem) Status(tenant string) map[string]source.TunnelStatus {
 	out := map[string]source.TunnelStatus{}
-	health := map[string]tunnels.Health{}
-	for _, h := range t.prober.Health() {
-		if h.Tenant == tenant {
-			health[h.Tunnel] = h
-		}
-	}
 	if s, ok := t.rec.Spec(tenant); ok {
 		for _, tu := range s.Tunnels {
 			st := source.TunnelStatus{State: "unchecked"}
-			if h, ok := health[tu.Name]; ok {
+			if h, ok := t.prober.HealthOf(tenant, tu.Name); ok {
 				st.State, st.LossPercent, st.RTTMillis = h.State, h.Loss*100, float64(h.RTT.Microseconds())/1000
 			} else if tu.Health.Enabled {
 				st.State = "starting"
