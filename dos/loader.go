@@ -141,9 +141,6 @@ func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) (link.Link, error) {
 			lk, err = link.AttachXDP(link.XDPOptions{Program: d.objs.NfhostDos, Interface: l.Attrs().Index, Flags: flags})
 			return err
 		}
-		if !cfg.HostNS.IsOpen() {
-			return do()
-		}
 		return nsutil.Do(cfg.HostNS, do)
 	}
 	mode := cfg.Mode

@@ -97,13 +97,7 @@ func (d *Datapath) attachTCX(ifindex int, prog *ebpf.Program) (link.Link, error)
 		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
 		return err
 	}
-	var err error
-	if d.cfg.HostNS.IsOpen() {
-		err = nsutil.Do(d.cfg.HostNS, do)
-	} else {
-		err = do()
-	}
-	if err != nil {
+	if err := nsutil.Do(d.cfg.HostNS, do); err != nil {
 		return nil, fmt.Errorf("attach tcx ingress of ifindex %d: %w", ifindex, err)
 	}
 	return l, nil

@@ -108,13 +108,7 @@ func NewProber(hostNS netns.NsHandle, probeAddr netip.Addr, rec *Reconciler, log
 		tv := unix.Timeval{Usec: 200_000}
 		return unix.SetsockoptTimeval(p.recvFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	}
-	var err error
-	if hostNS.IsOpen() {
-		err = nsutil.Do(hostNS, open)
-	} else {
-		err = open()
-	}
-	if err != nil {
+	if err := nsutil.Do(hostNS, open); err != nil {
 		p.Close()
 		return nil, err
 	}

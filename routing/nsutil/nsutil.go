@@ -25,8 +25,13 @@ import (
 // DefaultDir is where iproute2 keeps named network namespaces.
 const DefaultDir = "/run/netns"
 
-// Do runs fn on a locked OS thread inside ns and waits for it.
+// Do runs fn on a locked OS thread inside ns and waits for it. An ns that
+// is not open (netns.None()) means the caller's own namespace, as for
+// Netlink: fn then runs directly.
 func Do(ns netns.NsHandle, fn func() error) error {
+	if !ns.IsOpen() {
+		return fn()
+	}
 	return onThread(func() error {
 		if err := netns.Set(ns); err != nil {
 			return fmt.Errorf("enter netns: %w", err)
