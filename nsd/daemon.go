@@ -10,15 +10,19 @@ package nsd
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nfhost/nfhost/dos"
@@ -93,6 +97,7 @@ type applied struct {
 	dosIndex uint64         // ModifyIndex of the dos key in force (0: none)
 	dos      *dos.Spec      // last good DoS document; nil: none
 	tunnels  []config.ValidTunnel
+	at       time.Time // when the state in force was applied
 }
 
 // Daemon holds the reconcile state. Its methods are not safe for
@@ -107,9 +112,14 @@ type Daemon struct {
 	seen     map[string]string // tenant → fingerprint of its key indexes
 	failed   map[string]bool
 	statuses map[string]source.Status
-	held     []string
+	hold     holdState
 	dos      dosState
 	auto     []detect.Mitigation // automatic DoS mitigations in force
+	rejected map[string]uint64   // tenant/key → ModifyIndex of the bad document last counted
+	problems string              // the unattributable keys last logged
+	hostLast string              // the host status last written, without its timestamp
+	// sourceDown is set by the store's health callback, from its goroutines.
+	sourceDown atomic.Bool
 }
 
 // New creates a daemon.
@@ -136,6 +146,8 @@ func New(o Options) *Daemon {
 		seen:     map[string]string{},
 		failed:   map[string]bool{},
 		statuses: map[string]source.Status{},
+		rejected: map[string]uint64{},
+		hold:     holdState{flag: o.ConfirmDeletes},
 	}
 }
 
@@ -145,17 +157,13 @@ type Result struct {
 	State   string
 	Changes int
 	Err     error
-	overlap bool // refused because another tenant holds a prefix
 }
 
 // Run watches the store and reconciles until ctx ends. It never tears down
 // kernel state on exit: the datapath stays in place across restarts.
 func (d *Daemon) Run(ctx context.Context) error {
 	snaps := make(chan source.Snapshot, 1)
-	go d.o.Store.Watch(ctx, snaps, func(err error) {
-		d.m.SourceErrors.Inc()
-		d.log.Warn("config source unavailable; keeping applied state", "err", err)
-	})
+	go d.o.Store.Watch(ctx, snaps, d.sourceHealth)
 	var ticker <-chan time.Time
 	if d.o.Resync > 0 {
 		t := time.NewTicker(d.o.Resync)
@@ -172,10 +180,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Info("stopping; kernel state stays in place")
 			return nil
 		case s := <-snaps:
+			d.m.SourceUp.Set(1)
 			last = &s
 			full := !started
 			if full {
-				if err := d.observe(ctx); err != nil {
+				if err := d.start(ctx); err != nil {
 					d.log.Error("observe kernel state", "err", err)
 					continue
 				}
@@ -202,16 +211,63 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
+// sourceHealth is the store's health callback (called from its goroutines):
+// every failure counts, the first one and the recovery are logged.
+func (d *Daemon) sourceHealth(err error) {
+	if err == nil {
+		d.m.SourceUp.Set(1)
+		if d.sourceDown.Swap(false) {
+			d.log.Info("config source available again")
+		}
+		return
+	}
+	d.m.SourceErrors.Inc()
+	d.m.SourceUp.Set(0)
+	if !d.sourceDown.Swap(true) {
+		d.log.Warn("config source unavailable; keeping applied state", "err", err)
+	} else {
+		d.log.Debug("config source still unavailable", "err", err)
+	}
+}
+
 // Once reads the store, reconciles every tenant and returns the results.
 func (d *Daemon) Once(ctx context.Context) ([]Result, error) {
 	s, err := d.o.Store.Read(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := d.observe(ctx); err != nil {
+	if err := d.start(ctx); err != nil {
 		return nil, err
 	}
 	return d.Reconcile(ctx, s, true), nil
+}
+
+// start observes the kernel and reads back what this host reported before
+// a restart: tenant statuses (so that those of tenants gone meanwhile are
+// removed) and the mass-delete guard's pending hold and spent token.
+func (d *Daemon) start(ctx context.Context) error {
+	if err := d.observe(ctx); err != nil {
+		return err
+	}
+	all, err := d.o.Store.ListStatus(ctx, d.o.HostID)
+	if err != nil {
+		d.log.Warn("read this host's previous status", "err", err)
+		return nil
+	}
+	for name, raw := range all[d.o.HostID] {
+		if name == source.HostStatusName {
+			var hs source.HostStatus
+			if json.Unmarshal(raw, &hs) == nil {
+				d.hold.ids, d.hold.token, d.hold.spent = hs.HeldDeletes, hs.ConfirmToken, hs.SpentConfirmToken
+			}
+			continue
+		}
+		var st source.Status
+		if json.Unmarshal(raw, &st) == nil && st.Tenant == name {
+			d.statuses[name] = st
+		}
+	}
+	return nil
 }
 
 func (d *Daemon) observe(ctx context.Context) error {
@@ -236,6 +292,12 @@ func fingerprint(keys map[string]source.Entry) string {
 	return b.String()
 }
 
+// verdict is what validation decided for one tenant in a pass.
+type verdict struct {
+	valid config.ValidNetwork
+	err   error
+}
+
 // Reconcile runs one pass. With full set every tenant is re-applied;
 // otherwise only tenants whose keys changed (or that failed before).
 func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []Result {
@@ -244,6 +306,8 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 
 	// Deletions first, so that a prefix moving between tenants is free.
 	results = append(results, d.deletions(ctx, s)...)
+	d.dropStaleStatus(ctx, s)
+	d.logProblems(s.Problems)
 
 	// Candidates in the order older configs first: on an overlap between
 	// two new configs the older one wins, as it would have had it been
@@ -262,29 +326,18 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		}
 		return todo[i] < todo[j]
 	})
-	// What each tenant holds (prefixes, tunnel endpoint pairs), updated as
-	// the pass applies tenants.
-	holdings := make(map[string][]netip.Prefix, len(d.applied))
+	verdicts := d.validate(ctx, s, todo)
+	// Tunnel endpoint pairs each tenant holds, updated as the pass applies
+	// tenants.
 	pairs := make(map[string][]config.ValidTunnel, len(d.applied))
 	for id, a := range d.applied {
-		holdings[id], pairs[id] = a.prefixes, a.tunnels
+		pairs[id] = a.tunnels
 	}
 	slots := d.slots()
-	var blocked []int // results rejected for overlap
 	for _, id := range todo {
 		keys := s.Tenants[id]
-		r := d.reconcileTenant(ctx, id, keys, holdings, pairs, slots, full)
+		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full))
 		d.seen[id] = fingerprint(keys)
-		if r.overlap {
-			blocked = append(blocked, len(results))
-		}
-		results = append(results, r)
-	}
-	// A tenant processed later in the pass may have released a prefix that
-	// an earlier one was refused for: give those one more try.
-	for _, i := range blocked {
-		id := results[i].Tenant
-		results[i] = d.reconcileTenant(ctx, id, s.Tenants[id], holdings, pairs, slots, full)
 	}
 	d.reconcileDoS(ctx, s, full)
 	if full {
@@ -293,12 +346,85 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		d.gc(ctx, s)
 	}
 	d.updateGauges()
-	d.writeHostStatus(ctx, s)
+	d.writeHostStatus(ctx, s, full)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))
 	if len(todo) > 0 || len(results) > 0 {
 		d.log.Debug("reconcile pass done", "full", full, "tenants", len(todo), "took", time.Since(start))
 	}
 	return results
+}
+
+// validate parses the network documents of the tenants in todo and decides
+// the prefix assignment of the whole pass (plan.AssignPrefixes), so that
+// prefixes can move or be swapped between tenants in one change. Tenants
+// that give up prefixes another tenant takes release them in the kernel
+// first: the nft interval map never holds two tenants' overlapping entries.
+func (d *Daemon) validate(ctx context.Context, s source.Snapshot, todo []string) map[string]verdict {
+	out := make(map[string]verdict, len(todo))
+	var claims []plan.Claim
+	for _, id := range todo {
+		net, ok := s.Tenants[id][config.KeyNetwork]
+		var v verdict
+		if !ok {
+			v.err = &config.FieldError{Tenant: id, Key: config.KeyNetwork, Msg: "missing: every tenant needs a network key"}
+		} else if v.valid, v.err = config.ParseNetwork(id, net.Value); v.err == nil {
+			claims = append(claims, plan.Claim{Tenant: id, Prefixes: v.valid.Prefixes})
+		}
+		out[id] = v
+	}
+	held := make(map[string][]netip.Prefix, len(d.applied))
+	for id, a := range d.applied {
+		held[id] = a.prefixes
+	}
+	refused := plan.AssignPrefixes(held, claims)
+	for id, err := range refused {
+		v := out[id]
+		v.err = err
+		out[id] = v
+	}
+	var taken []netip.Prefix // what the accepted claims will hold
+	for _, c := range claims {
+		if refused[c.Tenant] == nil {
+			taken = append(taken, c.Prefixes...)
+		}
+	}
+	for _, c := range claims {
+		a := d.applied[c.Tenant]
+		if refused[c.Tenant] != nil || a == nil {
+			continue
+		}
+		kept := plan.Kept(a.prefixes, c.Prefixes)
+		if len(kept) == len(a.prefixes) || !releasesTo(a.prefixes, kept, c.Prefixes, taken) {
+			continue
+		}
+		spec := a.spec
+		spec.Prefixes = kept
+		changes, err := d.o.Routing.Apply(ctx, spec)
+		d.recordChanges(d.log.With("tenant", c.Tenant), "routing", changes)
+		if err != nil {
+			d.log.Warn("release prefixes before the pass", "tenant", c.Tenant, "err", err)
+			continue
+		}
+		a.prefixes = kept
+	}
+	return out
+}
+
+// releasesTo reports whether a tenant going from held to own (keeping
+// kept) gives up a prefix that another accepted claim takes (taken holds
+// every accepted claim's prefixes, own included).
+func releasesTo(held, kept, own, taken []netip.Prefix) bool {
+	for _, p := range held {
+		if slices.Contains(kept, p) {
+			continue
+		}
+		for _, q := range taken {
+			if p.Overlaps(q) && !slices.Contains(own, q) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (d *Daemon) slots() map[string]uint16 {
@@ -314,8 +440,19 @@ func (d *Daemon) slots() map[string]uint16 {
 	return out
 }
 
-func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry,
-	holdings map[string][]netip.Prefix, pairs map[string][]config.ValidTunnel, slots map[string]uint16, full bool) (res Result) {
+// configError counts a rejected document once per version of it, however
+// often an unchanged bad document is validated again.
+func (d *Daemon) configError(id, key string, index uint64) {
+	k := id + "/" + key
+	if d.rejected[k] == index {
+		return
+	}
+	d.rejected[k] = index
+	d.m.ConfigErrors.Inc()
+}
+
+func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry, v verdict,
+	pairs map[string][]config.ValidTunnel, slots map[string]uint16, full bool) (res Result) {
 	log := d.log.With("tenant", id)
 	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
 	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
@@ -334,20 +471,13 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/firewall: not applied by this nsd", id))
 	}
 
-	net, ok := keys[config.KeyNetwork]
-	var valid config.ValidNetwork
-	var err error
-	if !ok {
-		err = &config.FieldError{Tenant: id, Key: config.KeyNetwork, Msg: "missing: every tenant needs a network key"}
-	} else if valid, err = config.ParseNetwork(id, net.Value); err == nil {
-		if err = plan.CheckOverlap(id, valid.Prefixes, holdings); err != nil {
-			defer func() { res.overlap = true }()
-		} else {
-			err = plan.CheckTunnelPairs(id, valid.Tunnels, pairs)
-		}
+	net := keys[config.KeyNetwork]
+	valid, err := v.valid, v.err
+	if err == nil {
+		err = plan.CheckTunnelPairs(id, valid.Tunnels, pairs)
 	}
 	if err != nil {
-		d.m.ConfigErrors.Inc()
+		d.configError(id, config.KeyNetwork, net.ModifyIndex)
 		if a, ok := d.applied[id]; ok && full {
 			// The last good config stays in force: repair its drift too.
 			changes, aerr := d.o.Routing.Apply(ctx, a.spec)
@@ -370,18 +500,18 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	d.m.ApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 	d.recordChanges(log, "routing", changes)
 	if err != nil {
-		d.m.Reconciles.WithLabelValues("routing", "error").Inc()
 		return d.fail(ctx, log, st, "routing", fmt.Errorf("apply routing: %w", err), "apply failed")
 	}
 	d.m.Reconciles.WithLabelValues("routing", "ok").Inc()
 	tunChanges, tunErr := d.reconcileTunnels(ctx, log, id, valid, spec.Namespace, &st)
 	changes = append(changes, tunChanges...)
-	holdings[id], pairs[id] = valid.Prefixes, valid.Tunnels
+	pairs[id] = valid.Tunnels
 	prevApplied := d.applied[id]
 	a := &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes, tunnels: valid.Tunnels}
 	if prevApplied != nil {
 		a.fw, a.fwIndex = prevApplied.fw, prevApplied.fwIndex
 		a.dos, a.dosIndex = prevApplied.dos, prevApplied.dosIndex
+		a.at = prevApplied.at
 	}
 	d.applied[id] = a
 	d.observed[id] = routing.Observed{ID: id, Slot: slot, HostIf: spec.HostIf, Namespace: spec.Namespace}
@@ -407,10 +537,14 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	st.State = "applied"
 	st.Changes = len(changes)
 	prev, had := d.statuses[id]
-	st.AppliedAt = d.o.Now().UTC()
+	if len(changes) > 0 || a.at.IsZero() || !had || prev.State != st.State || prev.AppliedIndex != st.AppliedIndex {
+		a.at = d.o.Now().UTC()
+	}
+	st.AppliedAt = a.at
 	if had && len(changes) == 0 && full && prev.State == st.State && prev.AppliedIndex == st.AppliedIndex &&
 		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) &&
 		sameTunnelHealth(prev.Tunnels, st.Tunnels) {
+		d.statuses[id] = st
 		return Result{Tenant: id, State: st.State} // converged resync: no status write
 	}
 	if len(changes) > 0 || !had || prev.AppliedIndex != st.AppliedIndex {
@@ -421,13 +555,16 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 }
 
 // fail records an error for a tenant whose last good state stays in force.
+// It counts the failed reconcile under the subsystem that failed.
 func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, subsys string, err error, msg string) Result {
+	d.m.Reconciles.WithLabelValues(subsys, "error").Inc()
 	d.failed[st.Tenant] = true
 	st.State = "error"
 	st.Error = err.Error()
 	st.Subsystems[subsys] = "error"
 	if a, ok := d.applied[st.Tenant]; ok {
 		st.AppliedIndex = a.index
+		st.AppliedAt = a.at // when the state in force was applied; zero if never
 		if subsys != "routing" && st.Subsystems["routing"] == "" {
 			st.Subsystems["routing"] = "ok (last good config)"
 		}
@@ -435,10 +572,16 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 			st.Subsystems["firewall"] = "ok (last good config)"
 		}
 	}
-	if prev, ok := d.statuses[st.Tenant]; !ok || prev.Error != st.Error {
+	prev, had := d.statuses[st.Tenant]
+	if !had || prev.Error != st.Error {
 		log.Error(msg, "err", err)
 	}
-	st.AppliedAt = d.o.Now().UTC()
+	if had && prev.State == st.State && prev.Error == st.Error && prev.AppliedIndex == st.AppliedIndex && prev.AppliedAt.Equal(st.AppliedAt) &&
+		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) &&
+		sameTunnelHealth(prev.Tunnels, st.Tunnels) {
+		d.statuses[st.Tenant] = st
+		return Result{Tenant: st.Tenant, State: st.State, Err: err} // nothing new to report
+	}
 	d.putStatus(ctx, st)
 	return Result{Tenant: st.Tenant, State: st.State, Err: err}
 }
@@ -450,16 +593,38 @@ func (d *Daemon) putStatus(ctx context.Context, st source.Status) {
 	}
 }
 
-// deletions removes tenants that are gone from the store, unless that
-// would delete more than MaxDeleteFraction of the host's tenants.
-func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
-	running := map[string]bool{}
+// running lists the tenants this host runs: found in the kernel or applied.
+func (d *Daemon) running() map[string]bool {
+	out := make(map[string]bool, len(d.observed)+len(d.applied))
 	for id := range d.observed {
-		running[id] = true
+		out[id] = true
 	}
 	for id := range d.applied {
-		running[id] = true
+		out[id] = true
 	}
+	return out
+}
+
+// holdState is the mass-delete guard's memory.
+type holdState struct {
+	ids   []string // deletions held, sorted
+	token string   // the token that lets exactly this hold through
+	// spent is the last token that let deletions through. Tokens carry a
+	// random part drawn per hold, so a confirmation left in the control
+	// key never matches a later hold, even of the same tenants; spent is
+	// kept too so that a restart cannot revive it.
+	spent string
+	// flag: --confirm-deletes is given and has not let a hold through yet;
+	// it is good for one hold.
+	flag bool
+}
+
+// deletions removes tenants that are gone from the store, unless the mass-
+// delete guard holds them: a pass that would delete more than
+// MaxDeleteFraction of the host's tenants (and more than one), or any
+// tenant when the store lists none at all (a wiped or new Consul cluster).
+func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
+	running := d.running()
 	var gone []string
 	for id := range running {
 		if _, ok := s.Tenants[id]; !ok {
@@ -467,24 +632,25 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 		}
 	}
 	sort.Strings(gone)
-	d.held = nil
-	d.m.HeldDeletes.Set(0)
 	if len(gone) == 0 {
+		d.setHold(nil, "")
 		return nil
 	}
-	token := deleteToken(gone)
-	if len(gone) > 1 && float64(len(gone)) > d.o.MaxDeleteFraction*float64(len(running)) &&
-		!d.o.ConfirmDeletes && string(s.Control[ConfirmKey(d.o.HostID)].Value) != token {
-		d.held = gone
-		d.m.HeldDeletes.Set(float64(len(gone)))
-		d.log.Error("HOLDING mass delete: the config source lists far fewer tenants than this host runs",
-			"deletes", len(gone), "running", len(running), "max_fraction", d.o.MaxDeleteFraction,
-			"confirm", fmt.Sprintf("nsctl confirm-deletes --host %s --token %s", d.o.HostID, token))
-		var out []Result
-		for _, id := range gone {
-			out = append(out, Result{Tenant: id, State: "held"})
+	if reason := d.guard(gone, len(running), len(s.Tenants)); reason != "" {
+		token := d.setHold(gone, reason)
+		if string(s.Control[ConfirmKey(d.o.HostID)].Value) == token && token != d.hold.spent || d.hold.flag {
+			d.log.Warn("held deletions confirmed by the operator", "deletes", len(gone), "token", token)
+			d.hold.spent, d.hold.flag = token, false
+			d.setHold(nil, "")
+		} else {
+			out := make([]Result, 0, len(gone))
+			for _, id := range gone {
+				out = append(out, Result{Tenant: id, State: "held"})
+			}
+			return out
 		}
-		return out
+	} else {
+		d.setHold(nil, "")
 	}
 	var out []Result
 	for _, id := range gone {
@@ -493,9 +659,77 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 	return out
 }
 
+// guard says why deleting gone would be held, or "" when it would not.
+func (d *Daemon) guard(gone []string, running, listed int) string {
+	switch {
+	case d.o.MaxDeleteFraction >= 1:
+		return "" // the guard is off
+	case listed == 0:
+		return "the config source lists no tenants at all (a wiped or new store?)"
+	case len(gone) > 1 && float64(len(gone)) > d.o.MaxDeleteFraction*float64(running):
+		return "the config source lists far fewer tenants than this host runs"
+	}
+	return ""
+}
+
+// setHold records the held deletions (nil: none) and returns their token.
+// The same set keeps its token; a new set gets a new one, logged once.
+func (d *Daemon) setHold(ids []string, reason string) string {
+	if len(ids) == 0 {
+		d.hold.ids, d.hold.token = nil, ""
+		d.m.HeldDeletes.Set(0)
+		return ""
+	}
+	d.m.HeldDeletes.Set(float64(len(ids)))
+	if slices.Equal(ids, d.hold.ids) && d.hold.token != "" {
+		return d.hold.token
+	}
+	d.hold.ids, d.hold.token = ids, deleteToken(ids)
+	d.log.Error("HOLDING mass delete: "+reason,
+		"deletes", len(ids), "running", len(d.running()), "max_fraction", d.o.MaxDeleteFraction,
+		"confirm", fmt.Sprintf("nsctl confirm-deletes --host %s --token %s", d.o.HostID, d.hold.token))
+	return d.hold.token
+}
+
+// deleteToken names one hold of ids: their hash with a random part, so
+// that no confirmation is good for more than the hold it was given for.
 func deleteToken(ids []string) string {
-	sum := sha256.Sum256([]byte(strings.Join(ids, ",")))
-	return hex.EncodeToString(sum[:6])
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	sum := sha256.Sum256(append(nonce[:], strings.Join(ids, ",")...))
+	return hex.EncodeToString(sum[:8])
+}
+
+// dropStaleStatus removes the status of tenants that are gone from the
+// store and not running here (for example a tenant that never applied),
+// including those read back from before a restart.
+func (d *Daemon) dropStaleStatus(ctx context.Context, s source.Snapshot) {
+	running := d.running()
+	for id := range d.statuses {
+		if _, ok := s.Tenants[id]; ok || running[id] {
+			continue
+		}
+		delete(d.statuses, id)
+		delete(d.failed, id)
+		delete(d.seen, id)
+		if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
+			d.log.Warn("delete status", "tenant", id, "err", err)
+		} else {
+			d.log.Info("removed the status of a tenant that is gone", "tenant", id)
+		}
+	}
+}
+
+// logProblems logs keys that belong to no tenant when the list changes.
+func (d *Daemon) logProblems(problems []string) {
+	joined := strings.Join(problems, "\n")
+	if joined == d.problems {
+		return
+	}
+	d.problems = joined
+	for _, p := range problems {
+		d.log.Warn("ignored key in the config source", "problem", p)
+	}
 }
 
 func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
@@ -548,7 +782,7 @@ func (d *Daemon) gc(ctx context.Context, s source.Snapshot) {
 }
 
 func (d *Daemon) updateGauges() {
-	counts := map[string]int{"applied": 0, "error": 0, "held": len(d.held)}
+	counts := map[string]int{"applied": 0, "error": 0, "held": len(d.hold.ids)}
 	for _, st := range d.statuses {
 		counts[st.State]++
 	}
@@ -557,15 +791,23 @@ func (d *Daemon) updateGauges() {
 	}
 }
 
-func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot) {
-	hs := source.HostStatus{Host: d.o.HostID, UpdatedAt: d.o.Now().UTC(), Tenants: len(d.applied),
-		HeldDeletes: d.held, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr}
-	if len(d.held) > 0 {
-		hs.ConfirmToken = deleteToken(d.held)
+// writeHostStatus publishes the host-level report when it changed, and on
+// full passes (a heartbeat at the resync interval). It must not be written
+// on every pass: a blocking query on an empty tenant prefix wakes on any
+// write, and a timestamp that always changes would feed a write loop.
+func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot, full bool) {
+	hs := source.HostStatus{Host: d.o.HostID, Tenants: len(d.running()), HeldDeletes: d.hold.ids, ConfirmToken: d.hold.token,
+		SpentConfirmToken: d.hold.spent, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr}
+	b, _ := json.Marshal(hs)
+	if string(b) == d.hostLast && !full {
+		return
 	}
+	hs.UpdatedAt = d.o.Now().UTC()
 	if err := d.o.Store.PutStatus(ctx, d.o.HostID, source.HostStatusName, hs); err != nil {
 		d.log.Warn("write host status", "err", err)
+		return
 	}
+	d.hostLast = string(b)
 }
 
 // Failed reports whether any result is an error.
@@ -592,12 +834,15 @@ func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]
 	if ok {
 		s, err := firewall.Parse(id, e.Value)
 		if err != nil {
-			d.m.ConfigErrors.Inc()
+			d.configError(id, config.KeyFirewall, e.ModifyIndex)
 			if a.fw != nil {
 				st.Subsystems["firewall"] = "error (last good rules in force)"
-				// Drift repair for the rules in force.
+				// Drift repair for the rules in force, whose counters
+				// are reported as usual.
 				if _, aerr := d.o.Firewall.Apply(a.spec.Namespace, a.fw); aerr != nil {
 					err = errors.Join(err, fmt.Errorf("re-apply last good firewall: %w", aerr))
+				} else {
+					d.readCounters(id, a, st)
 				}
 			}
 			return nil, err
@@ -609,20 +854,24 @@ func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]
 	d.m.FirewallApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 	d.recordChanges(log, "firewall", changes)
 	if err != nil {
-		d.m.Reconciles.WithLabelValues("firewall", "error").Inc()
 		return changes, fmt.Errorf("apply firewall: %w", err)
 	}
 	d.m.Reconciles.WithLabelValues("firewall", "ok").Inc()
 	a.fw, a.fwIndex = spec, e.ModifyIndex
 	if spec != nil {
 		st.Subsystems["firewall"] = "ok"
-		st.FirewallIndex = e.ModifyIndex
-		if ctr, err := d.o.Firewall.Counters(a.spec.Namespace); err == nil {
-			st.Firewall = ctr
-			d.exportCounters(id, ctr)
-		}
+		d.readCounters(id, a, st)
 	}
 	return changes, nil
+}
+
+// readCounters reports the counters of the rules in force.
+func (d *Daemon) readCounters(id string, a *applied, st *source.Status) {
+	st.FirewallIndex = a.fwIndex
+	if ctr, err := d.o.Firewall.Counters(a.spec.Namespace); err == nil {
+		st.Firewall = ctr
+		d.exportCounters(id, ctr)
+	}
 }
 
 func (d *Daemon) exportCounters(id string, ctr map[string]firewall.Counter) {

@@ -19,12 +19,17 @@ type fakeStore struct {
 	source.Store
 	mu     sync.Mutex
 	status map[string]any
+	writes map[string]int // status writes by name
 }
 
 func (f *fakeStore) PutStatus(_ context.Context, host, name string, st any) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.status[name] = st
+	if f.writes == nil {
+		f.writes = map[string]int{}
+	}
+	f.writes[name]++
 	return nil
 }
 
@@ -62,6 +67,16 @@ func (k *fakeKernel) Apply(_ context.Context, s routing.TenantSpec) ([]string, e
 	k.applies = append(k.applies, s.ID)
 	if s.ID == k.failFor {
 		return nil, fmt.Errorf("injected failure")
+	}
+	// Like the kernel's nft interval map: no two tenants' entries overlap.
+	for id, o := range k.specs {
+		for _, p := range o.Prefixes {
+			for _, q := range s.Prefixes {
+				if id != s.ID && p.Overlaps(q) {
+					return nil, fmt.Errorf("interval %s overlaps %s of %s", q, p, id)
+				}
+			}
+		}
 	}
 	old, ok := k.specs[s.ID]
 	k.specs[s.ID] = s

@@ -50,7 +50,7 @@ func (d *Daemon) parseTenantDoS(id string, keys map[string]source.Entry, a *appl
 	}
 	s, err := dos.Parse(id, e.Value)
 	if err != nil {
-		d.m.ConfigErrors.Inc()
+		d.configError(id, config.KeyDoS, e.ModifyIndex)
 		if a.dos != nil {
 			st.Subsystems["dos"] = "error (last good document in force)"
 		}
@@ -186,7 +186,7 @@ func (d *Daemon) parseGlobalDoS(s source.Snapshot) {
 	}
 	g, err := dos.ParseGlobal(s.DoSGlobal.Value)
 	if err != nil {
-		d.m.ConfigErrors.Inc()
+		d.configError("", "dos/global", s.DoSGlobal.ModifyIndex)
 		if msg := err.Error(); msg != d.dos.globalErr {
 			d.log.Error("rejected dos/global; keeping the last good document", "err", err)
 			d.dos.globalErr = msg

@@ -13,6 +13,7 @@ type Metrics struct {
 	KernelChanges *prometheus.CounterVec
 	HeldDeletes   prometheus.Gauge
 	SourceErrors  prometheus.Counter
+	SourceUp      prometheus.Gauge
 	ConfigErrors  prometheus.Counter
 	LastSync      prometheus.Gauge
 
@@ -42,6 +43,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Tenant deletions held by the mass-delete guard, awaiting operator confirmation."}),
 		SourceErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_source_errors_total",
 			Help: "Failed reads of the configuration source (Consul or directory)."}),
+		SourceUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_source_up",
+			Help: "1 while the configuration source answers, 0 after a failed read or probe until it answers again."}),
 		ConfigErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_config_errors_total",
 			Help: "Tenant configurations rejected by validation."}),
 		LastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_last_sync_timestamp_seconds",
@@ -63,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
-			m.SourceErrors, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
+			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
 			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.AutoMitigations)
 	}
 	return m

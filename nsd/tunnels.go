@@ -50,7 +50,6 @@ func (d *Daemon) reconcileTunnels(ctx context.Context, log *slog.Logger, id stri
 	d.m.TunnelApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 	d.recordChanges(log, "tunnels", changes)
 	if err != nil {
-		d.m.Reconciles.WithLabelValues("tunnels", "error").Inc()
 		return changes, fmt.Errorf("apply tunnels: %w", err)
 	}
 	d.m.Reconciles.WithLabelValues("tunnels", "ok").Inc()

@@ -83,3 +83,72 @@ func othersSorted[T any](id string, holdings map[string]T) []string {
 	sort.Strings(others)
 	return others
 }
+
+// Claim is the prefix list one tenant's new network config asks for.
+type Claim struct {
+	Tenant   string
+	Prefixes []netip.Prefix
+}
+
+// AssignPrefixes decides which claims of one reconcile pass may take effect
+// and returns the refused ones with their errors.
+//
+// held maps every tenant to the prefixes it holds now; claims are the valid
+// new configs of the tenants that change in the pass, in priority order
+// (older configs first). The whole pass is judged at once, against the
+// state it leads to, not tenant by tenant against the state before it:
+//   - a changing tenant keeps the prefixes it holds and still claims (the
+//     incumbent keeps its prefix);
+//   - what a changing tenant gives up is free for the others in the same
+//     pass, so prefixes may move between tenants, or be swapped, in one
+//     change (for example one Consul transaction);
+//   - a claim that overlaps a prefix another tenant keeps, or an earlier
+//     claim, is refused, and the refused tenant keeps all it held. That may
+//     refuse other claims in turn: the result is the fixpoint.
+func AssignPrefixes(held map[string][]netip.Prefix, claims []Claim) map[string]error {
+	refused := map[string]error{}
+	claimed := make(map[string][]netip.Prefix, len(claims))
+	for _, c := range claims {
+		claimed[c.Tenant] = c.Prefixes
+	}
+	for {
+		holdings := make(map[string][]netip.Prefix, len(held)+len(claims))
+		for id, ps := range held {
+			if want, ok := claimed[id]; ok && refused[id] == nil {
+				holdings[id] = Kept(ps, want)
+			} else {
+				holdings[id] = ps
+			}
+		}
+		more := false
+		for _, c := range claims {
+			if refused[c.Tenant] != nil {
+				continue
+			}
+			if err := CheckOverlap(c.Tenant, c.Prefixes, holdings); err != nil {
+				refused[c.Tenant] = err
+				more = true
+				continue
+			}
+			holdings[c.Tenant] = c.Prefixes
+		}
+		if !more {
+			return refused
+		}
+	}
+}
+
+// Kept returns the prefixes of held that want still lists: what a tenant
+// keeps through a change of its config.
+func Kept(held, want []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range held {
+		for _, q := range want {
+			if p == q {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}

@@ -2,9 +2,11 @@ package plan
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 
 	"github.com/nfhost/nfhost/nsd/config"
@@ -104,5 +106,49 @@ func TestCheckOverlap(t *testing.T) {
 	// A tenant never overlaps itself.
 	if err := CheckOverlap("acme", acme.Network.Prefixes, holdings); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAssignPrefixes(t *testing.T) {
+	p := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	a, b := "203.0.113.128/28", "203.0.113.112/28"
+	for _, tc := range []struct {
+		name    string
+		held    map[string][]netip.Prefix
+		claims  []Claim
+		refused []string
+	}{
+		{"swap in one change", map[string][]netip.Prefix{"mv1": p(a), "mv2": p(b)},
+			[]Claim{{"mv1", p(b)}, {"mv2", p(a)}}, nil},
+		{"move", map[string][]netip.Prefix{"mv1": p(a)},
+			[]Claim{{"mv2", p(a)}, {"mv1", nil}}, nil},
+		{"incumbent keeps", map[string][]netip.Prefix{"acme": p("203.0.113.0/24")},
+			[]Claim{{"intruder", p("203.0.113.128/25")}}, []string{"intruder"}},
+		{"incumbent that changes keeps what it still claims", map[string][]netip.Prefix{"acme": p("203.0.113.0/24")},
+			[]Claim{{"intruder", p("203.0.113.128/25")}, {"acme", p("203.0.113.0/24", "198.51.100.0/24")}}, []string{"intruder"}},
+		{"older claim wins", nil,
+			[]Claim{{"old", p("198.51.100.0/24")}, {"new", p("198.51.100.0/25")}}, []string{"new"}},
+		// mv1 gives up a but is refused (c is held by mv3), so it keeps a:
+		// mv2's claim on a is refused in turn.
+		{"refusal cascades", map[string][]netip.Prefix{"mv1": p(a), "mv3": p("198.51.100.0/24")},
+			[]Claim{{"mv2", p(a)}, {"mv1", p("198.51.100.0/25")}}, []string{"mv1", "mv2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := AssignPrefixes(tc.held, tc.claims)
+			var ids []string
+			for id := range got {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			if fmt.Sprint(ids) != fmt.Sprint(tc.refused) {
+				t.Fatalf("refused %v, want %v (%v)", ids, tc.refused, got)
+			}
+		})
 	}
 }

@@ -3,7 +3,9 @@ package source
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -14,12 +16,29 @@ import (
 )
 
 // Consul is a Store backed by Consul KV.
+//
+// No request waits without a bound: a Consul that accepts connections but
+// never answers (a stopped process, a hung server) makes every call fail
+// after Timeout, or after WaitTime plus Timeout for the blocking queries of
+// Watch, which also probes the agent every HealthInterval.
 type Consul struct {
+	client *api.Client
 	kv     *api.KV
+	addr   string
 	prefix string
 	// WaitTime bounds each blocking query.
 	WaitTime time.Duration
+	// Timeout bounds every request that does not block by design.
+	Timeout time.Duration
+	// HealthInterval is how often Watch checks that the agent answers.
+	HealthInterval time.Duration
 }
+
+// Default bounds of a Consul store's requests.
+const (
+	DefaultConsulTimeout  = 10 * time.Second
+	DefaultHealthInterval = 5 * time.Second
+)
 
 // NewConsul returns a store for prefix. cfg nil means api.DefaultConfig(),
 // which honours CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT and the
@@ -32,7 +51,40 @@ func NewConsul(cfg *api.Config, prefix string) (*Consul, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create consul client: %w", err)
 	}
-	return &Consul{kv: c.KV(), prefix: strings.Trim(prefix, "/"), WaitTime: 5 * time.Minute}, nil
+	return &Consul{client: c, kv: c.KV(), addr: cfg.Address, prefix: strings.Trim(prefix, "/"), WaitTime: 5 * time.Minute,
+		Timeout: DefaultConsulTimeout, HealthInterval: DefaultHealthInterval}, nil
+}
+
+// bounded returns ctx limited to d, for one request.
+func bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// call runs one non-blocking request under Timeout and names the agent in
+// the error when it did not answer in time.
+func (c *Consul) call(ctx context.Context, what string, f func(ctx context.Context) error) error {
+	rctx, cancel := bounded(ctx, c.Timeout)
+	defer cancel()
+	err := f(rctx)
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, c.explain(ctx, rctx, err))
+}
+
+// explain turns a request's error into one an operator can act on.
+func (c *Consul) explain(parent, rctx context.Context, err error) error {
+	var se api.StatusError
+	switch {
+	case parent.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("%w: consul at %s did not answer within %s", ErrTimeout, c.addr, c.Timeout)
+	case errors.As(err, &se) && se.Code == http.StatusRequestEntityTooLarge:
+		return fmt.Errorf("%w: %v", ErrTooLarge, err)
+	}
+	return err
 }
 
 func (c *Consul) key(parts ...string) string {
@@ -41,20 +93,18 @@ func (c *Consul) key(parts ...string) string {
 
 // Read lists the tenant and control prefixes once.
 func (c *Consul) Read(ctx context.Context) (Snapshot, error) {
-	var s Snapshot
-	pairs, _, err := c.kv.List(c.key("tenants")+"/", (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return s, fmt.Errorf("list %s: %w", c.key("tenants"), err)
+	var lists [3]api.KVPairs
+	for i, name := range []string{"tenants", "control", "dos"} {
+		err := c.call(ctx, "list "+c.key(name), func(ctx context.Context) error {
+			var err error
+			lists[i], _, err = c.kv.List(c.key(name)+"/", (&api.QueryOptions{}).WithContext(ctx))
+			return err
+		})
+		if err != nil {
+			return Snapshot{}, err
+		}
 	}
-	ctl, _, err := c.kv.List(c.key("control")+"/", (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return s, fmt.Errorf("list %s: %w", c.key("control"), err)
-	}
-	dos, _, err := c.kv.List(c.key("dos")+"/", (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return s, fmt.Errorf("list %s: %w", c.key("dos"), err)
-	}
-	return c.build(pairs, ctl, dos), nil
+	return c.build(lists[0], lists[1], lists[2]), nil
 }
 
 func (c *Consul) build(tenantPairs, controlPairs, dosPairs api.KVPairs) Snapshot {
@@ -95,66 +145,107 @@ func (c *Consul) build(tenantPairs, controlPairs, dosPairs api.KVPairs) Snapshot
 }
 
 // Watch runs one blocking query per watched prefix and sends a merged
-// snapshot whenever either changes.
-func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(error)) error {
-	var (
-		mu      sync.Mutex
-		tenants api.KVPairs
-		control api.KVPairs
-		dos     api.KVPairs
-		have    [3]bool
-		index   [3]uint64 // index of the data in tenants, control and dos
+// snapshot whenever the content of any of them changes. onHealth is called
+// with every failure (of a watch or of the periodic probe of the agent) and
+// with nil once everything answers again after a failure.
+//
+// A blocking query also returns when the index moved for reasons that do
+// not concern its prefix (on an empty prefix, any write in the whole KV
+// store), so a wake-up is a change only if the listing differs: its number
+// of keys or its highest ModifyIndex. Every write raises the highest index
+// and every delete lowers the count, so equal pairs mean equal listings.
+func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(error)) error {
+	const (
+		slotTenants = iota
+		slotControl
+		slotDoS
+		slotProbe
+		nSlots
 	)
+	var (
+		mu    sync.Mutex
+		lists [3]api.KVPairs
+		have  [3]bool
+		fps   [3]listing
+		errs  [nSlots]error
+		sick  bool
+	)
+	report := func(slot int, err error) {
+		mu.Lock()
+		errs[slot] = err
+		healthy := true
+		for _, e := range errs {
+			healthy = healthy && e == nil
+		}
+		recovered := healthy && sick
+		sick = !healthy
+		mu.Unlock()
+		switch {
+		case err != nil && onHealth != nil:
+			onHealth(err)
+		case recovered && onHealth != nil:
+			onHealth(nil)
+		}
+	}
 	changed := make(chan struct{}, 1)
-	watch := func(slot int, prefix string, set func(api.KVPairs)) {
+	watch := func(slot int, prefix string) {
 		var idx uint64
 		var bo backoff
 		for ctx.Err() == nil {
-			opts := (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime}).WithContext(ctx)
-			pairs, meta, err := c.kv.List(prefix, opts)
+			// A blocking query lasts up to WaitTime plus Consul's jitter
+			// (WaitTime/16); beyond that and Timeout the agent is hung.
+			rctx, cancel := bounded(ctx, c.WaitTime+c.WaitTime/16+c.Timeout)
+			pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime}).WithContext(rctx))
+			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				if onError != nil {
-					onError(fmt.Errorf("watch %s: %w", prefix, err))
+				if errors.Is(rctx.Err(), context.DeadlineExceeded) {
+					err = fmt.Errorf("%w: consul at %s did not answer a blocking query within %s", ErrTimeout, c.addr, c.WaitTime+c.WaitTime/16+c.Timeout)
 				}
+				report(slot, fmt.Errorf("watch %s: %w", prefix, err))
 				// The store may have restarted with new indexes: start over.
 				idx = 0
 				sleepCtx(ctx, bo.next())
 				continue
 			}
 			bo.reset()
-			if meta.LastIndex == idx && idx != 0 {
-				continue // wait time elapsed, nothing new
-			}
+			report(slot, nil)
 			if meta.LastIndex < idx {
 				idx = 0 // index went backwards: Consul restarted or restored
 			} else {
 				idx = meta.LastIndex
 			}
+			fp := listingOf(pairs)
 			mu.Lock()
-			set(pairs)
-			have[slot] = true
-			index[slot] = meta.LastIndex
+			same := have[slot] && fps[slot] == fp
+			lists[slot], fps[slot], have[slot] = pairs, fp, true
 			mu.Unlock()
+			if same {
+				continue
+			}
 			select {
 			case changed <- struct{}{}:
 			default:
 			}
 		}
 	}
-	go watch(0, c.key("tenants")+"/", func(p api.KVPairs) { tenants = p })
-	go watch(1, c.key("control")+"/", func(p api.KVPairs) { control = p })
-	go watch(2, c.key("dos")+"/", func(p api.KVPairs) { dos = p })
-	// Snapshots are deduplicated by the pair of indexes they were built
-	// from: both watchers signal at start, and a control change must not
-	// resend unchanged tenants as new. Comparing indexes keeps this O(1).
-	type key struct {
-		tenants uint64
-		control string
-	}
-	var last key
+	go watch(slotTenants, c.key("tenants")+"/")
+	go watch(slotControl, c.key("control")+"/")
+	go watch(slotDoS, c.key("dos")+"/")
+	go func() {
+		for sleepCtx(ctx, c.HealthInterval) {
+			err := c.call(ctx, "probe consul", func(ctx context.Context) error {
+				_, err := c.client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+				return err
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			report(slotProbe, err)
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -163,22 +254,14 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 		}
 		mu.Lock()
 		ready := have[0] && have[1] && have[2]
-		// A blocking query on an empty prefix wakes on any KV write, so the
-		// control and dos indexes alone say nothing; their few entries are
-		// compared.
-		k := key{tenants: index[0]}
-		for _, p := range append(append(api.KVPairs(nil), control...), dos...) {
-			k.control += fmt.Sprintf("%s=%d;", p.Key, p.ModifyIndex)
-		}
 		var snap Snapshot
-		if ready && k != last {
-			snap = c.build(tenants, control, dos)
+		if ready {
+			snap = c.build(lists[0], lists[1], lists[2])
 		}
 		mu.Unlock()
-		if !ready || k == last {
+		if !ready {
 			continue
 		}
-		last = k
 		select {
 		case out <- snap:
 		case <-ctx.Done():
@@ -187,40 +270,34 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onError func(er
 	}
 }
 
+// listing identifies a prefix's listing: see Watch.
+type listing struct {
+	keys     int
+	maxIndex uint64
+}
+
+func listingOf(pairs api.KVPairs) listing {
+	l := listing{keys: len(pairs)}
+	for _, p := range pairs {
+		l.maxIndex = max(l.maxIndex, p.ModifyIndex)
+	}
+	return l
+}
+
 // Put writes with check-and-set.
 func (c *Consul) Put(ctx context.Context, tenant, key string, value []byte, cas uint64) error {
-	ok, _, err := c.kv.CAS(&api.KVPair{Key: c.key("tenants", tenant, key), Value: value, ModifyIndex: cas},
-		(&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", c.key("tenants", tenant, key), err)
-	}
-	if !ok {
-		return fmt.Errorf("write %s: %w", c.key("tenants", tenant, key), ErrConflict)
-	}
-	return nil
+	return c.cas(ctx, c.key("tenants", tenant, key), value, cas)
 }
 
-// DeleteTenant removes the tenant's whole subtree.
-func (c *Consul) DeleteTenant(ctx context.Context, tenant string) error {
-	pairs, _, err := c.kv.Keys(c.key("tenants", tenant)+"/", "", (&api.QueryOptions{}).WithContext(ctx))
+func (c *Consul) cas(ctx context.Context, k string, value []byte, cas uint64) error {
+	var ok bool
+	err := c.call(ctx, "write "+k, func(ctx context.Context) error {
+		var err error
+		ok, _, err = c.kv.CAS(&api.KVPair{Key: k, Value: value, ModifyIndex: cas}, (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("list %s: %w", c.key("tenants", tenant), err)
-	}
-	if len(pairs) == 0 {
-		return fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)
-	}
-	if _, err := c.kv.DeleteTree(c.key("tenants", tenant)+"/", (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("delete %s: %w", c.key("tenants", tenant), err)
-	}
-	return nil
-}
-
-// PutDoSGlobal writes <prefix>/dos/global with check-and-set.
-func (c *Consul) PutDoSGlobal(ctx context.Context, value []byte, cas uint64) error {
-	k := c.key("dos", "global")
-	ok, _, err := c.kv.CAS(&api.KVPair{Key: k, Value: value, ModifyIndex: cas}, (&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", k, err)
+		return err
 	}
 	if !ok {
 		return fmt.Errorf("write %s: %w", k, ErrConflict)
@@ -228,12 +305,43 @@ func (c *Consul) PutDoSGlobal(ctx context.Context, value []byte, cas uint64) err
 	return nil
 }
 
+// DeleteTenant removes the tenant's whole subtree. Any name without a "/"
+// is accepted, so that keys nsd reports as problems (invalid tenant IDs)
+// can be removed too.
+func (c *Consul) DeleteTenant(ctx context.Context, tenant string) error {
+	p := c.key("tenants", tenant) + "/"
+	var keys []string
+	if err := c.call(ctx, "list "+p, func(ctx context.Context) error {
+		var err error
+		keys, _, err = c.kv.Keys(p, "", (&api.QueryOptions{}).WithContext(ctx))
+		return err
+	}); err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)
+	}
+	return c.call(ctx, "delete "+p, func(ctx context.Context) error {
+		_, err := c.kv.DeleteTree(p, (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	})
+}
+
+// PutDoSGlobal writes <prefix>/dos/global with check-and-set.
+func (c *Consul) PutDoSGlobal(ctx context.Context, value []byte, cas uint64) error {
+	return c.cas(ctx, c.key("dos", "global"), value, cas)
+}
+
 // PutControl writes an operator control key.
 func (c *Consul) PutControl(ctx context.Context, name string, value []byte) error {
-	if _, err := c.kv.Put(&api.KVPair{Key: c.key("control", name), Value: value}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("write %s: %w", c.key("control", name), err)
-	}
-	return nil
+	return c.put(ctx, c.key("control", name), value)
+}
+
+func (c *Consul) put(ctx context.Context, k string, value []byte) error {
+	return c.call(ctx, "write "+k, func(ctx context.Context) error {
+		_, err := c.kv.Put(&api.KVPair{Key: k, Value: value}, (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	})
 }
 
 // PutStatus writes a status document.
@@ -242,18 +350,16 @@ func (c *Consul) PutStatus(ctx context.Context, host, name string, st any) error
 	if err != nil {
 		return fmt.Errorf("encode status: %w", err)
 	}
-	if _, err := c.kv.Put(&api.KVPair{Key: c.key("status", host, name), Value: b}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("write %s: %w", c.key("status", host, name), err)
-	}
-	return nil
+	return c.put(ctx, c.key("status", host, name), b)
 }
 
 // DeleteStatus removes a status document.
 func (c *Consul) DeleteStatus(ctx context.Context, host, name string) error {
-	if _, err := c.kv.Delete(c.key("status", host, name), (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("delete %s: %w", c.key("status", host, name), err)
-	}
-	return nil
+	k := c.key("status", host, name)
+	return c.call(ctx, "delete "+k, func(ctx context.Context) error {
+		_, err := c.kv.Delete(k, (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	})
 }
 
 // ListStatus reads status documents, of one host or of all ("").
@@ -262,9 +368,13 @@ func (c *Consul) ListStatus(ctx context.Context, host string) (map[string]map[st
 	if host != "" {
 		p += host + "/"
 	}
-	pairs, _, err := c.kv.List(p, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", p, err)
+	var pairs api.KVPairs
+	if err := c.call(ctx, "list "+p, func(ctx context.Context) error {
+		var err error
+		pairs, _, err = c.kv.List(p, (&api.QueryOptions{}).WithContext(ctx))
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	out := map[string]map[string]json.RawMessage{}
 	for _, kv := range pairs {

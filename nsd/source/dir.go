@@ -116,15 +116,16 @@ func (d *Dir) readControl(s *Snapshot) error {
 }
 
 // Watch polls the tree and sends a snapshot when anything changed.
-func (d *Dir) Watch(ctx context.Context, out chan<- Snapshot, onError func(error)) error {
+func (d *Dir) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(error)) error {
 	var last string
+	sick := false
 	for {
 		s, err := d.Read(ctx)
-		if err != nil {
-			if onError != nil {
-				onError(err)
-			}
-		} else if fp := fingerprint(s); fp != last {
+		if (err != nil || sick) && onHealth != nil {
+			onHealth(err) // every failure, and nil for the recovery
+		}
+		sick = err != nil
+		if fp := fingerprint(s); err == nil && fp != last {
 			last = fp
 			select {
 			case out <- s:

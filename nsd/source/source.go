@@ -20,6 +20,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nfhost/nfhost/firewall"
@@ -50,12 +51,21 @@ var ErrConflict = errors.New("check-and-set conflict: the key changed since it w
 // ErrNotFound is returned when a tenant or key does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrTimeout is returned when the store did not answer in time (a hung
+// Consul agent); the request may or may not have taken effect.
+var ErrTimeout = errors.New("config store timed out")
+
+// ErrTooLarge is returned when the store refuses a value for its size
+// (Consul: limits.kv_max_value_size, 512 KiB by default).
+var ErrTooLarge = errors.New("value too large for the config store (Consul's limits.kv_max_value_size, 512 KiB by default)")
+
 // Store is what nsd and nsctl need from a configuration backend.
 type Store interface {
 	// Watch sends a snapshot as soon as one can be read and then one per
 	// change, until ctx ends. Read errors are retried with backoff and
-	// reported through onError; the last snapshot stays in force meanwhile.
-	Watch(ctx context.Context, out chan<- Snapshot, onError func(error)) error
+	// reported through onHealth, and so is the recovery after them (a nil
+	// error); the last snapshot stays in force meanwhile.
+	Watch(ctx context.Context, out chan<- Snapshot, onHealth func(error)) error
 	// Read returns the current snapshot once.
 	Read(ctx context.Context) (Snapshot, error)
 	// Put writes a tenant key. cas is the ModifyIndex the writer read (0:
@@ -135,24 +145,29 @@ type HostStatus struct {
 	HeldDeletes []string  `json:"held_deletes,omitempty"`
 	// ConfirmToken must be written to <prefix>/control/confirm-deletes/<host>
 	// to let the held deletes through.
-	ConfirmToken string   `json:"confirm_token,omitempty"`
-	Problems     []string `json:"problems,omitempty"`
+	ConfirmToken string `json:"confirm_token,omitempty"`
+	// SpentConfirmToken is the last token that let deletions through; it
+	// is never accepted again.
+	SpentConfirmToken string   `json:"spent_confirm_token,omitempty"`
+	Problems          []string `json:"problems,omitempty"`
 	// DoSGlobalIndex is the ModifyIndex of the dos/global document in
 	// force; DoSGlobalError the reason a newer one was refused.
 	DoSGlobalIndex uint64 `json:"dos_global_index,omitempty"`
 	DoSGlobalError string `json:"dos_global_error,omitempty"`
 }
 
-// backoff doubles from 250ms to 10s.
+// backoff doubles from 250ms to 4s, with up to 25% jitter so that a fleet
+// does not retry in lockstep after an outage. The cap bounds how long nsd
+// lags behind a recovered store.
 type backoff struct{ d time.Duration }
 
 func (b *backoff) next() time.Duration {
 	if b.d == 0 {
 		b.d = 250 * time.Millisecond
-	} else if b.d < 10*time.Second {
-		b.d *= 2
+	} else if b.d < 4*time.Second {
+		b.d = min(2*b.d, 4*time.Second)
 	}
-	return b.d
+	return b.d + time.Duration(rand.Int64N(int64(b.d/4)+1))
 }
 
 func (b *backoff) reset() { b.d = 0 }
