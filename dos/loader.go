@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/routing/nsutil"
@@ -109,6 +110,11 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 		return nil, err
 	}
 	d.link = l
+	if state != nsutil.LinkCreated {
+		// The link was there before this process: ask the kernel how
+		// the program is attached.
+		d.Mode = attachedMode(cfg)
+	}
 	switch state {
 	case nsutil.LinkReused:
 		// A restart of the same build: the kernel state stays as it is
@@ -120,6 +126,26 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 		log.Info("XDP program replaced in place through the pinned link", "uplink", cfg.Uplink)
 	}
 	return d, nil
+}
+
+// attachedMode reads how XDP is attached to the uplink ("" if unknown).
+func attachedMode(cfg LoadConfig) Mode {
+	h, err := nsutil.Netlink(cfg.HostNS)
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	l, err := h.LinkByName(cfg.Uplink)
+	if err != nil || l.Attrs().Xdp == nil {
+		return ""
+	}
+	switch l.Attrs().Xdp.AttachMode {
+	case nl.XDP_ATTACHED_DRV:
+		return ModeNative
+	case nl.XDP_ATTACHED_SKB:
+		return ModeGeneric
+	}
+	return ""
 }
 
 // attach creates the bpf_link on the uplink. The ifindex is resolved and

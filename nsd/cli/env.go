@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -46,6 +47,7 @@ type storeFlags struct {
 	kvPrefix   string
 	configDir  string
 	stateDir   string
+	timeout    time.Duration // bound of each Consul request that does not block by design
 }
 
 func (f *storeFlags) open(env Env) (source.Store, error) {
@@ -55,7 +57,17 @@ func (f *storeFlags) open(env Env) (source.Store, error) {
 		if f.consulAddr != "" {
 			cfg.Address = f.consulAddr
 		}
-		return source.NewConsul(cfg, f.kvPrefix)
+		c, err := source.NewConsul(cfg, f.kvPrefix)
+		if err != nil {
+			return nil, err
+		}
+		if f.timeout < 0 {
+			return nil, usageError("--timeout must not be negative, got %v", f.timeout)
+		}
+		if f.timeout > 0 {
+			c.Timeout = f.timeout
+		}
+		return c, nil
 	case "dir":
 		return source.NewDir(f.configDir, f.stateDir), nil
 	default:

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -94,6 +96,7 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid config, 4 check-and-set conflict
 	pf.StringVar(&sf.kvPrefix, "kv-prefix", "nfhost", "Consul KV prefix")
 	pf.StringVar(&sf.configDir, "config-dir", "/etc/nfhost/tenants", "directory store: tenant configs")
 	pf.StringVar(&sf.stateDir, "state-dir", "/var/lib/nfhost", "directory store: nsd status")
+	pf.DurationVar(&sf.timeout, "timeout", source.DefaultConsulTimeout, "give up on a Consul request that has not been answered after this long")
 
 	out := env.Stdout
 	tenant := &cobra.Command{Use: "tenant", Short: "create, list, show and delete tenants", Args: cobra.NoArgs,
@@ -205,10 +208,13 @@ with exit code 4 instead of being overwritten.`,
 			}
 			doc := map[string]any{"id": args[0]}
 			for k, e := range keys {
-				if json.Valid(e.Value) {
+				switch {
+				case json.Valid(e.Value):
 					doc[k] = json.RawMessage(e.Value)
-				} else {
+				case utf8.Valid(e.Value):
 					doc[k] = string(e.Value)
+				default: // not text: shown exactly, never mangled
+					doc[k] = map[string]string{"base64": base64.StdEncoding.EncodeToString(e.Value)}
 				}
 			}
 			b, _ := json.MarshalIndent(doc, "", "  ")
@@ -218,10 +224,12 @@ with exit code 4 instead of being overwritten.`,
 	}
 
 	del := &cobra.Command{
-		Use: "delete ID", Short: "delete every key of a tenant", Args: cobra.ExactArgs(1),
+		Use: "delete ID", Short: "delete every key of a tenant (also of an invalid tenant ID that nsd reports as a problem)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := config.ValidateTenantID(args[0]); err != nil {
-				return err
+			// Invalid IDs are accepted on purpose: the keys nsd reports
+			// as problems must be removable with nsctl too.
+			if args[0] == "" || strings.Contains(args[0], "/") {
+				return usageError("tenant delete: want a tenant ID without '/', got %q", args[0])
 			}
 			st, err := sf.open(env)
 			if err != nil {
@@ -321,7 +329,11 @@ func printStatus(out interface{ Write([]byte) (int, error) }, all map[string]map
 			if err := json.Unmarshal(all[h][n], &s); err != nil {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", h, n, s.State, s.AppliedIndex, s.AppliedAt.Format("2006-01-02T15:04:05Z"), s.Error)
+			at := "-" // never applied
+			if !s.AppliedAt.IsZero() {
+				at = s.AppliedAt.Format("2006-01-02T15:04:05Z")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", h, n, s.State, s.AppliedIndex, at, s.Error)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,6 +102,19 @@ It never tears down the datapath on exit; a restart with unchanged config change
 		if sf.source != "consul" && sf.source != "dir" {
 			return usageError("--source must be consul or dir, got %q", sf.source)
 		}
+		if resync < 0 {
+			return usageError("--resync-interval must be 0 (off) or positive, got %v", resync)
+		}
+		if err := routing.ValidateNSPrefix(nsPrefix); err != nil {
+			return usageError("--ns-prefix: %v", err)
+		}
+		var probe netip.Addr
+		if probeAddr != "" {
+			var err error
+			if probe, err = netip.ParseAddr(probeAddr); err != nil || !probe.Is4() {
+				return usageError("--probe-address: want an IPv4 address, got %q", probeAddr)
+			}
+		}
 		switch dos.Mode(xdpMode) {
 		case dos.ModeNative, dos.ModeGeneric, dos.ModeAuto:
 		default:
@@ -163,7 +177,7 @@ It never tears down the datapath on exit; a restart with unchanged config change
 				defer stop()
 			}
 			events := make(chan string, 64)
-			ts, stop, err := startTunnels(env.Ctx, hostNS, uplink, filepath.Join(pinDir, "tunnels"), probeAddr, log, events)
+			ts, stop, err := startTunnels(env.Ctx, hostNS, uplink, filepath.Join(pinDir, "tunnels"), probe, log, events)
 			if err != nil {
 				return err
 			}

@@ -24,10 +24,15 @@ import (
 type tunnelSubsystem struct {
 	rec    *tunnels.Reconciler
 	dp     *tunnels.Datapath
-	prober *tunnels.Prober
+	prober *tunnels.Prober // nil without a probe address
+	// noProbe says why there is no prober; tenants with tunnels fail with it.
+	noProbe error
 }
 
 func (t *tunnelSubsystem) Apply(ctx context.Context, spec tunnels.TenantSpec) ([]string, error) {
+	if t.prober == nil && len(spec.Tunnels) > 0 {
+		return nil, t.noProbe
+	}
 	return t.rec.Apply(ctx, spec)
 }
 
@@ -38,7 +43,8 @@ func (t *tunnelSubsystem) Status(tenant string) map[string]source.TunnelStatus {
 	if s, ok := t.rec.Spec(tenant); ok {
 		for _, tu := range s.Tunnels {
 			st := source.TunnelStatus{State: "unchecked"}
-			if h, ok := t.prober.HealthOf(tenant, tu.Name); ok {
+			if t.prober == nil {
+			} else if h, ok := t.prober.HealthOf(tenant, tu.Name); ok {
 				st.State, st.LossPercent, st.RTTMillis = h.State, h.Loss*100, float64(h.RTT.Microseconds())/1000
 			} else if tu.Health.Enabled {
 				st.State = "starting"
@@ -98,7 +104,11 @@ func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 	rank := map[string]float64{tunnels.StateHealthy: 0, tunnels.StateDegraded: 1, tunnels.StateDown: 2}
-	for _, h := range c.t.prober.Health() {
+	var hs []tunnels.Health
+	if c.t.prober != nil {
+		hs = c.t.prober.Health()
+	}
+	for _, h := range hs {
 		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, rank[h.State], h.Tenant, h.Tunnel)
 		ch <- prometheus.MustNewConstMetric(c.loss, prometheus.GaugeValue, h.Loss, h.Tenant, h.Tunnel)
 		ch <- prometheus.MustNewConstMetric(c.rtt, prometheus.GaugeValue, h.RTT.Seconds(), h.Tenant, h.Tunnel)
@@ -121,7 +131,9 @@ func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // startTunnels loads the GRE datapath on the uplink and starts the prober.
-func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir, probe string, log *slog.Logger, events chan<- string) (*tunnelSubsystem, func(), error) {
+// Without a probe address (none given, and the uplink has no IPv4 address)
+// the datapath still runs, and only tenants that have tunnels fail.
+func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir string, probe netip.Addr, log *slog.Logger, events chan<- string) (*tunnelSubsystem, func(), error) {
 	dp, err := tunnels.Load(tunnels.LoadConfig{PinDir: pinDir, HostNS: hostNS, Uplink: uplink, Logger: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
@@ -131,37 +143,36 @@ func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir, pr
 		dp.Close()
 		return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
 	}
-	var pa netip.Addr
-	if probe != "" {
-		if pa, err = netip.ParseAddr(probe); err != nil || !pa.Is4() {
-			rec.Close()
-			dp.Close()
-			return nil, nil, usageError("--probe-address: want an IPv4 address, got %q", probe)
-		}
-	} else if pa, err = defaultProbeAddress(hostNS, uplink); err != nil {
+	ts := &tunnelSubsystem{rec: rec, dp: dp}
+	stop := func() {
 		rec.Close()
 		dp.Close()
-		return nil, nil, err
 	}
-	pr, err := tunnels.NewProber(hostNS, pa, rec, log.With("subsys", "tunnels"), func(h tunnels.Health) {
+	if !probe.IsValid() {
+		if probe, err = defaultProbeAddress(hostNS, uplink); err != nil {
+			ts.noProbe = fmt.Errorf("tunnels need this server's unicast IPv4 address for their health checks: %w", err)
+			log.Warn("GRE datapath attached without health checks: tenants with tunnels fail until nsd has a probe address", "uplink", uplink, "err", err)
+			return ts, stop, nil
+		}
+	}
+	pr, err := tunnels.NewProber(hostNS, probe, rec, log.With("subsys", "tunnels"), func(h tunnels.Health) {
 		select {
 		case events <- h.Tenant:
 		default: // the next resync writes it
 		}
 	})
 	if err != nil {
-		rec.Close()
-		dp.Close()
+		stop()
 		return nil, nil, fmt.Errorf("start tunnel health checks: %w", err)
 	}
+	ts.prober = pr
 	pctx, cancel := context.WithCancel(ctx)
 	go pr.Run(pctx)
-	log.Info("GRE datapath attached", "uplink", uplink, "probe_address", pa, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
-	return &tunnelSubsystem{rec: rec, dp: dp, prober: pr}, func() {
+	log.Info("GRE datapath attached", "uplink", uplink, "probe_address", probe, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
+	return ts, func() {
 		cancel()
 		pr.Close()
-		rec.Close()
-		dp.Close()
+		stop()
 	}, nil
 }
 

@@ -246,6 +246,10 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 			report(slotProbe, err)
 		}
 	}()
+	var (
+		sent    [3]listing // the listings of the last snapshot sent
+		sentAny bool
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -254,12 +258,13 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		}
 		mu.Lock()
 		ready := have[0] && have[1] && have[2]
+		fresh := ready && (!sentAny || fps != sent)
 		var snap Snapshot
-		if ready {
-			snap = c.build(lists[0], lists[1], lists[2])
+		if fresh {
+			snap, sent, sentAny = c.build(lists[0], lists[1], lists[2]), fps, true
 		}
 		mu.Unlock()
-		if !ready {
+		if !fresh {
 			continue
 		}
 		select {
@@ -297,7 +302,7 @@ func (c *Consul) cas(ctx context.Context, k string, value []byte, cas uint64) er
 		return err
 	})
 	if err != nil {
-		return err
+		return sized(err, value)
 	}
 	if !ok {
 		return fmt.Errorf("write %s: %w", k, ErrConflict)
@@ -338,10 +343,18 @@ func (c *Consul) PutControl(ctx context.Context, name string, value []byte) erro
 }
 
 func (c *Consul) put(ctx context.Context, k string, value []byte) error {
-	return c.call(ctx, "write "+k, func(ctx context.Context) error {
+	return sized(c.call(ctx, "write "+k, func(ctx context.Context) error {
 		_, err := c.kv.Put(&api.KVPair{Key: k, Value: value}, (&api.WriteOptions{}).WithContext(ctx))
 		return err
-	})
+	}), value)
+}
+
+// sized adds the value's size to a too-large error.
+func sized(err error, value []byte) error {
+	if errors.Is(err, ErrTooLarge) {
+		return fmt.Errorf("%w (this value is %d bytes)", err, len(value))
+	}
+	return err
 }
 
 // PutStatus writes a status document.

@@ -3,6 +3,8 @@ package source_test
 import (
 	"context"
 	"errors"
+	"net"
+	"strings"
 	"os"
 	"path/filepath"
 	"testing"
@@ -132,5 +134,59 @@ func TestConsulUnreachableRetries(t *testing.T) {
 	// Backoff 250ms, 500ms, ...: a handful of attempts, not a busy loop.
 	if errs < 2 || errs > 10 {
 		t.Fatalf("%d attempts in 1.2s", errs)
+	}
+}
+
+// A Consul that accepts connections and never answers (a stopped process,
+// a hung server): every request gives up after Timeout with ErrTimeout,
+// and Watch reports the source unhealthy within a bounded time.
+func TestConsulHungAnswersWithTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	}()
+	cfg := api.DefaultConfig()
+	cfg.Address = ln.Addr().String()
+	st, _ := source.NewConsul(cfg, "nfhost")
+	st.Timeout, st.HealthInterval, st.WaitTime = 300*time.Millisecond, 200*time.Millisecond, time.Minute
+	start := time.Now()
+	if _, err := st.Read(context.Background()); !errors.Is(err, source.ErrTimeout) {
+		t.Fatalf("read from a hung consul: %v", err)
+	}
+	if err := st.Put(context.Background(), "acme", "network", []byte(`{}`), 0); !errors.Is(err, source.ErrTimeout) || !strings.Contains(err.Error(), "did not answer within") {
+		t.Fatalf("put to a hung consul: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("two requests took %v with a 300ms timeout", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	unhealthy := make(chan error, 16)
+	go st.Watch(ctx, make(chan source.Snapshot), func(err error) {
+		if err != nil {
+			select {
+			case unhealthy <- err:
+			default:
+			}
+		}
+	})
+	select {
+	case err := <-unhealthy:
+		if !errors.Is(err, source.ErrTimeout) {
+			t.Fatalf("health report: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a hung consul was not reported while blocking queries hang")
 	}
 }
