@@ -622,7 +622,7 @@ type holdState struct {
 // deletions removes tenants that are gone from the store, unless the mass-
 // delete guard holds them: a pass that would delete more than
 // MaxDeleteFraction of the host's tenants (and more than one), or any
-// tenant when the store lists none at all (a wiped or new Consul cluster).
+// tenant when the store was wiped or came back as a new or restored cluster.
 func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 	running := d.running()
 	var gone []string
@@ -636,7 +636,7 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 		d.setHold(nil, "")
 		return nil
 	}
-	if reason := d.guard(gone, len(running), len(s.Tenants)); reason != "" {
+	if reason := d.guard(ctx, gone, len(running), len(s.Tenants), s.StoreReset); reason != "" {
 		token := d.setHold(gone, reason)
 		if string(s.Control[ConfirmKey(d.o.HostID)].Value) == token && token != d.hold.spent || d.hold.flag {
 			d.log.Warn("held deletions confirmed by the operator", "deletes", len(gone), "token", token)
@@ -660,16 +660,41 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 }
 
 // guard says why deleting gone would be held, or "" when it would not.
-func (d *Daemon) guard(gone []string, running, listed int) string {
+func (d *Daemon) guard(ctx context.Context, gone []string, running, listed int, reset bool) string {
 	switch {
 	case d.o.MaxDeleteFraction >= 1:
 		return "" // the guard is off
-	case listed == 0:
-		return "the config source lists no tenants at all (a wiped or new store?)"
+	case slices.Equal(gone, d.hold.ids):
+		// A hold lasts until it is confirmed or the set changes, whatever
+		// the pass sees meanwhile (its own host status written again,
+		// say); a restart reads it back from that status.
+		return "still held, awaiting confirmation"
 	case len(gone) > 1 && float64(len(gone)) > d.o.MaxDeleteFraction*float64(running):
 		return "the config source lists far fewer tenants than this host runs"
+	case reset:
+		return "the config source restarted with older indexes (a new cluster, or a restore from a snapshot)"
+	case listed == 0 && d.storeWiped(ctx, gone):
+		return "the config source lists no tenants and lost this host's status of them: a wiped store"
 	}
 	return ""
+}
+
+// storeWiped tells a store that lost everything from an operator deleting
+// the last tenants: nsd removes a tenant's status only after deleting the
+// tenant, so in a store that was not wiped the status keys of the tenants
+// about to go are still there. A store that cannot say counts as wiped.
+func (d *Daemon) storeWiped(ctx context.Context, gone []string) bool {
+	all, err := d.o.Store.ListStatus(ctx, d.o.HostID)
+	if err != nil {
+		d.log.Warn("read this host's status to tell a wiped store", "err", err)
+		return true
+	}
+	for _, id := range gone {
+		if _, ok := all[d.o.HostID][id]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // setHold records the held deletions (nil: none) and returns their token.

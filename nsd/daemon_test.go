@@ -33,6 +33,17 @@ func (f *fakeStore) PutStatus(_ context.Context, host, name string, st any) erro
 	return nil
 }
 
+func (f *fakeStore) ListStatus(_ context.Context, host string) (map[string]map[string]json.RawMessage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]map[string]json.RawMessage{"edge1": {}}
+	for name, st := range f.status {
+		b, _ := json.Marshal(st)
+		out["edge1"][name] = b
+	}
+	return out, nil
+}
+
 func (f *fakeStore) DeleteStatus(_ context.Context, host, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -73,17 +73,30 @@ func TestConfirmationIsSingleUse(t *testing.T) {
 	}
 }
 
-// A store that lists no tenant at all (wiped, or a new Consul cluster)
-// deletes nothing unconfirmed, even a host's only tenant; an operator
-// deleting one of several tenants is not held.
+// A wiped store (a new Consul cluster: no tenant, and this host's own
+// status gone too) deletes nothing unconfirmed, even a host's only tenant,
+// and keeps holding through later passes; an operator deleting the last
+// tenant from a store that is not wiped is not held.
 func TestWipedStoreHoldsOnlyTenant(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.put("only", "network", `{"prefixes": ["198.51.100.0/24"]}`)
 	h.pass(t, true)
 	h.snap.Tenants = map[string]map[string]source.Entry{}
-	rs := h.pass(t, false)
-	if len(h.k.deletes) != 0 || len(rs) != 1 || rs[0].State != "held" {
-		t.Fatalf("wiped store: deletes %v results %+v", h.k.deletes, rs)
+	h.store.status = map[string]any{} // wiped: statuses gone too
+	for i := 0; i < 3; i++ {
+		rs := h.pass(t, i == 2)
+		if len(h.k.deletes) != 0 || len(rs) != 1 || rs[0].State != "held" {
+			t.Fatalf("wiped store, pass %d: deletes %v results %+v", i, h.k.deletes, rs)
+		}
+	}
+
+	h2 := newHarness(t, Options{})
+	h2.put("only", "network", `{"prefixes": ["198.51.100.0/24"]}`)
+	h2.pass(t, true)
+	h2.snap.Tenants = map[string]map[string]source.Entry{}
+	h2.pass(t, false)
+	if len(h2.k.deletes) != 1 {
+		t.Fatalf("deleting the last tenant was held: %v", h2.k.deletes)
 	}
 }
 

@@ -42,8 +42,17 @@ func TestNsctlDirStore(t *testing.T) {
 	if out, code := ctl("tenant", "delete", "acme"); code != 0 {
 		t.Fatalf("delete: %d %s", code, out)
 	}
-	if out, code := ctl("tenant", "delete", "Bad!"); code != ExitInvalid {
+	// An invalid tenant ID that is not there is not found; one that is
+	// there (nsd reports it as a problem) can be deleted.
+	if out, code := ctl("tenant", "delete", "Bad!"); code != ExitNotFound {
+		t.Fatalf("delete missing bad id: %d %s", code, out)
+	}
+	os.MkdirAll(filepath.Join(cfg, "Bad!"), 0o755)
+	if out, code := ctl("tenant", "delete", "Bad!"); code != 0 {
 		t.Fatalf("delete bad id: %d %s", code, out)
+	}
+	if out, code := ctl("tenant", "delete", "a/b"); code != ExitUsage {
+		t.Fatalf("delete a/b: %d %s", code, out)
 	}
 }
 

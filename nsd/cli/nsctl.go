@@ -228,7 +228,7 @@ with exit code 4 instead of being overwritten.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Invalid IDs are accepted on purpose: the keys nsd reports
 			// as problems must be removable with nsctl too.
-			if args[0] == "" || strings.Contains(args[0], "/") {
+			if args[0] == "" || args[0] == "." || args[0] == ".." || strings.Contains(args[0], "/") {
 				return usageError("tenant delete: want a tenant ID without '/', got %q", args[0])
 			}
 			st, err := sf.open(env)

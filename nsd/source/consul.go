@@ -169,6 +169,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		fps   [3]listing
 		errs  [nSlots]error
 		sick  bool
+		reset bool // an index went backwards since the last snapshot sent
 	)
 	report := func(slot int, err error) {
 		mu.Lock()
@@ -189,12 +190,16 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 	}
 	changed := make(chan struct{}, 1)
 	watch := func(slot int, prefix string) {
-		var idx uint64
+		var idx, seen uint64 // seen: the highest index read, kept across errors
 		var bo backoff
 		for ctx.Err() == nil {
 			// A blocking query lasts up to WaitTime plus Consul's jitter
 			// (WaitTime/16); beyond that and Timeout the agent is hung.
-			rctx, cancel := bounded(ctx, c.WaitTime+c.WaitTime/16+c.Timeout)
+			limit := c.Timeout // the first read does not block
+			if idx != 0 {
+				limit += c.WaitTime + c.WaitTime/16
+			}
+			rctx, cancel := bounded(ctx, limit)
 			pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime}).WithContext(rctx))
 			cancel()
 			if err != nil {
@@ -202,7 +207,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 					return
 				}
 				if errors.Is(rctx.Err(), context.DeadlineExceeded) {
-					err = fmt.Errorf("%w: consul at %s did not answer a blocking query within %s", ErrTimeout, c.addr, c.WaitTime+c.WaitTime/16+c.Timeout)
+					err = fmt.Errorf("%w: consul at %s did not answer within %s", ErrTimeout, c.addr, limit)
 				}
 				report(slot, fmt.Errorf("watch %s: %w", prefix, err))
 				// The store may have restarted with new indexes: start over.
@@ -212,14 +217,17 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 			}
 			bo.reset()
 			report(slot, nil)
+			backwards := meta.LastIndex < seen
 			if meta.LastIndex < idx {
 				idx = 0 // index went backwards: Consul restarted or restored
 			} else {
 				idx = meta.LastIndex
 			}
+			seen = meta.LastIndex
 			fp := listingOf(pairs)
 			mu.Lock()
-			same := have[slot] && fps[slot] == fp
+			reset = reset || backwards
+			same := have[slot] && fps[slot] == fp && !backwards
 			lists[slot], fps[slot], have[slot] = pairs, fp, true
 			mu.Unlock()
 			if same {
@@ -258,10 +266,11 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		}
 		mu.Lock()
 		ready := have[0] && have[1] && have[2]
-		fresh := ready && (!sentAny || fps != sent)
+		fresh := ready && (!sentAny || fps != sent || reset)
 		var snap Snapshot
 		if fresh {
 			snap, sent, sentAny = c.build(lists[0], lists[1], lists[2]), fps, true
+			snap.StoreReset, reset = reset, false
 		}
 		mu.Unlock()
 		if !fresh {
@@ -310,25 +319,39 @@ func (c *Consul) cas(ctx context.Context, k string, value []byte, cas uint64) er
 	return nil
 }
 
-// DeleteTenant removes the tenant's whole subtree. Any name without a "/"
-// is accepted, so that keys nsd reports as problems (invalid tenant IDs)
-// can be removed too.
+// DeleteTenant removes the tenant's whole subtree, and a key named like
+// the tenant itself (Consul stores "tenants//x" as "tenants/x"). Any name
+// without a "/" is accepted, so that keys nsd reports as problems (invalid
+// tenant IDs, stray keys) can be removed too.
 func (c *Consul) DeleteTenant(ctx context.Context, tenant string) error {
-	p := c.key("tenants", tenant) + "/"
+	k := c.key("tenants", tenant)
 	var keys []string
-	if err := c.call(ctx, "list "+p, func(ctx context.Context) error {
+	if err := c.call(ctx, "list "+k, func(ctx context.Context) error {
 		var err error
-		keys, _, err = c.kv.Keys(p, "", (&api.QueryOptions{}).WithContext(ctx))
+		keys, _, err = c.kv.Keys(k, "", (&api.QueryOptions{}).WithContext(ctx))
 		return err
 	}); err != nil {
 		return err
 	}
-	if len(keys) == 0 {
+	var tree, exact bool
+	for _, key := range keys {
+		tree = tree || strings.HasPrefix(key, k+"/")
+		exact = exact || key == k
+	}
+	if !tree && !exact {
 		return fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)
 	}
-	return c.call(ctx, "delete "+p, func(ctx context.Context) error {
-		_, err := c.kv.DeleteTree(p, (&api.WriteOptions{}).WithContext(ctx))
-		return err
+	return c.call(ctx, "delete "+k, func(ctx context.Context) error {
+		if tree {
+			if _, err := c.kv.DeleteTree(k+"/", (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+				return err
+			}
+		}
+		if exact {
+			_, err := c.kv.Delete(k, (&api.WriteOptions{}).WithContext(ctx))
+			return err
+		}
+		return nil
 	})
 }
 

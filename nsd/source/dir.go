@@ -219,6 +219,10 @@ func writeAtomic(p string, b []byte) error {
 
 // DeleteTenant removes the tenant's directory.
 func (d *Dir) DeleteTenant(ctx context.Context, tenant string) error {
+	if tenant == "" || strings.HasPrefix(tenant, ".") || strings.HasPrefix(tenant, "_") || strings.Contains(tenant, "/") {
+		// The tree's own folders (_control, _global) are not tenants.
+		return fmt.Errorf("tenant %q: %w", tenant, ErrNotFound)
+	}
 	p := filepath.Join(d.root, tenant)
 	if _, err := os.Stat(p); err != nil {
 		return fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)

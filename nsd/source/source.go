@@ -43,6 +43,10 @@ type Snapshot struct {
 	// Problems are keys that could not be attributed to a tenant (bad
 	// tenant ID, nested keys); reported, never fatal.
 	Problems []string
+	// StoreReset is set on the first snapshot after the store's indexes
+	// went backwards: a new cluster on the same address, or a restore from
+	// an old snapshot. Deletions it implies are held (see nsd).
+	StoreReset bool
 }
 
 // ErrConflict is returned by Put when a check-and-set lost a race.

@@ -169,5 +169,13 @@ func (a *Agent) Put(t testing.TB, key, value string) {
 	}
 }
 
+// Signal sends sig to the agent process (SIGSTOP/SIGCONT: a hung agent).
+func (a *Agent) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := a.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal consul: %v", err)
+	}
+}
+
 // String describes the agent for logs.
 func (a *Agent) String() string { return fmt.Sprintf("consul dev agent at %s", a.Addr) }
