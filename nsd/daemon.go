@@ -287,6 +287,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		results[i] = d.reconcileTenant(ctx, id, s.Tenants[id], holdings, pairs, slots, full)
 	}
 	d.reconcileDoS(ctx, s, full)
+	d.dosResults(results)
 	if full {
 		// GC reads the mirrors Observe loaded; incremental passes skip it
 		// so their cost does not grow with untouched tenants.
@@ -405,6 +406,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	delete(d.failed, id)
 
 	st.State = "applied"
+	d.tenantDoSPlacement(&st)
 	st.Changes = len(changes)
 	prev, had := d.statuses[id]
 	st.AppliedAt = d.o.Now().UTC()
