@@ -26,7 +26,11 @@ type Reconciler struct {
 	objs  *dosBPFObjects
 	w     *Writer
 	index map[string]uint32
-	log   *slog.Logger
+	// inForce is the version of each document the maps hold (State.InForce
+	// of the last Write); nil before the first, when recoverInForce infers
+	// it from the maps.
+	inForce map[string]*Spec
+	log     *slog.Logger
 }
 
 // NewReconciler reads the index assignment the pinned maps hold.
@@ -52,8 +56,12 @@ func newReconciler(o *dosBPFObjects, log *slog.Logger) (*Reconciler, error) {
 }
 
 // Apply makes the maps match global and tenants. The returned map holds
-// the tenants whose DoS document could not be placed (they keep counters
-// but no rules); err is a failure to write the maps.
+// the documents that could not be placed, by tenant ID and, for the
+// global document, GlobalKey (no tenant ID contains a slash): a
+// *PlacementError says whether the version placed before stays in force
+// (see the package documentation for who gets the slots). A tenant keeps
+// its counters either way. err is a failure to write the maps; what is in
+// force is then unknown and the next Apply starts from the maps.
 func (r *Reconciler) Apply(global Spec, tenants []Tenant, now time.Time) (map[string]error, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -87,14 +95,23 @@ func (r *Reconciler) Apply(global Spec, tenants []Tenant, now time.Time) (map[st
 		}
 		in = append(in, TenantInput{ID: t.ID, Index: idx, Prefixes: t.Prefixes, Spec: t.Spec})
 	}
-	st, berrs := Build(Desired{Global: global, Tenants: in, Now: now})
+	inForce := r.inForce
+	if inForce == nil {
+		var err error
+		if inForce, err = r.recoverInForce(global, in, now); err != nil {
+			return errs, err
+		}
+	}
+	st, berrs := Build(Desired{Global: global, Tenants: in, Now: now, InForce: inForce})
 	for id, err := range berrs {
 		errs[id] = err
 	}
 	t0 := time.Now()
 	if err := r.w.Write(st); err != nil {
+		r.inForce = nil
 		return errs, fmt.Errorf("write DoS maps: %w", err)
 	}
+	r.inForce = st.InForce
 	r.index = map[string]uint32{}
 	for _, t := range in {
 		r.index[t.ID] = t.Index
@@ -104,6 +121,51 @@ func (r *Reconciler) Apply(global Spec, tenants []Tenant, now time.Time) (map[st
 			"tenants", len(in), "took", time.Since(t0))
 	}
 	return errs, nil
+}
+
+// recoverInForce infers, for a Reconciler that has not written yet (nsd
+// restarted), which documents the maps hold: a document counts as in
+// force when the pinned names hold every signature and rate rule it would
+// write (what it held before the restart). The previous version of a
+// document that is not, say one refused before the restart, is not known:
+// that document competes for the free slots like a new one.
+func (r *Reconciler) recoverInForce(global Spec, tenants []TenantInput, now time.Time) (map[string]*Spec, error) {
+	names, err := readNames(r.objs.NfhNames)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, n := range names[namesSigs:] {
+		if n != "" {
+			have[n] = true
+		}
+	}
+	holds := func(scope string, s *Spec) bool {
+		for _, rl := range s.RateLimits {
+			if !have[scope+"/rate:"+rl.Prefix.String()] {
+				return false
+			}
+		}
+		for _, sg := range s.Signatures {
+			if !live(sg, now) {
+				continue
+			}
+			if !have[scope+"/"+sg.ID] || sg.Action == "ratelimit" && !have[scope+"/sig:"+sg.ID] {
+				return false
+			}
+		}
+		return true
+	}
+	out := map[string]*Spec{}
+	if holds(Global, &global) {
+		out[GlobalKey] = &global
+	}
+	for _, t := range tenants {
+		if t.Spec != nil && holds(t.ID, t.Spec) {
+			out[t.ID] = t.Spec
+		}
+	}
+	return out, nil
 }
 
 // Writes is the number of map entries the last Apply changed.

@@ -40,6 +40,10 @@ type Desired struct {
 	Tenants []TenantInput
 	// Now: signatures that expired before it are left out.
 	Now time.Time
+	// InForce is the version of each document the maps hold, by tenant ID
+	// and GlobalKey: the previous State's InForce. What is in force keeps
+	// its slots (see the package documentation); nil: nothing is.
+	InForce map[string]*Spec
 }
 
 // TenantListKey is a tenant-scoped source-list entry.
@@ -80,6 +84,10 @@ type State struct {
 	DstV4, DstV6 bitmap
 	// Tenants names the tenant indexes in use.
 	Tenants map[uint32]string
+	// InForce is the version of each document these maps hold, by tenant
+	// ID and GlobalKey (absent: none): the current document, or for a
+	// refused one the version placed before.
+	InForce map[string]*Spec
 }
 
 // VerdictDenyMonitor is a deny entry of a scope in monitor mode: counted,
@@ -87,10 +95,11 @@ type State struct {
 const VerdictDenyMonitor Verdict = 3
 
 type scopedSig struct {
-	scope  string
-	tenant uint32 // 0: global
-	sig    CompiledSignature
-	rate   int // rate rule index for ratelimit
+	scope   string
+	tenant  uint32 // 0: global
+	sig     CompiledSignature
+	rate    int  // rate rule index for ratelimit
+	monitor bool // the document's mode
 }
 
 type scopedRate struct {
@@ -98,65 +107,58 @@ type scopedRate struct {
 	rule   int
 }
 
-// Build computes the desired map contents. Global rules come first (they
-// win ties in priority), then tenants by index. A tenant whose document
-// cannot be placed (a rate limit outside its prefixes, the host's
-// signature or rate-rule budget exhausted) is left out entirely, except
-// for its counters, and reported in the returned map; it never makes the
-// rest fail.
+// Build computes the desired map contents. Which version of each document
+// the maps hold is decided first (place, see the package documentation):
+// a document that cannot be placed (no free signature slot or rate-limit
+// rule, a rate limit outside its tenant's prefixes) is reported in the
+// returned map, under its tenant ID or GlobalKey, as a *PlacementError,
+// and the version placed before (d.InForce) stays; it never makes the rest
+// fail, and no document is ever placed in part. The rules are then laid
+// out global first (they win ties in priority), then tenants by index,
+// each in document order.
 func Build(d Desired) (*State, map[string]error) {
 	errs := map[string]error{}
 	st := &State{
 		Lists:       map[netip.Prefix]Verdict{},
 		TenantLists: map[TenantListKey]Verdict{},
 		Dst:         map[netip.Prefix]dosBPFDstInfo{},
-		SampleRate:  d.Global.SampleRate,
 		Tenants:     map[uint32]string{},
 	}
-	tenants := append([]TenantInput(nil), d.Tenants...)
+	var tenants []TenantInput
+	for _, t := range d.Tenants {
+		if t.Index == 0 || t.Index >= MaxTenants {
+			errs[t.ID] = fmt.Errorf("tenant index %d out of range 1..%d", t.Index, MaxTenants-1)
+			continue
+		}
+		tenants = append(tenants, t)
+	}
 	sort.Slice(tenants, func(i, j int) bool { return tenants[i].Index < tenants[j].Index })
+	placed, perrs := place(d, tenants)
+	for k, err := range perrs {
+		errs[k] = err
+	}
+	st.InForce = placed
+	global := placed[GlobalKey]
+	if global == nil {
+		global = &Spec{}
+	}
+	st.SampleRate = global.SampleRate
 
 	var sigs []scopedSig
 	var rates []RateState
 	// rateAt: trie-form prefix -> rules on exactly it (global first).
 	rateAt := map[netip.Prefix][]scopedRate{}
-	addScope := func(scope string, tenant uint32, s *Spec, prefixes []netip.Prefix) error {
-		// Check everything before adding anything: all or nothing.
-		nsig := 0
-		for _, sg := range s.Signatures {
-			if d.Now.IsZero() || sg.Expires.IsZero() || sg.Expires.After(d.Now) {
-				nsig++
-			}
-		}
-		if len(sigs)+nsig > MaxSignatures {
-			return fmt.Errorf("signatures: the host's %d signature slots are taken (%d in use, %d more needed)", MaxSignatures, len(sigs), nsig)
-		}
-		nrate := len(s.RateLimits)
-		for _, sg := range s.Signatures {
-			if sg.Action == "ratelimit" {
-				nrate++
-			}
-		}
-		if len(rates)+nrate > MaxRateRules {
-			return fmt.Errorf("rate_limits: the host's %d rate-limit rules are taken", MaxRateRules)
-		}
-		if tenant != 0 {
-			for i, rl := range s.RateLimits {
-				if !insideAny(rl.Prefix, prefixes) {
-					return fmt.Errorf("rate_limits[%d].prefix: %s is not inside the tenant's prefixes", i, rl.Prefix)
-				}
-			}
-		}
+	addScope := func(scope string, tenant uint32, s *Spec) {
 		for _, rl := range s.RateLimits {
 			k := mapped(rl.Prefix)
 			rateAt[k] = append(rateAt[k], scopedRate{tenant: tenant, rule: len(rates)})
 			rates = append(rates, RateState{ID: scope + "/rate:" + rl.Prefix.String(), Rule: rateRule(rl.Limit, s.Monitor)})
 		}
 		for _, sg := range s.Signatures {
-			if !d.Now.IsZero() && !sg.Expires.IsZero() && !sg.Expires.After(d.Now) {
+			if !live(sg, d.Now) {
 				continue
 			}
-			ss := scopedSig{scope: scope, tenant: tenant, sig: sg, rate: -1}
+			ss := scopedSig{scope: scope, tenant: tenant, sig: sg, rate: -1, monitor: s.Monitor}
 			if sg.Action == "ratelimit" {
 				ss.rate = len(rates)
 				rates = append(rates, RateState{ID: scope + "/sig:" + sg.ID, Rule: rateRule(sg.Limit, s.Monitor)})
@@ -174,25 +176,17 @@ func Build(d Desired) (*State, map[string]error) {
 				st.TenantLists[TenantListKey{Tenant: tenant, Prefix: mapped(e.Prefix)}] = v
 			}
 		}
-		return nil
 	}
-	addScope(Global, 0, &d.Global, nil)
+	addScope(Global, 0, global)
 
 	owner := map[netip.Prefix]int{} // trie-form tenant prefix -> tenants index
 	for i, t := range tenants {
-		if t.Index == 0 || t.Index >= MaxTenants {
-			errs[t.ID] = fmt.Errorf("tenant index %d out of range 1..%d", t.Index, MaxTenants-1)
-			continue
-		}
 		st.Tenants[t.Index] = t.ID
 		for _, p := range t.Prefixes {
 			owner[mapped(p.Masked())] = i
 		}
-		if t.Spec == nil {
-			continue
-		}
-		if err := addScope(t.ID, t.Index, t.Spec, t.Prefixes); err != nil {
-			errs[t.ID] = err
+		if s := placed[t.ID]; s != nil {
+			addScope(t.ID, t.Index, s)
 		}
 	}
 	hasLists := map[uint32]bool{}
@@ -206,18 +200,14 @@ func Build(d Desired) (*State, map[string]error) {
 		compiled[i] = s.sig
 	}
 	tables, err := BuildTables(compiled)
-	if err != nil { // cannot happen: the budget is checked above
-		errs[Global] = err
+	if err != nil { // cannot happen: place keeps to the budget
+		errs[GlobalKey] = err
 		tables, _ = BuildTables(nil)
 		sigs = nil
 	}
 	st.Tables = tables
 	for _, s := range sigs {
-		monitor := d.Global.Monitor
-		if s.tenant != 0 {
-			monitor = tenantSpec(tenants, s.tenant).Monitor
-		}
-		st.Sigs = append(st.Sigs, SigState{ID: s.scope + "/" + s.sig.ID, Meta: sigMeta(s, monitor), Expires: s.sig.Expires, Match: s.sig.Match.String()})
+		st.Sigs = append(st.Sigs, SigState{ID: s.scope + "/" + s.sig.ID, Meta: sigMeta(s, s.monitor), Expires: s.sig.Expires, Match: s.sig.Match.String()})
 	}
 	st.Rates = rates
 
@@ -256,8 +246,8 @@ func Build(d Desired) (*State, map[string]error) {
 			if hasLists[t.Index] {
 				di.Flags |= dstTenantLists
 			}
-			if t.Spec != nil && errs[t.ID] == nil {
-				di.SampleRate = t.Spec.SampleRate
+			if s := placed[t.ID]; s != nil {
+				di.SampleRate = s.SampleRate
 			}
 		}
 		// The most specific rate limit of the global scope or this tenant;
@@ -280,22 +270,13 @@ func Build(d Desired) (*State, map[string]error) {
 		}
 		st.Dst[k] = di
 	}
-	if len(st.Dst) > maxDst {
-		errs[Global] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
+	if len(st.Dst) > maxDst && errs[GlobalKey] == nil {
+		errs[GlobalKey] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
 	}
 	return st, errs
 }
 
 const dstTenantLists = 1
-
-func tenantSpec(ts []TenantInput, idx uint32) *Spec {
-	for _, t := range ts {
-		if t.Index == idx {
-			return t.Spec
-		}
-	}
-	return &Spec{}
-}
 
 // longestCovering finds the most specific prefix in m that covers k.
 func longestCovering[V any](m map[netip.Prefix]V, k netip.Prefix) (V, bool) {

@@ -80,14 +80,17 @@ type lab struct {
 	nsd            *proc
 }
 
-func newLab(t testing.TB) *lab {
+func newLab(t testing.TB) *lab { return newLabPrefix(t, "nfE") }
+
+// newLabPrefix names the lab's namespaces with prefix and a unique suffix.
+func newLabPrefix(t testing.TB, prefix string) *lab {
 	nstest.RequireRoot(t)
 	for _, tool := range []string{"ip", "nft", "ping", "nsenter"} {
 		nstest.RequireTool(t, tool)
 	}
 	u := nstest.Unique()
-	l := &lab{t: t, client: nstest.New(t, "nfE"+u+"c"), edge: nstest.New(t, "nfE"+u+"e"),
-		nsPrefix: "nfE" + u + "-", hostID: "edge-" + u}
+	l := &lab{t: t, client: nstest.New(t, prefix+u+"c"), edge: nstest.New(t, prefix+u+"e"),
+		nsPrefix: prefix + u + "-", hostID: "edge-" + u}
 	l.nsdBin, l.ctlBin = binaries(t)
 	nstest.Link(t, l.client, "eth0", "192.0.2.1/24", l.edge, "uplink", "192.0.2.2/24")
 	l.client.MustExec(t, "ip", "addr", "add", "2001:db8:ff::1/64", "dev", "eth0", "nodad")

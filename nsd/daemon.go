@@ -340,6 +340,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		d.seen[id] = fingerprint(keys)
 	}
 	d.reconcileDoS(ctx, s, full)
+	d.dosResults(results)
 	if full {
 		// GC reads the mirrors Observe loaded; incremental passes skip it
 		// so their cost does not grow with untouched tenants.
@@ -535,6 +536,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	delete(d.failed, id)
 
 	st.State = "applied"
+	d.tenantDoSPlacement(&st)
 	st.Changes = len(changes)
 	prev, had := d.statuses[id]
 	if len(changes) > 0 || a.at.IsZero() || !had || prev.State != st.State || prev.AppliedIndex != st.AppliedIndex {

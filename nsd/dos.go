@@ -2,8 +2,10 @@ package nsd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -24,10 +26,90 @@ type DoS interface {
 // dosState is the host-wide DoS input last applied.
 type dosState struct {
 	global      *dos.Spec // last good nfhost/dos/global; nil: none
+	parsedIndex uint64    // its ModifyIndex
+	parseErr    string    // why a newer dos/global was rejected
+	placeErr    string    // why the DoS layer did not place global
+	// globalIndex is the ModifyIndex of the dos/global version the maps
+	// hold (0: none) and globalErr parseErr and placeErr: the host status.
 	globalIndex uint64
 	globalErr   string
 	applied     string            // fingerprint of the last Apply's input
 	errs        map[string]string // tenant → placement error of the last Apply
+	kept        map[string]bool   // tenant → with errs: its earlier rules stay in force
+	docs        map[string]uint64 // tenant → ModifyIndex of its dos key at the last Apply
+}
+
+// Subsystems["dos"] of a tenant whose document the DoS layer did not
+// place.
+const (
+	dosNotPlacedKept = "error (not placed; the rules placed before stay in force)"
+	dosNotPlaced     = "error (not placed; no rules in force)"
+)
+
+// dosInput is what of a tenant the placement depends on.
+func dosInput(a *applied) string { return fmt.Sprintf("%d:%v", a.dosIndex, a.prefixes) }
+
+// dosPlacement puts the last Apply's placement result for st's tenant
+// into st: a document the DoS layer did not place makes an applied
+// tenant's state error, with the document and field in Error. prevMsg is
+// the tenant's placement error before that Apply: a status in error for it
+// returns to applied once the document is placed.
+func (d *Daemon) dosPlacement(st *source.Status, prevMsg string) {
+	msg := d.dos.errs[st.Tenant]
+	ours := prevMsg != "" && st.State == "error" && st.Error == prevMsg
+	switch {
+	case msg != "":
+		st.Subsystems["dos"] = dosNotPlaced
+		if d.dos.kept[st.Tenant] {
+			st.Subsystems["dos"] = dosNotPlacedKept
+		}
+		if st.State == "applied" || ours {
+			st.State, st.Error = "error", msg
+		}
+	case ours:
+		st.State, st.Error = "applied", ""
+		st.Subsystems["dos"] = "ok"
+	case st.Subsystems["dos"] == dosNotPlaced || st.Subsystems["dos"] == dosNotPlacedKept:
+		st.Subsystems["dos"] = "ok" // placed now; the state is another subsystem's error
+	}
+}
+
+// tenantDoSPlacement is for reconcileTenant: an applied tenant keeps the
+// placement error of the last Apply if that Apply saw its current dos
+// document (otherwise reconcileDoS decides later in the pass), so that its
+// status does not flip to applied and back when another key changes.
+func (d *Daemon) tenantDoSPlacement(st *source.Status) {
+	if a := d.applied[st.Tenant]; a != nil && a.dos != nil && d.dos.docs[st.Tenant] == a.dosIndex {
+		d.dosPlacement(st, "")
+	}
+}
+
+// dosResults marks the results of tenants whose DoS document the last
+// Apply did not place (nsd --once fails for them), and clears what
+// tenantDoSPlacement reported when that Apply placed it after all.
+func (d *Daemon) dosResults(rs []Result) {
+	if d.o.DoS == nil {
+		return
+	}
+	for i, r := range rs {
+		msg := d.dos.errs[r.Tenant]
+		switch {
+		case msg != "" && (r.State == "applied" || r.State == "error" && r.Err == nil):
+			rs[i].State, rs[i].Err = "error", errors.New(msg)
+		case msg == "" && r.State == "error" && r.Err == nil:
+			rs[i].State = "applied"
+		}
+	}
+}
+
+func (d *Daemon) setGlobalErr() {
+	var msgs []string
+	for _, m := range []string{d.dos.parseErr, d.dos.placeErr} {
+		if m != "" {
+			msgs = append(msgs, m)
+		}
+	}
+	d.dos.globalErr = strings.Join(msgs, "; ")
 }
 
 // parseTenantDoS validates the tenant's dos key into a.dos. A bad document
@@ -79,11 +161,11 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 	}
 	sort.Strings(ids)
 	var fp strings.Builder
-	fmt.Fprintf(&fp, "g=%d;", d.dos.globalIndex)
+	fmt.Fprintf(&fp, "g=%d;", d.dos.parsedIndex)
 	var tenants []dos.Tenant
 	for _, id := range ids {
 		a := d.applied[id]
-		fmt.Fprintf(&fp, "%s=%d:%v;", id, a.dosIndex, a.prefixes)
+		fmt.Fprintf(&fp, "%s=%s;", id, dosInput(a))
 		tenants = append(tenants, dos.Tenant{ID: id, Prefixes: a.prefixes, Spec: d.withAuto(id, a.dos)})
 	}
 	fmt.Fprintf(&fp, "auto=%s", d.autoFingerprint())
@@ -109,28 +191,59 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 	}
 	d.m.Reconciles.WithLabelValues("dos", "ok").Inc()
 	d.dos.applied = fp.String()
+
+	// The global document: the host status shows the version in force and
+	// why a newer one is not.
+	placeErr := ""
+	if e := errs[dos.GlobalKey]; e != nil {
+		placeErr = e.Error()
+		var pe *dos.PlacementError
+		if errors.As(e, &pe) {
+			if !pe.Kept {
+				d.dos.globalIndex = 0
+			}
+		} else {
+			d.dos.globalIndex = d.dos.parsedIndex
+		}
+		if placeErr != d.dos.placeErr {
+			d.log.Error("dos/global not placed in the XDP maps", "err", placeErr, "in_force_index", d.dos.globalIndex)
+		}
+	} else {
+		d.dos.globalIndex = d.dos.parsedIndex
+	}
+	d.dos.placeErr = placeErr
+	d.setGlobalErr()
+
 	prevErrs := d.dos.errs
-	d.dos.errs = map[string]string{}
+	d.dos.errs, d.dos.kept, d.dos.docs = map[string]string{}, map[string]bool{}, map[string]uint64{}
 	for id, e := range errs {
+		if id == dos.GlobalKey {
+			continue
+		}
 		d.dos.errs[id] = e.Error()
+		var pe *dos.PlacementError
+		d.dos.kept[id] = errors.As(e, &pe) && pe.Kept
+	}
+	for _, id := range ids {
+		d.dos.docs[id] = d.applied[id].dosIndex
 	}
 	// Tenants whose placement result changed get their status rewritten.
 	for _, id := range ids {
 		st, ok := d.statuses[id]
-		if !ok || (prevErrs[id] == d.dos.errs[id] && !full) {
+		if !ok {
 			continue
 		}
-		before := st.Subsystems["dos"]
-		if msg := d.dos.errs[id]; msg != "" {
-			st.Subsystems["dos"] = "error: " + msg
-			if prevErrs[id] != msg {
-				d.log.Error("tenant DoS document not placed in the XDP maps", "tenant", id, "err", msg)
-			}
-		} else if d.applied[id].dos != nil && strings.HasPrefix(before, "error:") {
-			st.Subsystems["dos"] = "ok"
+		if msg := d.dos.errs[id]; msg != "" && msg != prevErrs[id] {
+			d.log.Error("tenant DoS document not placed in the XDP maps", "tenant", id, "err", msg, "kept", d.dos.kept[id])
 		}
-		if st.Subsystems["dos"] != before {
-			d.putStatus(ctx, st)
+		next := st
+		next.Subsystems = maps.Clone(st.Subsystems)
+		if next.Subsystems == nil {
+			next.Subsystems = map[string]string{}
+		}
+		d.dosPlacement(&next, prevErrs[id])
+		if next.State != st.State || next.Error != st.Error || next.Subsystems["dos"] != st.Subsystems["dos"] {
+			d.putStatus(ctx, next)
 		}
 	}
 }
@@ -177,23 +290,24 @@ func (d *Daemon) reportDoSCounters(ctx context.Context, ids []string) {
 }
 
 func (d *Daemon) parseGlobalDoS(s source.Snapshot) {
+	defer d.setGlobalErr()
 	if s.DoSGlobal == nil {
-		d.dos.global, d.dos.globalIndex, d.dos.globalErr = nil, 0, ""
+		d.dos.global, d.dos.parsedIndex, d.dos.parseErr = nil, 0, ""
 		return
 	}
-	if s.DoSGlobal.ModifyIndex == d.dos.globalIndex && d.dos.global != nil {
+	if s.DoSGlobal.ModifyIndex == d.dos.parsedIndex && d.dos.global != nil {
 		return
 	}
 	g, err := dos.ParseGlobal(s.DoSGlobal.Value)
 	if err != nil {
 		d.configError("", "dos/global", s.DoSGlobal.ModifyIndex)
-		if msg := err.Error(); msg != d.dos.globalErr {
+		if msg := err.Error(); msg != d.dos.parseErr {
 			d.log.Error("rejected dos/global; keeping the last good document", "err", err)
-			d.dos.globalErr = msg
+			d.dos.parseErr = msg
 		}
 		return
 	}
-	d.dos.global, d.dos.globalIndex, d.dos.globalErr = &g, s.DoSGlobal.ModifyIndex, ""
+	d.dos.global, d.dos.parsedIndex, d.dos.parseErr = &g, s.DoSGlobal.ModifyIndex, ""
 }
 
 // dosCollector exports the XDP counters at scrape time.

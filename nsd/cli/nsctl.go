@@ -319,9 +319,15 @@ func printStatus(out interface{ Write([]byte) (int, error) }, all map[string]map
 		for _, n := range names {
 			if n == source.HostStatusName {
 				var hs source.HostStatus
-				if json.Unmarshal(all[h][n], &hs) == nil && len(hs.HeldDeletes) > 0 {
+				if json.Unmarshal(all[h][n], &hs) != nil {
+					continue
+				}
+				if len(hs.HeldDeletes) > 0 {
 					notes = append(notes, fmt.Sprintf("%s: HOLDING deletion of %d tenants (%s); confirm with: nsctl confirm-deletes --host %s --token %s",
 						h, len(hs.HeldDeletes), strings.Join(hs.HeldDeletes, ","), h, hs.ConfirmToken))
+				}
+				if hs.DoSGlobalError != "" {
+					notes = append(notes, fmt.Sprintf("%s: %s (in force: dos/global index %d)", h, hs.DoSGlobalError, hs.DoSGlobalIndex))
 				}
 				continue
 			}
