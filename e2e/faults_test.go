@@ -380,3 +380,18 @@ func freeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// A tunnel's first health verdict reaches its status at once, not at the
+// next resync (here a minute away).
+func TestFirstTunnelHealthPublishedAtOnce(t *testing.T) {
+	l := newLab(t)
+	l.addCustomer()
+	l.startNSD("--resync-interval", "60s")
+	l.consul.Put(t, "nfhost/tenants/acme/network", tunnelNetwork)
+	l.waitApplied("acme")
+	took := eventuallyFor(t, 15*time.Second, "both tunnels healthy in the status", func() bool {
+		out, _ := l.nsctl("tunnels", "acme", "--host", l.hostID)
+		return strings.Count(out, "healthy") == 2
+	})
+	t.Logf("first health state published %v after the tenant applied", took)
+}

@@ -63,6 +63,9 @@ type tunnelHealth struct {
 	rtt      time.Duration
 	sent     uint64
 	received uint64
+	// reported: the first verdict (from the first probe answered or timed
+	// out) went to onChange, so the status shows it at once.
+	reported bool
 }
 
 // Prober sends the health checks of every tunnel with health checks
@@ -381,6 +384,10 @@ func (p *Prober) evaluate(now time.Time) {
 		if want != h.state && (rank(want) > rank(h.state) || streakOK >= RecoverAfter) {
 			p.log.Info("tunnel health changed", "tunnel", h.key, "from", h.state, "to", want, "lost", lost, "of", len(known))
 			h.state = want
+			h.reported = true
+			changed = append(changed, h)
+		} else if !h.reported && len(known) > 0 {
+			h.reported = true // the first verdict: the tunnel leaves "starting"
 			changed = append(changed, h)
 		}
 	}
