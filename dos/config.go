@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/nfhost/nfhost/firewall/lang"
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 )
 
 // Limits (README).
@@ -134,14 +134,14 @@ const GlobalKey = "dos/global"
 
 // Parse decodes and validates a tenant's DoS document
 // (tenants/<tenant>/dos).
-func Parse(tenant string, data []byte) (Spec, error) { return parse(tenant, config.KeyDoS, data) }
+func Parse(tenant string, data []byte) (Spec, error) { return parse(tenant, doc.KeyDoS, data) }
 
 // ParseGlobal decodes and validates nfhost/dos/global.
 func ParseGlobal(data []byte) (Spec, error) { return parse("", GlobalKey, data) }
 
 func parse(tenant, key string, data []byte) (Spec, error) {
 	var c Config
-	if err := config.DecodeStrict(tenant, key, data, &c); err != nil {
+	if err := doc.DecodeStrict(tenant, key, data, &c); err != nil {
 		return Spec{}, err
 	}
 	return c.validate(tenant, key)
@@ -149,12 +149,12 @@ func parse(tenant, key string, data []byte) (Spec, error) {
 
 // Validate checks every field of a tenant's document and compiles the
 // signatures.
-func (c Config) Validate(tenant string) (Spec, error) { return c.validate(tenant, config.KeyDoS) }
+func (c Config) Validate(tenant string) (Spec, error) { return c.validate(tenant, doc.KeyDoS) }
 
 func (c Config) validate(tenant, key string) (Spec, error) {
-	var errs config.Errors
+	var errs doc.Errors
 	add := func(path, value, format string, args ...any) {
-		errs = append(errs, &config.FieldError{Tenant: tenant, Key: key, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &doc.FieldError{Tenant: tenant, Key: key, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
 	}
 	var s Spec
 	switch c.Mode {
@@ -170,7 +170,7 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 			continue
 		}
 		for i, e := range list {
-			p, err := config.ParseAddrOrPrefix(e)
+			p, err := doc.ParseAddrOrPrefix(e)
 			if err != nil {
 				add(fmt.Sprintf("%s[%d]", name, i), e, "%v", err)
 				continue
@@ -234,7 +234,7 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 	seenRL := map[netip.Prefix]int{}
 	for i, rl := range c.RateLimits {
 		path := fmt.Sprintf("rate_limits[%d]", i)
-		p, err := config.ParsePrefix(rl.Prefix)
+		p, err := doc.ParsePrefix(rl.Prefix)
 		if err != nil {
 			add(path+".prefix", rl.Prefix, "%v", err)
 		} else if j, dup := seenRL[p]; dup {

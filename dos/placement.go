@@ -6,7 +6,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 )
 
 // PlacementError is a document Build could not place: the host's
@@ -68,11 +68,11 @@ type candidate struct {
 }
 
 func (c *candidate) fieldErr(path, value, format string, args ...any) error {
-	key := config.KeyDoS
+	key := doc.KeyDoS
 	if c.tenant == "" {
 		key = GlobalKey
 	}
-	return &config.FieldError{Tenant: c.tenant, Key: key, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)}
+	return &doc.FieldError{Tenant: c.tenant, Key: key, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)}
 }
 
 // check is what a document must satisfy whatever else is placed: a

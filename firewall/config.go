@@ -11,7 +11,7 @@ import (
 	"sort"
 
 	"github.com/nfhost/nfhost/firewall/lang"
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 )
 
 // Limits. They are documented in README.md.
@@ -71,7 +71,7 @@ var (
 // Parse decodes and validates a firewall document for tenant.
 func Parse(tenant string, data []byte) (Spec, error) {
 	var c Config
-	if err := config.DecodeStrict(tenant, config.KeyFirewall, data, &c); err != nil {
+	if err := doc.DecodeStrict(tenant, doc.KeyFirewall, data, &c); err != nil {
 		return Spec{}, err
 	}
 	return c.Validate(tenant)
@@ -79,9 +79,9 @@ func Parse(tenant string, data []byte) (Spec, error) {
 
 // Validate checks every field and compiles the expressions.
 func (c Config) Validate(tenant string) (Spec, error) {
-	var errs config.Errors
+	var errs doc.Errors
 	add := func(path, value, format string, args ...any) {
-		errs = append(errs, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
 	}
 	spec := Spec{Default: Allow, Lists: map[string][]netip.Prefix{}}
 	switch c.Default {
@@ -118,7 +118,7 @@ func (c Config) Validate(tenant string) (Spec, error) {
 		}
 		ps := make([]netip.Prefix, 0, len(entries))
 		for i, s := range entries {
-			p, err := config.ParseAddrOrPrefix(s)
+			p, err := doc.ParseAddrOrPrefix(s)
 			if err != nil {
 				add(fmt.Sprintf("%s[%d]", path, i), s, "%v", err)
 				continue

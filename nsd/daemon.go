@@ -28,6 +28,7 @@ import (
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/detect"
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
@@ -320,7 +321,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		}
 	}
 	sort.Slice(todo, func(i, j int) bool {
-		a, b := s.Tenants[todo[i]][config.KeyNetwork].ModifyIndex, s.Tenants[todo[j]][config.KeyNetwork].ModifyIndex
+		a, b := s.Tenants[todo[i]][doc.KeyNetwork].ModifyIndex, s.Tenants[todo[j]][doc.KeyNetwork].ModifyIndex
 		if a != b {
 			return a < b
 		}
@@ -364,10 +365,10 @@ func (d *Daemon) validate(ctx context.Context, s source.Snapshot, todo []string)
 	out := make(map[string]verdict, len(todo))
 	var claims []plan.Claim
 	for _, id := range todo {
-		net, ok := s.Tenants[id][config.KeyNetwork]
+		net, ok := s.Tenants[id][doc.KeyNetwork]
 		var v verdict
 		if !ok {
-			v.err = &config.FieldError{Tenant: id, Key: config.KeyNetwork, Msg: "missing: every tenant needs a network key"}
+			v.err = &doc.FieldError{Tenant: id, Key: doc.KeyNetwork, Msg: "missing: every tenant needs a network key"}
 		} else if v.valid, v.err = config.ParseNetwork(id, net.Value); v.err == nil {
 			claims = append(claims, plan.Claim{Tenant: id, Prefixes: v.valid.Prefixes})
 		}
@@ -458,7 +459,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
 	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
 	for k := range keys {
-		if !config.IsKnownKey(k) {
+		if !doc.IsKnownKey(k) {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: unknown key, ignored", id, k))
 		}
 	}
@@ -468,17 +469,17 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 			log.Warn(w)
 		}
 	}
-	if _, ok := keys[config.KeyFirewall]; ok && d.o.Firewall == nil {
+	if _, ok := keys[doc.KeyFirewall]; ok && d.o.Firewall == nil {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/firewall: not applied by this nsd", id))
 	}
 
-	net := keys[config.KeyNetwork]
+	net := keys[doc.KeyNetwork]
 	valid, err := v.valid, v.err
 	if err == nil {
 		err = plan.CheckTunnelPairs(id, valid.Tunnels, pairs)
 	}
 	if err != nil {
-		d.configError(id, config.KeyNetwork, net.ModifyIndex)
+		d.configError(id, doc.KeyNetwork, net.ModifyIndex)
 		if a, ok := d.applied[id]; ok && full {
 			// The last good config stays in force: repair its drift too.
 			changes, aerr := d.o.Routing.Apply(ctx, a.spec)
@@ -856,12 +857,12 @@ func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]
 	if d.o.Firewall == nil {
 		return nil, nil
 	}
-	e, ok := keys[config.KeyFirewall]
+	e, ok := keys[doc.KeyFirewall]
 	var spec *firewall.Spec
 	if ok {
 		s, err := firewall.Parse(id, e.Value)
 		if err != nil {
-			d.configError(id, config.KeyFirewall, e.ModifyIndex)
+			d.configError(id, doc.KeyFirewall, e.ModifyIndex)
 			if a.fw != nil {
 				st.Subsystems["firewall"] = "error (last good rules in force)"
 				// Drift repair for the rules in force, whose counters

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nfhost/nfhost/dos"
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
@@ -115,7 +115,7 @@ func (d *Daemon) setGlobalErr() {
 // parseTenantDoS validates the tenant's dos key into a.dos. A bad document
 // keeps the last good one in force and is returned as the error.
 func (d *Daemon) parseTenantDoS(id string, keys map[string]source.Entry, a *applied, st *source.Status) error {
-	e, ok := keys[config.KeyDoS]
+	e, ok := keys[doc.KeyDoS]
 	if d.o.DoS == nil {
 		if ok {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/dos: not applied: this nsd runs without the XDP DoS layer (--uplink)", id))
@@ -132,7 +132,7 @@ func (d *Daemon) parseTenantDoS(id string, keys map[string]source.Entry, a *appl
 	}
 	s, err := dos.Parse(id, e.Value)
 	if err != nil {
-		d.configError(id, config.KeyDoS, e.ModifyIndex)
+		d.configError(id, doc.KeyDoS, e.ModifyIndex)
 		if a.dos != nil {
 			st.Subsystems["dos"] = "error (last good document in force)"
 		}

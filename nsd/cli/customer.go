@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/routing/nsutil"
@@ -95,7 +96,7 @@ exits; the datapath stays pinned (under --pin-dir) until nfcustomer --down.`,
 			// Speak in this command's flag names.
 			msg := strings.NewReplacer("tenants/customer/network: ", "", "tunnels[", "--tunnel[", "routes[", "--route[",
 				".anycast_endpoint", ".local", ".customer_endpoint", ".remote", ".interface_address", ".address", ".nexthop", ".via").Replace(err.Error())
-			return &config.FieldError{Msg: msg}
+			return &doc.FieldError{Msg: msg}
 		}
 		spec := nsd.TunnelSpec("customer", router, vn)
 		hostNS, err := nsutil.Open(nsutil.DefaultDir, netnsName)

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nfhost/nfhost/dos"
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
@@ -42,7 +42,7 @@ delete-signature re-read and retry).`,
 		case len(args) == 0:
 			return "", usageError("give a TENANT or --global")
 		}
-		return args[0], config.ValidateTenantID(args[0])
+		return args[0], doc.ValidateTenantID(args[0])
 	}
 	name := func(tenant string) string {
 		if tenant == "" {
@@ -75,7 +75,7 @@ delete-signature re-read and retry).`,
 			if !ok {
 				return dos.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
 			}
-			if x, ok := keys[config.KeyDoS]; ok {
+			if x, ok := keys[doc.KeyDoS]; ok {
 				e = &x
 			}
 		}
@@ -103,7 +103,7 @@ delete-signature re-read and retry).`,
 		if tenant == "" {
 			return st.PutDoSGlobal(env.Ctx, b, cas)
 		}
-		return st.Put(env.Ctx, tenant, config.KeyDoS, b, cas)
+		return st.Put(env.Ctx, tenant, doc.KeyDoS, b, cas)
 	}
 	edit := func(tenant string, f func(*dos.Config) error) error {
 		return casEdit(func() (dos.Config, uint64, error) { return read(tenant) },

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nfhost/nfhost/firewall"
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
@@ -26,7 +26,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 		}}
 
 	read := func(tenant string) (firewall.Config, uint64, error) {
-		if err := config.ValidateTenantID(tenant); err != nil {
+		if err := doc.ValidateTenantID(tenant); err != nil {
 			return firewall.Config{}, 0, err
 		}
 		_, snap, err := sf.read(env)
@@ -37,13 +37,13 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 		if !ok {
 			return firewall.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
 		}
-		e, ok := keys[config.KeyFirewall]
+		e, ok := keys[doc.KeyFirewall]
 		if !ok {
 			return firewall.Config{Rules: []firewall.Rule{}}, 0, nil
 		}
 		var c firewall.Config
 		if err := json.Unmarshal(e.Value, &c); err != nil {
-			return c, 0, &config.FieldError{Tenant: tenant, Key: config.KeyFirewall, Msg: "stored document is not valid JSON: " + err.Error()}
+			return c, 0, &doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall, Msg: "stored document is not valid JSON: " + err.Error()}
 		}
 		return c, e.ModifyIndex, nil
 	}
@@ -59,7 +59,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 		if err != nil {
 			return err
 		}
-		return st.Put(env.Ctx, tenant, config.KeyFirewall, b, cas)
+		return st.Put(env.Ctx, tenant, doc.KeyFirewall, b, cas)
 	}
 	// edit applies f to the current document and writes it with CAS,
 	// re-reading on a conflict.
@@ -136,7 +136,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 				}
 				for _, x := range c.Rules {
 					if x.ID == r.ID {
-						return &config.FieldError{Tenant: args[0], Key: config.KeyFirewall, Path: "rules", Value: r.ID, Msg: "a rule with this id exists"}
+						return &doc.FieldError{Tenant: args[0], Key: doc.KeyFirewall, Path: "rules", Value: r.ID, Msg: "a rule with this id exists"}
 					}
 				}
 				if before == "" {

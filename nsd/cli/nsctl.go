@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
@@ -34,7 +35,7 @@ type TenantFile struct {
 
 func (f TenantFile) keys() map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
-	for k, v := range map[string]json.RawMessage{config.KeyNetwork: f.Network, config.KeyFirewall: f.Firewall, config.KeyDoS: f.DoS} {
+	for k, v := range map[string]json.RawMessage{doc.KeyNetwork: f.Network, doc.KeyFirewall: f.Firewall, doc.KeyDoS: f.DoS} {
 		if len(v) > 0 {
 			out[k] = v
 		}
@@ -58,13 +59,13 @@ func readTenantFile(path string) (TenantFile, config.ValidNetwork, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return f, config.ValidNetwork{}, &config.FieldError{Msg: fmt.Sprintf("%s: invalid tenant file: %v", path, err)}
+		return f, config.ValidNetwork{}, &doc.FieldError{Msg: fmt.Sprintf("%s: invalid tenant file: %v", path, err)}
 	}
-	if err := config.ValidateTenantID(f.ID); err != nil {
+	if err := doc.ValidateTenantID(f.ID); err != nil {
 		return f, config.ValidNetwork{}, err
 	}
 	if len(f.Network) == 0 {
-		return f, config.ValidNetwork{}, &config.FieldError{Tenant: f.ID, Key: config.KeyNetwork, Msg: "missing: every tenant needs a network key"}
+		return f, config.ValidNetwork{}, &doc.FieldError{Tenant: f.ID, Key: doc.KeyNetwork, Msg: "missing: every tenant needs a network key"}
 	}
 	vn, err := config.ParseNetwork(f.ID, f.Network)
 	return f, vn, err
@@ -126,7 +127,7 @@ with exit code 4 instead of being overwritten.`,
 			holdings := map[string][]netip.Prefix{}
 			pairs := map[string][]config.ValidTunnel{}
 			for id, keys := range snap.Tenants {
-				if n, ok := keys[config.KeyNetwork]; ok && id != f.ID {
+				if n, ok := keys[doc.KeyNetwork]; ok && id != f.ID {
 					if v, err := config.ParseNetwork(id, n.Value); err == nil {
 						holdings[id], pairs[id] = v.Prefixes, v.Tunnels
 					}
@@ -175,7 +176,7 @@ with exit code 4 instead of being overwritten.`,
 				}
 				sort.Strings(keys)
 				prefixes := "-"
-				if n, ok := snap.Tenants[id][config.KeyNetwork]; ok {
+				if n, ok := snap.Tenants[id][doc.KeyNetwork]; ok {
 					if v, err := config.ParseNetwork(id, n.Value); err == nil {
 						var ps []string
 						for _, p := range v.Prefixes {
@@ -353,8 +354,8 @@ func printStatus(out interface{ Write([]byte) (int, error) }, all map[string]map
 
 // exitFor maps an error to an exit code.
 func exitFor(err error) int {
-	var fe *config.FieldError
-	var fes config.Errors
+	var fe *doc.FieldError
+	var fes doc.Errors
 	switch {
 	case errors.Is(err, source.ErrConflict):
 		return ExitConflict

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nfhost/nfhost/internal/doc"
 )
 
 func TestParseNetworkErrors(t *testing.T) {
@@ -58,8 +60,8 @@ func TestParseNetworkErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q\nwant substring %q", err, tc.want)
 			}
-			var fe *FieldError
-			if !errors.As(err, &fe) || fe.Tenant != "acme" || fe.Key != KeyNetwork {
+			var fe *doc.FieldError
+			if !errors.As(err, &fe) || fe.Tenant != "acme" || fe.Key != doc.KeyNetwork {
 				t.Fatalf("error %T does not carry tenant and key: %#v", err, fe)
 			}
 		})
@@ -68,7 +70,7 @@ func TestParseNetworkErrors(t *testing.T) {
 
 func TestParseNetworkReportsAllErrors(t *testing.T) {
 	_, err := ParseNetwork("acme", []byte(`{"prefixes": ["x", "203.0.113.0/24", "y"]}`))
-	var es Errors
+	var es doc.Errors
 	if !errors.As(err, &es) || len(es) != 2 || es[0].Path != "prefixes[0]" || es[1].Path != "prefixes[2]" {
 		t.Fatalf("got %v", err)
 	}
@@ -89,7 +91,7 @@ func TestValidateTenantID(t *testing.T) {
 		"acme": true, "a": true, "0": true, "acme-corp-2": true, strings.Repeat("a", 31): true,
 		"": false, "-acme": false, "Acme": false, "acme_corp": false, strings.Repeat("a", 32): false, "a/b": false, "_global": false,
 	} {
-		if err := ValidateTenantID(id); (err == nil) != ok {
+		if err := doc.ValidateTenantID(id); (err == nil) != ok {
 			t.Errorf("ValidateTenantID(%q) = %v, want ok=%v", id, err, ok)
 		}
 	}
@@ -117,7 +119,7 @@ func FuzzParseNetwork(f *testing.F) {
 			if p.Masked() != p || !p.IsValid() {
 				t.Fatalf("accepted non-canonical %v", p)
 			}
-			if q, err := ParsePrefix(p.String()); err != nil || q != p {
+			if q, err := doc.ParsePrefix(p.String()); err != nil || q != p {
 				t.Fatalf("round trip %v: %v %v", p, q, err)
 			}
 			for _, o := range n.Prefixes[:i] {

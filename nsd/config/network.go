@@ -1,8 +1,13 @@
+// Package config reads the operator's network document,
+// tenants/<tenant>/network, and validates it into the parts the routing and
+// tunnel subsystems apply. Nothing here touches the kernel.
 package config
 
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/nfhost/nfhost/internal/doc"
 )
 
 // MaxPrefixes caps the prefixes of one tenant so that a typo cannot blow up
@@ -27,7 +32,7 @@ type ValidNetwork struct {
 // ParseNetwork decodes and validates a network document.
 func ParseNetwork(tenant string, data []byte) (ValidNetwork, error) {
 	var n Network
-	if err := DecodeStrict(tenant, KeyNetwork, data, &n); err != nil {
+	if err := doc.DecodeStrict(tenant, doc.KeyNetwork, data, &n); err != nil {
 		return ValidNetwork{}, err
 	}
 	return n.Validate(tenant)
@@ -35,9 +40,9 @@ func ParseNetwork(tenant string, data []byte) (ValidNetwork, error) {
 
 // Validate checks every field and returns all errors found, each with its path.
 func (n Network) Validate(tenant string) (ValidNetwork, error) {
-	var errs Errors
+	var errs doc.Errors
 	add := func(path, value, format string, args ...any) {
-		errs = append(errs, &FieldError{Tenant: tenant, Key: KeyNetwork, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &doc.FieldError{Tenant: tenant, Key: doc.KeyNetwork, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
 	}
 	if n.Prefixes == nil {
 		add("prefixes", "", "required: list the tenant's prefixes")
@@ -48,7 +53,7 @@ func (n Network) Validate(tenant string) (ValidNetwork, error) {
 	var out ValidNetwork
 	for i, s := range n.Prefixes {
 		path := fmt.Sprintf("prefixes[%d]", i)
-		p, err := ParsePrefix(s)
+		p, err := doc.ParsePrefix(s)
 		if err != nil {
 			add(path, s, "%s", err)
 			continue
@@ -71,60 +76,9 @@ func (n Network) Validate(tenant string) (ValidNetwork, error) {
 // returned if the text cannot be matched (it always can, but stay total).
 func indexOf(written []string, p netip.Prefix, fallback int) int {
 	for i, s := range written {
-		if q, err := ParsePrefix(s); err == nil && q == p {
+		if q, err := doc.ParsePrefix(s); err == nil && q == p {
 			return i
 		}
 	}
 	return fallback
-}
-
-// ParsePrefix parses a tenant prefix. It must be a valid CIDR in canonical
-// form (no host bits set) and a routable unicast range.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("invalid CIDR")
-	}
-	if p.Addr().Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("invalid CIDR: zones are not allowed")
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("IPv4-mapped IPv6 prefix: write it as IPv4")
-	}
-	if m := p.Masked(); m != p {
-		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", m)
-	}
-	if p.Bits() == 0 {
-		return netip.Prefix{}, fmt.Errorf("a default route cannot belong to a tenant")
-	}
-	a := p.Addr()
-	switch {
-	case a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsUnspecified(), a.IsInterfaceLocalMulticast():
-		return netip.Prefix{}, fmt.Errorf("not a routable unicast prefix")
-	case a.Is4() && p.Bits() < 8:
-		return netip.Prefix{}, fmt.Errorf("IPv4 prefixes must be /8 or longer")
-	case a.Is6() && p.Bits() < 16:
-		return netip.Prefix{}, fmt.Errorf("IPv6 prefixes must be /16 or longer")
-	}
-	return p, nil
-}
-
-// ParseAddrOrPrefix parses a list entry: an address (taken as a /32 or
-// /128) or a CIDR in canonical form.
-func ParseAddrOrPrefix(s string) (netip.Prefix, error) {
-	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil || p.Addr().Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR")
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("host bits set: did you mean %q?", p.Masked())
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("IPv4-mapped IPv6 prefix: write it as IPv4")
-	}
-	return p, nil
 }

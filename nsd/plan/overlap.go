@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/config"
 )
 
@@ -14,12 +15,12 @@ import (
 // The incumbent always keeps its prefix.
 func CheckOverlap(id string, prefixes []netip.Prefix, holdings map[string][]netip.Prefix) error {
 	others := othersSorted(id, holdings)
-	var errs config.Errors
+	var errs doc.Errors
 	for i, p := range prefixes {
 		for _, o := range others {
 			for _, q := range holdings[o] {
 				if p.Overlaps(q) {
-					errs = append(errs, &config.FieldError{Tenant: id, Key: config.KeyNetwork,
+					errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
 						Path: fmt.Sprintf("prefixes[%d]", i), Value: p.String(),
 						Msg: fmt.Sprintf("overlaps %s held by tenant %q", q, o)})
 				}
@@ -53,12 +54,12 @@ func CheckTunnelPairs(id string, tunnels []config.ValidTunnel, holdings map[stri
 		return nil
 	}
 	others := othersSorted(id, holdings)
-	var errs config.Errors
+	var errs doc.Errors
 	for i, t := range tunnels {
 		for _, o := range others {
 			for _, u := range holdings[o] {
 				if t.Anycast == u.Anycast && t.Customer == u.Customer {
-					errs = append(errs, &config.FieldError{Tenant: id, Key: config.KeyNetwork,
+					errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
 						Path: fmt.Sprintf("tunnels[%d].customer_endpoint", i), Value: t.Customer.String(),
 						Msg: fmt.Sprintf("the endpoint pair %s - %s is used by tenant %q (tunnel %s)", t.Anycast, t.Customer, o, u.Name)})
 				}

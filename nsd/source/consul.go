@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 )
 
 // Consul is a Store backed by Consul KV.
@@ -119,8 +118,8 @@ func (c *Consul) build(tenantPairs, controlPairs, dosPairs api.KVPairs) Snapshot
 		case !ok || key == "":
 			s.Problems = append(s.Problems, fmt.Sprintf("%s: not a tenant key (want %s<tenant>/<key>)", p.Key, tp))
 			continue
-		case config.ValidateTenantID(id) != nil:
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: %v", p.Key, config.ValidateTenantID(id)))
+		case doc.ValidateTenantID(id) != nil:
+			s.Problems = append(s.Problems, fmt.Sprintf("%s: %v", p.Key, doc.ValidateTenantID(id)))
 			continue
 		}
 		if s.Tenants[id] == nil {

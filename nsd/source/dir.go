@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/internal/doc"
 )
 
 // Dir is a Store on a directory tree: the embedded default that needs no
@@ -73,8 +73,8 @@ func (d *Dir) Read(ctx context.Context) (Snapshot, error) {
 		case !e.IsDir():
 			s.Problems = append(s.Problems, fmt.Sprintf("%s: not a tenant directory", filepath.Join(d.root, name)))
 			continue
-		case config.ValidateTenantID(name) != nil:
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: %v", filepath.Join(d.root, name), config.ValidateTenantID(name)))
+		case doc.ValidateTenantID(name) != nil:
+			s.Problems = append(s.Problems, fmt.Sprintf("%s: %v", filepath.Join(d.root, name), doc.ValidateTenantID(name)))
 			continue
 		}
 		files, err := os.ReadDir(filepath.Join(d.root, name))

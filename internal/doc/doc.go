@@ -1,15 +1,16 @@
-// Package config defines the tenant configuration documents stored in Consul
-// KV (or the directory source) and validates them.
-//
-// Every validation failure is a *FieldError that names the tenant, the key and
-// the field path, for example
+// Package doc decodes and checks the JSON documents tenants and operators
+// write (tenants/<tenant>/<key>, dos/global) and reports what is wrong with
+// them as field-path errors, for example
 //
 //	tenants/acme/network: prefixes[1]: "203.0.113.0/33": invalid CIDR
 //
-// Parsing is strict: unknown fields, trailing data and type mismatches are
-// errors. Nothing here touches the kernel; the package is safe to use from
-// nsctl, nsd and tests without privileges.
-package config
+// Contract: DecodeStrict refuses unknown fields, trailing data and type
+// mismatches; every failure is a *FieldError (or Errors of several) naming
+// tenant, key and field path, so that nsd and nsctl print the same message
+// and map it to the same exit code. The package knows the key names and
+// tenant ID rules, and parses the address forms every document shares; it
+// touches no kernel and no store, and imports nothing of nfhost.
+package doc
 
 import (
 	"bytes"
