@@ -33,6 +33,7 @@ import (
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // Plumber is the routing reconciler as the daemon uses it.
@@ -97,7 +98,7 @@ type applied struct {
 	fw       *firewall.Spec // last good firewall; nil: none
 	dosIndex uint64         // ModifyIndex of the dos key in force (0: none)
 	dos      *dos.Spec      // last good DoS document; nil: none
-	tunnels  []config.ValidTunnel
+	tunnels  []tunspec.ValidTunnel
 	at       time.Time // when the state in force was applied
 }
 
@@ -330,7 +331,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	verdicts := d.validate(ctx, s, todo)
 	// Tunnel endpoint pairs each tenant holds, updated as the pass applies
 	// tenants.
-	pairs := make(map[string][]config.ValidTunnel, len(d.applied))
+	pairs := make(map[string][]tunspec.ValidTunnel, len(d.applied))
 	for id, a := range d.applied {
 		pairs[id] = a.tunnels
 	}
@@ -454,7 +455,7 @@ func (d *Daemon) configError(id, key string, index uint64) {
 }
 
 func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry, v verdict,
-	pairs map[string][]config.ValidTunnel, slots map[string]uint16, full bool) (res Result) {
+	pairs map[string][]tunspec.ValidTunnel, slots map[string]uint16, full bool) (res Result) {
 	log := d.log.With("tenant", id)
 	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
 	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters

@@ -13,6 +13,7 @@ import (
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/routing/nsutil"
 	"github.com/nfhost/nfhost/tunnels"
+	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // Customer is nfcustomer: the customer-router side of GRE tunnels for
@@ -61,8 +62,8 @@ exits; the datapath stays pinned (under --pin-dir) until nfcustomer --down.`,
 				return usageError("--tunnel %d: %v", i+1, err)
 			}
 			off := false
-			t := config.Tunnel{Name: kv["name"], AnycastEndpoint: kv["local"], CustomerEndpoint: kv["remote"], InterfaceAddress: kv["address"],
-				HealthCheck: &config.HealthCheck{Enabled: &off}}
+			t := tunspec.Tunnel{Name: kv["name"], AnycastEndpoint: kv["local"], CustomerEndpoint: kv["remote"], InterfaceAddress: kv["address"],
+				HealthCheck: &tunspec.HealthCheck{Enabled: &off}}
 			if t.MTU, err = atoiOr(kv["mtu"], 0); err != nil {
 				return usageError("--tunnel %d: mtu: %v", i+1, err)
 			}
@@ -76,7 +77,7 @@ exits; the datapath stays pinned (under --pin-dir) until nfcustomer --down.`,
 			if err != nil {
 				return usageError("--route %d: %v", i+1, err)
 			}
-			r := config.Route{Prefix: kv["prefix"], Nexthop: kv["via"]}
+			r := tunspec.Route{Prefix: kv["prefix"], Nexthop: kv["via"]}
 			if v, ok := kv["priority"]; ok {
 				p, err := strconv.Atoi(v)
 				if err != nil {

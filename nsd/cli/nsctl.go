@@ -22,6 +22,7 @@ import (
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // TenantFile is the document `nsctl tenant apply -f` and `nsctl validate -f`
@@ -125,7 +126,7 @@ with exit code 4 instead of being overwritten.`,
 				return err
 			}
 			holdings := map[string][]netip.Prefix{}
-			pairs := map[string][]config.ValidTunnel{}
+			pairs := map[string][]tunspec.ValidTunnel{}
 			for id, keys := range snap.Tenants {
 				if n, ok := keys[doc.KeyNetwork]; ok && id != f.ID {
 					if v, err := config.ParseNetwork(id, n.Value); err == nil {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/nfhost/nfhost/internal/doc"
+	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // MaxPrefixes caps the prefixes of one tenant so that a typo cannot blow up
@@ -16,17 +17,17 @@ const MaxPrefixes = 1024
 
 // Network is the operator-owned document nfhost/tenants/<tenant>/network.
 type Network struct {
-	Prefixes []string `json:"prefixes"`
-	Tunnels  []Tunnel `json:"tunnels"`
-	Routes   []Route  `json:"routes"`
+	Prefixes []string         `json:"prefixes"`
+	Tunnels  []tunspec.Tunnel `json:"tunnels"`
+	Routes   []tunspec.Route  `json:"routes"`
 }
 
 // ValidNetwork is a Network that passed validation, with parsed prefixes in
 // the order they were written.
 type ValidNetwork struct {
 	Prefixes []netip.Prefix
-	Tunnels  []ValidTunnel
-	Routes   []ValidRoute
+	Tunnels  []tunspec.ValidTunnel
+	Routes   []tunspec.ValidRoute
 }
 
 // ParseNetwork decodes and validates a network document.
@@ -65,7 +66,7 @@ func (n Network) Validate(tenant string) (ValidNetwork, error) {
 		}
 		out.Prefixes = append(out.Prefixes, p)
 	}
-	out.Tunnels, out.Routes = validateTunnels(n.Tunnels, n.Routes, add)
+	out.Tunnels, out.Routes = tunspec.Validate(n.Tunnels, n.Routes, add)
 	if len(errs) > 0 {
 		return ValidNetwork{}, errs
 	}

@@ -6,7 +6,7 @@ import (
 	"sort"
 
 	"github.com/nfhost/nfhost/internal/doc"
-	"github.com/nfhost/nfhost/nsd/config"
+	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // CheckOverlap rejects prefixes of tenant id that overlap a prefix another
@@ -49,7 +49,7 @@ func SlotFor(id string, existing map[string]uint16) (uint16, error) {
 // pair another tenant already uses: decapsulation finds the tunnel by
 // that pair, so it must name one tunnel on the whole fleet. The tenant
 // holding the pair keeps it.
-func CheckTunnelPairs(id string, tunnels []config.ValidTunnel, holdings map[string][]config.ValidTunnel) error {
+func CheckTunnelPairs(id string, tunnels []tunspec.ValidTunnel, holdings map[string][]tunspec.ValidTunnel) error {
 	if len(tunnels) == 0 {
 		return nil
 	}

@@ -1,4 +1,9 @@
-package config
+// Package tunspec is the tunnel part of a tenant's network document: the
+// GRE tunnels to the tenant's routers and the routes over them, as written
+// (Tunnel, Route) and as validated (ValidTunnel, ValidRoute), with the
+// defaults filled in. It is pure: nsctl validates with it offline and the
+// tunnels package turns its output into kernel state.
+package tunspec
 
 import (
 	"fmt"
@@ -92,8 +97,9 @@ func unicast4(s string) (netip.Addr, error) {
 	return a, nil
 }
 
-// validateTunnels checks tunnels and routes; add records field errors.
-func validateTunnels(ts []Tunnel, rs []Route, add func(path, value, format string, args ...any)) ([]ValidTunnel, []ValidRoute) {
+// Validate checks tunnels and routes; add records field errors (path, value
+// as written, message).
+func Validate(ts []Tunnel, rs []Route, add func(path, value, format string, args ...any)) ([]ValidTunnel, []ValidRoute) {
 	if len(ts) > MaxTunnels {
 		add("tunnels", "", "%d tunnels, at most %d", len(ts), MaxTunnels)
 	}
