@@ -89,11 +89,16 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, fmt.Errorf("open nftables: %w: %w", ErrNotSupported, err)
 	}
 	r.steer = newSteering(conn)
-	if rebuilt, err := r.steer.ensure(); err != nil {
+	rebuilt, rewritten, err := r.steer.ensure()
+	if err != nil {
 		r.Close()
 		return nil, fmt.Errorf("set up nft table %s (nf_tables inet): %w", NFTTable, err)
-	} else if rebuilt {
+	}
+	if rebuilt {
 		r.log.Info("wrote nft table skeleton", "table", "inet "+NFTTable)
+	}
+	if rewritten > 0 {
+		r.log.Info("rewrote nft map elements from host to network byte order", "elements", rewritten)
 	}
 	if err := r.loadRules(); err != nil {
 		r.Close()
@@ -155,10 +160,15 @@ type Observed struct {
 // an nfhost alias and namespaces with the nfhost prefix. It also reloads the
 // nft map mirror and repairs the table skeleton.
 func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
-	if rebuilt, err := r.steer.ensure(); err != nil {
+	rebuilt, rewritten, err := r.steer.ensure()
+	if err != nil {
 		return nil, err
-	} else if rebuilt {
+	}
+	if rebuilt {
 		r.log.Warn("nft table skeleton was missing or altered; rebuilt it", "table", "inet "+NFTTable)
+	}
+	if rewritten > 0 {
+		r.log.Warn("rewrote nft map elements from host to network byte order", "elements", rewritten)
 	}
 	if err := r.loadRules(); err != nil {
 		return nil, err
