@@ -52,7 +52,7 @@ func mapElements(t *testing.T, ns *nstest.NS, name string) []string {
 // that matches it (0x6e66f201, not 0x01f2666e), and the datapath sets that
 // mark (the ping goes through the rule's table).
 func TestNFTMapShowsRuleMark(t *testing.T) {
-	tp := newTopo(t)
+	tp := newTopoNamed(t, "nfR")
 	spec := tp.spec("acme", 0xf201, "203.0.113.0/24", "2001:db8:1::/48")
 	mustApply(t, tp.rec, spec)
 	for _, c := range []struct{ family, m, prefix string }{
@@ -145,7 +145,7 @@ func addNativeElement(t *testing.T, ns *nstest.NS, p netip.Prefix, mark uint32) 
 // once, with the mark the ip rule has, nothing is duplicated, the tenants
 // are converged afterwards and traffic keeps flowing.
 func TestNFTMapUpgradeFromHostByteOrder(t *testing.T) {
-	tp := newTopo(t)
+	tp := newTopoNamed(t, "nfR")
 	a := tp.spec("acme", 0xf201, "203.0.113.0/24", "2001:db8:1::/48")
 	b := tp.spec("beta", 2, "198.51.100.0/25")
 	mustApply(t, tp.rec, a)
