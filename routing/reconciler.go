@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 
@@ -20,6 +21,11 @@ import (
 
 // ErrNotSupported wraps a missing kernel feature found at start.
 var ErrNotSupported = errors.New("not supported by this kernel")
+
+// ErrNotOwned is wrapped by Apply and Delete when a tenant's namespace name
+// is taken by a namespace nfhost did not create: one without nfhost's mark
+// (see NSAlias). Such a namespace is never adopted, modified or deleted.
+var ErrNotOwned = errors.New("not nfhost's")
 
 // Config configures a Reconciler.
 type Config struct {
@@ -52,6 +58,9 @@ type Reconciler struct {
 	// the same reason: the library's AddrList dumps every address in the
 	// namespace (three per tenant) and filters in user space.
 	hostAddrs map[int][]netip.Prefix
+	// foreign lists the namespaces with nfhost's prefix that the last
+	// Observe found not to be nfhost's.
+	foreign []string
 }
 
 // New opens handles on the host namespace, checks the kernel features
@@ -157,8 +166,10 @@ type Observed struct {
 }
 
 // Observe lists the tenants nfhost has plumbed on this host: host links with
-// an nfhost alias and namespaces with the nfhost prefix. It also reloads the
-// nft map mirror and repairs the table skeleton.
+// an nfhost alias and namespaces with the nfhost prefix that are nfhost's
+// (see nsOwner). It marks namespaces an older nsd made without a mark, and
+// leaves out and reports (Foreign) the other namespaces with the prefix. It
+// also reloads the nft map mirror and repairs the table skeleton.
 func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 	rebuilt, rewritten, err := r.steer.ensure()
 	if err != nil {
@@ -178,6 +189,7 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 	if err != nil {
 		return nil, err
 	}
+	hostLinks := map[string]netlink.Link{}
 	for _, l := range links {
 		id, slot, ok := ParseAlias(l.Attrs().Alias)
 		if !ok {
@@ -186,18 +198,144 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 		o := out[id]
 		o.ID, o.Slot, o.HostIf = id, slot, l.Attrs().Name
 		out[id] = o
+		hostLinks[id] = l
 	}
 	names, err := nsutil.List(r.cfg.NetnsDir, r.cfg.NSPrefix)
 	if err != nil {
 		return nil, err
 	}
+	var foreign []string
 	for _, n := range names {
+		if !nsutil.Exists(r.cfg.NetnsDir, n) {
+			// Not a namespace (an interrupted create leaves an empty
+			// file; ensureNS clears it).
+			continue
+		}
 		id := n[len(r.cfg.NSPrefix):]
+		ours, err := r.observeNS(id, n, hostLinks[id])
+		if err != nil {
+			// Undecided is not ours: Apply and Delete check again.
+			r.log.Warn("cannot tell whether netns is nfhost's; leaving it alone", "netns", n, "err", err)
+		}
+		if !ours {
+			foreign = append(foreign, n)
+			continue
+		}
 		o := out[id]
 		o.ID, o.Namespace = id, n
 		out[id] = o
 	}
+	r.setForeign(foreign)
 	return out, nil
+}
+
+// observeNS tells whether the namespace called name is tenant id's, and
+// marks it if an older nsd made it.
+func (r *Reconciler) observeNS(id, name string, hostLink netlink.Link) (bool, error) {
+	ns, err := nsutil.Open(r.cfg.NetnsDir, name)
+	if err != nil {
+		return false, err
+	}
+	defer ns.Close()
+	h, err := newHandle(ns, false)
+	if err != nil {
+		return false, fmt.Errorf("open handle in %s: %w", name, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return false, fmt.Errorf("get lo in %s: %w", name, err)
+	}
+	owner, err := r.nsOwner(id, ns, lo, func() (netlink.Link, error) { return hostLink, nil })
+	if err != nil || owner == nsForeign {
+		return false, err
+	}
+	if owner == nsUnmarked {
+		if err := markNS(h, lo, id); err != nil {
+			return false, fmt.Errorf("mark %s: %w", name, err)
+		}
+		r.log.Info("marked netns made by an older nsd", "netns", name, "tenant", id)
+	}
+	return true, nil
+}
+
+// setForeign records the foreign namespaces of an Observe pass and warns
+// about those not seen in the previous one.
+func (r *Reconciler) setForeign(names []string) {
+	sort.Strings(names)
+	for _, n := range names {
+		if !slices.Contains(r.foreign, n) {
+			r.log.Warn("netns has nfhost's prefix but is not nfhost's; leaving it alone", "netns", n, "prefix", r.cfg.NSPrefix)
+		}
+	}
+	r.foreign = names
+}
+
+// Foreign returns the namespaces with nfhost's prefix that the last
+// Observe found not to be nfhost's, sorted. nfhost never adopts, modifies
+// or deletes them.
+func (r *Reconciler) Foreign() []string { return slices.Clone(r.foreign) }
+
+type nsOwnership int
+
+const (
+	nsForeign  nsOwnership = iota
+	nsMarked               // lo carries NSAlias(tenant)
+	nsUnmarked             // no mark, but nfhost's host veth of the tenant has its peer inside: made by an older nsd
+)
+
+// nsOwner decides whether ns is tenant id's namespace. lo is ns's
+// loopback; hostLink returns the tenant's host link (nil if there is
+// none) and is only called for an unmarked namespace.
+func (r *Reconciler) nsOwner(id string, ns netns.NsHandle, lo netlink.Link, hostLink func() (netlink.Link, error)) (nsOwnership, error) {
+	switch lo.Attrs().Alias {
+	case NSAlias(id):
+		return nsMarked, nil
+	case "":
+	default:
+		// Someone else's mark, or another tenant's.
+		return nsForeign, nil
+	}
+	l, err := hostLink()
+	if err != nil || l == nil || l.Type() != "veth" || l.Attrs().NetNsID < 0 {
+		return nsForeign, err
+	}
+	if lid, _, ok := ParseAlias(l.Attrs().Alias); !ok || lid != id {
+		return nsForeign, nil
+	}
+	// The host end reports its peer's namespace by its id in the host
+	// namespace (IFLA_LINK_NETNSID).
+	nsid, err := r.host.GetNetNsIdByFd(int(ns))
+	if err != nil {
+		return nsForeign, fmt.Errorf("get netns id: %w", err)
+	}
+	if nsid != l.Attrs().NetNsID {
+		return nsForeign, nil
+	}
+	return nsUnmarked, nil
+}
+
+// markNS writes nfhost's ownership mark into a namespace through h, a
+// handle bound to it.
+func markNS(h *netlink.Handle, lo netlink.Link, id string) error {
+	if err := h.LinkSetAlias(lo, NSAlias(id)); err != nil {
+		return fmt.Errorf("set alias of lo: %w", err)
+	}
+	return nil
+}
+
+// hostLinkByName returns the host link called name, nil if there is none.
+func (r *Reconciler) hostLinkByName(name string) func() (netlink.Link, error) {
+	return func() (netlink.Link, error) {
+		l, err := r.host.LinkByName(name)
+		if isNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get link %s: %w", name, err)
+		}
+		return l, nil
+	}
 }
 
 // Apply makes the kernel match spec and returns one line per change made.
@@ -217,6 +355,30 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 		return ch, fmt.Errorf("open handle in %s: %w", spec.Namespace, err)
 	}
 	defer tn.Close()
+	// Ownership first: nothing in a namespace that is not ours is touched.
+	lo, err := tn.LinkByName("lo")
+	if err != nil {
+		return ch, fmt.Errorf("get lo in %s: %w", spec.Namespace, err)
+	}
+	owner, err := r.nsOwner(spec.ID, ns, lo, r.hostLinkByName(spec.HostIf))
+	if err != nil {
+		return ch, fmt.Errorf("check owner of netns %s: %w", spec.Namespace, err)
+	}
+	switch owner {
+	case nsForeign:
+		return ch, fmt.Errorf("netns %s exists and is %w", spec.Namespace, ErrNotOwned)
+	case nsUnmarked:
+		if err := markNS(tn, lo, spec.ID); err != nil {
+			return ch, fmt.Errorf("mark netns %s: %w", spec.Namespace, err)
+		}
+		ch.add("netns: mark %s (made by an older nsd)", spec.Namespace)
+	}
+	if lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := tn.LinkSetUp(lo); err != nil {
+			return ch, fmt.Errorf("set lo up in %s: %w", spec.Namespace, err)
+		}
+		ch.add("link: up lo@%s", spec.Namespace)
+	}
 
 	hostLink, nsLink, err := r.ensureVeth(spec, ns, tn, &ch)
 	if err != nil {
@@ -276,10 +438,24 @@ func (r *Reconciler) ensureNS(spec TenantSpec) (netns.NsHandle, bool, error) {
 		ns, err := nsutil.Open(r.cfg.NetnsDir, spec.Namespace)
 		return ns, false, err
 	}
-	// A stale file without a mount (e.g. after a crash mid-create) is ours
-	// to replace: the name carries our prefix.
-	_ = nsutil.Delete(r.cfg.NetnsDir, spec.Namespace)
-	ns, err := nsutil.Create(r.cfg.NetnsDir, spec.Namespace)
+	// An empty file without a mount is what a crash mid-create leaves;
+	// anything else under the name is not ours to replace.
+	if err := nsutil.RemoveStale(r.cfg.NetnsDir, spec.Namespace); err != nil {
+		return netns.None(), false, fmt.Errorf("create netns %s: %w", spec.Namespace, err)
+	}
+	// The mark is in place before the namespace appears under its name.
+	ns, err := nsutil.CreateWith(r.cfg.NetnsDir, spec.Namespace, func(ns netns.NsHandle) error {
+		h, err := newHandle(ns, false)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("get lo: %w", err)
+		}
+		return markNS(h, lo, spec.ID)
+	})
 	if err != nil {
 		return netns.None(), false, err
 	}
@@ -349,12 +525,6 @@ func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.
 			}
 			ch.add("link: up %s", l.link.Attrs().Name)
 		}
-	}
-	if lo, err := tn.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := tn.LinkSetUp(lo); err != nil {
-			return nil, nil, fmt.Errorf("set lo up in %s: %w", spec.Namespace, err)
-		}
-		ch.add("link: up lo@%s", spec.Namespace)
 	}
 	return hostLink, nsLink, nil
 }
@@ -544,9 +714,25 @@ func ruleMatches(ru netlink.Rule, spec TenantSpec) bool {
 }
 
 // Delete removes everything nfhost made for a tenant. It is idempotent and
-// only touches objects that carry nfhost's marks.
+// only touches objects that carry nfhost's marks: a namespace under the
+// tenant's name that is not nfhost's stays, and Delete then returns an
+// error wrapping ErrNotOwned after removing the rest.
 func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 	var ch changes
+	hostIf := o.HostIf
+	if hostIf == "" {
+		hostIf = HostIfName(o.ID)
+	}
+	name := o.Namespace
+	if name == "" {
+		name = r.cfg.NSPrefix + o.ID
+	}
+	// Ownership before anything goes: an unmarked namespace of an older
+	// nsd is known by the host veth.
+	ours, err := r.deletableNS(o.ID, name, hostIf)
+	if err != nil {
+		return ch, err
+	}
 	if o.Slot != 0 {
 		mark := SlotBase + uint32(o.Slot)
 		nftCh, err := r.steer.sync(mark, nil)
@@ -557,10 +743,6 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 		if err := r.deleteRules(uint32(mark), &ch); err != nil {
 			return ch, err
 		}
-	}
-	hostIf := o.HostIf
-	if hostIf == "" {
-		hostIf = HostIfName(o.ID)
 	}
 	if l, err := r.host.LinkByName(hostIf); err == nil {
 		if id, _, ok := ParseAlias(l.Attrs().Alias); ok && id == o.ID {
@@ -573,17 +755,47 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 	} else if !isNotFound(err) {
 		return ch, fmt.Errorf("get link %s: %w", hostIf, err)
 	}
-	name := o.Namespace
-	if name == "" {
-		name = r.cfg.NSPrefix + o.ID
-	}
-	if nsutil.Exists(r.cfg.NetnsDir, name) {
+	switch {
+	case !ours:
+		return ch, fmt.Errorf("delete netns %s: it exists and is %w; left in place", name, ErrNotOwned)
+	case nsutil.Exists(r.cfg.NetnsDir, name):
 		if err := nsutil.Delete(r.cfg.NetnsDir, name); err != nil {
 			return ch, err
 		}
 		ch.add("netns: delete %s", name)
+	default:
+		if err := nsutil.RemoveStale(r.cfg.NetnsDir, name); err != nil && !errors.Is(err, os.ErrExist) {
+			return ch, err
+		}
 	}
 	return ch, nil
+}
+
+// deletableNS reports whether Delete may remove the namespace called name:
+// it is tenant id's, or there is none.
+func (r *Reconciler) deletableNS(id, name, hostIf string) (bool, error) {
+	if !nsutil.Exists(r.cfg.NetnsDir, name) {
+		return true, nil
+	}
+	ns, err := nsutil.Open(r.cfg.NetnsDir, name)
+	if err != nil {
+		return false, err
+	}
+	defer ns.Close()
+	h, err := newHandle(ns, false)
+	if err != nil {
+		return false, fmt.Errorf("open handle in %s: %w", name, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return false, fmt.Errorf("get lo in %s: %w", name, err)
+	}
+	owner, err := r.nsOwner(id, ns, lo, r.hostLinkByName(hostIf))
+	if err != nil {
+		return false, fmt.Errorf("check owner of netns %s: %w", name, err)
+	}
+	return owner != nsForeign, nil
 }
 
 // deleteRules removes the rules of one table in nfhost's range.

@@ -8,7 +8,14 @@
 // (nsd/plan); Reconciler.Apply makes the kernel match a spec with the fewest
 // changes and is idempotent. Everything it creates carries nfhost's mark:
 //
-//   - network namespaces are named <ns-prefix><tenant> (default "nf-");
+//   - network namespaces are named <ns-prefix><tenant> (default "nf-") and
+//     their lo carries the alias "nfhost:tenant=<id>" (NSAlias), written
+//     inside the new namespace before it is mounted under its name. A
+//     namespace with the prefix but without the mark is someone else's and
+//     is never adopted, modified or deleted; the one exception is a
+//     namespace an older nsd made before the mark existed, recognised by
+//     nfhost's host veth of the same tenant having its peer in it, which is
+//     marked when found;
 //   - host-side links are named "nfv" + 12 hex digits of a hash of the tenant
 //     ID and carry the alias "nfhost:tenant=<id>,slot=<n>";
 //   - the nft table is "inet nfhost" in the host namespace;
@@ -96,6 +103,11 @@ func HostIfName(tenant string) string {
 	sum := sha256.Sum256([]byte(tenant))
 	return HostIfPrefix + hex.EncodeToString(sum[:6])
 }
+
+// NSAlias is the alias of lo inside a tenant namespace nfhost created: the
+// namespace's ownership mark, set before the namespace is mounted under its
+// name. ParseAlias rejects it (no slot).
+func NSAlias(tenant string) string { return AliasPrefix + "tenant=" + tenant }
 
 // FormatAlias is the alias written on a tenant's host link.
 func FormatAlias(tenant string, slot uint16) string {
