@@ -61,6 +61,17 @@ type Reconciler struct {
 	// foreign lists the namespaces with nfhost's prefix that the last
 	// Observe found not to be nfhost's.
 	foreign []string
+	// The return path (see ReturnTable), mirrored like the rules:
+	// retRoutes holds the return table's routes by the ifindex they route
+	// into, retLink the ifindex of each prefix, retRules the rules pointing
+	// at the table, hostNeigh the MAC of the permanent NSAddr4 neighbour on
+	// each host link, linkSlots the slot of each nfhost host link.
+	retRoutes map[int]map[netip.Prefix]netlink.Route
+	retLink   map[netip.Prefix]int
+	retRules  []netlink.Rule
+	hostNeigh map[int]string
+	linkSlots map[int]uint16
+	observed  bool // linkSlots holds every nfhost host link (Observe ran)
 }
 
 // New opens handles on the host namespace, checks the kernel features
@@ -112,6 +123,14 @@ func New(cfg Config) (*Reconciler, error) {
 	if err := r.loadRules(); err != nil {
 		r.Close()
 		return nil, err
+	}
+	rch, err := r.ensureReturnRule()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	for _, c := range rch {
+		r.log.Info("kernel change", "change", c)
 	}
 	changed, err := nsutil.EnsureSysctls(hostNS, []nsutil.Sysctl{
 		{Path: "net/ipv4/ip_forward", Value: "1"},
@@ -184,17 +203,26 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 	if err := r.loadRules(); err != nil {
 		return nil, err
 	}
+	rch, err := r.ensureReturnRule()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range rch {
+		r.log.Warn("return rule was missing or altered; repaired it", "change", c)
+	}
 	out := map[string]Observed{}
 	links, err := retryDump("links", r.host.LinkList)
 	if err != nil {
 		return nil, err
 	}
 	hostLinks := map[string]netlink.Link{}
+	r.linkSlots, r.observed = map[int]uint16{}, true
 	for _, l := range links {
 		id, slot, ok := ParseAlias(l.Attrs().Alias)
 		if !ok {
 			continue
 		}
+		r.linkSlots[l.Attrs().Index] = slot
 		o := out[id]
 		o.ID, o.Slot, o.HostIf = id, slot, l.Attrs().Name
 		out[id] = o
@@ -421,6 +449,13 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 	if err := r.ensureRules(spec, &ch); err != nil {
 		return ch, err
 	}
+	r.linkSlots[hostIdx] = spec.Slot
+	if err := r.ensureNeighbours(tn, hostLink, nsLink, &ch); err != nil {
+		return ch, err
+	}
+	if err := r.ensureReturnRoutes(spec, hostLink, &ch); err != nil {
+		return ch, err
+	}
 	nftCh, err := r.steer.sync(spec.Mark, spec.Prefixes)
 	ch = append(ch, nftCh...)
 	if err != nil {
@@ -483,7 +518,7 @@ func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.
 			if err := r.host.LinkDel(hostLink); err != nil {
 				return nil, nil, fmt.Errorf("delete stale link %s: %w", spec.HostIf, err)
 			}
-			delete(r.hostAddrs, hostLink.Attrs().Index)
+			r.forgetLink(hostLink.Attrs().Index)
 			ch.add("link: delete stale %s", spec.HostIf)
 		}
 		if nerr == nil {
@@ -645,19 +680,234 @@ func (r *Reconciler) loadRules() error {
 		}
 	}
 	m := map[uint32][]netlink.Rule{}
+	var ret []netlink.Rule
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rules, err := retryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
 		if err != nil {
 			return err
 		}
 		for _, ru := range rules {
+			ru.Family = family
 			if t := uint32(ru.Table); t > SlotBase && t <= SlotBase+MaxSlot {
-				ru.Family = family
 				m[t] = append(m[t], ru)
+			} else if t == ReturnTable {
+				ret = append(ret, ru)
 			}
 		}
 	}
-	r.rules = m
+	r.rules, r.retRules = m, ret
+	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
+		rs, err := r.routes.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: ReturnTable}, netlink.RT_FILTER_TABLE)
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil // no routes in the table yet
+		}
+		return rs, err
+	})
+	if err != nil {
+		return err
+	}
+	r.retRoutes, r.retLink = map[int]map[netip.Prefix]netlink.Route{}, map[netip.Prefix]int{}
+	for _, rt := range routes {
+		if rt.Table != ReturnTable || rt.Dst == nil {
+			continue
+		}
+		if p, ok := ipNetPrefix(rt.Dst); ok {
+			r.setReturnRoute(p, rt)
+		}
+	}
+	neighs, err := retryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(r.host, false) })
+	if err != nil {
+		return err
+	}
+	r.hostNeigh = map[int]string{}
+	for _, n := range neighs {
+		if n.State&unix.NUD_PERMANENT != 0 && n.IP.Equal(NSAddr4.Addr().AsSlice()) {
+			r.hostNeigh[n.LinkIndex] = n.HardwareAddr.String()
+		}
+	}
+	if r.linkSlots == nil {
+		r.linkSlots = map[int]uint16{}
+	}
+	return nil
+}
+
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	ip, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(ip.Unmap(), ones), true
+}
+
+// forgetLink drops a deleted host link from the mirrors; the kernel took
+// its addresses, neighbour entries and routes with it.
+func (r *Reconciler) forgetLink(idx int) {
+	delete(r.hostAddrs, idx)
+	delete(r.hostNeigh, idx)
+	delete(r.linkSlots, idx)
+	for p := range r.retRoutes[idx] {
+		delete(r.retLink, p)
+	}
+	delete(r.retRoutes, idx)
+}
+
+func (r *Reconciler) setReturnRoute(p netip.Prefix, rt netlink.Route) {
+	if old, ok := r.retLink[p]; ok {
+		delete(r.retRoutes[old], p)
+	}
+	if r.retRoutes[rt.LinkIndex] == nil {
+		r.retRoutes[rt.LinkIndex] = map[netip.Prefix]netlink.Route{}
+	}
+	r.retRoutes[rt.LinkIndex][p] = rt
+	r.retLink[p] = rt.LinkIndex
+}
+
+func (r *Reconciler) dropReturnRoute(p netip.Prefix) {
+	if idx, ok := r.retLink[p]; ok {
+		delete(r.retRoutes[idx], p)
+		if len(r.retRoutes[idx]) == 0 {
+			delete(r.retRoutes, idx)
+		}
+	}
+	delete(r.retLink, p)
+}
+
+// ensureReturnRule keeps exactly one rule pointing at ReturnTable: IPv4,
+// priority ReturnRulePriority, no selectors. (IPv6 forwarding does no
+// reverse-path check.)
+func (r *Reconciler) ensureReturnRule() ([]string, error) {
+	var ch changes
+	var keep []netlink.Rule
+	for _, ru := range r.retRules {
+		if len(keep) == 0 && ru.Family == netlink.FAMILY_V4 && ru.Priority == ReturnRulePriority && ru.IifName == "" &&
+			ru.Mark == 0 && (ru.Mask == nil || *ru.Mask == 0) && ru.Src == nil && ru.Dst == nil && ru.OifName == "" && !ru.Invert &&
+			ru.Tos == 0 && ru.IPProto == 0 && ru.Sport == nil && ru.Dport == nil && ru.UIDRange == nil && ru.Goto < 0 {
+			keep = append(keep, ru)
+			continue
+		}
+		ru := ru
+		if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
+			return ch, fmt.Errorf("delete rule %s: %w", ru, err)
+		}
+		ch.add("rule: delete %s", ru)
+	}
+	if len(keep) == 0 {
+		ru := netlink.NewRule()
+		ru.Family = netlink.FAMILY_V4
+		ru.Priority = ReturnRulePriority
+		ru.Table = ReturnTable
+		if err := r.host.RuleAdd(ru); err != nil && !errors.Is(err, unix.EEXIST) {
+			return ch, fmt.Errorf("add rule lookup %d: %w", ReturnTable, err)
+		}
+		keep = append(keep, *ru)
+		ch.add("rule: add lookup %d priority %d", ReturnTable, ReturnRulePriority)
+	}
+	r.retRules = keep
+	return ch, nil
+}
+
+// ensureNeighbours makes both ends of the veth know each other's MAC for
+// good (169.254.100.1 in the namespace, 169.254.100.2 on the host), so no
+// ARP crosses the veth: the host answers an ARP request only if its
+// reverse-path check finds the sender, which the host's tables need not.
+func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, hostLink, nsLink netlink.Link, ch *changes) error {
+	hostIdx, nsIdx := hostLink.Attrs().Index, nsLink.Attrs().Index
+	hostMAC, nsMAC := hostLink.Attrs().HardwareAddr, nsLink.Attrs().HardwareAddr
+	// The tenant namespace holds a handful of entries; the host's are
+	// mirrored (one dump per Observe, not per tenant).
+	neighs, err := retryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(tn, true) })
+	if err != nil {
+		return err
+	}
+	ok := false
+	for _, n := range neighs {
+		if n.LinkIndex == nsIdx && n.IP.Equal(HostAddr4.Addr().AsSlice()) {
+			ok = n.State&unix.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hostMAC.String()
+		}
+	}
+	if !ok {
+		n := &netlink.Neigh{LinkIndex: nsIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: HostAddr4.Addr().AsSlice(), HardwareAddr: hostMAC}
+		if err := tn.NeighSet(n); err != nil {
+			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name, err)
+		}
+		ch.add("neigh: tenant %s lladdr %s dev %s permanent", HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name)
+	}
+	if r.hostNeigh[hostIdx] != nsMAC.String() {
+		n := &netlink.Neigh{LinkIndex: hostIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: NSAddr4.Addr().AsSlice(), HardwareAddr: nsMAC}
+		if err := r.host.NeighSet(n); err != nil {
+			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name, err)
+		}
+		r.hostNeigh[hostIdx] = nsMAC.String()
+		ch.add("neigh: host %s lladdr %s dev %s permanent", NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name)
+	}
+	return nil
+}
+
+// neighDumpV4 lists the IPv4 neighbour entries through h. The library
+// sends the ndmsg header of the request with uninitialised padding bytes,
+// which the kernel's strict checking rejects (EINVAL), so a strict handle
+// drops strict checking for the dump; without it the kernel reads only
+// the family from the header.
+func neighDumpV4(h *netlink.Handle, strict bool) ([]netlink.Neigh, error) {
+	if strict {
+		if err := h.SetStrictCheck(false); err != nil {
+			return nil, fmt.Errorf("disable netlink strict check: %w", err)
+		}
+		defer h.SetStrictCheck(true)
+	}
+	return h.NeighListExecute(netlink.Ndmsg{Family: netlink.FAMILY_V4})
+}
+
+// ensureReturnRoutes makes the return table route exactly the tenant's
+// IPv4 prefixes into its host link.
+func (r *Reconciler) ensureReturnRoutes(spec TenantSpec, hostLink netlink.Link, ch *changes) error {
+	idx := hostLink.Attrs().Index
+	want := map[netip.Prefix]bool{}
+	for _, p := range spec.Prefixes {
+		if !p.Addr().Is4() {
+			continue
+		}
+		p = p.Masked()
+		want[p] = true
+		if rt, ok := r.retRoutes[idx][p]; ok && isReturnRoute(rt, idx) {
+			continue
+		}
+		rt := netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(p), Gw: NSAddr4.Addr().AsSlice(), Table: ReturnTable, Type: unix.RTN_UNICAST,
+			Protocol: unix.RTPROT_STATIC, Flags: int(netlink.FLAG_ONLINK)}
+		if err := r.routes.RouteReplace(&rt); err != nil {
+			return fmt.Errorf("replace route %s via %s dev %s table %d: %w", p, NSAddr4.Addr(), hostLink.Attrs().Name, ReturnTable, err)
+		}
+		r.setReturnRoute(p, rt)
+		ch.add("route: return table %s via %s dev %s", p, NSAddr4.Addr(), hostLink.Attrs().Name)
+	}
+	for p, rt := range r.retRoutes[idx] {
+		if want[p] {
+			continue
+		}
+		if err := r.routes.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete route %s table %d: %w", p, ReturnTable, err)
+		}
+		r.dropReturnRoute(p)
+		ch.add("route: return table delete %s dev %s", p, hostLink.Attrs().Name)
+	}
+	return nil
+}
+
+func isReturnRoute(rt netlink.Route, idx int) bool {
+	return rt.LinkIndex == idx && rt.Gw != nil && rt.Gw.Equal(NSAddr4.Addr().AsSlice()) && rt.Type == unix.RTN_UNICAST &&
+		rt.Flags&int(netlink.FLAG_ONLINK) != 0 && rt.Priority == 0 && len(rt.MultiPath) == 0
+}
+
+// deleteReturnRoutes removes the return routes into the host link idx.
+func (r *Reconciler) deleteReturnRoutes(idx int, verb string, ch *changes) error {
+	for p, rt := range r.retRoutes[idx] {
+		if err := r.routes.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete route %s table %d: %w", p, ReturnTable, err)
+		}
+		r.dropReturnRoute(p)
+		ch.add("route: return table %s %s", verb, p)
+	}
 	return nil
 }
 
@@ -746,10 +996,14 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 	}
 	if l, err := r.host.LinkByName(hostIf); err == nil {
 		if id, _, ok := ParseAlias(l.Attrs().Alias); ok && id == o.ID {
+			if err := r.deleteReturnRoutes(l.Attrs().Index, "delete", &ch); err != nil {
+				return ch, err
+			}
+			// The link takes its neighbour entries and remaining routes along.
 			if err := r.host.LinkDel(l); err != nil && !isNotFound(err) {
 				return ch, fmt.Errorf("delete link %s: %w", hostIf, err)
 			}
-			delete(r.hostAddrs, l.Attrs().Index)
+			r.forgetLink(l.Attrs().Index)
 			ch.add("link: delete %s", hostIf)
 		}
 	} else if !isNotFound(err) {
@@ -813,7 +1067,8 @@ func (r *Reconciler) deleteRules(table uint32, ch *changes) error {
 
 // GC removes state in nfhost's ranges that belongs to no live slot: nft map
 // entries and ip rules (at nfhost's priority) whose mark/table is not in
-// slots. It works from the mirrors that Observe loads; call it after
+// slots, and return-table routes that lead anywhere but a live slot's host
+// link. It works from the mirrors that Observe loads; call it after
 // Observe. Tenants themselves are deleted through Delete, which the daemon
 // guards.
 func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, error) {
@@ -824,6 +1079,19 @@ func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, e
 	ch, err := r.steer.gc(keep)
 	if err != nil {
 		return ch, err
+	}
+	for idx := range r.retRoutes {
+		if !r.observed {
+			break // which links are nfhost's is known after Observe only
+		}
+		if slot, ok := r.linkSlots[idx]; ok && slots[slot] {
+			continue
+		}
+		var gc changes
+		if err := r.deleteReturnRoutes(idx, "gc", &gc); err != nil {
+			return ch, err
+		}
+		ch = append(ch, gc...)
 	}
 	for t, rules := range r.rules {
 		if keep[t] {

@@ -20,7 +20,15 @@
 //     ID and carry the alias "nfhost:tenant=<id>,slot=<n>";
 //   - the nft table is "inet nfhost" in the host namespace;
 //   - ip rules use priority RulePriority and tables/marks in
-//     [SlotBase+1, SlotBase+MaxSlot].
+//     [SlotBase+1, SlotBase+MaxSlot];
+//   - the return path of the tenants' replies does not depend on the
+//     host's routing tables: table ReturnTable holds each tenant's IPv4
+//     prefixes via 169.254.100.2 on its host link, consulted by one rule
+//     "lookup ReturnTable" at ReturnRulePriority by every lookup no tenant
+//     mark answered (reverse-path checks among them), and both ends of each veth
+//     hold permanent neighbour entries for the other end's 169.254.100.x,
+//     so nothing resolves neighbours across the veth (an ARP request is
+//     only answered if the reverse-path check finds its sender).
 //
 // Garbage collection only ever removes objects that carry these marks.
 package routing
@@ -45,6 +53,21 @@ const (
 	// RulePriority is the priority of every tenant fwmark rule. Marks are
 	// disjoint, so one priority serves all tenants.
 	RulePriority = 1600
+	// ReturnTable is nfhost's return table: every tenant's IPv4 prefixes
+	// via its veth. Slot 0 is never a tenant's, so SlotBase is free.
+	ReturnTable = SlotBase
+	// ReturnRulePriority is the priority of the one rule "lookup
+	// ReturnTable", without selectors, right after the fwmark rules: it
+	// answers only lookups no tenant mark selected. Those are the
+	// kernel's reverse-path checks (fib_validate_source looks the source
+	// up with mark 0, and with iif set to the output device of the
+	// packet's forward route, so "iif lo" would miss forwarded packets)
+	// and the host's own unmarked output lookups: the tenants' replies
+	// pass strict or loose rp_filter whatever the host's tables hold, and
+	// the host's own traffic to a tenant prefix goes into the tenant's veth
+	// (with 169.254.100.1 as source unless bound), where the output
+	// chain's mark sends it anyway.
+	ReturnRulePriority = RulePriority + 1
 	// NFTTable is the name of nfhost's nft table (family inet) in the host
 	// namespace and, for the firewall, in each tenant namespace.
 	NFTTable = "nfhost"
