@@ -176,3 +176,39 @@ func TestOldUnmarkedNamespaceAdopted(t *testing.T) {
 		t.Error("the old namespace survived Delete")
 	}
 }
+
+// Observe reads a namespace's mark once and then relies on the tenant's
+// veth still having its peer inside. A namespace someone else put under
+// the tenant's name after ours went (the kernel may even give it the old
+// inode number) has no veth of ours and is found foreign.
+func TestReplacedNamespaceRechecked(t *testing.T) {
+	tp := newTopoNamed(t, "nfR")
+	ctx := context.Background()
+	spec := tp.spec("swap", 8, "203.0.113.0/24")
+	mustApply(t, tp.rec, spec)
+	for i := 0; i < 2; i++ { // the second pass takes the shortcut
+		if obs, err := tp.rec.Observe(ctx); err != nil || obs["swap"].Namespace != spec.Namespace {
+			t.Fatalf("Observe %d = %+v, %v", i, obs, err)
+		}
+	}
+	ino := func() string { return tp.edge.MustExec(t, "stat", "-L", "-c", "%i", "/run/netns/"+spec.Namespace) }
+	before := ino()
+	if err := nsutil.Delete(nsutil.DefaultDir, spec.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	other := nstest.New(t, spec.Namespace)
+	t.Logf("inode before %s, after %s", strings.TrimSpace(before), strings.TrimSpace(ino()))
+	obs, err := tp.rec.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := obs["swap"]; o.Namespace != "" {
+		t.Errorf("Observe took the replacement namespace for the tenant's: %+v", o)
+	}
+	if got := tp.rec.Foreign(); !slices.Equal(got, []string{other.Name}) {
+		t.Errorf("Foreign() = %q, want the replacement", got)
+	}
+	if _, err := tp.rec.Delete(ctx, routing.Observed{ID: "swap", Slot: 8}); !errors.Is(err, routing.ErrNotOwned) || !nsutil.Exists(nsutil.DefaultDir, other.Name) {
+		t.Errorf("Delete = %v (namespace exists: %v), want ErrNotOwned and the namespace kept", err, nsutil.Exists(nsutil.DefaultDir, other.Name))
+	}
+}

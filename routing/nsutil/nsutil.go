@@ -110,6 +110,17 @@ func Exists(dir, name string) bool {
 	return st.Dev != parent.Dev
 }
 
+// Inode returns the inode of the namespace mounted at dir/name, which
+// identifies the namespace while it exists (the kernel may reuse the
+// number after it is gone). ok is false if no namespace is mounted there.
+func Inode(dir, name string) (ino uint64, ok bool) {
+	var st, parent unix.Stat_t
+	if unix.Stat(filepath.Join(dir, name), &st) != nil || unix.Stat(dir, &parent) != nil || st.Dev == parent.Dev {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
 // List returns the names in dir that start with prefix.
 func List(dir, prefix string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
