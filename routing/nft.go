@@ -17,7 +17,10 @@ import (
 // skeletonVersion tags nfhost's rules (rule userdata). A different or
 // missing tag means the table was written by another version or edited by
 // hand, and the skeleton is rebuilt in one transaction.
-const skeletonVersion = "nfhost-routing-v1"
+//
+// v2: map values are in network byte order and the rules convert them to
+// host order for meta mark (v1 stored host order; see markBytes).
+const skeletonVersion = "nfhost-routing-v2"
 
 const (
 	map4 = "tenant_marks4"
@@ -40,6 +43,9 @@ type steering struct {
 	// foreign holds intervals that are not a single prefix (written by
 	// someone else); load() reports them and sync removes them.
 	foreign []nftset.Interval
+	// hostOrder holds the prefixes whose values load() found in v1's host
+	// byte order; ensure() rewrites them.
+	hostOrder []netip.Prefix
 }
 
 func newSteering(conn *nftables.Conn) *steering {
@@ -53,7 +59,35 @@ func newSteering(conn *nftables.Conn) *steering {
 	}
 }
 
-func markBytes(m uint32) []byte { return binaryutil.NativeEndian.PutUint32(m) }
+// markBytes encodes a mark as a map value: in network byte order.
+//
+// meta mark takes the register in host byte order, and the kernel never
+// looks at the map's declared types. nft, however, prints a map's values in
+// the byte order recorded in the set's userdata (NFTNL_UDATA_SET_DATABYTEORDER)
+// and, without that record, as big-endian; google/nftables cannot write the
+// record (google/nftables#355), so host-order values showed byte-swapped
+// (0x01f2666e for fwmark 0x6e66f201). So the values are stored as nft reads
+// them, an element added with the nft CLI is encoded the same way, and each
+// rule converts the looked-up value with one ntoh before setting the mark.
+func markBytes(m uint32) []byte { return binaryutil.BigEndian.PutUint32(m) }
+
+// decodeMark reads a map value. Marks in nfhost's range have "nf" in the
+// upper half, which tells the two encodings apart: a value that is in
+// range only when read in host byte order was written by v1 (or by an
+// older nsd since) and must be rewritten. Values in neither form are
+// returned as read (they belong to no slot and are garbage-collected).
+func decodeMark(b []byte) (mark uint32, hostOrder bool) {
+	if be := binaryutil.BigEndian.Uint32(b); ownedMark(be) {
+		return be, false
+	}
+	if he := binaryutil.NativeEndian.Uint32(b); ownedMark(he) {
+		// On a big-endian host he == be and this is not reached.
+		return he, true
+	}
+	return binaryutil.BigEndian.Uint32(b), false
+}
+
+func ownedMark(m uint32) bool { return m&^MaxSlot == SlotBase && m&MaxSlot != 0 }
 
 func (s *steering) set(p netip.Prefix) *nftables.Set {
 	if p.Addr().Is4() {
@@ -63,14 +97,16 @@ func (s *steering) set(p netip.Prefix) *nftables.Set {
 }
 
 // ensure checks the table skeleton and rebuilds it atomically when it is
-// missing or not ours; existing map elements are carried over. It then loads
-// the map contents into s.marks. It reports whether it rebuilt.
-func (s *steering) ensure() (rebuilt bool, err error) {
+// missing or not ours; existing map elements are carried over (values in
+// v1's byte order converted on the way). It then loads the map contents
+// into s.marks and rewrites, in one batch, any element still in v1's byte
+// order. It reports whether it rebuilt and how many elements it rewrote.
+func (s *steering) ensure() (rebuilt bool, rewritten int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ok, exists, err := s.skeletonOK()
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	if !ok {
 		var keep4, keep6 []nftables.SetElement
@@ -81,22 +117,49 @@ func (s *steering) ensure() (rebuilt bool, err error) {
 			s.conn.DelTable(s.table)
 		}
 		s.addSkeleton()
-		if len(keep4) > 0 {
-			if err := s.conn.SetAddElements(s.m4, keep4); err != nil {
-				return false, fmt.Errorf("carry over ipv4 map elements: %w", err)
+		for _, c := range []struct {
+			set  *nftables.Set
+			keep []nftables.SetElement
+		}{{s.m4, keep4}, {s.m6, keep6}} {
+			if len(c.keep) == 0 {
+				continue
 			}
-		}
-		if len(keep6) > 0 {
-			if err := s.conn.SetAddElements(s.m6, keep6); err != nil {
-				return false, fmt.Errorf("carry over ipv6 map elements: %w", err)
+			for i, e := range c.keep {
+				if len(e.Val) == 4 {
+					m, _ := decodeMark(e.Val)
+					c.keep[i].Val = markBytes(m)
+				}
+			}
+			if err := s.conn.SetAddElements(c.set, c.keep); err != nil {
+				return false, 0, fmt.Errorf("carry over %s elements: %w", c.set.Name, err)
 			}
 		}
 		if err := s.conn.Flush(); err != nil {
-			return false, fmt.Errorf("write nft table %s: %w", NFTTable, err)
+			return false, 0, fmt.Errorf("write nft table %s: %w", NFTTable, err)
 		}
 		rebuilt = true
 	}
-	return rebuilt, s.load()
+	if err := s.load(); err != nil {
+		return rebuilt, 0, err
+	}
+	if len(s.hostOrder) == 0 {
+		return rebuilt, 0, nil
+	}
+	// Delete and re-add in one transaction: the element is never missing.
+	for _, p := range s.hostOrder {
+		if err := s.conn.SetDeleteElements(s.set(p), nftset.Elements(p, nil)); err != nil {
+			return rebuilt, 0, fmt.Errorf("delete map element %s: %w", p, err)
+		}
+		if err := s.conn.SetAddElements(s.set(p), nftset.Elements(p, markBytes(s.marks[p]))); err != nil {
+			return rebuilt, 0, fmt.Errorf("add map element %s: %w", p, err)
+		}
+	}
+	if err := s.conn.Flush(); err != nil {
+		lerr := s.load()
+		return rebuilt, 0, fmt.Errorf("rewrite nft map elements in network byte order: %w (reload: %v)", err, lerr)
+	}
+	rewritten, s.hostOrder = len(s.hostOrder), nil
+	return rebuilt, rewritten, nil
 }
 
 func (s *steering) addSkeleton() {
@@ -114,7 +177,8 @@ func (s *steering) addSkeleton() {
 	}
 }
 
-// rules: meta mark set ip daddr map @tenant_marks4 / ip6 daddr map @tenant_marks6.
+// rules: meta mark set ip daddr map @tenant_marks4 / ip6 daddr map @tenant_marks6,
+// with the value converted from network to host byte order (markBytes).
 // A lookup miss ends the rule, so packets to other destinations keep their mark.
 func (s *steering) rules(ch *nftables.Chain) []*nftables.Rule {
 	mk := func(proto byte, set *nftables.Set, off, l uint32, tag string) *nftables.Rule {
@@ -123,6 +187,7 @@ func (s *steering) rules(ch *nftables.Chain) []*nftables.Rule {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: l},
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID},
+			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderNtoh, Len: 4, Size: 4},
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 		}}
 	}
@@ -195,6 +260,7 @@ func (s *steering) skeletonOK() (ok, exists bool, err error) {
 func (s *steering) load() error {
 	marks := map[netip.Prefix]uint32{}
 	var foreign []nftset.Interval
+	var hostOrder []netip.Prefix
 	for _, set := range []*nftables.Set{s.m4, s.m6} {
 		elems, err := s.conn.GetSetElements(set)
 		if err != nil {
@@ -210,10 +276,14 @@ func (s *steering) load() error {
 				foreign = append(foreign, iv)
 				continue
 			}
-			marks[p] = binaryutil.NativeEndian.Uint32(iv.Val)
+			m, old := decodeMark(iv.Val)
+			marks[p] = m
+			if old {
+				hostOrder = append(hostOrder, p)
+			}
 		}
 	}
-	s.marks, s.foreign = marks, foreign
+	s.marks, s.foreign, s.hostOrder = marks, foreign, hostOrder
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 
@@ -20,6 +21,11 @@ import (
 
 // ErrNotSupported wraps a missing kernel feature found at start.
 var ErrNotSupported = errors.New("not supported by this kernel")
+
+// ErrNotOwned is wrapped by Apply and Delete when a tenant's namespace name
+// is taken by a namespace nfhost did not create: one without nfhost's mark
+// (see NSAlias). Such a namespace is never adopted, modified or deleted.
+var ErrNotOwned = errors.New("not nfhost's")
 
 // Config configures a Reconciler.
 type Config struct {
@@ -52,6 +58,24 @@ type Reconciler struct {
 	// the same reason: the library's AddrList dumps every address in the
 	// namespace (three per tenant) and filters in user space.
 	hostAddrs map[int][]netip.Prefix
+	// foreign lists the namespaces with nfhost's prefix that the last
+	// Observe found not to be nfhost's.
+	foreign []string
+	// The return path (see ReturnTable), mirrored like the rules:
+	// retRoutes holds the return table's routes by the ifindex they route
+	// into, retLink the ifindex of each prefix, retRules the rules pointing
+	// at the table, hostNeigh the MAC of the permanent NSAddr4 neighbour on
+	// each host link, linkSlots the slot of each nfhost host link.
+	retRoutes map[int]map[netip.Prefix]netlink.Route
+	retLink   map[netip.Prefix]int
+	retRules  []netlink.Rule
+	hostNeigh map[int]string
+	linkSlots map[int]uint16
+	observed  bool // linkSlots holds every nfhost host link (Observe ran)
+	// verified maps the inode of each tenant namespace whose mark this
+	// Reconciler has read or written to the tenant's ID, so that a later
+	// Observe need not enter it (see observeNS).
+	verified map[uint64]string
 }
 
 // New opens handles on the host namespace, checks the kernel features
@@ -89,15 +113,28 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, fmt.Errorf("open nftables: %w: %w", ErrNotSupported, err)
 	}
 	r.steer = newSteering(conn)
-	if rebuilt, err := r.steer.ensure(); err != nil {
+	rebuilt, rewritten, err := r.steer.ensure()
+	if err != nil {
 		r.Close()
 		return nil, fmt.Errorf("set up nft table %s (nf_tables inet): %w", NFTTable, err)
-	} else if rebuilt {
+	}
+	if rebuilt {
 		r.log.Info("wrote nft table skeleton", "table", "inet "+NFTTable)
+	}
+	if rewritten > 0 {
+		r.log.Info("rewrote nft map elements from host to network byte order", "elements", rewritten)
 	}
 	if err := r.loadRules(); err != nil {
 		r.Close()
 		return nil, err
+	}
+	rch, err := r.ensureReturnRule()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	for _, c := range rch {
+		r.log.Info("kernel change", "change", c)
 	}
 	changed, err := nsutil.EnsureSysctls(hostNS, []nsutil.Sysctl{
 		{Path: "net/ipv4/ip_forward", Value: "1"},
@@ -152,42 +189,199 @@ type Observed struct {
 }
 
 // Observe lists the tenants nfhost has plumbed on this host: host links with
-// an nfhost alias and namespaces with the nfhost prefix. It also reloads the
-// nft map mirror and repairs the table skeleton.
+// an nfhost alias and namespaces with the nfhost prefix that are nfhost's
+// (see nsOwner). It marks namespaces an older nsd made without a mark, and
+// leaves out and reports (Foreign) the other namespaces with the prefix. It
+// also reloads the nft map mirror and repairs the table skeleton.
 func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
-	if rebuilt, err := r.steer.ensure(); err != nil {
+	rebuilt, rewritten, err := r.steer.ensure()
+	if err != nil {
 		return nil, err
-	} else if rebuilt {
+	}
+	if rebuilt {
 		r.log.Warn("nft table skeleton was missing or altered; rebuilt it", "table", "inet "+NFTTable)
+	}
+	if rewritten > 0 {
+		r.log.Warn("rewrote nft map elements from host to network byte order", "elements", rewritten)
 	}
 	if err := r.loadRules(); err != nil {
 		return nil, err
+	}
+	rch, err := r.ensureReturnRule()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range rch {
+		r.log.Warn("return rule was missing or altered; repaired it", "change", c)
 	}
 	out := map[string]Observed{}
 	links, err := retryDump("links", r.host.LinkList)
 	if err != nil {
 		return nil, err
 	}
+	hostLinks := map[string]netlink.Link{}
+	r.linkSlots, r.observed = map[int]uint16{}, true
 	for _, l := range links {
 		id, slot, ok := ParseAlias(l.Attrs().Alias)
 		if !ok {
 			continue
 		}
+		r.linkSlots[l.Attrs().Index] = slot
 		o := out[id]
 		o.ID, o.Slot, o.HostIf = id, slot, l.Attrs().Name
 		out[id] = o
+		hostLinks[id] = l
 	}
 	names, err := nsutil.List(r.cfg.NetnsDir, r.cfg.NSPrefix)
 	if err != nil {
 		return nil, err
 	}
+	var foreign []string
+	verified := make(map[uint64]string, len(names))
 	for _, n := range names {
+		ino, ok := nsutil.Inode(r.cfg.NetnsDir, n)
+		if !ok {
+			// Not a namespace (an interrupted create leaves an empty
+			// file; ensureNS clears it).
+			continue
+		}
 		id := n[len(r.cfg.NSPrefix):]
+		ours, err := r.observeNS(id, n, ino, hostLinks[id])
+		if err != nil {
+			// Undecided is not ours: Apply and Delete check again.
+			r.log.Warn("cannot tell whether netns is nfhost's; leaving it alone", "netns", n, "err", err)
+		}
+		if !ours {
+			foreign = append(foreign, n)
+			continue
+		}
+		verified[ino] = id
 		o := out[id]
 		o.ID, o.Namespace = id, n
 		out[id] = o
 	}
+	r.verified = verified
+	r.setForeign(foreign)
 	return out, nil
+}
+
+// observeNS tells whether the namespace called name (inode ino) is tenant
+// id's, and marks it if an older nsd made it. Entering a namespace to read
+// its mark costs about 0.1 ms, so a namespace whose mark this Reconciler
+// has already read or written is taken as unchanged while the tenant's
+// host veth still has its peer inside: if the namespace was replaced under
+// the same name (even with the same inode number, which the kernel
+// reuses), the veth went with the old one.
+func (r *Reconciler) observeNS(id, name string, ino uint64, hostLink netlink.Link) (bool, error) {
+	ns, err := nsutil.Open(r.cfg.NetnsDir, name)
+	if err != nil {
+		return false, err
+	}
+	defer ns.Close()
+	if r.verified[ino] == id && hostLink != nil && hostLink.Attrs().NetNsID >= 0 {
+		if nsid, err := r.host.GetNetNsIdByFd(int(ns)); err == nil && nsid == hostLink.Attrs().NetNsID {
+			return true, nil
+		}
+	}
+	h, err := newHandle(ns, false)
+	if err != nil {
+		return false, fmt.Errorf("open handle in %s: %w", name, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return false, fmt.Errorf("get lo in %s: %w", name, err)
+	}
+	owner, err := r.nsOwner(id, ns, lo, func() (netlink.Link, error) { return hostLink, nil })
+	if err != nil || owner == nsForeign {
+		return false, err
+	}
+	if owner == nsUnmarked {
+		if err := markNS(h, lo, id); err != nil {
+			return false, fmt.Errorf("mark %s: %w", name, err)
+		}
+		r.log.Info("marked netns made by an older nsd", "netns", name, "tenant", id)
+	}
+	return true, nil
+}
+
+// setForeign records the foreign namespaces of an Observe pass and warns
+// about those not seen in the previous one.
+func (r *Reconciler) setForeign(names []string) {
+	sort.Strings(names)
+	for _, n := range names {
+		if !slices.Contains(r.foreign, n) {
+			r.log.Warn("netns has nfhost's prefix but is not nfhost's; leaving it alone", "netns", n, "prefix", r.cfg.NSPrefix)
+		}
+	}
+	r.foreign = names
+}
+
+// Foreign returns the namespaces with nfhost's prefix that the last
+// Observe found not to be nfhost's, sorted. nfhost never adopts, modifies
+// or deletes them.
+func (r *Reconciler) Foreign() []string { return slices.Clone(r.foreign) }
+
+type nsOwnership int
+
+const (
+	nsForeign  nsOwnership = iota
+	nsMarked               // lo carries NSAlias(tenant)
+	nsUnmarked             // no mark, but nfhost's host veth of the tenant has its peer inside: made by an older nsd
+)
+
+// nsOwner decides whether ns is tenant id's namespace. lo is ns's
+// loopback; hostLink returns the tenant's host link (nil if there is
+// none) and is only called for an unmarked namespace.
+func (r *Reconciler) nsOwner(id string, ns netns.NsHandle, lo netlink.Link, hostLink func() (netlink.Link, error)) (nsOwnership, error) {
+	switch lo.Attrs().Alias {
+	case NSAlias(id):
+		return nsMarked, nil
+	case "":
+	default:
+		// Someone else's mark, or another tenant's.
+		return nsForeign, nil
+	}
+	l, err := hostLink()
+	if err != nil || l == nil || l.Type() != "veth" || l.Attrs().NetNsID < 0 {
+		return nsForeign, err
+	}
+	if lid, _, ok := ParseAlias(l.Attrs().Alias); !ok || lid != id {
+		return nsForeign, nil
+	}
+	// The host end reports its peer's namespace by its id in the host
+	// namespace (IFLA_LINK_NETNSID).
+	nsid, err := r.host.GetNetNsIdByFd(int(ns))
+	if err != nil {
+		return nsForeign, fmt.Errorf("get netns id: %w", err)
+	}
+	if nsid != l.Attrs().NetNsID {
+		return nsForeign, nil
+	}
+	return nsUnmarked, nil
+}
+
+// markNS writes nfhost's ownership mark into a namespace through h, a
+// handle bound to it.
+func markNS(h *netlink.Handle, lo netlink.Link, id string) error {
+	if err := h.LinkSetAlias(lo, NSAlias(id)); err != nil {
+		return fmt.Errorf("set alias of lo: %w", err)
+	}
+	return nil
+}
+
+// hostLinkByName returns the host link called name, nil if there is none.
+func (r *Reconciler) hostLinkByName(name string) func() (netlink.Link, error) {
+	return func() (netlink.Link, error) {
+		l, err := r.host.LinkByName(name)
+		if isNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get link %s: %w", name, err)
+		}
+		return l, nil
+	}
 }
 
 // Apply makes the kernel match spec and returns one line per change made.
@@ -207,6 +401,30 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 		return ch, fmt.Errorf("open handle in %s: %w", spec.Namespace, err)
 	}
 	defer tn.Close()
+	// Ownership first: nothing in a namespace that is not ours is touched.
+	lo, err := tn.LinkByName("lo")
+	if err != nil {
+		return ch, fmt.Errorf("get lo in %s: %w", spec.Namespace, err)
+	}
+	owner, err := r.nsOwner(spec.ID, ns, lo, r.hostLinkByName(spec.HostIf))
+	if err != nil {
+		return ch, fmt.Errorf("check owner of netns %s: %w", spec.Namespace, err)
+	}
+	switch owner {
+	case nsForeign:
+		return ch, fmt.Errorf("netns %s exists and is %w", spec.Namespace, ErrNotOwned)
+	case nsUnmarked:
+		if err := markNS(tn, lo, spec.ID); err != nil {
+			return ch, fmt.Errorf("mark netns %s: %w", spec.Namespace, err)
+		}
+		ch.add("netns: mark %s (made by an older nsd)", spec.Namespace)
+	}
+	if lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := tn.LinkSetUp(lo); err != nil {
+			return ch, fmt.Errorf("set lo up in %s: %w", spec.Namespace, err)
+		}
+		ch.add("link: up lo@%s", spec.Namespace)
+	}
 
 	hostLink, nsLink, err := r.ensureVeth(spec, ns, tn, &ch)
 	if err != nil {
@@ -249,6 +467,13 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 	if err := r.ensureRules(spec, &ch); err != nil {
 		return ch, err
 	}
+	r.linkSlots[hostIdx] = spec.Slot
+	if err := r.ensureNeighbours(tn, hostLink, nsLink, &ch); err != nil {
+		return ch, err
+	}
+	if err := r.ensureReturnRoutes(spec, hostLink, &ch); err != nil {
+		return ch, err
+	}
 	nftCh, err := r.steer.sync(spec.Mark, spec.Prefixes)
 	ch = append(ch, nftCh...)
 	if err != nil {
@@ -266,10 +491,24 @@ func (r *Reconciler) ensureNS(spec TenantSpec) (netns.NsHandle, bool, error) {
 		ns, err := nsutil.Open(r.cfg.NetnsDir, spec.Namespace)
 		return ns, false, err
 	}
-	// A stale file without a mount (e.g. after a crash mid-create) is ours
-	// to replace: the name carries our prefix.
-	_ = nsutil.Delete(r.cfg.NetnsDir, spec.Namespace)
-	ns, err := nsutil.Create(r.cfg.NetnsDir, spec.Namespace)
+	// An empty file without a mount is what a crash mid-create leaves;
+	// anything else under the name is not ours to replace.
+	if err := nsutil.RemoveStale(r.cfg.NetnsDir, spec.Namespace); err != nil {
+		return netns.None(), false, fmt.Errorf("create netns %s: %w", spec.Namespace, err)
+	}
+	// The mark is in place before the namespace appears under its name.
+	ns, err := nsutil.CreateWith(r.cfg.NetnsDir, spec.Namespace, func(ns netns.NsHandle) error {
+		h, err := newHandle(ns, false)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("get lo: %w", err)
+		}
+		return markNS(h, lo, spec.ID)
+	})
 	if err != nil {
 		return netns.None(), false, err
 	}
@@ -297,7 +536,7 @@ func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.
 			if err := r.host.LinkDel(hostLink); err != nil {
 				return nil, nil, fmt.Errorf("delete stale link %s: %w", spec.HostIf, err)
 			}
-			delete(r.hostAddrs, hostLink.Attrs().Index)
+			r.forgetLink(hostLink.Attrs().Index)
 			ch.add("link: delete stale %s", spec.HostIf)
 		}
 		if nerr == nil {
@@ -339,12 +578,6 @@ func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.
 			}
 			ch.add("link: up %s", l.link.Attrs().Name)
 		}
-	}
-	if lo, err := tn.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := tn.LinkSetUp(lo); err != nil {
-			return nil, nil, fmt.Errorf("set lo up in %s: %w", spec.Namespace, err)
-		}
-		ch.add("link: up lo@%s", spec.Namespace)
 	}
 	return hostLink, nsLink, nil
 }
@@ -465,19 +698,234 @@ func (r *Reconciler) loadRules() error {
 		}
 	}
 	m := map[uint32][]netlink.Rule{}
+	var ret []netlink.Rule
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rules, err := retryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
 		if err != nil {
 			return err
 		}
 		for _, ru := range rules {
+			ru.Family = family
 			if t := uint32(ru.Table); t > SlotBase && t <= SlotBase+MaxSlot {
-				ru.Family = family
 				m[t] = append(m[t], ru)
+			} else if t == ReturnTable {
+				ret = append(ret, ru)
 			}
 		}
 	}
-	r.rules = m
+	r.rules, r.retRules = m, ret
+	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
+		rs, err := r.routes.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: ReturnTable}, netlink.RT_FILTER_TABLE)
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil // no routes in the table yet
+		}
+		return rs, err
+	})
+	if err != nil {
+		return err
+	}
+	r.retRoutes, r.retLink = map[int]map[netip.Prefix]netlink.Route{}, map[netip.Prefix]int{}
+	for _, rt := range routes {
+		if rt.Table != ReturnTable || rt.Dst == nil {
+			continue
+		}
+		if p, ok := ipNetPrefix(rt.Dst); ok {
+			r.setReturnRoute(p, rt)
+		}
+	}
+	neighs, err := retryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(r.host, false) })
+	if err != nil {
+		return err
+	}
+	r.hostNeigh = map[int]string{}
+	for _, n := range neighs {
+		if n.State&unix.NUD_PERMANENT != 0 && n.IP.Equal(NSAddr4.Addr().AsSlice()) {
+			r.hostNeigh[n.LinkIndex] = n.HardwareAddr.String()
+		}
+	}
+	if r.linkSlots == nil {
+		r.linkSlots = map[int]uint16{}
+	}
+	return nil
+}
+
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	ip, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(ip.Unmap(), ones), true
+}
+
+// forgetLink drops a deleted host link from the mirrors; the kernel took
+// its addresses, neighbour entries and routes with it.
+func (r *Reconciler) forgetLink(idx int) {
+	delete(r.hostAddrs, idx)
+	delete(r.hostNeigh, idx)
+	delete(r.linkSlots, idx)
+	for p := range r.retRoutes[idx] {
+		delete(r.retLink, p)
+	}
+	delete(r.retRoutes, idx)
+}
+
+func (r *Reconciler) setReturnRoute(p netip.Prefix, rt netlink.Route) {
+	if old, ok := r.retLink[p]; ok {
+		delete(r.retRoutes[old], p)
+	}
+	if r.retRoutes[rt.LinkIndex] == nil {
+		r.retRoutes[rt.LinkIndex] = map[netip.Prefix]netlink.Route{}
+	}
+	r.retRoutes[rt.LinkIndex][p] = rt
+	r.retLink[p] = rt.LinkIndex
+}
+
+func (r *Reconciler) dropReturnRoute(p netip.Prefix) {
+	if idx, ok := r.retLink[p]; ok {
+		delete(r.retRoutes[idx], p)
+		if len(r.retRoutes[idx]) == 0 {
+			delete(r.retRoutes, idx)
+		}
+	}
+	delete(r.retLink, p)
+}
+
+// ensureReturnRule keeps exactly one rule pointing at ReturnTable: IPv4,
+// priority ReturnRulePriority, no selectors. (IPv6 forwarding does no
+// reverse-path check.)
+func (r *Reconciler) ensureReturnRule() ([]string, error) {
+	var ch changes
+	var keep []netlink.Rule
+	for _, ru := range r.retRules {
+		if len(keep) == 0 && ru.Family == netlink.FAMILY_V4 && ru.Priority == ReturnRulePriority && ru.IifName == "" &&
+			ru.Mark == 0 && (ru.Mask == nil || *ru.Mask == 0) && ru.Src == nil && ru.Dst == nil && ru.OifName == "" && !ru.Invert &&
+			ru.Tos == 0 && ru.IPProto == 0 && ru.Sport == nil && ru.Dport == nil && ru.UIDRange == nil && ru.Goto < 0 {
+			keep = append(keep, ru)
+			continue
+		}
+		ru := ru
+		if err := r.host.RuleDel(&ru); err != nil && !errors.Is(err, unix.ENOENT) {
+			return ch, fmt.Errorf("delete rule %s: %w", ru, err)
+		}
+		ch.add("rule: delete %s", ru)
+	}
+	if len(keep) == 0 {
+		ru := netlink.NewRule()
+		ru.Family = netlink.FAMILY_V4
+		ru.Priority = ReturnRulePriority
+		ru.Table = ReturnTable
+		if err := r.host.RuleAdd(ru); err != nil && !errors.Is(err, unix.EEXIST) {
+			return ch, fmt.Errorf("add rule lookup %d: %w", ReturnTable, err)
+		}
+		keep = append(keep, *ru)
+		ch.add("rule: add lookup %d priority %d", ReturnTable, ReturnRulePriority)
+	}
+	r.retRules = keep
+	return ch, nil
+}
+
+// ensureNeighbours makes both ends of the veth know each other's MAC for
+// good (169.254.100.1 in the namespace, 169.254.100.2 on the host), so no
+// ARP crosses the veth: the host answers an ARP request only if its
+// reverse-path check finds the sender, which the host's tables need not.
+func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, hostLink, nsLink netlink.Link, ch *changes) error {
+	hostIdx, nsIdx := hostLink.Attrs().Index, nsLink.Attrs().Index
+	hostMAC, nsMAC := hostLink.Attrs().HardwareAddr, nsLink.Attrs().HardwareAddr
+	// The tenant namespace holds a handful of entries; the host's are
+	// mirrored (one dump per Observe, not per tenant).
+	neighs, err := retryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(tn, true) })
+	if err != nil {
+		return err
+	}
+	ok := false
+	for _, n := range neighs {
+		if n.LinkIndex == nsIdx && n.IP.Equal(HostAddr4.Addr().AsSlice()) {
+			ok = n.State&unix.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hostMAC.String()
+		}
+	}
+	if !ok {
+		n := &netlink.Neigh{LinkIndex: nsIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: HostAddr4.Addr().AsSlice(), HardwareAddr: hostMAC}
+		if err := tn.NeighSet(n); err != nil {
+			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name, err)
+		}
+		ch.add("neigh: tenant %s lladdr %s dev %s permanent", HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name)
+	}
+	if r.hostNeigh[hostIdx] != nsMAC.String() {
+		n := &netlink.Neigh{LinkIndex: hostIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: NSAddr4.Addr().AsSlice(), HardwareAddr: nsMAC}
+		if err := r.host.NeighSet(n); err != nil {
+			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name, err)
+		}
+		r.hostNeigh[hostIdx] = nsMAC.String()
+		ch.add("neigh: host %s lladdr %s dev %s permanent", NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name)
+	}
+	return nil
+}
+
+// neighDumpV4 lists the IPv4 neighbour entries through h. The library
+// sends the ndmsg header of the request with uninitialised padding bytes,
+// which the kernel's strict checking rejects (EINVAL), so a strict handle
+// drops strict checking for the dump; without it the kernel reads only
+// the family from the header.
+func neighDumpV4(h *netlink.Handle, strict bool) ([]netlink.Neigh, error) {
+	if strict {
+		if err := h.SetStrictCheck(false); err != nil {
+			return nil, fmt.Errorf("disable netlink strict check: %w", err)
+		}
+		defer h.SetStrictCheck(true)
+	}
+	return h.NeighListExecute(netlink.Ndmsg{Family: netlink.FAMILY_V4})
+}
+
+// ensureReturnRoutes makes the return table route exactly the tenant's
+// IPv4 prefixes into its host link.
+func (r *Reconciler) ensureReturnRoutes(spec TenantSpec, hostLink netlink.Link, ch *changes) error {
+	idx := hostLink.Attrs().Index
+	want := map[netip.Prefix]bool{}
+	for _, p := range spec.Prefixes {
+		if !p.Addr().Is4() {
+			continue
+		}
+		p = p.Masked()
+		want[p] = true
+		if rt, ok := r.retRoutes[idx][p]; ok && isReturnRoute(rt, idx) {
+			continue
+		}
+		rt := netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(p), Gw: NSAddr4.Addr().AsSlice(), Table: ReturnTable, Type: unix.RTN_UNICAST,
+			Protocol: unix.RTPROT_STATIC, Flags: int(netlink.FLAG_ONLINK)}
+		if err := r.routes.RouteReplace(&rt); err != nil {
+			return fmt.Errorf("replace route %s via %s dev %s table %d: %w", p, NSAddr4.Addr(), hostLink.Attrs().Name, ReturnTable, err)
+		}
+		r.setReturnRoute(p, rt)
+		ch.add("route: return table %s via %s dev %s", p, NSAddr4.Addr(), hostLink.Attrs().Name)
+	}
+	for p, rt := range r.retRoutes[idx] {
+		if want[p] {
+			continue
+		}
+		if err := r.routes.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete route %s table %d: %w", p, ReturnTable, err)
+		}
+		r.dropReturnRoute(p)
+		ch.add("route: return table delete %s dev %s", p, hostLink.Attrs().Name)
+	}
+	return nil
+}
+
+func isReturnRoute(rt netlink.Route, idx int) bool {
+	return rt.LinkIndex == idx && rt.Gw != nil && rt.Gw.Equal(NSAddr4.Addr().AsSlice()) && rt.Type == unix.RTN_UNICAST &&
+		rt.Flags&int(netlink.FLAG_ONLINK) != 0 && rt.Priority == 0 && len(rt.MultiPath) == 0
+}
+
+// deleteReturnRoutes removes the return routes into the host link idx.
+func (r *Reconciler) deleteReturnRoutes(idx int, verb string, ch *changes) error {
+	for p, rt := range r.retRoutes[idx] {
+		if err := r.routes.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete route %s table %d: %w", p, ReturnTable, err)
+		}
+		r.dropReturnRoute(p)
+		ch.add("route: return table %s %s", verb, p)
+	}
 	return nil
 }
 
@@ -534,9 +982,25 @@ func ruleMatches(ru netlink.Rule, spec TenantSpec) bool {
 }
 
 // Delete removes everything nfhost made for a tenant. It is idempotent and
-// only touches objects that carry nfhost's marks.
+// only touches objects that carry nfhost's marks: a namespace under the
+// tenant's name that is not nfhost's stays, and Delete then returns an
+// error wrapping ErrNotOwned after removing the rest.
 func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 	var ch changes
+	hostIf := o.HostIf
+	if hostIf == "" {
+		hostIf = HostIfName(o.ID)
+	}
+	name := o.Namespace
+	if name == "" {
+		name = r.cfg.NSPrefix + o.ID
+	}
+	// Ownership before anything goes: an unmarked namespace of an older
+	// nsd is known by the host veth.
+	ours, err := r.deletableNS(o.ID, name, hostIf)
+	if err != nil {
+		return ch, err
+	}
 	if o.Slot != 0 {
 		mark := SlotBase + uint32(o.Slot)
 		nftCh, err := r.steer.sync(mark, nil)
@@ -548,32 +1012,62 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 			return ch, err
 		}
 	}
-	hostIf := o.HostIf
-	if hostIf == "" {
-		hostIf = HostIfName(o.ID)
-	}
 	if l, err := r.host.LinkByName(hostIf); err == nil {
 		if id, _, ok := ParseAlias(l.Attrs().Alias); ok && id == o.ID {
+			if err := r.deleteReturnRoutes(l.Attrs().Index, "delete", &ch); err != nil {
+				return ch, err
+			}
+			// The link takes its neighbour entries and remaining routes along.
 			if err := r.host.LinkDel(l); err != nil && !isNotFound(err) {
 				return ch, fmt.Errorf("delete link %s: %w", hostIf, err)
 			}
-			delete(r.hostAddrs, l.Attrs().Index)
+			r.forgetLink(l.Attrs().Index)
 			ch.add("link: delete %s", hostIf)
 		}
 	} else if !isNotFound(err) {
 		return ch, fmt.Errorf("get link %s: %w", hostIf, err)
 	}
-	name := o.Namespace
-	if name == "" {
-		name = r.cfg.NSPrefix + o.ID
-	}
-	if nsutil.Exists(r.cfg.NetnsDir, name) {
+	switch {
+	case !ours:
+		return ch, fmt.Errorf("delete netns %s: it exists and is %w; left in place", name, ErrNotOwned)
+	case nsutil.Exists(r.cfg.NetnsDir, name):
 		if err := nsutil.Delete(r.cfg.NetnsDir, name); err != nil {
 			return ch, err
 		}
 		ch.add("netns: delete %s", name)
+	default:
+		if err := nsutil.RemoveStale(r.cfg.NetnsDir, name); err != nil && !errors.Is(err, os.ErrExist) {
+			return ch, err
+		}
 	}
 	return ch, nil
+}
+
+// deletableNS reports whether Delete may remove the namespace called name:
+// it is tenant id's, or there is none.
+func (r *Reconciler) deletableNS(id, name, hostIf string) (bool, error) {
+	if !nsutil.Exists(r.cfg.NetnsDir, name) {
+		return true, nil
+	}
+	ns, err := nsutil.Open(r.cfg.NetnsDir, name)
+	if err != nil {
+		return false, err
+	}
+	defer ns.Close()
+	h, err := newHandle(ns, false)
+	if err != nil {
+		return false, fmt.Errorf("open handle in %s: %w", name, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return false, fmt.Errorf("get lo in %s: %w", name, err)
+	}
+	owner, err := r.nsOwner(id, ns, lo, r.hostLinkByName(hostIf))
+	if err != nil {
+		return false, fmt.Errorf("check owner of netns %s: %w", name, err)
+	}
+	return owner != nsForeign, nil
 }
 
 // deleteRules removes the rules of one table in nfhost's range.
@@ -591,7 +1085,8 @@ func (r *Reconciler) deleteRules(table uint32, ch *changes) error {
 
 // GC removes state in nfhost's ranges that belongs to no live slot: nft map
 // entries and ip rules (at nfhost's priority) whose mark/table is not in
-// slots. It works from the mirrors that Observe loads; call it after
+// slots, and return-table routes that lead anywhere but a live slot's host
+// link. It works from the mirrors that Observe loads; call it after
 // Observe. Tenants themselves are deleted through Delete, which the daemon
 // guards.
 func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, error) {
@@ -602,6 +1097,19 @@ func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, e
 	ch, err := r.steer.gc(keep)
 	if err != nil {
 		return ch, err
+	}
+	for idx := range r.retRoutes {
+		if !r.observed {
+			break // which links are nfhost's is known after Observe only
+		}
+		if slot, ok := r.linkSlots[idx]; ok && slots[slot] {
+			continue
+		}
+		var gc changes
+		if err := r.deleteReturnRoutes(idx, "gc", &gc); err != nil {
+			return ch, err
+		}
+		ch = append(ch, gc...)
 	}
 	for t, rules := range r.rules {
 		if keep[t] {

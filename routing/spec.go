@@ -8,12 +8,27 @@
 // (nsd/plan); Reconciler.Apply makes the kernel match a spec with the fewest
 // changes and is idempotent. Everything it creates carries nfhost's mark:
 //
-//   - network namespaces are named <ns-prefix><tenant> (default "nf-");
+//   - network namespaces are named <ns-prefix><tenant> (default "nf-") and
+//     their lo carries the alias "nfhost:tenant=<id>" (NSAlias), written
+//     inside the new namespace before it is mounted under its name. A
+//     namespace with the prefix but without the mark is someone else's and
+//     is never adopted, modified or deleted; the one exception is a
+//     namespace an older nsd made before the mark existed, recognised by
+//     nfhost's host veth of the same tenant having its peer in it, which is
+//     marked when found;
 //   - host-side links are named "nfv" + 12 hex digits of a hash of the tenant
 //     ID and carry the alias "nfhost:tenant=<id>,slot=<n>";
 //   - the nft table is "inet nfhost" in the host namespace;
 //   - ip rules use priority RulePriority and tables/marks in
-//     [SlotBase+1, SlotBase+MaxSlot].
+//     [SlotBase+1, SlotBase+MaxSlot];
+//   - the return path of the tenants' replies does not depend on the
+//     host's routing tables: table ReturnTable holds each tenant's IPv4
+//     prefixes via 169.254.100.2 on its host link, consulted by one rule
+//     "lookup ReturnTable" at ReturnRulePriority by every lookup no tenant
+//     mark answered (reverse-path checks among them), and both ends of each veth
+//     hold permanent neighbour entries for the other end's 169.254.100.x,
+//     so nothing resolves neighbours across the veth (an ARP request is
+//     only answered if the reverse-path check finds its sender).
 //
 // Garbage collection only ever removes objects that carry these marks.
 package routing
@@ -38,6 +53,21 @@ const (
 	// RulePriority is the priority of every tenant fwmark rule. Marks are
 	// disjoint, so one priority serves all tenants.
 	RulePriority = 1600
+	// ReturnTable is nfhost's return table: every tenant's IPv4 prefixes
+	// via its veth. Slot 0 is never a tenant's, so SlotBase is free.
+	ReturnTable = SlotBase
+	// ReturnRulePriority is the priority of the one rule "lookup
+	// ReturnTable", without selectors, right after the fwmark rules: it
+	// answers only lookups no tenant mark selected. Those are the
+	// kernel's reverse-path checks (fib_validate_source looks the source
+	// up with mark 0, and with iif set to the output device of the
+	// packet's forward route, so "iif lo" would miss forwarded packets)
+	// and the host's own unmarked output lookups: the tenants' replies
+	// pass strict or loose rp_filter whatever the host's tables hold, and
+	// the host's own traffic to a tenant prefix goes into the tenant's veth
+	// (with 169.254.100.1 as source unless bound), where the output
+	// chain's mark sends it anyway.
+	ReturnRulePriority = RulePriority + 1
 	// NFTTable is the name of nfhost's nft table (family inet) in the host
 	// namespace and, for the firewall, in each tenant namespace.
 	NFTTable = "nfhost"
@@ -96,6 +126,11 @@ func HostIfName(tenant string) string {
 	sum := sha256.Sum256([]byte(tenant))
 	return HostIfPrefix + hex.EncodeToString(sum[:6])
 }
+
+// NSAlias is the alias of lo inside a tenant namespace nfhost created: the
+// namespace's ownership mark, set before the namespace is mounted under its
+// name. ParseAlias rejects it (no slot).
+func NSAlias(tenant string) string { return AliasPrefix + "tenant=" + tenant }
 
 // FormatAlias is the alias written on a tenant's host link.
 func FormatAlias(tenant string, slot uint16) string {

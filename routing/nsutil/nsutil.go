@@ -3,7 +3,8 @@
 // (netlink.NewHandleAt, nftables.WithNetNSFd) and never switches.
 //
 // Switching is needed where the kernel resolves against the calling thread:
-// creating a namespace (unshare) and /proc/sys/net sysctls. Do runs a
+// creating a namespace (unshare; CreateWith lets the caller set it up before
+// it gets its name) and /proc/sys/net sysctls. Do runs a
 // function on a fresh, locked OS thread inside the target namespace; if the
 // thread cannot be switched back it stays locked, so the Go runtime
 // terminates it instead of reusing a thread in the wrong namespace.
@@ -109,6 +110,17 @@ func Exists(dir, name string) bool {
 	return st.Dev != parent.Dev
 }
 
+// Inode returns the inode of the namespace mounted at dir/name, which
+// identifies the namespace while it exists (the kernel may reuse the
+// number after it is gone). ok is false if no namespace is mounted there.
+func Inode(dir, name string) (ino uint64, ok bool) {
+	var st, parent unix.Stat_t
+	if unix.Stat(filepath.Join(dir, name), &st) != nil || unix.Stat(dir, &parent) != nil || st.Dev == parent.Dev {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
 // List returns the names in dir that start with prefix.
 func List(dir, prefix string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
@@ -131,11 +143,25 @@ func List(dir, prefix string) ([]string, error) {
 // does (the directory is made a shared mount so the namespace is visible in
 // other mount namespaces), and returns a handle to it. It fails with
 // os.ErrExist if the name is taken.
-func Create(dir, name string) (netns.NsHandle, error) {
+func Create(dir, name string) (netns.NsHandle, error) { return CreateWith(dir, name, nil) }
+
+// CreateWith is Create with setup run inside the new namespace before it
+// is bind-mounted under its name: the name appears only after setup has
+// succeeded, so neither an error nor a crash can leave a named namespace
+// without what setup puts in it (nfhost's ownership mark). If setup fails
+// the namespace is not mounted and goes away with its last reference.
+//
+// setup runs on the locked OS thread that unshared the namespace; ns
+// refers to the new namespace and is closed when setup returns. setup must
+// not leave the thread in another namespace.
+func CreateWith(dir, name string, setup func(ns netns.NsHandle) error) (netns.NsHandle, error) {
 	if err := ensureSharedDir(dir); err != nil {
 		return netns.None(), err
 	}
 	path := filepath.Join(dir, name)
+	// The mount point has to exist first. A crash before the mount leaves
+	// this empty file behind, never an unnamed or unmarked namespace;
+	// RemoveStale clears it.
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
 	if err != nil {
 		return netns.None(), fmt.Errorf("create netns file %s: %w", name, err)
@@ -148,6 +174,17 @@ func Create(dir, name string) (netns.NsHandle, error) {
 		}
 		return nil
 	}, func() error {
+		if setup != nil {
+			ns, err := netns.Get()
+			if err != nil {
+				return fmt.Errorf("get new netns: %w", err)
+			}
+			err = setup(ns)
+			ns.Close()
+			if err != nil {
+				return fmt.Errorf("set up netns %s: %w", name, err)
+			}
+		}
 		if err := unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "none", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind-mount netns %s: %w", name, err)
 		}
@@ -158,6 +195,30 @@ func Create(dir, name string) (netns.NsHandle, error) {
 		return netns.None(), err
 	}
 	return Open(dir, name)
+}
+
+// RemoveStale removes dir/name if it is what an interrupted Create leaves
+// behind: an empty regular file that is not a mount point. Anything else
+// (a mounted namespace, a directory, a file with content) is left alone
+// and reported with os.ErrExist. A missing file is not an error.
+func RemoveStale(dir, name string) error {
+	p := filepath.Join(dir, name)
+	var st, parent unix.Stat_t
+	if err := unix.Lstat(p, &st); errors.Is(err, unix.ENOENT) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("stat %s: %w", p, err)
+	}
+	if err := unix.Stat(dir, &parent); err != nil {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 || st.Dev != parent.Dev {
+		return fmt.Errorf("remove stale netns file %s: %w and is not an empty file", p, os.ErrExist)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale netns file %s: %w", p, err)
+	}
+	return nil
 }
 
 // Delete unmounts and removes a named namespace. The namespace itself (and
