@@ -12,18 +12,19 @@ import (
 	"time"
 
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/routing/nstest"
 )
 
 // bigConfig: 200 rules of assorted shapes, none matching the benchmark's
 // traffic (TCP to port 5201 from 203.0.113.2), and a 100,000-entry list
 // that one of the first rules looks every packet up in.
-func bigConfig(changed bool) firewall.Config {
-	c := firewall.Config{Lists: map[string][]string{"big": {}}}
+func bigConfig(changed bool) fwspec.Config {
+	c := fwspec.Config{Lists: map[string][]string{"big": {}}}
 	for i := 0; i < 100000; i++ {
 		c.Lists["big"] = append(c.Lists["big"], fmt.Sprintf("%d.%d.%d.0/24", 10+i>>16, (i>>8)&255, i&255))
 	}
-	c.Rules = append(c.Rules, firewall.Rule{ID: "deny-big", Expression: "ip.src in $big", Action: firewall.Block})
+	c.Rules = append(c.Rules, fwspec.Rule{ID: "deny-big", Expression: "ip.src in $big", Action: fwspec.Block})
 	for i := 1; i < 200; i++ {
 		var e string
 		switch i % 4 {
@@ -36,7 +37,7 @@ func bigConfig(changed bool) firewall.Config {
 		case 3:
 			e = fmt.Sprintf("tcp.flags.syn and not tcp.flags.ack and ip.ttl < %d", 1+i%5)
 		}
-		c.Rules = append(c.Rules, firewall.Rule{ID: fmt.Sprintf("r%d", i), Expression: e, Action: firewall.Block})
+		c.Rules = append(c.Rules, fwspec.Rule{ID: fmt.Sprintf("r%d", i), Expression: e, Action: fwspec.Block})
 	}
 	if changed {
 		c.Rules[100].Expression = "tcp.dstport == 4444"
@@ -44,9 +45,9 @@ func bigConfig(changed bool) firewall.Config {
 	return c
 }
 
-func specOf(b testing.TB, c firewall.Config) *firewall.Spec {
+func specOf(b testing.TB, c fwspec.Config) *fwspec.Spec {
 	raw, _ := json.Marshal(c)
-	s, err := firewall.Parse("bench", raw)
+	s, err := fwspec.Parse("bench", raw)
 	if err != nil {
 		b.Fatal(err)
 	}

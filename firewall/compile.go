@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/firewall/lang"
 	"github.com/nfhost/nfhost/routing/nftset"
 )
@@ -33,7 +34,7 @@ type nftRule struct {
 // expand turns a compiled rule's alternatives into nft rules, splitting by
 // address family where a literal is family-specific and dropping
 // alternatives that cannot match.
-func expand(r CompiledRule) []nftRule {
+func expand(r fwspec.CompiledRule) []nftRule {
 	var out []nftRule
 	for _, alt := range r.Alts {
 		specific := false
@@ -141,7 +142,7 @@ func inInts(a uint64, set []lang.Value) bool {
 // tag identifies a rule's compiled form; it is stored in the nft rule's
 // userdata so that an unchanged rule set is recognised without comparing
 // expressions.
-func (r CompiledRule) tag(i int) string {
+func ruleTag(r fwspec.CompiledRule, i int) string {
 	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s", r.ID, r.Action, r.Source)))
 	return fmt.Sprintf("%s%s#%d:%s", tagPrefix, r.ID, i, hex.EncodeToString(h[:6]))
 }
@@ -306,7 +307,7 @@ func (b *builder) anonSet(x *lang.In, fam family, width int) (*nftables.Set, err
 			}
 			ps = append(ps, rangePrefixes(v.AddrLo, v.AddrHi)...)
 		}
-		for _, p := range mergePrefixes(ps) {
+		for _, p := range fwspec.MergePrefixes(ps) {
 			elems = append(elems, nftset.Elements(p, nil)...)
 		}
 	} else {

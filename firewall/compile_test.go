@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"github.com/nfhost/nfhost/firewall/fwspec"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -41,9 +42,9 @@ func (r *recorder) text() string {
 	return b.String()
 }
 
-func mustParse(t testing.TB, doc string) *Spec {
+func mustParse(t testing.TB, doc string) *fwspec.Spec {
 	t.Helper()
-	s, err := Parse("acme", []byte(doc))
+	s, err := fwspec.Parse("acme", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestParseErrors(t *testing.T) {
 		`{}`:                                                 `rules: required`,
 		`{"rules": [{"id": "x", "expression": "(ip.ttl == 1 or ip.ttl == 2) and (ip.len == 1 or ip.len == 2) and (tcp.flags == 1 or tcp.flags == 2) and (icmp.code == 1 or icmp.code == 2) and (ip.proto == 1 or ip.proto == 2)", "action": "log"}]}`: `more than 16 alternatives`,
 	} {
-		_, err := Parse("acme", []byte(doc))
+		_, err := fwspec.Parse("acme", []byte(doc))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse(%s) = %v\nwant substring %q", doc, err, want)
 		}
@@ -113,7 +114,7 @@ func FuzzCompile(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, expr string) {
-		c := Config{Rules: []Rule{{ID: "f", Expression: expr, Action: Block}}, Lists: map[string][]string{"office": {"198.51.100.0/24", "2001:db8::/32"}}}
+		c := fwspec.Config{Rules: []fwspec.Rule{{ID: "f", Expression: expr, Action: fwspec.Block}}, Lists: map[string][]string{"office": {"198.51.100.0/24", "2001:db8::/32"}}}
 		spec, err := c.Validate("fuzz")
 		if err != nil {
 			return

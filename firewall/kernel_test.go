@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/routing/nstest"
 )
 
@@ -35,16 +36,16 @@ func (tp *fwTopo) reach(t *testing.T, proto, addr string, port int) bool {
 	return nstest.Reach(t, tp.client, proto, addr, port)
 }
 
-func parse(t *testing.T, doc string) *firewall.Spec {
+func parse(t *testing.T, doc string) *fwspec.Spec {
 	t.Helper()
-	s, err := firewall.Parse("acme", []byte(doc))
+	s, err := fwspec.Parse("acme", []byte(doc))
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
 	return &s
 }
 
-func apply(t *testing.T, tp *fwTopo, spec *firewall.Spec) []string {
+func apply(t *testing.T, tp *fwTopo, spec *fwspec.Spec) []string {
 	t.Helper()
 	ch, err := (&firewall.Reconciler{}).Apply(tp.tenant.Handle, spec)
 	if err != nil {

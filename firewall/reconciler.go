@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/firewall/lang"
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nftset"
@@ -94,7 +95,7 @@ func closeLater(c *nftables.Conn) { go c.CloseLasting() }
 // Apply makes the firewall in ns match spec (nil: no firewall, remove
 // nfhost's table). Everything is one batch: no packet sees half a ruleset.
 // It returns one line per change.
-func (r *Reconciler) Apply(ns netns.NsHandle, spec *Spec) ([]string, error) {
+func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, error) {
 	c, err := open(ns)
 	if err != nil {
 		return nil, err
@@ -129,7 +130,7 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *Spec) ([]string, error) {
 // apply does the work of Apply on any connection (tests record its batch).
 // known returns the cached content hash of a list set ("" if unknown);
 // written collects the hashes of the lists this batch leaves in place.
-func apply(c *nftables.Conn, spec *Spec, known func(set string) string, written map[string]string) ([]string, error) {
+func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, written map[string]string) ([]string, error) {
 	t := table()
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -216,7 +217,7 @@ func apply(c *nftables.Conn, spec *Spec, known func(set string) string, written 
 
 	// The chains and their rules.
 	policy := nftables.ChainPolicyAccept
-	if spec.Default == Block {
+	if spec.Default == fwspec.Block {
 		policy = nftables.ChainPolicyDrop
 	}
 	base := &nftables.Chain{Name: chainName, Table: t, Type: nftables.ChainTypeFilter,
@@ -447,7 +448,7 @@ func fixed(exprs ...expr.Any) func(*builder) ([]expr.Any, error) {
 
 // layout computes every chain's rules and tags from the spec; pure except
 // that the entries' exprs functions queue anonymous sets when called.
-func layout(spec *Spec) []chainLayout {
+func layout(spec *fwspec.Spec) []chainLayout {
 	ifname := make([]byte, 16)
 	copy(ifname, routing.NSIfName)
 	baseEntries := []entry{
@@ -487,7 +488,7 @@ func layout(spec *Spec) []chainLayout {
 					continue
 				}
 				nr, r := nr, r
-				subs[j].entries = append(subs[j].entries, entry{r.tag(i), func(b *builder) ([]expr.Any, error) {
+				subs[j].entries = append(subs[j].entries, entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
 					// The family test is redundant in a family chain but lets
 					// `nft list` print ip saddr instead of @nh,96,32.
 					exprs, err := b.exprs(nr, d.fam)
@@ -496,9 +497,9 @@ func layout(spec *Spec) []chainLayout {
 					}
 					exprs = append(exprs, &expr.Objref{Type: counterType, Name: counterName(r.ID)})
 					switch r.Action {
-					case Allow:
+					case fwspec.Allow:
 						exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})
-					case Block:
+					case fwspec.Block:
 						exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
 					}
 					return exprs, nil
@@ -573,14 +574,8 @@ func protoFits(protos map[uint64]bool, proto int, fam family) bool {
 	return false
 }
 
-// Counter is a rule's hit count.
-type Counter struct {
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
-}
-
 // Counters reads every rule's counter in ns, by rule ID.
-func (*Reconciler) Counters(ns netns.NsHandle) (map[string]Counter, error) {
+func (*Reconciler) Counters(ns netns.NsHandle) (map[string]fwspec.Counter, error) {
 	c, err := open(ns)
 	if err != nil {
 		return nil, err
@@ -589,14 +584,14 @@ func (*Reconciler) Counters(ns netns.NsHandle) (map[string]Counter, error) {
 	objs, err := c.GetObjects(table())
 	if err != nil {
 		if strings.Contains(err.Error(), "no such file") {
-			return map[string]Counter{}, nil
+			return map[string]fwspec.Counter{}, nil
 		}
 		return nil, fmt.Errorf("read nft counters: %w", err)
 	}
-	out := map[string]Counter{}
+	out := map[string]fwspec.Counter{}
 	for _, o := range objs {
 		if co, ok := o.(*nftables.CounterObj); ok && strings.HasPrefix(co.Name, "c_") {
-			out[strings.TrimPrefix(co.Name, "c_")] = Counter{Packets: co.Packets, Bytes: co.Bytes}
+			out[strings.TrimPrefix(co.Name, "c_")] = fwspec.Counter{Packets: co.Packets, Bytes: co.Bytes}
 		}
 	}
 	return out, nil
@@ -622,7 +617,7 @@ func (n *NSReconciler) open(name string) (netns.NsHandle, error) {
 }
 
 // Apply is Reconciler.Apply on the named namespace.
-func (n *NSReconciler) Apply(namespace string, spec *Spec) ([]string, error) {
+func (n *NSReconciler) Apply(namespace string, spec *fwspec.Spec) ([]string, error) {
 	h, err := n.open(namespace)
 	if err != nil {
 		return nil, err
@@ -632,7 +627,7 @@ func (n *NSReconciler) Apply(namespace string, spec *Spec) ([]string, error) {
 }
 
 // Counters is Reconciler.Counters on the named namespace.
-func (n *NSReconciler) Counters(namespace string) (map[string]Counter, error) {
+func (n *NSReconciler) Counters(namespace string) (map[string]fwspec.Counter, error) {
 	h, err := n.open(namespace)
 	if err != nil {
 		return nil, err

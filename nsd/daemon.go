@@ -27,7 +27,7 @@ import (
 
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/detect"
-	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
@@ -46,8 +46,8 @@ type Plumber interface {
 
 // Firewall is the tenant firewall reconciler as the daemon uses it.
 type Firewall interface {
-	Apply(namespace string, spec *firewall.Spec) ([]string, error)
-	Counters(namespace string) (map[string]firewall.Counter, error)
+	Apply(namespace string, spec *fwspec.Spec) ([]string, error)
+	Counters(namespace string) (map[string]fwspec.Counter, error)
 }
 
 // Options configure a Daemon.
@@ -94,10 +94,10 @@ type applied struct {
 	index    uint64 // ModifyIndex of the network key that is in force
 	spec     routing.TenantSpec
 	prefixes []netip.Prefix
-	fwIndex  uint64         // ModifyIndex of the firewall key in force (0: none)
-	fw       *firewall.Spec // last good firewall; nil: none
-	dosIndex uint64         // ModifyIndex of the dos key in force (0: none)
-	dos      *dos.Spec      // last good DoS document; nil: none
+	fwIndex  uint64       // ModifyIndex of the firewall key in force (0: none)
+	fw       *fwspec.Spec // last good firewall; nil: none
+	dosIndex uint64       // ModifyIndex of the dos key in force (0: none)
+	dos      *dos.Spec    // last good DoS document; nil: none
 	tunnels  []tunspec.ValidTunnel
 	at       time.Time // when the state in force was applied
 }
@@ -859,9 +859,9 @@ func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]
 		return nil, nil
 	}
 	e, ok := keys[doc.KeyFirewall]
-	var spec *firewall.Spec
+	var spec *fwspec.Spec
 	if ok {
-		s, err := firewall.Parse(id, e.Value)
+		s, err := fwspec.Parse(id, e.Value)
 		if err != nil {
 			d.configError(id, doc.KeyFirewall, e.ModifyIndex)
 			if a.fw != nil {
@@ -903,7 +903,7 @@ func (d *Daemon) readCounters(id string, a *applied, st *source.Status) {
 	}
 }
 
-func (d *Daemon) exportCounters(id string, ctr map[string]firewall.Counter) {
+func (d *Daemon) exportCounters(id string, ctr map[string]fwspec.Counter) {
 	for rule, c := range ctr {
 		d.m.FirewallPackets.WithLabelValues(id, rule).Set(float64(c.Packets))
 		d.m.FirewallBytes.WithLabelValues(id, rule).Set(float64(c.Bytes))

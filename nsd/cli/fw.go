@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
@@ -25,29 +25,29 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 			return usageError("nsctl fw: missing subcommand")
 		}}
 
-	read := func(tenant string) (firewall.Config, uint64, error) {
+	read := func(tenant string) (fwspec.Config, uint64, error) {
 		if err := doc.ValidateTenantID(tenant); err != nil {
-			return firewall.Config{}, 0, err
+			return fwspec.Config{}, 0, err
 		}
 		_, snap, err := sf.read(env)
 		if err != nil {
-			return firewall.Config{}, 0, err
+			return fwspec.Config{}, 0, err
 		}
 		keys, ok := snap.Tenants[tenant]
 		if !ok {
-			return firewall.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
+			return fwspec.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
 		}
 		e, ok := keys[doc.KeyFirewall]
 		if !ok {
-			return firewall.Config{Rules: []firewall.Rule{}}, 0, nil
+			return fwspec.Config{Rules: []fwspec.Rule{}}, 0, nil
 		}
-		var c firewall.Config
+		var c fwspec.Config
 		if err := json.Unmarshal(e.Value, &c); err != nil {
 			return c, 0, &doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall, Msg: "stored document is not valid JSON: " + err.Error()}
 		}
 		return c, e.ModifyIndex, nil
 	}
-	write := func(tenant string, c firewall.Config, cas uint64) error {
+	write := func(tenant string, c fwspec.Config, cas uint64) error {
 		if _, err := c.Validate(tenant); err != nil {
 			return err
 		}
@@ -63,9 +63,9 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 	}
 	// edit applies f to the current document and writes it with CAS,
 	// re-reading on a conflict.
-	edit := func(tenant string, f func(*firewall.Config) error) error {
-		return casEdit(func() (firewall.Config, uint64, error) { return read(tenant) },
-			func(c firewall.Config, idx uint64) error { return write(tenant, c, idx) }, f)
+	edit := func(tenant string, f func(*fwspec.Config) error) error {
+		return casEdit(func() (fwspec.Config, uint64, error) { return read(tenant) },
+			func(c fwspec.Config, idx uint64) error { return write(tenant, c, idx) }, f)
 	}
 
 	get := &cobra.Command{Use: "get TENANT", Short: "print the firewall document", Args: cobra.ExactArgs(1),
@@ -80,13 +80,13 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 		}}
 
 	var file string
-	readFile := func() (firewall.Config, error) {
+	readFile := func() (fwspec.Config, error) {
 		b, err := readDocFile(file)
 		if err != nil {
-			return firewall.Config{}, err
+			return fwspec.Config{}, err
 		}
-		var c firewall.Config
-		if _, err := firewall.Parse("", b); err != nil {
+		var c fwspec.Config
+		if _, err := fwspec.Parse("", b); err != nil {
 			return c, err
 		}
 		return c, json.Unmarshal(b, &c)
@@ -122,13 +122,13 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 	validate.Flags().StringVarP(&file, "file", "f", "", "firewall document (- for stdin)")
 	validate.MarkFlagRequired("file")
 
-	var rule firewall.Rule
+	var rule fwspec.Rule
 	var before string
 	var disabled bool
 	addRule := &cobra.Command{Use: "add-rule TENANT --id ID --expression EXPR --action allow|block|log", Short: "append (or insert) one rule",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			err := edit(args[0], func(c *firewall.Config) error {
+			err := edit(args[0], func(c *fwspec.Config) error {
 				r := rule
 				if disabled {
 					f := false
@@ -145,7 +145,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 				}
 				for i, x := range c.Rules {
 					if x.ID == before {
-						c.Rules = append(c.Rules[:i], append([]firewall.Rule{r}, c.Rules[i:]...)...)
+						c.Rules = append(c.Rules[:i], append([]fwspec.Rule{r}, c.Rules[i:]...)...)
 						return nil
 					}
 				}
@@ -169,7 +169,7 @@ editor got there first, so concurrent edits are never lost; put fails with exit 
 
 	delRule := &cobra.Command{Use: "delete-rule TENANT ID", Short: "remove one rule", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			err := edit(args[0], func(c *firewall.Config) error {
+			err := edit(args[0], func(c *fwspec.Config) error {
 				for i, x := range c.Rules {
 					if x.ID == args[1] {
 						c.Rules = append(c.Rules[:i], c.Rules[i+1:]...)

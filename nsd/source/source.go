@@ -23,7 +23,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec"
 )
 
 // Entry is one stored document and the index of its last change.
@@ -139,7 +139,7 @@ type DoSRuleCount struct {
 }
 
 // RuleCounter is a firewall rule's hit count.
-type RuleCounter = firewall.Counter
+type RuleCounter = fwspec.Counter
 
 // HostStatus is the host-level report, including the delete guard.
 type HostStatus struct {

@@ -1,7 +1,9 @@
-// Package firewall compiles a tenant's rules (the firewall/lang language)
-// to nftables and keeps them in force inside the tenant's namespace: one
-// table "inet nfhost" per namespace, replaced in one atomic batch.
-package firewall
+// Package fwspec is the tenant firewall document, tenants/<tenant>/firewall:
+// its JSON form, its validation (rule expressions through firewall/lang, with
+// positions), and the Spec it becomes (rules normalised to disjunctive
+// form, lists merged). It is pure: nsctl validates with it offline, and the
+// firewall package compiles a Spec to nftables.
+package fwspec
 
 import (
 	"errors"
@@ -125,7 +127,7 @@ func (c Config) Validate(tenant string) (Spec, error) {
 			}
 			ps = append(ps, p)
 		}
-		spec.Lists[n] = mergePrefixes(ps)
+		spec.Lists[n] = MergePrefixes(ps)
 	}
 	seen := map[string]int{}
 	for i, r := range c.Rules {
@@ -185,9 +187,9 @@ func (c Config) Validate(tenant string) (Spec, error) {
 	return spec, nil
 }
 
-// mergePrefixes sorts and removes prefixes covered by others, so the
+// MergePrefixes sorts and removes prefixes covered by others, so the
 // interval set never receives overlapping intervals.
-func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
+func MergePrefixes(ps []netip.Prefix) []netip.Prefix {
 	sort.Slice(ps, func(i, j int) bool {
 		if c := ps[i].Addr().Compare(ps[j].Addr()); c != 0 {
 			return c < 0
@@ -202,4 +204,10 @@ func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
 		out = append(out, p)
 	}
 	return out
+}
+
+// Counter is a rule's hit count.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
