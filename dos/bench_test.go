@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/firewall/lang"
 )
 
@@ -78,7 +79,7 @@ func BenchmarkXDP(b *testing.B) {
 			b.Fatal(err)
 		}
 		t0 := time.Now()
-		if errs, err := r.Apply(Spec{Deny: deny, Signatures: sigs}, tenants, time.Now()); err != nil || len(errs) > 0 {
+		if errs, err := r.Apply(dosspec.Spec{Deny: deny, Signatures: sigs}, tenants, time.Now()); err != nil || len(errs) > 0 {
 			b.Fatal(err, errs)
 		}
 		apply := time.Since(t0)
@@ -167,8 +168,8 @@ func benchList(shape string) []netip.Prefix {
 // benchRules: 255 signatures that miss the test packets and one that hits
 // last; 1,000 tenants with a /24 each (203.0.113.0/24 and 172.16.0.0/14)
 // and ten per-ip rate limits on the /28s from .96 up.
-func benchRules(b *testing.B) ([]CompiledSignature, []Tenant) {
-	var sigs []CompiledSignature
+func benchRules(b *testing.B) ([]dosspec.CompiledSignature, []Tenant) {
+	var sigs []dosspec.CompiledSignature
 	for i := 0; i < 255; i++ {
 		src := fmt.Sprintf("udp.srcport == %d and ip.len > %d", 1000+i, 100+i)
 		if i%3 == 1 {
@@ -185,27 +186,27 @@ func benchRules(b *testing.B) ([]CompiledSignature, []Tenant) {
 		if i == 0 {
 			p = netip.MustParsePrefix("203.0.113.0/24")
 		}
-		s := &Spec{}
+		s := &dosspec.Spec{}
 		for j := 0; j < 10; j++ {
 			a := p.Addr().As4()
 			a[3] = byte(96 + j*16)
-			s.RateLimits = append(s.RateLimits, CompiledRateLimit{Prefix: netip.PrefixFrom(netip.AddrFrom4(a), 28), Limit: Limit{PPS: MaxPPS, PerIP: true}})
+			s.RateLimits = append(s.RateLimits, dosspec.CompiledRateLimit{Prefix: netip.PrefixFrom(netip.AddrFrom4(a), 28), Limit: dosspec.Limit{PPS: dosspec.MaxPPS, PerIP: true}})
 		}
 		tenants = append(tenants, Tenant{ID: fmt.Sprintf("t%04d", i), Prefixes: []netip.Prefix{p}, Spec: s})
 	}
 	return sigs, tenants
 }
 
-func mustSig(b *testing.B, id, src string) CompiledSignature {
+func mustSig(b *testing.B, id, src string) dosspec.CompiledSignature {
 	e, err := lang.Parse(src)
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := CompileMatch(e)
+	m, err := dosspec.CompileMatch(e)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return CompiledSignature{ID: id, Action: "drop", Match: m}
+	return dosspec.CompiledSignature{ID: id, Action: "drop", Match: m}
 }
 
 // xdpFilterObject is xdp-filter's (Debian xdp-tools) IP filter in its default-allow mode (listed addresses dropped).

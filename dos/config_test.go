@@ -4,16 +4,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/firewall/lang"
 )
 
-func compile(t *testing.T, src string) (Match, error) {
+func compile(t *testing.T, src string) (dosspec.Match, error) {
 	t.Helper()
 	e, err := lang.Parse(src)
 	if err != nil {
 		t.Fatalf("parse %q: %v", src, err)
 	}
-	return CompileMatch(e)
+	return dosspec.CompileMatch(e)
 }
 
 func TestCompileMatch(t *testing.T) {
@@ -55,7 +56,7 @@ func TestCompileMatchRefusesOutsideTheSubset(t *testing.T) {
 }
 
 func TestParseDoSDocument(t *testing.T) {
-	s, err := Parse("acme", []byte(`{"mode": "mitigate", "allow": ["198.51.100.0/24"], "deny": ["192.0.2.66", "2001:db8::/32"],
+	s, err := dosspec.Parse("acme", []byte(`{"mode": "mitigate", "allow": ["198.51.100.0/24"], "deny": ["192.0.2.66", "2001:db8::/32"],
 	  "signatures": [{"id": "dns-amp", "expression": "udp.srcport == 53 and ip.len > 512", "action": "drop", "expires": "2030-01-01T00:00:00Z"}],
 	  "rate_limits": [{"prefix": "203.0.113.0/24", "pps": 100000, "per": "ip"}], "sample_rate": 1000}`))
 	if err != nil {
@@ -73,7 +74,7 @@ func TestParseDoSDocument(t *testing.T) {
 		`{"rate_limits": [{"prefix": "203.0.113.0/24", "per": "host"}]}`:                                   `rate_limits[0]: set pps, bps or both`,
 		`{"sample": 10}`: `unknown field "sample"`,
 	} {
-		_, err := Parse("acme", []byte(doc))
+		_, err := dosspec.Parse("acme", []byte(doc))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v\nwant substring %q", doc, err, want)
 		}
@@ -92,7 +93,7 @@ func FuzzCompileMatch(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := CompileMatch(e); err != nil {
+		if _, err := dosspec.CompileMatch(e); err != nil {
 			if _, ok := err.(*lang.Error); !ok {
 				t.Fatalf("%q: error of type %T", src, err)
 			}
@@ -109,14 +110,14 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
-		s, err := Parse("acme", doc)
+		s, err := dosspec.Parse("acme", doc)
 		if err != nil {
 			if !strings.Contains(err.Error(), "tenants/acme/dos") {
 				t.Fatalf("error does not name the key: %v", err)
 			}
 			return
 		}
-		if len(s.Signatures) > MaxSignatures || len(s.RateLimits) > MaxRateLimits {
+		if len(s.Signatures) > dosspec.MaxSignatures || len(s.RateLimits) > dosspec.MaxRateLimits {
 			t.Fatalf("limits not enforced: %d signatures, %d rate limits", len(s.Signatures), len(s.RateLimits))
 		}
 	})

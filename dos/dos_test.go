@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/nfhost/nfhost/dos/dosspec"
 )
 
 func TestResolveListsAllowWins(t *testing.T) {
@@ -166,7 +167,7 @@ func TestVerdicts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Apply(Spec{
+	if _, err := r.Apply(dosspec.Spec{
 		Allow: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8:1::/48")},
 		Deny:  []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/32")},
 	}, nil, time.Now()); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/routing/nstest"
 	"github.com/nfhost/nfhost/routing/nsutil"
 )
@@ -34,7 +35,7 @@ func TestAttachPinUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Apply(Spec{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.64/26")}}, nil, time.Now()); err != nil {
+	if _, err := r.Apply(dosspec.Spec{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.64/26")}}, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	attacker := func() bool {

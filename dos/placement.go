@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/internal/doc"
 )
 
@@ -34,14 +35,14 @@ func (c cost) sub(o cost) cost { return cost{c.sigs - o.sigs, c.rates - o.rates}
 
 func (c cost) within(o cost) bool { return c.sigs <= o.sigs && c.rates <= o.rates }
 
-var budget = cost{MaxSignatures, MaxRateRules}
+var budget = cost{dosspec.MaxSignatures, MaxRateRules}
 
 // live says whether a signature is still to be written at now.
-func live(sg CompiledSignature, now time.Time) bool {
+func live(sg dosspec.CompiledSignature, now time.Time) bool {
 	return now.IsZero() || sg.Expires.IsZero() || sg.Expires.After(now)
 }
 
-func specCost(s *Spec, now time.Time) cost {
+func specCost(s *dosspec.Spec, now time.Time) cost {
 	if s == nil {
 		return cost{}
 	}
@@ -62,22 +63,22 @@ type candidate struct {
 	key      string // GlobalKey or the tenant ID
 	tenant   string // "": the global document
 	prefixes []netip.Prefix
-	want     *Spec // the current document (nil: the tenant has none)
-	held     *Spec // the version in force (nil: none)
-	reserved cost  // what held takes
+	want     *dosspec.Spec // the current document (nil: the tenant has none)
+	held     *dosspec.Spec // the version in force (nil: none)
+	reserved cost          // what held takes
 }
 
 func (c *candidate) fieldErr(path, value, format string, args ...any) error {
 	key := doc.KeyDoS
 	if c.tenant == "" {
-		key = GlobalKey
+		key = dosspec.GlobalKey
 	}
 	return &doc.FieldError{Tenant: c.tenant, Key: key, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)}
 }
 
 // check is what a document must satisfy whatever else is placed: a
 // tenant's rate limits lie inside its prefixes.
-func (c *candidate) check(s *Spec) error {
+func (c *candidate) check(s *dosspec.Spec) error {
 	if c.tenant == "" {
 		return nil
 	}
@@ -107,14 +108,14 @@ func (c *candidate) fit(others, global cost, now time.Time) error {
 		}
 		return fmt.Sprintf("no free %s (%d in use: %d global, %d tenant)", kind, max, g, t)
 	}
-	free := MaxSignatures - others.sigs
+	free := dosspec.MaxSignatures - others.sigs
 	n := 0
 	for i, sg := range c.want.Signatures {
 		if !live(sg, now) {
 			continue
 		}
 		if n++; n > free {
-			return c.fieldErr(fmt.Sprintf("signatures[%d]", i), "", "%s", full("signature slot", MaxSignatures, others.sigs, global.sigs, free))
+			return c.fieldErr(fmt.Sprintf("signatures[%d]", i), "", "%s", full("signature slot", dosspec.MaxSignatures, others.sigs, global.sigs, free))
 		}
 	}
 	free = MaxRateRules - others.rates
@@ -137,9 +138,9 @@ func (c *candidate) fit(others, global cost, now time.Time) error {
 // package documentation for the policy). tenants must have valid
 // indexes. It returns the version placed per GlobalKey and tenant ID (nil:
 // none) and the documents refused.
-func place(d Desired, tenants []TenantInput) (map[string]*Spec, map[string]error) {
+func place(d Desired, tenants []TenantInput) (map[string]*dosspec.Spec, map[string]error) {
 	global := d.Global
-	cands := []*candidate{{key: GlobalKey, want: &global, held: d.InForce[GlobalKey]}}
+	cands := []*candidate{{key: dosspec.GlobalKey, want: &global, held: d.InForce[dosspec.GlobalKey]}}
 	byID := append([]TenantInput(nil), tenants...)
 	sort.Slice(byID, func(i, j int) bool { return byID[i].ID < byID[j].ID })
 	for _, t := range byID {
@@ -173,7 +174,7 @@ func place(d Desired, tenants []TenantInput) (map[string]*Spec, map[string]error
 			}
 		}
 	}
-	placed := map[string]*Spec{}
+	placed := map[string]*dosspec.Spec{}
 	errs := map[string]error{}
 	for _, c := range order {
 		if c.want == nil {

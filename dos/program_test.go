@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/nfhost/nfhost/dos/dosspec"
 )
 
 // Stage tests: every table runs hand-built packets through the loaded
 // program with BPF_PROG_TEST_RUN after the maps were written the way nsd
 // writes them (Parse, Reconciler.Apply).
 
-func mustSpec(t testing.TB, scope, doc string) *Spec {
+func mustSpec(t testing.TB, scope, doc string) *dosspec.Spec {
 	t.Helper()
-	s, err := Parse(scope, []byte(doc))
+	s, err := dosspec.Parse(scope, []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestRateLimits(t *testing.T) {
 	  "rate_limits": [{"prefix": "203.0.113.0/25", "pps": 10, "per": "ip"}, {"prefix": "203.0.113.128/25", "pps": 10, "per": "prefix"},
 	                  {"prefix": "203.0.113.64/26", "bps": 80000, "per": "ip"}],
 	  "signatures": [{"id": "dns", "expression": "udp.srcport == 53", "action": "ratelimit", "pps": 10, "per": "rule"}]}`)}}
-	if _, err := r.Apply(Spec{}, tenants, time.Now()); err != nil {
+	if _, err := r.Apply(dosspec.Spec{}, tenants, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	// GCRA at 10 pps with a 100 ms burst: a back-to-back burst passes
@@ -266,7 +267,7 @@ func TestSampling(t *testing.T) {
 	r, _ := newReconciler(objs, nil)
 	tenants := []Tenant{{ID: "acme", Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
 		Spec: mustSpec(t, "acme", `{"sample_rate": 1, "deny": ["198.18.0.0/15"]}`)}}
-	if _, err := r.Apply(Spec{SampleRate: 1 << 24}, tenants, time.Now()); err != nil {
+	if _, err := r.Apply(dosspec.Spec{SampleRate: 1 << 24}, tenants, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	rd, err := openSamples(objs.NfhSamples)

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/nfhost/nfhost/dos/dosspec"
 )
 
 // Tenant is what nsd hands the DoS reconciler per tenant.
 type Tenant struct {
 	ID       string
 	Prefixes []netip.Prefix
-	Spec     *Spec // nil: the tenant has no DoS document
+	Spec     *dosspec.Spec // nil: the tenant has no DoS document
 }
 
 // Reconciler keeps the DoS maps equal to the desired state: it assigns
@@ -29,7 +30,7 @@ type Reconciler struct {
 	// inForce is the version of each document the maps hold (State.InForce
 	// of the last Write); nil before the first, when recoverInForce infers
 	// it from the maps.
-	inForce map[string]*Spec
+	inForce map[string]*dosspec.Spec
 	log     *slog.Logger
 }
 
@@ -62,7 +63,7 @@ func newReconciler(o *dosBPFObjects, log *slog.Logger) (*Reconciler, error) {
 // (see the package documentation for who gets the slots). A tenant keeps
 // its counters either way. err is a failure to write the maps; what is in
 // force is then unknown and the next Apply starts from the maps.
-func (r *Reconciler) Apply(global Spec, tenants []Tenant, now time.Time) (map[string]error, error) {
+func (r *Reconciler) Apply(global dosspec.Spec, tenants []Tenant, now time.Time) (map[string]error, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	want := map[string]bool{}
@@ -129,7 +130,7 @@ func (r *Reconciler) Apply(global Spec, tenants []Tenant, now time.Time) (map[st
 // write (what it held before the restart). The previous version of a
 // document that is not, say one refused before the restart, is not known:
 // that document competes for the free slots like a new one.
-func (r *Reconciler) recoverInForce(global Spec, tenants []TenantInput, now time.Time) (map[string]*Spec, error) {
+func (r *Reconciler) recoverInForce(global dosspec.Spec, tenants []TenantInput, now time.Time) (map[string]*dosspec.Spec, error) {
 	names, err := readNames(r.objs.NfhNames)
 	if err != nil {
 		return nil, err
@@ -140,7 +141,7 @@ func (r *Reconciler) recoverInForce(global Spec, tenants []TenantInput, now time
 			have[n] = true
 		}
 	}
-	holds := func(scope string, s *Spec) bool {
+	holds := func(scope string, s *dosspec.Spec) bool {
 		for _, rl := range s.RateLimits {
 			if !have[scope+"/rate:"+rl.Prefix.String()] {
 				return false
@@ -156,9 +157,9 @@ func (r *Reconciler) recoverInForce(global Spec, tenants []TenantInput, now time
 		}
 		return true
 	}
-	out := map[string]*Spec{}
+	out := map[string]*dosspec.Spec{}
 	if holds(Global, &global) {
-		out[GlobalKey] = &global
+		out[dosspec.GlobalKey] = &global
 	}
 	for _, t := range tenants {
 		if t.Spec != nil && holds(t.ID, t.Spec) {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +51,7 @@ var (
 	v4Root = netip.MustParsePrefix("::ffff:0.0.0.0/96")
 )
 
-func fill(arr []bitmap, r Range, bit, none int) {
+func fill(arr []bitmap, r dosspec.Range, bit, none int) {
 	if !r.Set {
 		for i := range arr {
 			arr[i].set(bit)
@@ -75,9 +76,9 @@ func mapped(p netip.Prefix) netip.Prefix {
 // BuildTables compiles signatures, in priority order, into the field
 // tables and the source trie. The destination side (and tenant scope) is
 // part of the nfh_dst entries Build computes.
-func BuildTables(sigs []CompiledSignature) (*Tables, error) {
-	if len(sigs) > MaxSignatures {
-		return nil, fmt.Errorf("%d signatures, at most %d", len(sigs), MaxSignatures)
+func BuildTables(sigs []dosspec.CompiledSignature) (*Tables, error) {
+	if len(sigs) > dosspec.MaxSignatures {
+		return nil, fmt.Errorf("%d signatures, at most %d", len(sigs), dosspec.MaxSignatures)
 	}
 	t := &Tables{N: len(sigs), Src: map[netip.Prefix]bitmap{}}
 	for i, s := range sigs {
@@ -98,10 +99,10 @@ func BuildTables(sigs []CompiledSignature) (*Tables, error) {
 		if m.TCPFlagsMask == 0 {
 			tr, cr := m.ICMPType, m.ICMPC
 			if !tr.Set {
-				tr = Range{Lo: 0, Hi: 255}
+				tr = dosspec.Range{Lo: 0, Hi: 255}
 			}
 			if !cr.Set {
-				cr = Range{Lo: 0, Hi: 255}
+				cr = dosspec.Range{Lo: 0, Hi: 255}
 			}
 			for ty := tr.Lo; ty <= tr.Hi; ty++ {
 				for c := cr.Lo; c <= cr.Hi; c++ {
@@ -128,14 +129,14 @@ func BuildTables(sigs []CompiledSignature) (*Tables, error) {
 		}
 	}
 	for _, k := range keys {
-		t.Src[k] = addrBitmap(sigs, k, func(m Match) netip.Prefix { return m.Src })
+		t.Src[k] = addrBitmap(sigs, k, func(m dosspec.Match) netip.Prefix { return m.Src })
 	}
 	return t, nil
 }
 
 // addrBitmap is the set of signatures whose address condition (picked by
 // pick; none: any) covers the trie key k, family included.
-func addrBitmap(sigs []CompiledSignature, k netip.Prefix, pick func(Match) netip.Prefix) bitmap {
+func addrBitmap(sigs []dosspec.CompiledSignature, k netip.Prefix, pick func(dosspec.Match) netip.Prefix) bitmap {
 	var b bitmap
 	for i, s := range sigs {
 		if accepts(s.Match, k, pick(s.Match)) {
@@ -147,7 +148,7 @@ func addrBitmap(sigs []CompiledSignature, k netip.Prefix, pick func(Match) netip
 
 // accepts says whether a signature with address condition p (invalid:
 // none) accepts every address of trie key k, family included.
-func accepts(m Match, k, p netip.Prefix) bool {
+func accepts(m dosspec.Match, k, p netip.Prefix) bool {
 	is4 := v4Root.Contains(k.Addr()) && k.Bits() >= 96
 	if m.Version == 4 && !is4 || m.Version == 6 && is4 {
 		return false

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/nfhost/nfhost/dos/dosspec"
 )
 
 // slotDoc is a DoS document with n drop signatures s0.. on UDP
@@ -21,9 +22,9 @@ func slotDoc(n, base int) string {
 	return `{"signatures": [` + strings.Join(sigs, ",") + `]}`
 }
 
-func mustGlobal(t testing.TB, doc string) Spec {
+func mustGlobal(t testing.TB, doc string) dosspec.Spec {
 	t.Helper()
-	s, err := ParseGlobal([]byte(doc))
+	s, err := dosspec.ParseGlobal([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func TestSignatureSlotsRunOut(t *testing.T) {
 		}
 		return ret
 	}
-	noGlobal := Spec{}
+	noGlobal := dosspec.Spec{}
 	global := mustGlobal(t, `{"signatures": [{"id": "chargen", "expression": "udp.dstport == 19", "action": "drop"}]}`)
 
 	// 1. The tenant fills the host's 256 slots.
@@ -96,8 +97,8 @@ func TestSignatureSlotsRunOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	const globalMsg = "dos/global: signatures[0]: no free signature slot (256 in use: 0 global, 256 tenant)"
-	if len(errs) != 1 || errs[GlobalKey] == nil || errs[GlobalKey].Error() != globalMsg {
-		t.Fatalf("errs %v, want only %s: %q", errs, GlobalKey, globalMsg)
+	if len(errs) != 1 || errs[dosspec.GlobalKey] == nil || errs[dosspec.GlobalKey].Error() != globalMsg {
+		t.Fatalf("errs %v, want only %s: %q", errs, dosspec.GlobalKey, globalMsg)
 	}
 	ids := inForce(t, r)
 	if len(ids) != 256 || countPrefix(ids, "acme/") != 256 {
@@ -148,11 +149,11 @@ func TestSignatureSlotsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	tenants := []Tenant{{ID: "acme", Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, Spec: mustSpec(t, "acme", slotDoc(256, 10000))}}
-	if errs, err := r.Apply(Spec{}, tenants, time.Now()); err != nil || len(errs) != 0 {
+	if errs, err := r.Apply(dosspec.Spec{}, tenants, time.Now()); err != nil || len(errs) != 0 {
 		t.Fatalf("errs %v, err %v", errs, err)
 	}
 	global := mustGlobal(t, `{"signatures": [{"id": "chargen", "expression": "udp.dstport == 19", "action": "drop"}]}`)
-	if errs, err := r.Apply(global, tenants, time.Now()); err != nil || errs[GlobalKey] == nil {
+	if errs, err := r.Apply(global, tenants, time.Now()); err != nil || errs[dosspec.GlobalKey] == nil {
 		t.Fatalf("errs %v, err %v", errs, err)
 	}
 	r2, err := newReconciler(objs, nil)
@@ -160,7 +161,7 @@ func TestSignatureSlotsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	errs, err := r2.Apply(global, tenants, time.Now())
-	if err != nil || len(errs) != 1 || errs[GlobalKey] == nil {
+	if err != nil || len(errs) != 1 || errs[dosspec.GlobalKey] == nil {
 		t.Fatalf("after a restart: errs %v, err %v", errs, err)
 	}
 	if ids := inForce(t, r2); countPrefix(ids, "acme/") != 256 {
@@ -177,8 +178,8 @@ func TestSignatureSlotsSurviveRestart(t *testing.T) {
 // tenants by ID; a refused document keeps its previous version, if any.
 func TestPlacementPolicy(t *testing.T) {
 	pf := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
-	var inForce map[string]*Spec
-	build := func(global Spec, tenants ...TenantInput) (*State, map[string]error) {
+	var inForce map[string]*dosspec.Spec
+	build := func(global dosspec.Spec, tenants ...TenantInput) (*State, map[string]error) {
 		t.Helper()
 		for i := range tenants {
 			tenants[i].Index = uint32(i + 1)
@@ -207,11 +208,11 @@ func TestPlacementPolicy(t *testing.T) {
 
 	// Two new tenants compete for the last 6 slots: beta's document comes
 	// before gamma's by ID even though gamma has the lower index.
-	_, errs := build(Spec{}, tenant("acme", "203.0.113.0/24", 250, 1000))
+	_, errs := build(dosspec.Spec{}, tenant("acme", "203.0.113.0/24", 250, 1000))
 	if len(errs) != 0 {
 		t.Fatal(errs)
 	}
-	st, errs := build(Spec{}, tenant("acme", "203.0.113.0/24", 250, 1000), tenant("gamma", "198.51.100.0/25", 4, 2000), tenant("beta", "198.51.100.128/25", 4, 3000))
+	st, errs := build(dosspec.Spec{}, tenant("acme", "203.0.113.0/24", 250, 1000), tenant("gamma", "198.51.100.0/25", 4, 2000), tenant("beta", "198.51.100.128/25", 4, 3000))
 	if got := scopes(st); got["acme"] != 250 || got["beta"] != 4 || got["gamma"] != 0 || len(errs) != 1 {
 		t.Fatalf("placed %v, errs %v", got, errs)
 	}
@@ -249,5 +250,5 @@ func TestPlacementPolicy(t *testing.T) {
 	if got := scopes(st); got["global"] != 10 || got["acme"] != 240 || got["beta"] != 0 || len(errs) != 1 {
 		t.Fatalf("placed %v, errs %v", got, errs)
 	}
-	wantErr(errs, GlobalKey, "dos/global: signatures[16]: no free signature slot (256 in use: 16 global, 240 tenant)", true)
+	wantErr(errs, dosspec.GlobalKey, "dos/global: signatures[16]: no free signature slot (256 in use: 16 global, 240 tenant)", true)
 }

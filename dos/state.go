@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sort"
 	"time"
+
+	"github.com/nfhost/nfhost/dos/dosspec"
 )
 
 // Sizes of the BPF maps (xdp_dos.c).
@@ -31,19 +33,19 @@ type TenantInput struct {
 	// Prefixes are the tenant's destination prefixes (its network config).
 	Prefixes []netip.Prefix
 	// Spec is the tenant's DoS document; nil: none (counters only).
-	Spec *Spec
+	Spec *dosspec.Spec
 }
 
 // Desired is everything the DoS maps should hold.
 type Desired struct {
-	Global  Spec
+	Global  dosspec.Spec
 	Tenants []TenantInput
 	// Now: signatures that expired before it are left out.
 	Now time.Time
 	// InForce is the version of each document the maps hold, by tenant ID
 	// and GlobalKey: the previous State's InForce. What is in force keeps
 	// its slots (see the package documentation); nil: nothing is.
-	InForce map[string]*Spec
+	InForce map[string]*dosspec.Spec
 }
 
 // TenantListKey is a tenant-scoped source-list entry.
@@ -87,7 +89,7 @@ type State struct {
 	// InForce is the version of each document these maps hold, by tenant
 	// ID and GlobalKey (absent: none): the current document, or for a
 	// refused one the version placed before.
-	InForce map[string]*Spec
+	InForce map[string]*dosspec.Spec
 }
 
 // VerdictDenyMonitor is a deny entry of a scope in monitor mode: counted,
@@ -97,7 +99,7 @@ const VerdictDenyMonitor Verdict = 3
 type scopedSig struct {
 	scope   string
 	tenant  uint32 // 0: global
-	sig     CompiledSignature
+	sig     dosspec.CompiledSignature
 	rate    int  // rate rule index for ratelimit
 	monitor bool // the document's mode
 }
@@ -138,9 +140,9 @@ func Build(d Desired) (*State, map[string]error) {
 		errs[k] = err
 	}
 	st.InForce = placed
-	global := placed[GlobalKey]
+	global := placed[dosspec.GlobalKey]
 	if global == nil {
-		global = &Spec{}
+		global = &dosspec.Spec{}
 	}
 	st.SampleRate = global.SampleRate
 
@@ -148,7 +150,7 @@ func Build(d Desired) (*State, map[string]error) {
 	var rates []RateState
 	// rateAt: trie-form prefix -> rules on exactly it (global first).
 	rateAt := map[netip.Prefix][]scopedRate{}
-	addScope := func(scope string, tenant uint32, s *Spec) {
+	addScope := func(scope string, tenant uint32, s *dosspec.Spec) {
 		for _, rl := range s.RateLimits {
 			k := mapped(rl.Prefix)
 			rateAt[k] = append(rateAt[k], scopedRate{tenant: tenant, rule: len(rates)})
@@ -195,13 +197,13 @@ func Build(d Desired) (*State, map[string]error) {
 	}
 
 	// Signature tables and metadata.
-	compiled := make([]CompiledSignature, len(sigs))
+	compiled := make([]dosspec.CompiledSignature, len(sigs))
 	for i, s := range sigs {
 		compiled[i] = s.sig
 	}
 	tables, err := BuildTables(compiled)
 	if err != nil { // cannot happen: place keeps to the budget
-		errs[GlobalKey] = err
+		errs[dosspec.GlobalKey] = err
 		tables, _ = BuildTables(nil)
 		sigs = nil
 	}
@@ -270,8 +272,8 @@ func Build(d Desired) (*State, map[string]error) {
 		}
 		st.Dst[k] = di
 	}
-	if len(st.Dst) > maxDst && errs[GlobalKey] == nil {
-		errs[GlobalKey] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
+	if len(st.Dst) > maxDst && errs[dosspec.GlobalKey] == nil {
+		errs[dosspec.GlobalKey] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
 	}
 	return st, errs
 }
@@ -299,7 +301,7 @@ func insideAny(p netip.Prefix, in []netip.Prefix) bool {
 	return false
 }
 
-func rateRule(l Limit, monitor bool) dosBPFRateRule {
+func rateRule(l dosspec.Limit, monitor bool) dosBPFRateRule {
 	var r dosBPFRateRule
 	burst := uint64(Burst)
 	if l.PPS > 0 {

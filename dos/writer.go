@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/nfhost/nfhost/dos/dosspec"
 )
 
 // Writer applies States to the maps, writing only what differs from the
@@ -54,7 +55,7 @@ func (w *Writer) Write(s *State) error {
 	if w.last == nil {
 		cols = columnDiff(old.Tables, s.Tables)
 	}
-	for i := 0; i < MaxSignatures; i++ {
+	for i := 0; i < dosspec.MaxSignatures; i++ {
 		var a, b SigState
 		if i < len(old.Sigs) {
 			a = old.Sigs[i]
@@ -388,7 +389,7 @@ func nameOf(s string) dosBPFName {
 // names layout (xdp_dos.c): tenants, then signatures, then rate rules.
 const (
 	namesSigs  = MaxTenants
-	namesRates = MaxTenants + MaxSignatures
+	namesRates = MaxTenants + dosspec.MaxSignatures
 )
 
 func (w *Writer) writeNames(old, s *State) error {
@@ -414,7 +415,7 @@ func (w *Writer) writeNames(old, s *State) error {
 	if err := put(0, MaxTenants, tenantIDs(old.Tenants), tenantIDs(s.Tenants)); err != nil {
 		return err
 	}
-	if err := put(namesSigs, MaxSignatures, ids(old.Sigs, func(s SigState) string { return s.ID }), ids(s.Sigs, func(s SigState) string { return s.ID })); err != nil {
+	if err := put(namesSigs, dosspec.MaxSignatures, ids(old.Sigs, func(s SigState) string { return s.ID }), ids(s.Sigs, func(s SigState) string { return s.ID })); err != nil {
 		return err
 	}
 	return put(namesRates, MaxRateRules, ids(old.Rates, func(r RateState) string { return r.ID }), ids(s.Rates, func(r RateState) string { return r.ID }))
@@ -479,7 +480,7 @@ func (w *Writer) observe() (*State, error) {
 	st.Tables.NeedsSrc, st.SampleRate, st.DstV4, st.DstV6 = set.NeedsSrc, set.SampleRate, set.DstV4, set.DstV6
 	// Signatures and rates: the match is only known through the table
 	// columns (compared in Write); the Match string stays unknown.
-	for i := 0; i < MaxSignatures && names[namesSigs+i] != ""; i++ {
+	for i := 0; i < dosspec.MaxSignatures && names[namesSigs+i] != ""; i++ {
 		var m dosBPFSigMeta
 		if err := o.NfhSigMeta.Lookup(uint32(i), &m); err != nil {
 			return nil, fmt.Errorf("read signature %d metadata: %w", i, err)

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/detect"
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/firewall/lang"
 )
 
@@ -33,7 +33,7 @@ func (p *AutoPolicies) set(m map[string]detect.Policy) {
 // withAuto returns the tenant's spec with its automatic mitigations added
 // as expiring signatures (IDs auto-<hash>). A mitigation that does not
 // compile (it always should) is logged and skipped.
-func (d *Daemon) withAuto(id string, spec *dos.Spec) *dos.Spec {
+func (d *Daemon) withAuto(id string, spec *dosspec.Spec) *dosspec.Spec {
 	var ms []detect.Mitigation
 	for _, m := range d.auto {
 		if m.Tenant == id {
@@ -44,20 +44,20 @@ func (d *Daemon) withAuto(id string, spec *dos.Spec) *dos.Spec {
 		return spec
 	}
 	s := *spec
-	s.Signatures = append([]dos.CompiledSignature(nil), spec.Signatures...)
+	s.Signatures = append([]dosspec.CompiledSignature(nil), spec.Signatures...)
 	for _, m := range ms {
 		e, err := lang.Parse(m.Expression)
-		var match dos.Match
+		var match dosspec.Match
 		if err == nil {
-			match, err = dos.CompileMatch(e)
+			match, err = dosspec.CompileMatch(e)
 		}
 		if err != nil {
 			d.log.Error("automatic mitigation does not compile; skipped", "tenant", id, "expression", m.Expression, "err", err)
 			continue
 		}
-		cs := dos.CompiledSignature{ID: m.ID, Action: m.Action, Match: match, Expires: m.Expires}
+		cs := dosspec.CompiledSignature{ID: m.ID, Action: m.Action, Match: match, Expires: m.Expires}
 		if m.Action == "ratelimit" {
-			cs.Limit = dos.Limit{PPS: m.LimitPPS, PerIP: true}
+			cs.Limit = dosspec.Limit{PPS: m.LimitPPS, PerIP: true}
 		}
 		s.Signatures = append(s.Signatures, cs)
 	}

@@ -25,8 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/detect"
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/config"
@@ -94,10 +94,10 @@ type applied struct {
 	index    uint64 // ModifyIndex of the network key that is in force
 	spec     routing.TenantSpec
 	prefixes []netip.Prefix
-	fwIndex  uint64       // ModifyIndex of the firewall key in force (0: none)
-	fw       *fwspec.Spec // last good firewall; nil: none
-	dosIndex uint64       // ModifyIndex of the dos key in force (0: none)
-	dos      *dos.Spec    // last good DoS document; nil: none
+	fwIndex  uint64        // ModifyIndex of the firewall key in force (0: none)
+	fw       *fwspec.Spec  // last good firewall; nil: none
+	dosIndex uint64        // ModifyIndex of the dos key in force (0: none)
+	dos      *dosspec.Spec // last good DoS document; nil: none
 	tunnels  []tunspec.ValidTunnel
 	at       time.Time // when the state in force was applied
 }

@@ -13,22 +13,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
 // DoS is the shared XDP DoS layer as the daemon uses it (dos.Reconciler).
 type DoS interface {
-	Apply(global dos.Spec, tenants []dos.Tenant, now time.Time) (map[string]error, error)
+	Apply(global dosspec.Spec, tenants []dos.Tenant, now time.Time) (map[string]error, error)
 	Counters() (dos.Counters, error)
 }
 
 // dosState is the host-wide DoS input last applied.
 type dosState struct {
-	global      *dos.Spec // last good nfhost/dos/global; nil: none
-	parsedIndex uint64    // its ModifyIndex
-	parseErr    string    // why a newer dos/global was rejected
-	placeErr    string    // why the DoS layer did not place global
+	global      *dosspec.Spec // last good nfhost/dos/global; nil: none
+	parsedIndex uint64        // its ModifyIndex
+	parseErr    string        // why a newer dos/global was rejected
+	placeErr    string        // why the DoS layer did not place global
 	// globalIndex is the ModifyIndex of the dos/global version the maps
 	// hold (0: none) and globalErr parseErr and placeErr: the host status.
 	globalIndex uint64
@@ -130,7 +131,7 @@ func (d *Daemon) parseTenantDoS(id string, keys map[string]source.Entry, a *appl
 		st.Subsystems["dos"] = "ok"
 		return nil
 	}
-	s, err := dos.Parse(id, e.Value)
+	s, err := dosspec.Parse(id, e.Value)
 	if err != nil {
 		d.configError(id, doc.KeyDoS, e.ModifyIndex)
 		if a.dos != nil {
@@ -176,7 +177,7 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 	if !full && fp.String() == d.dos.applied {
 		return
 	}
-	var global dos.Spec
+	var global dosspec.Spec
 	if d.dos.global != nil {
 		global = *d.dos.global
 	}
@@ -195,7 +196,7 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 	// The global document: the host status shows the version in force and
 	// why a newer one is not.
 	placeErr := ""
-	if e := errs[dos.GlobalKey]; e != nil {
+	if e := errs[dosspec.GlobalKey]; e != nil {
 		placeErr = e.Error()
 		var pe *dos.PlacementError
 		if errors.As(e, &pe) {
@@ -217,7 +218,7 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 	prevErrs := d.dos.errs
 	d.dos.errs, d.dos.kept, d.dos.docs = map[string]string{}, map[string]bool{}, map[string]uint64{}
 	for id, e := range errs {
-		if id == dos.GlobalKey {
+		if id == dosspec.GlobalKey {
 			continue
 		}
 		d.dos.errs[id] = e.Error()
@@ -298,7 +299,7 @@ func (d *Daemon) parseGlobalDoS(s source.Snapshot) {
 	if s.DoSGlobal.ModifyIndex == d.dos.parsedIndex && d.dos.global != nil {
 		return
 	}
-	g, err := dos.ParseGlobal(s.DoSGlobal.Value)
+	g, err := dosspec.ParseGlobal(s.DoSGlobal.Value)
 	if err != nil {
 		d.configError("", "dos/global", s.DoSGlobal.ModifyIndex)
 		if msg := err.Error(); msg != d.dos.parseErr {

@@ -9,18 +9,19 @@ import (
 	"time"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
 // fakeDoS records what the daemon asks the DoS layer to hold.
 type fakeDoS struct {
 	applies int
-	global  dos.Spec
+	global  dosspec.Spec
 	tenants map[string]dos.Tenant
 	errs    map[string]error
 }
 
-func (f *fakeDoS) Apply(g dos.Spec, ts []dos.Tenant, _ time.Time) (map[string]error, error) {
+func (f *fakeDoS) Apply(g dosspec.Spec, ts []dos.Tenant, _ time.Time) (map[string]error, error) {
 	f.applies++
 	f.global, f.tenants = g, map[string]dos.Tenant{}
 	for _, t := range ts {
@@ -100,13 +101,13 @@ type placingDoS struct {
 	applies int
 }
 
-func (p *placingDoS) Apply(g dos.Spec, ts []dos.Tenant, now time.Time) (map[string]error, error) {
+func (p *placingDoS) Apply(g dosspec.Spec, ts []dos.Tenant, now time.Time) (map[string]error, error) {
 	p.applies++
 	var in []dos.TenantInput
 	for i, t := range ts {
 		in = append(in, dos.TenantInput{ID: t.ID, Index: uint32(i + 1), Prefixes: t.Prefixes, Spec: t.Spec})
 	}
-	var inForce map[string]*dos.Spec
+	var inForce map[string]*dosspec.Spec
 	if p.last != nil {
 		inForce = p.last.InForce
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/firewall/lang"
 )
 
@@ -56,7 +56,7 @@ func TestDetectsAndScopesToTheAttack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dos.CompileMatch(e); err != nil {
+	if _, err := dosspec.CompileMatch(e); err != nil {
 		t.Fatalf("not compilable for XDP: %v", err)
 	}
 	if strings.Contains(m.Expression, "srcport") {

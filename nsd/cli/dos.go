@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
@@ -46,26 +46,26 @@ delete-signature re-read and retry).`,
 	}
 	name := func(tenant string) string {
 		if tenant == "" {
-			return dos.GlobalKey
+			return dosspec.GlobalKey
 		}
 		return "tenants/" + tenant + "/dos"
 	}
 	// parse validates b as tenant's document; "" is the global one and
 	// anyTenant a tenant document outside any tenant (validate).
 	const anyTenant = "\x00"
-	parse := func(tenant string, b []byte) (dos.Spec, error) {
+	parse := func(tenant string, b []byte) (dosspec.Spec, error) {
 		switch tenant {
 		case "":
-			return dos.ParseGlobal(b)
+			return dosspec.ParseGlobal(b)
 		case anyTenant:
-			return dos.Parse("", b)
+			return dosspec.Parse("", b)
 		}
-		return dos.Parse(tenant, b)
+		return dosspec.Parse(tenant, b)
 	}
-	read := func(tenant string) (dos.Config, uint64, error) {
+	read := func(tenant string) (dosspec.Config, uint64, error) {
 		_, snap, err := sf.read(env)
 		if err != nil {
-			return dos.Config{}, 0, err
+			return dosspec.Config{}, 0, err
 		}
 		var e *source.Entry
 		if tenant == "" {
@@ -73,22 +73,22 @@ delete-signature re-read and retry).`,
 		} else {
 			keys, ok := snap.Tenants[tenant]
 			if !ok {
-				return dos.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
+				return dosspec.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
 			}
 			if x, ok := keys[doc.KeyDoS]; ok {
 				e = &x
 			}
 		}
 		if e == nil {
-			return dos.Config{}, 0, nil
+			return dosspec.Config{}, 0, nil
 		}
-		var c dos.Config
+		var c dosspec.Config
 		if err := json.Unmarshal(e.Value, &c); err != nil {
 			return c, 0, fmt.Errorf("%s: stored document is not valid JSON: %w", name(tenant), err)
 		}
 		return c, e.ModifyIndex, nil
 	}
-	write := func(tenant string, c dos.Config, cas uint64) error {
+	write := func(tenant string, c dosspec.Config, cas uint64) error {
 		b, err := json.MarshalIndent(c, "", "  ")
 		if err != nil {
 			return err
@@ -105,9 +105,9 @@ delete-signature re-read and retry).`,
 		}
 		return st.Put(env.Ctx, tenant, doc.KeyDoS, b, cas)
 	}
-	edit := func(tenant string, f func(*dos.Config) error) error {
-		return casEdit(func() (dos.Config, uint64, error) { return read(tenant) },
-			func(c dos.Config, idx uint64) error { return write(tenant, c, idx) }, f)
+	edit := func(tenant string, f func(*dosspec.Config) error) error {
+		return casEdit(func() (dosspec.Config, uint64, error) { return read(tenant) },
+			func(c dosspec.Config, idx uint64) error { return write(tenant, c, idx) }, f)
 	}
 
 	get := &cobra.Command{Use: "get (TENANT | --global)", Short: "print the DoS document", Args: cobra.MaximumNArgs(1),
@@ -126,16 +126,16 @@ delete-signature re-read and retry).`,
 		}}
 
 	var file string
-	readFile := func(tenant string) (dos.Config, dos.Spec, error) {
+	readFile := func(tenant string) (dosspec.Config, dosspec.Spec, error) {
 		b, err := readDocFile(file)
 		if err != nil {
-			return dos.Config{}, dos.Spec{}, err
+			return dosspec.Config{}, dosspec.Spec{}, err
 		}
 		s, err := parse(tenant, b)
 		if err != nil {
-			return dos.Config{}, s, err
+			return dosspec.Config{}, s, err
 		}
-		var c dos.Config
+		var c dosspec.Config
 		return c, s, json.Unmarshal(b, &c)
 	}
 	put := &cobra.Command{Use: "put (TENANT | --global) -f FILE", Short: "validate and replace the DoS document (check-and-set)", Args: cobra.MaximumNArgs(1),
@@ -177,7 +177,7 @@ delete-signature re-read and retry).`,
 	validate.Flags().StringVarP(&file, "file", "f", "", "DoS document (- for stdin)")
 	validate.MarkFlagRequired("file")
 
-	var sig dos.Signature
+	var sig dosspec.Signature
 	var expires time.Duration
 	addSig := &cobra.Command{Use: "add-signature (TENANT | --global) --id ID --expression EXPR [--action drop|ratelimit|monitor]",
 		Short: "add (or replace) one signature", Args: cobra.MaximumNArgs(1),
@@ -191,7 +191,7 @@ delete-signature re-read and retry).`,
 				at := time.Now().Add(expires).UTC().Truncate(time.Second)
 				s.Expires = &at
 			}
-			err = edit(t, func(c *dos.Config) error {
+			err = edit(t, func(c *dosspec.Config) error {
 				for i, x := range c.Signatures {
 					if x.ID == s.ID {
 						c.Signatures[i] = s
@@ -225,7 +225,7 @@ delete-signature re-read and retry).`,
 			if err != nil {
 				return err
 			}
-			err = edit(t, func(c *dos.Config) error {
+			err = edit(t, func(c *dosspec.Config) error {
 				for i, x := range c.Signatures {
 					if x.ID == id {
 						c.Signatures = append(c.Signatures[:i], c.Signatures[i+1:]...)

@@ -1,4 +1,10 @@
-package dos
+// Package dosspec is the DoS document, tenants/<tenant>/dos and
+// dos/global: allow and deny lists, signatures (expressions in the
+// firewall/lang subset the XDP classifier runs), rate limits, sampling and
+// automatic mitigation settings, as written and as the validated Spec the
+// dos package places in the XDP maps. It is pure: nsctl validates and edits
+// documents with it offline.
+package dosspec
 
 import (
 	"fmt"
