@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/nsd/source/consultest"
@@ -76,7 +77,7 @@ func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftab
 		h *netlink.Handle
 		l netlink.Link
 		p netip.Prefix
-	}{{host, hl, routing.HostAddr4}, {host, hl, routing.HostAddr6}, {tn, nl, routing.NSAddr4}, {tn, nl, routing.NSAddr6}} {
+	}{{host, hl, owned.HostAddr4}, {host, hl, owned.HostAddr6}, {tn, nl, owned.NSAddr4}, {tn, nl, owned.NSAddr6}} {
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.p.Addr().AsSlice(), Mask: net.CIDRMask(a.p.Bits(), a.p.Addr().BitLen())}, Flags: unix.IFA_F_NODAD}
 		if err := a.h.AddrAdd(a.l, addr); err != nil {
 			return err
@@ -90,16 +91,16 @@ func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftab
 		return err
 	}
 	for _, r := range []*netlink.Route{
-		{LinkIndex: nl.Attrs().Index, Gw: routing.HostAddr4.Addr().AsSlice(), Flags: int(netlink.FLAG_ONLINK)},
-		{LinkIndex: nl.Attrs().Index, Gw: routing.HostAddr6.Addr().AsSlice()},
+		{LinkIndex: nl.Attrs().Index, Gw: owned.HostAddr4.Addr().AsSlice(), Flags: int(netlink.FLAG_ONLINK)},
+		{LinkIndex: nl.Attrs().Index, Gw: owned.HostAddr6.Addr().AsSlice()},
 	} {
 		if err := tn.RouteAdd(r); err != nil {
 			return err
 		}
 	}
 	for _, r := range []*netlink.Route{
-		{LinkIndex: hl.Attrs().Index, Gw: routing.NSAddr4.Addr().AsSlice(), Table: int(spec.Table), Flags: int(netlink.FLAG_ONLINK)},
-		{LinkIndex: hl.Attrs().Index, Gw: routing.NSAddr6.Addr().AsSlice(), Table: int(spec.Table)},
+		{LinkIndex: hl.Attrs().Index, Gw: owned.NSAddr4.Addr().AsSlice(), Table: int(spec.Table), Flags: int(netlink.FLAG_ONLINK)},
+		{LinkIndex: hl.Attrs().Index, Gw: owned.NSAddr6.Addr().AsSlice(), Table: int(spec.Table)},
 	} {
 		if err := host.RouteAdd(r); err != nil {
 			return err
@@ -107,7 +108,7 @@ func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftab
 	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		ru := netlink.NewRule()
-		ru.Family, ru.Priority, ru.Mark, ru.Table = fam, routing.RulePriority, spec.Mark, int(spec.Table)
+		ru.Family, ru.Priority, ru.Mark, ru.Table = fam, owned.RulePriority, spec.Mark, int(spec.Table)
 		if err := host.RuleAdd(ru); err != nil {
 			return err
 		}

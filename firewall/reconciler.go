@@ -17,7 +17,7 @@ import (
 
 	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/firewall/lang"
-	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing/nftset"
 )
 
@@ -76,7 +76,7 @@ func listHash(ps []netip.Prefix) string {
 }
 
 func table() *nftables.Table {
-	return &nftables.Table{Family: nftables.TableFamilyINet, Name: routing.NFTTable}
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: owned.NFTTable}
 }
 
 func open(ns netns.NsHandle) (*nftables.Conn, error) {
@@ -450,7 +450,7 @@ func fixed(exprs ...expr.Any) func(*builder) ([]expr.Any, error) {
 // that the entries' exprs functions queue anonymous sets when called.
 func layout(spec *fwspec.Spec) []chainLayout {
 	ifname := make([]byte, 16)
-	copy(ifname, routing.NSIfName)
+	copy(ifname, owned.NSIfName)
 	baseEntries := []entry{
 		{builtinIIF, fixed(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname}, &expr.Verdict{Kind: expr.VerdictAccept})},

@@ -29,6 +29,7 @@ import (
 	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/doc"
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
@@ -139,7 +140,7 @@ func New(o Options) *Daemon {
 		o.Now = time.Now
 	}
 	if o.NSPrefix == "" {
-		o.NSPrefix = routing.DefaultNSPrefix
+		o.NSPrefix = owned.DefaultNSPrefix
 	}
 	return &Daemon{
 		o: o, log: o.Logger, m: o.Metrics,

@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing/nftset"
 )
 
@@ -49,7 +50,7 @@ type steering struct {
 }
 
 func newSteering(conn *nftables.Conn) *steering {
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: NFTTable}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: owned.NFTTable}
 	return &steering{
 		conn:  conn,
 		table: t,
@@ -87,7 +88,7 @@ func decodeMark(b []byte) (mark uint32, hostOrder bool) {
 	return binaryutil.BigEndian.Uint32(b), false
 }
 
-func ownedMark(m uint32) bool { return m&^MaxSlot == SlotBase && m&MaxSlot != 0 }
+func ownedMark(m uint32) bool { return m&^owned.MaxSlot == owned.SlotBase && m&owned.MaxSlot != 0 }
 
 func (s *steering) set(p netip.Prefix) *nftables.Set {
 	if p.Addr().Is4() {
@@ -135,7 +136,7 @@ func (s *steering) ensure() (rebuilt bool, rewritten int, err error) {
 			}
 		}
 		if err := s.conn.Flush(); err != nil {
-			return false, 0, fmt.Errorf("write nft table %s: %w", NFTTable, err)
+			return false, 0, fmt.Errorf("write nft table %s: %w", owned.NFTTable, err)
 		}
 		rebuilt = true
 	}
@@ -204,7 +205,7 @@ func (s *steering) skeletonOK() (ok, exists bool, err error) {
 		return false, false, fmt.Errorf("list nft tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name == NFTTable {
+		if t.Name == owned.NFTTable {
 			exists = true
 		}
 	}
@@ -232,7 +233,7 @@ func (s *steering) skeletonOK() (ok, exists bool, err error) {
 	want := map[string]bool{"prerouting": true, "output": true}
 	n := 0
 	for _, ch := range chains {
-		if ch.Table.Name != NFTTable {
+		if ch.Table.Name != owned.NFTTable {
 			continue
 		}
 		n++

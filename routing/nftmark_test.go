@@ -13,6 +13,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nftset"
 	"github.com/nfhost/nfhost/routing/nstest"
@@ -81,7 +82,7 @@ func writeV1Table(t *testing.T, ns *nstest.NS, marks map[netip.Prefix]uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: routing.NFTTable}
+	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: owned.NFTTable}
 	m4 := &nftables.Set{Table: tbl, Name: "tenant_marks4", KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark, IsMap: true, Interval: true}
 	m6 := &nftables.Set{Table: tbl, Name: "tenant_marks6", KeyType: nftables.TypeIP6Addr, DataType: nftables.TypeMark, IsMap: true, Interval: true}
 	c.DelTable(tbl)
@@ -130,7 +131,7 @@ func addNativeElement(t *testing.T, ns *nstest.NS, p netip.Prefix, mark uint32) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: routing.NFTTable}
+	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: owned.NFTTable}
 	set := &nftables.Set{Table: tbl, Name: "tenant_marks4", KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark, IsMap: true, Interval: true}
 	if err := c.SetAddElements(set, nftset.Elements(p, binaryutil.NativeEndian.PutUint32(mark))); err != nil {
 		t.Fatal(err)

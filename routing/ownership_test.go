@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nstest"
 	"github.com/nfhost/nfhost/routing/nsutil"
@@ -71,7 +72,7 @@ func TestForeignNamespacesLeftAlone(t *testing.T) {
 			t.Errorf("Apply(%s) = %v, want an ErrNotOwned error containing %q", id, err, want)
 		}
 	}
-	if out := tp.edge.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(out, routing.HostIfName("other")) || strings.Contains(out, routing.HostIfName("empty")) {
+	if out := tp.edge.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(out, owned.HostIfName("other")) || strings.Contains(out, owned.HostIfName("empty")) {
 		t.Errorf("Apply into a foreign namespace created a host link:\n%s", out)
 	}
 	for _, id := range []string{"empty", "other"} {

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing/nsutil"
 )
 
@@ -86,7 +87,7 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg.NetnsDir = nsutil.DefaultDir
 	}
 	if cfg.NSPrefix == "" {
-		cfg.NSPrefix = DefaultNSPrefix
+		cfg.NSPrefix = owned.DefaultNSPrefix
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -116,10 +117,10 @@ func New(cfg Config) (*Reconciler, error) {
 	rebuilt, rewritten, err := r.steer.ensure()
 	if err != nil {
 		r.Close()
-		return nil, fmt.Errorf("set up nft table %s (nf_tables inet): %w", NFTTable, err)
+		return nil, fmt.Errorf("set up nft table %s (nf_tables inet): %w", owned.NFTTable, err)
 	}
 	if rebuilt {
-		r.log.Info("wrote nft table skeleton", "table", "inet "+NFTTable)
+		r.log.Info("wrote nft table skeleton", "table", "inet "+owned.NFTTable)
 	}
 	if rewritten > 0 {
 		r.log.Info("rewrote nft map elements from host to network byte order", "elements", rewritten)
@@ -199,7 +200,7 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 		return nil, err
 	}
 	if rebuilt {
-		r.log.Warn("nft table skeleton was missing or altered; rebuilt it", "table", "inet "+NFTTable)
+		r.log.Warn("nft table skeleton was missing or altered; rebuilt it", "table", "inet "+owned.NFTTable)
 	}
 	if rewritten > 0 {
 		r.log.Warn("rewrote nft map elements from host to network byte order", "elements", rewritten)
@@ -222,7 +223,7 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 	hostLinks := map[string]netlink.Link{}
 	r.linkSlots, r.observed = map[int]uint16{}, true
 	for _, l := range links {
-		id, slot, ok := ParseAlias(l.Attrs().Alias)
+		id, slot, ok := owned.ParseAlias(l.Attrs().Alias)
 		if !ok {
 			continue
 		}
@@ -335,7 +336,7 @@ const (
 // none) and is only called for an unmarked namespace.
 func (r *Reconciler) nsOwner(id string, ns netns.NsHandle, lo netlink.Link, hostLink func() (netlink.Link, error)) (nsOwnership, error) {
 	switch lo.Attrs().Alias {
-	case NSAlias(id):
+	case owned.NSAlias(id):
 		return nsMarked, nil
 	case "":
 	default:
@@ -346,7 +347,7 @@ func (r *Reconciler) nsOwner(id string, ns netns.NsHandle, lo netlink.Link, host
 	if err != nil || l == nil || l.Type() != "veth" || l.Attrs().NetNsID < 0 {
 		return nsForeign, err
 	}
-	if lid, _, ok := ParseAlias(l.Attrs().Alias); !ok || lid != id {
+	if lid, _, ok := owned.ParseAlias(l.Attrs().Alias); !ok || lid != id {
 		return nsForeign, nil
 	}
 	// The host end reports its peer's namespace by its id in the host
@@ -364,7 +365,7 @@ func (r *Reconciler) nsOwner(id string, ns netns.NsHandle, lo netlink.Link, host
 // markNS writes nfhost's ownership mark into a namespace through h, a
 // handle bound to it.
 func markNS(h *netlink.Handle, lo netlink.Link, id string) error {
-	if err := h.LinkSetAlias(lo, NSAlias(id)); err != nil {
+	if err := h.LinkSetAlias(lo, owned.NSAlias(id)); err != nil {
 		return fmt.Errorf("set alias of lo: %w", err)
 	}
 	return nil
@@ -434,7 +435,7 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 		return ch, err
 	}
 	hostIdx := hostLink.Attrs().Index
-	added, err := ensureAddrs(r.host, hostLink, []netip.Prefix{HostAddr4, HostAddr6}, r.hostAddrs[hostIdx], "host", &ch)
+	added, err := ensureAddrs(r.host, hostLink, []netip.Prefix{owned.HostAddr4, owned.HostAddr6}, r.hostAddrs[hostIdx], "host", &ch)
 	r.hostAddrs[hostIdx] = append(r.hostAddrs[hostIdx], added...)
 	if err != nil {
 		return ch, err
@@ -449,17 +450,17 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 			have = append(have, p)
 		}
 	}
-	if _, err := ensureAddrs(tn, nsLink, []netip.Prefix{NSAddr4, NSAddr6}, have, "tenant", &ch); err != nil {
+	if _, err := ensureAddrs(tn, nsLink, []netip.Prefix{owned.NSAddr4, owned.NSAddr6}, have, "tenant", &ch); err != nil {
 		return ch, err
 	}
 	// Inside the tenant namespace: default routes back to the host.
-	for _, gw := range []netip.Addr{HostAddr4.Addr(), HostAddr6.Addr()} {
+	for _, gw := range []netip.Addr{owned.HostAddr4.Addr(), owned.HostAddr6.Addr()} {
 		if err := ensureDefault(tn, nsLink, unix.RT_TABLE_MAIN, gw, gw.Is4(), "tenant", &ch); err != nil {
 			return ch, err
 		}
 	}
 	// In the host namespace: the tenant's table routes into the veth.
-	for _, gw := range []netip.Addr{NSAddr4.Addr(), NSAddr6.Addr()} {
+	for _, gw := range []netip.Addr{owned.NSAddr4.Addr(), owned.NSAddr6.Addr()} {
 		if err := ensureDefault(r.routes, hostLink, int(spec.Table), gw, gw.Is4(), "host", &ch); err != nil {
 			return ch, err
 		}
@@ -530,7 +531,7 @@ func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.
 		hostLink.Attrs().ParentIndex == nsLink.Attrs().Index && nsLink.Attrs().ParentIndex == hostLink.Attrs().Index
 	if !paired {
 		if herr == nil {
-			if _, _, ours := ParseAlias(hostLink.Attrs().Alias); !ours && hostLink.Attrs().Alias != "" {
+			if _, _, ours := owned.ParseAlias(hostLink.Attrs().Alias); !ours && hostLink.Attrs().Alias != "" {
 				return nil, nil, fmt.Errorf("link %s exists and is not nfhost's (alias %q)", spec.HostIf, hostLink.Attrs().Alias)
 			}
 			if err := r.host.LinkDel(hostLink); err != nil {
@@ -706,16 +707,16 @@ func (r *Reconciler) loadRules() error {
 		}
 		for _, ru := range rules {
 			ru.Family = family
-			if t := uint32(ru.Table); t > SlotBase && t <= SlotBase+MaxSlot {
+			if t := uint32(ru.Table); t > owned.SlotBase && t <= owned.SlotBase+owned.MaxSlot {
 				m[t] = append(m[t], ru)
-			} else if t == ReturnTable {
+			} else if t == owned.ReturnTable {
 				ret = append(ret, ru)
 			}
 		}
 	}
 	r.rules, r.retRules = m, ret
 	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
-		rs, err := r.routes.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: ReturnTable}, netlink.RT_FILTER_TABLE)
+		rs, err := r.routes.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: owned.ReturnTable}, netlink.RT_FILTER_TABLE)
 		if errors.Is(err, unix.ENOENT) {
 			return nil, nil // no routes in the table yet
 		}
@@ -726,7 +727,7 @@ func (r *Reconciler) loadRules() error {
 	}
 	r.retRoutes, r.retLink = map[int]map[netip.Prefix]netlink.Route{}, map[netip.Prefix]int{}
 	for _, rt := range routes {
-		if rt.Table != ReturnTable || rt.Dst == nil {
+		if rt.Table != owned.ReturnTable || rt.Dst == nil {
 			continue
 		}
 		if p, ok := ipNetPrefix(rt.Dst); ok {
@@ -739,7 +740,7 @@ func (r *Reconciler) loadRules() error {
 	}
 	r.hostNeigh = map[int]string{}
 	for _, n := range neighs {
-		if n.State&unix.NUD_PERMANENT != 0 && n.IP.Equal(NSAddr4.Addr().AsSlice()) {
+		if n.State&unix.NUD_PERMANENT != 0 && n.IP.Equal(owned.NSAddr4.Addr().AsSlice()) {
 			r.hostNeigh[n.LinkIndex] = n.HardwareAddr.String()
 		}
 	}
@@ -798,7 +799,7 @@ func (r *Reconciler) ensureReturnRule() ([]string, error) {
 	var ch changes
 	var keep []netlink.Rule
 	for _, ru := range r.retRules {
-		if len(keep) == 0 && ru.Family == netlink.FAMILY_V4 && ru.Priority == ReturnRulePriority && ru.IifName == "" &&
+		if len(keep) == 0 && ru.Family == netlink.FAMILY_V4 && ru.Priority == owned.ReturnRulePriority && ru.IifName == "" &&
 			ru.Mark == 0 && (ru.Mask == nil || *ru.Mask == 0) && ru.Src == nil && ru.Dst == nil && ru.OifName == "" && !ru.Invert &&
 			ru.Tos == 0 && ru.IPProto == 0 && ru.Sport == nil && ru.Dport == nil && ru.UIDRange == nil && ru.Goto < 0 {
 			keep = append(keep, ru)
@@ -813,13 +814,13 @@ func (r *Reconciler) ensureReturnRule() ([]string, error) {
 	if len(keep) == 0 {
 		ru := netlink.NewRule()
 		ru.Family = netlink.FAMILY_V4
-		ru.Priority = ReturnRulePriority
-		ru.Table = ReturnTable
+		ru.Priority = owned.ReturnRulePriority
+		ru.Table = owned.ReturnTable
 		if err := r.host.RuleAdd(ru); err != nil && !errors.Is(err, unix.EEXIST) {
-			return ch, fmt.Errorf("add rule lookup %d: %w", ReturnTable, err)
+			return ch, fmt.Errorf("add rule lookup %d: %w", owned.ReturnTable, err)
 		}
 		keep = append(keep, *ru)
-		ch.add("rule: add lookup %d priority %d", ReturnTable, ReturnRulePriority)
+		ch.add("rule: add lookup %d priority %d", owned.ReturnTable, owned.ReturnRulePriority)
 	}
 	r.retRules = keep
 	return ch, nil
@@ -840,24 +841,24 @@ func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, hostLink, nsLink netli
 	}
 	ok := false
 	for _, n := range neighs {
-		if n.LinkIndex == nsIdx && n.IP.Equal(HostAddr4.Addr().AsSlice()) {
+		if n.LinkIndex == nsIdx && n.IP.Equal(owned.HostAddr4.Addr().AsSlice()) {
 			ok = n.State&unix.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hostMAC.String()
 		}
 	}
 	if !ok {
-		n := &netlink.Neigh{LinkIndex: nsIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: HostAddr4.Addr().AsSlice(), HardwareAddr: hostMAC}
+		n := &netlink.Neigh{LinkIndex: nsIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: owned.HostAddr4.Addr().AsSlice(), HardwareAddr: hostMAC}
 		if err := tn.NeighSet(n); err != nil {
-			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name, err)
+			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", owned.HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name, err)
 		}
-		ch.add("neigh: tenant %s lladdr %s dev %s permanent", HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name)
+		ch.add("neigh: tenant %s lladdr %s dev %s permanent", owned.HostAddr4.Addr(), hostMAC, nsLink.Attrs().Name)
 	}
 	if r.hostNeigh[hostIdx] != nsMAC.String() {
-		n := &netlink.Neigh{LinkIndex: hostIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: NSAddr4.Addr().AsSlice(), HardwareAddr: nsMAC}
+		n := &netlink.Neigh{LinkIndex: hostIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: owned.NSAddr4.Addr().AsSlice(), HardwareAddr: nsMAC}
 		if err := r.host.NeighSet(n); err != nil {
-			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name, err)
+			return fmt.Errorf("set neighbour %s lladdr %s dev %s: %w", owned.NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name, err)
 		}
 		r.hostNeigh[hostIdx] = nsMAC.String()
-		ch.add("neigh: host %s lladdr %s dev %s permanent", NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name)
+		ch.add("neigh: host %s lladdr %s dev %s permanent", owned.NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name)
 	}
 	return nil
 }
@@ -891,20 +892,20 @@ func (r *Reconciler) ensureReturnRoutes(spec TenantSpec, hostLink netlink.Link, 
 		if rt, ok := r.retRoutes[idx][p]; ok && isReturnRoute(rt, idx) {
 			continue
 		}
-		rt := netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(p), Gw: NSAddr4.Addr().AsSlice(), Table: ReturnTable, Type: unix.RTN_UNICAST,
+		rt := netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(p), Gw: owned.NSAddr4.Addr().AsSlice(), Table: owned.ReturnTable, Type: unix.RTN_UNICAST,
 			Protocol: unix.RTPROT_STATIC, Flags: int(netlink.FLAG_ONLINK)}
 		if err := r.routes.RouteReplace(&rt); err != nil {
-			return fmt.Errorf("replace route %s via %s dev %s table %d: %w", p, NSAddr4.Addr(), hostLink.Attrs().Name, ReturnTable, err)
+			return fmt.Errorf("replace route %s via %s dev %s table %d: %w", p, owned.NSAddr4.Addr(), hostLink.Attrs().Name, owned.ReturnTable, err)
 		}
 		r.setReturnRoute(p, rt)
-		ch.add("route: return table %s via %s dev %s", p, NSAddr4.Addr(), hostLink.Attrs().Name)
+		ch.add("route: return table %s via %s dev %s", p, owned.NSAddr4.Addr(), hostLink.Attrs().Name)
 	}
 	for p, rt := range r.retRoutes[idx] {
 		if want[p] {
 			continue
 		}
 		if err := r.routes.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("delete route %s table %d: %w", p, ReturnTable, err)
+			return fmt.Errorf("delete route %s table %d: %w", p, owned.ReturnTable, err)
 		}
 		r.dropReturnRoute(p)
 		ch.add("route: return table delete %s dev %s", p, hostLink.Attrs().Name)
@@ -913,7 +914,7 @@ func (r *Reconciler) ensureReturnRoutes(spec TenantSpec, hostLink netlink.Link, 
 }
 
 func isReturnRoute(rt netlink.Route, idx int) bool {
-	return rt.LinkIndex == idx && rt.Gw != nil && rt.Gw.Equal(NSAddr4.Addr().AsSlice()) && rt.Type == unix.RTN_UNICAST &&
+	return rt.LinkIndex == idx && rt.Gw != nil && rt.Gw.Equal(owned.NSAddr4.Addr().AsSlice()) && rt.Type == unix.RTN_UNICAST &&
 		rt.Flags&int(netlink.FLAG_ONLINK) != 0 && rt.Priority == 0 && len(rt.MultiPath) == 0
 }
 
@@ -921,7 +922,7 @@ func isReturnRoute(rt netlink.Route, idx int) bool {
 func (r *Reconciler) deleteReturnRoutes(idx int, verb string, ch *changes) error {
 	for p, rt := range r.retRoutes[idx] {
 		if err := r.routes.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("delete route %s table %d: %w", p, ReturnTable, err)
+			return fmt.Errorf("delete route %s table %d: %w", p, owned.ReturnTable, err)
 		}
 		r.dropReturnRoute(p)
 		ch.add("route: return table %s %s", verb, p)
@@ -968,7 +969,7 @@ func (r *Reconciler) ensureRules(spec TenantSpec, ch *changes) error {
 func ownedRule(family int, mark, table uint32) *netlink.Rule {
 	ru := netlink.NewRule()
 	ru.Family = family
-	ru.Priority = RulePriority
+	ru.Priority = owned.RulePriority
 	ru.Mark = mark
 	m := uint32(0xffffffff)
 	ru.Mask = &m
@@ -977,7 +978,7 @@ func ownedRule(family int, mark, table uint32) *netlink.Rule {
 }
 
 func ruleMatches(ru netlink.Rule, spec TenantSpec) bool {
-	return ru.Priority == RulePriority && ru.Mark == spec.Mark && (ru.Mask == nil || *ru.Mask == 0xffffffff) &&
+	return ru.Priority == owned.RulePriority && ru.Mark == spec.Mark && (ru.Mask == nil || *ru.Mask == 0xffffffff) &&
 		ru.Src == nil && ru.Dst == nil && ru.IifName == "" && ru.OifName == "" && !ru.Invert
 }
 
@@ -989,7 +990,7 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 	var ch changes
 	hostIf := o.HostIf
 	if hostIf == "" {
-		hostIf = HostIfName(o.ID)
+		hostIf = owned.HostIfName(o.ID)
 	}
 	name := o.Namespace
 	if name == "" {
@@ -1002,7 +1003,7 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 		return ch, err
 	}
 	if o.Slot != 0 {
-		mark := SlotBase + uint32(o.Slot)
+		mark := owned.SlotBase + uint32(o.Slot)
 		nftCh, err := r.steer.sync(mark, nil)
 		ch = append(ch, nftCh...)
 		if err != nil {
@@ -1013,7 +1014,7 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 		}
 	}
 	if l, err := r.host.LinkByName(hostIf); err == nil {
-		if id, _, ok := ParseAlias(l.Attrs().Alias); ok && id == o.ID {
+		if id, _, ok := owned.ParseAlias(l.Attrs().Alias); ok && id == o.ID {
 			if err := r.deleteReturnRoutes(l.Attrs().Index, "delete", &ch); err != nil {
 				return ch, err
 			}
@@ -1092,7 +1093,7 @@ func (r *Reconciler) deleteRules(table uint32, ch *changes) error {
 func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, error) {
 	keep := make(map[uint32]bool, len(slots))
 	for s := range slots {
-		keep[SlotBase+uint32(s)] = true
+		keep[owned.SlotBase+uint32(s)] = true
 	}
 	ch, err := r.steer.gc(keep)
 	if err != nil {
@@ -1116,7 +1117,7 @@ func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, e
 			continue
 		}
 		for _, ru := range rules {
-			if ru.Priority != RulePriority {
+			if ru.Priority != owned.RulePriority {
 				continue
 			}
 			ru := ru

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nstest"
 	"github.com/nfhost/nfhost/routing/nsutil"
@@ -239,7 +240,7 @@ func TestGCRemovesOnlyOrphansInOurRange(t *testing.T) {
 	a := tp.spec("keep", 3, "203.0.113.0/24")
 	mustApply(t, tp.rec, a)
 	// An orphan rule in our range, and a foreign rule outside it.
-	tp.edge.MustExec(t, "ip", "rule", "add", "priority", fmt.Sprint(routing.RulePriority), "fwmark", "0x6e660063", "table", fmt.Sprint(routing.SlotBase+99))
+	tp.edge.MustExec(t, "ip", "rule", "add", "priority", fmt.Sprint(owned.RulePriority), "fwmark", "0x6e660063", "table", fmt.Sprint(owned.SlotBase+99))
 	tp.edge.MustExec(t, "ip", "rule", "add", "priority", "1700", "fwmark", "0x1", "table", "100")
 	if _, err := tp.rec.Observe(context.Background()); err != nil {
 		t.Fatal(err)

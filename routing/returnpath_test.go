@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nstest"
 )
@@ -80,9 +81,9 @@ func TestReturnPathWithoutHostRoute(t *testing.T) {
 // returnRoutes lists the return table.
 func returnRoutes(t *testing.T, tp *topo) string {
 	t.Helper()
-	out, err := tp.edge.Exec(t, "ip", "route", "show", "table", fmt.Sprint(routing.ReturnTable))
+	out, err := tp.edge.Exec(t, "ip", "route", "show", "table", fmt.Sprint(owned.ReturnTable))
 	if err != nil && !strings.Contains(out, "does not exist") {
-		t.Fatalf("ip route show table %d: %v\n%s", routing.ReturnTable, err, out)
+		t.Fatalf("ip route show table %d: %v\n%s", owned.ReturnTable, err, out)
 	}
 	if err != nil {
 		return ""
@@ -113,7 +114,7 @@ func TestReturnRoutesFollowTenants(t *testing.T) {
 		}
 	}
 	want("203.0.113.0/25 via 169.254.100.2 dev "+a.HostIf, "203.0.113.128/25 via 169.254.100.2 dev "+b.HostIf, "198.51.100.0/24 via 169.254.100.2 dev "+b.HostIf)
-	rule := fmt.Sprintf("%d:\tfrom all lookup %d", routing.ReturnRulePriority, routing.ReturnTable)
+	rule := fmt.Sprintf("%d:\tfrom all lookup %d", owned.ReturnRulePriority, owned.ReturnTable)
 	if got := tp.edge.MustExec(t, "ip", "rule"); strings.Count(got, rule) != 1 {
 		t.Errorf("ip rule lacks exactly one %q:\n%s", rule, got)
 	}
@@ -126,9 +127,9 @@ func TestReturnRoutesFollowTenants(t *testing.T) {
 	want("203.0.113.0/25 via 169.254.100.2 dev "+a.HostIf, "203.0.113.128/25 via 169.254.100.2 dev "+b.HostIf, "198.51.100.0/24 via 169.254.100.2 dev "+a.HostIf)
 
 	// Drift: the rule and a route are deleted, a foreign route is added.
-	tp.edge.MustExec(t, "ip", "rule", "del", "priority", fmt.Sprint(routing.ReturnRulePriority))
-	tp.edge.MustExec(t, "ip", "route", "del", "203.0.113.0/25", "table", fmt.Sprint(routing.ReturnTable))
-	tp.edge.MustExec(t, "ip", "route", "add", "192.0.2.128/25", "dev", "uplink", "table", fmt.Sprint(routing.ReturnTable))
+	tp.edge.MustExec(t, "ip", "rule", "del", "priority", fmt.Sprint(owned.ReturnRulePriority))
+	tp.edge.MustExec(t, "ip", "route", "del", "203.0.113.0/25", "table", fmt.Sprint(owned.ReturnTable))
+	tp.edge.MustExec(t, "ip", "route", "add", "192.0.2.128/25", "dev", "uplink", "table", fmt.Sprint(owned.ReturnTable))
 	if _, err := tp.rec.Observe(ctx); err != nil {
 		t.Fatal(err)
 	}

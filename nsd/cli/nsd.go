@@ -23,6 +23,7 @@ import (
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/detect"
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nsutil"
@@ -80,7 +81,7 @@ It never tears down the datapath on exit; a restart with unchanged config change
 	fl.StringVar(&xdpMode, "xdp-mode", "auto", "XDP attach mode on the uplink: native, generic, or auto (native, falling back to generic with a warning)")
 	fl.StringVar(&pinDir, "bpf-pin-dir", "", "bpffs directory for the DoS layer's and GRE datapath's pinned maps and links (default /sys/fs/bpf/nfhost/<host-id>)")
 	fl.StringVar(&probeAddr, "probe-address", "", "this server's unicast IPv4 address: tunnel health checks are answered to it (default: the uplink's first IPv4 address)")
-	fl.StringVar(&nsPrefix, "ns-prefix", routing.DefaultNSPrefix, "name prefix of tenant namespaces")
+	fl.StringVar(&nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
 	fl.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9469")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -105,7 +106,7 @@ It never tears down the datapath on exit; a restart with unchanged config change
 		if resync < 0 {
 			return usageError("--resync-interval must be 0 (off) or positive, got %v", resync)
 		}
-		if err := routing.ValidateNSPrefix(nsPrefix); err != nil {
+		if err := owned.ValidateNSPrefix(nsPrefix); err != nil {
 			return usageError("--ns-prefix: %v", err)
 		}
 		var probe netip.Addr

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/routing"
 )
@@ -82,14 +83,14 @@ func AllocateSlots(ids []string, existing map[string]uint16) (map[string]uint16,
 func probe(id string, used map[uint16]bool) (uint16, error) {
 	h := fnv.New32a()
 	h.Write([]byte(id))
-	start := h.Sum32() % routing.MaxSlot
-	for i := uint32(0); i < routing.MaxSlot; i++ {
-		s := uint16((start+i)%routing.MaxSlot + 1)
+	start := h.Sum32() % owned.MaxSlot
+	for i := uint32(0); i < owned.MaxSlot; i++ {
+		s := uint16((start+i)%owned.MaxSlot + 1)
 		if !used[s] {
 			return s, nil
 		}
 	}
-	return 0, fmt.Errorf("allocate slot for tenant %q: all %d slots in use", id, routing.MaxSlot)
+	return 0, fmt.Errorf("allocate slot for tenant %q: all %d slots in use", id, owned.MaxSlot)
 }
 
 // Render writes the desired state as stable text, for golden files and for
@@ -106,12 +107,12 @@ func (d Desired) Render() string {
 		fmt.Fprintf(&b, "tenant %s\n", s.ID)
 		fmt.Fprintf(&b, "  netns %s\n", s.Namespace)
 		fmt.Fprintf(&b, "  veth %s <-> %s@%s alias %q\n", s.HostIf, s.NSIf, s.Namespace, s.Alias)
-		fmt.Fprintf(&b, "  addr host %s %s, tenant %s %s\n", routing.HostAddr4, routing.HostAddr6, routing.NSAddr4, routing.NSAddr6)
-		fmt.Fprintf(&b, "  rule priority %d fwmark %#x lookup %d\n", routing.RulePriority, s.Mark, s.Table)
+		fmt.Fprintf(&b, "  addr host %s %s, tenant %s %s\n", owned.HostAddr4, owned.HostAddr6, owned.NSAddr4, owned.NSAddr6)
+		fmt.Fprintf(&b, "  rule priority %d fwmark %#x lookup %d\n", owned.RulePriority, s.Mark, s.Table)
 		fmt.Fprintf(&b, "  table %d: default via %s dev %s onlink; default via %s dev %s\n",
-			s.Table, routing.NSAddr4.Addr(), s.HostIf, routing.NSAddr6.Addr(), s.HostIf)
+			s.Table, owned.NSAddr4.Addr(), s.HostIf, owned.NSAddr6.Addr(), s.HostIf)
 		fmt.Fprintf(&b, "  tenant ns: default via %s dev %s onlink; default via %s dev %s\n",
-			routing.HostAddr4.Addr(), s.NSIf, routing.HostAddr6.Addr(), s.NSIf)
+			owned.HostAddr4.Addr(), s.NSIf, owned.HostAddr6.Addr(), s.NSIf)
 		for _, p := range sortedPrefixes(s.Prefixes) {
 			fmt.Fprintf(&b, "  nft map element %s : %#x\n", p, s.Mark)
 		}

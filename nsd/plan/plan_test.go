@@ -9,8 +9,8 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd/config"
-	"github.com/nfhost/nfhost/routing"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -72,7 +72,7 @@ func TestAllocateSlotsStableAndUnique(t *testing.T) {
 	}
 	seen := map[uint16]string{}
 	for id, s := range a {
-		if s == 0 || s > routing.MaxSlot {
+		if s == 0 || s > owned.MaxSlot {
 			t.Fatalf("slot %d out of range", s)
 		}
 		if o, dup := seen[s]; dup {

@@ -1,37 +1,11 @@
-// Package routing owns the per-tenant network plumbing on an edge server:
-// the tenant's network namespace, the veth pair that joins it to the host
-// namespace, and the policy routing that steers each tenant's prefixes into
-// it (an nft interval map sets a mark, an ip rule sends the mark to a
-// per-tenant table, the table routes into the veth).
-//
-// The package is driven by TenantSpec values computed by a pure plan step
-// (nsd/plan); Reconciler.Apply makes the kernel match a spec with the fewest
-// changes and is idempotent. Everything it creates carries nfhost's mark:
-//
-//   - network namespaces are named <ns-prefix><tenant> (default "nf-") and
-//     their lo carries the alias "nfhost:tenant=<id>" (NSAlias), written
-//     inside the new namespace before it is mounted under its name. A
-//     namespace with the prefix but without the mark is someone else's and
-//     is never adopted, modified or deleted; the one exception is a
-//     namespace an older nsd made before the mark existed, recognised by
-//     nfhost's host veth of the same tenant having its peer in it, which is
-//     marked when found;
-//   - host-side links are named "nfv" + 12 hex digits of a hash of the tenant
-//     ID and carry the alias "nfhost:tenant=<id>,slot=<n>";
-//   - the nft table is "inet nfhost" in the host namespace;
-//   - ip rules use priority RulePriority and tables/marks in
-//     [SlotBase+1, SlotBase+MaxSlot];
-//   - the return path of the tenants' replies does not depend on the
-//     host's routing tables: table ReturnTable holds each tenant's IPv4
-//     prefixes via 169.254.100.2 on its host link, consulted by one rule
-//     "lookup ReturnTable" at ReturnRulePriority by every lookup no tenant
-//     mark answered (reverse-path checks among them), and both ends of each veth
-//     hold permanent neighbour entries for the other end's 169.254.100.x,
-//     so nothing resolves neighbours across the veth (an ARP request is
-//     only answered if the reverse-path check finds its sender).
-//
-// Garbage collection only ever removes objects that carry these marks.
-package routing
+// Package owned holds the names, marks and numeric ranges nfhost owns on a
+// host, in one place so that every subsystem marks what it creates the same
+// way and recognises the rest as someone else's. Contract: these values are
+// documented in README.md ("Kernel objects nfhost owns") and are part of
+// the on-host state a restarted or upgraded nsd adopts; change them only
+// with a migration. Garbage collection anywhere in nfhost only ever removes
+// objects that carry one of these marks.
+package owned
 
 import (
 	"crypto/sha256"
@@ -90,35 +64,6 @@ var (
 	HostAddr6 = netip.MustParsePrefix("fe80::1/64")
 	NSAddr6   = netip.MustParsePrefix("fe80::2/64")
 )
-
-// TenantSpec is the desired kernel state of one tenant's plumbing.
-type TenantSpec struct {
-	ID        string
-	Namespace string // named network namespace, /run/netns/<Namespace>
-	HostIf    string // host end of the veth
-	NSIf      string // tenant end of the veth, inside Namespace
-	Alias     string // alias of HostIf, identifies the tenant after restarts
-	Slot      uint16
-	Table     uint32 // per-tenant routing table in the host namespace
-	Mark      uint32 // fwmark set by the nft map for the tenant's prefixes
-	Prefixes  []netip.Prefix
-}
-
-// NewTenantSpec derives every name and number of a tenant from its ID, slot
-// and the namespace prefix.
-func NewTenantSpec(id string, slot uint16, nsPrefix string, prefixes []netip.Prefix) TenantSpec {
-	return TenantSpec{
-		ID:        id,
-		Namespace: nsPrefix + id,
-		HostIf:    HostIfName(id),
-		NSIf:      NSIfName,
-		Alias:     FormatAlias(id, slot),
-		Slot:      slot,
-		Table:     SlotBase + uint32(slot),
-		Mark:      SlotBase + uint32(slot),
-		Prefixes:  prefixes,
-	}
-}
 
 // HostIfName is "nfv" + the first 12 hex digits of sha256(tenant): 15 bytes,
 // the kernel's limit.
