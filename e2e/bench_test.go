@@ -28,6 +28,7 @@ import (
 	"github.com/nfhost/nfhost/routing/nftset"
 	"github.com/nfhost/nfhost/routing/nstest"
 	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 func benchTenants() int {
@@ -55,7 +56,7 @@ func cleanupPrefix(b testing.TB, prefix string) {
 
 // bareCreate builds the same objects as routing.Reconciler.Apply for one
 // tenant with plain netlink and nftables calls: no reads, no diffing.
-func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftables.Set, spec routing.TenantSpec) error {
+func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftables.Set, spec rtspec.TenantSpec) error {
 	ns, err := nsutil.Create(nsutil.DefaultDir, spec.Namespace)
 	if err != nil {
 		return err
@@ -141,7 +142,7 @@ func BenchmarkColdStart(b *testing.B) {
 		}
 		t0 := time.Now()
 		for j := 0; j < n; j++ {
-			spec := routing.NewTenantSpec(fmt.Sprintf("t%d", j), uint16(j+1), bp, []netip.Prefix{tenantPrefix(j)})
+			spec := rtspec.NewTenantSpec(fmt.Sprintf("t%d", j), uint16(j+1), bp, []netip.Prefix{tenantPrefix(j)})
 			if err := bareCreate(host, int(bh.Handle), conn, m4, spec); err != nil {
 				b.Fatalf("baseline tenant %d: %v", j, err)
 			}

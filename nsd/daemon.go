@@ -34,13 +34,14 @@ import (
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/routing/rtspec"
 	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // Plumber is the routing reconciler as the daemon uses it.
 type Plumber interface {
 	Observe(ctx context.Context) (map[string]routing.Observed, error)
-	Apply(ctx context.Context, spec routing.TenantSpec) ([]string, error)
+	Apply(ctx context.Context, spec rtspec.TenantSpec) ([]string, error)
 	Delete(ctx context.Context, o routing.Observed) ([]string, error)
 	GC(ctx context.Context, slots map[uint16]bool) ([]string, error)
 }
@@ -93,7 +94,7 @@ func ConfirmKey(host string) string { return "confirm-deletes/" + host }
 
 type applied struct {
 	index    uint64 // ModifyIndex of the network key that is in force
-	spec     routing.TenantSpec
+	spec     rtspec.TenantSpec
 	prefixes []netip.Prefix
 	fwIndex  uint64        // ModifyIndex of the firewall key in force (0: none)
 	fw       *fwspec.Spec  // last good firewall; nil: none
@@ -498,7 +499,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		return d.fail(ctx, log, st, "routing", err, "cannot allocate slot")
 	}
 	slots[id] = slot
-	spec := routing.NewTenantSpec(id, slot, d.o.NSPrefix, valid.Prefixes)
+	spec := rtspec.NewTenantSpec(id, slot, d.o.NSPrefix, valid.Prefixes)
 	t0 := d.o.Now()
 	changes, err := d.o.Routing.Apply(ctx, spec)
 	d.m.ApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())

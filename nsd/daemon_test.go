@@ -11,6 +11,7 @@ import (
 
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 // fakeStore records status writes. Reconcile never reads the store; the
@@ -60,7 +61,7 @@ func (f *fakeStore) tenantStatus(id string) source.Status {
 
 // fakeKernel is a Plumber that keeps specs in memory.
 type fakeKernel struct {
-	specs   map[string]routing.TenantSpec
+	specs   map[string]rtspec.TenantSpec
 	applies []string
 	deletes []string
 	failFor string
@@ -74,7 +75,7 @@ func (k *fakeKernel) Observe(context.Context) (map[string]routing.Observed, erro
 	return out, nil
 }
 
-func (k *fakeKernel) Apply(_ context.Context, s routing.TenantSpec) ([]string, error) {
+func (k *fakeKernel) Apply(_ context.Context, s rtspec.TenantSpec) ([]string, error) {
 	k.applies = append(k.applies, s.ID)
 	if s.ID == k.failFor {
 		return nil, fmt.Errorf("injected failure")
@@ -114,7 +115,7 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, opts Options) *harness {
-	h := &harness{store: &fakeStore{status: map[string]any{}}, k: &fakeKernel{specs: map[string]routing.TenantSpec{}},
+	h := &harness{store: &fakeStore{status: map[string]any{}}, k: &fakeKernel{specs: map[string]rtspec.TenantSpec{}},
 		snap: source.Snapshot{Tenants: map[string]map[string]source.Entry{}, Control: map[string]source.Entry{}}}
 	opts.HostID, opts.Store, opts.Routing = "edge1", h.store, h.k
 	h.d = New(opts)

@@ -17,6 +17,7 @@ import (
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nftset"
 	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 // ruleMark is the fwmark of the tenant's ip rule as `ip rule` prints it.
@@ -180,7 +181,7 @@ func TestNFTMapUpgradeFromHostByteOrder(t *testing.T) {
 	if _, err := rec.Observe(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []routing.TenantSpec{a, b} {
+	for _, s := range []rtspec.TenantSpec{a, b} {
 		if ch := mustApply(t, rec, s); len(ch) != 0 {
 			t.Errorf("Apply(%s) after the upgrade changed the kernel: %v", s.ID, ch)
 		}

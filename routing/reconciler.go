@@ -18,6 +18,7 @@ import (
 
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 // ErrNotSupported wraps a missing kernel feature found at start.
@@ -387,7 +388,7 @@ func (r *Reconciler) hostLinkByName(name string) func() (netlink.Link, error) {
 
 // Apply makes the kernel match spec and returns one line per change made.
 // A converged tenant costs only reads and returns no changes.
-func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, error) {
+func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]string, error) {
 	var ch changes
 	ns, created, err := r.ensureNS(spec)
 	if err != nil {
@@ -487,7 +488,7 @@ type changes []string
 
 func (c *changes) add(format string, args ...any) { *c = append(*c, fmt.Sprintf(format, args...)) }
 
-func (r *Reconciler) ensureNS(spec TenantSpec) (netns.NsHandle, bool, error) {
+func (r *Reconciler) ensureNS(spec rtspec.TenantSpec) (netns.NsHandle, bool, error) {
 	if nsutil.Exists(r.cfg.NetnsDir, spec.Namespace) {
 		ns, err := nsutil.Open(r.cfg.NetnsDir, spec.Namespace)
 		return ns, false, err
@@ -518,7 +519,7 @@ func (r *Reconciler) ensureNS(spec TenantSpec) (netns.NsHandle, bool, error) {
 
 // ensureVeth makes sure the veth pair exists with one end in each namespace,
 // carries the alias and is up.
-func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handle, ch *changes) (netlink.Link, netlink.Link, error) {
+func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *netlink.Handle, ch *changes) (netlink.Link, netlink.Link, error) {
 	hostLink, herr := r.host.LinkByName(spec.HostIf)
 	nsLink, nerr := tn.LinkByName(spec.NSIf)
 	if herr != nil && !isNotFound(herr) {
@@ -587,7 +588,7 @@ func (r *Reconciler) ensureVeth(spec TenantSpec, ns netns.NsHandle, tn *netlink.
 // from the tenant carry tenant addresses, which the main table routes
 // elsewhere); the tenant namespace forwards (tunnels, later) and does not
 // filter on the path back to the host.
-func (r *Reconciler) ensureSysctls(spec TenantSpec, ns netns.NsHandle, ch *changes) error {
+func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, ch *changes) error {
 	hc, err := nsutil.EnsureSysctls(r.hostNS, []nsutil.Sysctl{
 		{Path: "net/ipv4/conf/" + spec.HostIf + "/rp_filter", Value: "2"},
 	})
@@ -880,7 +881,7 @@ func neighDumpV4(h *netlink.Handle, strict bool) ([]netlink.Neigh, error) {
 
 // ensureReturnRoutes makes the return table route exactly the tenant's
 // IPv4 prefixes into its host link.
-func (r *Reconciler) ensureReturnRoutes(spec TenantSpec, hostLink netlink.Link, ch *changes) error {
+func (r *Reconciler) ensureReturnRoutes(spec rtspec.TenantSpec, hostLink netlink.Link, ch *changes) error {
 	idx := hostLink.Attrs().Index
 	want := map[netip.Prefix]bool{}
 	for _, p := range spec.Prefixes {
@@ -932,7 +933,7 @@ func (r *Reconciler) deleteReturnRoutes(idx int, verb string, ch *changes) error
 
 // ensureRules keeps exactly one rule per family for the tenant's table:
 // priority RulePriority, fwmark Mark/0xffffffff, lookup Table.
-func (r *Reconciler) ensureRules(spec TenantSpec, ch *changes) error {
+func (r *Reconciler) ensureRules(spec rtspec.TenantSpec, ch *changes) error {
 	var keep []netlink.Rule
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		found := false
@@ -977,7 +978,7 @@ func ownedRule(family int, mark, table uint32) *netlink.Rule {
 	return ru
 }
 
-func ruleMatches(ru netlink.Rule, spec TenantSpec) bool {
+func ruleMatches(ru netlink.Rule, spec rtspec.TenantSpec) bool {
 	return ru.Priority == owned.RulePriority && ru.Mark == spec.Mark && (ru.Mask == nil || *ru.Mask == 0xffffffff) &&
 		ru.Src == nil && ru.Dst == nil && ru.IifName == "" && ru.OifName == "" && !ru.Invert
 }

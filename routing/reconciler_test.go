@@ -11,6 +11,7 @@ import (
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/nstest"
 	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 // topo is the smallest edge: a client namespace and an edge ("host")
@@ -60,20 +61,20 @@ func newTopoNamed(t testing.TB, tag string) *topo {
 	return tp
 }
 
-func (tp *topo) spec(id string, slot uint16, prefixes ...string) routing.TenantSpec {
+func (tp *topo) spec(id string, slot uint16, prefixes ...string) rtspec.TenantSpec {
 	var ps []netip.Prefix
 	for _, p := range prefixes {
 		ps = append(ps, netip.MustParsePrefix(p))
 	}
-	return routing.NewTenantSpec(id, slot, tp.nsPrefix, ps)
+	return rtspec.NewTenantSpec(id, slot, tp.nsPrefix, ps)
 }
 
-func (tp *topo) tenantNS(t *testing.T, spec routing.TenantSpec) *nstest.NS {
+func (tp *topo) tenantNS(t *testing.T, spec rtspec.TenantSpec) *nstest.NS {
 	return &nstest.NS{Name: spec.Namespace}
 }
 
 // state renders the kernel objects of one tenant with the CLI oracles.
-func (tp *topo) state(t *testing.T, spec routing.TenantSpec) string {
+func (tp *topo) state(t *testing.T, spec rtspec.TenantSpec) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString(tp.edge.MustExec(t, "ip", "-d", "-o", "link", "show", spec.HostIf))
@@ -90,7 +91,7 @@ func (tp *topo) state(t *testing.T, spec routing.TenantSpec) string {
 	return b.String()
 }
 
-func mustApply(t *testing.T, rec *routing.Reconciler, spec routing.TenantSpec) []string {
+func mustApply(t *testing.T, rec *routing.Reconciler, spec rtspec.TenantSpec) []string {
 	t.Helper()
 	ch, err := rec.Apply(context.Background(), spec)
 	if err != nil {

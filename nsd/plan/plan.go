@@ -12,7 +12,7 @@ import (
 
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd/config"
-	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 // Tenant is one tenant's validated configuration.
@@ -28,7 +28,7 @@ type Options struct {
 
 // Desired is the planned state of every tenant on this host.
 type Desired struct {
-	Tenants map[string]routing.TenantSpec
+	Tenants map[string]rtspec.TenantSpec
 }
 
 // Plan computes the desired state. slots holds the slots tenants already
@@ -44,9 +44,9 @@ func Plan(opts Options, tenants []Tenant, slots map[string]uint16) (Desired, err
 	if err != nil {
 		return Desired{}, err
 	}
-	d := Desired{Tenants: make(map[string]routing.TenantSpec, len(tenants))}
+	d := Desired{Tenants: make(map[string]rtspec.TenantSpec, len(tenants))}
 	for _, t := range tenants {
-		d.Tenants[t.ID] = routing.NewTenantSpec(t.ID, alloc[t.ID], opts.NSPrefix, t.Network.Prefixes)
+		d.Tenants[t.ID] = rtspec.NewTenantSpec(t.ID, alloc[t.ID], opts.NSPrefix, t.Network.Prefixes)
 	}
 	return d, nil
 }

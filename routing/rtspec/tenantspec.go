@@ -1,4 +1,8 @@
-package routing
+// Package rtspec is the routing subsystem's desired state of one tenant:
+// its namespace, veth, slot (table and mark) and prefixes, all derived from
+// the tenant ID, slot and namespace prefix. It is pure: nsd/plan computes
+// it, routing.Reconciler makes the kernel match it.
+package rtspec
 
 import (
 	"net/netip"
