@@ -900,7 +900,10 @@ func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]
 func (d *Daemon) readCounters(id string, a *applied, st *source.Status) {
 	st.FirewallIndex = a.fwIndex
 	if ctr, err := d.o.Firewall.Counters(a.spec.Namespace); err == nil {
-		st.Firewall = ctr
+		st.Firewall = make(map[string]source.RuleCounter, len(ctr))
+		for rule, c := range ctr {
+			st.Firewall[rule] = source.RuleCounter(c)
+		}
 		d.exportCounters(id, ctr)
 	}
 }

@@ -22,8 +22,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
-
-	"github.com/nfhost/nfhost/firewall/fwspec"
 )
 
 // Entry is one stored document and the index of its last change.
@@ -139,7 +137,10 @@ type DoSRuleCount struct {
 }
 
 // RuleCounter is a firewall rule's hit count.
-type RuleCounter = fwspec.Counter
+type RuleCounter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
 
 // HostStatus is the host-level report, including the delete guard.
 type HostStatus struct {
