@@ -13,11 +13,10 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nlh"
 )
-
-// BPFFS is where bpffs is (or gets) mounted.
-const BPFFS = nsutil.BPFFS
 
 // Mode selects how the program is attached.
 type Mode string
@@ -91,7 +90,7 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	d := &Datapath{}
 	_, linkErr := os.Stat(filepath.Join(cfg.PinDir, "link"))
 	_, src24Err := os.Stat(filepath.Join(cfg.PinDir, "nfh_src24"))
-	if err := nsutil.LoadPinned(spec, cfg.PinDir, &d.objs, func(name string) bool { return name == "link" }, log); err != nil {
+	if err := bpfpin.LoadPinned(spec, cfg.PinDir, &d.objs, func(name string) bool { return name == "link" }, log); err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
 	if linkErr == nil && src24Err != nil {
@@ -103,25 +102,25 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 			return nil, err
 		}
 	}
-	l, state, err := nsutil.PinLink(filepath.Join(cfg.PinDir, "link"), d.objs.NfhostDos,
+	l, state, err := bpfpin.PinLink(filepath.Join(cfg.PinDir, "link"), d.objs.NfhostDos,
 		func() (link.Link, error) { return d.attach(cfg, log) }, nil)
 	if err != nil {
 		d.objs.Close()
 		return nil, err
 	}
 	d.link = l
-	if state != nsutil.LinkCreated {
+	if state != bpfpin.LinkCreated {
 		// The link was there before this process: ask the kernel how
 		// the program is attached.
 		d.Mode = attachedMode(cfg)
 	}
 	switch state {
-	case nsutil.LinkReused:
+	case bpfpin.LinkReused:
 		// A restart of the same build: the kernel state stays as it is
 		// (same program, same id), so a restart is a no-op.
 		d.Reused = true
 		log.Info("XDP program unchanged; the pinned link keeps it", "uplink", cfg.Uplink)
-	case nsutil.LinkUpgraded:
+	case bpfpin.LinkUpgraded:
 		d.Upgraded = true
 		log.Info("XDP program replaced in place through the pinned link", "uplink", cfg.Uplink)
 	}
@@ -130,7 +129,7 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 
 // attachedMode reads how XDP is attached to the uplink ("" if unknown).
 func attachedMode(cfg LoadConfig) Mode {
-	h, err := nsutil.Netlink(cfg.HostNS)
+	h, err := nlh.New(cfg.HostNS, false)
 	if err != nil {
 		return ""
 	}
@@ -151,7 +150,7 @@ func attachedMode(cfg LoadConfig) Mode {
 // attach creates the bpf_link on the uplink. The ifindex is resolved and
 // the link created inside the host namespace.
 func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) (link.Link, error) {
-	h, err := nsutil.Netlink(cfg.HostNS)
+	h, err := nlh.New(cfg.HostNS, false)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +166,7 @@ func (d *Datapath) attach(cfg LoadConfig, log *slog.Logger) (link.Link, error) {
 			lk, err = link.AttachXDP(link.XDPOptions{Program: d.objs.NfhostDos, Interface: l.Attrs().Index, Flags: flags})
 			return err
 		}
-		return nsutil.Do(cfg.HostNS, do)
+		return namedns.Do(cfg.HostNS, do)
 	}
 	mode := cfg.Mode
 	if mode == "" {

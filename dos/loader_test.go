@@ -11,8 +11,8 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/nfhost/nfhost/dos/dosspec"
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // internet 192.0.2.1 (client), 192.0.2.66 (attacker) ── eth0 ═ uplink ── 192.0.2.2 edge [XDP]
@@ -22,7 +22,7 @@ func TestAttachPinUpgrade(t *testing.T) {
 	inet, edge := nstest.New(t, "nfD"+u+"i"), nstest.New(t, "nfD"+u+"e")
 	nstest.Link(t, inet, "eth0", "192.0.2.1/24", edge, "uplink", "192.0.2.2/24")
 	inet.MustExec(t, "ip", "addr", "add", "192.0.2.66/24", "dev", "eth0")
-	pinDir := filepath.Join(BPFFS, "nfhost-test-"+u)
+	pinDir := filepath.Join(bpfpin.BPFFS, "nfhost-test-"+u)
 	t.Cleanup(func() { Detach(pinDir) })
 	cfg := LoadConfig{PinDir: pinDir, HostNS: edge.Handle, Uplink: "uplink", Mode: ModeAuto}
 
@@ -111,9 +111,9 @@ func TestIncompatiblePinnedMapIsReplaced(t *testing.T) {
 	u := nstest.Unique()
 	inet, edge := nstest.New(t, "nfD"+u+"i"), nstest.New(t, "nfD"+u+"e")
 	nstest.Link(t, inet, "eth0", "192.0.2.1/24", edge, "uplink", "192.0.2.2/24")
-	pinDir := filepath.Join(BPFFS, "nfhost-test-"+u)
+	pinDir := filepath.Join(bpfpin.BPFFS, "nfhost-test-"+u)
 	t.Cleanup(func() { Detach(pinDir) })
-	if err := nsutil.EnsureBPFFS(); err != nil {
+	if err := bpfpin.EnsureBPFFS(); err != nil {
 		t.Fatal(err)
 	}
 	os.MkdirAll(pinDir, 0o700)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // autoDrops sums the XDP drops of the tenant's automatic signatures.

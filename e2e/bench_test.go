@@ -20,14 +20,14 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nftset"
+	"github.com/nfhost/nfhost/internal/nstest"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/nsd/source/consultest"
 	"github.com/nfhost/nfhost/routing"
-	"github.com/nfhost/nfhost/routing/nftset"
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
 	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
@@ -47,9 +47,9 @@ func tenantPrefix(i int) netip.Prefix {
 
 func cleanupPrefix(b testing.TB, prefix string) {
 	b.Cleanup(func() {
-		names, _ := nsutil.List(nsutil.DefaultDir, prefix)
+		names, _ := namedns.List(namedns.DefaultDir, prefix)
 		for _, n := range names {
-			nsutil.Delete(nsutil.DefaultDir, n)
+			namedns.Delete(namedns.DefaultDir, n)
 		}
 	})
 }
@@ -57,7 +57,7 @@ func cleanupPrefix(b testing.TB, prefix string) {
 // bareCreate builds the same objects as routing.Reconciler.Apply for one
 // tenant with plain netlink and nftables calls: no reads, no diffing.
 func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftables.Set, spec rtspec.TenantSpec) error {
-	ns, err := nsutil.Create(nsutil.DefaultDir, spec.Namespace)
+	ns, err := namedns.Create(namedns.DefaultDir, spec.Namespace)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func bareCreate(host *netlink.Handle, hostNS int, conn *nftables.Conn, m4 *nftab
 	host.LinkSetUp(hl)
 	tn.LinkSetUp(nl)
 	tn.LinkSetUp(lo)
-	if _, err := nsutil.EnsureSysctls(ns, []nsutil.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"},
+	if _, err := namedns.EnsureSysctls(ns, []namedns.Sysctl{{Path: "net/ipv4/ip_forward", Value: "1"},
 		{Path: "net/ipv6/conf/all/forwarding", Value: "1"}, {Path: "net/ipv4/conf/all/rp_filter", Value: "0"}}); err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // addAttacker makes a namespace that reaches the edge through the client

@@ -24,9 +24,10 @@ import (
 	"time"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nstest"
 	"github.com/nfhost/nfhost/nsd/source/consultest"
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
 )
 
 var buildOnce sync.Once
@@ -102,12 +103,12 @@ func newLabPrefix(t testing.TB, prefix string) *lab {
 	l.edge.MustExec(t, "ip", "route", "add", "default", "via", "192.0.2.1")
 	l.edge.MustExec(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:ff::1")
 	t.Cleanup(func() {
-		names, _ := nsutil.List(nsutil.DefaultDir, l.nsPrefix)
+		names, _ := namedns.List(namedns.DefaultDir, l.nsPrefix)
 		for _, n := range names {
-			nsutil.Delete(nsutil.DefaultDir, n)
+			namedns.Delete(namedns.DefaultDir, n)
 		}
 		// nsd leaves the XDP program pinned on purpose; the test removes it.
-		dos.Detach(filepath.Join(dos.BPFFS, "nfhost", l.hostID))
+		dos.Detach(filepath.Join(bpfpin.BPFFS, "nfhost", l.hostID))
 	})
 	l.consul = consultest.Start(t)
 	return l
@@ -311,7 +312,7 @@ func TestTenantLifecycle(t *testing.T) {
 	if out, code := l.nsctl("tenant", "delete", "acme"); code != 0 {
 		t.Fatalf("delete: %d %s", code, out)
 	}
-	eventually(t, "namespace removed", func() bool { return !nsutil.Exists(nsutil.DefaultDir, l.nsPrefix+"acme") })
+	eventually(t, "namespace removed", func() bool { return !namedns.Exists(namedns.DefaultDir, l.nsPrefix+"acme") })
 	eventually(t, "links, rules and map entries removed", func() bool {
 		s := l.kernelState()
 		return !strings.Contains(s, "nfv") && !strings.Contains(s, "1600:") && !strings.Contains(s, "elements")

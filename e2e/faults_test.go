@@ -20,7 +20,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/namedns"
 )
 
 // kvIndex is Consul's KV index: it moves with every KV write.
@@ -89,7 +89,7 @@ func (l *lab) waitApplied(ids ...string) {
 
 func (l *lab) namespaces() int {
 	l.t.Helper()
-	names, err := nsutil.List(nsutil.DefaultDir, l.nsPrefix)
+	names, err := namedns.List(namedns.DefaultDir, l.nsPrefix)
 	if err != nil {
 		l.t.Fatal(err)
 	}

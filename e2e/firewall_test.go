@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // TestFirewallThroughConsul: a tenant blocks a port through Consul (nsctl

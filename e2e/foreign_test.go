@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // Namespaces with nsd's prefix that nsd did not create survive nsd: an
@@ -22,9 +22,9 @@ func TestForeignNamespacesSurviveNSD(t *testing.T) {
 	l := newLab(t)
 	prefix := "nfR" + nstest.Unique() + "-"
 	t.Cleanup(func() {
-		names, _ := nsutil.List(nsutil.DefaultDir, prefix)
+		names, _ := namedns.List(namedns.DefaultDir, prefix)
 		for _, n := range names {
-			nsutil.Delete(nsutil.DefaultDir, n)
+			namedns.Delete(namedns.DefaultDir, n)
 		}
 	})
 	empty := nstest.New(t, prefix+"empty")
@@ -36,7 +36,7 @@ func TestForeignNamespacesSurviveNSD(t *testing.T) {
 	state := func() string {
 		var b strings.Builder
 		for _, ns := range []*nstest.NS{empty, other} {
-			if !nsutil.Exists(nsutil.DefaultDir, ns.Name) {
+			if !namedns.Exists(namedns.DefaultDir, ns.Name) {
 				fmt.Fprintf(&b, "%s: GONE\n", ns.Name)
 				continue
 			}
@@ -94,7 +94,7 @@ func TestForeignNamespacesSurviveNSD(t *testing.T) {
 		t.Fatalf("confirm: %d %s", code, out)
 	}
 	eventually(t, "tenants deleted after confirmation", func() bool {
-		names, _ := nsutil.List(nsutil.DefaultDir, prefix+"t")
+		names, _ := namedns.List(namedns.DefaultDir, prefix+"t")
 		return len(names) == 0 && !strings.Contains(l.edge.MustExec(t, "ip", "-o", "link", "show"), "nfv")
 	})
 	time.Sleep(1500 * time.Millisecond) // another resync after the deletes

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // A tenant answers on an edge whose routing table holds nothing but the
@@ -18,9 +18,9 @@ func TestTenantReachableWithoutHostRoute(t *testing.T) {
 	l := newLab(t)
 	prefix := "nfR" + nstest.Unique() + "-"
 	t.Cleanup(func() {
-		names, _ := nsutil.List(nsutil.DefaultDir, prefix)
+		names, _ := namedns.List(namedns.DefaultDir, prefix)
 		for _, n := range names {
-			nsutil.Delete(nsutil.DefaultDir, n)
+			namedns.Delete(namedns.DefaultDir, n)
 		}
 	})
 	l.edge.MustExec(t, "ip", "route", "del", "default")

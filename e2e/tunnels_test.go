@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/nstest"
 	"github.com/nfhost/nfhost/tunnels"
 )
 
@@ -37,7 +37,7 @@ func (l *lab) addCustomer() (g, r *nstest.NS, cust *tunnels.Customer) {
 	l.edge.MustExec(t, "ip", "route", "add", "198.51.100.128/25", "via", "192.0.2.1")
 	r.MustExec(t, "ip", "addr", "add", "203.0.113.5/32", "dev", "lo")
 	r.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	pin := filepath.Join(nsutil.BPFFS, "nfhost-e2e-customer-"+u)
+	pin := filepath.Join(bpfpin.BPFFS, "nfhost-e2e-customer-"+u)
 	t.Cleanup(func() { tunnels.Detach(pin) })
 	mk := func(name, local, addr, peer string) tunnels.Tunnel {
 		return tunnels.Tunnel{Name: name, Local: netip.MustParseAddr(local), Remote: netip.MustParseAddr("192.0.2.10"),

@@ -13,7 +13,7 @@ import (
 
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/firewall/fwspec"
-	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // bigConfig: 200 rules of assorted shapes, none matching the benchmark's

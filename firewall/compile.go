@@ -13,7 +13,7 @@ import (
 
 	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/firewall/lang"
-	"github.com/nfhost/nfhost/routing/nftset"
+	"github.com/nfhost/nfhost/internal/nftset"
 )
 
 // Family of an emitted nft rule: 0 matches both.

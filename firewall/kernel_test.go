@@ -10,7 +10,7 @@ import (
 
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/firewall/fwspec"
-	"github.com/nfhost/nfhost/routing/nstest"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 type fwTopo struct {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/firewall/lang"
+	"github.com/nfhost/nfhost/internal/nftset"
 	"github.com/nfhost/nfhost/internal/owned"
-	"github.com/nfhost/nfhost/routing/nftset"
 )
 
 // Layout of the table in a tenant namespace:

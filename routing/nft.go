@@ -11,8 +11,8 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/nftset"
 	"github.com/nfhost/nfhost/internal/owned"
-	"github.com/nfhost/nfhost/routing/nftset"
 )
 
 // skeletonVersion tags nfhost's rules (rule userdata). A different or

@@ -13,10 +13,10 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/nftset"
+	"github.com/nfhost/nfhost/internal/nstest"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
-	"github.com/nfhost/nfhost/routing/nftset"
-	"github.com/nfhost/nfhost/routing/nstest"
 	"github.com/nfhost/nfhost/routing/rtspec"
 )
 

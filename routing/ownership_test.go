@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nstest"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
 )
 
 // foreignState renders what another owner keeps in a namespace.
@@ -95,12 +95,12 @@ func TestForeignNamespacesLeftAlone(t *testing.T) {
 	if _, err := tp.rec.Delete(ctx, obs["acme"]); err != nil {
 		t.Fatalf("Delete(acme): %v", err)
 	}
-	if nsutil.Exists(nsutil.DefaultDir, acme.Namespace) {
+	if namedns.Exists(namedns.DefaultDir, acme.Namespace) {
 		t.Error("our namespace survived Delete")
 	}
 
 	for name, ns := range map[string]*nstest.NS{"empty": empty, "other": other} {
-		if !nsutil.Exists(nsutil.DefaultDir, ns.Name) {
+		if !namedns.Exists(namedns.DefaultDir, ns.Name) {
 			t.Fatalf("foreign namespace %s was deleted", ns.Name)
 		}
 		if got := foreignState(t, ns); got != before[name] {
@@ -173,7 +173,7 @@ func TestOldUnmarkedNamespaceAdopted(t *testing.T) {
 	if _, err := rec.Delete(ctx, routing.Observed{ID: "old", Slot: 6}); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if nsutil.Exists(nsutil.DefaultDir, spec.Namespace) {
+	if namedns.Exists(namedns.DefaultDir, spec.Namespace) {
 		t.Error("the old namespace survived Delete")
 	}
 }
@@ -194,7 +194,7 @@ func TestReplacedNamespaceRechecked(t *testing.T) {
 	}
 	ino := func() string { return tp.edge.MustExec(t, "stat", "-L", "-c", "%i", "/run/netns/"+spec.Namespace) }
 	before := ino()
-	if err := nsutil.Delete(nsutil.DefaultDir, spec.Namespace); err != nil {
+	if err := namedns.Delete(namedns.DefaultDir, spec.Namespace); err != nil {
 		t.Fatal(err)
 	}
 	other := nstest.New(t, spec.Namespace)
@@ -209,7 +209,7 @@ func TestReplacedNamespaceRechecked(t *testing.T) {
 	if got := tp.rec.Foreign(); !slices.Equal(got, []string{other.Name}) {
 		t.Errorf("Foreign() = %q, want the replacement", got)
 	}
-	if _, err := tp.rec.Delete(ctx, routing.Observed{ID: "swap", Slot: 8}); !errors.Is(err, routing.ErrNotOwned) || !nsutil.Exists(nsutil.DefaultDir, other.Name) {
-		t.Errorf("Delete = %v (namespace exists: %v), want ErrNotOwned and the namespace kept", err, nsutil.Exists(nsutil.DefaultDir, other.Name))
+	if _, err := tp.rec.Delete(ctx, routing.Observed{ID: "swap", Slot: 8}); !errors.Is(err, routing.ErrNotOwned) || !namedns.Exists(namedns.DefaultDir, other.Name) {
+		t.Errorf("Delete = %v (namespace exists: %v), want ErrNotOwned and the namespace kept", err, namedns.Exists(namedns.DefaultDir, other.Name))
 	}
 }

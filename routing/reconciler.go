@@ -16,8 +16,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
-	"github.com/nfhost/nfhost/routing/nsutil"
 	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
@@ -85,7 +86,7 @@ type Reconciler struct {
 // skeleton is in place.
 func New(cfg Config) (*Reconciler, error) {
 	if cfg.NetnsDir == "" {
-		cfg.NetnsDir = nsutil.DefaultDir
+		cfg.NetnsDir = namedns.DefaultDir
 	}
 	if cfg.NSPrefix == "" {
 		cfg.NSPrefix = owned.DefaultNSPrefix
@@ -98,11 +99,11 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, err
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Logger.With("subsys", "routing"), hostNS: hostNS}
-	if r.host, err = newHandle(hostNS, false); err != nil {
+	if r.host, err = nlh.New(hostNS, false); err != nil {
 		hostNS.Close()
 		return nil, err
 	}
-	if r.routes, err = newHandle(hostNS, true); err != nil {
+	if r.routes, err = nlh.New(hostNS, true); err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func New(cfg Config) (*Reconciler, error) {
 	for _, c := range rch {
 		r.log.Info("kernel change", "change", c)
 	}
-	changed, err := nsutil.EnsureSysctls(hostNS, []nsutil.Sysctl{
+	changed, err := namedns.EnsureSysctls(hostNS, []namedns.Sysctl{
 		{Path: "net/ipv4/ip_forward", Value: "1"},
 		{Path: "net/ipv6/conf/all/forwarding", Value: "1"},
 	})
@@ -217,7 +218,7 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 		r.log.Warn("return rule was missing or altered; repaired it", "change", c)
 	}
 	out := map[string]Observed{}
-	links, err := retryDump("links", r.host.LinkList)
+	links, err := nlh.RetryDump("links", r.host.LinkList)
 	if err != nil {
 		return nil, err
 	}
@@ -234,14 +235,14 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 		out[id] = o
 		hostLinks[id] = l
 	}
-	names, err := nsutil.List(r.cfg.NetnsDir, r.cfg.NSPrefix)
+	names, err := namedns.List(r.cfg.NetnsDir, r.cfg.NSPrefix)
 	if err != nil {
 		return nil, err
 	}
 	var foreign []string
 	verified := make(map[uint64]string, len(names))
 	for _, n := range names {
-		ino, ok := nsutil.Inode(r.cfg.NetnsDir, n)
+		ino, ok := namedns.Inode(r.cfg.NetnsDir, n)
 		if !ok {
 			// Not a namespace (an interrupted create leaves an empty
 			// file; ensureNS clears it).
@@ -275,7 +276,7 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 // the same name (even with the same inode number, which the kernel
 // reuses), the veth went with the old one.
 func (r *Reconciler) observeNS(id, name string, ino uint64, hostLink netlink.Link) (bool, error) {
-	ns, err := nsutil.Open(r.cfg.NetnsDir, name)
+	ns, err := namedns.Open(r.cfg.NetnsDir, name)
 	if err != nil {
 		return false, err
 	}
@@ -285,7 +286,7 @@ func (r *Reconciler) observeNS(id, name string, ino uint64, hostLink netlink.Lin
 			return true, nil
 		}
 	}
-	h, err := newHandle(ns, false)
+	h, err := nlh.New(ns, false)
 	if err != nil {
 		return false, fmt.Errorf("open handle in %s: %w", name, err)
 	}
@@ -376,7 +377,7 @@ func markNS(h *netlink.Handle, lo netlink.Link, id string) error {
 func (r *Reconciler) hostLinkByName(name string) func() (netlink.Link, error) {
 	return func() (netlink.Link, error) {
 		l, err := r.host.LinkByName(name)
-		if isNotFound(err) {
+		if nlh.IsNotFound(err) {
 			return nil, nil
 		}
 		if err != nil {
@@ -398,7 +399,7 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 	if created {
 		ch.add("netns: create %s", spec.Namespace)
 	}
-	tn, err := newHandle(ns, true)
+	tn, err := nlh.New(ns, true)
 	if err != nil {
 		return ch, fmt.Errorf("open handle in %s: %w", spec.Namespace, err)
 	}
@@ -441,7 +442,7 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 	if err != nil {
 		return ch, err
 	}
-	nsAddrs, err := retryDump("addresses", func() ([]netlink.Addr, error) { return tn.AddrList(nsLink, netlink.FAMILY_ALL) })
+	nsAddrs, err := nlh.RetryDump("addresses", func() ([]netlink.Addr, error) { return tn.AddrList(nsLink, netlink.FAMILY_ALL) })
 	if err != nil {
 		return ch, err
 	}
@@ -489,18 +490,18 @@ type changes []string
 func (c *changes) add(format string, args ...any) { *c = append(*c, fmt.Sprintf(format, args...)) }
 
 func (r *Reconciler) ensureNS(spec rtspec.TenantSpec) (netns.NsHandle, bool, error) {
-	if nsutil.Exists(r.cfg.NetnsDir, spec.Namespace) {
-		ns, err := nsutil.Open(r.cfg.NetnsDir, spec.Namespace)
+	if namedns.Exists(r.cfg.NetnsDir, spec.Namespace) {
+		ns, err := namedns.Open(r.cfg.NetnsDir, spec.Namespace)
 		return ns, false, err
 	}
 	// An empty file without a mount is what a crash mid-create leaves;
 	// anything else under the name is not ours to replace.
-	if err := nsutil.RemoveStale(r.cfg.NetnsDir, spec.Namespace); err != nil {
+	if err := namedns.RemoveStale(r.cfg.NetnsDir, spec.Namespace); err != nil {
 		return netns.None(), false, fmt.Errorf("create netns %s: %w", spec.Namespace, err)
 	}
 	// The mark is in place before the namespace appears under its name.
-	ns, err := nsutil.CreateWith(r.cfg.NetnsDir, spec.Namespace, func(ns netns.NsHandle) error {
-		h, err := newHandle(ns, false)
+	ns, err := namedns.CreateWith(r.cfg.NetnsDir, spec.Namespace, func(ns netns.NsHandle) error {
+		h, err := nlh.New(ns, false)
 		if err != nil {
 			return err
 		}
@@ -522,10 +523,10 @@ func (r *Reconciler) ensureNS(spec rtspec.TenantSpec) (netns.NsHandle, bool, err
 func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *netlink.Handle, ch *changes) (netlink.Link, netlink.Link, error) {
 	hostLink, herr := r.host.LinkByName(spec.HostIf)
 	nsLink, nerr := tn.LinkByName(spec.NSIf)
-	if herr != nil && !isNotFound(herr) {
+	if herr != nil && !nlh.IsNotFound(herr) {
 		return nil, nil, fmt.Errorf("get link %s: %w", spec.HostIf, herr)
 	}
-	if nerr != nil && !isNotFound(nerr) {
+	if nerr != nil && !nlh.IsNotFound(nerr) {
 		return nil, nil, fmt.Errorf("get link %s in %s: %w", spec.NSIf, spec.Namespace, nerr)
 	}
 	paired := herr == nil && nerr == nil && hostLink.Type() == "veth" &&
@@ -589,13 +590,13 @@ func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *n
 // elsewhere); the tenant namespace forwards (tunnels, later) and does not
 // filter on the path back to the host.
 func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, ch *changes) error {
-	hc, err := nsutil.EnsureSysctls(r.hostNS, []nsutil.Sysctl{
+	hc, err := namedns.EnsureSysctls(r.hostNS, []namedns.Sysctl{
 		{Path: "net/ipv4/conf/" + spec.HostIf + "/rp_filter", Value: "2"},
 	})
 	if err != nil {
 		return fmt.Errorf("set sysctls for %s: %w", spec.HostIf, err)
 	}
-	tc, err := nsutil.EnsureSysctls(ns, []nsutil.Sysctl{
+	tc, err := namedns.EnsureSysctls(ns, []namedns.Sysctl{
 		{Path: "net/ipv4/ip_forward", Value: "1"},
 		{Path: "net/ipv6/conf/all/forwarding", Value: "1"},
 		{Path: "net/ipv4/conf/all/rp_filter", Value: "0"},
@@ -651,7 +652,7 @@ func ensureDefault(h *netlink.Handle, link netlink.Link, table int, gw netip.Add
 		family = netlink.FAMILY_V4
 		dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 	}
-	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
+	routes, err := nlh.RetryDump("routes", func() ([]netlink.Route, error) {
 		rs, err := h.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 		if errors.Is(err, unix.ENOENT) {
 			// With strict checking the kernel answers ENOENT for a table
@@ -689,7 +690,7 @@ func isDefault(n *net.IPNet) bool {
 
 // loadRules refreshes the rule and host address mirrors from the kernel.
 func (r *Reconciler) loadRules() error {
-	addrs, err := retryDump("addresses", func() ([]netlink.Addr, error) { return r.host.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := nlh.RetryDump("addresses", func() ([]netlink.Addr, error) { return r.host.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return err
 	}
@@ -702,7 +703,7 @@ func (r *Reconciler) loadRules() error {
 	m := map[uint32][]netlink.Rule{}
 	var ret []netlink.Rule
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rules, err := retryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
+		rules, err := nlh.RetryDump("rules", func() ([]netlink.Rule, error) { return r.host.RuleList(family) })
 		if err != nil {
 			return err
 		}
@@ -716,7 +717,7 @@ func (r *Reconciler) loadRules() error {
 		}
 	}
 	r.rules, r.retRules = m, ret
-	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
+	routes, err := nlh.RetryDump("routes", func() ([]netlink.Route, error) {
 		rs, err := r.routes.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: owned.ReturnTable}, netlink.RT_FILTER_TABLE)
 		if errors.Is(err, unix.ENOENT) {
 			return nil, nil // no routes in the table yet
@@ -735,7 +736,7 @@ func (r *Reconciler) loadRules() error {
 			r.setReturnRoute(p, rt)
 		}
 	}
-	neighs, err := retryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(r.host, false) })
+	neighs, err := nlh.RetryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(r.host, false) })
 	if err != nil {
 		return err
 	}
@@ -836,7 +837,7 @@ func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, hostLink, nsLink netli
 	hostMAC, nsMAC := hostLink.Attrs().HardwareAddr, nsLink.Attrs().HardwareAddr
 	// The tenant namespace holds a handful of entries; the host's are
 	// mirrored (one dump per Observe, not per tenant).
-	neighs, err := retryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(tn, true) })
+	neighs, err := nlh.RetryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(tn, true) })
 	if err != nil {
 		return err
 	}
@@ -1020,25 +1021,25 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 				return ch, err
 			}
 			// The link takes its neighbour entries and remaining routes along.
-			if err := r.host.LinkDel(l); err != nil && !isNotFound(err) {
+			if err := r.host.LinkDel(l); err != nil && !nlh.IsNotFound(err) {
 				return ch, fmt.Errorf("delete link %s: %w", hostIf, err)
 			}
 			r.forgetLink(l.Attrs().Index)
 			ch.add("link: delete %s", hostIf)
 		}
-	} else if !isNotFound(err) {
+	} else if !nlh.IsNotFound(err) {
 		return ch, fmt.Errorf("get link %s: %w", hostIf, err)
 	}
 	switch {
 	case !ours:
 		return ch, fmt.Errorf("delete netns %s: it exists and is %w; left in place", name, ErrNotOwned)
-	case nsutil.Exists(r.cfg.NetnsDir, name):
-		if err := nsutil.Delete(r.cfg.NetnsDir, name); err != nil {
+	case namedns.Exists(r.cfg.NetnsDir, name):
+		if err := namedns.Delete(r.cfg.NetnsDir, name); err != nil {
 			return ch, err
 		}
 		ch.add("netns: delete %s", name)
 	default:
-		if err := nsutil.RemoveStale(r.cfg.NetnsDir, name); err != nil && !errors.Is(err, os.ErrExist) {
+		if err := namedns.RemoveStale(r.cfg.NetnsDir, name); err != nil && !errors.Is(err, os.ErrExist) {
 			return ch, err
 		}
 	}
@@ -1048,15 +1049,15 @@ func (r *Reconciler) Delete(ctx context.Context, o Observed) ([]string, error) {
 // deletableNS reports whether Delete may remove the namespace called name:
 // it is tenant id's, or there is none.
 func (r *Reconciler) deletableNS(id, name, hostIf string) (bool, error) {
-	if !nsutil.Exists(r.cfg.NetnsDir, name) {
+	if !namedns.Exists(r.cfg.NetnsDir, name) {
 		return true, nil
 	}
-	ns, err := nsutil.Open(r.cfg.NetnsDir, name)
+	ns, err := namedns.Open(r.cfg.NetnsDir, name)
 	if err != nil {
 		return false, err
 	}
 	defer ns.Close()
-	h, err := newHandle(ns, false)
+	h, err := nlh.New(ns, false)
 	if err != nil {
 		return false, fmt.Errorf("open handle in %s: %w", name, err)
 	}

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nstest"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
 	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
@@ -47,9 +47,9 @@ func newTopoNamed(t testing.TB, tag string) *topo {
 	tp.edge.MustExec(t, "ip", "route", "add", "default", "via", "192.0.2.1")
 	tp.edge.MustExec(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:ff::1")
 	t.Cleanup(func() {
-		names, _ := nsutil.List(nsutil.DefaultDir, tp.nsPrefix)
+		names, _ := namedns.List(namedns.DefaultDir, tp.nsPrefix)
 		for _, n := range names {
-			nsutil.Delete(nsutil.DefaultDir, n)
+			namedns.Delete(namedns.DefaultDir, n)
 		}
 	})
 	rec, err := routing.New(routing.Config{HostNS: tp.edge.Handle, NSPrefix: tp.nsPrefix})
@@ -217,7 +217,7 @@ func TestPrefixChangeAndDelete(t *testing.T) {
 	if out, err := tp.edge.Exec(t, "ip", "link", "show", a.HostIf); err == nil {
 		t.Errorf("link survived delete: %s", out)
 	}
-	if nsutil.Exists(nsutil.DefaultDir, a.Namespace) {
+	if namedns.Exists(namedns.DefaultDir, a.Namespace) {
 		t.Error("namespace survived delete")
 	}
 	if out := tp.edge.MustExec(t, "ip", "rule", "show", "table", fmt.Sprint(a.Table)); out != "" {

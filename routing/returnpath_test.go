@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nfhost/nfhost/internal/nstest"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/routing"
-	"github.com/nfhost/nfhost/routing/nstest"
 )
 
 // A tenant's replies do not depend on the host's routing table nor on its

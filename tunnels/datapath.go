@@ -16,7 +16,9 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
 
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nlh"
 )
 
 // MaxTunnels is the size of the tunnel maps (one host).
@@ -61,10 +63,10 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	}
 	d := &Datapath{cfg: cfg, log: log, links: map[string]link.Link{}}
 	keep := func(name string) bool { return name == "decap" || strings.HasPrefix(name, "encap-") }
-	if err := nsutil.LoadPinned(spec, cfg.PinDir, &d.objs, keep, log); err != nil {
+	if err := bpfpin.LoadPinned(spec, cfg.PinDir, &d.objs, keep, log); err != nil {
 		return nil, fmt.Errorf("load GRE programs: %w", err)
 	}
-	h, err := nsutil.Netlink(cfg.HostNS)
+	h, err := nlh.New(cfg.HostNS, false)
 	if err != nil {
 		d.objs.Close()
 		return nil, err
@@ -76,7 +78,7 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 		return nil, fmt.Errorf("find uplink %q: %w", cfg.Uplink, err)
 	}
 	d.uplink = up.Attrs().Index
-	l, state, err := nsutil.PinLink(filepath.Join(cfg.PinDir, "decap"), d.objs.NfhostGreDecap,
+	l, state, err := bpfpin.PinLink(filepath.Join(cfg.PinDir, "decap"), d.objs.NfhostGreDecap,
 		func() (link.Link, error) { return d.attachTCX(d.uplink, d.objs.NfhostGreDecap) },
 		func(i *link.Info) bool { return i.TCX() != nil && int(i.TCX().Ifindex) == d.uplink })
 	if err != nil {
@@ -84,7 +86,7 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 		return nil, fmt.Errorf("attach GRE decap to %s: %w", cfg.Uplink, err)
 	}
 	d.decap = l
-	d.Upgraded, d.Reused = state == nsutil.LinkUpgraded, state == nsutil.LinkReused
+	d.Upgraded, d.Reused = state == bpfpin.LinkUpgraded, state == bpfpin.LinkReused
 	return d, nil
 }
 
@@ -97,7 +99,7 @@ func (d *Datapath) attachTCX(ifindex int, prog *ebpf.Program) (link.Link, error)
 		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
 		return err
 	}
-	if err := nsutil.Do(d.cfg.HostNS, do); err != nil {
+	if err := namedns.Do(d.cfg.HostNS, do); err != nil {
 		return nil, fmt.Errorf("attach tcx ingress of ifindex %d: %w", ifindex, err)
 	}
 	return l, nil
@@ -150,13 +152,13 @@ func (d *Datapath) AttachEncap(e Endpoint) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	pin := filepath.Join(d.cfg.PinDir, "encap-"+e.HostIf)
-	l, state, err := nsutil.PinLink(pin, d.objs.NfhostGreEncap,
+	l, state, err := bpfpin.PinLink(pin, d.objs.NfhostGreEncap,
 		func() (link.Link, error) { return d.attachTCX(e.HostIndex, d.objs.NfhostGreEncap) },
 		func(i *link.Info) bool { return i.TCX() != nil && int(i.TCX().Ifindex) == e.HostIndex })
 	if err != nil {
 		return false, fmt.Errorf("attach GRE encap to %s: %w", e.HostIf, err)
 	}
-	changed := state != nsutil.LinkReused
+	changed := state != bpfpin.LinkReused
 	if old := d.links[e.HostIf]; old != nil {
 		old.Close()
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/namedns"
 )
 
 // Health-check states and their thresholds (Magic Transit semantics).
@@ -111,7 +111,7 @@ func NewProber(hostNS netns.NsHandle, probeAddr netip.Addr, rec *Reconciler, log
 		tv := unix.Timeval{Usec: 200_000}
 		return unix.SetsockoptTimeval(p.recvFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	}
-	if err := nsutil.Do(hostNS, open); err != nil {
+	if err := namedns.Do(hostNS, open); err != nil {
 		p.Close()
 		return nil, err
 	}

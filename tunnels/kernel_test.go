@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // gretest is the tunnel lab of the kernel tests:
@@ -52,7 +52,7 @@ func newGRETest(t testing.TB) *gretest {
 	g.L.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1") // a router
 	g.T.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
-	pin := filepath.Join(nsutil.BPFFS, "nfhost-test-"+u, "tunnels")
+	pin := filepath.Join(bpfpin.BPFFS, "nfhost-test-"+u, "tunnels")
 	t.Cleanup(func() { os.RemoveAll(filepath.Dir(pin)) }) // runs after the Detach calls below
 	t.Cleanup(func() { Detach(pin) })
 	dp, err := Load(LoadConfig{PinDir: pin, HostNS: g.E.Handle, Uplink: "uplink"})
@@ -66,7 +66,7 @@ func newGRETest(t testing.TB) *gretest {
 	}
 	t.Cleanup(rec.Close)
 	g.dp, g.rec = dp, rec
-	cpin := filepath.Join(nsutil.BPFFS, "nfhost-test-"+u, "customer")
+	cpin := filepath.Join(bpfpin.BPFFS, "nfhost-test-"+u, "customer")
 	t.Cleanup(func() { Detach(cpin) })
 	cust, err := StartCustomer(context.Background(), CustomerConfig{HostNS: g.G.Handle, Uplink: "eth0", PinDir: cpin, Inner: g.L.Name,
 		Tunnels: []Tunnel{tunnel("gre1", "198.51.100.130", "192.0.2.10", "169.254.20.1/31", "169.254.20.0")},

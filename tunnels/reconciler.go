@@ -16,7 +16,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nlh"
 )
 
 // Backend makes a tenant's tunnel interfaces exist. The eBPF backend
@@ -35,7 +36,7 @@ type Backend interface {
 // Config is what a Reconciler works on.
 type Config struct {
 	HostNS   netns.NsHandle // not open: the caller's own
-	NSDir    string         // named namespaces (nsutil.DefaultDir)
+	NSDir    string         // named namespaces (namedns.DefaultDir)
 	Datapath *Datapath
 	Logger   *slog.Logger
 	// Backend makes the tunnel interfaces; nil: the eBPF backend (this
@@ -70,9 +71,9 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.NSDir == "" {
-		cfg.NSDir = nsutil.DefaultDir
+		cfg.NSDir = namedns.DefaultDir
 	}
-	h, err := nsutil.Netlink(cfg.HostNS)
+	h, err := nlh.New(cfg.HostNS, false)
 	if err != nil {
 		return nil, err
 	}
@@ -168,12 +169,12 @@ func (r *Reconciler) Apply(ctx context.Context, spec TenantSpec) ([]string, erro
 
 // withNS opens a named namespace and a netlink handle in it for fn.
 func withNS(dir, name string, fn func(netns.NsHandle, *netlink.Handle) error) error {
-	ns, err := nsutil.Open(dir, name)
+	ns, err := namedns.Open(dir, name)
 	if err != nil {
 		return fmt.Errorf("open namespace %s: %w", name, err)
 	}
 	defer ns.Close()
-	tn, err := nsutil.Netlink(ns)
+	tn, err := nlh.New(ns, false)
 	if err != nil {
 		return err
 	}
@@ -197,16 +198,16 @@ func (r *Reconciler) apply(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handl
 	if err != nil {
 		return ch, err
 	}
-	var hostIfs []nsutil.Sysctl
+	var hostIfs []namedns.Sysctl
 	for _, t := range spec.Tunnels {
-		hostIfs = append(hostIfs, nsutil.Sysctl{Path: "net/ipv6/conf/" + HostIfName(spec.Tenant, t.Name) + "/disable_ipv6", Value: "1"})
+		hostIfs = append(hostIfs, namedns.Sysctl{Path: "net/ipv6/conf/" + HostIfName(spec.Tenant, t.Name) + "/disable_ipv6", Value: "1"})
 	}
-	c, err = nsutil.EnsureSysctls(r.cfg.HostNS, hostIfs)
+	c, err = namedns.EnsureSysctls(r.cfg.HostNS, hostIfs)
 	ch = append(ch, prefixed("sysctl: host ", c)...)
 	if err != nil {
 		return ch, err
 	}
-	c, err = nsutil.EnsureSysctls(ns, []nsutil.Sysctl{
+	c, err = namedns.EnsureSysctls(ns, []namedns.Sysctl{
 		{Path: "net/ipv4/fib_multipath_hash_policy", Value: "1"},
 		{Path: "net/ipv6/fib_multipath_hash_policy", Value: "1"},
 	})

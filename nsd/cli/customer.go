@@ -8,10 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/doc"
+	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/config"
-	"github.com/nfhost/nfhost/routing/nsutil"
 	"github.com/nfhost/nfhost/tunnels"
 	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
@@ -47,7 +48,7 @@ exits; the datapath stays pinned (under --pin-dir) until nfcustomer --down.`,
 	cmd.MarkFlagRequired("netns")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if pinDir == "" {
-			pinDir = filepath.Join(nsutil.BPFFS, "nfhost-customer", netnsName)
+			pinDir = filepath.Join(bpfpin.BPFFS, "nfhost-customer", netnsName)
 		}
 		if down {
 			return tunnels.Detach(pinDir)
@@ -100,7 +101,7 @@ exits; the datapath stays pinned (under --pin-dir) until nfcustomer --down.`,
 			return &doc.FieldError{Msg: msg}
 		}
 		spec := nsd.TunnelSpec("customer", router, vn)
-		hostNS, err := nsutil.Open(nsutil.DefaultDir, netnsName)
+		hostNS, err := namedns.Open(namedns.DefaultDir, netnsName)
 		if err != nil {
 			return fmt.Errorf("--netns: %w", err)
 		}

@@ -23,10 +23,12 @@ import (
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/detect"
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/routing"
-	"github.com/nfhost/nfhost/routing/nsutil"
 )
 
 var sprintf = fmt.Sprintf
@@ -122,7 +124,7 @@ It never tears down the datapath on exit; a restart with unchanged config change
 			return usageError("--xdp-mode must be native, generic or auto, got %q", xdpMode)
 		}
 		if pinDir == "" {
-			pinDir = filepath.Join(dos.BPFFS, "nfhost", hostID)
+			pinDir = filepath.Join(bpfpin.BPFFS, "nfhost", hostID)
 		}
 		log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level})).With("host", hostID)
 		// Flags are checked above, before privileges, so that a usage
@@ -136,7 +138,7 @@ It never tears down the datapath on exit; a restart with unchanged config change
 		}
 		hostNS := netns.None()
 		if hostNetns != "" {
-			if hostNS, err = nsutil.Open(nsutil.DefaultDir, hostNetns); err != nil {
+			if hostNS, err = namedns.Open(namedns.DefaultDir, hostNetns); err != nil {
 				return fmt.Errorf("--host-netns: %w", err)
 			}
 			defer hostNS.Close()
@@ -283,7 +285,7 @@ func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog
 }
 
 func checkUplink(hostNS netns.NsHandle, name string) error {
-	h, err := nsutil.Netlink(hostNS)
+	h, err := nlh.New(hostNS, false)
 	if err != nil {
 		return err
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/nsd/source"
-	"github.com/nfhost/nfhost/routing/nsutil"
 	"github.com/nfhost/nfhost/tunnels"
 )
 
@@ -62,7 +62,7 @@ func (t *tunnelSubsystem) Status(tenant string) map[string]source.TunnelStatus {
 
 // defaultProbeAddress is the uplink's first IPv4 address.
 func defaultProbeAddress(hostNS netns.NsHandle, uplink string) (netip.Addr, error) {
-	h, err := nsutil.Netlink(hostNS)
+	h, err := nlh.New(hostNS, false)
 	if err != nil {
 		return netip.Addr{}, err
 	}

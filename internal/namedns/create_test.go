@@ -1,4 +1,4 @@
-package nsutil_test
+package namedns_test
 
 import (
 	"errors"
@@ -10,8 +10,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/nfhost/nfhost/routing/nstest"
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nstest"
 )
 
 // setup runs inside the new namespace, before it has a name; a failing
@@ -22,8 +22,8 @@ func TestCreateWithSetup(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	name := "nfR" + nstest.Unique()
 	var sawName bool
-	ns, err := nsutil.CreateWith(dir, name, func(ns netns.NsHandle) error {
-		sawName = nsutil.Exists(dir, name)
+	ns, err := namedns.CreateWith(dir, name, func(ns netns.NsHandle) error {
+		sawName = namedns.Exists(dir, name)
 		h, err := netlink.NewHandleAt(ns)
 		if err != nil {
 			return err
@@ -39,7 +39,7 @@ func TestCreateWithSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	defer nsutil.Delete(dir, name)
+	defer namedns.Delete(dir, name)
 	if sawName {
 		t.Error("the namespace was mounted under its name before setup ran")
 	}
@@ -54,7 +54,7 @@ func TestCreateWithSetup(t *testing.T) {
 
 	boom := errors.New("boom")
 	bad := name + "x"
-	if _, err := nsutil.CreateWith(dir, bad, func(netns.NsHandle) error { return boom }); !errors.Is(err, boom) {
+	if _, err := namedns.CreateWith(dir, bad, func(netns.NsHandle) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("CreateWith with failing setup = %v, want boom", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dir, bad)); !errors.Is(err, os.ErrNotExist) {
@@ -68,27 +68,27 @@ func TestRemoveStale(t *testing.T) {
 	dir := t.TempDir()
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	name := "nfR" + nstest.Unique()
-	ns, err := nsutil.Create(dir, name)
+	ns, err := namedns.Create(dir, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ns.Close()
-	defer nsutil.Delete(dir, name)
-	if err := nsutil.RemoveStale(dir, name); !errors.Is(err, os.ErrExist) || !nsutil.Exists(dir, name) {
-		t.Errorf("RemoveStale on a mounted namespace = %v (exists %v)", err, nsutil.Exists(dir, name))
+	defer namedns.Delete(dir, name)
+	if err := namedns.RemoveStale(dir, name); !errors.Is(err, os.ErrExist) || !namedns.Exists(dir, name) {
+		t.Errorf("RemoveStale on a mounted namespace = %v (exists %v)", err, namedns.Exists(dir, name))
 	}
 	os.WriteFile(filepath.Join(dir, "full"), []byte("x"), 0o644)
-	if err := nsutil.RemoveStale(dir, "full"); !errors.Is(err, os.ErrExist) {
+	if err := namedns.RemoveStale(dir, "full"); !errors.Is(err, os.ErrExist) {
 		t.Errorf("RemoveStale on a file with content = %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, "stale"), nil, 0o444)
-	if err := nsutil.RemoveStale(dir, "stale"); err != nil {
+	if err := namedns.RemoveStale(dir, "stale"); err != nil {
 		t.Errorf("RemoveStale on an empty file = %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "stale")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("stale file survived")
 	}
-	if err := nsutil.RemoveStale(dir, "missing"); err != nil {
+	if err := namedns.RemoveStale(dir, "missing"); err != nil {
 		t.Errorf("RemoveStale on a missing file = %v", err)
 	}
 }

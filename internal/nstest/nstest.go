@@ -13,7 +13,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/nfhost/nfhost/routing/nsutil"
+	"github.com/nfhost/nfhost/internal/namedns"
 )
 
 // RequireRoot skips the test loudly unless it runs as root.
@@ -49,14 +49,14 @@ type NS struct {
 func New(t testing.TB, name string) *NS {
 	t.Helper()
 	RequireRoot(t)
-	h, err := nsutil.Create(nsutil.DefaultDir, name)
+	h, err := namedns.Create(namedns.DefaultDir, name)
 	if err != nil {
 		t.Fatalf("create netns %s: %v", name, err)
 	}
 	ns := &NS{Name: name, Handle: h}
 	t.Cleanup(func() {
 		h.Close()
-		if err := nsutil.Delete(nsutil.DefaultDir, name); err != nil {
+		if err := namedns.Delete(namedns.DefaultDir, name); err != nil {
 			t.Errorf("cleanup netns %s: %v", name, err)
 		}
 	})
@@ -65,7 +65,7 @@ func New(t testing.TB, name string) *NS {
 }
 
 // Path is the namespace's bind mount.
-func (n *NS) Path() string { return nsutil.DefaultDir + "/" + n.Name }
+func (n *NS) Path() string { return namedns.DefaultDir + "/" + n.Name }
 
 // Exec runs a command inside the namespace with nsenter (which, unlike
 // `ip netns exec`, keeps /sys/fs/bpf visible) and returns its output.

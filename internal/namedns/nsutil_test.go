@@ -1,4 +1,4 @@
-package nsutil
+package namedns
 
 import (
 	"testing"

@@ -1,4 +1,15 @@
-package nsutil
+// Package bpfpin keeps BPF programs, maps and links pinned in bpffs so that
+// the datapath outlives nsd and a new nsd adopts it in place.
+//
+// Contract: LoadPinned reuses a pinned map whose type, sizes and flags
+// match the new object and replaces one that does not (so a restart keeps
+// state and an upgrade never reads a map in the wrong layout); PinLink
+// keeps a pinned link whose program has the same tag (LinkReused: the same
+// program id, nothing changes), swaps a different program in through the
+// link's Update (LinkUpgraded), and attaches and pins a new link only when
+// none is pinned (LinkCreated). Nothing here removes a pin the caller did
+// not ask to remove.
+package bpfpin
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-// Package nsutil is the only place in nfhost that moves an OS thread into
+// Package namedns is the only place in nfhost that moves an OS thread into
 // another network namespace. Everything else binds sockets to a namespace
 // (netlink.NewHandleAt, nftables.WithNetNSFd) and never switches.
 //
@@ -8,7 +8,7 @@
 // function on a fresh, locked OS thread inside the target namespace; if the
 // thread cannot be switched back it stays locked, so the Go runtime
 // terminates it instead of reusing a thread in the wrong namespace.
-package nsutil
+package namedns
 
 import (
 	"errors"
@@ -18,7 +18,6 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -70,24 +69,6 @@ func onThread(enter, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
-}
-
-// Netlink opens a netlink handle bound to ns, or to the caller's own
-// namespace when ns is not open (netns.None()).
-func Netlink(ns netns.NsHandle) (*netlink.Handle, error) {
-	var (
-		h   *netlink.Handle
-		err error
-	)
-	if ns.IsOpen() {
-		h, err = netlink.NewHandleAt(ns)
-	} else {
-		h, err = netlink.NewHandle()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open netlink handle: %w", err)
-	}
-	return h, nil
 }
 
 // Open opens the named namespace in dir.
