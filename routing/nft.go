@@ -2,6 +2,7 @@ package routing
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -112,9 +113,19 @@ func (s *steering) ensure() (rebuilt bool, rewritten int, err error) {
 	if !ok {
 		var keep4, keep6 []nftables.SetElement
 		if exists {
-			// Carry elements over if the maps still have our types.
-			keep4, _ = s.conn.GetSetElements(s.m4)
-			keep6, _ = s.conn.GetSetElements(s.m6)
+			// Carry the elements over. A map that is gone has none; any
+			// other failed read stops the rebuild, which would otherwise
+			// recreate the maps empty and cut every tenant off.
+			for _, m := range []struct {
+				set  *nftables.Set
+				keep *[]nftables.SetElement
+			}{{s.m4, &keep4}, {s.m6, &keep6}} {
+				els, err := s.conn.GetSetElements(m.set)
+				if err != nil && !errors.Is(err, unix.ENOENT) {
+					return false, 0, fmt.Errorf("read %s before rebuilding table %s: %w", m.set.Name, owned.NFTTable, err)
+				}
+				*m.keep = els
+			}
 			s.conn.DelTable(s.table)
 		}
 		s.addSkeleton()

@@ -19,6 +19,7 @@ import (
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
+	"github.com/nfhost/nfhost/internal/veth"
 	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
@@ -519,70 +520,22 @@ func (r *Reconciler) ensureNS(spec rtspec.TenantSpec) (netns.NsHandle, bool, err
 }
 
 // ensureVeth makes sure the veth pair exists with one end in each namespace,
-// carries the alias and is up.
+// carries the alias and is up (internal/veth).
 func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *netlink.Handle, ch *changes) (netlink.Link, netlink.Link, error) {
-	hostLink, herr := r.host.LinkByName(spec.HostIf)
-	nsLink, nerr := tn.LinkByName(spec.NSIf)
-	if herr != nil && !nlh.IsNotFound(herr) {
-		return nil, nil, fmt.Errorf("get link %s: %w", spec.HostIf, herr)
-	}
-	if nerr != nil && !nlh.IsNotFound(nerr) {
-		return nil, nil, fmt.Errorf("get link %s in %s: %w", spec.NSIf, spec.Namespace, nerr)
-	}
-	paired := herr == nil && nerr == nil && hostLink.Type() == "veth" &&
-		hostLink.Attrs().ParentIndex == nsLink.Attrs().Index && nsLink.Attrs().ParentIndex == hostLink.Attrs().Index
-	if !paired {
-		if herr == nil {
-			if _, _, ours := owned.ParseAlias(hostLink.Attrs().Alias); !ours && hostLink.Attrs().Alias != "" {
-				return nil, nil, fmt.Errorf("link %s exists and is not nfhost's (alias %q)", spec.HostIf, hostLink.Attrs().Alias)
+	links, vch, err := veth.Ensure(r.host, tn, ns, veth.Pair{Host: spec.HostIf, Peer: spec.NSIf, Alias: spec.Alias, What: "link",
+		Owned: func(alias string) bool { _, _, ok := owned.ParseAlias(alias); return ok },
+		Remove: func(l netlink.Link) error {
+			if err := r.host.LinkDel(l); err != nil {
+				return err
 			}
-			if err := r.host.LinkDel(hostLink); err != nil {
-				return nil, nil, fmt.Errorf("delete stale link %s: %w", spec.HostIf, err)
-			}
-			r.forgetLink(hostLink.Attrs().Index)
-			ch.add("link: delete stale %s", spec.HostIf)
-		}
-		if nerr == nil {
-			if err := tn.LinkDel(nsLink); err != nil {
-				return nil, nil, fmt.Errorf("delete stale link %s in %s: %w", spec.NSIf, spec.Namespace, err)
-			}
-		}
-		veth := &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: spec.HostIf, Alias: spec.Alias},
-			PeerName:      spec.NSIf,
-			PeerNamespace: netlink.NsFd(int(ns)),
-		}
-		if err := r.host.LinkAdd(veth); err != nil {
-			return nil, nil, fmt.Errorf("create veth %s/%s: %w", spec.HostIf, spec.NSIf, err)
-		}
-		ch.add("link: create veth %s <-> %s@%s", spec.HostIf, spec.NSIf, spec.Namespace)
-		var err error
-		if hostLink, err = r.host.LinkByName(spec.HostIf); err != nil {
-			return nil, nil, fmt.Errorf("get new link %s: %w", spec.HostIf, err)
-		}
-		if nsLink, err = tn.LinkByName(spec.NSIf); err != nil {
-			r.host.LinkDel(hostLink)
-			return nil, nil, fmt.Errorf("get new link %s in %s: %w", spec.NSIf, spec.Namespace, err)
-		}
+			delete(r.hostAddrs, l.Attrs().Index)
+			return nil
+		}})
+	*ch = append(*ch, vch...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", spec.Namespace, err)
 	}
-	if hostLink.Attrs().Alias != spec.Alias {
-		if err := r.host.LinkSetAlias(hostLink, spec.Alias); err != nil {
-			return nil, nil, fmt.Errorf("set alias on %s: %w", spec.HostIf, err)
-		}
-		ch.add("link: alias %s %q", spec.HostIf, spec.Alias)
-	}
-	for _, l := range []struct {
-		h    *netlink.Handle
-		link netlink.Link
-	}{{r.host, hostLink}, {tn, nsLink}} {
-		if l.link.Attrs().Flags&net.FlagUp == 0 {
-			if err := l.h.LinkSetUp(l.link); err != nil {
-				return nil, nil, fmt.Errorf("set %s up: %w", l.link.Attrs().Name, err)
-			}
-			ch.add("link: up %s", l.link.Attrs().Name)
-		}
-	}
-	return hostLink, nsLink, nil
+	return links.Host, links.Peer, nil
 }
 
 // ensureSysctls: the host end does loose reverse-path filtering (replies

@@ -172,6 +172,20 @@ func TestApplyRepairsDrift(t *testing.T) {
 	tn.MustExec(t, "ip", "addr", "add", "203.0.113.1/32", "dev", "lo")
 	tp.client.MustExec(t, "ping", "-c1", "-W2", "203.0.113.1")
 
+	// Someone deletes one map (and the rules using it): Observe rebuilds
+	// the skeleton and carries the other map's elements over instead of
+	// failing or starting empty.
+	tp.edge.MustExec(t, "nft", "flush", "chain", "inet", "nfhost", "prerouting")
+	tp.edge.MustExec(t, "nft", "flush", "chain", "inet", "nfhost", "output")
+	tp.edge.MustExec(t, "nft", "delete", "map", "inet", "nfhost", "tenant_marks6")
+	if _, err := tp.rec.Observe(context.Background()); err != nil {
+		t.Fatalf("observe after a map was deleted: %v", err)
+	}
+	if m := tp.edge.MustExec(t, "nft", "list", "map", "inet", "nfhost", "tenant_marks4"); !strings.Contains(m, "203.0.113.0/24") {
+		t.Fatalf("the IPv4 map lost its elements in the rebuild:\n%s", m)
+	}
+	tp.client.MustExec(t, "ping", "-c1", "-W2", "203.0.113.1")
+
 	// Someone deletes the whole nft table: Observe rebuilds it, Apply refills.
 	tp.edge.MustExec(t, "nft", "delete", "table", "inet", "nfhost")
 	if _, err := tp.rec.Observe(context.Background()); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
+	"github.com/nfhost/nfhost/internal/veth"
 )
 
 // Backend makes a tenant's tunnel interfaces exist. The eBPF backend
@@ -269,70 +270,22 @@ func prefixed(p string, xs []string) []string {
 // MTU) and whose host end runs the encap program; decap reaches it through
 // the map entry for (local, remote).
 func (r *Reconciler) EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error) {
-	var ch []string
 	hostIf := HostIfName(tenant, t.Name)
-	hl, herr := r.host.LinkByName(hostIf)
-	nl, nerr := tn.LinkByName(t.Name)
-	if herr != nil && !notFound(herr) {
-		return nil, fmt.Errorf("get link %s: %w", hostIf, herr)
-	}
-	if nerr != nil && !notFound(nerr) {
-		return nil, fmt.Errorf("get link %s in the tenant namespace: %w", t.Name, nerr)
-	}
-	paired := herr == nil && nerr == nil && hl.Type() == "veth" &&
-		hl.Attrs().ParentIndex == nl.Attrs().Index && nl.Attrs().ParentIndex == hl.Attrs().Index
-	if !paired {
-		if herr == nil {
-			if _, _, ours := ParseAlias(hl.Attrs().Alias); !ours {
-				return nil, fmt.Errorf("link %s exists and is not nfhost's (alias %q)", hostIf, hl.Attrs().Alias)
-			}
-			r.removeLink(hl)
-			ch = append(ch, "tunnel: delete stale "+hostIf)
-		}
-		if nerr == nil {
-			if err := tn.LinkDel(nl); err != nil {
-				return ch, fmt.Errorf("delete stale %s in the tenant namespace: %w", t.Name, err)
-			}
-		}
-		veth := &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: hostIf, Alias: Alias(tenant, t.Name), MTU: t.MTU},
-			PeerName:      t.Name,
-			PeerNamespace: netlink.NsFd(int(ns)),
-			PeerMTU:       uint32(t.MTU),
-		}
-		if err := r.host.LinkAdd(veth); err != nil {
-			return ch, fmt.Errorf("create tunnel veth %s <-> %s: %w", hostIf, t.Name, err)
-		}
-		ch = append(ch, fmt.Sprintf("tunnel: create %s (host end %s)", t.Name, hostIf))
-		var err error
-		if hl, err = r.host.LinkByName(hostIf); err != nil {
-			return ch, fmt.Errorf("get new link %s: %w", hostIf, err)
-		}
-		if nl, err = tn.LinkByName(t.Name); err != nil {
-			return ch, fmt.Errorf("get new link %s: %w", t.Name, err)
-		}
+	links, ch, err := veth.Ensure(r.host, tn, ns, veth.Pair{Host: hostIf, Peer: t.Name, Alias: Alias(tenant, t.Name), MTU: t.MTU, What: "tunnel",
+		Owned:  func(alias string) bool { _, _, ok := ParseAlias(alias); return ok },
+		Remove: r.removeLink,
 		// Before it goes up: no IPv6 link-local, so the tunnel stays
 		// quiet (no router solicitations or MLD towards the customer).
-		if err := tn.LinkSetIP6AddrGenMode(nl, 1); err != nil {
-			return ch, fmt.Errorf("set addrgenmode none on %s: %w", t.Name, err)
-		}
+		Created: func(nl netlink.Link) error {
+			if err := tn.LinkSetIP6AddrGenMode(nl, 1); err != nil {
+				return fmt.Errorf("set addrgenmode none on %s: %w", t.Name, err)
+			}
+			return nil
+		}})
+	if err != nil {
+		return ch, err
 	}
-	if a := Alias(tenant, t.Name); hl.Attrs().Alias != a {
-		if err := r.host.LinkSetAlias(hl, a); err != nil {
-			return ch, fmt.Errorf("set alias on %s: %w", hostIf, err)
-		}
-	}
-	if nl.Attrs().MTU != t.MTU {
-		if err := tn.LinkSetMTU(nl, t.MTU); err != nil {
-			return ch, fmt.Errorf("set MTU of %s: %w", t.Name, err)
-		}
-		ch = append(ch, fmt.Sprintf("tunnel: mtu %s %d", t.Name, t.MTU))
-	}
-	if hl.Attrs().MTU != t.MTU {
-		if err := r.host.LinkSetMTU(hl, t.MTU); err != nil {
-			return ch, fmt.Errorf("set MTU of %s: %w", hostIf, err)
-		}
-	}
+	hl, nl := links.Host, links.Peer
 	if nl.Attrs().RawFlags&unix.IFF_NOARP == 0 {
 		if err := tn.LinkSetARPOff(nl); err != nil {
 			return ch, fmt.Errorf("set %s noarp: %w", t.Name, err)
@@ -362,17 +315,6 @@ func (r *Reconciler) EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.
 		}
 		ch = append(ch, fmt.Sprintf("tunnel: address %s on %s", t.Addr, t.Name))
 	}
-	for _, l := range []struct {
-		h    *netlink.Handle
-		link netlink.Link
-	}{{r.host, hl}, {tn, nl}} {
-		if l.link.Attrs().Flags&net.FlagUp == 0 {
-			if err := l.h.LinkSetUp(l.link); err != nil {
-				return ch, fmt.Errorf("set %s up: %w", l.link.Attrs().Name, err)
-			}
-			ch = append(ch, "tunnel: up "+l.link.Attrs().Name)
-		}
-	}
 	id, ok := r.ids[hostIf]
 	if !ok {
 		if id, err = r.allocID(); err != nil {
@@ -399,11 +341,6 @@ func maskBits(m net.IPMask) int {
 	return n
 }
 
-func notFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf)
-}
-
 func (r *Reconciler) allocID() (uint32, error) {
 	used := map[uint32]bool{}
 	for _, id := range r.ids {
@@ -424,7 +361,7 @@ func (r *Reconciler) removeLink(l netlink.Link) error {
 	ents, _ := r.cfg.Datapath.EncapEntries()
 	e := ents[l.Attrs().Index]
 	err := r.cfg.Datapath.RemoveEncap(name, l.Attrs().Index, e.Local, e.Remote)
-	if derr := r.host.LinkDel(l); derr != nil && !notFound(derr) {
+	if derr := r.host.LinkDel(l); derr != nil && !nlh.IsNotFound(derr) {
 		err = errors.Join(err, fmt.Errorf("delete %s: %w", name, derr))
 	}
 	delete(r.ids, name)
