@@ -122,6 +122,8 @@ type Daemon struct {
 	rejected map[string]uint64   // tenant/key → ModifyIndex of the bad document last counted
 	problems string              // the unattributable keys last logged
 	hostLast string              // the host status last written, without its timestamp
+	subs     []Subsystem         // in the order a tenant is applied
+	plans    map[string]cachedPlan
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -143,7 +145,7 @@ func New(o Options) *Daemon {
 	if o.NSPrefix == "" {
 		o.NSPrefix = owned.DefaultNSPrefix
 	}
-	return &Daemon{
+	d := &Daemon{
 		o: o, log: o.Logger, m: o.Metrics,
 		observed: map[string]routing.Observed{},
 		applied:  map[string]*applied{},
@@ -151,8 +153,13 @@ func New(o Options) *Daemon {
 		failed:   map[string]bool{},
 		statuses: map[string]source.Status{},
 		rejected: map[string]uint64{},
+		plans:    map[string]cachedPlan{},
 		hold:     holdState{flag: o.ConfirmDeletes},
 	}
+	// Routing first: it makes the namespace the others live in.
+	d.subs = []Subsystem{&routingSub{d: d, r: o.Routing}, &tunnelsSub{d: d, t: o.Tunnels},
+		&firewallSub{d: d, fw: o.Firewall}, &dosSub{d: d, dos: o.DoS}}
+	return d
 }
 
 // Result summarises one tenant after a pass.
@@ -274,12 +281,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	return nil
 }
 
+// observe reloads every subsystem's view of the kernel.
 func (d *Daemon) observe(ctx context.Context) error {
-	obs, err := d.o.Routing.Observe(ctx)
-	if err != nil {
-		return fmt.Errorf("observe routing state: %w", err)
+	for _, sub := range d.subs {
+		if err := sub.Observe(ctx); err != nil {
+			return err
+		}
 	}
-	d.observed = obs
 	return nil
 }
 
@@ -343,12 +351,15 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full))
 		d.seen[id] = fingerprint(keys)
 	}
-	d.reconcileDoS(ctx, s, full)
-	d.dosResults(results)
+	for _, sub := range d.subs {
+		if f, ok := sub.(PassFinisher); ok {
+			f.FinishPass(ctx, s, full, results)
+		}
+	}
 	if full {
 		// GC reads the mirrors Observe loaded; incremental passes skip it
 		// so their cost does not grow with untouched tenants.
-		d.gc(ctx, s)
+		d.gc(ctx)
 	}
 	d.updateGauges()
 	d.writeHostStatus(ctx, s, full)
@@ -370,9 +381,7 @@ func (d *Daemon) validate(ctx context.Context, s source.Snapshot, todo []string)
 	for _, id := range todo {
 		net, ok := s.Tenants[id][doc.KeyNetwork]
 		var v verdict
-		if !ok {
-			v.err = &doc.FieldError{Tenant: id, Key: doc.KeyNetwork, Msg: "missing: every tenant needs a network key"}
-		} else if v.valid, v.err = config.ParseNetwork(id, net.Value); v.err == nil {
+		if v.valid, v.err = plan.Network(id, plan.Doc{Value: net.Value, Index: net.ModifyIndex}, ok); v.err == nil {
 			claims = append(claims, plan.Claim{Tenant: id, Prefixes: v.valid.Prefixes})
 		}
 		out[id] = v
@@ -457,91 +466,38 @@ func (d *Daemon) configError(id, key string, index uint64) {
 }
 
 func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry, v verdict,
-	pairs map[string][]tunspec.ValidTunnel, slots map[string]uint16, full bool) (res Result) {
+	pairs map[string][]tunspec.ValidTunnel, slots map[string]uint16, full bool) Result {
 	log := d.log.With("tenant", id)
-	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
-	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
-	for k := range keys {
-		if !doc.IsKnownKey(k) {
-			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: unknown key, ignored", id, k))
+	st := d.newStatus(log, id, keys)
+	t := &TenantRun{ID: id, Keys: keys, Status: &st, Full: full, Log: log, pairs: pairs}
+	var slot uint16
+	if v.err == nil {
+		var err error
+		if slot, err = plan.SlotFor(id, slots); err != nil {
+			return d.fail(ctx, log, st, "routing", err)
 		}
+		slots[id] = slot
 	}
-	sort.Strings(st.Warnings)
-	for _, w := range st.Warnings {
-		if d.seen[id] != fingerprint(keys) {
-			log.Warn(w)
+	t.Plan = d.planFor(id, keys, v, slot)
+	var changes []string
+	for _, sub := range d.subs {
+		ch, err := d.applySub(ctx, sub, t)
+		changes = append(changes, ch...)
+		if err != nil {
+			st.Changes = len(changes)
+			return d.fail(ctx, log, st, sub.Name(), err)
 		}
-	}
-	if _, ok := keys[doc.KeyFirewall]; ok && d.o.Firewall == nil {
-		st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/firewall: not applied by this nsd", id))
-	}
-
-	net := keys[doc.KeyNetwork]
-	valid, err := v.valid, v.err
-	if err == nil {
-		err = plan.CheckTunnelPairs(id, valid.Tunnels, pairs)
-	}
-	if err != nil {
-		d.configError(id, doc.KeyNetwork, net.ModifyIndex)
-		if a, ok := d.applied[id]; ok && full {
-			// The last good config stays in force: repair its drift too.
-			changes, aerr := d.o.Routing.Apply(ctx, a.spec)
-			d.recordChanges(log, "routing", changes)
-			if aerr != nil {
-				err = errors.Join(err, fmt.Errorf("re-apply last good config: %w", aerr))
-			}
-		}
-		return d.fail(ctx, log, st, "config", err, "rejected config; keeping last good state")
-	}
-
-	slot, err := plan.SlotFor(id, slots)
-	if err != nil {
-		return d.fail(ctx, log, st, "routing", err, "cannot allocate slot")
-	}
-	slots[id] = slot
-	spec := rtspec.NewTenantSpec(id, slot, d.o.NSPrefix, valid.Prefixes)
-	t0 := d.o.Now()
-	changes, err := d.o.Routing.Apply(ctx, spec)
-	d.m.ApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
-	d.recordChanges(log, "routing", changes)
-	if err != nil {
-		return d.fail(ctx, log, st, "routing", fmt.Errorf("apply routing: %w", err), "apply failed")
-	}
-	d.m.Reconciles.WithLabelValues("routing", "ok").Inc()
-	tunChanges, tunErr := d.reconcileTunnels(ctx, log, id, valid, spec.Namespace, &st)
-	changes = append(changes, tunChanges...)
-	pairs[id] = valid.Tunnels
-	prevApplied := d.applied[id]
-	a := &applied{index: net.ModifyIndex, spec: spec, prefixes: valid.Prefixes, tunnels: valid.Tunnels}
-	if prevApplied != nil {
-		a.fw, a.fwIndex = prevApplied.fw, prevApplied.fwIndex
-		a.dos, a.dosIndex = prevApplied.dos, prevApplied.dosIndex
-		a.at = prevApplied.at
-	}
-	d.applied[id] = a
-	d.observed[id] = routing.Observed{ID: id, Slot: slot, HostIf: spec.HostIf, Namespace: spec.Namespace}
-	st.AppliedIndex = net.ModifyIndex
-	st.Subsystems["routing"] = "ok"
-	if tunErr != nil {
-		st.Changes = len(changes)
-		return d.fail(ctx, log, st, "tunnels", tunErr, "tunnels not applied")
-	}
-
-	fwChanges, fwErr := d.reconcileFirewall(log, id, keys, a, &st)
-	changes = append(changes, fwChanges...)
-	if fwErr != nil {
-		st.Changes = len(changes)
-		return d.fail(ctx, log, st, "firewall", fwErr, "firewall not applied; keeping last good rules")
-	}
-	if err := d.parseTenantDoS(id, keys, a, &st); err != nil {
-		st.Changes = len(changes)
-		return d.fail(ctx, log, st, "dos", err, "DoS document rejected; keeping the last good one")
 	}
 	delete(d.failed, id)
 
 	st.State = "applied"
-	d.tenantDoSPlacement(&st)
+	for _, sub := range d.subs {
+		if f, ok := sub.(StatusFinisher); ok {
+			f.FinishStatus(&st)
+		}
+	}
 	st.Changes = len(changes)
+	a := d.applied[id]
 	prev, had := d.statuses[id]
 	if len(changes) > 0 || a.at.IsZero() || !had || prev.State != st.State || prev.AppliedIndex != st.AppliedIndex {
 		a.at = d.o.Now().UTC()
@@ -554,20 +510,63 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		return Result{Tenant: id, State: st.State} // converged resync: no status write
 	}
 	if len(changes) > 0 || !had || prev.AppliedIndex != st.AppliedIndex {
-		log.Info("tenant applied", "index", net.ModifyIndex, "changes", len(changes))
+		log.Info("tenant applied", "index", a.index, "changes", len(changes))
 	}
 	d.putStatus(ctx, st)
 	return Result{Tenant: id, State: st.State, Changes: len(changes)}
 }
 
+// newStatus starts a tenant's status for a pass: unknown keys are warnings
+// (logged when the tenant's keys change).
+func (d *Daemon) newStatus(log *slog.Logger, id string, keys map[string]source.Entry) source.Status {
+	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
+	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
+	for k := range keys {
+		if !doc.IsKnownKey(k) {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: unknown key, ignored", id, k))
+		}
+	}
+	sort.Strings(st.Warnings)
+	if d.seen[id] != fingerprint(keys) {
+		for _, w := range st.Warnings {
+			log.Warn(w)
+		}
+	}
+	return st
+}
+
+// planFor returns the tenant's plan for this pass (plan.ForTenant). The
+// plan of an unchanged tenant with an unchanged verdict is reused, so a
+// resync does not parse its documents again.
+func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slot uint16) *plan.TenantPlan {
+	key := fmt.Sprintf("%s|%d|%v", fingerprint(keys), slot, v.err)
+	if c, ok := d.plans[id]; ok && c.key == key {
+		return c.plan
+	}
+	docs := make(map[string]plan.Doc, len(keys))
+	for k, e := range keys {
+		docs[k] = plan.Doc{Value: e.Value, Index: e.ModifyIndex}
+	}
+	p := plan.ForTenant(plan.Options{NSPrefix: d.o.NSPrefix}, id, docs, v.valid, v.err, slot)
+	d.plans[id] = cachedPlan{key: key, plan: &p}
+	return &p
+}
+
+type cachedPlan struct {
+	key  string
+	plan *plan.TenantPlan
+}
+
 // fail records an error for a tenant whose last good state stays in force.
 // It counts the failed reconcile under the subsystem that failed.
-func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, subsys string, err error, msg string) Result {
+func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, subsys string, err error) Result {
 	d.m.Reconciles.WithLabelValues(subsys, "error").Inc()
 	d.failed[st.Tenant] = true
 	st.State = "error"
 	st.Error = err.Error()
-	st.Subsystems[subsys] = "error"
+	if !strings.HasPrefix(st.Subsystems[subsys], "error") {
+		st.Subsystems[subsys] = "error" // unless the subsystem said more (what stays in force)
+	}
 	if a, ok := d.applied[st.Tenant]; ok {
 		st.AppliedIndex = a.index
 		st.AppliedAt = a.at // when the state in force was applied; zero if never
@@ -580,7 +579,7 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 	}
 	prev, had := d.statuses[st.Tenant]
 	if !had || prev.Error != st.Error {
-		log.Error(msg, "err", err)
+		log.Error("tenant not applied; its last good state stays in force", "subsys", subsys, "err", err)
 	}
 	if had && prev.State == st.State && prev.Error == st.Error && prev.AppliedIndex == st.AppliedIndex && prev.AppliedAt.Equal(st.AppliedAt) &&
 		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) &&
@@ -764,52 +763,43 @@ func (d *Daemon) logProblems(problems []string) {
 }
 
 func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
-	o, ok := d.observed[id]
-	if !ok {
-		o = routing.Observed{ID: id}
-	}
-	if a, ok := d.applied[id]; ok && o.Slot == 0 {
-		o.Slot = a.spec.Slot
-	}
-	if d.o.Tunnels != nil {
-		tc, err := d.o.Tunnels.Remove(id)
-		d.recordChanges(d.log.With("tenant", id), "tunnels", tc)
+	log := d.log.With("tenant", id)
+	var n int
+	for i := len(d.subs) - 1; i >= 0; i-- {
+		sub := d.subs[i]
+		changes, err := sub.Delete(ctx, id)
+		d.recordChanges(log, sub.Name(), changes)
+		n += len(changes)
 		if err != nil {
-			d.log.Error("remove tunnels", "tenant", id, "err", err)
+			d.m.Reconciles.WithLabelValues(sub.Name(), "error").Inc()
+			log.Error("delete tenant", "subsys", sub.Name(), "err", err)
 			return Result{Tenant: id, State: "error", Err: err}
 		}
 	}
-	changes, err := d.o.Routing.Delete(ctx, o)
-	d.m.KernelChanges.WithLabelValues("routing").Add(float64(len(changes)))
-	if err != nil {
-		d.m.Reconciles.WithLabelValues("routing", "error").Inc()
-		d.log.Error("delete tenant", "tenant", id, "err", err)
-		return Result{Tenant: id, State: "error", Err: err}
-	}
-	d.log.Info("tenant deleted", "tenant", id, "changes", len(changes))
+	log.Info("tenant deleted", "changes", n)
 	delete(d.observed, id)
 	delete(d.applied, id)
 	delete(d.seen, id)
 	delete(d.failed, id)
 	delete(d.statuses, id)
+	delete(d.plans, id)
 	if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
 		d.log.Warn("delete status", "tenant", id, "err", err)
 	}
-	return Result{Tenant: id, State: "deleted", Changes: len(changes)}
+	return Result{Tenant: id, State: "deleted", Changes: n}
 }
 
-// gc removes orphaned rules and map entries in nfhost's ranges.
-func (d *Daemon) gc(ctx context.Context, s source.Snapshot) {
-	keep := map[uint16]bool{}
-	for _, slot := range d.slots() {
-		keep[slot] = true
+// gc removes each subsystem's state that belongs to no tenant on the host.
+func (d *Daemon) gc(ctx context.Context) {
+	live := d.running()
+	for _, sub := range d.subs {
+		changes, err := sub.GC(ctx, live)
+		if err != nil {
+			d.log.Error("garbage-collect", "subsys", sub.Name(), "err", err)
+			continue
+		}
+		d.recordChanges(d.log, sub.Name(), changes)
 	}
-	changes, err := d.o.Routing.GC(ctx, keep)
-	if err != nil {
-		d.log.Error("garbage-collect routing state", "err", err)
-		return
-	}
-	d.recordChanges(d.log, "routing", changes)
 }
 
 func (d *Daemon) updateGauges() {
@@ -853,67 +843,6 @@ func Failed(rs []Result) bool {
 
 // ErrHeld is returned by callers that treat held deletions as failure.
 var ErrHeld = errors.New("tenant deletions held by the mass-delete guard")
-
-// reconcileFirewall applies the tenant's firewall key, or removes nfhost's
-// table when there is none. On a bad document the last good rules stay.
-func (d *Daemon) reconcileFirewall(log *slog.Logger, id string, keys map[string]source.Entry, a *applied, st *source.Status) ([]string, error) {
-	if d.o.Firewall == nil {
-		return nil, nil
-	}
-	e, ok := keys[doc.KeyFirewall]
-	var spec *fwspec.Spec
-	if ok {
-		s, err := fwspec.Parse(id, e.Value)
-		if err != nil {
-			d.configError(id, doc.KeyFirewall, e.ModifyIndex)
-			if a.fw != nil {
-				st.Subsystems["firewall"] = "error (last good rules in force)"
-				// Drift repair for the rules in force, whose counters
-				// are reported as usual.
-				if _, aerr := d.o.Firewall.Apply(a.spec.Namespace, a.fw); aerr != nil {
-					err = errors.Join(err, fmt.Errorf("re-apply last good firewall: %w", aerr))
-				} else {
-					d.readCounters(id, a, st)
-				}
-			}
-			return nil, err
-		}
-		spec = &s
-	}
-	t0 := d.o.Now()
-	changes, err := d.o.Firewall.Apply(a.spec.Namespace, spec)
-	d.m.FirewallApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
-	d.recordChanges(log, "firewall", changes)
-	if err != nil {
-		return changes, fmt.Errorf("apply firewall: %w", err)
-	}
-	d.m.Reconciles.WithLabelValues("firewall", "ok").Inc()
-	a.fw, a.fwIndex = spec, e.ModifyIndex
-	if spec != nil {
-		st.Subsystems["firewall"] = "ok"
-		d.readCounters(id, a, st)
-	}
-	return changes, nil
-}
-
-// readCounters reports the counters of the rules in force.
-func (d *Daemon) readCounters(id string, a *applied, st *source.Status) {
-	st.FirewallIndex = a.fwIndex
-	if ctr, err := d.o.Firewall.Counters(a.spec.Namespace); err == nil {
-		st.Firewall = make(map[string]source.RuleCounter, len(ctr))
-		for rule, c := range ctr {
-			st.Firewall[rule] = source.RuleCounter(c)
-		}
-		d.exportCounters(id, ctr)
-	}
-}
-
-func (d *Daemon) exportCounters(id string, ctr map[string]fwspec.Counter) {
-	for rule, c := range ctr {
-		d.m.FirewallPackets.WithLabelValues(id, rule).Set(float64(c.Packets))
-		d.m.FirewallBytes.WithLabelValues(id, rule).Set(float64(c.Bytes))
-	}
-}
 
 // recordChanges counts and logs the kernel changes one reconciler made.
 func (d *Daemon) recordChanges(log *slog.Logger, subsys string, changes []string) {

@@ -113,36 +113,56 @@ func (d *Daemon) setGlobalErr() {
 	d.dos.globalErr = strings.Join(msgs, "; ")
 }
 
-// parseTenantDoS validates the tenant's dos key into a.dos. A bad document
-// keeps the last good one in force and is returned as the error.
-func (d *Daemon) parseTenantDoS(id string, keys map[string]source.Entry, a *applied, st *source.Status) error {
-	e, ok := keys[doc.KeyDoS]
-	if d.o.DoS == nil {
-		if ok {
-			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/dos: not applied: this nsd runs without the XDP DoS layer (--uplink)", id))
+// dosSub adapts the shared XDP DoS layer to Subsystem. Per tenant it only
+// takes the tenant's dos document into what is in force (a refused one
+// keeps the last good); the maps, shared by all tenants, are written once
+// per pass (FinishPass), and what they could not place shows in the
+// tenant's status (FinishStatus).
+type dosSub struct {
+	d   *Daemon
+	dos DoS // nil: no --uplink
+}
+
+func (s *dosSub) Name() string { return "dos" }
+
+func (s *dosSub) Observe(context.Context) error { return nil }
+
+func (s *dosSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
+	d, part, st := s.d, t.Plan.DoS, t.Status
+	if s.dos == nil {
+		if part.Present {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/dos: not applied: this nsd runs without the XDP DoS layer (--uplink)", t.ID))
 		}
-		return nil
+		return nil, nil
 	}
-	if !ok {
+	a := d.applied[t.ID]
+	switch {
+	case !part.Present:
 		a.dos, a.dosIndex = nil, 0
-		return nil
-	}
-	if e.ModifyIndex == a.dosIndex && a.dos != nil {
-		st.Subsystems["dos"] = "ok"
-		return nil
-	}
-	s, err := dosspec.Parse(id, e.Value)
-	if err != nil {
-		d.configError(id, doc.KeyDoS, e.ModifyIndex)
+	case part.Err != nil:
+		d.configError(t.ID, doc.KeyDoS, part.Index)
 		if a.dos != nil {
 			st.Subsystems["dos"] = "error (last good document in force)"
 		}
-		return err
+		return nil, part.Err
+	default:
+		a.dos, a.dosIndex = part.Spec, part.Index
+		st.Subsystems["dos"] = "ok"
 	}
-	a.dos, a.dosIndex = &s, e.ModifyIndex
-	st.Subsystems["dos"] = "ok"
-	return nil
+	return nil, nil
 }
+
+func (s *dosSub) FinishStatus(st *source.Status) { s.d.tenantDoSPlacement(st) }
+
+func (s *dosSub) FinishPass(ctx context.Context, snap source.Snapshot, full bool, results []Result) {
+	s.d.reconcileDoS(ctx, snap, full)
+	s.d.dosResults(results)
+}
+
+// Delete: a gone tenant leaves the maps at the next FinishPass.
+func (s *dosSub) Delete(context.Context, string) ([]string, error) { return nil, nil }
+
+func (s *dosSub) GC(context.Context, map[string]bool) ([]string, error) { return nil, nil }
 
 // reconcileDoS applies the global and every applied tenant's DoS document
 // to the XDP maps when any input changed (or on a full pass), and reports

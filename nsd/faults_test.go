@@ -148,7 +148,7 @@ func TestErrorsCountedOncePerDocument(t *testing.T) {
 	if v := value(h.d.m.ConfigErrors); v != 1 {
 		t.Fatalf("config errors %v after 5 passes over one bad document", v)
 	}
-	if v := value(h.d.m.Reconciles.WithLabelValues("config", "error")); v != 5 {
+	if v := value(h.d.m.Reconciles.WithLabelValues("routing", "error")); v != 5 {
 		t.Fatalf("reconcile errors %v", v)
 	}
 	h.put("bad", "network", `{"prefixes": ["198.51.100.0/34"]}`)

@@ -25,7 +25,23 @@ type Metrics struct {
 	DoSSamples      *prometheus.CounterVec
 
 	TunnelApplySeconds prometheus.Histogram
-	AutoMitigations    *prometheus.CounterVec
+	// SubsystemApplySeconds times the subsystems without a histogram of
+	// their own (the DoS document check; later subsystems).
+	SubsystemApplySeconds *prometheus.HistogramVec
+	AutoMitigations       *prometheus.CounterVec
+}
+
+// applySeconds is the apply-time histogram of a subsystem.
+func (m *Metrics) applySeconds(subsys string) prometheus.Observer {
+	switch subsys {
+	case "firewall":
+		return m.FirewallApplySeconds
+	case "tunnels":
+		return m.TunnelApplySeconds
+	case "routing":
+		return m.ApplySeconds
+	}
+	return m.SubsystemApplySeconds.WithLabelValues(subsys)
 }
 
 // NewMetrics creates and registers the metrics on reg (nil: unregistered).
@@ -61,13 +77,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Packet samples read from the XDP ring buffer, by tenant (\"\" for none)."}, []string{"tenant"}),
 		AutoMitigations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_dos_auto_mitigations_total",
 			Help: "Automatic DoS mitigations started, by tenant."}, []string{"tenant"}),
+		SubsystemApplySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nfhost_subsystem_apply_duration_seconds",
+			Help: "Time to apply one tenant's part of a subsystem without a histogram of its own.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}, []string{"subsys"}),
 		TunnelApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_tunnel_apply_duration_seconds",
 			Help: "Time to apply one tenant's tunnels, routes and MSS clamping.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
 			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
-			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.AutoMitigations)
+			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.SubsystemApplySeconds, m.AutoMitigations)
 	}
 	return m
 }

@@ -3,7 +3,6 @@ package nsd
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/source"
@@ -34,31 +33,48 @@ func TunnelSpec(tenant, namespace string, n config.ValidNetwork) tunnels.TenantS
 	return s
 }
 
-// reconcileTunnels applies a tenant's tunnels and routes. A tenant with
+// tunnelsSub adapts the GRE tunnel subsystem to Subsystem. A tenant with
 // tunnels on an nsd without the GRE datapath is an error, never ignored.
-func (d *Daemon) reconcileTunnels(ctx context.Context, log *slog.Logger, id string, valid config.ValidNetwork, namespace string, st *source.Status) ([]string, error) {
-	if d.o.Tunnels == nil {
-		if len(valid.Tunnels) > 0 || len(valid.Routes) > 0 {
-			return nil, fmt.Errorf("tenants/%s/network: tunnels: this nsd has no GRE datapath (start it with --uplink)", id)
+type tunnelsSub struct {
+	d *Daemon
+	t Tunnels // nil: no --uplink
+}
+
+func (s *tunnelsSub) Name() string { return "tunnels" }
+
+func (s *tunnelsSub) Observe(context.Context) error { return nil }
+
+func (s *tunnelsSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) {
+	n := t.Plan.Network
+	if s.t == nil {
+		if len(n.Tunnels) > 0 || len(n.Routes) > 0 {
+			return nil, fmt.Errorf("tenants/%s/network: tunnels: this nsd has no GRE datapath (start it with --uplink)", t.ID)
 		}
 		return nil, nil
 	}
 	// Always Apply, even without tunnels: a restarted nsd may find tunnels
 	// of a tenant whose config dropped them, and the empty spec removes them.
-	t0 := d.o.Now()
-	changes, err := d.o.Tunnels.Apply(ctx, TunnelSpec(id, namespace, valid))
-	d.m.TunnelApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
-	d.recordChanges(log, "tunnels", changes)
+	changes, err := s.t.Apply(ctx, TunnelSpec(t.ID, t.Plan.Routing.Namespace, n))
 	if err != nil {
 		return changes, fmt.Errorf("apply tunnels: %w", err)
 	}
-	d.m.Reconciles.WithLabelValues("tunnels", "ok").Inc()
-	if len(valid.Tunnels) > 0 {
-		st.Subsystems["tunnels"] = "ok"
-		st.Tunnels = d.o.Tunnels.Status(id)
+	if len(n.Tunnels) > 0 {
+		t.Status.Subsystems["tunnels"] = "ok"
+		t.Status.Tunnels = s.t.Status(t.ID)
 	}
 	return changes, nil
 }
+
+func (s *tunnelsSub) Delete(_ context.Context, tenant string) ([]string, error) {
+	if s.t == nil {
+		return nil, nil
+	}
+	return s.t.Remove(tenant)
+}
+
+// GC: a tenant's tunnels are removed with it (Delete), and tunnels its
+// config dropped by its next Apply.
+func (s *tunnelsSub) GC(context.Context, map[string]bool) ([]string, error) { return nil, nil }
 
 // refreshTunnelStatus rewrites a tenant's status when its tunnels' health
 // changed (called from Run on prober events; full passes rewrite status

@@ -13,13 +13,20 @@ VERSION=${CONSUL_VERSION:-1.20.6}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${1:-${NFHOST_CACHE:-$HOME/.cache/nfhost}}
 bin=$cache/consul-$VERSION/consul
+# The version is read into a variable first: `consul version | grep -q`
+# under pipefail fails whenever grep exits before consul finished writing
+# (SIGPIPE), which made a cached binary look missing and rebuilt it.
+is_wanted() {
+  local v
+  [[ -x $1 ]] && v=$("$1" version 2>/dev/null) && [[ $v == *"Consul v$VERSION"* ]]
+}
 for cand in "$bin" "$root/.cache/consul-$VERSION/consul"; do
-  if [[ -x $cand ]] && "$cand" version 2>/dev/null | grep -q "Consul v$VERSION"; then
+  if is_wanted "$cand"; then
     echo "$cand"
     exit 0
   fi
 done
-if command -v consul >/dev/null && consul version 2>/dev/null | grep -q "Consul v$VERSION"; then
+if command -v consul >/dev/null && is_wanted "$(command -v consul)"; then
   command -v consul
   exit 0
 fi

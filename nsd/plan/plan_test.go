@@ -152,3 +152,35 @@ func TestAssignPrefixes(t *testing.T) {
 		})
 	}
 }
+
+// ForTenant is what nsd applies: one tenant's plan for every subsystem,
+// from its documents as stored.
+func TestForTenantGolden(t *testing.T) {
+	docs := map[string]Doc{
+		"network": {Index: 7, Value: []byte(`{"prefixes": ["203.0.113.0/24"],
+ "tunnels": [{"name": "gre-acme1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31",
+   "health_check": {"type": "request"}}],
+ "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.20.1", "priority": 100}]}`)},
+		"firewall": {Index: 8, Value: []byte(`{"default": "allow", "rules": [
+ {"id": "ssh", "expression": "tcp.dstport == 22 and not ip.src in $office", "action": "block"}],
+ "lists": {"office": ["198.51.100.0/24", "198.51.100.7"]}}`)},
+		"dos": {Index: 9, Value: []byte(`{"deny": ["192.0.2.66"], "signatures": [{"id": "amp", "expression": "udp.srcport == 53", "action": "drop"}]}`)},
+	}
+	n, err := Network("acme", docs["network"], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ForTenant(Options{NSPrefix: "nf-"}, "acme", docs, n, nil, 42)
+	got := p.Render()
+
+	// A refused document is carried with its error, no spec.
+	docs["firewall"] = Doc{Index: 10, Value: []byte(`{"default": "allow", "rules": [{"id": "x", "expression": "tcp.dstprot == 1", "action": "block"}]}`)}
+	p = ForTenant(Options{NSPrefix: "nf-"}, "acme", docs, n, nil, 42)
+	if p.Firewall.Err == nil || p.Firewall.Spec != nil || p.Firewall.Index != 10 {
+		t.Fatalf("refused firewall part %+v", p.Firewall)
+	}
+	got += p.Render()
+	_, err = Network("ghost", Doc{}, false)
+	got += ForTenant(Options{NSPrefix: "nf-"}, "ghost", nil, config.ValidNetwork{}, err, 0).Render()
+	golden(t, "for-tenant", got)
+}
