@@ -16,6 +16,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/nfhost/nfhost/internal/nstest"
+	"github.com/nfhost/nfhost/internal/owned"
 )
 
 // BenchmarkGRE: ns/packet by BPF_PROG_TEST_RUN, side by side in one run:
@@ -170,7 +171,7 @@ func BenchmarkHealthChecks(b *testing.B) {
 				Peer: netip.MustParseAddr("169.254.20.1"), TTL: 64,
 				Health: HealthSpec{Enabled: true, Type: "reply", Target: customer, Interval: map[string]time.Duration{"mid": time.Second, "high": 250 * time.Millisecond}[rate]}}
 			spec.Tunnels = append(spec.Tunnels, t)
-			rec.ids[HostIfName("bench", t.Name)] = uint32(i + 1)
+			rec.ids[owned.TunnelIfName("bench", t.Name)] = uint32(i + 1)
 		}
 		rec.specs["bench"] = spec
 		p, err := NewProber(e.Handle, netip.MustParseAddr("192.0.2.2"), rec, nil, nil)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/nstest"
+	"github.com/nfhost/nfhost/internal/owned"
 )
 
 // gretest is the tunnel lab of the kernel tests:
@@ -115,7 +116,7 @@ func TestTunnelKernel(t *testing.T) {
 	if !strings.Contains(out, "mtu 1476") || !strings.Contains(out, "NOARP") {
 		t.Errorf("tunnel interface:\n%s", out)
 	}
-	if out := g.T.MustExec(t, "nft", "list", "table", "inet", NFTTable); !strings.Contains(out, "maxseg size set 1436") {
+	if out := g.T.MustExec(t, "nft", "list", "table", "inet", owned.TunnelNFTTable); !strings.Contains(out, "maxseg size set 1436") {
 		t.Errorf("no MSS clamping:\n%s", out)
 	}
 
@@ -187,7 +188,7 @@ func TestTunnelKernel(t *testing.T) {
 	if _, err := rec2.Apply(context.Background(), TenantSpec{Tenant: "acme", Namespace: g.T.Name}); err != nil {
 		t.Fatal(err)
 	}
-	if out, _ := g.T.Exec(t, "nft", "list", "tables"); strings.Contains(out, NFTTable) {
+	if out, _ := g.T.Exec(t, "nft", "list", "tables"); strings.Contains(out, owned.TunnelNFTTable) {
 		t.Errorf("MSS table left behind:\n%s", out)
 	}
 	if out, _ := g.T.Exec(t, "ip", "link", "show", "gre-acme1"); !strings.Contains(out, "does not exist") {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,7 @@ func ensureMSS(ns netns.NsHandle, ts []Tunnel) ([]string, error) {
 	}
 	var have *nftables.Table
 	for _, t := range tables {
-		if t.Name == NFTTable {
+		if t.Name == owned.TunnelNFTTable {
 			have = t
 		}
 	}
@@ -46,11 +47,11 @@ func ensureMSS(ns netns.NsHandle, ts []Tunnel) ([]string, error) {
 			return nil, nil
 		}
 		if err := c.Flush(); err != nil {
-			return nil, fmt.Errorf("delete table inet %s: %w", NFTTable, err)
+			return nil, fmt.Errorf("delete table inet %s: %w", owned.TunnelNFTTable, err)
 		}
-		return []string{"nft: delete table inet " + NFTTable}, nil
+		return []string{"nft: delete table inet " + owned.TunnelNFTTable}, nil
 	}
-	tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: NFTTable})
+	tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: owned.TunnelNFTTable})
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: tbl, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle})
 	out := c.AddChain(&nftables.Chain{Name: "output", Table: tbl, Type: nftables.ChainTypeFilter,
@@ -61,7 +62,7 @@ func ensureMSS(ns netns.NsHandle, ts []Tunnel) ([]string, error) {
 		c.AddRule(&nftables.Rule{Table: tbl, Chain: out, Exprs: clampExprs(expr.MetaKeyOIFNAME, t.Name, t.MSS), UserData: tag})
 	}
 	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("write table inet %s: %w", NFTTable, err)
+		return nil, fmt.Errorf("write table inet %s: %w", owned.TunnelNFTTable, err)
 	}
 	return []string{fmt.Sprintf("nft: MSS clamping for %d tunnels", len(ts))}, nil
 }

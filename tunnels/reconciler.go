@@ -18,6 +18,7 @@ import (
 
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
+	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/internal/veth"
 )
 
@@ -95,7 +96,7 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
-		if tenant, _, ok := ParseAlias(l.Attrs().Alias); ok {
+		if tenant, _, ok := owned.ParseTunnelAlias(l.Attrs().Alias); ok {
 			r.owners[tenant] = true
 			if e, ok := ents[l.Attrs().Index]; ok {
 				r.ids[l.Attrs().Name] = e.ID
@@ -139,7 +140,7 @@ func (r *Reconciler) Spec(tenant string) (TenantSpec, bool) {
 func (r *Reconciler) ID(tenant, tunnel string) (uint32, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	id, ok := r.ids[HostIfName(tenant, tunnel)]
+	id, ok := r.ids[owned.TunnelIfName(tenant, tunnel)]
 	return id, ok
 }
 
@@ -201,7 +202,7 @@ func (r *Reconciler) apply(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handl
 	}
 	var hostIfs []namedns.Sysctl
 	for _, t := range spec.Tunnels {
-		hostIfs = append(hostIfs, namedns.Sysctl{Path: "net/ipv6/conf/" + HostIfName(spec.Tenant, t.Name) + "/disable_ipv6", Value: "1"})
+		hostIfs = append(hostIfs, namedns.Sysctl{Path: "net/ipv6/conf/" + owned.TunnelIfName(spec.Tenant, t.Name) + "/disable_ipv6", Value: "1"})
 	}
 	c, err = namedns.EnsureSysctls(r.cfg.HostNS, hostIfs)
 	ch = append(ch, prefixed("sysctl: host ", c)...)
@@ -270,9 +271,9 @@ func prefixed(p string, xs []string) []string {
 // MTU) and whose host end runs the encap program; decap reaches it through
 // the map entry for (local, remote).
 func (r *Reconciler) EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error) {
-	hostIf := HostIfName(tenant, t.Name)
-	links, ch, err := veth.Ensure(r.host, tn, ns, veth.Pair{Host: hostIf, Peer: t.Name, Alias: Alias(tenant, t.Name), MTU: t.MTU, What: "tunnel",
-		Owned:  func(alias string) bool { _, _, ok := ParseAlias(alias); return ok },
+	hostIf := owned.TunnelIfName(tenant, t.Name)
+	links, ch, err := veth.Ensure(r.host, tn, ns, veth.Pair{Host: hostIf, Peer: t.Name, Alias: owned.TunnelAlias(tenant, t.Name), MTU: t.MTU, What: "tunnel",
+		Owned:  func(alias string) bool { _, _, ok := owned.ParseTunnelAlias(alias); return ok },
 		Remove: r.removeLink,
 		// Before it goes up: no IPv6 link-local, so the tunnel stays
 		// quiet (no router solicitations or MLD towards the customer).
@@ -377,7 +378,7 @@ func (r *Reconciler) RemoveStale(tenant string, keep map[string]bool) ([]string,
 	var ch []string
 	var errs []error
 	for _, l := range links {
-		t, name, ok := ParseAlias(l.Attrs().Alias)
+		t, name, ok := owned.ParseTunnelAlias(l.Attrs().Alias)
 		if !ok || t != tenant || keep[name] {
 			continue
 		}
@@ -389,7 +390,7 @@ func (r *Reconciler) RemoveStale(tenant string, keep map[string]bool) ([]string,
 	return ch, errors.Join(errs...)
 }
 
-// ensureRoutes writes the planned routes (protocol RouteProtocol, main
+// ensureRoutes writes the planned routes (protocol owned.TunnelRouteProtocol, main
 // table) in the tenant namespace and removes the ones no longer planned.
 func (r *Reconciler) ensureRoutes(tn *netlink.Handle, spec TenantSpec) ([]string, error) {
 	sets := PlanRoutes(spec.Routes, func(tun string) int { return r.penalty(spec.Tenant, tun) })
@@ -401,7 +402,7 @@ func (r *Reconciler) ensureRoutes(tn *netlink.Handle, spec TenantSpec) ([]string
 		}
 		index[t.Name] = l.Attrs().Index
 	}
-	have, err := tn.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+	have, err := tn.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: owned.TunnelRouteProtocol, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
@@ -416,7 +417,7 @@ func (r *Reconciler) ensureRoutes(tn *netlink.Handle, spec TenantSpec) ([]string
 	want := map[string]bool{}
 	for _, s := range sets {
 		rt := netlink.Route{Dst: &net.IPNet{IP: s.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(s.Prefix.Bits(), s.Prefix.Addr().BitLen())},
-			Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
+			Table: unix.RT_TABLE_MAIN, Protocol: owned.TunnelRouteProtocol}
 		if len(s.Hops) == 1 {
 			rt.Gw, rt.LinkIndex = s.Hops[0].Nexthop.AsSlice(), index[s.Hops[0].Tunnel]
 		} else {

@@ -1,25 +1,12 @@
 package tunnels
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"net/netip"
-	"strings"
 	"time"
 )
 
-// Names and numbers nfhost owns for tunnels. Documented in README.md.
+// Health penalties added to a route's priority.
 const (
-	// HostIfPrefix starts the host end of every tunnel veth.
-	HostIfPrefix = "nft"
-	// AliasPrefix starts its alias: nfhost:tunnel=<tenant>/<name>.
-	AliasPrefix = "nfhost:tunnel="
-	// RouteProtocol marks the routes nfhost writes in tenant namespaces.
-	RouteProtocol = 110
-	// NFTTable is the table (family inet) holding MSS clamping in a tenant
-	// namespace; the tenant firewall owns "inet nfhost" there.
-	NFTTable = "nfhost_tunnels"
-	// Health penalties added to a route's priority.
 	PenaltyDegraded = 500_000
 	PenaltyDown     = 1_000_000
 )
@@ -59,26 +46,6 @@ type Route struct {
 	Tunnel   string
 	Priority int
 	Weight   int
-}
-
-// HostIfName names a tunnel's host-end veth: "nft" + 12 hex digits of a
-// hash of tenant and tunnel name.
-func HostIfName(tenant, tunnel string) string {
-	h := sha256.Sum256([]byte(tenant + "/" + tunnel))
-	return HostIfPrefix + hex.EncodeToString(h[:6])
-}
-
-// Alias is the host end's alias, which names its tenant and tunnel.
-func Alias(tenant, tunnel string) string { return AliasPrefix + tenant + "/" + tunnel }
-
-// ParseAlias returns the tenant and tunnel of an alias nfhost wrote.
-func ParseAlias(a string) (tenant, tunnel string, ok bool) {
-	rest, ok := strings.CutPrefix(a, AliasPrefix)
-	if !ok {
-		return "", "", false
-	}
-	tenant, tunnel, ok = strings.Cut(rest, "/")
-	return tenant, tunnel, ok
 }
 
 // RouteSet is the routes one prefix gets: the nexthops of the lowest

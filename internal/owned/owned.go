@@ -104,3 +104,37 @@ func ParseAlias(alias string) (tenant string, slot uint16, ok bool) {
 	}
 	return tenant, slot, tenant != "" && slot != 0
 }
+
+// Names and numbers nfhost owns for tunnels.
+const (
+	// TunnelIfPrefix starts the host end of every tunnel veth.
+	TunnelIfPrefix = "nft"
+	// TunnelAliasPrefix starts its alias: nfhost:tunnel=<tenant>/<name>.
+	TunnelAliasPrefix = "nfhost:tunnel="
+	// TunnelRouteProtocol marks the routes nfhost writes in tenant
+	// namespaces.
+	TunnelRouteProtocol = 110
+	// TunnelNFTTable is the table (family inet) holding MSS clamping in a
+	// tenant namespace; the tenant firewall owns "inet nfhost" there.
+	TunnelNFTTable = "nfhost_tunnels"
+)
+
+// TunnelIfName names a tunnel's host-end veth: "nft" + 12 hex digits of a
+// hash of tenant and tunnel name.
+func TunnelIfName(tenant, tunnel string) string {
+	h := sha256.Sum256([]byte(tenant + "/" + tunnel))
+	return TunnelIfPrefix + hex.EncodeToString(h[:6])
+}
+
+// TunnelAlias is a tunnel host end's alias, which names its tenant and tunnel.
+func TunnelAlias(tenant, tunnel string) string { return TunnelAliasPrefix + tenant + "/" + tunnel }
+
+// ParseTunnelAlias returns the tenant and tunnel of an alias nfhost wrote.
+func ParseTunnelAlias(a string) (tenant, tunnel string, ok bool) {
+	rest, ok := strings.CutPrefix(a, TunnelAliasPrefix)
+	if !ok {
+		return "", "", false
+	}
+	tenant, tunnel, ok = strings.Cut(rest, "/")
+	return tenant, tunnel, ok
+}
