@@ -19,14 +19,8 @@ import (
 //	                  │                                              [<prefix>empty]
 //	                  └─ nfv… ═ host0 [<prefix>t0], [<prefix>t1], [<prefix>t2]
 func TestForeignNamespacesSurviveNSD(t *testing.T) {
-	l := newLab(t)
-	prefix := "nfR" + nstest.Unique() + "-"
-	t.Cleanup(func() {
-		names, _ := namedns.List(namedns.DefaultDir, prefix)
-		for _, n := range names {
-			namedns.Delete(namedns.DefaultDir, n)
-		}
-	})
+	l := newLabPrefix(t, "nfR") // its cleanup removes every namespace with the prefix
+	prefix := l.nsPrefix
 	empty := nstest.New(t, prefix+"empty")
 	other := nstest.New(t, prefix+"other")
 	hostEnd := "fgn" + nstest.Unique()
@@ -55,7 +49,7 @@ func TestForeignNamespacesSurviveNSD(t *testing.T) {
 	}
 	before := state()
 
-	p := l.startNSD("--ns-prefix", prefix, "--max-delete-fraction", "0.5")
+	p := l.startNSD("--max-delete-fraction", "0.5")
 	for i, pfx := range []string{"203.0.113.0/26", "203.0.113.64/26", "203.0.113.128/26"} {
 		l.applyTenant(fmt.Sprintf("t%d", i), fmt.Sprintf(`{"prefixes": [%q]}`, pfx))
 	}

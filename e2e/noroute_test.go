@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nstest"
 )
 
@@ -15,14 +14,8 @@ import (
 //
 //	client 192.0.2.1 ── uplink 192.0.2.2 edge (192.0.2.0/24 only) ── nfv… ═ host0 [nfR…-acme] 203.0.113.1
 func TestTenantReachableWithoutHostRoute(t *testing.T) {
-	l := newLab(t)
-	prefix := "nfR" + nstest.Unique() + "-"
-	t.Cleanup(func() {
-		names, _ := namedns.List(namedns.DefaultDir, prefix)
-		for _, n := range names {
-			namedns.Delete(namedns.DefaultDir, n)
-		}
-	})
+	l := newLabPrefix(t, "nfR") // its cleanup removes every namespace with the prefix
+	prefix := l.nsPrefix
 	l.edge.MustExec(t, "ip", "route", "del", "default")
 	l.edge.MustExec(t, "ip", "-6", "route", "del", "default")
 	l.edge.MustExec(t, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
@@ -30,7 +23,7 @@ func TestTenantReachableWithoutHostRoute(t *testing.T) {
 		t.Fatalf("edge main table is not just the connected route:\n%s", out)
 	}
 
-	l.startNSD("--ns-prefix", prefix)
+	l.startNSD()
 	l.applyTenant("acme", `{"prefixes": ["203.0.113.0/24", "2001:db8:1::/48"]}`)
 	eventually(t, "tenant acme applied", func() bool { return strings.Contains(l.status("acme"), "applied") })
 	tn := &nstest.NS{Name: prefix + "acme"}

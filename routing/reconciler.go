@@ -287,26 +287,38 @@ func (r *Reconciler) observeNS(id, name string, ino uint64, hostLink netlink.Lin
 			return true, nil
 		}
 	}
+	owner, err := r.ownerIn(ns, name, id, func() (netlink.Link, error) { return hostLink, nil }, true)
+	if err != nil || owner == nsForeign {
+		return false, err
+	}
+	return true, nil
+}
+
+// ownerIn reads whose the open namespace ns (called name) is, from the
+// mark on its lo and tenant id's host veth (hostLink). With mark set, a
+// namespace an older nsd made (unmarked, with the tenant's veth inside)
+// gets the mark.
+func (r *Reconciler) ownerIn(ns netns.NsHandle, name, id string, hostLink func() (netlink.Link, error), mark bool) (nsOwnership, error) {
 	h, err := nlh.New(ns, false)
 	if err != nil {
-		return false, fmt.Errorf("open handle in %s: %w", name, err)
+		return nsForeign, fmt.Errorf("open handle in %s: %w", name, err)
 	}
 	defer h.Close()
 	lo, err := h.LinkByName("lo")
 	if err != nil {
-		return false, fmt.Errorf("get lo in %s: %w", name, err)
+		return nsForeign, fmt.Errorf("get lo in %s: %w", name, err)
 	}
-	owner, err := r.nsOwner(id, ns, lo, func() (netlink.Link, error) { return hostLink, nil })
-	if err != nil || owner == nsForeign {
-		return false, err
+	owner, err := r.nsOwner(id, ns, lo, hostLink)
+	if err != nil {
+		return nsForeign, fmt.Errorf("check owner of netns %s: %w", name, err)
 	}
-	if owner == nsUnmarked {
+	if owner == nsUnmarked && mark {
 		if err := markNS(h, lo, id); err != nil {
-			return false, fmt.Errorf("mark %s: %w", name, err)
+			return owner, fmt.Errorf("mark %s: %w", name, err)
 		}
 		r.log.Info("marked netns made by an older nsd", "netns", name, "tenant", id)
 	}
-	return true, nil
+	return owner, nil
 }
 
 // setForeign records the foreign namespaces of an Observe pass and warns
@@ -1010,18 +1022,9 @@ func (r *Reconciler) deletableNS(id, name, hostIf string) (bool, error) {
 		return false, err
 	}
 	defer ns.Close()
-	h, err := nlh.New(ns, false)
+	owner, err := r.ownerIn(ns, name, id, r.hostLinkByName(hostIf), false)
 	if err != nil {
-		return false, fmt.Errorf("open handle in %s: %w", name, err)
-	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return false, fmt.Errorf("get lo in %s: %w", name, err)
-	}
-	owner, err := r.nsOwner(id, ns, lo, r.hostLinkByName(hostIf))
-	if err != nil {
-		return false, fmt.Errorf("check owner of netns %s: %w", name, err)
+		return false, err
 	}
 	return owner != nsForeign, nil
 }
