@@ -242,12 +242,12 @@ func changeLatency(b *testing.B, agent *consultest.Agent, n int) ([]time.Duratio
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go d.Run(ctx)
-	statusKey := func(id string) string { return fmt.Sprintf("%s/status/bench/%s", prefix, id) }
+	statusKey := func(id string) string { return fmt.Sprintf("%s/tenant-status/%s/bench", prefix, id) }
 	// Wait for the initial pass.
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		keys, _, _ := kv.Keys(prefix+"/status/bench/", "", nil)
-		if len(keys) >= n+1 {
+		keys, _, _ := kv.Keys(prefix+"/tenant-status/", "", nil)
+		if len(keys) >= n {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -103,7 +103,7 @@ func TestFreshAndWipedStore(t *testing.T) {
 	l := newLab(t)
 	p := l.startNSD()
 	eventually(t, "host status written", func() bool {
-		kv, _, _ := l.consul.Client.KV().Get("nfhost/status/"+l.hostID+"/_host", nil)
+		kv, _, _ := l.consul.Client.KV().Get("nfhost/host-status/"+l.hostID, nil)
 		return kv != nil
 	})
 	l.assertQuiet("fresh store")

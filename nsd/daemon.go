@@ -260,6 +260,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := d.observe(ctx); err != nil {
 		return err
 	}
+	if l, ok := d.o.Store.(legacyStatus); ok {
+		if removed, err := l.RemoveLegacyStatus(ctx, d.o.HostID); err != nil {
+			d.log.Warn("remove this host's status in the old layout", "err", err)
+		} else if removed {
+			d.log.Info("removed this host's status in the old layout (status/<host>/); it is now tenant-status/<tenant>/<host> and host-status/<host>")
+		}
+	}
 	all, err := d.o.Store.ListStatus(ctx, d.o.HostID)
 	if err != nil {
 		d.log.Warn("read this host's previous status", "err", err)
@@ -279,6 +286,11 @@ func (d *Daemon) start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// legacyStatus is a store that may hold status in an older layout.
+type legacyStatus interface {
+	RemoveLegacyStatus(ctx context.Context, host string) (bool, error)
 }
 
 // observe reloads every subsystem's view of the kernel.

@@ -379,48 +379,115 @@ func sized(err error, value []byte) error {
 	return err
 }
 
+// statusKey is where a status document lives. A tenant's status from every
+// host is one prefix, tenant-status/<tenant>/, so that a Consul ACL policy
+// can grant a tenant exactly its own; host-wide reports are under
+// host-status/<host>. The layout before was status/<host>/<name>, which no
+// per-tenant prefix rule can cover (RemoveLegacyStatus deletes it).
+func (c *Consul) statusKey(host, name string) string {
+	if name == HostStatusName {
+		return c.key("host-status", host)
+	}
+	return c.key("tenant-status", name, host)
+}
+
 // PutStatus writes a status document.
 func (c *Consul) PutStatus(ctx context.Context, host, name string, st any) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode status: %w", err)
 	}
-	return c.put(ctx, c.key("status", host, name), b)
+	return c.put(ctx, c.statusKey(host, name), b)
 }
 
 // DeleteStatus removes a status document.
 func (c *Consul) DeleteStatus(ctx context.Context, host, name string) error {
-	k := c.key("status", host, name)
+	k := c.statusKey(host, name)
 	return c.call(ctx, "delete "+k, func(ctx context.Context) error {
 		_, err := c.kv.Delete(k, (&api.WriteOptions{}).WithContext(ctx))
 		return err
 	})
 }
 
-// ListStatus reads status documents, of one host or of all ("").
-func (c *Consul) ListStatus(ctx context.Context, host string) (map[string]map[string]json.RawMessage, error) {
-	p := c.key("status") + "/"
-	if host != "" {
-		p += host + "/"
-	}
+// list reads the pairs under prefix p.
+func (c *Consul) list(ctx context.Context, p string) (api.KVPairs, error) {
 	var pairs api.KVPairs
-	if err := c.call(ctx, "list "+p, func(ctx context.Context) error {
+	err := c.call(ctx, "list "+p, func(ctx context.Context) error {
 		var err error
 		pairs, _, err = c.kv.List(p, (&api.QueryOptions{}).WithContext(ctx))
 		return err
-	}); err != nil {
-		return nil, err
-	}
+	})
+	return pairs, err
+}
+
+// ListStatus reads status documents, of one host or of all (""), by host
+// and then by name (tenant ID, or HostStatusName).
+func (c *Consul) ListStatus(ctx context.Context, host string) (map[string]map[string]json.RawMessage, error) {
 	out := map[string]map[string]json.RawMessage{}
-	for _, kv := range pairs {
-		h, name, ok := strings.Cut(strings.TrimPrefix(kv.Key, c.key("status")+"/"), "/")
-		if !ok || !json.Valid(kv.Value) {
-			continue
+	add := func(h, name string, v []byte) {
+		if (host != "" && h != host) || !json.Valid(v) {
+			return
 		}
 		if out[h] == nil {
 			out[h] = map[string]json.RawMessage{}
 		}
-		out[h][name] = kv.Value
+		out[h][name] = v
+	}
+	tp := c.key("tenant-status") + "/"
+	pairs, err := c.list(ctx, tp)
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range pairs {
+		if tenant, h, ok := strings.Cut(strings.TrimPrefix(kv.Key, tp), "/"); ok {
+			add(h, tenant, kv.Value)
+		}
+	}
+	hp := c.key("host-status") + "/"
+	if host != "" {
+		hp += host
+	}
+	if pairs, err = c.list(ctx, hp); err != nil {
+		return nil, err
+	}
+	for _, kv := range pairs {
+		add(strings.TrimPrefix(kv.Key, c.key("host-status")+"/"), HostStatusName, kv.Value)
 	}
 	return out, nil
 }
+
+// ListTenantStatus reads one tenant's status from every host: one prefix,
+// readable with the tenant's own token.
+func (c *Consul) ListTenantStatus(ctx context.Context, tenant string) (map[string]json.RawMessage, error) {
+	p := c.key("tenant-status", tenant) + "/"
+	pairs, err := c.list(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]json.RawMessage{}
+	for _, kv := range pairs {
+		if json.Valid(kv.Value) {
+			out[strings.TrimPrefix(kv.Key, p)] = kv.Value
+		}
+	}
+	return out, nil
+}
+
+// RemoveLegacyStatus deletes what an older nsd on host wrote in the old
+// status layout, status/<host>/.
+func (c *Consul) RemoveLegacyStatus(ctx context.Context, host string) (bool, error) {
+	p := c.key("status", host) + "/"
+	var keys []string
+	if err := c.call(ctx, "list "+p, func(ctx context.Context) error {
+		var err error
+		keys, _, err = c.kv.Keys(p, "", (&api.QueryOptions{}).WithContext(ctx))
+		return err
+	}); err != nil || len(keys) == 0 {
+		return false, err
+	}
+	return true, c.call(ctx, "delete "+p, func(ctx context.Context) error {
+		_, err := c.kv.DeleteTree(p, (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	})
+}
+

@@ -297,3 +297,18 @@ func (d *Dir) ListStatus(ctx context.Context, host string) (map[string]map[strin
 	}
 	return out, nil
 }
+
+// ListTenantStatus reads one tenant's status files from every host.
+func (d *Dir) ListTenantStatus(ctx context.Context, tenant string) (map[string]json.RawMessage, error) {
+	all, err := d.ListStatus(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]json.RawMessage{}
+	for h, names := range all {
+		if b, ok := names[tenant]; ok {
+			out[h] = b
+		}
+	}
+	return out, nil
+}

@@ -8,12 +8,12 @@
 //	<prefix>/tenants/<tenant>/dos        DoS settings
 //	<prefix>/dos/global                  fleet-wide DoS settings (operator)
 //	<prefix>/control/<name>              operator controls, e.g. confirm-deletes/<host>
-//	<prefix>/status/<host>/<tenant>      written by nsd
-//	<prefix>/status/<host>/_host         host-level status (delete guard)
+//	<prefix>/tenant-status/<tenant>/<host>  written by nsd: one prefix per tenant
+//	<prefix>/host-status/<host>             host-level status (delete guard)
 //
 // The directory source mirrors it: DIR/<tenant>/network.json (firewall.json,
 // dos.json), DIR/_global/dos.json, DIR/_control/<name>; status goes to
-// STATE/status/.
+// STATE/status/<host>/<name>.json.
 package source
 
 import (
@@ -79,11 +79,16 @@ type Store interface {
 	PutControl(ctx context.Context, name string, value []byte) error
 	// PutDoSGlobal writes <prefix>/dos/global with check-and-set like Put.
 	PutDoSGlobal(ctx context.Context, value []byte, cas uint64) error
-	// PutStatus and DeleteStatus maintain <prefix>/status/<host>/<name>.
+	// PutStatus and DeleteStatus maintain the status of tenant name (or
+	// HostStatusName) on host: in Consul tenant-status/<name>/<host> and
+	// host-status/<host>.
 	PutStatus(ctx context.Context, host, name string, st any) error
 	DeleteStatus(ctx context.Context, host, name string) error
 	// ListStatus returns raw status documents by host, then by name.
 	ListStatus(ctx context.Context, host string) (map[string]map[string]json.RawMessage, error)
+	// ListTenantStatus returns one tenant's status documents by host
+	// (readable with that tenant's own token).
+	ListTenantStatus(ctx context.Context, tenant string) (map[string]json.RawMessage, error)
 }
 
 // HostStatusName is the status entry that describes the host itself.

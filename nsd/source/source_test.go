@@ -3,6 +3,7 @@ package source_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -188,5 +189,43 @@ func TestConsulHungAnswersWithTimeout(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("a hung consul was not reported while blocking queries hang")
+	}
+}
+
+// Status layout: a tenant's status from every host is one prefix; the
+// host report lives apart; the old layout of a host is removed.
+func TestConsulStatusLayout(t *testing.T) {
+	a := consultest.Start(t)
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr
+	st, _ := source.NewConsul(cfg, "nfhost")
+	ctx := context.Background()
+	for _, h := range []string{"edge1", "edge2"} {
+		st.PutStatus(ctx, h, "acme", source.Status{Tenant: "acme", Host: h, State: "applied"})
+		st.PutStatus(ctx, h, source.HostStatusName, source.HostStatus{Host: h})
+	}
+	st.PutStatus(ctx, "edge1", "beta", source.Status{Tenant: "beta", State: "applied"})
+	keys, _, _ := a.Client.KV().Keys("nfhost/", "", nil)
+	want := "[nfhost/host-status/edge1 nfhost/host-status/edge2 nfhost/tenant-status/acme/edge1 nfhost/tenant-status/acme/edge2 nfhost/tenant-status/beta/edge1]"
+	if fmt.Sprint(keys) != want {
+		t.Fatalf("keys %v\nwant %s", keys, want)
+	}
+	acme, err := st.ListTenantStatus(ctx, "acme")
+	if err != nil || len(acme) != 2 || acme["edge2"] == nil {
+		t.Fatalf("acme's status: %v %v", acme, err)
+	}
+	one, _ := st.ListStatus(ctx, "edge1")
+	if len(one) != 1 || len(one["edge1"]) != 3 {
+		t.Fatalf("edge1's status: %v", one)
+	}
+	a.Put(t, "nfhost/status/edge1/acme", `{}`)
+	a.Put(t, "nfhost/status/edge1/_host", `{}`)
+	a.Put(t, "nfhost/status/edge2/acme", `{}`)
+	if removed, err := st.RemoveLegacyStatus(ctx, "edge1"); !removed || err != nil {
+		t.Fatalf("remove legacy: %v %v", removed, err)
+	}
+	left, _, _ := a.Client.KV().Keys("nfhost/status/", "", nil)
+	if fmt.Sprint(left) != "[nfhost/status/edge2/acme]" {
+		t.Fatalf("legacy keys left: %v (only edge1's may go)", left)
 	}
 }
