@@ -490,4 +490,3 @@ func (c *Consul) RemoveLegacyStatus(ctx context.Context, host string) (bool, err
 		return err
 	})
 }
-
