@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nfhost/nfhost/internal/doc"
-	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
@@ -284,7 +283,7 @@ with exit code 4 instead of being overwritten.`,
 			if err != nil {
 				return err
 			}
-			if err := st.PutControl(env.Ctx, nsd.ConfirmKey(chost), []byte(token)); err != nil {
+			if err := st.PutControl(env.Ctx, source.ConfirmKey(chost), []byte(token)); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "confirmed deletes on %s (token %s)\n", chost, token)

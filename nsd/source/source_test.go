@@ -190,3 +190,11 @@ func TestConsulHungAnswersWithTimeout(t *testing.T) {
 		t.Fatal("a hung consul was not reported while blocking queries hang")
 	}
 }
+
+// ConfirmKey is part of the store layout: nsd and nsctl must agree on it,
+// and operators write it by hand with consul kv put.
+func TestConfirmKey(t *testing.T) {
+	if got := source.ConfirmKey("edge1"); got != "confirm-deletes/edge1" {
+		t.Fatalf("ConfirmKey(edge1) = %q", got)
+	}
+}
