@@ -1,19 +1,18 @@
-// Package cli holds the nsd and nsctl commands as functions that tests can
-// call; cmd/nsd and cmd/nsctl only hand them os.Args and the standard streams.
+// Package cli holds the nsd and nfcustomer commands as functions that tests
+// can call; cmd/nsd and cmd/nfcustomer only hand them os.Args and the
+// standard streams. (nsctl lives in cmd/nsctl.)
 package cli
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
-	"maps"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
@@ -40,7 +39,7 @@ const (
 	ExitNotFound = 5 // the tenant or key does not exist
 )
 
-// storeFlags are shared by nsd and nsctl.
+// storeFlags are nsd's store flags.
 type storeFlags struct {
 	source     string
 	consulAddr string
@@ -75,57 +74,27 @@ func (f *storeFlags) open(env Env) (source.Store, error) {
 	}
 }
 
-// read opens the store and reads one snapshot.
-func (f *storeFlags) read(env Env) (source.Store, source.Snapshot, error) {
-	st, err := f.open(env)
-	if err != nil {
-		return nil, source.Snapshot{}, err
-	}
-	snap, err := st.Read(env.Ctx)
-	return st, snap, err
-}
-
-// status opens the store and lists status documents (of one host or all).
-func (f *storeFlags) status(env Env, host string) (map[string]map[string]json.RawMessage, error) {
-	st, err := f.open(env)
-	if err != nil {
-		return nil, err
-	}
-	return st.ListStatus(env.Ctx, host)
-}
-
-// tenantStatuses returns a tenant's status from each host (one host if
-// set), sorted by host, keeping those keep accepts; none is ErrNotFound
-// with what (e.g. "no status").
-func (f *storeFlags) tenantStatuses(env Env, host, tenant, what string, keep func(source.Status) bool) ([]hostStatus, error) {
-	all, err := f.status(env, host)
-	if err != nil {
-		return nil, err
-	}
-	var out []hostStatus
-	for _, h := range slices.Sorted(maps.Keys(all)) {
-		var s source.Status
-		raw, ok := all[h][tenant]
-		if !ok || json.Unmarshal(raw, &s) != nil || keep != nil && !keep(s) {
-			continue
-		}
-		out = append(out, hostStatus{h, s})
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s for tenant %s: %w", what, tenant, source.ErrNotFound)
-	}
-	return out, nil
-}
-
-type hostStatus struct {
-	host string
-	source.Status
-}
-
 type usageErr struct{ msg string }
 
 func (e usageErr) Error() string { return e.msg }
 
 func usageError(format string, args ...any) error {
 	return usageErr{msg: sprintf(format, args...)}
+}
+
+// exitFor maps an error to an exit code.
+func exitFor(err error) int {
+	var fe *doc.FieldError
+	var fes doc.Errors
+	switch {
+	case errors.Is(err, source.ErrConflict):
+		return ExitConflict
+	case errors.Is(err, source.ErrNotFound):
+		return ExitNotFound
+	case errors.As(err, &fe), errors.As(err, &fes):
+		return ExitInvalid
+	case errors.Is(err, errOnceFailed):
+		return ExitFailure
+	}
+	return ExitFailure
 }
