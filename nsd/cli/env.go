@@ -1,6 +1,6 @@
-// Package cli holds the nsd and nfcustomer commands as functions that tests
-// can call; cmd/nsd and cmd/nfcustomer only hand them os.Args and the
-// standard streams. (nsctl lives in cmd/nsctl.)
+// Package cli holds the nsd command as a function that tests can call;
+// cmd/nsd only hands it os.Args and the standard streams. (nsctl and
+// nfcustomer live in cmd/nsctl and cmd/nfcustomer.)
 package cli
 
 import (
