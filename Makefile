@@ -19,7 +19,7 @@ test: deps check check-generated build
 	NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 -timeout 20m ./...
 
 test-unit:
-	$(GO) test -count=1 -short ./nsd/... ./internal/... ./firewall/lang/... ./dos/detect/...
+	$(GO) test -count=1 -short ./cmd/... ./nsd/... ./internal/... ./firewall/lang/... ./dos/detect/...
 
 test-kernel: deps
 	NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 ./routing/... ./dos/... ./tunnels/... ./firewall/... ./e2e/...
@@ -28,6 +28,7 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/layering/
 
 # BPF C is compiled by bpf2go (a go tool in go.mod) with Debian's clang;
 # the generated Go and objects are committed so that go build needs no clang.

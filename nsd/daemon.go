@@ -90,7 +90,7 @@ type Options struct {
 
 // ConfirmKey is the control key an operator writes the confirm token to:
 // <prefix>/control/confirm-deletes/<host>.
-func ConfirmKey(host string) string { return "confirm-deletes/" + host }
+func ConfirmKey(host string) string { return source.ConfirmKey(host) }
 
 type applied struct {
 	index    uint64 // ModifyIndex of the network key that is in force

@@ -7,11 +7,11 @@ import (
 	"os"
 	"os/signal"
 
-	"github.com/nfhost/nfhost/nsd/cli"
+	"github.com/nfhost/nfhost/internal/cliutil"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	os.Exit(cli.Customer(cli.StdEnv(ctx), os.Args[1:]))
+	os.Exit(nfcustomer(cliutil.StdEnv(ctx), os.Args[1:]))
 }

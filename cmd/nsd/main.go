@@ -7,11 +7,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nfhost/nfhost/nsd/cli"
+	"github.com/nfhost/nfhost/internal/cliutil"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	os.Exit(cli.NSD(cli.StdEnv(ctx), os.Args[1:]))
+	os.Exit(run(cliutil.StdEnv(ctx), os.Args[1:]))
 }

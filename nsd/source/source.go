@@ -166,6 +166,12 @@ type HostStatus struct {
 	DoSGlobalError string `json:"dos_global_error,omitempty"`
 }
 
+// ConfirmKey is the control key an operator writes a host's confirm token
+// to (<prefix>/control/confirm-deletes/<host>) to let the deletions its
+// mass-delete guard holds through. nsd reads it; nsctl confirm-deletes
+// writes it.
+func ConfirmKey(host string) string { return "confirm-deletes/" + host }
+
 // backoff doubles from 250ms to 4s, with up to 25% jitter so that a fleet
 // does not retry in lockstep after an outage. The cap bounds how long nsd
 // lags behind a recovered store.

@@ -229,3 +229,11 @@ func TestConsulStatusLayout(t *testing.T) {
 		t.Fatalf("legacy keys left: %v (only edge1's may go)", left)
 	}
 }
+
+// ConfirmKey is part of the store layout: nsd and nsctl must agree on it,
+// and operators write it by hand with consul kv put.
+func TestConfirmKey(t *testing.T) {
+	if got := source.ConfirmKey("edge1"); got != "confirm-deletes/edge1" {
+		t.Fatalf("ConfirmKey(edge1) = %q", got)
+	}
+}

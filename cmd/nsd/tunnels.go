@@ -1,16 +1,12 @@
-package cli
+package main
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
-	"slices"
-	"text/tabwriter"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -174,28 +170,4 @@ func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir str
 		pr.Close()
 		stop()
 	}, nil
-}
-
-// tunnelsCommand is nsctl tunnels: each host's view of a tenant's tunnels.
-func tunnelsCommand(env Env, sf *storeFlags) *cobra.Command {
-	var host string
-	cmd := &cobra.Command{Use: "tunnels TENANT [--host H]", Short: "tunnel health (state, loss, RTT) and counters as reported by each host",
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			sts, err := sf.tenantStatuses(env, host, args[0], "no status", nil)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tTUNNEL\tSTATE\tLOSS\tRTT\tRX\tTX\tDROPS")
-			for _, s := range sts {
-				for _, name := range slices.Sorted(maps.Keys(s.Tunnels)) {
-					t := s.Tunnels[name]
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f%%\t%.2fms\t%d\t%d\t%d\n", s.host, name, t.State, t.LossPercent, t.RTTMillis, t.RxPackets, t.TxPackets, t.Drops)
-				}
-			}
-			return tw.Flush()
-		}}
-	cmd.Flags().StringVar(&host, "host", "", "only this host")
-	return cmd
 }

@@ -1,10 +1,7 @@
-package cli
+package main
 
 import (
 	"errors"
-	"fmt"
-	"io"
-	"os"
 
 	"github.com/nfhost/nfhost/nsd/source"
 )
@@ -28,19 +25,4 @@ func casEdit[C any](read func() (C, uint64, error), write func(C, uint64) error,
 			return err
 		}
 	}
-}
-
-// readDocFile reads a document given with -f (- is stdin).
-func readDocFile(file string) ([]byte, error) {
-	var b []byte
-	var err error
-	if file == "-" {
-		b, err = io.ReadAll(os.Stdin)
-	} else {
-		b, err = os.ReadFile(file)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", file, err)
-	}
-	return b, nil
 }

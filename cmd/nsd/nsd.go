@@ -1,0 +1,242 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netns"
+
+	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/cliutil"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nlh"
+	"github.com/nfhost/nfhost/internal/owned"
+	"github.com/nfhost/nfhost/nsd"
+	"github.com/nfhost/nfhost/routing"
+)
+
+// run runs nsd with args (without the program name) and returns the
+// process exit code.
+func run(env cliutil.Env, args []string) int {
+	return cliutil.Execute(env, nsdCommand(env, &nsdFlags{}), args)
+}
+
+// nsdFlags are nsd's flags.
+type nsdFlags struct {
+	store          cliutil.StoreFlags
+	hostID         string
+	hostNetns      string
+	uplink         string
+	nsPrefix       string
+	resync         time.Duration
+	metricsAddr    string
+	logLevel       string
+	once           bool
+	maxDelFraction float64
+	confirmDeletes bool
+	xdpMode        string
+	pinDir         string
+	probeAddr      string
+}
+
+// nsdCommand is nsd's command; it parses its flags into f.
+func nsdCommand(env cliutil.Env, f *nsdFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "nsd",
+		Short: "nfhost edge daemon: reconciles tenant namespaces, veths and policy routing from Consul KV",
+		Long: `nsd watches tenant configs (Consul KV, or a directory) and reconciles the kernel toward them:
+per tenant a network namespace joined to the host by a veth pair, policy routing
+(nft mark + ip rule + per-tenant table) that steers the tenant's prefixes into it, the
+tenant's nftables firewall inside it, and, with --uplink, one shared XDP DoS layer on
+the uplink (drop lists, signatures, rate limits, sampling, automatic mitigation) from
+dos/global and tenants/<t>/dos, and the eBPF GRE datapath for the tenants' anycast tunnels
+(tcx decap on the uplink, encap per tunnel, routes, health checks from --probe-address).
+
+It never tears down the datapath on exit; a restart with unchanged config changes nothing.`,
+		Example: `  nsd --source consul --consul-addr 127.0.0.1:8500 --host-id edge1 --uplink eth0
+  nsd --source dir --config-dir /etc/nfhost/tenants --once`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return runDaemon(env, f) },
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func (f *nsdFlags) register(cmd *cobra.Command) {
+	hostname, _ := os.Hostname()
+	fl := cmd.Flags()
+	fl.StringVar(&f.store.Source, "source", "dir", "configuration source: consul or dir")
+	fl.StringVar(&f.store.ConsulAddr, "consul-addr", "", "Consul HTTP address (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500; token and TLS from CONSUL_HTTP_*)")
+	fl.StringVar(&f.store.KVPrefix, "kv-prefix", "nfhost", "Consul KV prefix")
+	fl.StringVar(&f.store.ConfigDir, "config-dir", "/etc/nfhost/tenants", "directory source: DIR/<tenant>/network.json")
+	fl.StringVar(&f.store.StateDir, "state-dir", "/var/lib/nfhost", "where the directory source writes status")
+	fl.StringVar(&f.hostID, "host-id", hostname, "this edge server's ID (status keys, control keys)")
+	fl.StringVar(&f.hostNetns, "host-netns", "", "operate on this named network namespace as the host (empty: nsd's own)")
+	fl.StringVar(&f.uplink, "uplink", "", "uplink interface in the host namespace; the XDP DoS layer attaches to it (empty: no DoS layer)")
+	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "XDP attach mode on the uplink: native, generic, or auto (native, falling back to generic with a warning)")
+	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "bpffs directory for the DoS layer's and GRE datapath's pinned maps and links (default /sys/fs/bpf/nfhost/<host-id>)")
+	fl.StringVar(&f.probeAddr, "probe-address", "", "this server's unicast IPv4 address: tunnel health checks are answered to it (default: the uplink's first IPv4 address)")
+	fl.StringVar(&f.nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
+	fl.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9469")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.BoolVar(&f.once, "once", false, "reconcile once, print a per-tenant summary and exit (non-zero if any tenant failed)")
+	fl.Float64Var(&f.maxDelFraction, "max-delete-fraction", 0.2, "hold a pass that would delete more than this share of the host's tenants")
+	fl.BoolVar(&f.confirmDeletes, "confirm-deletes", false, "let deletions held by the mass-delete guard through")
+}
+
+// check validates the flags and fills in the defaults that depend on
+// other flags. It runs before anything privileged, so that a usage error
+// reads as one whoever runs nsd.
+func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
+	var level slog.Level
+	var probe netip.Addr
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return level, probe, cliutil.Usagef("--log-level: %v", err)
+	}
+	if f.maxDelFraction <= 0 || f.maxDelFraction > 1 {
+		return level, probe, cliutil.Usagef("--max-delete-fraction must be in (0, 1], got %v", f.maxDelFraction)
+	}
+	if f.hostID == "" || strings.ContainsAny(f.hostID, "/ ") {
+		return level, probe, cliutil.Usagef("--host-id must be non-empty without '/' or spaces, got %q", f.hostID)
+	}
+	if f.store.Source != "consul" && f.store.Source != "dir" {
+		return level, probe, cliutil.Usagef("--source must be consul or dir, got %q", f.store.Source)
+	}
+	if f.resync < 0 {
+		return level, probe, cliutil.Usagef("--resync-interval must be 0 (off) or positive, got %v", f.resync)
+	}
+	if err := owned.ValidateNSPrefix(f.nsPrefix); err != nil {
+		return level, probe, cliutil.Usagef("--ns-prefix: %v", err)
+	}
+	if f.probeAddr != "" {
+		var err error
+		if probe, err = netip.ParseAddr(f.probeAddr); err != nil || !probe.Is4() {
+			return level, probe, cliutil.Usagef("--probe-address: want an IPv4 address, got %q", f.probeAddr)
+		}
+	}
+	switch dos.Mode(f.xdpMode) {
+	case dos.ModeNative, dos.ModeGeneric, dos.ModeAuto:
+	default:
+		return level, probe, cliutil.Usagef("--xdp-mode must be native, generic or auto, got %q", f.xdpMode)
+	}
+	if f.pinDir == "" {
+		f.pinDir = filepath.Join(bpfpin.BPFFS, "nfhost", f.hostID)
+	}
+	return level, probe, nil
+}
+
+// runDaemon builds the subsystems the flags ask for and runs the daemon
+// until env.Ctx ends, or with --once for one pass.
+func runDaemon(env cliutil.Env, f *nsdFlags) error {
+	level, probe, err := f.check()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level})).With("host", f.hostID)
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("nsd must run as root: it creates network namespaces and programs netlink and nftables (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+	}
+	store, err := f.store.Open()
+	if err != nil {
+		return err
+	}
+	hostNS := netns.None()
+	if f.hostNetns != "" {
+		if hostNS, err = namedns.Open(namedns.DefaultDir, f.hostNetns); err != nil {
+			return fmt.Errorf("--host-netns: %w", err)
+		}
+		defer hostNS.Close()
+	}
+	if f.uplink != "" {
+		if err := checkUplink(hostNS, f.uplink); err != nil {
+			return err
+		}
+	}
+	rec, err := routing.New(routing.Config{HostNS: hostNS, NSPrefix: f.nsPrefix, Logger: log})
+	if err != nil {
+		return fmt.Errorf("start routing: %w", err)
+	}
+	defer rec.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := nsd.NewMetrics(reg)
+	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
+		MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
+	if f.uplink != "" {
+		stop, err := startUplink(env.Ctx, f, hostNS, probe, log, reg, &opts)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	} else {
+		log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
+	}
+	d := nsd.New(opts)
+
+	if f.once {
+		rs, err := d.Once(env.Ctx)
+		if err != nil {
+			return err
+		}
+		printOnce(env.Stdout, rs)
+		if nsd.Failed(rs) {
+			return errOnceFailed
+		}
+		return nil
+	}
+	if f.metricsAddr != "" {
+		stop, err := serveMetrics(f.metricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	log.Info("nsd started", "source", f.store.Source, "host_netns", f.hostNetns, "uplink", f.uplink)
+	return d.Run(env.Ctx)
+}
+
+// errOnceFailed is --once's error when a tenant failed (exit 1).
+var errOnceFailed = errors.New("one or more tenants failed")
+
+// printOnce writes --once's per-tenant summary.
+func printOnce(out io.Writer, rs []nsd.Result) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT\tSTATE\tCHANGES\tERROR")
+	for _, r := range rs {
+		msg := ""
+		if r.Err != nil {
+			msg = r.Err.Error()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Tenant, r.State, r.Changes, msg)
+	}
+	tw.Flush()
+}
+
+func checkUplink(hostNS netns.NsHandle, name string) error {
+	h, err := nlh.New(hostNS, false)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(name); err != nil {
+		return fmt.Errorf("--uplink %q: no such interface in the host namespace: %w", name, err)
+	}
+	return nil
+}

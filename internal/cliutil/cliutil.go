@@ -1,0 +1,145 @@
+// Package cliutil is what nfhost's command-line programs (nsd, nsctl,
+// nfcustomer) share: the process environment a command runs in, the exit
+// codes scripts rely on, usage errors, and opening the configuration store
+// the --source flags select.
+//
+// It links no kernel code (no netlink, nftables or BPF): nsctl, which only
+// talks to Consul or a directory, depends on it.
+package cliutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/spf13/cobra"
+
+	"github.com/nfhost/nfhost/internal/doc"
+	"github.com/nfhost/nfhost/nsd/source"
+)
+
+// Env is what a command may touch of its process. Tests fill it with
+// buffers; main passes StdEnv.
+type Env struct {
+	Ctx    context.Context
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// StdEnv is the real process environment.
+func StdEnv(ctx context.Context) Env {
+	return Env{Ctx: ctx, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+}
+
+// Exit codes scripts can rely on.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1 // the operation failed (kernel, store unreachable, ...)
+	ExitUsage    = 2 // bad flags or arguments
+	ExitInvalid  = 3 // the configuration is invalid
+	ExitConflict = 4 // a check-and-set lost a race; read again and retry
+	ExitNotFound = 5 // the tenant or key does not exist
+)
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// Usagef returns an error that exits with ExitUsage.
+func Usagef(format string, args ...any) error {
+	return usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// ExitCode maps a command's error to the process exit code. A cancelled
+// context (SIGTERM, ^C) is a clean exit.
+func ExitCode(err error) int {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return ExitOK
+	}
+	var ue usageError
+	var fe *doc.FieldError
+	var fes doc.Errors
+	switch {
+	case errors.As(err, &ue) || cobraUsage(err):
+		return ExitUsage
+	case errors.Is(err, source.ErrConflict):
+		return ExitConflict
+	case errors.Is(err, source.ErrNotFound):
+		return ExitNotFound
+	case errors.As(err, &fe), errors.As(err, &fes):
+		return ExitInvalid
+	}
+	return ExitFailure
+}
+
+// cobraUsage recognises cobra's own argument and flag errors, which are
+// plain errors known only by their text.
+func cobraUsage(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"unknown flag", "unknown command", "accepts ", "required flag"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Execute runs cmd with args in env, prints an error as "error: ..." on
+// stderr and returns the exit code.
+func Execute(env Env, cmd *cobra.Command, args []string) int {
+	cmd.SetArgs(args)
+	cmd.SetIn(env.Stdin)
+	cmd.SetOut(env.Stdout)
+	cmd.SetErr(env.Stderr)
+	err := cmd.ExecuteContext(env.Ctx)
+	code := ExitCode(err)
+	if code != ExitOK {
+		fmt.Fprintln(env.Stderr, "error:", err)
+	}
+	return code
+}
+
+// StoreFlags select and address the configuration store. nsd and nsctl
+// register them with their own defaults and help texts.
+type StoreFlags struct {
+	Source     string // consul or dir
+	ConsulAddr string // empty: $CONSUL_HTTP_ADDR or Consul's default
+	KVPrefix   string
+	ConfigDir  string // directory store: tenant configs
+	StateDir   string // directory store: status
+	// Timeout bounds each Consul request that does not block by design;
+	// 0 keeps the store's default.
+	Timeout time.Duration
+}
+
+// Open opens the store the flags select. Bad flag values are usage errors.
+func (f *StoreFlags) Open() (source.Store, error) {
+	switch f.Source {
+	case "consul":
+		cfg := api.DefaultConfig() // honours CONSUL_HTTP_ADDR, _TOKEN, _SSL, CONSUL_CACERT, ...
+		if f.ConsulAddr != "" {
+			cfg.Address = f.ConsulAddr
+		}
+		c, err := source.NewConsul(cfg, f.KVPrefix)
+		if err != nil {
+			return nil, err
+		}
+		if f.Timeout < 0 {
+			return nil, Usagef("--timeout must not be negative, got %v", f.Timeout)
+		}
+		if f.Timeout > 0 {
+			c.Timeout = f.Timeout
+		}
+		return c, nil
+	case "dir":
+		return source.NewDir(f.ConfigDir, f.StateDir), nil
+	default:
+		return nil, Usagef("--source must be consul or dir, got %q", f.Source)
+	}
+}
