@@ -88,10 +88,6 @@ type Options struct {
 	Now func() time.Time
 }
 
-// ConfirmKey is the control key an operator writes the confirm token to:
-// <prefix>/control/confirm-deletes/<host>.
-func ConfirmKey(host string) string { return source.ConfirmKey(host) }
-
 type applied struct {
 	index    uint64 // ModifyIndex of the network key that is in force
 	spec     rtspec.TenantSpec
@@ -655,7 +651,7 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 	}
 	if reason := d.guard(ctx, gone, len(running), len(s.Tenants), s.StoreReset); reason != "" {
 		token := d.setHold(gone, reason)
-		if string(s.Control[ConfirmKey(d.o.HostID)].Value) == token && token != d.hold.spent || d.hold.flag {
+		if string(s.Control[source.ConfirmKey(d.o.HostID)].Value) == token && token != d.hold.spent || d.hold.flag {
 			d.log.Warn("held deletions confirmed by the operator", "deletes", len(gone), "token", token)
 			d.hold.spent, d.hold.flag = token, false
 			d.setHold(nil, "")

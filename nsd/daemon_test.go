@@ -262,12 +262,12 @@ func TestMassDeleteGuard(t *testing.T) {
 		t.Fatalf("host status %+v", hs)
 	}
 	// A wrong token does nothing; the right one lets it through.
-	h.snap.Control[ConfirmKey("edge1")] = source.Entry{Value: []byte("nope")}
+	h.snap.Control[source.ConfirmKey("edge1")] = source.Entry{Value: []byte("nope")}
 	h.pass(t, false)
 	if len(h.k.deletes) != 0 {
 		t.Fatal("wrong token accepted")
 	}
-	h.snap.Control[ConfirmKey("edge1")] = source.Entry{Value: []byte(hs.ConfirmToken)}
+	h.snap.Control[source.ConfirmKey("edge1")] = source.Entry{Value: []byte(hs.ConfirmToken)}
 	h.pass(t, false)
 	if len(h.k.deletes) != 9 || len(h.k.specs) != 0 {
 		t.Fatalf("confirmed deletes: %v", h.k.deletes)

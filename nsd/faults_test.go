@@ -53,7 +53,7 @@ func TestConfirmationIsSingleUse(t *testing.T) {
 	h.snap.Tenants = map[string]map[string]source.Entry{}
 	h.pass(t, false)
 	hs := h.store.status[source.HostStatusName].(source.HostStatus)
-	h.snap.Control[ConfirmKey("edge1")] = source.Entry{Value: []byte(hs.ConfirmToken)}
+	h.snap.Control[source.ConfirmKey("edge1")] = source.Entry{Value: []byte(hs.ConfirmToken)}
 	h.pass(t, false)
 	if len(h.k.deletes) != 5 {
 		t.Fatalf("confirmed deletes: %v", h.k.deletes)

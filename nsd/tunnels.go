@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/tunnels"
 )
@@ -16,21 +15,6 @@ type Tunnels interface {
 	Remove(tenant string) ([]string, error)
 	// Status reports each tunnel of a tenant: health and counters.
 	Status(tenant string) map[string]source.TunnelStatus
-}
-
-// TunnelSpec converts a validated network document into the tunnel
-// subsystem's spec for the tenant's namespace.
-func TunnelSpec(tenant, namespace string, n config.ValidNetwork) tunnels.TenantSpec {
-	s := tunnels.TenantSpec{Tenant: tenant, Namespace: namespace}
-	for _, t := range n.Tunnels {
-		s.Tunnels = append(s.Tunnels, tunnels.Tunnel{Name: t.Name, Local: t.Anycast, Remote: t.Customer, Addr: t.Addr, Peer: t.Peer,
-			MTU: t.MTU, TTL: t.TTL, MSS: t.MSS,
-			Health: tunnels.HealthSpec{Enabled: t.Health, Type: t.Type, Target: t.Target, Interval: t.Interval}})
-	}
-	for _, r := range n.Routes {
-		s.Routes = append(s.Routes, tunnels.Route{Prefix: r.Prefix, Nexthop: r.Nexthop, Tunnel: r.Tunnel, Priority: r.Priority, Weight: r.Weight})
-	}
-	return s
 }
 
 // tunnelsSub adapts the GRE tunnel subsystem to Subsystem. A tenant with
@@ -54,7 +38,7 @@ func (s *tunnelsSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 	}
 	// Always Apply, even without tunnels: a restarted nsd may find tunnels
 	// of a tenant whose config dropped them, and the empty spec removes them.
-	changes, err := s.t.Apply(ctx, TunnelSpec(t.ID, t.Plan.Routing.Namespace, n))
+	changes, err := s.t.Apply(ctx, tunnels.SpecFrom(t.ID, t.Plan.Routing.Namespace, n.Tunnels, n.Routes))
 	if err != nil {
 		return changes, fmt.Errorf("apply tunnels: %w", err)
 	}

@@ -3,6 +3,8 @@ package tunnels
 import (
 	"net/netip"
 	"time"
+
+	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // Health penalties added to a route's priority.
@@ -89,4 +91,19 @@ func PlanRoutes(routes []Route, penalty func(tunnel string) int) []RouteSet {
 		out = append(out, *byPrefix[p])
 	}
 	return out
+}
+
+// SpecFrom is the tunnel spec of a tenant's validated network document
+// (its tunnels and routes) for the tenant's namespace.
+func SpecFrom(tenant, namespace string, ts []tunspec.ValidTunnel, rs []tunspec.ValidRoute) TenantSpec {
+	s := TenantSpec{Tenant: tenant, Namespace: namespace}
+	for _, t := range ts {
+		s.Tunnels = append(s.Tunnels, Tunnel{Name: t.Name, Local: t.Anycast, Remote: t.Customer, Addr: t.Addr, Peer: t.Peer,
+			MTU: t.MTU, TTL: t.TTL, MSS: t.MSS,
+			Health: HealthSpec{Enabled: t.Health, Type: t.Type, Target: t.Target, Interval: t.Interval}})
+	}
+	for _, r := range rs {
+		s.Routes = append(s.Routes, Route{Prefix: r.Prefix, Nexthop: r.Nexthop, Tunnel: r.Tunnel, Priority: r.Priority, Weight: r.Weight})
+	}
+	return s
 }

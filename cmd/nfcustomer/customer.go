@@ -12,7 +12,6 @@ import (
 	"github.com/nfhost/nfhost/internal/cliutil"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/internal/namedns"
-	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/tunnels"
 	"github.com/nfhost/nfhost/tunnels/tunspec"
@@ -77,7 +76,7 @@ func runCustomer(env cliutil.Env, f customerFlags) error {
 	if err != nil {
 		return err
 	}
-	spec := nsd.TunnelSpec("customer", f.router, vn)
+	spec := tunnels.SpecFrom("customer", f.router, vn.Tunnels, vn.Routes)
 	hostNS, err := namedns.Open(namedns.DefaultDir, f.netns)
 	if err != nil {
 		return fmt.Errorf("--netns: %w", err)
