@@ -114,15 +114,20 @@ type hostStatus struct {
 // set), sorted by host, keeping those keep accepts; none is ErrNotFound
 // with what (e.g. "no status").
 func (c *ctl) tenantStatuses(host, tenant, what string, keep func(source.Status) bool) ([]hostStatus, error) {
-	all, err := c.status(host)
+	st, err := c.open()
+	if err != nil {
+		return nil, err
+	}
+	// One tenant's prefix: what a tenant's own token may read.
+	all, err := st.ListTenantStatus(c.Ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	var out []hostStatus
 	for _, h := range slices.Sorted(maps.Keys(all)) {
 		var s source.Status
-		raw, ok := all[h][tenant]
-		if !ok || json.Unmarshal(raw, &s) != nil || keep != nil && !keep(s) {
+		raw := all[h]
+		if host != "" && h != host || json.Unmarshal(raw, &s) != nil || keep != nil && !keep(s) {
 			continue
 		}
 		out = append(out, hostStatus{h, s})
