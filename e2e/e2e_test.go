@@ -353,15 +353,7 @@ func TestConsulOutageAndMassDeleteGuard(t *testing.T) {
 	if got := l.kernelState(); got != state {
 		t.Fatalf("a wiped store changed the kernel:\n%s\n---\n%s", state, got)
 	}
-	out, _ := l.nsctl("status", "--host", l.hostID)
-	i := strings.Index(out, "--token ")
-	if i < 0 {
-		t.Fatalf("no token in status:\n%s", out)
-	}
-	token := strings.Fields(out[i+len("--token "):])[0]
-	if out, code := l.nsctl("confirm-deletes", "--host", l.hostID, "--token", token); code != 0 {
-		t.Fatalf("confirm: %d %s", code, out)
-	}
+	l.confirmDeletes()
 	eventually(t, "deletes after confirmation", func() bool {
 		return !strings.Contains(l.edge.MustExec(t, "ip", "-o", "link", "show"), "nfv")
 	})

@@ -80,6 +80,15 @@ func (l *lab) token() string {
 	return strings.Fields(out[i+len("--token "):])[0]
 }
 
+// confirmDeletes lets the host's held deletions through with the token its
+// status shows.
+func (l *lab) confirmDeletes() {
+	l.t.Helper()
+	if out, code := l.nsctl("confirm-deletes", "--host", l.hostID, "--token", l.token()); code != 0 {
+		l.t.Fatalf("confirm: %d %s", code, out)
+	}
+}
+
 func (l *lab) waitApplied(ids ...string) {
 	l.t.Helper()
 	for _, id := range ids {
@@ -172,9 +181,7 @@ func TestNewConsulClusterHoldsOnlyTenant(t *testing.T) {
 	if l.namespaces() != 1 {
 		t.Fatal("the only tenant was deleted after Consul came back empty")
 	}
-	if out, code := l.nsctl("confirm-deletes", "--host", l.hostID, "--token", l.token()); code != 0 {
-		t.Fatalf("confirm: %d %s", code, out)
-	}
+	l.confirmDeletes()
 	eventually(t, "deleted after the confirmation", func() bool { return l.namespaces() == 0 })
 }
 
@@ -317,9 +324,7 @@ func TestKilledDuringColdStart(t *testing.T) {
 		out, _ := l.nsctl("status", "--host", l.hostID)
 		return strings.Contains(out, "HOLDING")
 	})
-	if out, code := l.nsctl("confirm-deletes", "--host", l.hostID, "--token", l.token()); code != 0 {
-		t.Fatalf("confirm: %d %s", code, out)
-	}
+	l.confirmDeletes()
 	eventuallyFor(t, 60*time.Second, "everything removed", func() bool {
 		ns, links, rules, elems := count()
 		return ns == 0 && links == 0 && rules == 0 && elems == 0

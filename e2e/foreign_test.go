@@ -79,14 +79,7 @@ func TestForeignNamespacesSurviveNSD(t *testing.T) {
 	if !strings.Contains(out, "HOLDING deletion of 3 tenants") {
 		t.Errorf("hold does not count exactly nsd's three tenants:\n%s", out)
 	}
-	i := strings.Index(out, "--token ")
-	if i < 0 {
-		t.Fatalf("no token in status:\n%s", out)
-	}
-	token := strings.Fields(out[i+len("--token "):])[0]
-	if out, code := l.nsctl("confirm-deletes", "--host", l.hostID, "--token", token); code != 0 {
-		t.Fatalf("confirm: %d %s", code, out)
-	}
+	l.confirmDeletes()
 	eventually(t, "tenants deleted after confirmation", func() bool {
 		names, _ := namedns.List(namedns.DefaultDir, prefix+"t")
 		return len(names) == 0 && !strings.Contains(l.edge.MustExec(t, "ip", "-o", "link", "show"), "nfv")
