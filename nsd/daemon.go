@@ -385,10 +385,14 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	// pass leaves it as it is and a later one applies its latest keys.
 	var todo []string
 	d.pace.startPass(start)
+	paced := map[string]bool{}
 	for id, keys := range s.Tenants {
 		changed := d.seen[id] != fingerprint(keys)
-		if !full && changed && !d.pace.take(id, start) {
-			continue
+		if !full && changed {
+			if !d.pace.take(id, start) {
+				continue
+			}
+			paced[id] = true
 		}
 		if full || d.failed[id] || changed {
 			todo = append(todo, id)
@@ -412,8 +416,12 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	slots := d.slots()
 	for _, id := range todo {
 		keys := s.Tenants[id]
+		t0 := d.o.Now()
 		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full))
 		d.seen[id] = fingerprint(keys)
+		if paced[id] {
+			d.pace.charge(id, d.o.Now().Sub(t0))
+		}
 	}
 	for _, sub := range d.subs {
 		if f, ok := sub.(PassFinisher); ok {

@@ -9,6 +9,9 @@ import (
 const (
 	DefaultMinApplyInterval = 250 * time.Millisecond
 	DefaultApplyBurst       = 4
+	// CostShare: in the long run one tenant's paced changes take at most
+	// 1/CostShare of the daemon's time.
+	CostShare = 10
 )
 
 // pacer coalesces one tenant's bursts of changes so that they cannot keep
@@ -20,6 +23,12 @@ const (
 // is due, which applies whatever keys the tenant has by then. A tenant
 // writing 100 times a second is thus applied about 1/interval times a
 // second, with its latest keys, and never loses its last write.
+//
+// A change also costs the bucket what it cost the daemon: CostShare times
+// the time its apply took, when that is more than the interval, so that a
+// tenant whose documents are expensive (a 100,000-entry list rewritten in
+// a loop) keeps nsd busy at most 1/CostShare of the time, not 4 applies of
+// whatever size a second.
 //
 // Only changes in incremental passes are paced: full passes (start, resync)
 // apply every tenant, and a failed tenant with unchanged keys is retried on
@@ -54,6 +63,17 @@ func (p *pacer) take(id string, now time.Time) bool {
 	}
 	p.tat[id] = tat.Add(p.interval)
 	return true
+}
+
+// charge bills tenant id for a change that took took to apply, beyond the
+// interval take already billed.
+func (p *pacer) charge(id string, took time.Duration) {
+	if p.interval <= 0 {
+		return
+	}
+	if extra := CostShare*took - p.interval; extra > 0 {
+		p.tat[id] = p.tat[id].Add(extra)
+	}
 }
 
 // startPass forgets the previous pass's deferrals (each pass decides them

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 // fakeClock is Options.Now for tests that step time by hand.
@@ -209,5 +210,49 @@ func TestRunAppliesDeferredWithoutNewSnapshot(t *testing.T) {
 			t.Fatalf("the deferred change was never applied: status %+v, want index %d", st, want)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// slowKernel is a fakeKernel whose applies take cost on the fake clock.
+type slowKernel struct {
+	*fakeKernel
+	clk  *fakeClock
+	cost time.Duration
+}
+
+func (k slowKernel) Apply(ctx context.Context, s rtspec.TenantSpec) ([]string, error) {
+	k.clk.step(k.cost)
+	return k.fakeKernel.Apply(ctx, s)
+}
+
+// A tenant whose every apply takes 100 ms and who changes its keys every
+// 10 ms keeps the daemon busy about 1/CostShare of the time after its
+// burst, not 4 applies (40%) a second; its last write still lands.
+func TestPacerChargesExpensiveChanges(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1e9, 0)}
+	h := newHarness(t, Options{})
+	const cost = 100 * time.Millisecond
+	h.d = New(Options{HostID: "edge1", Store: h.store, Routing: slowKernel{h.k, clk, cost}, Now: clk.now})
+	h.put("heavy", "network", `{"prefixes": ["198.51.100.0/24"]}`)
+	h.pass(t, true)
+	h.resetCalls()
+	t0 := clk.t
+	var last string
+	for i := 0; clk.t.Sub(t0) < 10*time.Second; i++ {
+		clk.step(10 * time.Millisecond)
+		last = fmt.Sprintf("198.51.100.%d/32", i%256)
+		h.put("heavy", "network", fmt.Sprintf(`{"prefixes": [%q]}`, last))
+		h.pass(t, false)
+	}
+	busy := time.Duration(countOf(h.k.applies, "heavy")) * cost
+	if limit := clk.t.Sub(t0)/CostShare + DefaultApplyBurst*cost + cost; busy > limit {
+		t.Fatalf("busy %v with the heavy tenant over %v, want at most %v", busy, clk.t.Sub(t0), limit)
+	}
+	if due, ok := h.d.pace.next(); ok {
+		clk.t = due
+		h.pass(t, false)
+	}
+	if got := h.k.specs["heavy"].Prefixes[0].String(); got != last {
+		t.Fatalf("kernel has %s, last write %s", got, last)
 	}
 }
