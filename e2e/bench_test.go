@@ -356,7 +356,8 @@ func BenchmarkNSDMemory(b *testing.B) {
 // with NFHOST_BENCH_QUIET (default 100) quiet tenants, first alone and then
 // while a noisy neighbour with a 200-rule firewall rewrites it 100 times a
 // second, in the same run: real Consul, real nsd with the routing and
-// firewall reconcilers in a throw-away host namespace.
+// firewall reconcilers in a throw-away host namespace. A third phase runs
+// the neighbour against nsd with pacing off (MinApplyInterval < 0).
 func BenchmarkNoisyNeighbour(b *testing.B) {
 	nstest.RequireRoot(b)
 	agent := consultest.Start(b)
@@ -372,6 +373,12 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		noisy := l.latency(b, 50)
 		w.stop(b)
 		stop()
+		// The same with pacing off: what the coalescing buys.
+		stop = l.start(b, nsd.Options{MinApplyInterval: -1})
+		wu := l.startNoisy(b)
+		unpaced := l.latency(b, 50)
+		wu.stop(b)
+		stop()
 		b.ReportMetric(float64(n), "quiet-tenants")
 		b.ReportMetric(ms(alone[50]), "p50-alone-ms")
 		b.ReportMetric(ms(alone[99]), "p99-alone-ms")
@@ -381,6 +388,10 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 		b.ReportMetric(w.writesPerSec, "noisy-writes/s")
 		b.ReportMetric(w.appliesPerSec, "noisy-applies/s")
 		b.ReportMetric(ms(w.settle), "noisy-settle-ms")
+		b.ReportMetric(ms(unpaced[50]), "p50-unpaced-ms")
+		b.ReportMetric(ms(unpaced[99]), "p99-unpaced-ms")
+		b.ReportMetric(wu.appliesPerSec, "unpaced-applies/s")
+		b.ReportMetric(ms(w.applyMean), "fw-apply-ms")
 	}
 }
 
@@ -532,6 +543,9 @@ type noisyWriter struct {
 	writes                      int
 	last                        uint64
 	ok0                         float64
+	fwSum0                      float64
+	fwCount0                    uint64
+	applyMean                   time.Duration
 	writesPerSec, appliesPerSec float64
 	settle                      time.Duration
 }
@@ -540,6 +554,7 @@ type noisyWriter struct {
 // stop.
 func (l *noisyLab) startNoisy(b *testing.B) *noisyWriter {
 	w := &noisyWriter{l: l, quit: make(chan struct{}), done: make(chan struct{}), t0: time.Now(), ok0: l.firewallApplies(b)}
+	w.fwSum0, w.fwCount0 = histogram(b, l.reg, "nfhost_firewall_apply_duration_seconds")
 	id := fmt.Sprintf("t%d", l.n)
 	go func() {
 		defer close(w.done)
@@ -570,6 +585,22 @@ func (w *noisyWriter) stop(b *testing.B) {
 	w.writesPerSec = float64(w.writes) / secs
 	// Firewall applies while the neighbour wrote, less the quiet changes.
 	w.appliesPerSec = (w.l.firewallApplies(b) - w.ok0 - 50) / secs
+	sum, n := histogram(b, w.l.reg, "nfhost_firewall_apply_duration_seconds")
+	w.applyMean = time.Duration((sum - w.fwSum0) / float64(n-w.fwCount0) * float64(time.Second))
+}
+
+func histogram(b *testing.B, reg *prometheus.Registry, name string) (sum float64, count uint64) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleSum(), h.GetSampleCount()
+		}
+	}
+	return 0, 0
 }
 
 // firewallApplies reads nfhost_reconcile_total{subsys="firewall",result="ok"}.
