@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nftset"
 	"github.com/nfhost/nfhost/internal/nstest"
@@ -347,4 +349,279 @@ func BenchmarkNSDMemory(b *testing.B) {
 		b.ReportMetric(float64(n), "tenants")
 		b.ReportMetric(rssKB/1024, "rss-MiB")
 	}
+}
+
+// BenchmarkNoisyNeighbour: a quiet tenant's firewall PUT → nsd has applied
+// it (status applied with that firewall index), p50/p99 over 50 changes,
+// with NFHOST_BENCH_QUIET (default 100) quiet tenants, first alone and then
+// while a noisy neighbour with a 200-rule firewall rewrites it 100 times a
+// second, in the same run: real Consul, real nsd with the routing and
+// firewall reconcilers in a throw-away host namespace. A third phase runs
+// the neighbour against nsd with pacing off (MinApplyInterval < 0).
+func BenchmarkNoisyNeighbour(b *testing.B) {
+	nstest.RequireRoot(b)
+	agent := consultest.Start(b)
+	n := 100
+	if v, err := strconv.Atoi(os.Getenv("NFHOST_BENCH_QUIET")); err == nil && v > 0 {
+		n = v
+	}
+	for i := 0; i < b.N; i++ {
+		l := newNoisyLab(b, agent, n)
+		stop := l.start(b, nsd.Options{})
+		alone := l.latency(b, 50)
+		w := l.startNoisy(b)
+		noisy := l.latency(b, 50)
+		w.stop(b)
+		stop()
+		// The same with pacing off: what the coalescing buys.
+		stop = l.start(b, nsd.Options{MinApplyInterval: -1})
+		wu := l.startNoisy(b)
+		unpaced := l.latency(b, 50)
+		wu.stop(b)
+		stop()
+		b.ReportMetric(float64(n), "quiet-tenants")
+		b.ReportMetric(ms(alone[50]), "p50-alone-ms")
+		b.ReportMetric(ms(alone[99]), "p99-alone-ms")
+		b.ReportMetric(ms(noisy[50]), "p50-noisy-ms")
+		b.ReportMetric(ms(noisy[99]), "p99-noisy-ms")
+		b.ReportMetric(ms(noisy[99])/ms(alone[99]), "p99-ratio")
+		b.ReportMetric(w.writesPerSec, "noisy-writes/s")
+		b.ReportMetric(w.appliesPerSec, "noisy-applies/s")
+		b.ReportMetric(ms(w.settle), "noisy-settle-ms")
+		b.ReportMetric(ms(unpaced[50]), "p50-unpaced-ms")
+		b.ReportMetric(ms(unpaced[99]), "p99-unpaced-ms")
+		b.ReportMetric(wu.appliesPerSec, "unpaced-applies/s")
+		b.ReportMetric(ms(w.applyMean), "fw-apply-ms")
+	}
+}
+
+type noisyLab struct {
+	kv     *api.KV
+	store  *source.Consul
+	prefix string
+	np     string
+	rec    *routing.Reconciler
+	n      int
+	reg    *prometheus.Registry
+	port   int // the next quiet rule's port
+}
+
+// noisyFirewall is the neighbour's 200-rule document; v varies one rule so
+// that each write is a real change.
+func noisyFirewall(v int) []byte {
+	var rules []string
+	for i := 0; i < 200; i++ {
+		var e string
+		switch i % 4 {
+		case 0:
+			e = fmt.Sprintf("tcp.dstport == %d", 10000+i)
+		case 1:
+			e = fmt.Sprintf("udp.dstport in {%d, %d..%d} and ip.len > 512", 20000+i, 30000+i, 30010+i)
+		case 2:
+			e = fmt.Sprintf("ip.src == 192.0.2.%d or ip.src == 2001:db8:f::%x", i, i)
+		case 3:
+			e = fmt.Sprintf("tcp.flags.syn and not tcp.flags.ack and ip.ttl < %d", 1+i%5)
+		}
+		if i == 100 {
+			e = fmt.Sprintf("tcp.dstport == %d", 40000+v%20000)
+		}
+		rules = append(rules, fmt.Sprintf(`{"id": "r%d", "expression": %q, "action": "block"}`, i, e))
+	}
+	return []byte(`{"rules": [` + strings.Join(rules, ",\n") + `]}`)
+}
+
+func quietFirewall(port int) []byte {
+	return []byte(fmt.Sprintf(`{"rules": [{"id": "p", "expression": "tcp.dstport == %d", "action": "block"}]}`, port))
+}
+
+func newNoisyLab(b *testing.B, agent *consultest.Agent, n int) *noisyLab {
+	u := nstest.Unique()
+	l := &noisyLab{kv: agent.Client.KV(), prefix: "noisy" + u, np: "nfN" + u + "-", n: n, port: 1000}
+	hostNS := nstest.New(b, "nfN"+u+"h")
+	cleanupPrefix(b, l.np)
+	var err error
+	if l.rec, err = routing.New(routing.Config{HostNS: hostNS.Handle, NSPrefix: l.np}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.rec.Close() })
+	cfg := api.DefaultConfig()
+	cfg.Address = agent.Addr
+	l.store, _ = source.NewConsul(cfg, l.prefix)
+	for j := 0; j <= n; j++ { // t0..t<n-1> are quiet, t<n> is the noisy one
+		l.put(b, fmt.Sprintf("t%d", j), "network", []byte(fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j))))
+		fw := quietFirewall(l.port)
+		if j == n {
+			fw = noisyFirewall(0)
+		}
+		l.put(b, fmt.Sprintf("t%d", j), "firewall", fw)
+	}
+	return l
+}
+
+// put writes a tenant's key and returns its ModifyIndex.
+func (l *noisyLab) put(b *testing.B, id, key string, v []byte) uint64 {
+	ok, resp, _, err := l.kv.Txn(api.KVTxnOps{{Verb: api.KVSet, Key: fmt.Sprintf("%s/tenants/%s/%s", l.prefix, id, key), Value: v}}, nil)
+	if err != nil || !ok || len(resp.Results) != 1 {
+		b.Fatalf("put %s/%s: ok=%v err=%v", id, key, ok, err)
+	}
+	return resp.Results[0].ModifyIndex
+}
+
+func (l *noisyLab) statusKey(id string) string {
+	return fmt.Sprintf("%s/tenant-status/%s/bench", l.prefix, id)
+}
+
+// start runs nsd until the returned function is called, after its first
+// pass applied every tenant.
+func (l *noisyLab) start(b *testing.B, o nsd.Options) func() {
+	l.reg = prometheus.NewRegistry()
+	o.HostID, o.Store, o.Routing, o.Firewall, o.NSPrefix, o.Resync = "bench", l.store, l.rec, &firewall.NSReconciler{}, l.np, time.Hour
+	o.Metrics = nsd.NewMetrics(l.reg)
+	d := nsd.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		keys, _, _ := l.kv.Keys(l.prefix+"/tenant-status/", "", nil)
+		if len(keys) >= l.n+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("initial pass incomplete: %d/%d", len(keys), l.n+1)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return func() { cancel(); <-done }
+}
+
+// applied waits until id's status says applied with its firewall at index
+// idx or later, from the status index meta on.
+func (l *noisyLab) applied(b *testing.B, id string, idx, meta uint64) uint64 {
+	for {
+		pair, m, err := l.kv.Get(l.statusKey(id), &api.QueryOptions{WaitIndex: meta, WaitTime: 10 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		meta = m.LastIndex
+		var st source.Status
+		if pair != nil && json.Unmarshal(pair.Value, &st) == nil && st.State == "applied" && st.FirewallIndex >= idx {
+			return meta
+		}
+	}
+}
+
+// latency changes the firewall of quiet tenants, one after the other, and
+// returns the PUT → applied percentiles indexed 0..100.
+func (l *noisyLab) latency(b *testing.B, changes int) []time.Duration {
+	var lat []time.Duration
+	for c := 0; c < changes; c++ {
+		id := fmt.Sprintf("t%d", (l.port*7)%l.n)
+		_, meta, err := l.kv.Get(l.statusKey(id), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l.port++
+		t0 := time.Now()
+		idx := l.put(b, id, "firewall", quietFirewall(l.port))
+		l.applied(b, id, idx, meta.LastIndex)
+		lat = append(lat, time.Since(t0))
+		time.Sleep(time.Duration(5+c%7) * time.Millisecond) // do not march in step with the neighbour
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := make([]time.Duration, 101)
+	for q := 0; q <= 100; q++ {
+		pct[q] = lat[q*(len(lat)-1)/100]
+	}
+	return pct
+}
+
+type noisyWriter struct {
+	l                           *noisyLab
+	quit, done                  chan struct{}
+	t0                          time.Time
+	writes                      int
+	last                        uint64
+	ok0                         float64
+	fwSum0                      float64
+	fwCount0                    uint64
+	applyMean                   time.Duration
+	writesPerSec, appliesPerSec float64
+	settle                      time.Duration
+}
+
+// startNoisy rewrites the neighbour's firewall 100 times a second until
+// stop.
+func (l *noisyLab) startNoisy(b *testing.B) *noisyWriter {
+	w := &noisyWriter{l: l, quit: make(chan struct{}), done: make(chan struct{}), t0: time.Now(), ok0: l.firewallApplies(b)}
+	w.fwSum0, w.fwCount0 = histogram(b, l.reg, "nfhost_firewall_apply_duration_seconds")
+	id := fmt.Sprintf("t%d", l.n)
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-w.quit:
+				return
+			case <-tick.C:
+			}
+			w.writes++
+			w.last = l.put(b, id, "firewall", noisyFirewall(w.writes))
+		}
+	}()
+	time.Sleep(time.Second) // let the neighbour get going
+	return w
+}
+
+// stop ends the writes and waits until nsd applied the last one.
+func (w *noisyWriter) stop(b *testing.B) {
+	close(w.quit)
+	<-w.done
+	t1 := time.Now()
+	w.l.applied(b, fmt.Sprintf("t%d", w.l.n), w.last, 0)
+	w.settle = time.Since(t1)
+	secs := t1.Sub(w.t0).Seconds()
+	w.writesPerSec = float64(w.writes) / secs
+	// Firewall applies while the neighbour wrote, less the quiet changes.
+	w.appliesPerSec = (w.l.firewallApplies(b) - w.ok0 - 50) / secs
+	sum, n := histogram(b, w.l.reg, "nfhost_firewall_apply_duration_seconds")
+	w.applyMean = time.Duration((sum - w.fwSum0) / float64(n-w.fwCount0) * float64(time.Second))
+}
+
+func histogram(b *testing.B, reg *prometheus.Registry, name string) (sum float64, count uint64) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleSum(), h.GetSampleCount()
+		}
+	}
+	return 0, 0
+}
+
+// firewallApplies reads nfhost_reconcile_total{subsys="firewall",result="ok"}.
+func (l *noisyLab) firewallApplies(b *testing.B) float64 {
+	mfs, err := l.reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "nfhost_reconcile_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["subsys"] == "firewall" && labels["result"] == "ok" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

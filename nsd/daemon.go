@@ -82,8 +82,16 @@ type Options struct {
 	MaxDeleteFraction float64
 	// ConfirmDeletes lets held deletions through (the --confirm-deletes flag).
 	ConfirmDeletes bool
-	Logger         *slog.Logger
-	Metrics        *Metrics
+	// MinApplyInterval and ApplyBurst pace each tenant's changes so that
+	// one tenant rewriting its keys many times a second cannot delay the
+	// others: a tenant may apply ApplyBurst changes at once, then one per
+	// MinApplyInterval; changes beyond that are coalesced and applied, in
+	// their latest version, when the tenant's turn comes (see pacer).
+	// 0 means the defaults (250 ms, 4); a negative interval turns pacing off.
+	MinApplyInterval time.Duration
+	ApplyBurst       int
+	Logger           *slog.Logger
+	Metrics          *Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -120,6 +128,7 @@ type Daemon struct {
 	hostLast string              // the host status last written, without its timestamp
 	subs     []Subsystem         // in the order a tenant is applied
 	plans    map[string]cachedPlan
+	pace     *pacer
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -141,6 +150,12 @@ func New(o Options) *Daemon {
 	if o.NSPrefix == "" {
 		o.NSPrefix = owned.DefaultNSPrefix
 	}
+	if o.MinApplyInterval == 0 {
+		o.MinApplyInterval = DefaultMinApplyInterval
+	}
+	if o.ApplyBurst <= 0 {
+		o.ApplyBurst = DefaultApplyBurst
+	}
 	d := &Daemon{
 		o: o, log: o.Logger, m: o.Metrics,
 		observed: map[string]routing.Observed{},
@@ -151,6 +166,7 @@ func New(o Options) *Daemon {
 		rejected: map[string]uint64{},
 		plans:    map[string]cachedPlan{},
 		hold:     holdState{flag: o.ConfirmDeletes},
+		pace:     newPacer(o.MinApplyInterval, o.ApplyBurst),
 	}
 	// Routing first: it makes the namespace the others live in.
 	d.subs = []Subsystem{&routingSub{d: d, r: o.Routing}, &tunnelsSub{d: d, t: o.Tunnels},
@@ -180,13 +196,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var (
 		last    *source.Snapshot
 		started bool
+		// wake starts a pass when the earliest tenant deferred by the
+		// pacer is due, whether or not a new snapshot arrives.
+		wake  = time.NewTimer(time.Hour)
+		wakeC <-chan time.Time
 	)
+	wake.Stop()
+	defer wake.Stop()
 	for {
+		if due, ok := d.pace.next(); ok {
+			wake.Reset(max(due.Sub(d.o.Now()), 0))
+			wakeC = wake.C
+		} else {
+			wake.Stop()
+			wakeC = nil
+		}
 		select {
 		case <-ctx.Done():
 			d.log.Info("stopping; kernel state stays in place")
 			return nil
 		case s := <-snaps:
+			s = latest(snaps, s)
 			d.m.SourceUp.Set(1)
 			last = &s
 			full := !started
@@ -205,6 +235,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if last != nil {
 				d.reconcileDoS(ctx, *last, false)
 			}
+		case <-wakeC:
+			if last != nil && started {
+				d.Reconcile(ctx, *last, false)
+			}
 		case <-ticker:
 			if last == nil {
 				continue
@@ -214,6 +248,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 				continue
 			}
 			d.Reconcile(ctx, *last, true)
+		}
+	}
+}
+
+// latest returns the newest snapshot waiting in snaps, s if none: a pass
+// over a snapshot that a newer one already replaced is wasted work. A store
+// reset seen in a skipped snapshot is carried over.
+func latest(snaps <-chan source.Snapshot, s source.Snapshot) source.Snapshot {
+	for {
+		select {
+		case n := <-snaps:
+			n.StoreReset = n.StoreReset || s.StoreReset
+			s = n
+		default:
+			return s
 		}
 	}
 }
@@ -332,13 +381,24 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	// Candidates in the order older configs first: on an overlap between
 	// two new configs the older one wins, as it would have had it been
 	// applied first.
+	// A tenant whose keys changed again too soon is deferred (pacer): the
+	// pass leaves it as it is and a later one applies its latest keys.
 	var todo []string
+	d.pace.startPass(start)
+	paced := map[string]bool{}
 	for id, keys := range s.Tenants {
-		fp := fingerprint(keys)
-		if full || d.failed[id] || d.seen[id] != fp {
+		changed := d.seen[id] != fingerprint(keys)
+		if !full && changed {
+			if !d.pace.take(id, start) {
+				continue
+			}
+			paced[id] = true
+		}
+		if full || d.failed[id] || changed {
 			todo = append(todo, id)
 		}
 	}
+	d.m.TenantsDeferred.Set(float64(len(d.pace.deferred)))
 	sort.Slice(todo, func(i, j int) bool {
 		a, b := s.Tenants[todo[i]][doc.KeyNetwork].ModifyIndex, s.Tenants[todo[j]][doc.KeyNetwork].ModifyIndex
 		if a != b {
@@ -356,8 +416,12 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	slots := d.slots()
 	for _, id := range todo {
 		keys := s.Tenants[id]
+		t0 := d.o.Now()
 		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full))
 		d.seen[id] = fingerprint(keys)
+		if paced[id] {
+			d.pace.charge(id, d.o.Now().Sub(t0))
+		}
 	}
 	for _, sub := range d.subs {
 		if f, ok := sub.(PassFinisher); ok {
@@ -791,6 +855,7 @@ func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
 	delete(d.failed, id)
 	delete(d.statuses, id)
 	delete(d.plans, id)
+	d.pace.forget(id)
 	if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
 		d.log.Warn("delete status", "tenant", id, "err", err)
 	}

@@ -16,6 +16,9 @@ type Metrics struct {
 	SourceUp      prometheus.Gauge
 	ConfigErrors  prometheus.Counter
 	LastSync      prometheus.Gauge
+	// TenantsDeferred counts the tenants whose latest change the last pass
+	// deferred (Options.MinApplyInterval).
+	TenantsDeferred prometheus.Gauge
 
 	FirewallApplySeconds prometheus.Histogram
 	FirewallPackets      *prometheus.GaugeVec
@@ -65,6 +68,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Tenant configurations rejected by validation."}),
 		LastSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_last_sync_timestamp_seconds",
 			Help: "Unix time of the last completed reconcile pass."}),
+		TenantsDeferred: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_tenants_deferred",
+			Help: "Tenants whose latest change waits for its turn: they changed more often than the per-tenant pace allows (coalesced)."}),
 		FirewallApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_firewall_apply_duration_seconds",
 			Help: "Time to apply one tenant's firewall (one nftables batch).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		FirewallPackets: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_firewall_rule_packets",
@@ -84,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
-			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
+			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
 			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.SubsystemApplySeconds, m.AutoMitigations)
 	}
 	return m

@@ -17,11 +17,17 @@ import (
 	"github.com/nfhost/nfhost/internal/doc"
 )
 
-// Limits (README).
+// Limits (README). Like the firewall's (fwspec), they bound what one
+// document costs a reconcile pass: a document over MaxDocumentBytes is
+// refused before it is decoded, and one over a count limit before its
+// entries are parsed.
 const (
-	MaxSignatures = 256
-	MaxListLen    = 200000
-	MaxRateLimits = 10000
+	// MaxDocumentBytes is the largest DoS document nsd decodes: room for
+	// both lists at MaxListLen IPv4 CIDRs and the rate limits.
+	MaxDocumentBytes = 8 << 20
+	MaxSignatures    = 256
+	MaxListLen       = 200000
+	MaxRateLimits    = 10000
 )
 
 // Config is nfhost/tenants/<tenant>/dos and nfhost/dos/global.
@@ -146,6 +152,10 @@ func Parse(tenant string, data []byte) (Spec, error) { return parse(tenant, doc.
 func ParseGlobal(data []byte) (Spec, error) { return parse("", GlobalKey, data) }
 
 func parse(tenant, key string, data []byte) (Spec, error) {
+	if len(data) > MaxDocumentBytes {
+		return Spec{}, &doc.FieldError{Tenant: tenant, Key: key,
+			Msg: fmt.Sprintf("document is %d bytes, at most %d (8 MiB)", len(data), MaxDocumentBytes)}
+	}
 	var c Config
 	if err := doc.DecodeStrict(tenant, key, data, &c); err != nil {
 		return Spec{}, err
@@ -170,11 +180,23 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 	default:
 		add("mode", c.Mode, "must be mitigate or monitor")
 	}
+	// Over a count limit, say so and stop before parsing the entries.
+	if n := len(c.Allow); n > MaxListLen {
+		add("allow", "", "%d entries, at most %d", n, MaxListLen)
+	}
+	if n := len(c.Deny); n > MaxListLen {
+		add("deny", "", "%d entries, at most %d", n, MaxListLen)
+	}
+	if len(c.Signatures) > MaxSignatures {
+		add("signatures", "", "%d signatures, at most %d", len(c.Signatures), MaxSignatures)
+	}
+	if len(c.RateLimits) > MaxRateLimits {
+		add("rate_limits", "", "%d rate limits, at most %d", len(c.RateLimits), MaxRateLimits)
+	}
+	if len(errs) > 0 {
+		return Spec{}, errs
+	}
 	for name, list := range map[string][]string{"allow": c.Allow, "deny": c.Deny} {
-		if len(list) > MaxListLen {
-			add(name, "", "%d entries, at most %d", len(list), MaxListLen)
-			continue
-		}
 		for i, e := range list {
 			p, err := doc.ParseAddrOrPrefix(e)
 			if err != nil {
@@ -187,9 +209,6 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 				s.Deny = append(s.Deny, p)
 			}
 		}
-	}
-	if len(c.Signatures) > MaxSignatures {
-		add("signatures", "", "%d signatures, at most %d", len(c.Signatures), MaxSignatures)
 	}
 	seen := map[string]int{}
 	for i, sig := range c.Signatures {
@@ -233,9 +252,6 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 			cs.Expires = *sig.Expires
 		}
 		s.Signatures = append(s.Signatures, cs)
-	}
-	if len(c.RateLimits) > MaxRateLimits {
-		add("rate_limits", "", "%d rate limits, at most %d", len(c.RateLimits), MaxRateLimits)
 	}
 	seenRL := map[netip.Prefix]int{}
 	for i, rl := range c.RateLimits {

@@ -16,12 +16,21 @@ import (
 	"github.com/nfhost/nfhost/internal/doc"
 )
 
-// Limits. They are documented in README.md.
+// Limits. They are documented in README.md. They bound what one tenant's
+// document costs nsd in one reconcile pass, in time and memory: a document
+// over MaxDocumentBytes is refused before it is decoded, and one with too
+// many rules or list entries is refused before any expression or entry is
+// parsed, so a tenant cannot make a pass slow for everybody else.
 const (
-	MaxRules        = 1000
-	MaxListEntries  = 100000
-	MaxLists        = 64
-	MaxAlternatives = 16 // nft rules one tenant rule may expand to (per family)
+	// MaxDocumentBytes is the largest firewall document nsd decodes: room
+	// for 100,000-entry lists once Consul's kv_max_value_size is raised to
+	// 4 MiB as the README suggests (Consul's default is 512 KiB).
+	MaxDocumentBytes = 4 << 20
+	MaxRules         = 1000
+	MaxListEntries   = 100000 // per list
+	MaxListsEntries  = 200000 // in all lists together
+	MaxLists         = 64
+	MaxAlternatives  = 16 // nft rules one tenant rule may expand to (per family)
 )
 
 // Action is what a matching rule does.
@@ -72,6 +81,10 @@ var (
 
 // Parse decodes and validates a firewall document for tenant.
 func Parse(tenant string, data []byte) (Spec, error) {
+	if len(data) > MaxDocumentBytes {
+		return Spec{}, &doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall,
+			Msg: fmt.Sprintf("document is %d bytes, at most %d (4 MiB)", len(data), MaxDocumentBytes)}
+	}
 	var c Config
 	if err := doc.DecodeStrict(tenant, doc.KeyFirewall, data, &c); err != nil {
 		return Spec{}, err
@@ -96,11 +109,24 @@ func (c Config) Validate(tenant string) (Spec, error) {
 	if c.Rules == nil {
 		add("rules", "", "required: a list of rules (may be empty)")
 	}
+	// Over a count limit, say so and stop: validating 10,000 rules or
+	// parsing millions of entries only to refuse them would cost the pass
+	// what the limits are there to bound.
 	if len(c.Rules) > MaxRules {
 		add("rules", "", "%d rules, at most %d", len(c.Rules), MaxRules)
 	}
 	if len(c.Lists) > MaxLists {
 		add("lists", "", "%d lists, at most %d", len(c.Lists), MaxLists)
+	}
+	total := 0
+	for _, entries := range c.Lists {
+		total += len(entries)
+	}
+	if total > MaxListsEntries {
+		add("lists", "", "%d entries in all lists, at most %d", total, MaxListsEntries)
+	}
+	if len(errs) > 0 {
+		return Spec{}, errs
 	}
 	names := make([]string, 0, len(c.Lists))
 	for n := range c.Lists {
