@@ -400,3 +400,22 @@ func TestFirstTunnelHealthPublishedAtOnce(t *testing.T) {
 	})
 	t.Logf("first health state published %v after the tenant applied", took)
 }
+
+// An uplink without an IPv4 address (and no --probe-address): nsd starts
+// and applies tenants without tunnels; only a tenant with tunnels fails,
+// saying what is missing.
+func TestUplinkWithoutIPv4(t *testing.T) {
+	l := newLab(t)
+	l.edge.MustExec(t, "ip", "addr", "del", "192.0.2.2/24", "dev", "uplink")
+	p := l.startNSD()
+	l.applyTenant("plain", `{"prefixes": ["203.0.113.0/25"]}`)
+	l.waitApplied("plain")
+	l.consul.Put(t, "nfhost/tenants/acme/network", strings.Replace(tunnelNetwork, "203.0.113.0/24", "203.0.113.128/25", -1))
+	eventually(t, "the tenant with tunnels fails, naming the probe address", func() bool {
+		st := l.status("acme")
+		return strings.Contains(st, "error") && strings.Contains(st, "set --probe-address")
+	})
+	if strings.Contains(p.Log(), "level=ERROR msg=\"start") {
+		t.Fatalf("nsd failed to start:\n%s", p.Log())
+	}
+}

@@ -53,6 +53,9 @@ func TestConfirmationIsSingleUse(t *testing.T) {
 	h.snap.Tenants = map[string]map[string]source.Entry{}
 	h.pass(t, false)
 	hs := h.store.status[source.HostStatusName].(source.HostStatus)
+	if hs.Tenants != 5 || len(hs.HeldDeletes) != 5 {
+		t.Fatalf("host status during the hold: %+v (the held tenants still run and count)", hs)
+	}
 	h.snap.Control[source.ConfirmKey("edge1")] = source.Entry{Value: []byte(hs.ConfirmToken)}
 	h.pass(t, false)
 	if len(h.k.deletes) != 5 {
