@@ -294,6 +294,9 @@ func TestTenantLifecycle(t *testing.T) {
 	if strings.Contains(p.Log(), "kernel change") {
 		t.Errorf("restarted nsd made kernel changes:\n%s", p.Log())
 	}
+	if strings.Contains(p.Log(), `mode=""`) || !strings.Contains(p.Log(), "XDP DoS layer attached") {
+		t.Errorf("the restarted nsd does not say how XDP is attached:\n%s", p.Log())
+	}
 
 	// Bad config: refused with a field path; the old state keeps working.
 	l.consul.Put(t, "nfhost/tenants/acme/network", `{"prefixes": ["203.0.113.0/33"]}`)
