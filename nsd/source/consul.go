@@ -160,11 +160,12 @@ func (c *Consul) forbidden(op, key, body string) error {
 	return ForbiddenError(c.prefix, op, key, why)
 }
 
-// ForbiddenError is the ErrForbidden for op on key (with the prefix),
-// naming the policy that allows it. Stores and nsctl use it when Consul
+// ForbiddenError is the ErrForbidden for op on key (with the prefix):
+// why, and the policy that allows it. Callers put the operation and key
+// in front ("write <key>: ..."). Stores and nsctl use it when Consul
 // refused the request or hid the key from the token.
 func ForbiddenError(prefix, op, key, why string) error {
-	return fmt.Errorf("%w (%s %s: %s); allowed by policy %s", ErrForbidden, op, key, why, consulacl.Allowing(prefix, op, key))
+	return fmt.Errorf("%w: %s; allowed by policy %s", ErrForbidden, why, consulacl.Allowing(prefix, op, key))
 }
 
 func (c *Consul) key(parts ...string) string {
@@ -577,7 +578,7 @@ func (c *Consul) ListTenantStatus(ctx context.Context, tenant string) (map[strin
 		return nil, err
 	}
 	if filtered && len(pairs) == 0 {
-		return nil, fmt.Errorf("list %s: %w", p, ForbiddenError(c.prefix, "read", p, "Consul hid every key under it from the token"))
+		return nil, fmt.Errorf("read %s: %w", p, ForbiddenError(c.prefix, "read", p, "Consul hid every key under it from the token"))
 	}
 	out := map[string]json.RawMessage{}
 	for _, kv := range pairs {

@@ -68,7 +68,7 @@ func TestConsulTenantTokenRefusals(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"beta's firewall", st.Put(ctx, "beta", "firewall", []byte(`{}`), 0), "write nfhost/tenants/beta/firewall: refused by Consul ACLs (write nfhost/tenants/beta/firewall: the token lacks permission"},
+		{"beta's firewall", st.Put(ctx, "beta", "firewall", []byte(`{}`), 0), "write nfhost/tenants/beta/firewall: refused by Consul ACLs: the token lacks permission"},
 		{"own network", st.Put(ctx, "acme", "network", []byte(`{}`), 0), "allowed by policy nfhost-operator (the operator's token)"},
 		{"dos/global", st.PutDoSGlobal(ctx, []byte(`{}`), 0), "write nfhost/dos/global"},
 		{"control", st.PutControl(ctx, "confirm-deletes/edge1", []byte(`x`)), "write nfhost/control/confirm-deletes/edge1"},
