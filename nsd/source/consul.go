@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -41,6 +43,8 @@ type Consul struct {
 	tokenMu   sync.Mutex
 	token     string
 	tokenFile string
+	// clientCert: the client has a TLS client certificate.
+	clientCert bool
 }
 
 // Default bounds of a Consul store's requests.
@@ -62,7 +66,8 @@ func NewConsul(cfg *api.Config, prefix string) (*Consul, error) {
 		return nil, fmt.Errorf("create consul client: %w", err)
 	}
 	return &Consul{client: c, kv: c.KV(), addr: cfg.Scheme + "://" + cfg.Address, prefix: strings.Trim(prefix, "/"), WaitTime: 5 * time.Minute,
-		Timeout: DefaultConsulTimeout, HealthInterval: DefaultHealthInterval, token: cfg.Token, tokenFile: cfg.TokenFile}, nil
+		Timeout: DefaultConsulTimeout, HealthInterval: DefaultHealthInterval, token: cfg.Token, tokenFile: cfg.TokenFile,
+		clientCert: cfg.TLSConfig.CertFile != ""}, nil
 }
 
 // currentToken is the token requests carry now.
@@ -137,8 +142,19 @@ func (c *Consul) explain(parent, rctx context.Context, what string, err error) e
 		return fmt.Errorf("consul at %s presented a certificate this client does not trust (set CONSUL_CACERT to the CA that signed it): %w", c.addr, err)
 	case errors.As(err, &hostErr):
 		return fmt.Errorf("consul at %s presented a certificate for another name (set CONSUL_TLS_SERVER_NAME to a name it holds): %w", c.addr, err)
+	case !c.clientCert && strings.HasPrefix(c.addr, "https://") && tlsHandshake(err):
+		return fmt.Errorf("TLS handshake with consul at %s failed or was broken off; if the agent verifies clients (verify_incoming), set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY: %w", c.addr, err)
 	}
 	return err
+}
+
+// tlsHandshake reports whether err may be a TLS handshake the agent
+// broke off: a transport error other than a refused connection (Go's
+// HTTP/2 client hides the alert, and the agent may close the connection
+// before the client reads it: "broken pipe", "connection reset").
+func tlsHandshake(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue) && !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
 }
 
 // forbidden is the error for a 403 on op ("read", "list", "write",
