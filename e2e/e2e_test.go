@@ -79,12 +79,18 @@ type lab struct {
 	nsPrefix       string
 	hostID         string
 	nsd            *proc
+	// consulAddr is what --consul-addr gets ("" : no flag, the environment
+	// decides); nsdEnv and ctlEnv are added to nsd's and nsctl's
+	// environment (tokens, CONSUL_HTTP_ADDR, TLS files).
+	consulAddr     string
+	nsdEnv, ctlEnv []string
 }
 
 func newLab(t testing.TB) *lab { return newLabPrefix(t, "nfE") }
 
-// newLabPrefix names the lab's namespaces with prefix and a unique suffix.
-func newLabPrefix(t testing.TB, prefix string) *lab {
+// newLabPrefix names the lab's namespaces with prefix and a unique suffix;
+// opts start Consul with ACLs or TLS.
+func newLabPrefix(t testing.TB, prefix string, opts ...consultest.Option) *lab {
 	nstest.RequireRoot(t)
 	for _, tool := range []string{"ip", "nft", "ping", "nsenter"} {
 		nstest.RequireTool(t, tool)
@@ -110,7 +116,8 @@ func newLabPrefix(t testing.TB, prefix string) *lab {
 		// nsd leaves the XDP program pinned on purpose; the test removes it.
 		dos.Detach(filepath.Join(bpfpin.BPFFS, "nfhost", l.hostID))
 	})
-	l.consul = consultest.Start(t)
+	l.consul = consultest.Start(t, opts...)
+	l.consulAddr = l.consul.Addr
 	return l
 }
 
@@ -136,10 +143,14 @@ func (l *lab) startNSD(extra ...string) *proc {
 // startNSDBin starts the given nsd build.
 func (l *lab) startNSDBin(bin string, extra ...string) *proc {
 	l.t.Helper()
-	args := append([]string{"--source", "consul", "--consul-addr", l.consul.Addr, "--host-id", l.hostID,
+	args := append([]string{"--source", "consul", "--host-id", l.hostID,
 		"--host-netns", l.edge.Name, "--uplink", "uplink", "--ns-prefix", l.nsPrefix,
 		"--resync-interval", "1s", "--log-level", "debug"}, extra...)
+	if l.consulAddr != "" {
+		args = append([]string{"--consul-addr", l.consulAddr}, args...)
+	}
 	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), l.nsdEnv...)
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {
@@ -177,7 +188,17 @@ func (p *proc) stop(t testing.TB) {
 
 func (l *lab) nsctl(args ...string) (string, int) {
 	l.t.Helper()
-	cmd := exec.Command(l.ctlBin, append([]string{"--consul-addr", l.consul.Addr}, args...)...)
+	return l.nsctlEnv(l.ctlEnv, args...)
+}
+
+// nsctlEnv runs nsctl with env added to its environment (instead of ctlEnv).
+func (l *lab) nsctlEnv(env []string, args ...string) (string, int) {
+	l.t.Helper()
+	if l.consulAddr != "" {
+		args = append([]string{"--consul-addr", l.consulAddr}, args...)
+	}
+	cmd := exec.Command(l.ctlBin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -23,7 +23,7 @@ type ctl struct {
 func (c *ctl) addStoreFlags(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.store.Source, "source", "consul", "configuration store: consul or dir")
-	pf.StringVar(&c.store.ConsulAddr, "consul-addr", "", "Consul HTTP address (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
+	c.store.AddConsulFlags(pf)
 	pf.StringVar(&c.store.KVPrefix, "kv-prefix", "nfhost", "Consul KV prefix")
 	pf.StringVar(&c.store.ConfigDir, "config-dir", "/etc/nfhost/tenants", "directory store: tenant configs")
 	pf.StringVar(&c.store.StateDir, "state-dir", "/var/lib/nfhost", "directory store: nsd status")

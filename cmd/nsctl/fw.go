@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -40,6 +41,12 @@ func (fws firewalls) read(tenant string) (fwspec.Config, uint64, error) {
 		return fwspec.Config{}, 0, err
 	}
 	keys, ok := snap.Tenants[tenant]
+	if !ok && snap.Hidden {
+		// The token sees only some tenants (a tenant's own token): the
+		// tenant may exist, but this token may not touch it.
+		k := strings.Trim(fws.store.KVPrefix, "/") + "/tenants/" + tenant + "/" + doc.KeyFirewall
+		return fwspec.Config{}, 0, fmt.Errorf("%s: %w", k, source.ForbiddenError(fws.store.KVPrefix, "write", k, "Consul hides tenant "+tenant+"'s keys from this token"))
+	}
 	if !ok {
 		return fwspec.Config{}, 0, fmt.Errorf("tenant %s: %w", tenant, source.ErrNotFound)
 	}

@@ -84,7 +84,10 @@ func confirmDeletesCommand(c *ctl) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "confirm-deletes --host H --token T",
 		Short: "let a host's held mass deletion through (token from `nsctl status` or nsd's log)",
-		Args:  cobra.NoArgs,
+		Long: `confirm-deletes writes the confirm token a host reported to control/confirm-deletes/<host>.
+Here --token is that confirm token, not a Consul ACL token: give the Consul token with
+--token-file, CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := c.open()
 			if err != nil {
@@ -98,7 +101,7 @@ func confirmDeletesCommand(c *ctl) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&host, "host", "", "host ID")
-	cmd.Flags().StringVar(&token, "token", "", "confirm token the host reported")
+	cmd.Flags().StringVar(&token, "token", "", "confirm token the host reported (not the Consul ACL token, see above)")
 	cmd.MarkFlagRequired("host")
 	cmd.MarkFlagRequired("token")
 	return cmd

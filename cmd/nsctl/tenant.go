@@ -67,7 +67,7 @@ func (c *ctl) readTenantFile(path string) (tenantFile, config.ValidNetwork, erro
 func tenantCommand(c *ctl) *cobra.Command {
 	cmd := &cobra.Command{Use: "tenant", Short: "create, list, show and delete tenants", Args: cobra.NoArgs,
 		RunE: missingSubcommand("tenant")}
-	cmd.AddCommand(tenantApplyCommand(c), tenantListCommand(c), tenantShowCommand(c), tenantDeleteCommand(c))
+	cmd.AddCommand(tenantApplyCommand(c), tenantListCommand(c), tenantShowCommand(c), tenantDeleteCommand(c), tenantTokenCommand(c))
 	return cmd
 }
 

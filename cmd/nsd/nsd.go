@@ -81,7 +81,7 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	hostname, _ := os.Hostname()
 	fl := cmd.Flags()
 	fl.StringVar(&f.store.Source, "source", "dir", "configuration source: consul or dir")
-	fl.StringVar(&f.store.ConsulAddr, "consul-addr", "", "Consul HTTP address (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500; token and TLS from CONSUL_HTTP_*)")
+	f.store.AddConsulFlags(fl)
 	fl.StringVar(&f.store.KVPrefix, "kv-prefix", "nfhost", "Consul KV prefix")
 	fl.StringVar(&f.store.ConfigDir, "config-dir", "/etc/nfhost/tenants", "directory source: DIR/<tenant>/network.json")
 	fl.StringVar(&f.store.StateDir, "state-dir", "/var/lib/nfhost", "where the directory source writes status")

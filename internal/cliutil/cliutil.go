@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
@@ -45,6 +46,10 @@ const (
 	ExitInvalid  = 3 // the configuration is invalid
 	ExitConflict = 4 // a check-and-set lost a race; read again and retry
 	ExitNotFound = 5 // the tenant or key does not exist
+	// ExitForbidden: Consul's ACLs refused the token (unknown, revoked,
+	// or without a policy that allows the operation); the message names
+	// the key and the policy that would allow it.
+	ExitForbidden = 6
 )
 
 type usageError struct{ msg string }
@@ -70,6 +75,8 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, source.ErrConflict):
 		return ExitConflict
+	case errors.Is(err, source.ErrForbidden):
+		return ExitForbidden
 	case errors.Is(err, source.ErrNotFound):
 		return ExitNotFound
 	case errors.As(err, &fe), errors.As(err, &fes):
@@ -116,15 +123,54 @@ type StoreFlags struct {
 	// Timeout bounds each Consul request that does not block by design;
 	// 0 keeps the store's default.
 	Timeout time.Duration
+	// Token and TokenFile are Consul's ACL token, given directly or in a
+	// file that is re-read whenever Consul refuses the token. Either one
+	// beats CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE.
+	Token, TokenFile string
+}
+
+// AddConsulFlags registers --consul-addr, --token and --token-file.
+func (f *StoreFlags) AddConsulFlags(fl *pflag.FlagSet) {
+	fl.StringVar(&f.ConsulAddr, "consul-addr", "", "Consul HTTP address, [http://|https://]host:port (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500; TLS from CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME)")
+	fl.StringVar(&f.Token, "token", "", "Consul ACL token (default: $CONSUL_HTTP_TOKEN)")
+	fl.StringVar(&f.TokenFile, "token-file", "", "file holding the Consul ACL token, re-read when Consul refuses it (default: $CONSUL_HTTP_TOKEN_FILE)")
+}
+
+// ConsulConfig is the Consul client configuration the flags and the
+// standard environment select: api.DefaultConfig() (CONSUL_HTTP_ADDR,
+// CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_SSL,
+// CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
+// CONSUL_TLS_SERVER_NAME), then the flags. A --consul-addr without a
+// scheme keeps the scheme the environment chose (https from
+// CONSUL_HTTP_ADDR=https://... or CONSUL_HTTP_SSL=true), and the TLS
+// settings stay whatever the address.
+func (f *StoreFlags) ConsulConfig() (*api.Config, error) {
+	if f.Token != "" && f.TokenFile != "" {
+		return nil, Usagef("--token and --token-file: give one of them")
+	}
+	cfg := api.DefaultConfig()
+	if f.ConsulAddr != "" {
+		if !strings.Contains(f.ConsulAddr, "://") && strings.HasPrefix(cfg.Address, "https://") {
+			cfg.Scheme = "https" // api.NewClient would have learnt it from the address we replace
+		}
+		cfg.Address = f.ConsulAddr
+	}
+	switch {
+	case f.Token != "":
+		cfg.Token, cfg.TokenFile = f.Token, ""
+	case f.TokenFile != "":
+		cfg.TokenFile = f.TokenFile
+	}
+	return cfg, nil
 }
 
 // Open opens the store the flags select. Bad flag values are usage errors.
 func (f *StoreFlags) Open() (source.Store, error) {
 	switch f.Source {
 	case "consul":
-		cfg := api.DefaultConfig() // honours CONSUL_HTTP_ADDR, _TOKEN, _SSL, CONSUL_CACERT, ...
-		if f.ConsulAddr != "" {
-			cfg.Address = f.ConsulAddr
+		cfg, err := f.ConsulConfig()
+		if err != nil {
+			return nil, err
 		}
 		c, err := source.NewConsul(cfg, f.KVPrefix)
 		if err != nil {

@@ -34,6 +34,7 @@ func TestExitCode(t *testing.T) {
 		{fmt.Errorf("put: %w", source.ErrConflict), ExitConflict},
 		{fmt.Errorf("tenant ghost: %w", source.ErrNotFound), ExitNotFound},
 		{source.ErrTimeout, ExitFailure},
+		{fmt.Errorf("write k: %w", source.ForbiddenError("nfhost", "write", "nfhost/dos/global", "no")), ExitForbidden},
 	} {
 		if got := ExitCode(tc.err); got != tc.want {
 			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
@@ -80,5 +81,37 @@ func TestStoreFlagsOpen(t *testing.T) {
 		if _, err := f.Open(); ExitCode(err) != ExitUsage {
 			t.Errorf("%+v: %v, want a usage error", f, err)
 		}
+	}
+}
+
+// The flags override the environment's token and address, and an address
+// without a scheme keeps the https the environment asked for.
+func TestConsulConfig(t *testing.T) {
+	for _, k := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL", "CONSUL_CACERT"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("CONSUL_HTTP_ADDR", "https://consul.example:8501")
+	t.Setenv("CONSUL_HTTP_TOKEN", "env-token")
+	t.Setenv("CONSUL_CACERT", "/etc/consul/ca.pem")
+	for _, tc := range []struct {
+		flags                 StoreFlags
+		addr, scheme, tok, tf string
+	}{
+		{StoreFlags{}, "https://consul.example:8501", "http", "env-token", ""},
+		{StoreFlags{ConsulAddr: "10.0.0.1:8501"}, "10.0.0.1:8501", "https", "env-token", ""},
+		{StoreFlags{ConsulAddr: "http://10.0.0.1:8500"}, "http://10.0.0.1:8500", "http", "env-token", ""},
+		{StoreFlags{Token: "flag-token"}, "https://consul.example:8501", "http", "flag-token", ""},
+		{StoreFlags{TokenFile: "/run/token"}, "https://consul.example:8501", "http", "env-token", "/run/token"},
+	} {
+		cfg, err := tc.flags.ConsulConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Address != tc.addr || cfg.Scheme != tc.scheme || cfg.Token != tc.tok || cfg.TokenFile != tc.tf || cfg.TLSConfig.CAFile != "/etc/consul/ca.pem" {
+			t.Errorf("%+v: address %q scheme %q token %q file %q CA %q", tc.flags, cfg.Address, cfg.Scheme, cfg.Token, cfg.TokenFile, cfg.TLSConfig.CAFile)
+		}
+	}
+	if _, err := (&StoreFlags{Token: "a", TokenFile: "b"}).ConsulConfig(); ExitCode(err) != ExitUsage {
+		t.Errorf("--token with --token-file: %v", err)
 	}
 }

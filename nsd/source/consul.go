@@ -2,15 +2,20 @@ package source
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/nfhost/nfhost/internal/consulacl"
 	"github.com/nfhost/nfhost/internal/doc"
 )
 
@@ -31,6 +36,15 @@ type Consul struct {
 	Timeout time.Duration
 	// HealthInterval is how often Watch checks that the agent answers.
 	HealthInterval time.Duration
+
+	// The ACL token of every request. With a token file it is re-read
+	// after a 403 and before every retry of a watch, so that an operator
+	// can replace a revoked token without restarting nsd.
+	tokenMu   sync.Mutex
+	token     string
+	tokenFile string
+	// clientCert: the client has a TLS client certificate.
+	clientCert bool
 }
 
 // Default bounds of a Consul store's requests.
@@ -40,18 +54,54 @@ const (
 )
 
 // NewConsul returns a store for prefix. cfg nil means api.DefaultConfig(),
-// which honours CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT and the
-// other standard CONSUL_HTTP_* variables.
+// which honours CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
+// CONSUL_CACERT and the other standard CONSUL_* variables. A token file
+// (cfg.TokenFile) is read now and again whenever Consul refuses the token.
 func NewConsul(cfg *api.Config, prefix string) (*Consul, error) {
 	if cfg == nil {
 		cfg = api.DefaultConfig()
 	}
-	c, err := api.NewClient(cfg)
+	c, err := api.NewClient(cfg) // resolves cfg.Token from cfg.TokenFile and the environment
 	if err != nil {
 		return nil, fmt.Errorf("create consul client: %w", err)
 	}
-	return &Consul{client: c, kv: c.KV(), addr: cfg.Address, prefix: strings.Trim(prefix, "/"), WaitTime: 5 * time.Minute,
-		Timeout: DefaultConsulTimeout, HealthInterval: DefaultHealthInterval}, nil
+	return &Consul{client: c, kv: c.KV(), addr: cfg.Scheme + "://" + cfg.Address, prefix: strings.Trim(prefix, "/"), WaitTime: 5 * time.Minute,
+		Timeout: DefaultConsulTimeout, HealthInterval: DefaultHealthInterval, token: cfg.Token, tokenFile: cfg.TokenFile,
+		clientCert: cfg.TLSConfig.CertFile != ""}, nil
+}
+
+// currentToken is the token requests carry now.
+func (c *Consul) currentToken() string {
+	c.tokenMu.Lock()
+	defer c.tokenMu.Unlock()
+	return c.token
+}
+
+// reloadToken re-reads the token file, if there is one, and reports
+// whether the token changed. An unreadable or empty file keeps the token.
+func (c *Consul) reloadToken() bool {
+	if c.tokenFile == "" {
+		return false
+	}
+	b, err := os.ReadFile(c.tokenFile)
+	tok := strings.TrimSpace(string(b))
+	if err != nil || tok == "" {
+		return false
+	}
+	c.tokenMu.Lock()
+	defer c.tokenMu.Unlock()
+	changed := tok != c.token
+	c.token = tok
+	return changed
+}
+
+// qo and wo are the options of one request: its context and the token.
+func (c *Consul) qo(ctx context.Context) *api.QueryOptions {
+	return (&api.QueryOptions{Token: c.currentToken()}).WithContext(ctx)
+}
+
+func (c *Consul) wo(ctx context.Context) *api.WriteOptions {
+	return (&api.WriteOptions{Token: c.currentToken()}).WithContext(ctx)
 }
 
 // bounded returns ctx limited to d, for one request.
@@ -71,19 +121,67 @@ func (c *Consul) call(ctx context.Context, what string, f func(ctx context.Conte
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s: %w", what, c.explain(ctx, rctx, err))
+	return fmt.Errorf("%s: %w", what, c.explain(ctx, rctx, what, err))
 }
 
-// explain turns a request's error into one an operator can act on.
-func (c *Consul) explain(parent, rctx context.Context, err error) error {
+// explain turns the error of request what ("write <key>", "list <key>")
+// into one an operator can act on.
+func (c *Consul) explain(parent, rctx context.Context, what string, err error) error {
 	var se api.StatusError
+	var ua x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
 	switch {
 	case parent.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("%w: consul at %s did not answer within %s", ErrTimeout, c.addr, c.Timeout)
 	case errors.As(err, &se) && se.Code == http.StatusRequestEntityTooLarge:
 		return fmt.Errorf("%w: %v", ErrTooLarge, err)
+	case errors.As(err, &se) && se.Code == http.StatusForbidden:
+		op, key, _ := strings.Cut(what, " ")
+		return c.forbidden(op, key, se.Body)
+	case errors.As(err, &ua):
+		return fmt.Errorf("consul at %s presented a certificate this client does not trust (set CONSUL_CACERT to the CA that signed it): %w", c.addr, err)
+	case errors.As(err, &hostErr):
+		return fmt.Errorf("consul at %s presented a certificate for another name (set CONSUL_TLS_SERVER_NAME to a name it holds): %w", c.addr, err)
+	case !c.clientCert && strings.HasPrefix(c.addr, "https://") && tlsHandshake(err):
+		return fmt.Errorf("TLS handshake with consul at %s failed or was broken off; if the agent verifies clients (verify_incoming), set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY: %w", c.addr, err)
 	}
 	return err
+}
+
+// tlsHandshake reports whether err may be a TLS handshake the agent
+// broke off: a transport error other than a refused connection (Go's
+// HTTP/2 client hides the alert, and the agent may close the connection
+// before the client reads it: "broken pipe", "connection reset").
+func tlsHandshake(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue) && !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
+}
+
+// forbidden is the error for a 403 on op ("read", "list", "write",
+// "delete") of key: what was refused, why, and which policy allows it.
+// With a token file the file is re-read, so the next attempt carries the
+// token an operator may have put there.
+func (c *Consul) forbidden(op, key, body string) error {
+	body = strings.TrimSpace(body)
+	why := "the token lacks permission: " + body
+	if strings.Contains(body, "ACL not found") || strings.Contains(body, "token not found") {
+		why = "the token was refused: Consul does not know it (revoked, expired or mistyped)"
+	}
+	if c.currentToken() == "" {
+		why += "; no token was given (--token, --token-file, CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)"
+	}
+	if c.reloadToken() {
+		why += "; a new token was read from " + c.tokenFile + " for the next attempt"
+	}
+	return ForbiddenError(c.prefix, op, key, why)
+}
+
+// ForbiddenError is the ErrForbidden for op on key (with the prefix):
+// why, and the policy that allows it. Callers put the operation and key
+// in front ("write <key>: ..."). Stores and nsctl use it when Consul
+// refused the request or hid the key from the token.
+func ForbiddenError(prefix, op, key, why string) error {
+	return fmt.Errorf("%w: %s; allowed by policy %s", ErrForbidden, why, consulacl.Allowing(prefix, op, key))
 }
 
 func (c *Consul) key(parts ...string) string {
@@ -93,17 +191,17 @@ func (c *Consul) key(parts ...string) string {
 // Read lists the tenant and control prefixes once.
 func (c *Consul) Read(ctx context.Context) (Snapshot, error) {
 	var lists [3]api.KVPairs
+	hidden := false
 	for i, name := range []string{"tenants", "control", "dos"} {
-		err := c.call(ctx, "list "+c.key(name), func(ctx context.Context) error {
-			var err error
-			lists[i], _, err = c.kv.List(c.key(name)+"/", (&api.QueryOptions{}).WithContext(ctx))
-			return err
-		})
+		pairs, filtered, err := c.listFiltered(ctx, c.key(name)+"/")
 		if err != nil {
 			return Snapshot{}, err
 		}
+		lists[i], hidden = pairs, hidden || filtered
 	}
-	return c.build(lists[0], lists[1], lists[2]), nil
+	s := c.build(lists[0], lists[1], lists[2])
+	s.Hidden = hidden
+	return s, nil
 }
 
 func (c *Consul) build(tenantPairs, controlPairs, dosPairs api.KVPairs) Snapshot {
@@ -199,14 +297,25 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 				limit += c.WaitTime + c.WaitTime/16
 			}
 			rctx, cancel := bounded(ctx, limit)
-			pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime}).WithContext(rctx))
+			pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime, Token: c.currentToken()}).WithContext(rctx))
 			cancel()
+			if err == nil && meta.ResultsFilteredByACLs {
+				// A listing the token may not fully read would look like
+				// deleted tenants: never act on it.
+				err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				if errors.Is(rctx.Err(), context.DeadlineExceeded) {
+				var se api.StatusError
+				switch {
+				case errors.Is(rctx.Err(), context.DeadlineExceeded):
 					err = fmt.Errorf("%w: consul at %s did not answer within %s", ErrTimeout, c.addr, limit)
+				case errors.As(err, &se) && se.Code == http.StatusForbidden:
+					err = c.forbidden("list", prefix, se.Body)
+				default:
+					c.reloadToken() // every retry carries the token file's current token
 				}
 				report(slot, fmt.Errorf("watch %s: %w", prefix, err))
 				// The store may have restarted with new indexes: start over.
@@ -244,9 +353,19 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 	go func() {
 		for sleepCtx(ctx, c.HealthInterval) {
 			err := c.call(ctx, "probe consul", func(ctx context.Context) error {
-				_, err := c.client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+				_, err := c.client.Status().LeaderWithQueryOptions(c.qo(ctx))
 				return err
 			})
+			if err == nil {
+				// The leader answers any token; a read proves that the
+				// token is still good (a revoked one is found within
+				// HealthInterval, not at the next change of the watched keys).
+				k := c.key("tenants") + "/"
+				err = c.call(ctx, "read "+k, func(ctx context.Context) error {
+					_, _, err := c.kv.Get(k, c.qo(ctx))
+					return err
+				})
+			}
 			if ctx.Err() != nil {
 				return
 			}
@@ -306,7 +425,7 @@ func (c *Consul) cas(ctx context.Context, k string, value []byte, cas uint64) er
 	var ok bool
 	err := c.call(ctx, "write "+k, func(ctx context.Context) error {
 		var err error
-		ok, _, err = c.kv.CAS(&api.KVPair{Key: k, Value: value, ModifyIndex: cas}, (&api.WriteOptions{}).WithContext(ctx))
+		ok, _, err = c.kv.CAS(&api.KVPair{Key: k, Value: value, ModifyIndex: cas}, c.wo(ctx))
 		return err
 	})
 	if err != nil {
@@ -327,7 +446,7 @@ func (c *Consul) DeleteTenant(ctx context.Context, tenant string) error {
 	var keys []string
 	if err := c.call(ctx, "list "+k, func(ctx context.Context) error {
 		var err error
-		keys, _, err = c.kv.Keys(k, "", (&api.QueryOptions{}).WithContext(ctx))
+		keys, _, err = c.kv.Keys(k, "", c.qo(ctx))
 		return err
 	}); err != nil {
 		return err
@@ -342,12 +461,12 @@ func (c *Consul) DeleteTenant(ctx context.Context, tenant string) error {
 	}
 	return c.call(ctx, "delete "+k, func(ctx context.Context) error {
 		if tree {
-			if _, err := c.kv.DeleteTree(k+"/", (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			if _, err := c.kv.DeleteTree(k+"/", c.wo(ctx)); err != nil {
 				return err
 			}
 		}
 		if exact {
-			_, err := c.kv.Delete(k, (&api.WriteOptions{}).WithContext(ctx))
+			_, err := c.kv.Delete(k, c.wo(ctx))
 			return err
 		}
 		return nil
@@ -366,7 +485,7 @@ func (c *Consul) PutControl(ctx context.Context, name string, value []byte) erro
 
 func (c *Consul) put(ctx context.Context, k string, value []byte) error {
 	return sized(c.call(ctx, "write "+k, func(ctx context.Context) error {
-		_, err := c.kv.Put(&api.KVPair{Key: k, Value: value}, (&api.WriteOptions{}).WithContext(ctx))
+		_, err := c.kv.Put(&api.KVPair{Key: k, Value: value}, c.wo(ctx))
 		return err
 	}), value)
 }
@@ -404,20 +523,30 @@ func (c *Consul) PutStatus(ctx context.Context, host, name string, st any) error
 func (c *Consul) DeleteStatus(ctx context.Context, host, name string) error {
 	k := c.statusKey(host, name)
 	return c.call(ctx, "delete "+k, func(ctx context.Context) error {
-		_, err := c.kv.Delete(k, (&api.WriteOptions{}).WithContext(ctx))
+		_, err := c.kv.Delete(k, c.wo(ctx))
 		return err
 	})
 }
 
 // list reads the pairs under prefix p.
 func (c *Consul) list(ctx context.Context, p string) (api.KVPairs, error) {
+	pairs, _, err := c.listFiltered(ctx, p)
+	return pairs, err
+}
+
+// listFiltered reads the pairs under prefix p and whether Consul's ACLs
+// hid some of them from the token.
+func (c *Consul) listFiltered(ctx context.Context, p string) (api.KVPairs, bool, error) {
 	var pairs api.KVPairs
+	var filtered bool
 	err := c.call(ctx, "list "+p, func(ctx context.Context) error {
 		var err error
-		pairs, _, err = c.kv.List(p, (&api.QueryOptions{}).WithContext(ctx))
+		var meta *api.QueryMeta
+		pairs, meta, err = c.kv.List(p, c.qo(ctx))
+		filtered = err == nil && meta.ResultsFilteredByACLs
 		return err
 	})
-	return pairs, err
+	return pairs, filtered, err
 }
 
 // ListStatus reads status documents, of one host or of all (""), by host
@@ -460,9 +589,12 @@ func (c *Consul) ListStatus(ctx context.Context, host string) (map[string]map[st
 // readable with the tenant's own token.
 func (c *Consul) ListTenantStatus(ctx context.Context, tenant string) (map[string]json.RawMessage, error) {
 	p := c.key("tenant-status", tenant) + "/"
-	pairs, err := c.list(ctx, p)
+	pairs, filtered, err := c.listFiltered(ctx, p)
 	if err != nil {
 		return nil, err
+	}
+	if filtered && len(pairs) == 0 {
+		return nil, fmt.Errorf("read %s: %w", p, ForbiddenError(c.prefix, "read", p, "Consul hid every key under it from the token"))
 	}
 	out := map[string]json.RawMessage{}
 	for _, kv := range pairs {
@@ -480,13 +612,13 @@ func (c *Consul) RemoveLegacyStatus(ctx context.Context, host string) (bool, err
 	var keys []string
 	if err := c.call(ctx, "list "+p, func(ctx context.Context) error {
 		var err error
-		keys, _, err = c.kv.Keys(p, "", (&api.QueryOptions{}).WithContext(ctx))
+		keys, _, err = c.kv.Keys(p, "", c.qo(ctx))
 		return err
 	}); err != nil || len(keys) == 0 {
 		return false, err
 	}
 	return true, c.call(ctx, "delete "+p, func(ctx context.Context) error {
-		_, err := c.kv.DeleteTree(p, (&api.WriteOptions{}).WithContext(ctx))
+		_, err := c.kv.DeleteTree(p, c.wo(ctx))
 		return err
 	})
 }

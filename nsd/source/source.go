@@ -45,6 +45,10 @@ type Snapshot struct {
 	// went backwards: a new cluster on the same address, or a restore from
 	// an old snapshot. Deletions it implies are held (see nsd).
 	StoreReset bool
+	// Hidden is set when the store's ACLs hid some keys from the listing
+	// (Consul: a tenant's token sees only its own keys), so a tenant
+	// missing from Tenants may exist. Watch never sends such a snapshot.
+	Hidden bool
 }
 
 // ErrConflict is returned by Put when a check-and-set lost a race.
@@ -60,6 +64,12 @@ var ErrTimeout = errors.New("config store timed out")
 // ErrTooLarge is returned when the store refuses a value for its size
 // (Consul: limits.kv_max_value_size, 512 KiB by default).
 var ErrTooLarge = errors.New("value too large for the config store (Consul's limits.kv_max_value_size, 512 KiB by default)")
+
+// ErrForbidden is returned when the store refused the request's
+// credentials: Consul answered 403 because the token is unknown (revoked,
+// expired) or its policies do not allow the operation. The error names
+// the operation, the key and the policy that would allow it.
+var ErrForbidden = errors.New("refused by Consul ACLs")
 
 // Store is what nsd and nsctl need from a configuration backend.
 type Store interface {

@@ -10,6 +10,7 @@ package consultest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -24,12 +25,50 @@ import (
 
 // Agent is a running dev agent.
 type Agent struct {
-	Addr   string // host:port of the HTTP API
+	Addr string // host:port of the HTTP API (HTTPS only with WithTLS)
+	// URL is the API's address with its scheme, as CONSUL_HTTP_ADDR takes it.
+	URL string
+	// Token is the bootstrap (initial management) token of an agent
+	// started WithACL; Client uses it.
+	Token string
+	// TLS holds the certificate files of an agent started WithTLS.
+	TLS    *TLSFiles
 	Client *api.Client
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
 	stop   chan struct{}
 }
+
+// TLSFiles are the PEM files `consul tls` made for an agent: the CA, the
+// agent's server certificate and a client certificate signed by the CA.
+type TLSFiles struct {
+	CAFile, ServerCert, ServerKey, ClientCert, ClientKey string
+}
+
+// Env is what a Consul client needs in its environment to reach the agent
+// (CONSUL_HTTP_ADDR, and CONSUL_CACERT, CONSUL_CLIENT_CERT and
+// CONSUL_CLIENT_KEY for TLS); the token is left to the caller.
+func (a *Agent) Env() []string {
+	env := []string{"CONSUL_HTTP_ADDR=" + a.URL}
+	if a.TLS != nil {
+		env = append(env, "CONSUL_CACERT="+a.TLS.CAFile, "CONSUL_CLIENT_CERT="+a.TLS.ClientCert, "CONSUL_CLIENT_KEY="+a.TLS.ClientKey)
+	}
+	return env
+}
+
+// Option changes how Start runs the agent.
+type Option func(*options)
+
+type options struct{ acl, tls bool }
+
+// WithACL enables ACLs with default_policy "deny" and a random initial
+// management token, returned in Agent.Token.
+func WithACL() Option { return func(o *options) { o.acl = true } }
+
+// WithTLS makes a CA and certificates with `consul tls` in a temporary
+// directory and serves the HTTP API over HTTPS only, verifying client
+// certificates. The files are in Agent.TLS.
+func WithTLS() Option { return func(o *options) { o.tls = true } }
 
 // Binary returns the consul binary path or "".
 func Binary() string {
@@ -60,7 +99,7 @@ func Binary() string {
 }
 
 // Start launches an agent and waits until it has a leader.
-func Start(t testing.TB) *Agent {
+func Start(t testing.TB, opts ...Option) *Agent {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
@@ -69,20 +108,43 @@ func Start(t testing.TB) *Agent {
 		}
 		t.Skip("SKIP (needs consul): run scripts/install-consul.sh or `make deps`")
 	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ports := freePorts(t, 5)
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
-	a.cmd = exec.Command(bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-node=nfhost-test-"+strconv.Itoa(ports[0]),
-		"-http-port="+strconv.Itoa(ports[0]), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port="+strconv.Itoa(ports[1]), "-serf-wan-port="+strconv.Itoa(ports[2]),
-		"-server-port="+strconv.Itoa(ports[3]), "-log-level=warn")
+	a.URL = "http://" + a.Addr
+	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
+		"-node=nfhost-test-" + strconv.Itoa(ports[0]),
+		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-serf-lan-port=" + strconv.Itoa(ports[1]), "-serf-wan-port=" + strconv.Itoa(ports[2]),
+		"-server-port=" + strconv.Itoa(ports[3]), "-log-level=warn"}
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Scheme, cfg.Token, cfg.TokenFile = a.Addr, "http", "", ""
+	cfg.TLSConfig = api.TLSConfig{}
+	if o.acl {
+		a.Token = newUUID(t)
+		cfg.Token = a.Token
+		args = append(args, "-hcl", fmt.Sprintf(`acl { enabled = true, default_policy = "deny", enable_token_persistence = false, tokens { initial_management = %q, agent = %q } }`, a.Token, a.Token))
+	}
+	if o.tls {
+		a.TLS = makeCerts(t, bin)
+		a.URL = "https://" + a.Addr
+		cfg.Scheme = "https"
+		cfg.TLSConfig = api.TLSConfig{CAFile: a.TLS.CAFile, CertFile: a.TLS.ClientCert, KeyFile: a.TLS.ClientKey}
+		args = append(args, "-hcl", fmt.Sprintf(`ports { http = -1, https = %d }
+tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = true, verify_outgoing = true } }`,
+			ports[0], a.TLS.CAFile, a.TLS.ServerCert, a.TLS.ServerKey))
+	} else {
+		args = append(args, "-http-port="+strconv.Itoa(ports[0]))
+	}
+	a.cmd = exec.Command(bin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start consul: %v", err)
 	}
 	t.Cleanup(a.Stop)
-	cfg := api.DefaultConfig()
-	cfg.Address = a.Addr
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +203,37 @@ func (a *Agent) Restart(t testing.TB) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// newUUID returns a random UUID, the form Consul's tokens take.
+func newUUID(t testing.TB) string {
+	t.Helper()
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// makeCerts creates a CA, a server certificate (for 127.0.0.1 and
+// localhost) and a client certificate with `consul tls` in a temporary
+// directory.
+func makeCerts(t testing.TB, bin string) *TLSFiles {
+	t.Helper()
+	dir := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"},
+		{"tls", "cert", "create", "-client", "-dc", "dc1"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+	p := func(name string) string { return filepath.Join(dir, name) }
+	return &TLSFiles{CAFile: p("consul-agent-ca.pem"), ServerCert: p("dc1-server-consul-0.pem"), ServerKey: p("dc1-server-consul-0-key.pem"),
+		ClientCert: p("dc1-client-consul-0.pem"), ClientKey: p("dc1-client-consul-0-key.pem")}
 }
 
 func freePorts(t testing.TB, n int) []int {

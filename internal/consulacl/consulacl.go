@@ -1,0 +1,176 @@
+// Package consulacl holds the Consul ACL policies that let each party
+// touch only its own part of nfhost's KV layout, with Consul's default
+// policy "deny":
+//
+//   - a tenant reads and writes tenants/<id>/firewall, reads its own
+//     network and dos keys and its status from every host
+//     (tenant-status/<id>/), and nothing else;
+//   - nsd reads tenants/, dos/ and control/ and writes the status
+//     prefixes (tenant-status/, host-status/, and status/ only so that it
+//     can delete the layout older versions wrote); a leaked nsd token
+//     cannot change any tenant's config;
+//   - the operator writes everything under the prefix and manages tokens.
+//
+// The rules are generated for a KV prefix; deploy/consul/ ships them for
+// the default prefix as HCL files. The package is pure: it links only the
+// Consul API types.
+package consulacl
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// DefaultPrefix is nfhost's default KV prefix.
+const DefaultPrefix = "nfhost"
+
+// TenantPlaceholder stands for the tenant ID in deploy/consul/tenant.hcl.tmpl.
+const TenantPlaceholder = "TENANT_ID"
+
+// Policy is one ACL policy: its name, description and rules.
+type Policy struct {
+	Name, Description, Rules string
+}
+
+// Names of the policies for prefix: nfhost-nsd, nfhost-operator and
+// nfhost-tenant-<id> for the default prefix; another prefix is part of
+// the name, so that two deployments in one cluster keep their policies
+// apart.
+func base(prefix string) string {
+	prefix = strings.Trim(prefix, "/")
+	if prefix == DefaultPrefix {
+		return "nfhost"
+	}
+	return "nfhost-" + strings.Trim(nonName.ReplaceAllString(prefix, "-"), "-")
+}
+
+// nonName matches what a Consul policy name cannot hold.
+var nonName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// NSDName is the name of nsd's policy.
+func NSDName(prefix string) string { return base(prefix) + "-nsd" }
+
+// OperatorName is the name of the operator's policy.
+func OperatorName(prefix string) string { return base(prefix) + "-operator" }
+
+// TenantNamePrefix starts the name of every tenant policy.
+func TenantNamePrefix(prefix string) string { return base(prefix) + "-tenant-" }
+
+// TenantName is the name of tenant id's policy.
+func TenantName(prefix, id string) string { return TenantNamePrefix(prefix) + id }
+
+// TenantDescription is the description of tenant id's policy and tokens;
+// it names the tenant.
+func TenantDescription(prefix, id string) string {
+	return fmt.Sprintf("nfhost tenant %s (KV prefix %s)", id, strings.Trim(prefix, "/"))
+}
+
+// NSD is nsd's policy.
+func NSD(prefix string) Policy {
+	p := strings.Trim(prefix, "/")
+	return Policy{Name: NSDName(p), Description: fmt.Sprintf("nfhost nsd: reads tenant configs, writes status (KV prefix %s)", p),
+		Rules: fmt.Sprintf(`# nfhost nsd: read what it reconciles, write only status.
+# status/ is the layout before tenant-status/ and host-status/: nsd
+# deletes what it wrote there, nothing writes it any more.
+key_prefix %[1]q {
+  policy = "read"
+}
+key_prefix %[2]q {
+  policy = "read"
+}
+key_prefix %[3]q {
+  policy = "read"
+}
+key_prefix %[4]q {
+  policy = "write"
+}
+key_prefix %[5]q {
+  policy = "write"
+}
+key_prefix %[6]q {
+  policy = "write"
+}
+`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/")}
+}
+
+// Operator is the operator's policy.
+func Operator(prefix string) Policy {
+	p := strings.Trim(prefix, "/")
+	return Policy{Name: OperatorName(p), Description: fmt.Sprintf("nfhost operator: all of KV prefix %s, ACL tokens", p),
+		Rules: fmt.Sprintf(`# nfhost operator: everything under the prefix, and the ACL
+# system (nsctl acl init, nsctl tenant token).
+key_prefix %q {
+  policy = "write"
+}
+acl = "write"
+`, p+"/")}
+}
+
+// Tenant is tenant id's policy. It does not check id: nsctl does, and
+// the HCL template is this policy with TenantPlaceholder.
+func Tenant(prefix, id string) Policy {
+	p := strings.Trim(prefix, "/")
+	return Policy{Name: TenantName(p, id), Description: TenantDescription(p, id),
+		Rules: fmt.Sprintf(`# nfhost tenant %[1]s: its own firewall, read-only network and dos,
+# its status from every host. Nothing else.
+key %[2]q {
+  policy = "write"
+}
+key %[3]q {
+  policy = "read"
+}
+key %[4]q {
+  policy = "read"
+}
+key_prefix %[5]q {
+  policy = "read"
+}
+`, id, p+"/tenants/"+id+"/firewall", p+"/tenants/"+id+"/network", p+"/tenants/"+id+"/dos", p+"/tenant-status/"+id+"/")}
+}
+
+// Allowing names the policies that allow op ("read", "list", "write" or
+// "delete") on key (with the prefix), for an error message after Consul
+// refused it: "nfhost-tenant-acme (tenant acme's token) or nfhost-operator".
+func Allowing(prefix, op, key string) string {
+	p := strings.Trim(prefix, "/")
+	rest, ok := strings.CutPrefix(key, p+"/")
+	op2 := "read"
+	if op == "write" || op == "delete" {
+		op2 = "write"
+	}
+	var who []string
+	tenant := func(id string) {
+		who = append(who, fmt.Sprintf("%s (tenant %s's token)", TenantName(p, id), id))
+	}
+	nsd := func() { who = append(who, NSDName(p)+" (nsd's token)") }
+	if ok {
+		dir, tail, _ := strings.Cut(rest, "/")
+		id, sub, _ := strings.Cut(tail, "/")
+		switch dir {
+		case "tenants":
+			if id != "" && sub == "firewall" || id != "" && op2 == "read" && (sub == "network" || sub == "dos") {
+				tenant(id)
+			}
+			if op2 == "read" {
+				nsd()
+			}
+		case "dos", "control":
+			if op2 == "read" {
+				nsd()
+			}
+		case "tenant-status":
+			if id != "" && op2 == "read" {
+				tenant(id)
+			}
+			nsd()
+		case "host-status", "status":
+			nsd()
+		}
+	}
+	who = append(who, OperatorName(p))
+	if len(who) == 1 {
+		return who[0] + " (the operator's token)"
+	}
+	return strings.Join(who[:len(who)-1], ", ") + " or " + who[len(who)-1]
+}
