@@ -713,7 +713,7 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 		d.setHold(nil, "")
 		return nil
 	}
-	if reason := d.guard(ctx, gone, len(running), len(s.Tenants), s.StoreReset); reason != "" {
+	if reason := d.guard(ctx, gone, len(running), len(s.Tenants), s.StoreReset, s.Hidden); reason != "" {
 		token := d.setHold(gone, reason)
 		if string(s.Control[source.ConfirmKey(d.o.HostID)].Value) == token && token != d.hold.spent || d.hold.flag {
 			d.log.Warn("held deletions confirmed by the operator", "deletes", len(gone), "token", token)
@@ -737,7 +737,7 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 }
 
 // guard says why deleting gone would be held, or "" when it would not.
-func (d *Daemon) guard(ctx context.Context, gone []string, running, listed int, reset bool) string {
+func (d *Daemon) guard(ctx context.Context, gone []string, running, listed int, reset, hidden bool) string {
 	switch {
 	case d.o.MaxDeleteFraction >= 1:
 		return "" // the guard is off
@@ -750,6 +750,8 @@ func (d *Daemon) guard(ctx context.Context, gone []string, running, listed int, 
 		return "the config source lists far fewer tenants than this host runs"
 	case reset:
 		return "the config source restarted with older indexes (a new cluster, or a restore from a snapshot)"
+	case hidden:
+		return "the config source hid keys from nsd's token (ACLs): missing tenants may only be invisible"
 	case listed == 0 && d.storeWiped(ctx, gone):
 		return "the config source lists no tenants and lost this host's status of them: a wiped store"
 	}

@@ -173,3 +173,17 @@ func value(m prometheus.Metric) float64 {
 	}
 	return out.Counter.GetValue()
 }
+
+// A listing the store's ACLs filtered (nsd --once reads one) deletes
+// nothing: the tenants missing from it may only be invisible to the token.
+func TestHiddenKeysDeleteNothing(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.put("a", "network", `{"prefixes": ["198.51.100.0/24"]}`)
+	h.put("b", "network", `{"prefixes": ["198.51.101.0/24"]}`)
+	h.pass(t, true)
+	delete(h.snap.Tenants, "b")
+	h.snap.Hidden = true
+	if rs := h.pass(t, false); len(h.k.deletes) != 0 || len(rs) != 1 || rs[0].State != "held" {
+		t.Fatalf("a filtered listing deleted %v (results %+v)", h.k.deletes, rs)
+	}
+}
