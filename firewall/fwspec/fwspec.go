@@ -6,7 +6,6 @@
 package fwspec
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -191,11 +190,7 @@ func compileRule(path string, r Rule, lists map[string][]string, names []string,
 		}
 	}
 	alts, err := lang.DNF(e, MaxAlternatives)
-	var tooMany *lang.ErrTooManyAlternatives
-	if errors.As(err, &tooMany) {
-		add(path+".expression", "", "%v", err)
-		return CompiledRule{}, false
-	} else if err != nil {
+	if err != nil {
 		add(path+".expression", "", "%v", err)
 		return CompiledRule{}, false
 	}
