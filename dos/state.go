@@ -126,15 +126,7 @@ func Build(d Desired) (*State, map[string]error) {
 		Dst:         map[netip.Prefix]dosBPFDstInfo{},
 		Tenants:     map[uint32]string{},
 	}
-	var tenants []TenantInput
-	for _, t := range d.Tenants {
-		if t.Index == 0 || t.Index >= MaxTenants {
-			errs[t.ID] = fmt.Errorf("tenant index %d out of range 1..%d", t.Index, MaxTenants-1)
-			continue
-		}
-		tenants = append(tenants, t)
-	}
-	sort.Slice(tenants, func(i, j int) bool { return tenants[i].Index < tenants[j].Index })
+	tenants := indexedTenants(d.Tenants, errs)
 	placed, perrs := place(d, tenants)
 	for k, err := range perrs {
 		errs[k] = err
@@ -146,9 +138,80 @@ func Build(d Desired) (*State, map[string]error) {
 	}
 	st.SampleRate = global.SampleRate
 
+	sigs, rates, rateAt := layOut(st, global, tenants, placed, d.Now)
+	owner := map[netip.Prefix]int{} // trie-form tenant prefix -> tenants index
+	for i, t := range tenants {
+		st.Tenants[t.Index] = t.ID
+		for _, p := range t.Prefixes {
+			owner[mapped(p.Masked())] = i
+		}
+	}
+	hasLists := map[uint32]bool{}
+	for k := range st.TenantLists {
+		hasLists[k.Tenant] = true
+	}
+
+	// Signature tables and metadata.
+	tables, err := BuildTables(compiledSigs(sigs))
+	if err != nil { // cannot happen: place keeps to the budget
+		errs[dosspec.GlobalKey] = err
+		tables, _ = BuildTables(nil)
+		sigs = nil
+	}
+	st.Tables = tables
+	for _, s := range sigs {
+		st.Sigs = append(st.Sigs, SigState{ID: s.scope + "/" + s.sig.ID, Meta: sigMeta(s, s.monitor), Expires: s.sig.Expires, Match: s.sig.Match.String()})
+	}
+	st.Rates = rates
+
+	// Destination trie: every prefix that decides something; each entry is
+	// computed from all prefixes covering it. Addresses under none of them
+	// use the global signatures of their family, kept in the settings.
+	st.DstV4, st.DstV6 = globalDstSigs(sigs)
+	for k := range dstKeys(owner, rateAt, sigs) {
+		var di dosBPFDstInfo // di.Tenant 0: the prefix is no tenant's
+		if i, ok := longestCovering(owner, k); ok {
+			t := tenants[i]
+			di.Tenant = t.Index
+			if hasLists[t.Index] {
+				di.Flags |= dstTenantLists
+			}
+			if s := placed[t.ID]; s != nil {
+				di.SampleRate = s.SampleRate
+			}
+		}
+		di.RateRule = dstRateRule(rateAt, k, di.Tenant)
+		di.Sigs = dstSigs(sigs, k, di.Tenant)
+		st.Dst[k] = di
+	}
+	if len(st.Dst) > maxDst && errs[dosspec.GlobalKey] == nil {
+		errs[dosspec.GlobalKey] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
+	}
+	return st, errs
+}
+
+// indexedTenants returns the tenants with an index in range, sorted by
+// index (the layout order); the others get an error in errs.
+func indexedTenants(in []TenantInput, errs map[string]error) []TenantInput {
+	var tenants []TenantInput
+	for _, t := range in {
+		if t.Index == 0 || t.Index >= MaxTenants {
+			errs[t.ID] = fmt.Errorf("tenant index %d out of range 1..%d", t.Index, MaxTenants-1)
+			continue
+		}
+		tenants = append(tenants, t)
+	}
+	sort.Slice(tenants, func(i, j int) bool { return tenants[i].Index < tenants[j].Index })
+	return tenants
+}
+
+// layOut gives the placed documents' rules their indexes, global first,
+// then tenants in the order given, and puts their allow and deny lists in
+// st. It returns the signatures and rate rules by index and, by trie-form
+// prefix, the rate rules on exactly that prefix (global first).
+func layOut(st *State, global *dosspec.Spec, tenants []TenantInput, placed map[string]*dosspec.Spec, now time.Time) ([]scopedSig, []RateState, map[netip.Prefix][]scopedRate) {
 	var sigs []scopedSig
 	var rates []RateState
-	// rateAt: trie-form prefix -> rules on exactly it (global first).
 	rateAt := map[netip.Prefix][]scopedRate{}
 	addScope := func(scope string, tenant uint32, s *dosspec.Spec) {
 		for _, rl := range s.RateLimits {
@@ -157,7 +220,7 @@ func Build(d Desired) (*State, map[string]error) {
 			rates = append(rates, RateState{ID: scope + "/rate:" + rl.Prefix.String(), Rule: rateRule(rl.Limit, s.Monitor)})
 		}
 		for _, sg := range s.Signatures {
-			if !live(sg, d.Now) {
+			if !live(sg, now) {
 				continue
 			}
 			ss := scopedSig{scope: scope, tenant: tenant, sig: sg, rate: -1, monitor: s.Monitor}
@@ -180,52 +243,41 @@ func Build(d Desired) (*State, map[string]error) {
 		}
 	}
 	addScope(Global, 0, global)
-
-	owner := map[netip.Prefix]int{} // trie-form tenant prefix -> tenants index
-	for i, t := range tenants {
-		st.Tenants[t.Index] = t.ID
-		for _, p := range t.Prefixes {
-			owner[mapped(p.Masked())] = i
-		}
+	for _, t := range tenants {
 		if s := placed[t.ID]; s != nil {
 			addScope(t.ID, t.Index, s)
 		}
 	}
-	hasLists := map[uint32]bool{}
-	for k := range st.TenantLists {
-		hasLists[k.Tenant] = true
-	}
+	return sigs, rates, rateAt
+}
 
-	// Signature tables and metadata.
+func compiledSigs(sigs []scopedSig) []dosspec.CompiledSignature {
 	compiled := make([]dosspec.CompiledSignature, len(sigs))
 	for i, s := range sigs {
 		compiled[i] = s.sig
 	}
-	tables, err := BuildTables(compiled)
-	if err != nil { // cannot happen: place keeps to the budget
-		errs[dosspec.GlobalKey] = err
-		tables, _ = BuildTables(nil)
-		sigs = nil
-	}
-	st.Tables = tables
-	for _, s := range sigs {
-		st.Sigs = append(st.Sigs, SigState{ID: s.scope + "/" + s.sig.ID, Meta: sigMeta(s, s.monitor), Expires: s.sig.Expires, Match: s.sig.Match.String()})
-	}
-	st.Rates = rates
+	return compiled
+}
 
-	// Destination trie: every prefix that decides something; each entry is
-	// computed from all prefixes covering it. Addresses under none of them
-	// use the global signatures of their family, kept in the settings.
+// globalDstSigs returns, per family, the global signatures without a
+// destination that can match it.
+func globalDstSigs(sigs []scopedSig) (v4, v6 bitmap) {
 	for i, s := range sigs {
 		if s.tenant == 0 && !s.sig.Match.Dst.IsValid() {
 			if accepts(s.sig.Match, v4Root, netip.Prefix{}) {
-				st.DstV4.set(i)
+				v4.set(i)
 			}
 			if accepts(s.sig.Match, v6Root, netip.Prefix{}) {
-				st.DstV6.set(i)
+				v6.set(i)
 			}
 		}
 	}
+	return v4, v6
+}
+
+// dstKeys returns the prefixes that need a destination entry: the tenants'
+// prefixes, the rate limits' and the signatures' destinations.
+func dstKeys(owner map[netip.Prefix]int, rateAt map[netip.Prefix][]scopedRate, sigs []scopedSig) map[netip.Prefix]bool {
 	keys := map[netip.Prefix]bool{}
 	for k := range owner {
 		keys[k] = true
@@ -238,44 +290,38 @@ func Build(d Desired) (*State, map[string]error) {
 			keys[mapped(s.sig.Match.Dst)] = true
 		}
 	}
-	for k := range keys {
-		var di dosBPFDstInfo
-		ti := -1
-		if i, ok := longestCovering(owner, k); ok {
-			ti = i
-			t := tenants[i]
-			di.Tenant = t.Index
-			if hasLists[t.Index] {
-				di.Flags |= dstTenantLists
-			}
-			if s := placed[t.ID]; s != nil {
-				di.SampleRate = s.SampleRate
-			}
-		}
-		// The most specific rate limit of the global scope or this tenant;
-		// on the same prefix the tenant's wins.
-		for bits := k.Bits(); bits >= 0 && di.RateRule == 0; bits-- {
-			p, _ := k.Addr().Prefix(bits)
-			for _, r := range rateAt[p] {
-				if r.tenant == 0 || ti >= 0 && r.tenant == tenants[ti].Index {
-					di.RateRule = uint32(r.rule) + 1
-				}
+	return keys
+}
+
+// dstRateRule is the rate rule (index+1, 0: none) for destination k of
+// tenant (0: none): the most specific rate limit of the global scope or
+// that tenant; on the same prefix the tenant's wins.
+func dstRateRule(rateAt map[netip.Prefix][]scopedRate, k netip.Prefix, tenant uint32) uint32 {
+	var rule uint32
+	for bits := k.Bits(); bits >= 0 && rule == 0; bits-- {
+		p, _ := k.Addr().Prefix(bits)
+		for _, r := range rateAt[p] {
+			if r.tenant == 0 || r.tenant == tenant {
+				rule = uint32(r.rule) + 1
 			}
 		}
-		for i, s := range sigs {
-			if s.tenant != 0 && (ti < 0 || tenants[ti].Index != s.tenant) {
-				continue
-			}
-			if accepts(s.sig.Match, k, s.sig.Match.Dst) {
-				di.Sigs.set(i)
-			}
-		}
-		st.Dst[k] = di
 	}
-	if len(st.Dst) > maxDst && errs[dosspec.GlobalKey] == nil {
-		errs[dosspec.GlobalKey] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
+	return rule
+}
+
+// dstSigs is the signatures, of the global scope and of tenant (0: none),
+// that can match a packet to destination k.
+func dstSigs(sigs []scopedSig, k netip.Prefix, tenant uint32) bitmap {
+	var b bitmap
+	for i, s := range sigs {
+		if s.tenant != 0 && s.tenant != tenant {
+			continue
+		}
+		if accepts(s.sig.Match, k, s.sig.Match.Dst) {
+			b.set(i)
+		}
 	}
-	return st, errs
+	return b
 }
 
 const dstTenantLists = 1

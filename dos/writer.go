@@ -37,7 +37,7 @@ func NewWriter(o *dosBPFObjects) *Writer { return &Writer{o: o} }
 // Last is the State most recently written (nil before the first Write).
 func (w *Writer) Last() *State { return w.last }
 
-// Write applies s.
+// Write applies s, in the order the type's documentation explains.
 func (w *Writer) Write(s *State) error {
 	o := w.o
 	w.Writes = 0
@@ -48,8 +48,44 @@ func (w *Writer) Write(s *State) error {
 			return err
 		}
 	}
+	if changed := w.changedSigs(old, s); changed != (bitmap{}) {
+		if err := w.switchOff(old, changed); err != nil {
+			return err
+		}
+	}
+	if err := w.keepCounters(old, s); err != nil {
+		return err
+	}
+	if err := w.writeSigs(old, s); err != nil {
+		return err
+	}
+	if err := w.writeRates(old, s); err != nil {
+		return err
+	}
+	if err := w.writeNames(old, s); err != nil {
+		return err
+	}
+	if err := w.writeLists(old, s); err != nil {
+		return err
+	}
+	// Last, what switches the signatures on: the settings' defaults and
+	// the final destination entries.
+	set := dosBPFSettings{Nsigs: uint32(len(s.Sigs)), SampleRate: s.SampleRate, NeedsSrc: s.Tables.NeedsSrc, DstV4: s.DstV4, DstV6: s.DstV6}
+	if err := o.NfhSettings.Put(uint32(0), set); err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	if err := syncTrie(w, o.NfhDst, o.NfhDst4, s.Dst, old.Dst, true); err != nil {
+		return err
+	}
+	w.last = s
+	return nil
+}
 
-	// Signature indexes whose meaning changes.
+// changedSigs returns the signature indexes whose meaning changes from old
+// to s. On the first write old was read back from the maps, which hold a
+// signature's name, metadata and table columns but not its match: one that
+// agrees on those is taken as unchanged, and old records it as s's.
+func (w *Writer) changedSigs(old, s *State) bitmap {
 	var changed bitmap
 	var cols bitmap // read back from the maps: columns whose tables differ
 	if w.last == nil {
@@ -71,42 +107,57 @@ func (w *Writer) Write(s *State) error {
 			changed.set(i)
 		}
 	}
-	if changed != (bitmap{}) {
-		off := map[netip.Prefix]dosBPFDstInfo{}
-		for k, v := range old.Dst {
-			for i := range v.Sigs.W {
-				v.Sigs.W[i] &^= changed.W[i]
-			}
-			off[k] = v
-		}
-		if err := syncTrie(w, o.NfhDst, o.NfhDst4, off, old.Dst, false); err != nil {
-			return err
-		}
-		old.Dst = off
-		var set dosBPFSettings
-		if err := o.NfhSettings.Lookup(uint32(0), &set); err != nil {
-			return fmt.Errorf("read settings: %w", err)
-		}
-		for i := range changed.W {
-			set.DstV4.W[i] &^= changed.W[i]
-			set.DstV6.W[i] &^= changed.W[i]
-		}
-		if err := o.NfhSettings.Put(uint32(0), set); err != nil {
-			return fmt.Errorf("write settings: %w", err)
-		}
-	}
+	return changed
+}
 
-	// Counters follow their tenant or rule to a new index.
+// switchOff clears the changed signatures' bits in every destination
+// entry old holds and in the settings' defaults, so that no packet is
+// classified with a half-written signature; old.Dst becomes what the maps
+// then hold.
+func (w *Writer) switchOff(old *State, changed bitmap) error {
+	o := w.o
+	off := map[netip.Prefix]dosBPFDstInfo{}
+	for k, v := range old.Dst {
+		for i := range v.Sigs.W {
+			v.Sigs.W[i] &^= changed.W[i]
+		}
+		off[k] = v
+	}
+	if err := syncTrie(w, o.NfhDst, o.NfhDst4, off, old.Dst, false); err != nil {
+		return err
+	}
+	old.Dst = off
+	var set dosBPFSettings
+	if err := o.NfhSettings.Lookup(uint32(0), &set); err != nil {
+		return fmt.Errorf("read settings: %w", err)
+	}
+	for i := range changed.W {
+		set.DstV4.W[i] &^= changed.W[i]
+		set.DstV6.W[i] &^= changed.W[i]
+	}
+	if err := o.NfhSettings.Put(uint32(0), set); err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	return nil
+}
+
+// keepCounters makes the signature, rate-rule and tenant counters follow
+// their ID to its new index.
+func (w *Writer) keepCounters(old, s *State) error {
+	o := w.o
 	if err := moveCounters(w, o.NfhSigCounters, ids(old.Sigs, func(s SigState) string { return s.ID }), ids(s.Sigs, func(s SigState) string { return s.ID })); err != nil {
 		return err
 	}
 	if err := moveCounters(w, o.NfhRateCounters, ids(old.Rates, func(r RateState) string { return r.ID }), ids(s.Rates, func(r RateState) string { return r.ID })); err != nil {
 		return err
 	}
-	if err := moveCounters(w, o.NfhTenantCounters, tenantIDs(old.Tenants), tenantIDs(s.Tenants)); err != nil {
-		return err
-	}
+	return moveCounters(w, o.NfhTenantCounters, tenantIDs(old.Tenants), tenantIDs(s.Tenants))
+}
 
+// writeSigs writes the classifier tables, the source trie and the
+// metadata of the signatures that differ.
+func (w *Writer) writeSigs(old, s *State) error {
+	o := w.o
 	want, have := s.Tables.arrays(), old.Tables.arrays()
 	for i, m := range o.sigArrays() {
 		if err := writeArray(w, m, want[i], have[i]); err != nil {
@@ -129,18 +180,26 @@ func (w *Writer) Write(s *State) error {
 		}
 		w.Writes++
 	}
+	return nil
+}
+
+func (w *Writer) writeRates(old, s *State) error {
 	for i, r := range s.Rates {
 		if i < len(old.Rates) && old.Rates[i] == r {
 			continue
 		}
-		if err := o.NfhRateRules.Put(uint32(i), r.Rule); err != nil {
+		if err := w.o.NfhRateRules.Put(uint32(i), r.Rule); err != nil {
 			return fmt.Errorf("write rate limit %s: %w", r.ID, err)
 		}
 		w.Writes++
 	}
-	if err := w.writeNames(old, s); err != nil {
-		return err
-	}
+	return nil
+}
+
+// writeLists writes the global source lists (trie and /24 table) and the
+// tenants' lists.
+func (w *Writer) writeLists(old, s *State) error {
+	o := w.o
 	before := w.Writes
 	if err := syncTrie(w, o.NfhSrcLists, o.NfhSrcLists4, verdicts(s.Lists), verdicts(old.Lists), true); err != nil {
 		return err
@@ -159,18 +218,7 @@ func (w *Writer) Write(s *State) error {
 	if err := syncMap(w, o.NfhTenantLists, tw6, th6, tenantKey, true); err != nil {
 		return err
 	}
-	if err := syncMap(w, o.NfhTenantLists4, tw4, th4, tenantKey4, true); err != nil {
-		return err
-	}
-	set := dosBPFSettings{Nsigs: uint32(len(s.Sigs)), SampleRate: s.SampleRate, NeedsSrc: s.Tables.NeedsSrc, DstV4: s.DstV4, DstV6: s.DstV6}
-	if err := o.NfhSettings.Put(uint32(0), set); err != nil {
-		return fmt.Errorf("write settings: %w", err)
-	}
-	if err := syncTrie(w, o.NfhDst, o.NfhDst4, s.Dst, old.Dst, true); err != nil {
-		return err
-	}
-	w.last = s
-	return nil
+	return syncMap(w, o.NfhTenantLists4, tw4, th4, tenantKey4, true)
 }
 
 // is4 says whether a trie-form prefix is IPv4 (IPv4-mapped, at least /96).

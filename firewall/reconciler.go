@@ -130,50 +130,139 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, erro
 // apply does the work of Apply on any connection (tests record its batch).
 // known returns the cached content hash of a list set ("" if unknown);
 // written collects the hashes of the lists this batch leaves in place.
+//
+// The steps run in the order the batch needs: lists and counters before
+// the rules that refer to them, chains before the rules in them, and
+// deletions of what nothing refers to any more last.
 func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, written map[string]string) ([]string, error) {
 	t := table()
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	exists, err := tableExists(c, t)
 	if err != nil {
-		return nil, fmt.Errorf("list nft tables: %w", err)
-	}
-	exists := false
-	for _, x := range tables {
-		exists = exists || x.Name == t.Name
+		return nil, err
 	}
 	if spec == nil {
-		if !exists {
-			return nil, nil
-		}
-		c.DelTable(t)
-		if err := c.Flush(); err != nil {
-			return nil, fmt.Errorf("delete firewall table: %w", err)
-		}
-		return []string{"firewall: delete table"}, nil
+		return deleteTable(c, t, exists)
 	}
 	var ch []string
 	if !exists {
 		c.AddTable(t)
 		ch = append(ch, "firewall: add table")
 	}
+	haveSets, err := listSets(c, t, exists)
+	if err != nil {
+		return nil, err
+	}
+	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, known, written, ch)
+	if err != nil {
+		return nil, err
+	}
+	haveCtrs, err := listCounters(c, t, exists)
+	if err != nil {
+		return nil, err
+	}
+	wantCtrs, ch := addCounters(c, t, spec.Rules, haveCtrs, ch)
+	if ch, err = syncChains(c, t, spec, exists, ch); err != nil {
+		return nil, err
+	}
+	ch = deleteLists(c, haveSets, wantSets, written, ch)
+	ch = deleteCounters(c, t, haveCtrs, wantCtrs, ch)
+	if len(ch) == 0 {
+		return nil, nil
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("apply firewall batch: %w", err)
+	}
+	sort.Strings(ch)
+	return ch, nil
+}
 
-	// Named lists.
+func tableExists(c *nftables.Conn, t *nftables.Table) (bool, error) {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("list nft tables: %w", err)
+	}
+	exists := false
+	for _, x := range tables {
+		exists = exists || x.Name == t.Name
+	}
+	return exists, nil
+}
+
+func deleteTable(c *nftables.Conn, t *nftables.Table, exists bool) ([]string, error) {
+	if !exists {
+		return nil, nil
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("delete firewall table: %w", err)
+	}
+	return []string{"firewall: delete table"}, nil
+}
+
+// The list* functions read what table t holds; a table that does not
+// exist yet (it is added in this batch) holds nothing to ask for.
+
+func listSets(c *nftables.Conn, t *nftables.Table, exists bool) (map[string]*nftables.Set, error) {
 	have := map[string]*nftables.Set{}
-	if exists {
-		sets, err := c.GetSets(t)
-		if err != nil {
-			return nil, fmt.Errorf("list nft sets: %w", err)
-		}
-		for _, s := range sets {
-			have[s.Name] = s
+	if !exists {
+		return have, nil
+	}
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list nft sets: %w", err)
+	}
+	for _, s := range sets {
+		have[s.Name] = s
+	}
+	return have, nil
+}
+
+func listCounters(c *nftables.Conn, t *nftables.Table, exists bool) (map[string]bool, error) {
+	have := map[string]bool{}
+	if !exists {
+		return have, nil
+	}
+	objs, err := c.GetObjects(t)
+	if err != nil {
+		return nil, fmt.Errorf("list nft objects: %w", err)
+	}
+	for _, o := range objs {
+		if co, ok := o.(*nftables.CounterObj); ok {
+			have[co.Name] = true
 		}
 	}
+	return have, nil
+}
+
+func listChains(c *nftables.Conn, t *nftables.Table, exists bool) (map[string]*nftables.Chain, error) {
+	have := map[string]*nftables.Chain{}
+	if !exists {
+		return have, nil
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list nft chains: %w", err)
+	}
+	for _, x := range chains {
+		if x.Table.Name == t.Name {
+			have[x.Name] = x
+		}
+	}
+	return have, nil
+}
+
+// syncLists queues the changes that make every named list's two sets (one
+// per family) hold the spec's prefixes, and returns the names of the sets
+// the spec wants.
+func syncLists(c *nftables.Conn, t *nftables.Table, lists map[string][]netip.Prefix, have map[string]*nftables.Set,
+	known func(set string) string, written map[string]string, ch []string) (map[string]bool, []string, error) {
 	want := map[string]bool{}
-	for _, name := range sortedListNames(spec.Lists) {
+	for _, name := range sortedListNames(lists) {
 		for _, f := range []family{fam4, fam6} {
 			sn := listSetName(name, f)
 			want[sn] = true
 			var ps []netip.Prefix
-			for _, p := range spec.Lists[name] {
+			for _, p := range lists[name] {
 				if p.Addr().Is4() == (f == fam4) {
 					ps = append(ps, p)
 				}
@@ -185,56 +274,44 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 			}
 			n, err := syncList(c, t, have[sn], sn, f, ps)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if n > 0 {
 				ch = append(ch, fmt.Sprintf("firewall: list %s: %d element changes", sn, n))
 			}
 		}
 	}
+	return want, ch, nil
+}
 
-	// Counters, one per rule ID.
-	haveCtr := map[string]bool{}
-	if exists {
-		objs, err := c.GetObjects(t)
-		if err != nil {
-			return nil, fmt.Errorf("list nft objects: %w", err)
-		}
-		for _, o := range objs {
-			if co, ok := o.(*nftables.CounterObj); ok {
-				haveCtr[co.Name] = true
-			}
-		}
-	}
-	wantCtr := map[string]bool{}
-	for _, r := range spec.Rules {
-		wantCtr[counterName(r.ID)] = true
-		if !haveCtr[counterName(r.ID)] {
+// addCounters queues a counter for every rule ID that has none and returns
+// the names of the counters the rules want.
+func addCounters(c *nftables.Conn, t *nftables.Table, rules []fwspec.CompiledRule, have map[string]bool, ch []string) (map[string]bool, []string) {
+	want := map[string]bool{}
+	for _, r := range rules {
+		want[counterName(r.ID)] = true
+		if !have[counterName(r.ID)] {
 			c.AddObj(&nftables.CounterObj{Table: t, Name: counterName(r.ID)})
 			ch = append(ch, "firewall: add counter "+counterName(r.ID))
 		}
 	}
+	return want, ch
+}
 
-	// The chains and their rules.
+// syncChains queues the base chain when its policy differs and rewrites
+// the chains whose rules differ from the spec's layout.
+func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists bool, ch []string) ([]string, error) {
 	policy := nftables.ChainPolicyAccept
 	if spec.Default == fwspec.Block {
 		policy = nftables.ChainPolicyDrop
 	}
 	base := &nftables.Chain{Name: chainName, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter, Policy: &policy}
-	haveChains := map[string]*nftables.Chain{}
-	if exists {
-		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-		if err != nil {
-			return nil, fmt.Errorf("list nft chains: %w", err)
-		}
-		for _, x := range chains {
-			if x.Table.Name == t.Name {
-				haveChains[x.Name] = x
-			}
-		}
+	have, err := listChains(c, t, exists)
+	if err != nil {
+		return nil, err
 	}
-	if cur := haveChains[chainName]; cur == nil || cur.Policy == nil || *cur.Policy != policy {
+	if cur := have[chainName]; cur == nil || cur.Policy == nil || *cur.Policy != policy {
 		c.AddChain(base)
 		ch = append(ch, fmt.Sprintf("firewall: chain policy %s", spec.Default))
 	}
@@ -242,13 +319,32 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 	// re-adds the few chains the rule sits in, not all of them.
 	lay := layout(spec)
 	chains := map[string]*nftables.Chain{chainName: base}
-	var stale []chainLayout
 	for _, lc := range lay {
 		if lc.name != chainName {
 			chains[lc.name] = &nftables.Chain{Name: lc.name, Table: t}
 		}
+	}
+	stale, err := staleChains(c, t, lay, have)
+	if err != nil {
+		return nil, err
+	}
+	if len(stale) == 0 {
+		return ch, nil
+	}
+	n, err := rewriteChains(c, t, lay, stale, chains, have)
+	if err != nil {
+		return nil, err
+	}
+	return append(ch, fmt.Sprintf("firewall: rewrite %d chains (%d nft rules)", len(stale), n)), nil
+}
+
+// staleChains returns the chains of lay that are missing or whose rules'
+// tags differ from the layout's.
+func staleChains(c *nftables.Conn, t *nftables.Table, lay []chainLayout, have map[string]*nftables.Chain) ([]chainLayout, error) {
+	var stale []chainLayout
+	for _, lc := range lay {
 		var curTags [][]byte
-		x := haveChains[lc.name]
+		x := have[lc.name]
 		if x != nil {
 			rs, err := c.GetRules(t, x)
 			if err != nil {
@@ -262,34 +358,42 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 			stale = append(stale, lc)
 		}
 	}
-	if len(stale) > 0 {
-		// Sub-chains first: the base chain's gotos need them to exist.
-		for _, lc := range lay[1:] {
-			if haveChains[lc.name] == nil {
-				c.AddChain(chains[lc.name])
-			}
-		}
-		n := 0
-		// Anonymous sets are only queued here: an unbound one would make
-		// the kernel refuse the batch.
-		b := &builder{conn: c, table: t}
-		for _, lc := range stale {
-			if haveChains[lc.name] != nil {
-				c.FlushChain(chains[lc.name])
-			}
-			for _, e := range lc.entries {
-				exprs, err := e.exprs(b)
-				if err != nil {
-					return nil, err
-				}
-				c.AddRule(&nftables.Rule{Table: t, Chain: chains[lc.name], Exprs: exprs, UserData: []byte(e.tag)})
-				n++
-			}
-		}
-		ch = append(ch, fmt.Sprintf("firewall: rewrite %d chains (%d nft rules)", len(stale), n))
-	}
+	return stale, nil
+}
 
-	// What nothing refers to any more goes last, after the rules that used it.
+// rewriteChains queues the missing sub-chains, then empties and refills
+// the stale ones; it returns the number of nft rules queued.
+func rewriteChains(c *nftables.Conn, t *nftables.Table, lay, stale []chainLayout, chains, have map[string]*nftables.Chain) (int, error) {
+	// Sub-chains first: the base chain's gotos need them to exist.
+	for _, lc := range lay[1:] {
+		if have[lc.name] == nil {
+			c.AddChain(chains[lc.name])
+		}
+	}
+	n := 0
+	// Anonymous sets are only queued here: an unbound one would make
+	// the kernel refuse the batch.
+	b := &builder{conn: c, table: t}
+	for _, lc := range stale {
+		if have[lc.name] != nil {
+			c.FlushChain(chains[lc.name])
+		}
+		for _, e := range lc.entries {
+			exprs, err := e.exprs(b)
+			if err != nil {
+				return 0, err
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: chains[lc.name], Exprs: exprs, UserData: []byte(e.tag)})
+			n++
+		}
+	}
+	return n, nil
+}
+
+// deleteLists and deleteCounters queue the deletion of what nothing refers
+// to any more; apply calls them last, after the rules that used it.
+
+func deleteLists(c *nftables.Conn, have map[string]*nftables.Set, want map[string]bool, written map[string]string, ch []string) []string {
 	for name, s := range have {
 		if !want[name] && !s.Anonymous && strings.HasPrefix(name, "l") {
 			written[name] = ""
@@ -297,20 +401,17 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 			ch = append(ch, "firewall: delete list "+name)
 		}
 	}
-	for name := range haveCtr {
-		if !wantCtr[name] {
+	return ch
+}
+
+func deleteCounters(c *nftables.Conn, t *nftables.Table, have, want map[string]bool, ch []string) []string {
+	for name := range have {
+		if !want[name] {
 			c.DeleteObject(&nftables.CounterObj{Table: t, Name: name})
 			ch = append(ch, "firewall: delete counter "+name)
 		}
 	}
-	if len(ch) == 0 {
-		return nil, nil
-	}
-	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("apply firewall batch: %w", err)
-	}
-	sort.Strings(ch)
-	return ch, nil
+	return ch
 }
 
 func sortedListNames(m map[string][]netip.Prefix) []string {

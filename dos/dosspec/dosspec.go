@@ -196,7 +196,26 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 	if len(errs) > 0 {
 		return Spec{}, errs
 	}
-	for name, list := range map[string][]string{"allow": c.Allow, "deny": c.Deny} {
+	s.Allow, s.Deny = validLists(c.Allow, c.Deny, add)
+	s.Signatures = validSignatures(c.Signatures, add)
+	s.RateLimits = validRateLimits(c.RateLimits, add)
+	if c.SampleRate > MaxSampleRate {
+		add("sample_rate", fmt.Sprint(c.SampleRate), "at most %d (1 in N packets; 0: off)", MaxSampleRate)
+	}
+	s.SampleRate = c.SampleRate
+	if am := c.AutoMitigation; am != nil {
+		s.AutoPPS, s.AutoDuration = validAutoMitigation(am, tenant, c.SampleRate, add)
+	}
+	if len(errs) > 0 {
+		return Spec{}, errs
+	}
+	return s, nil
+}
+
+// validLists parses the allow and deny lists (validate has checked their
+// lengths).
+func validLists(allowList, denyList []string, add func(path, value, format string, args ...any)) (allow, deny []netip.Prefix) {
+	for name, list := range map[string][]string{"allow": allowList, "deny": denyList} {
 		for i, e := range list {
 			p, err := doc.ParseAddrOrPrefix(e)
 			if err != nil {
@@ -204,14 +223,22 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 				continue
 			}
 			if name == "allow" {
-				s.Allow = append(s.Allow, p)
+				allow = append(allow, p)
 			} else {
-				s.Deny = append(s.Deny, p)
+				deny = append(deny, p)
 			}
 		}
 	}
+	return allow, deny
+}
+
+// validSignatures compiles the signatures. The duplicate-ID check against
+// earlier signatures stays in the loop, before the signature's other
+// fields, so that its errors come in field order.
+func validSignatures(sigs []Signature, add func(path, value, format string, args ...any)) []CompiledSignature {
+	var out []CompiledSignature
 	seen := map[string]int{}
-	for i, sig := range c.Signatures {
+	for i, sig := range sigs {
 		path := fmt.Sprintf("signatures[%d]", i)
 		if !sigIDRe.MatchString(sig.ID) {
 			add(path+".id", sig.ID, "must match %s", sigIDRe)
@@ -219,82 +246,94 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 			add(path+".id", sig.ID, "duplicate of signatures[%d].id", j)
 		}
 		seen[sig.ID] = i
-		switch sig.Action {
-		case "drop", "ratelimit", "monitor":
-		default:
-			add(path+".action", sig.Action, "must be drop, ratelimit or monitor")
+		if cs, ok := compileSignature(path, sig, add); ok {
+			out = append(out, cs)
 		}
-		e, err := lang.Parse(sig.Expression)
-		if err != nil {
-			add(path+".expression", "", "%v", err)
-			continue
-		}
-		m, err := CompileMatch(e)
-		if err != nil {
-			add(path+".expression", "", "%v", err)
-			continue
-		}
-		cs := CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m}
-		if sig.Action == "ratelimit" {
-			per := sig.Per
-			if per == "" {
-				per = "ip"
-			}
-			if per != "ip" && per != "rule" {
-				add(path+".per", sig.Per, "must be ip or rule")
-			}
-			cs.Limit = Limit{PPS: sig.PPS, BPS: sig.BPS, PerIP: per == "ip"}
-			checkLimit(add, path, sig.PPS, sig.BPS)
-		} else if sig.PPS != 0 || sig.BPS != 0 || sig.Per != "" {
-			add(path, "", "pps, bps and per are only for action ratelimit")
-		}
-		if sig.Expires != nil {
-			cs.Expires = *sig.Expires
-		}
-		s.Signatures = append(s.Signatures, cs)
 	}
-	seenRL := map[netip.Prefix]int{}
-	for i, rl := range c.RateLimits {
+	return out
+}
+
+// compileSignature checks a signature's action, expression and limit; ok
+// is false only if the expression does not compile (the other errors are
+// recorded and the document is refused as a whole anyway).
+func compileSignature(path string, sig Signature, add func(path, value, format string, args ...any)) (cs CompiledSignature, ok bool) {
+	switch sig.Action {
+	case "drop", "ratelimit", "monitor":
+	default:
+		add(path+".action", sig.Action, "must be drop, ratelimit or monitor")
+	}
+	e, err := lang.Parse(sig.Expression)
+	if err != nil {
+		add(path+".expression", "", "%v", err)
+		return CompiledSignature{}, false
+	}
+	m, err := CompileMatch(e)
+	if err != nil {
+		add(path+".expression", "", "%v", err)
+		return CompiledSignature{}, false
+	}
+	cs = CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m}
+	if sig.Action == "ratelimit" {
+		per := sig.Per
+		if per == "" {
+			per = "ip"
+		}
+		if per != "ip" && per != "rule" {
+			add(path+".per", sig.Per, "must be ip or rule")
+		}
+		cs.Limit = Limit{PPS: sig.PPS, BPS: sig.BPS, PerIP: per == "ip"}
+		checkLimit(add, path, sig.PPS, sig.BPS)
+	} else if sig.PPS != 0 || sig.BPS != 0 || sig.Per != "" {
+		add(path, "", "pps, bps and per are only for action ratelimit")
+	}
+	if sig.Expires != nil {
+		cs.Expires = *sig.Expires
+	}
+	return cs, true
+}
+
+func validRateLimits(rls []RateLimit, add func(path, value, format string, args ...any)) []CompiledRateLimit {
+	var out []CompiledRateLimit
+	seen := map[netip.Prefix]int{}
+	for i, rl := range rls {
 		path := fmt.Sprintf("rate_limits[%d]", i)
 		p, err := doc.ParsePrefix(rl.Prefix)
 		if err != nil {
 			add(path+".prefix", rl.Prefix, "%v", err)
-		} else if j, dup := seenRL[p]; dup {
+		} else if j, dup := seen[p]; dup {
 			add(path+".prefix", rl.Prefix, "duplicate of rate_limits[%d].prefix", j)
 		}
-		seenRL[p] = i
+		seen[p] = i
 		checkLimit(add, path, rl.PPS, rl.BPS)
 		if rl.Per != "ip" && rl.Per != "prefix" {
 			add(path+".per", rl.Per, "must be ip or prefix")
 		}
-		s.RateLimits = append(s.RateLimits, CompiledRateLimit{Prefix: p, Limit: Limit{PPS: rl.PPS, BPS: rl.BPS, PerIP: rl.Per == "ip"}})
+		out = append(out, CompiledRateLimit{Prefix: p, Limit: Limit{PPS: rl.PPS, BPS: rl.BPS, PerIP: rl.Per == "ip"}})
 	}
-	if c.SampleRate > MaxSampleRate {
-		add("sample_rate", fmt.Sprint(c.SampleRate), "at most %d (1 in N packets; 0: off)", MaxSampleRate)
+	return out
+}
+
+// validAutoMitigation returns the detection threshold and duration.
+// Detection works on the samples towards the tenant's addresses, hence
+// the checks on tenant and sampleRate.
+func validAutoMitigation(am *AutoMitigation, tenant string, sampleRate uint32, add func(path, value, format string, args ...any)) (uint64, time.Duration) {
+	switch {
+	case tenant == "":
+		add("auto_mitigation", "", "only in a tenant's document (detection needs the tenant's addresses)")
+	case am.PPS == 0 || am.PPS > MaxPPS:
+		add("auto_mitigation.pps", fmt.Sprint(am.PPS), "must be 1..%d packets/s towards one address", MaxPPS)
+	case sampleRate == 0:
+		add("auto_mitigation", "", "needs sample_rate in the same document (detection reads the samples)")
 	}
-	s.SampleRate = c.SampleRate
-	if am := c.AutoMitigation; am != nil {
-		switch {
-		case tenant == "":
-			add("auto_mitigation", "", "only in a tenant's document (detection needs the tenant's addresses)")
-		case am.PPS == 0 || am.PPS > MaxPPS:
-			add("auto_mitigation.pps", fmt.Sprint(am.PPS), "must be 1..%d packets/s towards one address", MaxPPS)
-		case c.SampleRate == 0:
-			add("auto_mitigation", "", "needs sample_rate in the same document (detection reads the samples)")
+	d := DefaultAutoDuration
+	if am.Duration != "" {
+		var err error
+		d, err = time.ParseDuration(am.Duration)
+		if err != nil || d < time.Second || d > 24*time.Hour {
+			add("auto_mitigation.duration", am.Duration, "a duration from 1s to 24h, e.g. \"5m\"")
 		}
-		s.AutoPPS, s.AutoDuration = am.PPS, DefaultAutoDuration
-		if am.Duration != "" {
-			d, err := time.ParseDuration(am.Duration)
-			if err != nil || d < time.Second || d > 24*time.Hour {
-				add("auto_mitigation.duration", am.Duration, "a duration from 1s to 24h, e.g. \"5m\"")
-			}
-			s.AutoDuration = d
-		}
 	}
-	if len(errs) > 0 {
-		return Spec{}, errs
-	}
-	return s, nil
+	return am.PPS, d
 }
 
 // Rate-limit bounds: the BPF program's fixed-point byte cost needs

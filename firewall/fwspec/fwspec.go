@@ -6,7 +6,6 @@
 package fwspec
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -128,32 +127,16 @@ func (c Config) Validate(tenant string) (Spec, error) {
 	if len(errs) > 0 {
 		return Spec{}, errs
 	}
+	// Sorted, so that errors come in the same order every time.
 	names := make([]string, 0, len(c.Lists))
 	for n := range c.Lists {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		path := "lists." + n
-		if !listRe.MatchString(n) {
-			add(path, "", "invalid list name: must match %s", listRe)
-			continue
+		if ps, ok := validList(n, c.Lists[n], add); ok {
+			spec.Lists[n] = ps
 		}
-		entries := c.Lists[n]
-		if len(entries) > MaxListEntries {
-			add(path, "", "%d entries, at most %d", len(entries), MaxListEntries)
-			continue
-		}
-		ps := make([]netip.Prefix, 0, len(entries))
-		for i, s := range entries {
-			p, err := doc.ParseAddrOrPrefix(s)
-			if err != nil {
-				add(fmt.Sprintf("%s[%d]", path, i), s, "%v", err)
-				continue
-			}
-			ps = append(ps, p)
-		}
-		spec.Lists[n] = MergePrefixes(ps)
 	}
 	seen := map[string]int{}
 	for i, r := range c.Rules {
@@ -164,53 +147,80 @@ func (c Config) Validate(tenant string) (Spec, error) {
 			add(path+".id", r.ID, "duplicate of rules[%d].id", j)
 		}
 		seen[r.ID] = i
-		switch r.Action {
-		case Allow, Block, Log:
-		default:
-			add(path+".action", string(r.Action), "must be allow, block or log")
+		cr, ok := compileRule(path, r, c.Lists, names, add)
+		if ok && (r.Enabled == nil || *r.Enabled) {
+			spec.Rules = append(spec.Rules, cr)
 		}
-		e, err := lang.Parse(r.Expression)
-		if err != nil {
-			add(path+".expression", "", "%v", err)
-			continue
-		}
-		var payload *lang.Payload
-		lang.Walk(e, func(x lang.Expr) {
-			if pl, ok := x.(*lang.Payload); ok && payload == nil {
-				payload = pl
-			}
-		})
-		if payload != nil {
-			add(path+".expression", "", "%s: payload matching is supported in DoS signatures only, not in the firewall", payload.Pos())
-			continue
-		}
-		for _, ref := range lang.ListRefs(e) {
-			if _, ok := c.Lists[ref.List]; !ok {
-				msg := fmt.Sprintf("%s: unknown list $%s", ref.Pos(), ref.List)
-				if s := lang.Suggest(ref.List, names); s != "" {
-					msg += fmt.Sprintf("; did you mean $%s?", s)
-				}
-				add(path+".expression", "", "%s", msg)
-			}
-		}
-		alts, err := lang.DNF(e, MaxAlternatives)
-		var tooMany *lang.ErrTooManyAlternatives
-		if errors.As(err, &tooMany) {
-			add(path+".expression", "", "%v", err)
-			continue
-		} else if err != nil {
-			add(path+".expression", "", "%v", err)
-			continue
-		}
-		if r.Enabled != nil && !*r.Enabled {
-			continue
-		}
-		spec.Rules = append(spec.Rules, CompiledRule{ID: r.ID, Action: r.Action, Source: r.Expression, Alts: alts})
 	}
 	if len(errs) > 0 {
 		return Spec{}, errs
 	}
 	return spec, nil
+}
+
+// validList parses and merges one named list; ok is false if its name or
+// length is refused (its entries are then not looked at).
+func validList(name string, entries []string, add func(path, value, format string, args ...any)) (ps []netip.Prefix, ok bool) {
+	path := "lists." + name
+	if !listRe.MatchString(name) {
+		add(path, "", "invalid list name: must match %s", listRe)
+		return nil, false
+	}
+	if len(entries) > MaxListEntries {
+		add(path, "", "%d entries, at most %d", len(entries), MaxListEntries)
+		return nil, false
+	}
+	ps = make([]netip.Prefix, 0, len(entries))
+	for i, s := range entries {
+		p, err := doc.ParseAddrOrPrefix(s)
+		if err != nil {
+			add(fmt.Sprintf("%s[%d]", path, i), s, "%v", err)
+			continue
+		}
+		ps = append(ps, p)
+	}
+	return MergePrefixes(ps), true
+}
+
+// compileRule checks a rule's action and expression (every list it refers
+// to must exist in lists; names, sorted, feed the suggestions) and
+// normalises the expression; ok is false if the expression is refused.
+func compileRule(path string, r Rule, lists map[string][]string, names []string, add func(path, value, format string, args ...any)) (CompiledRule, bool) {
+	switch r.Action {
+	case Allow, Block, Log:
+	default:
+		add(path+".action", string(r.Action), "must be allow, block or log")
+	}
+	e, err := lang.Parse(r.Expression)
+	if err != nil {
+		add(path+".expression", "", "%v", err)
+		return CompiledRule{}, false
+	}
+	var payload *lang.Payload
+	lang.Walk(e, func(x lang.Expr) {
+		if pl, ok := x.(*lang.Payload); ok && payload == nil {
+			payload = pl
+		}
+	})
+	if payload != nil {
+		add(path+".expression", "", "%s: payload matching is supported in DoS signatures only, not in the firewall", payload.Pos())
+		return CompiledRule{}, false
+	}
+	for _, ref := range lang.ListRefs(e) {
+		if _, ok := lists[ref.List]; !ok {
+			msg := fmt.Sprintf("%s: unknown list $%s", ref.Pos(), ref.List)
+			if s := lang.Suggest(ref.List, names); s != "" {
+				msg += fmt.Sprintf("; did you mean $%s?", s)
+			}
+			add(path+".expression", "", "%s", msg)
+		}
+	}
+	alts, err := lang.DNF(e, MaxAlternatives)
+	if err != nil {
+		add(path+".expression", "", "%v", err)
+		return CompiledRule{}, false
+	}
+	return CompiledRule{ID: r.ID, Action: r.Action, Source: r.Expression, Alts: alts}, true
 }
 
 // MergePrefixes sorts and removes prefixes covered by others, so the

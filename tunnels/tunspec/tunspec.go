@@ -106,6 +106,17 @@ func Validate(ts []Tunnel, rs []Route, add func(path, value, format string, args
 	if len(rs) > MaxRoutes {
 		add("routes", "", "%d routes, at most %d", len(rs), MaxRoutes)
 	}
+	tunnels := validTunnels(ts, add)
+	// Routes see only the tunnels that passed: a route over a refused
+	// tunnel is refused too (its nexthop is the far side of no tunnel).
+	return tunnels, validRoutes(rs, tunnels, add)
+}
+
+// validTunnels returns the tunnels without errors. The checks against
+// earlier tunnels (a name or a pair of endpoints used twice) sit between
+// the checks of the tunnel's own fields so that its errors come in field
+// order.
+func validTunnels(ts []Tunnel, add func(path, value, format string, args ...any)) []ValidTunnel {
 	var out []ValidTunnel
 	names := map[string]int{}
 	pairs := map[[2]netip.Addr]int{}
@@ -117,12 +128,7 @@ func Validate(ts []Tunnel, rs []Route, add func(path, value, format string, args
 			ok = false
 		}
 		v := ValidTunnel{Name: t.Name}
-		switch {
-		case !ifNameRe.MatchString(t.Name):
-			bad("name", t.Name, "an interface name: 1-15 bytes of letters, digits, _ . -")
-		case t.Name == "lo" || t.Name == "host0":
-			bad("name", t.Name, "reserved interface name")
-		}
+		checkTunnelName(t.Name, bad)
 		if j, dup := names[t.Name]; dup {
 			bad("name", t.Name, "duplicate of tunnels[%d].name", j)
 		}
@@ -141,125 +147,114 @@ func Validate(ts []Tunnel, rs []Route, add func(path, value, format string, args
 			}
 			pairs[k] = i
 		}
-		p, err := netip.ParsePrefix(t.InterfaceAddress)
-		switch {
-		case err != nil || !p.Addr().Is4():
-			bad("interface_address", t.InterfaceAddress, "want an IPv4 address with /31 or /30, e.g. 169.254.20.0/31")
-		case p.Bits() == 31:
-			v.Addr, v.Peer = p, otherOf31(p.Addr())
-		case p.Bits() == 30:
-			host := p.Addr().As4()[3] & 3
-			if host == 0 || host == 3 {
-				bad("interface_address", t.InterfaceAddress, "in a /30 use one of the two host addresses (.1 or .2 of the block)")
-				break
-			}
-			b := p.Addr().As4()
-			b[3] ^= 3 // .1 <-> .2
-			v.Addr, v.Peer = p, netip.AddrFrom4(b)
-		default:
-			bad("interface_address", t.InterfaceAddress, "must be a /31 or /30")
-		}
-		v.MTU = t.MTU
-		if v.MTU == 0 {
-			v.MTU = DefaultTunnelMTU
-		}
-		if v.MTU < MinTunnelMTU || v.MTU > DefaultTunnelMTU {
-			bad("mtu", fmt.Sprint(t.MTU), "must be %d..%d (the uplink's 1500 minus 24 bytes of GRE over IPv4)", MinTunnelMTU, DefaultTunnelMTU)
-		}
-		switch {
-		case t.TTL == 0:
-			v.TTL = DefaultTunnelTTL
-		case t.TTL < 1 || t.TTL > 255:
-			bad("ttl", fmt.Sprint(t.TTL), "must be 1..255")
-		default:
-			v.TTL = uint8(t.TTL)
-		}
-		v.MSS = t.MSSClamp
-		if v.MSS == 0 {
-			v.MSS = v.MTU - 40
-		}
-		if v.MSS < 536 || v.MSS > v.MTU-40 {
-			bad("mss_clamp", fmt.Sprint(t.MSSClamp), "must be 536..%d (mtu - 40)", v.MTU-40)
-		}
-		hc := t.HealthCheck
-		if hc == nil {
-			hc = &HealthCheck{}
-		}
-		v.Health = hc.Enabled == nil || *hc.Enabled
-		v.Type = hc.Type
-		if v.Type == "" {
-			v.Type = "reply"
-		}
-		if v.Type != "reply" && v.Type != "request" {
-			bad("health_check.type", hc.Type, "must be reply or request")
-		}
-		rate := hc.Rate
-		if rate == "" {
-			rate = "mid"
-		}
-		if v.Interval = ProbeIntervals[rate]; v.Interval == 0 {
-			bad("health_check.rate", hc.Rate, "must be low, mid or high")
-		}
-		v.Target = v.Customer
-		if hc.Target != "" {
-			if v.Target, err = unicast4(hc.Target); err != nil {
-				bad("health_check.target", hc.Target, "%v", err)
-			}
-		}
+		v.Addr, v.Peer = interfaceAddress(t.InterfaceAddress, bad)
+		v.setLink(t, bad)
+		v.setHealthCheck(t.HealthCheck, bad)
 		if ok {
 			out = append(out, v)
 		}
 	}
+	return out
+}
+
+func checkTunnelName(name string, bad func(field, value, format string, args ...any)) {
+	switch {
+	case !ifNameRe.MatchString(name):
+		bad("name", name, "an interface name: 1-15 bytes of letters, digits, _ . -")
+	case name == "lo" || name == "host0":
+		bad("name", name, "reserved interface name")
+	}
+}
+
+// interfaceAddress parses this side's address of the tunnel's point-to-point
+// subnet and returns it with the far side's (zero values if invalid).
+func interfaceAddress(s string, bad func(field, value, format string, args ...any)) (netip.Prefix, netip.Addr) {
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil || !p.Addr().Is4():
+		bad("interface_address", s, "want an IPv4 address with /31 or /30, e.g. 169.254.20.0/31")
+	case p.Bits() == 31:
+		return p, otherOf31(p.Addr())
+	case p.Bits() == 30:
+		host := p.Addr().As4()[3] & 3
+		if host == 0 || host == 3 {
+			bad("interface_address", s, "in a /30 use one of the two host addresses (.1 or .2 of the block)")
+			break
+		}
+		b := p.Addr().As4()
+		b[3] ^= 3 // .1 <-> .2
+		return p, netip.AddrFrom4(b)
+	default:
+		bad("interface_address", s, "must be a /31 or /30")
+	}
+	return netip.Prefix{}, netip.Addr{}
+}
+
+// setLink fills in MTU, TTL and MSS clamp; the clamp's default and bound
+// follow from the MTU.
+func (v *ValidTunnel) setLink(t Tunnel, bad func(field, value, format string, args ...any)) {
+	v.MTU = t.MTU
+	if v.MTU == 0 {
+		v.MTU = DefaultTunnelMTU
+	}
+	if v.MTU < MinTunnelMTU || v.MTU > DefaultTunnelMTU {
+		bad("mtu", fmt.Sprint(t.MTU), "must be %d..%d (the uplink's 1500 minus 24 bytes of GRE over IPv4)", MinTunnelMTU, DefaultTunnelMTU)
+	}
+	switch {
+	case t.TTL == 0:
+		v.TTL = DefaultTunnelTTL
+	case t.TTL < 1 || t.TTL > 255:
+		bad("ttl", fmt.Sprint(t.TTL), "must be 1..255")
+	default:
+		v.TTL = uint8(t.TTL)
+	}
+	v.MSS = t.MSSClamp
+	if v.MSS == 0 {
+		v.MSS = v.MTU - 40
+	}
+	if v.MSS < 536 || v.MSS > v.MTU-40 {
+		bad("mss_clamp", fmt.Sprint(t.MSSClamp), "must be 536..%d (mtu - 40)", v.MTU-40)
+	}
+}
+
+// setHealthCheck fills in the probe settings (hc nil: all defaults); the
+// target defaults to v.Customer, so the endpoints are set first.
+func (v *ValidTunnel) setHealthCheck(hc *HealthCheck, bad func(field, value, format string, args ...any)) {
+	if hc == nil {
+		hc = &HealthCheck{}
+	}
+	v.Health = hc.Enabled == nil || *hc.Enabled
+	v.Type = hc.Type
+	if v.Type == "" {
+		v.Type = "reply"
+	}
+	if v.Type != "reply" && v.Type != "request" {
+		bad("health_check.type", hc.Type, "must be reply or request")
+	}
+	rate := hc.Rate
+	if rate == "" {
+		rate = "mid"
+	}
+	if v.Interval = ProbeIntervals[rate]; v.Interval == 0 {
+		bad("health_check.rate", hc.Rate, "must be low, mid or high")
+	}
+	v.Target = v.Customer
+	if hc.Target != "" {
+		var err error
+		if v.Target, err = unicast4(hc.Target); err != nil {
+			bad("health_check.target", hc.Target, "%v", err)
+		}
+	}
+}
+
+// validRoutes returns the routes without errors. A route that repeats an
+// earlier one's prefix and nexthop is reported after its own fields.
+func validRoutes(rs []Route, tunnels []ValidTunnel, add func(path, value, format string, args ...any)) []ValidRoute {
 	var routes []ValidRoute
 	seen := map[[2]string]int{}
 	for i, r := range rs {
 		path := fmt.Sprintf("routes[%d]", i)
-		v := ValidRoute{Priority: DefaultPriority, Weight: r.Weight}
-		ok := true
-		p, err := netip.ParsePrefix(r.Prefix)
-		switch {
-		case err != nil:
-			add(path+".prefix", r.Prefix, "invalid CIDR")
-			ok = false
-		case p.Masked() != p:
-			add(path+".prefix", r.Prefix, "host bits set: did you mean %q?", p.Masked())
-			ok = false
-		}
-		v.Prefix = p
-		nh, err := netip.ParseAddr(r.Nexthop)
-		if err != nil {
-			add(path+".nexthop", r.Nexthop, "invalid IP address")
-			ok = false
-		} else {
-			for _, t := range out {
-				if t.Peer == nh {
-					v.Tunnel = t.Name
-				}
-			}
-			if v.Tunnel == "" {
-				add(path+".nexthop", r.Nexthop, "not the far side of any of the tenant's tunnels")
-				ok = false
-			}
-		}
-		v.Nexthop = nh
-		if ok && p.Addr().Is4() != nh.Is4() {
-			add(path+".nexthop", r.Nexthop, "address family differs from the prefix's")
-			ok = false
-		}
-		if r.Priority != nil {
-			v.Priority = *r.Priority
-			if v.Priority < 0 || v.Priority > MaxPriority {
-				add(path+".priority", fmt.Sprint(v.Priority), "must be 0..%d", MaxPriority)
-				ok = false
-			}
-		}
-		if v.Weight == 0 {
-			v.Weight = 1
-		}
-		if v.Weight < 1 || v.Weight > MaxWeight {
-			add(path+".weight", fmt.Sprint(r.Weight), "must be 1..%d", MaxWeight)
-			ok = false
-		}
+		v, ok := validRoute(path, r, tunnels, add)
 		k := [2]string{r.Prefix, r.Nexthop}
 		if j, dup := seen[k]; dup {
 			add(path, "", "duplicate of routes[%d] (same prefix and nexthop)", j)
@@ -270,7 +265,59 @@ func Validate(ts []Tunnel, rs []Route, add func(path, value, format string, args
 			routes = append(routes, v)
 		}
 	}
-	return out, routes
+	return routes
+}
+
+// validRoute checks one route's fields and finds the tunnel whose far
+// side is its nexthop; ok is false if it recorded an error.
+func validRoute(path string, r Route, tunnels []ValidTunnel, add func(path, value, format string, args ...any)) (v ValidRoute, ok bool) {
+	v = ValidRoute{Priority: DefaultPriority, Weight: r.Weight}
+	ok = true
+	p, err := netip.ParsePrefix(r.Prefix)
+	switch {
+	case err != nil:
+		add(path+".prefix", r.Prefix, "invalid CIDR")
+		ok = false
+	case p.Masked() != p:
+		add(path+".prefix", r.Prefix, "host bits set: did you mean %q?", p.Masked())
+		ok = false
+	}
+	v.Prefix = p
+	nh, err := netip.ParseAddr(r.Nexthop)
+	if err != nil {
+		add(path+".nexthop", r.Nexthop, "invalid IP address")
+		ok = false
+	} else {
+		for _, t := range tunnels {
+			if t.Peer == nh {
+				v.Tunnel = t.Name
+			}
+		}
+		if v.Tunnel == "" {
+			add(path+".nexthop", r.Nexthop, "not the far side of any of the tenant's tunnels")
+			ok = false
+		}
+	}
+	v.Nexthop = nh
+	if ok && p.Addr().Is4() != nh.Is4() {
+		add(path+".nexthop", r.Nexthop, "address family differs from the prefix's")
+		ok = false
+	}
+	if r.Priority != nil {
+		v.Priority = *r.Priority
+		if v.Priority < 0 || v.Priority > MaxPriority {
+			add(path+".priority", fmt.Sprint(v.Priority), "must be 0..%d", MaxPriority)
+			ok = false
+		}
+	}
+	if v.Weight == 0 {
+		v.Weight = 1
+	}
+	if v.Weight < 1 || v.Weight > MaxWeight {
+		add(path+".weight", fmt.Sprint(r.Weight), "must be 1..%d", MaxWeight)
+		ok = false
+	}
+	return v, ok
 }
 
 func otherOf31(a netip.Addr) netip.Addr {
