@@ -252,126 +252,11 @@ func (c *Consul) build(tenantPairs, controlPairs, dosPairs api.KVPairs) Snapshot
 // of keys or its highest ModifyIndex. Every write raises the highest index
 // and every delete lowers the count, so equal pairs mean equal listings.
 func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(error)) error {
-	const (
-		slotTenants = iota
-		slotControl
-		slotDoS
-		slotProbe
-		nSlots
-	)
-	var (
-		mu    sync.Mutex
-		lists [3]api.KVPairs
-		have  [3]bool
-		fps   [3]listing
-		errs  [nSlots]error
-		sick  bool
-		reset bool // an index went backwards since the last snapshot sent
-	)
-	report := func(slot int, err error) {
-		mu.Lock()
-		errs[slot] = err
-		healthy := true
-		for _, e := range errs {
-			healthy = healthy && e == nil
-		}
-		recovered := healthy && sick
-		sick = !healthy
-		mu.Unlock()
-		switch {
-		case err != nil && onHealth != nil:
-			onHealth(err)
-		case recovered && onHealth != nil:
-			onHealth(nil)
-		}
-	}
-	changed := make(chan struct{}, 1)
-	watch := func(slot int, prefix string) {
-		var idx, seen uint64 // seen: the highest index read, kept across errors
-		var bo backoff
-		for ctx.Err() == nil {
-			// A blocking query lasts up to WaitTime plus Consul's jitter
-			// (WaitTime/16); beyond that and Timeout the agent is hung.
-			limit := c.Timeout // the first read does not block
-			if idx != 0 {
-				limit += c.WaitTime + c.WaitTime/16
-			}
-			rctx, cancel := bounded(ctx, limit)
-			pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime, Token: c.currentToken()}).WithContext(rctx))
-			cancel()
-			if err == nil && meta.ResultsFilteredByACLs {
-				// A listing the token may not fully read would look like
-				// deleted tenants: never act on it.
-				err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				var se api.StatusError
-				switch {
-				case errors.Is(rctx.Err(), context.DeadlineExceeded):
-					err = fmt.Errorf("%w: consul at %s did not answer within %s", ErrTimeout, c.addr, limit)
-				case errors.As(err, &se) && se.Code == http.StatusForbidden:
-					err = c.forbidden("list", prefix, se.Body)
-				default:
-					c.reloadToken() // every retry carries the token file's current token
-				}
-				report(slot, fmt.Errorf("watch %s: %w", prefix, err))
-				// The store may have restarted with new indexes: start over.
-				idx = 0
-				sleepCtx(ctx, bo.next())
-				continue
-			}
-			bo.reset()
-			report(slot, nil)
-			backwards := meta.LastIndex < seen
-			if meta.LastIndex < idx {
-				idx = 0 // index went backwards: Consul restarted or restored
-			} else {
-				idx = meta.LastIndex
-			}
-			seen = meta.LastIndex
-			fp := listingOf(pairs)
-			mu.Lock()
-			reset = reset || backwards
-			same := have[slot] && fps[slot] == fp && !backwards
-			lists[slot], fps[slot], have[slot] = pairs, fp, true
-			mu.Unlock()
-			if same {
-				continue
-			}
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		}
-	}
-	go watch(slotTenants, c.key("tenants")+"/")
-	go watch(slotControl, c.key("control")+"/")
-	go watch(slotDoS, c.key("dos")+"/")
-	go func() {
-		for sleepCtx(ctx, c.HealthInterval) {
-			err := c.call(ctx, "probe consul", func(ctx context.Context) error {
-				_, err := c.client.Status().LeaderWithQueryOptions(c.qo(ctx))
-				return err
-			})
-			if err == nil {
-				// The leader answers any token; a read proves that the
-				// token is still good (a revoked one is found within
-				// HealthInterval, not at the next change of the watched keys).
-				k := c.key("tenants") + "/"
-				err = c.call(ctx, "read "+k, func(ctx context.Context) error {
-					_, _, err := c.kv.Get(k, c.qo(ctx))
-					return err
-				})
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			report(slotProbe, err)
-		}
-	}()
+	w := &watcher{c: c, onHealth: onHealth, changed: make(chan struct{}, 1)}
+	go w.watchPrefix(ctx, slotTenants, c.key("tenants")+"/")
+	go w.watchPrefix(ctx, slotControl, c.key("control")+"/")
+	go w.watchPrefix(ctx, slotDoS, c.key("dos")+"/")
+	go w.probe(ctx)
 	var (
 		sent    [3]listing // the listings of the last snapshot sent
 		sentAny bool
@@ -380,17 +265,17 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-changed:
+		case <-w.changed:
 		}
-		mu.Lock()
-		ready := have[0] && have[1] && have[2]
-		fresh := ready && (!sentAny || fps != sent || reset)
+		w.mu.Lock()
+		ready := w.have[0] && w.have[1] && w.have[2]
+		fresh := ready && (!sentAny || w.fps != sent || w.reset)
 		var snap Snapshot
 		if fresh {
-			snap, sent, sentAny = c.build(lists[0], lists[1], lists[2]), fps, true
-			snap.StoreReset, reset = reset, false
+			snap, sent, sentAny = c.build(w.lists[0], w.lists[1], w.lists[2]), w.fps, true
+			snap.StoreReset, w.reset = w.reset, false
 		}
-		mu.Unlock()
+		w.mu.Unlock()
 		if !fresh {
 			continue
 		}
@@ -399,6 +284,149 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// What Watch follows: three prefixes and the probe of the agent.
+const (
+	slotTenants = iota
+	slotControl
+	slotDoS
+	slotProbe
+	nSlots
+)
+
+// watcher is the state Watch's goroutines share.
+type watcher struct {
+	c        *Consul
+	onHealth func(error)
+	changed  chan struct{} // a listing changed (buffered: one wake-up is enough)
+
+	mu    sync.Mutex
+	lists [3]api.KVPairs
+	have  [3]bool
+	fps   [3]listing
+	errs  [nSlots]error
+	sick  bool
+	reset bool // an index went backwards since the last snapshot sent
+}
+
+// report records the outcome of one slot's last request: every failure goes
+// to onHealth, and so does (as nil) the recovery once every slot is healthy.
+func (w *watcher) report(slot int, err error) {
+	w.mu.Lock()
+	w.errs[slot] = err
+	healthy := true
+	for _, e := range w.errs {
+		healthy = healthy && e == nil
+	}
+	recovered := healthy && w.sick
+	w.sick = !healthy
+	w.mu.Unlock()
+	switch {
+	case err != nil && w.onHealth != nil:
+		w.onHealth(err)
+	case recovered && w.onHealth != nil:
+		w.onHealth(nil)
+	}
+}
+
+// watchPrefix runs the blocking queries on one prefix until ctx ends.
+func (w *watcher) watchPrefix(ctx context.Context, slot int, prefix string) {
+	c := w.c
+	var idx, seen uint64 // seen: the highest index read, kept across errors
+	var bo backoff
+	for ctx.Err() == nil {
+		// A blocking query lasts up to WaitTime plus Consul's jitter
+		// (WaitTime/16); beyond that and Timeout the agent is hung.
+		limit := c.Timeout // the first read does not block
+		if idx != 0 {
+			limit += c.WaitTime + c.WaitTime/16
+		}
+		rctx, cancel := bounded(ctx, limit)
+		pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime, Token: c.currentToken()}).WithContext(rctx))
+		cancel()
+		if err == nil && meta.ResultsFilteredByACLs {
+			// A listing the token may not fully read would look like
+			// deleted tenants: never act on it.
+			err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.report(slot, fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit)))
+			// The store may have restarted with new indexes: start over.
+			idx = 0
+			sleepCtx(ctx, bo.next())
+			continue
+		}
+		bo.reset()
+		w.report(slot, nil)
+		backwards := meta.LastIndex < seen
+		if meta.LastIndex < idx {
+			idx = 0 // index went backwards: Consul restarted or restored
+		} else {
+			idx = meta.LastIndex
+		}
+		seen = meta.LastIndex
+		w.update(slot, pairs, backwards)
+	}
+}
+
+// watchError explains a failed blocking query.
+func (c *Consul) watchError(rctx context.Context, err error, prefix string, limit time.Duration) error {
+	var se api.StatusError
+	switch {
+	case errors.Is(rctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("%w: consul at %s did not answer within %s", ErrTimeout, c.addr, limit)
+	case errors.As(err, &se) && se.Code == http.StatusForbidden:
+		return c.forbidden("list", prefix, se.Body)
+	}
+	c.reloadToken() // every retry carries the token file's current token
+	return err
+}
+
+// update stores one slot's listing and wakes Watch if it changed.
+func (w *watcher) update(slot int, pairs api.KVPairs, backwards bool) {
+	fp := listingOf(pairs)
+	w.mu.Lock()
+	w.reset = w.reset || backwards
+	same := w.have[slot] && w.fps[slot] == fp && !backwards
+	w.lists[slot], w.fps[slot], w.have[slot] = pairs, fp, true
+	w.mu.Unlock()
+	if same {
+		return
+	}
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+// probe checks every HealthInterval that the agent answers and that the
+// token is still good.
+func (w *watcher) probe(ctx context.Context) {
+	c := w.c
+	for sleepCtx(ctx, c.HealthInterval) {
+		err := c.call(ctx, "probe consul", func(ctx context.Context) error {
+			_, err := c.client.Status().LeaderWithQueryOptions(c.qo(ctx))
+			return err
+		})
+		if err == nil {
+			// The leader answers any token; a read proves that the
+			// token is still good (a revoked one is found within
+			// HealthInterval, not at the next change of the watched keys).
+			k := c.key("tenants") + "/"
+			err = c.call(ctx, "read "+k, func(ctx context.Context) error {
+				_, _, err := c.kv.Get(k, c.qo(ctx))
+				return err
+			})
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.report(slotProbe, err)
 	}
 }
 
