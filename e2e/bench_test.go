@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec/fwtest"
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nftset"
 	"github.com/nfhost/nfhost/internal/nstest"
@@ -411,17 +412,7 @@ type noisyLab struct {
 func noisyFirewall(v int) []byte {
 	var rules []string
 	for i := 0; i < 200; i++ {
-		var e string
-		switch i % 4 {
-		case 0:
-			e = fmt.Sprintf("tcp.dstport == %d", 10000+i)
-		case 1:
-			e = fmt.Sprintf("udp.dstport in {%d, %d..%d} and ip.len > 512", 20000+i, 30000+i, 30010+i)
-		case 2:
-			e = fmt.Sprintf("ip.src == 192.0.2.%d or ip.src == 2001:db8:f::%x", i, i)
-		case 3:
-			e = fmt.Sprintf("tcp.flags.syn and not tcp.flags.ack and ip.ttl < %d", 1+i%5)
-		}
+		e := fwtest.Expression(i)
 		if i == 100 {
 			e = fmt.Sprintf("tcp.dstport == %d", 40000+v%20000)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/firewall/fwspec"
+	"github.com/nfhost/nfhost/firewall/fwspec/fwtest"
 	"github.com/nfhost/nfhost/internal/nstest"
 )
 
@@ -26,17 +27,7 @@ func bigConfig(changed bool) fwspec.Config {
 	}
 	c.Rules = append(c.Rules, fwspec.Rule{ID: "deny-big", Expression: "ip.src in $big", Action: fwspec.Block})
 	for i := 1; i < 200; i++ {
-		var e string
-		switch i % 4 {
-		case 0:
-			e = fmt.Sprintf("tcp.dstport == %d", 10000+i)
-		case 1:
-			e = fmt.Sprintf("udp.dstport in {%d, %d..%d} and ip.len > 512", 20000+i, 30000+i, 30010+i)
-		case 2:
-			e = fmt.Sprintf("ip.src == 192.0.2.%d or ip.src == 2001:db8:f::%x", i, i)
-		case 3:
-			e = fmt.Sprintf("tcp.flags.syn and not tcp.flags.ack and ip.ttl < %d", 1+i%5)
-		}
+		e := fwtest.Expression(i)
 		c.Rules = append(c.Rules, fwspec.Rule{ID: fmt.Sprintf("r%d", i), Expression: e, Action: fwspec.Block})
 	}
 	if changed {
