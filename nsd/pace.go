@@ -8,7 +8,7 @@ import (
 // Options.ApplyBurst).
 const (
 	DefaultMinApplyInterval = 250 * time.Millisecond
-	DefaultApplyBurst       = 4
+	DefaultApplyBurst       = 10
 	// CostShare: in the long run one tenant's paced changes take at most
 	// 1/CostShare of the daemon's time.
 	CostShare = 10
