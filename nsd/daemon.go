@@ -591,7 +591,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 // newStatus starts a tenant's status for a pass: unknown keys are warnings
 // (logged when the tenant's keys change).
 func (d *Daemon) newStatus(log *slog.Logger, id string, keys map[string]source.Entry) source.Status {
-	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]string{}}
+	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]source.SubsystemState{}}
 	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
 	for k := range keys {
 		if !doc.IsKnownKey(k) {
@@ -636,17 +636,17 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 	d.failed[st.Tenant] = true
 	st.State = "error"
 	st.Error = err.Error()
-	if !strings.HasPrefix(st.Subsystems[subsys], "error") {
-		st.Subsystems[subsys] = "error" // unless the subsystem said more (what stays in force)
+	if !st.Subsystems[subsys].Failed() {
+		st.Subsystems[subsys] = source.SubsystemError // unless the subsystem said more (what stays in force)
 	}
 	if a, ok := d.applied[st.Tenant]; ok {
 		st.AppliedIndex = a.index
 		st.AppliedAt = a.at // when the state in force was applied; zero if never
 		if subsys != "routing" && st.Subsystems["routing"] == "" {
-			st.Subsystems["routing"] = "ok (last good config)"
+			st.Subsystems["routing"] = source.SubsystemOKLastGood
 		}
 		if subsys != "firewall" && a.fw != nil {
-			st.Subsystems["firewall"] = "ok (last good config)"
+			st.Subsystems["firewall"] = source.SubsystemOKLastGood
 		}
 	}
 	prev, had := d.statuses[st.Tenant]

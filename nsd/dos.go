@@ -42,9 +42,9 @@ type dosState struct {
 
 // Subsystems["dos"] of a tenant whose document the DoS layer did not
 // place.
-const (
-	dosNotPlacedKept = "error (not placed; the rules placed before stay in force)"
-	dosNotPlaced     = "error (not placed; no rules in force)"
+var (
+	dosNotPlacedKept = source.ErrorKeeping("not placed; the rules placed before stay in force")
+	dosNotPlaced     = source.ErrorKeeping("not placed; no rules in force")
 )
 
 // dosInput is what of a tenant the placement depends on.
@@ -69,9 +69,9 @@ func (d *Daemon) dosPlacement(st *source.Status, prevMsg string) {
 		}
 	case ours:
 		st.State, st.Error = "applied", ""
-		st.Subsystems["dos"] = "ok"
+		st.Subsystems["dos"] = source.SubsystemOK
 	case st.Subsystems["dos"] == dosNotPlaced || st.Subsystems["dos"] == dosNotPlacedKept:
-		st.Subsystems["dos"] = "ok" // placed now; the state is another subsystem's error
+		st.Subsystems["dos"] = source.SubsystemOK // placed now; the state is another subsystem's error
 	}
 }
 
@@ -142,12 +142,12 @@ func (s *dosSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 	case part.Err != nil:
 		d.configError(t.ID, doc.KeyDoS, part.Index)
 		if a.dos != nil {
-			st.Subsystems["dos"] = "error (last good document in force)"
+			st.Subsystems["dos"] = source.ErrorKeeping("last good document in force")
 		}
 		return nil, part.Err
 	default:
 		a.dos, a.dosIndex = part.Spec, part.Index
-		st.Subsystems["dos"] = "ok"
+		st.Subsystems["dos"] = source.SubsystemOK
 	}
 	return nil, nil
 }
@@ -260,7 +260,7 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 		next := st
 		next.Subsystems = maps.Clone(st.Subsystems)
 		if next.Subsystems == nil {
-			next.Subsystems = map[string]string{}
+			next.Subsystems = map[string]source.SubsystemState{}
 		}
 		d.dosPlacement(&next, prevErrs[id])
 		if next.State != st.State || next.Error != st.Error || next.Subsystems["dos"] != st.Subsystems["dos"] {

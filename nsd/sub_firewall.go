@@ -34,7 +34,7 @@ func (s *firewallSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 		err := part.Err
 		d.configError(t.ID, doc.KeyFirewall, part.Index)
 		if a.fw != nil {
-			st.Subsystems["firewall"] = "error (last good rules in force)"
+			st.Subsystems["firewall"] = source.ErrorKeeping("last good rules in force")
 			// Drift repair for the rules in force, whose counters are
 			// reported as usual.
 			if _, aerr := s.fw.Apply(a.spec.Namespace, a.fw); aerr != nil {
@@ -51,7 +51,7 @@ func (s *firewallSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 	}
 	a.fw, a.fwIndex = part.Spec, part.Index
 	if part.Spec != nil {
-		st.Subsystems["firewall"] = "ok"
+		st.Subsystems["firewall"] = source.SubsystemOK
 		s.readCounters(t.ID, a, st)
 	}
 	return changes, nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/plan"
+	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
 )
 
@@ -44,7 +45,7 @@ func (s *routingSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 		if !ok {
 			return nil, err
 		}
-		t.Status.Subsystems["routing"] = "error (last good config in force)"
+		t.Status.Subsystems["routing"] = source.ErrorKeeping("last good config in force")
 		if !t.Full {
 			return nil, err
 		}
@@ -69,7 +70,7 @@ func (s *routingSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 	d.applied[t.ID] = a
 	d.observed[t.ID] = routing.Observed{ID: t.ID, Slot: p.Routing.Slot, HostIf: p.Routing.HostIf, Namespace: p.Routing.Namespace}
 	t.Status.AppliedIndex = p.NetworkIndex
-	t.Status.Subsystems["routing"] = "ok"
+	t.Status.Subsystems["routing"] = source.SubsystemOK
 	return changes, nil
 }
 

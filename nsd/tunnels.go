@@ -43,7 +43,7 @@ func (s *tunnelsSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 		return changes, fmt.Errorf("apply tunnels: %w", err)
 	}
 	if len(n.Tunnels) > 0 {
-		t.Status.Subsystems["tunnels"] = "ok"
+		t.Status.Subsystems["tunnels"] = source.SubsystemOK
 		t.Status.Tunnels = s.t.Status(t.ID)
 	}
 	return changes, nil

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"time"
 )
 
@@ -106,15 +107,15 @@ const HostStatusName = "_host"
 
 // Status is what nsd reports per tenant.
 type Status struct {
-	Host         string            `json:"host"`
-	Tenant       string            `json:"tenant"`
-	State        string            `json:"state"` // applied | error | held
-	AppliedIndex uint64            `json:"applied_index"`
-	AppliedAt    time.Time         `json:"applied_at"`
-	Subsystems   map[string]string `json:"subsystems"`
-	Error        string            `json:"error,omitempty"`
-	Warnings     []string          `json:"warnings,omitempty"`
-	Changes      int               `json:"changes"`
+	Host         string                    `json:"host"`
+	Tenant       string                    `json:"tenant"`
+	State        string                    `json:"state"` // applied | error | held
+	AppliedIndex uint64                    `json:"applied_index"`
+	AppliedAt    time.Time                 `json:"applied_at"`
+	Subsystems   map[string]SubsystemState `json:"subsystems"`
+	Error        string                    `json:"error,omitempty"`
+	Warnings     []string                  `json:"warnings,omitempty"`
+	Changes      int                       `json:"changes"`
 	// FirewallIndex is the ModifyIndex of the firewall key in force.
 	FirewallIndex uint64 `json:"firewall_index,omitempty"`
 	// Firewall holds per-rule counters, read after each apply and resync.
@@ -125,6 +126,26 @@ type Status struct {
 	// Tunnels holds each GRE tunnel's health and counters.
 	Tunnels map[string]TunnelStatus `json:"tunnels,omitempty"`
 }
+
+// SubsystemState is one subsystem's part of a tenant's status, as status
+// documents carry it: "ok" or "error", and in parentheses what stays in
+// force when the newest document was not applied.
+type SubsystemState string
+
+// The states every subsystem uses; a subsystem may say more with Keeping.
+const (
+	SubsystemOK SubsystemState = "ok"
+	// SubsystemOKLastGood: the subsystem is fine, but the tenant failed in
+	// another one and this one's state of the last good pass stays.
+	SubsystemOKLastGood SubsystemState = "ok (last good config)"
+	SubsystemError      SubsystemState = "error"
+)
+
+// ErrorKeeping is an error state that says what stays in force.
+func ErrorKeeping(what string) SubsystemState { return SubsystemState("error (" + what + ")") }
+
+// Failed reports whether the state is an error.
+func (s SubsystemState) Failed() bool { return strings.HasPrefix(string(s), string(SubsystemError)) }
 
 // TunnelStatus is one tunnel's health (state healthy, degraded, down or
 // unchecked) and counters.
