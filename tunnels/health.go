@@ -208,7 +208,18 @@ func (p *Prober) Run(ctx context.Context) {
 // sync follows the reconciler's tunnels: new ones start healthy, removed
 // ones are forgotten.
 func (p *Prober) sync(now time.Time) {
+	// The reconciler's state is read before p.mu is taken: the reconciler
+	// calls Penalty (p.mu) while it holds its own lock in Apply, so holding
+	// p.mu while calling into it would deadlock the two.
 	specs := p.rec.Specs()
+	ids := map[string]uint32{}
+	for _, s := range specs {
+		for _, t := range s.Tunnels {
+			if id, ok := p.rec.ID(s.Tenant, t.Name); ok && t.Health.Enabled {
+				ids[s.Tenant+"/"+t.Name] = id
+			}
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := map[string]bool{}
@@ -220,7 +231,7 @@ func (p *Prober) sync(now time.Time) {
 			key := s.Tenant + "/" + t.Name
 			seen[key] = true
 			h := p.tunnels[key]
-			id, ok := p.rec.ID(s.Tenant, t.Name)
+			id, ok := ids[key]
 			if !ok {
 				continue
 			}

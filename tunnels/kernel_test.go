@@ -274,6 +274,25 @@ func TestFailover(t *testing.T) {
 	if after, _ := g.dp.Stats(id2); after.TxPackets <= before.TxPackets {
 		t.Error("the backup tunnel carried nothing")
 	}
+	// Applies while the prober runs (nsd's resyncs do this every few
+	// seconds): the reconciler asks the prober for penalties under its
+	// own lock while the prober reads tunnel IDs; they must not deadlock.
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < 200 && err == nil; i++ {
+			_, err = g.rec.Apply(context.Background(), g.spec)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("apply while probing: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("200 applies did not finish in 30 s while the prober ran: the reconciler and the prober deadlock")
+	}
 	// The path heals: after a sustained healthy period traffic returns.
 	g.C.MustExec(t, "nft", "delete table inet cut")
 	wait("primary healthy", func() bool { return state("gre-acme1") == StateHealthy })
