@@ -169,12 +169,15 @@ func TestNewConsulClusterHoldsOnlyTenant(t *testing.T) {
 	l.applyTenant("solo", `{"prefixes": ["203.0.113.0/24"]}`)
 	l.waitApplied("solo")
 	l.consul.Restart(t)
-	defer func() { t.Log(l.nsd.Log()) }()
+	defer func() {
+		if t.Failed() {
+			t.Log(l.nsd.Log())
+		}
+	}()
 	eventually(t, "hold reported", func() bool {
 		out, _ := l.nsctl("status", "--host", l.hostID)
 		return strings.Contains(out, "HOLDING deletion of 1 tenants")
 	})
-	t.Log(l.nsd.Log())
 	l.nsd.stop(t)
 	l.startNSD()
 	time.Sleep(3 * time.Second)
