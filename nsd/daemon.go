@@ -608,8 +608,8 @@ func (d *Daemon) newStatus(log *slog.Logger, id string, keys map[string]source.E
 }
 
 // planFor returns the tenant's plan for this pass (plan.ForTenant). The
-// plan of an unchanged tenant with an unchanged verdict is reused, so a
-// resync does not parse its documents again.
+// plan of an unchanged tenant with an unchanged verdict and a firewall or
+// DoS document is reused, so a resync does not parse those again.
 func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slot uint16) *plan.TenantPlan {
 	key := fmt.Sprintf("%s|%d|%v", fingerprint(keys), slot, v.err)
 	if c, ok := d.plans[id]; ok && c.key == key {
@@ -620,7 +620,13 @@ func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slo
 		docs[k] = plan.Doc{Value: e.Value, Index: e.ModifyIndex}
 	}
 	p := plan.ForTenant(plan.Options{NSPrefix: d.o.NSPrefix}, id, docs, v.valid, v.err, slot)
-	d.plans[id] = cachedPlan{key: key, plan: &p}
+	// Only documents that cost something to parse again are worth the
+	// memory: the network document is validated every pass anyway.
+	if p.Firewall.Present || p.DoS.Present {
+		d.plans[id] = cachedPlan{key: key, plan: &p}
+	} else {
+		delete(d.plans, id)
+	}
 	return &p
 }
 
