@@ -6,10 +6,8 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -244,20 +242,7 @@ func TestHungConsul(t *testing.T) {
 
 	addr := freeAddr(t)
 	p := l.startNSD("--metrics-addr", addr)
-	metric := func(name string) string {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return ""
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, name+" ") {
-				return strings.TrimPrefix(line, name+" ")
-			}
-		}
-		return ""
-	}
+	metric := func(name string) string { return metricText(addr, name) }
 	took := eventuallyFor(t, 30*time.Second, "nsd reports the hung source", func() bool {
 		return metric("nfhost_source_up") == "0" && metric("nfhost_source_errors_total") != "0" && metric("nfhost_source_errors_total") != ""
 	})
