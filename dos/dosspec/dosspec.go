@@ -237,15 +237,10 @@ func validLists(allowList, denyList []string, add func(path, value, format strin
 // fields, so that its errors come in field order.
 func validSignatures(sigs []Signature, add func(path, value, format string, args ...any)) []CompiledSignature {
 	var out []CompiledSignature
-	seen := map[string]int{}
+	ids := doc.NewIDs("signatures", sigIDRe)
 	for i, sig := range sigs {
 		path := fmt.Sprintf("signatures[%d]", i)
-		if !sigIDRe.MatchString(sig.ID) {
-			add(path+".id", sig.ID, "must match %s", sigIDRe)
-		} else if j, dup := seen[sig.ID]; dup {
-			add(path+".id", sig.ID, "duplicate of signatures[%d].id", j)
-		}
-		seen[sig.ID] = i
+		ids.Check(i, sig.ID, add)
 		if cs, ok := compileSignature(path, sig, add); ok {
 			out = append(out, cs)
 		}

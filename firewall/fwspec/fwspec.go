@@ -138,15 +138,10 @@ func (c Config) Validate(tenant string) (Spec, error) {
 			spec.Lists[n] = ps
 		}
 	}
-	seen := map[string]int{}
+	ids := doc.NewIDs("rules", ruleIDRe)
 	for i, r := range c.Rules {
 		path := fmt.Sprintf("rules[%d]", i)
-		if !ruleIDRe.MatchString(r.ID) {
-			add(path+".id", r.ID, "must match %s", ruleIDRe)
-		} else if j, dup := seen[r.ID]; dup {
-			add(path+".id", r.ID, "duplicate of rules[%d].id", j)
-		}
-		seen[r.ID] = i
+		ids.Check(i, r.ID, add)
 		cr, ok := compileRule(path, r, c.Lists, names, add)
 		if ok && (r.Enabled == nil || *r.Enabled) {
 			spec.Rules = append(spec.Rules, cr)

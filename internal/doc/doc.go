@@ -169,3 +169,28 @@ func lineCol(data []byte, off int64) (line, col int) {
 	col = int(off) - bytes.LastIndexByte(data[:off], '\n')
 	return line, col
 }
+
+// IDs checks the IDs of one list of a document (rules, signatures): each
+// must match a pattern and be unique in the list.
+type IDs struct {
+	list string
+	re   *regexp.Regexp
+	seen map[string]int
+}
+
+// NewIDs checks the IDs of the list called list ("rules") against re.
+func NewIDs(list string, re *regexp.Regexp) *IDs {
+	return &IDs{list: list, re: re, seen: map[string]int{}}
+}
+
+// Check takes entry i's id and reports through add what is wrong with it,
+// at path "<list>[i].id".
+func (s *IDs) Check(i int, id string, add func(path, value, format string, args ...any)) {
+	path := fmt.Sprintf("%s[%d].id", s.list, i)
+	if !s.re.MatchString(id) {
+		add(path, id, "must match %s", s.re)
+	} else if j, dup := s.seen[id]; dup {
+		add(path, id, "duplicate of %s[%d].id", s.list, j)
+	}
+	s.seen[id] = i
+}
