@@ -353,7 +353,7 @@ func BenchmarkNSDMemory(b *testing.B) {
 }
 
 // BenchmarkNoisyNeighbour: a quiet tenant's firewall PUT → nsd has applied
-// it (status applied with that firewall index), p50/p99 over 50 changes,
+// it (status applied with that firewall index), p50/p99 over quietChanges changes,
 // with NFHOST_BENCH_QUIET (default 100) quiet tenants, first alone and then
 // while a noisy neighbour with a 200-rule firewall rewrites it 100 times a
 // second, in the same run: real Consul, real nsd with the routing and
@@ -369,17 +369,30 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		l := newNoisyLab(b, agent, n)
 		stop := l.start(b, nsd.Options{})
-		alone := l.latency(b, 50)
+		alone := l.latency(b, quietChanges)
 		w := l.startNoisy(b)
-		noisy := l.latency(b, 50)
+		noisy := l.latency(b, quietChanges)
 		w.stop(b)
+		background := l.counter(b, "nfhost_firewall_background_applies_total")
+		stop()
+		// The same with the lane off (every apply on the reconcile
+		// goroutine): what applying the throttled tenant in the
+		// background buys.
+		stop = l.start(b, nsd.Options{LaneWidth: -1})
+		wl := l.startNoisy(b)
+		nolane := l.latency(b, quietChanges)
+		wl.stop(b)
 		stop()
 		// The same with pacing off: what the coalescing buys.
 		stop = l.start(b, nsd.Options{MinApplyInterval: -1})
 		wu := l.startNoisy(b)
-		unpaced := l.latency(b, 50)
+		unpaced := l.latency(b, quietChanges)
 		wu.stop(b)
 		stop()
+		b.ReportMetric(ms(nolane[50]), "p50-nolane-ms")
+		b.ReportMetric(ms(nolane[99]), "p99-nolane-ms")
+		b.ReportMetric(ms(nolane[99])/ms(alone[99]), "p99-nolane-ratio")
+		b.ReportMetric(background, "background-applies")
 		b.ReportMetric(float64(n), "quiet-tenants")
 		b.ReportMetric(ms(alone[50]), "p50-alone-ms")
 		b.ReportMetric(ms(alone[99]), "p99-alone-ms")
@@ -575,7 +588,7 @@ func (w *noisyWriter) stop(b *testing.B) {
 	secs := t1.Sub(w.t0).Seconds()
 	w.writesPerSec = float64(w.writes) / secs
 	// Firewall applies while the neighbour wrote, less the quiet changes.
-	w.appliesPerSec = (w.l.firewallApplies(b) - w.ok0 - 50) / secs
+	w.appliesPerSec = (w.l.firewallApplies(b) - w.ok0 - quietChanges) / secs
 	sum, n := histogram(b, w.l.reg, "nfhost_firewall_apply_duration_seconds")
 	w.applyMean = time.Duration((sum - w.fwSum0) / float64(n-w.fwCount0) * float64(time.Second))
 }
@@ -592,6 +605,23 @@ func histogram(b *testing.B, reg *prometheus.Registry, name string) (sum float64
 		}
 	}
 	return 0, 0
+}
+
+// quietChanges is how many quiet-tenant changes each phase times.
+const quietChanges = 200
+
+// counter reads an unlabelled counter.
+func (l *noisyLab) counter(b *testing.B, name string) float64 {
+	mfs, err := l.reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 // firewallApplies reads nfhost_reconcile_total{subsys="firewall",result="ok"}.
