@@ -21,6 +21,10 @@ type Metrics struct {
 	TenantsDeferred prometheus.Gauge
 
 	FirewallApplySeconds prometheus.Histogram
+	// IndexerLeader is 1 while this nsd keeps the fleet's index
+	// (source.Consul.RunIndexer); IndexerErrors counts its failures.
+	IndexerLeader prometheus.Gauge
+	IndexerErrors prometheus.Counter
 	// BackgroundApplies counts throttled tenants' firewall changes applied
 	// in the lane, off the reconcile goroutine.
 	BackgroundApplies prometheus.Counter
@@ -73,6 +77,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Unix time of the last completed reconcile pass."}),
 		TenantsDeferred: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_tenants_deferred",
 			Help: "Tenants whose latest change waits for its turn: they changed more often than the per-tenant pace allows (coalesced)."}),
+		IndexerLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_indexer_leader",
+			Help: "1 while this nsd is the fleet's elected indexer (it keeps the index/ journal and digest)."}),
+		IndexerErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_indexer_errors_total",
+			Help: "Failures of the indexer's election or work."}),
 		BackgroundApplies: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_firewall_background_applies_total",
 			Help: "Firewall changes of throttled tenants applied off the reconcile goroutine."}),
 		FirewallApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_firewall_apply_duration_seconds",
@@ -94,7 +102,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
-			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred, m.FirewallApplySeconds, m.BackgroundApplies, m.FirewallPackets, m.FirewallBytes,
+			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred, m.FirewallApplySeconds, m.BackgroundApplies, m.IndexerLeader, m.IndexerErrors, m.FirewallPackets, m.FirewallBytes,
 			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.SubsystemApplySeconds, m.AutoMitigations)
 	}
 	return m
