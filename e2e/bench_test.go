@@ -338,17 +338,11 @@ func BenchmarkNSDMemory(b *testing.B) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		time.Sleep(500 * time.Millisecond)
-		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-		var rssKB float64
-		for _, line := range strings.Split(string(st), "\n") {
-			if strings.HasPrefix(line, "VmRSS:") {
-				rssKB, _ = strconv.ParseFloat(strings.Fields(line)[1], 64)
-			}
-		}
+		rss := rssMiB(cmd.Process.Pid)
 		cmd.Process.Signal(unix.SIGTERM)
 		cmd.Wait()
 		b.ReportMetric(float64(n), "tenants")
-		b.ReportMetric(rssKB/1024, "rss-MiB")
+		b.ReportMetric(rss, "rss-MiB")
 	}
 }
 

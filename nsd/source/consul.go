@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,7 +53,13 @@ type Consul struct {
 	tokenFile string
 	// clientCert: the client has a TLS client certificate.
 	clientCert bool
+	// following: Watch follows the fleet's index (see JournalLen).
+	following atomic.Bool
 }
+
+// Following reports whether Watch follows the fleet's index rather than
+// listing the whole tenants/ prefix on every change.
+func (c *Consul) Following() bool { return c.following.Load() }
 
 // Default bounds of a Consul store's requests.
 const (

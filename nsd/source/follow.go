@@ -47,14 +47,15 @@ type follower struct {
 	epoch string // "" until a journal is followed
 	seq   uint64 // the journal's sequence number the state reflects
 	jIdx  uint64 // blocking index of the journal
-	// allIdx is the blocking index of the whole-prefix watch; seen the
-	// highest index read from either, kept across errors to tell a store
-	// that went back.
-	allIdx, seen uint64
-	state        map[string]api.KVPairs // the keys of each tenant
-	extra        api.KVPairs            // keys under tenants/ of no tenant, from the last full read
-	lastFull     time.Time              // when the last full read was (jittered)
-	Reads        int                    // requests made (tests)
+	// allIdx is the blocking index of the whole-prefix watch; allSeen and
+	// jSeen the highest index read from it and from the journal, kept
+	// across errors to tell a store that went back. (A listing's index and
+	// a key's are not comparable: a listing's may be the table's.)
+	allIdx, allSeen, jSeen uint64
+	state                  map[string]api.KVPairs // the keys of each tenant
+	extra                  api.KVPairs            // keys under tenants/ of no tenant, from the last full read
+	lastFull               time.Time              // when the last full read was (jittered)
+	Reads                  int                    // requests made (tests)
 }
 
 // watchAll is one round of the whole-prefix watch, then a check for a
@@ -77,8 +78,8 @@ func (f *follower) watchAll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit))
 	}
-	backwards := meta.LastIndex < f.seen
-	f.seen = meta.LastIndex
+	backwards := meta.LastIndex < f.allSeen
+	f.allSeen = meta.LastIndex
 	if meta.LastIndex < f.allIdx {
 		f.allIdx = 0
 	} else {
@@ -91,6 +92,7 @@ func (f *follower) watchAll(ctx context.Context) error {
 	}
 	if j != nil {
 		f.epoch, f.seq, f.jIdx = "-", 0, 0 // a history to start: read everything
+		f.w.c.following.Store(true)
 	}
 	return nil
 }
@@ -102,8 +104,8 @@ func (f *follower) follow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	backwards := meta.LastIndex < f.seen || meta.LastIndex < f.jIdx
-	f.seen = meta.LastIndex
+	backwards := meta.LastIndex < f.jSeen || meta.LastIndex < f.jIdx
+	f.jSeen = meta.LastIndex
 	f.jIdx = meta.LastIndex
 	if backwards {
 		f.jIdx = 0
@@ -113,6 +115,7 @@ func (f *follower) follow(ctx context.Context) error {
 		// The journal is gone (a wiped store, or the fleet went back to
 		// whole-prefix watches): watch the prefix again.
 		f.epoch, f.allIdx = "", 0
+		f.w.c.following.Store(false)
 		return nil
 	case backwards || j.Epoch != f.epoch || j.Seq < f.seq || time.Since(f.lastFull) > c.FullReadInterval:
 		if err := f.readAll(ctx); err != nil {
