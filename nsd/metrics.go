@@ -21,8 +21,15 @@ type Metrics struct {
 	TenantsDeferred prometheus.Gauge
 
 	FirewallApplySeconds prometheus.Histogram
-	FirewallPackets      *prometheus.GaugeVec
-	FirewallBytes        *prometheus.GaugeVec
+	// IndexerLeader is 1 while this nsd keeps the fleet's index
+	// (source.Consul.RunIndexer); IndexerErrors counts its failures.
+	IndexerLeader prometheus.Gauge
+	IndexerErrors prometheus.Counter
+	// BackgroundApplies counts throttled tenants' firewall changes applied
+	// in the lane, off the reconcile goroutine.
+	BackgroundApplies prometheus.Counter
+	FirewallPackets   *prometheus.GaugeVec
+	FirewallBytes     *prometheus.GaugeVec
 
 	DoSApplySeconds prometheus.Histogram
 	DoSSamples      *prometheus.CounterVec
@@ -70,6 +77,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Unix time of the last completed reconcile pass."}),
 		TenantsDeferred: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_tenants_deferred",
 			Help: "Tenants whose latest change waits for its turn: they changed more often than the per-tenant pace allows (coalesced)."}),
+		IndexerLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_indexer_leader",
+			Help: "1 while this nsd is the fleet's elected indexer (it keeps the index/ journal and digest)."}),
+		IndexerErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_indexer_errors_total",
+			Help: "Failures of the indexer's election or work."}),
+		BackgroundApplies: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_firewall_background_applies_total",
+			Help: "Firewall changes of throttled tenants applied off the reconcile goroutine."}),
 		FirewallApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_firewall_apply_duration_seconds",
 			Help: "Time to apply one tenant's firewall (one nftables batch).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		FirewallPackets: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_firewall_rule_packets",
@@ -89,7 +102,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
-			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
+			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred, m.FirewallApplySeconds, m.BackgroundApplies, m.IndexerLeader, m.IndexerErrors, m.FirewallPackets, m.FirewallBytes,
 			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.SubsystemApplySeconds, m.AutoMitigations)
 	}
 	return m

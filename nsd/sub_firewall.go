@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
@@ -45,22 +46,38 @@ func (s *firewallSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 		}
 		return nil, err
 	}
-	changes, err := s.fw.Apply(a.spec.Namespace, part.Spec)
+	var changes []string
+	var err error
+	p := t.prepared
+	if p != nil && p.spec == part.Spec && p.ns == a.spec.Namespace {
+		changes, err = p.changes, p.err // applied in the lane
+	} else {
+		p = nil
+		changes, err = s.fw.Apply(a.spec.Namespace, part.Spec)
+	}
 	if err != nil {
 		return changes, fmt.Errorf("apply firewall: %w", err)
 	}
 	a.fw, a.fwIndex = part.Spec, part.Index
 	if part.Spec != nil {
 		st.Subsystems["firewall"] = source.SubsystemOK
-		s.readCounters(t.ID, a, st)
+		if p != nil {
+			s.reportCounters(t.ID, a, st, p.counters, p.ctrErr)
+		} else {
+			s.readCounters(t.ID, a, st)
+		}
 	}
 	return changes, nil
 }
 
 // readCounters reports the counters of the rules in force.
 func (s *firewallSub) readCounters(id string, a *applied, st *source.Status) {
-	st.FirewallIndex = a.fwIndex
 	ctr, err := s.fw.Counters(a.spec.Namespace)
+	s.reportCounters(id, a, st, ctr, err)
+}
+
+func (s *firewallSub) reportCounters(id string, a *applied, st *source.Status, ctr map[string]fwspec.Counter, err error) {
+	st.FirewallIndex = a.fwIndex
 	if err != nil {
 		return
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd"
+	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
 )
 
@@ -50,6 +51,7 @@ type nsdFlags struct {
 	xdpMode        string
 	pinDir         string
 	probeAddr      string
+	indexer        bool
 }
 
 // nsdCommand is nsd's command; it parses its flags into f.
@@ -98,6 +100,7 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.once, "once", false, "reconcile once, print a per-tenant summary and exit (non-zero if any tenant failed)")
 	fl.Float64Var(&f.maxDelFraction, "max-delete-fraction", 0.2, "hold a pass that would delete more than this share of the host's tenants")
 	fl.BoolVar(&f.confirmDeletes, "confirm-deletes", false, "let deletions held by the mass-delete guard through")
+	fl.BoolVar(&f.indexer, "indexer", true, "stand for election as the fleet's indexer (Consul): the elected nsd keeps index/, so that each server reads only the tenants that changed")
 }
 
 // check validates the flags and fills in the defaults that depend on
@@ -207,6 +210,14 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 			return err
 		}
 		defer stop()
+	}
+	if c, ok := store.(*source.Consul); ok && f.indexer {
+		go c.RunIndexer(env.Ctx, log, func(s source.IndexerState) {
+			metrics.IndexerLeader.Set(map[bool]float64{true: 1}[s.Leading])
+			if s.Err != nil {
+				metrics.IndexerErrors.Inc()
+			}
+		})
 	}
 	log.Info("nsd started", "source", f.store.Source, "host_netns", f.hostNetns, "uplink", f.uplink)
 	return d.Run(env.Ctx)

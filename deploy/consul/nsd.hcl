@@ -19,3 +19,12 @@ key_prefix "nfhost/host-status/" {
 key_prefix "nfhost/status/" {
   policy = "write"
 }
+# The fleet's index (the journal and digest the elected nsd keeps, so that
+# a change costs each server one tenant's keys) and the session of the
+# lock that elects it.
+key_prefix "nfhost/index/" {
+  policy = "write"
+}
+session_prefix "" {
+  policy = "write"
+}

@@ -91,7 +91,16 @@ key_prefix %[5]q {
 key_prefix %[6]q {
   policy = "write"
 }
-`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/")}
+# The fleet's index (the journal and digest the elected nsd keeps, so that
+# a change costs each server one tenant's keys) and the session of the
+# lock that elects it.
+key_prefix %[7]q {
+  policy = "write"
+}
+session_prefix "" {
+  policy = "write"
+}
+`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/", p+"/index/")}
 }
 
 // Operator is the operator's policy.
@@ -164,7 +173,7 @@ func Allowing(prefix, op, key string) string {
 				tenant(id)
 			}
 			nsd()
-		case "host-status", "status":
+		case "host-status", "status", "index":
 			nsd()
 		}
 	}

@@ -53,8 +53,8 @@ func TestRulesFollowThePrefix(t *testing.T) {
 		t.Errorf("tenant rules reach beyond the tenant:\n%s", r)
 	}
 	n := NSD("/edge/nf/").Rules
-	if strings.Count(n, `policy = "write"`) != 3 {
-		t.Errorf("nsd writes more than the three status prefixes:\n%s", n)
+	if strings.Count(n, `policy = "write"`) != 5 || !strings.Contains(n, `key_prefix "edge/nf/index/" {`) || !strings.Contains(n, `session_prefix "" {`) {
+		t.Errorf("nsd writes more than the three status prefixes, the index and its lock's session:\n%s", n)
 	}
 	for _, k := range []string{"tenants/", "dos/", "control/"} {
 		if !strings.Contains(n, `key_prefix "edge/nf/`+k+`" {`+"\n  policy = \"read\"") {
