@@ -25,6 +25,7 @@ import (
 // Packet is what the detector uses of a sample.
 type Packet struct {
 	Tenant   string
+	Src      netip.Addr // for views of the traffic (nsctl dos top); signatures never name it
 	Dst      netip.Addr
 	Proto    uint8
 	SPort    uint16 // TCP/UDP, 0 otherwise
@@ -66,7 +67,7 @@ func Parse(frame []byte) (p Packet, ok bool) {
 		if ihl < 20 || len(b) < ihl {
 			return p, false
 		}
-		p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		p.Src, p.Dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
 		p.Proto, p.TTL, p.Len = b[9], b[8], binary.BigEndian.Uint16(b[2:])
 		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
 			return p, true // a later fragment: no L4 header
@@ -76,7 +77,7 @@ func Parse(frame []byte) (p Packet, ok bool) {
 		if len(b) < 40 {
 			return p, false
 		}
-		p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		p.Src, p.Dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
 		p.Proto, p.TTL, p.Len = b[6], b[7], binary.BigEndian.Uint16(b[4:])+40
 		l4 = b[40:]
 	default:
@@ -220,7 +221,7 @@ func (d *Detector) Tick(now time.Time) (changed bool) {
 		if pps < pol.PPS {
 			continue
 		}
-		expr, strong, ok := d.signature(k.dst, pkts)
+		expr, strong, ok := Signature(k.dst, pkts, d.cfg.Coverage)
 		if !ok {
 			continue // nothing the attack packets share beyond the victim
 		}
@@ -267,8 +268,8 @@ func (d *Detector) Active() []Mitigation {
 	return out
 }
 
-// signature finds the header values at least Coverage of the samples
-// share and writes them as an expression scoped to the victim. Packets a
+// Signature finds the header values at least coverage (0–1) of the
+// samples share and writes them as an expression scoped to the victim. Packets a
 // rule already drops count too: a mitigated attack keeps its mitigation
 // alive. Values legitimate traffic to the victim shares as well (its
 // service port, ACK-bearing TCP flags) are weak; strong are content
@@ -276,7 +277,9 @@ func (d *Detector) Active() []Mitigation {
 // flags (SYN without ACK, RST, ...) and ICMP types. Without a strong
 // value the attack cannot be told from legitimate traffic: no signature.
 // content reports whether a content value is in it (then drop is safe).
-func (d *Detector) signature(victim netip.Addr, pkts []Packet) (expr string, content, ok bool) {
+// The detector uses it on every window over a tenant's threshold; nsctl
+// dos top shows what it derives from the traffic on view.
+func Signature(victim netip.Addr, pkts []Packet, coverage float64) (expr string, content, ok bool) {
 	n := float64(len(pkts))
 	top := func(f func(Packet) (string, bool)) (string, bool) {
 		count := map[string]int{}
@@ -291,7 +294,7 @@ func (d *Detector) signature(victim netip.Addr, pkts []Packet) (expr string, con
 				best, bn = v, c
 			}
 		}
-		return best, bn > 0 && float64(bn) >= d.cfg.Coverage*n
+		return best, bn > 0 && float64(bn) >= coverage*n
 	}
 	proto, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.Proto), true })
 	if !ok {
