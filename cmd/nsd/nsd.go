@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/top"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/cliutil"
@@ -179,8 +180,9 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	metrics := nsd.NewMetrics(reg)
 	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
 		MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
+	topSrv := &top.Server{Host: f.hostID} // Rec stays nil without the DoS layer
 	if f.uplink != "" {
-		stop, err := startUplink(env.Ctx, f, hostNS, probe, log, reg, &opts)
+		stop, err := startUplink(env.Ctx, f, hostNS, probe, log, reg, &opts, topSrv)
 		if err != nil {
 			return err
 		}
@@ -202,7 +204,7 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 		return nil
 	}
 	if f.metricsAddr != "" {
-		stop, err := serveMetrics(f.metricsAddr, reg, log)
+		stop, err := serveMetrics(f.metricsAddr, reg, topSrv, log)
 		if err != nil {
 			return err
 		}
