@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -128,5 +130,76 @@ func TestDoSTop(t *testing.T) {
 	t.Logf("flood: %d packets sent in 15 s; the candidate signature dropped %d (%d while the client probed and top looked)", sent, total, d1-d0)
 	if d1-d0 < 1000 {
 		t.Errorf("only %d drops in the seconds after the signature went in", d1-d0)
+	}
+}
+
+// procCPU is a process's user+system CPU time from /proc/<pid>/stat.
+func procCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("read nsd's CPU time: %v", err)
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// field 3, utime 14, stime 15, in clock ticks (100 per second).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// BenchmarkDoSTopCost: nsd's CPU during an 18k pps UDP flood with
+// sampling at 1 in 64 (and 1 in 8), without and with a viewer (`nsctl
+// dos top -o json` asking every second), alternating, three rounds each;
+// the baseline is the same flood without a viewer in the same run.
+func BenchmarkDoSTopCost(b *testing.B) {
+	l, att, p, maddr := topLab(b, 28810)
+	pid := p.cmd.Process.Pid
+	med := func(xs []float64) float64 {
+		s := append([]float64(nil), xs...)
+		for i := range s {
+			for j := i + 1; j < len(s); j++ {
+				if s[j] < s[i] {
+					s[i], s[j] = s[j], s[i]
+				}
+			}
+		}
+		return s[len(s)/2]
+	}
+	// measure returns nsd's CPU in ms per second of a 5 s stretch of flood.
+	measure := func(viewer bool) float64 {
+		f := nstest.StartFlood(b, att, "203.0.113.1", 123, 18000, 9*time.Second, []byte(ntpMonlist))
+		time.Sleep(time.Second)
+		if viewer {
+			v := exec.Command(l.ctlBin, "dos", "top", "acme", "--edge", maddr, "-o", "json", "--interval", "1s")
+			if err := v.Start(); err != nil {
+				b.Fatal(err)
+			}
+			defer func() { v.Process.Kill(); v.Wait() }()
+		}
+		time.Sleep(2500 * time.Millisecond) // the viewer's first window is recorded
+		c0, t0 := procCPU(b, pid), time.Now()
+		time.Sleep(5 * time.Second)
+		c1, el := procCPU(b, pid), time.Since(t0)
+		f.Wait()
+		time.Sleep(time.Second)
+		return float64((c1 - c0).Milliseconds()) / el.Seconds()
+	}
+	for _, rate := range []int{64, 8} {
+		l.consul.Put(b, "nfhost/tenants/acme/dos", fmt.Sprintf(`{"sample_rate": %d}`, rate))
+		time.Sleep(2 * time.Second)
+		var none, view []float64
+		for i := 0; i < b.N; i++ {
+			for round := 0; round < 3; round++ {
+				none = append(none, measure(false))
+				view = append(view, measure(true))
+			}
+		}
+		sfx := fmt.Sprintf("-1in%d", rate)
+		b.ReportMetric(med(none), "no-viewer-cpu-ms/s"+sfx)
+		b.ReportMetric(med(view), "viewer-cpu-ms/s"+sfx)
+		b.ReportMetric(med(view)/med(none), "viewer/no-viewer"+sfx)
+		b.Logf("1 in %d: no viewer %v, viewer %v (nsd CPU ms per s)", rate, none, view)
 	}
 }

@@ -418,6 +418,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		keys := s.Tenants[id]
 		t0 := d.o.Now()
 		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full))
+		d.m.TenantApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 		d.seen[id] = fingerprint(keys)
 		if paced[id] {
 			d.pace.charge(id, d.o.Now().Sub(t0))
@@ -436,6 +437,11 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	d.updateGauges()
 	d.writeHostStatus(ctx, s, full)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))
+	pass := "changes"
+	if full {
+		pass = "full"
+	}
+	d.m.PassSeconds.WithLabelValues(pass).Observe(d.o.Now().Sub(start).Seconds())
 	if len(todo) > 0 || len(results) > 0 {
 		d.log.Debug("reconcile pass done", "full", full, "tenants", len(todo), "took", time.Since(start))
 	}
