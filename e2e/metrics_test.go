@@ -44,7 +44,7 @@ func metricsLab(t *testing.T, consulPort int) (l *lab, maddr string) {
 	pins := filepath.Join(bpfpin.BPFFS, "nfT-"+u)
 	t.Cleanup(func() { dos.Detach(pins); os.RemoveAll(pins) })
 	_, r, _ := l.addCustomer()
-	p := l.startNSD("--metrics-addr", "127.0.0.1:0", "--bpf-pin-dir", pins, "--metrics-firewall-rules", "--log-level", "info")
+	p := l.startNSD("--metrics-addr", "127.0.0.1:0", "--bpf-pin-dir", pins, "--metrics-per-rule", "--log-level", "info")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(p.Log())

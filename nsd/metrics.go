@@ -10,8 +10,10 @@ import (
 // passed in, never on the global default. Names follow Prometheus
 // conventions (base units, _total counters, _seconds) and every label is
 // bounded: by the subsystems, the tenants, or (DoS rules) the XDP slots.
-// Series per firewall rule are off unless FirewallRules.Enabled (nsd
-// --metrics-firewall-rules): 1,000 tenants × 200 rules would add 400,000.
+// Series per firewall rule and per DoS rate-limit rule are off unless
+// asked for (nsd --metrics-per-rule: FirewallRules.Enabled and
+// NewDoSCollector's perRule): 1,000 tenants × 200 firewall rules would
+// add 400,000 and the 16,384 XDP rate rule slots 49,152 (TestSeriesBudget).
 type Metrics struct {
 	Tenants       *prometheus.GaugeVec
 	Reconciles    *prometheus.CounterVec
@@ -113,9 +115,9 @@ type RuleCounters struct {
 func newRuleCounters() *RuleCounters {
 	return &RuleCounters{byTenant: map[string]map[string][2]uint64{},
 		packets: prometheus.NewDesc("nfhost_firewall_rule_packets_total",
-			"Packets matched by a tenant firewall rule, as last read from its nftables counter (nsd --metrics-firewall-rules).", []string{"tenant", "rule"}, nil),
+			"Packets matched by a tenant firewall rule, as last read from its nftables counter (nsd --metrics-per-rule).", []string{"tenant", "rule"}, nil),
 		bytes: prometheus.NewDesc("nfhost_firewall_rule_bytes_total",
-			"Bytes matched by a tenant firewall rule, as last read from its nftables counter (nsd --metrics-firewall-rules).", []string{"tenant", "rule"}, nil)}
+			"Bytes matched by a tenant firewall rule, as last read from its nftables counter (nsd --metrics-per-rule).", []string{"tenant", "rule"}, nil)}
 }
 
 // Set replaces a tenant's rule counters (nil: the tenant has none).

@@ -44,7 +44,7 @@ type nsdFlags struct {
 	nsPrefix       string
 	resync         time.Duration
 	metricsAddr    string
-	metricsRules   bool
+	metricsPerRule bool
 	logLevel       string
 	once           bool
 	maxDelFraction float64
@@ -96,7 +96,7 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (and nsctl dos top's endpoint) on this address, e.g. 127.0.0.1:9469")
-	fl.BoolVar(&f.metricsRules, "metrics-firewall-rules", false, "export a packet and a byte counter per tenant firewall rule (two series per rule: 400,000 for 1,000 tenants with 200 rules)")
+	fl.BoolVar(&f.metricsPerRule, "metrics-per-rule", false, "export series per tenant firewall rule (2 each: 400,000 for 1,000 tenants with 200 rules) and per DoS rate-limit rule (3 each); DoS signatures always have theirs")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.BoolVar(&f.once, "once", false, "reconcile once, print a per-tenant summary and exit (non-zero if any tenant failed)")
 	fl.Float64Var(&f.maxDelFraction, "max-delete-fraction", 0.2, "hold a pass that would delete more than this share of the host's tenants")
@@ -180,7 +180,7 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := nsd.NewMetrics(reg)
-	metrics.FirewallRules.Enabled = f.metricsRules
+	metrics.FirewallRules.Enabled = f.metricsPerRule
 	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
 		MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
 	topSrv := &top.Server{Host: f.hostID} // Rec stays nil without the DoS layer

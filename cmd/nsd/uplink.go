@@ -42,7 +42,7 @@ func startUplink(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe 
 		return nil, fmt.Errorf("start the XDP DoS layer: %w", err)
 	}
 	opts.DoS = dr
-	reg.MustRegister(nsd.NewDoSCollector(dr, log))
+	reg.MustRegister(nsd.NewDoSCollector(dr, log, f.metricsPerRule))
 	log.Info("XDP DoS layer attached", "uplink", f.uplink, "mode", dp.Mode, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", f.pinDir)
 	if !f.once {
 		auto := make(chan []detect.Mitigation, 1)
