@@ -100,6 +100,9 @@ func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog
 					rec.Add(top.Sample{At: now, Tenant: tenant, Rate: dr.SampleRate(tenant), Len: s.Len, Dropped: s.Dropped, Reason: s.Reason, Pkt: p})
 				}
 			}
+			if now := time.Now(); !rec.Watching(now) {
+				rec.Release(now) // the samples of a watch that ended
+			}
 			if det.Tick(time.Now()) {
 				ms := det.Active()
 				select {

@@ -51,6 +51,7 @@ const MaxWindow = 10 * time.Second
 // concurrent use.
 type Recorder struct {
 	watchUntil atomic.Int64 // unix nanoseconds
+	held       atomic.Bool  // ring allocated
 	mu         sync.Mutex
 	ring       []Sample
 	next       int
@@ -88,12 +89,26 @@ func (r *Recorder) Add(s Sample) {
 	defer r.mu.Unlock()
 	if r.ring == nil {
 		r.ring = make([]Sample, Capacity)
+		r.held.Store(true)
 	}
 	r.ring[r.next] = s
 	r.next++
 	if r.next == len(r.ring) {
 		r.next, r.full = 0, true
 	}
+}
+
+// Release frees the samples once no watch is on (the sample reader calls
+// it when Watching is false: one atomic load unless there is memory to
+// free).
+func (r *Recorder) Release(now time.Time) {
+	if !r.held.Load() || r.Watching(now) {
+		return
+	}
+	r.mu.Lock()
+	r.ring, r.next, r.full = nil, 0, false
+	r.held.Store(false)
+	r.mu.Unlock()
 }
 
 // Since returns the recorded samples seen at or after t, oldest first.

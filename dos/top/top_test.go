@@ -127,6 +127,18 @@ func TestRecorderWatch(t *testing.T) {
 	if !r.Watch(t0.Add(time.Second)) {
 		t.Error("second Watch within the TTL reports no watch")
 	}
+	// Released after the watch ends, not before.
+	r.Release(t0.Add(2 * time.Second))
+	if len(r.Since(time.Time{})) == 0 {
+		t.Error("released during a watch")
+	}
+	r.Release(t0.Add(time.Minute))
+	if len(r.Since(time.Time{})) != 0 || r.held.Load() {
+		t.Error("not released after the watch")
+	}
+	for _, s := range flood() {
+		r.Add(s)
+	}
 	// A new watch after the old one ended starts empty.
 	r.Watch(t0.Add(time.Minute))
 	if n := len(r.Since(time.Time{})); n != 0 {
