@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,6 +99,16 @@ func TestDoSTop(t *testing.T) {
 		!strings.Contains(c.Expression, "udp.dstport == 123") || !strings.Contains(c.Expression, "payload[0:4] == 0x1700032a") {
 		t.Fatalf("candidate %+v", c)
 	}
+	// Through Consul (for edges nsctl cannot reach): the same view.
+	out, code := l.nsctl("dos", "top", "acme", "--via-store", "--host", l.hostID, "--once", "-o", "json")
+	var vs top.Summary
+	if code != 0 || json.Unmarshal([]byte(out), &vs) != nil || len(vs.Hosts) != 1 || vs.Hosts[0] != l.hostID ||
+		len(vs.Destinations) == 0 || vs.Destinations[0].Key != "203.0.113.1" || len(vs.Candidates) == 0 || vs.Candidates[0].Expression != c.Expression {
+		t.Errorf("--via-store: exit %d\n%s", code, out)
+	}
+	eventuallyFor(t, 5*time.Second, "the watch request and the published summary removed", func() bool {
+		return len(kvKeys(t, l.consul.URL, "nfhost/control/top/")) == 0 && len(kvKeys(t, l.consul.URL, "nfhost/top/")) == 0
+	})
 	// The text frame prints the same command.
 	if out, code := l.nsctl("dos", "top", "acme", "--edge", maddr, "--once"); code != 0 || !strings.Contains(out, c.Command) {
 		t.Errorf("text frame without the command %s:\n%s", c.Command, out)
@@ -202,4 +213,17 @@ func BenchmarkDoSTopCost(b *testing.B) {
 		b.ReportMetric(med(view)/med(none), "viewer/no-viewer"+sfx)
 		b.Logf("1 in %d: no viewer %v, viewer %v (nsd CPU ms per s)", rate, none, view)
 	}
+}
+
+// kvKeys lists the Consul keys under prefix.
+func kvKeys(t testing.TB, consulURL, prefix string) []string {
+	t.Helper()
+	resp, err := http.Get(consulURL + "/v1/kv/" + prefix + "?keys")
+	if err != nil {
+		t.Fatalf("list %s: %v", prefix, err)
+	}
+	defer resp.Body.Close()
+	var keys []string
+	json.NewDecoder(resp.Body).Decode(&keys) // 404 (none): empty
+	return keys
 }

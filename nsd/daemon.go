@@ -73,7 +73,11 @@ type Options struct {
 	// publishes the tenants' detection settings. Both may be nil.
 	Auto         <-chan []detect.Mitigation
 	AutoPolicies *AutoPolicies
-	NSPrefix     string
+	// OnControl gets the control keys of every snapshot (the nsctl dos
+	// top publisher reads its watch requests there). May be nil; must not
+	// block.
+	OnControl func(map[string]source.Entry)
+	NSPrefix  string
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
 	// MaxDeleteFraction: a pass that would delete more than this share of
@@ -218,6 +222,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case s := <-snaps:
 			s = latest(snaps, s)
 			d.m.SourceUp.Set(1)
+			if d.o.OnControl != nil {
+				d.o.OnControl(s.Control)
+			}
 			last = &s
 			full := !started
 			if full {

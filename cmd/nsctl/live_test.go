@@ -288,3 +288,56 @@ func TestDoSTopOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDoSTopViaStore: --via-store writes a watch request to control/top/,
+// reads the frames the edges publish to top/<watch>/ (a stand-in nsd here;
+// the e2e test runs the real one), merges them, and removes the request
+// when it exits; --host goes into the request.
+func TestDoSTopViaStore(t *testing.T) {
+	l := newDirLab(t)
+	store := source.NewDir(l.cfg, l.state)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	seen := make(chan top.WatchRequest, 1)
+	go func() { // publishes for every request, as edge1 and edge2
+		for ctx.Err() == nil {
+			snap, _ := store.Read(ctx)
+			for name, e := range snap.Control {
+				id, ok := strings.CutPrefix(name, source.TopWatchPrefix)
+				if !ok {
+					continue
+				}
+				var r top.WatchRequest
+				json.Unmarshal(e.Value, &r)
+				select {
+				case seen <- r:
+				default:
+				}
+				for _, h := range []string{"edge1", "edge2"} {
+					b, _ := json.Marshal(top.Summary{Hosts: []string{h}, At: time.Now(), Samples: 10, PPS: 640,
+						Destinations: []top.Entry{{Key: "203.0.113.1", Tenant: "acme", PPS: 640}}})
+					store.PutTop(ctx, id, h, b)
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	out, code := l.ctl("dos", "top", "acme", "--via-store", "--host", "edge1", "--host", "edge2", "--once", "-o", "json", "--window", "500ms")
+	var s top.Summary
+	if code != 0 || json.Unmarshal([]byte(out), &s) != nil || strings.Join(s.Hosts, ",") != "edge1,edge2" || s.PPS != 1280 || s.Destinations[0].PPS != 1280 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	r := <-seen
+	if strings.Join(r.Hosts, ",") != "edge1,edge2" || !strings.Contains(r.Query, "tenant=acme") || time.Until(r.Until) < 20*time.Second {
+		t.Errorf("watch request %+v", r)
+	}
+	snap, _ := store.Read(ctx)
+	for name := range snap.Control {
+		if strings.HasPrefix(name, source.TopWatchPrefix) {
+			t.Errorf("watch request %s left behind", name)
+		}
+	}
+	if out, code := l.ctl("dos", "top", "--host", "edge1", "--once"); code != ExitUsage || !strings.Contains(out, "--host") {
+		t.Errorf("--host without --via-store: exit %d\n%s", code, out)
+	}
+}

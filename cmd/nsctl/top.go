@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/nfhost/nfhost/dos/top"
 	"github.com/nfhost/nfhost/internal/cliutil"
 	"github.com/nfhost/nfhost/internal/doc"
+	"github.com/nfhost/nfhost/nsd/source"
 )
 
 // defaultEdge is where nsd's --metrics-addr listens in the README's example.
@@ -23,6 +27,8 @@ const defaultEdge = "127.0.0.1:9469"
 
 type topFlags struct {
 	edges    []string
+	viaStore bool
+	hosts    []string
 	once     bool
 	output   string
 	dst      string
@@ -47,7 +53,10 @@ the sampling rate; and the signatures nsd's detector would derive from it right 
 with the nsctl dos add-signature command that adds it.
 
 It asks each edge's nsd (--edge, the address of nsd's --metrics-addr; several --edge for a
-fleet view that adds their rates up). nsd records samples only while someone watches:
+fleet view that adds their rates up), or with --via-store every nsd (or --host) through the
+store: nsctl writes a watch request to control/top/<id>, each nsd publishes its frame to
+top/<id>/<host> every second while the request lasts (30 s, refreshed while watching), and
+nsctl deletes the request when it exits. nsd records samples only while someone watches:
 the first frame takes one --window. In a terminal it redraws every --interval like top
 (q quits; at 160 columns and more the tables go side by side, long commands are cut
 with "…": --once prints them whole); --once prints one frame, -o json as JSON.`,
@@ -60,11 +69,21 @@ with "…": --once prints them whole); --once prints one frame, -o json as JSON.
 			if err != nil {
 				return err
 			}
-			get := func(ctx context.Context) (top.Summary, error) { return fetchTop(ctx, f.edges, q) }
-			return runTop(c.Env, f, get)
+			if !f.viaStore {
+				get := func(ctx context.Context) (top.Summary, error) { return fetchTop(ctx, f.edges, q) }
+				return runTop(c.Env, f, get)
+			}
+			w, err := c.startWatch(q, f)
+			if err != nil {
+				return err
+			}
+			defer w.stop()
+			return runTop(c.Env, f, w.get)
 		}}
 	fl := cmd.Flags()
 	fl.StringArrayVar(&f.edges, "edge", []string{defaultEdge}, "nsd's --metrics-addr (host:port or http(s)://host:port); repeat for a fleet view")
+	fl.BoolVar(&f.viaStore, "via-store", false, "ask every nsd through the store (Consul) instead of --edge: for edges nsctl cannot reach")
+	fl.StringArrayVar(&f.hosts, "host", nil, "--via-store: only this host ID (repeat for several; default every host)")
 	fl.BoolVar(&f.once, "once", false, "print one frame and exit")
 	fl.StringVarP(&f.output, "output", "o", "text", "text or json")
 	fl.StringVar(&f.dst, "dst", "", "only traffic to this address or CIDR")
@@ -98,6 +117,9 @@ func (f *topFlags) query(args []string) (top.Query, error) {
 	}
 	if len(f.edges) == 0 {
 		return q, cliutil.Usagef("--edge: give at least one")
+	}
+	if len(f.hosts) > 0 && !f.viaStore {
+		return q, cliutil.Usagef("--host: only with --via-store (--edge names edges by address)")
 	}
 	if f.dst != "" {
 		p, err := top.ParseDst(f.dst)
@@ -235,4 +257,115 @@ func fetchEdge(ctx context.Context, edge string, q top.Query) (top.Summary, erro
 		return s, fmt.Errorf("edge %s: read summary: %w", edge, err)
 	}
 	return s, nil
+}
+
+// storeWatch is a watch through the store (--via-store).
+type storeWatch struct {
+	c       *ctl
+	store   source.Store
+	st      source.TopStore
+	id      string
+	req     top.WatchRequest
+	put     time.Time // last write of the request
+	started time.Time
+	window  time.Duration
+	once    bool
+}
+
+// watchTTL is how long a watch request lasts without a refresh; nsctl
+// refreshes it every watchRefresh.
+const (
+	watchTTL     = 30 * time.Second
+	watchRefresh = 10 * time.Second
+)
+
+func (c *ctl) startWatch(q top.Query, f *topFlags) (*storeWatch, error) {
+	st, err := c.open()
+	if err != nil {
+		return nil, err
+	}
+	ts, ok := st.(source.TopStore)
+	if !ok {
+		return nil, fmt.Errorf("--via-store: this store cannot relay dos top")
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	w := &storeWatch{c: c, store: st, st: ts, id: hex.EncodeToString(b), started: time.Now(), window: q.Window, once: f.once,
+		req: top.WatchRequest{Query: q.Values().Encode(), Hosts: f.hosts}}
+	if err := w.refresh(c.Ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *storeWatch) refresh(ctx context.Context) error {
+	w.req.Until = time.Now().Add(watchTTL).UTC()
+	b, _ := json.Marshal(w.req)
+	if err := w.store.PutControl(ctx, source.TopWatchKey(w.id), b); err != nil {
+		return fmt.Errorf("write the watch request: %w", err)
+	}
+	w.put = time.Now()
+	return nil
+}
+
+// stop deletes the request (the edges delete their summaries within a
+// second of seeing it go).
+func (w *storeWatch) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.st.DeleteControl(ctx, source.TopWatchKey(w.id))
+}
+
+// get returns the merged frames the edges published for the watch. The
+// first frame waits until the edges have recorded a window (--once: that
+// and a second more for slower edges); frames older than the window plus
+// 3 s are an edge that stopped publishing and are left out.
+func (w *storeWatch) get(ctx context.Context) (top.Summary, error) {
+	if time.Since(w.put) > watchRefresh {
+		if err := w.refresh(ctx); err != nil {
+			return top.Summary{}, err
+		}
+	}
+	ready := w.started.Add(w.window + 1500*time.Millisecond)
+	if w.once {
+		ready = ready.Add(time.Second)
+	}
+	if d := time.Until(ready); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return top.Summary{}, ctx.Err()
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		all, err := w.st.ListTop(ctx, w.id)
+		if err != nil {
+			return top.Summary{}, err
+		}
+		var ss []top.Summary
+		for host, b := range all {
+			var s top.Summary
+			if json.Unmarshal(b, &s) != nil || time.Since(s.At) > w.window+3*time.Second {
+				continue
+			}
+			if len(s.Hosts) == 0 {
+				s.Hosts = []string{host}
+			}
+			ss = append(ss, s)
+		}
+		if len(ss) > 0 {
+			slices.SortFunc(ss, func(a, b top.Summary) int { return strings.Compare(a.Hosts[0], b.Hosts[0]) })
+			return top.Merge(ss, 0), nil
+		}
+		if time.Now().After(deadline) {
+			return top.Summary{}, fmt.Errorf("no nsd published a summary for watch %s within %v of the request (nsd reads control/ and writes top/; is it running and allowed to?)",
+				w.id, time.Since(w.started).Round(time.Second))
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return top.Summary{}, ctx.Err()
+		}
+	}
 }

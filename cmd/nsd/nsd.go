@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd"
+	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
 )
 
@@ -192,6 +194,13 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 		defer stop()
 	} else {
 		log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
+	}
+	if ts, ok := store.(source.TopStore); ok && !f.once {
+		pub := newTopPublisher(topSrv, ts, f.hostID, log)
+		opts.OnControl = pub.Control
+		ctx, cancel := context.WithCancel(env.Ctx)
+		defer cancel()
+		go pub.run(ctx)
 	}
 	d := nsd.New(opts)
 

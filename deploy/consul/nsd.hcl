@@ -1,4 +1,5 @@
-# nfhost nsd: read what it reconciles, write only status.
+# nfhost nsd: read what it reconciles, write only status (and the
+# nsctl dos top summaries it publishes while an operator watches).
 # status/ is the layout before tenant-status/ and host-status/: nsd
 # deletes what it wrote there, nothing writes it any more.
 key_prefix "nfhost/tenants/" {
@@ -17,5 +18,8 @@ key_prefix "nfhost/host-status/" {
   policy = "write"
 }
 key_prefix "nfhost/status/" {
+  policy = "write"
+}
+key_prefix "nfhost/top/" {
   policy = "write"
 }

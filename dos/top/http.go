@@ -137,11 +137,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	sum, _ := s.Frame(q)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(sum)
+}
+
+// Frame extends the watch and summarises the window ending now. full is
+// false while the watch has recorded for less than the window (rates
+// would read low); Frame then summarises what it has over that time.
+func (s *Server) Frame(q Query) (sum Summary, full bool) {
 	now := s.now()
-	sum := Summarize(s.Host, s.Rec.Since(now.Add(-q.Window)), now, Options{Window: q.Window, Filter: q.Filter, TopN: q.TopN})
+	s.Rec.Watch(now)
+	full = true
+	if rec := s.Rec.Recording(now); rec < q.Window {
+		full = false
+		q.Window = max(rec, time.Millisecond)
+	}
+	sum = Summarize(s.Host, s.Rec.Since(now.Add(-q.Window)), now, Options{Window: q.Window, Filter: q.Filter, TopN: q.TopN})
 	if sum.Samples == 0 && s.Sampling != nil && !s.Sampling() {
 		sum.Notes = append(sum.Notes, s.Host+": packet sampling is off: set sample_rate in dos/global or the tenant's dos document")
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(sum)
+	return sum, full
+}
+
+// WatchRequest is what nsctl dos top --via-store writes to
+// control/top/<watch> (source.TopWatchKey) and refreshes while it
+// watches: every nsd it names (all when Hosts is empty) publishes a frame
+// of Query about every second to top/<watch>/<host> until Until.
+type WatchRequest struct {
+	Until time.Time `json:"until"`
+	Query string    `json:"query"` // Query.Values().Encode()
+	Hosts []string  `json:"hosts,omitempty"`
+}
+
+// For reports whether host is asked to publish.
+func (w WatchRequest) For(host string) bool {
+	if len(w.Hosts) == 0 {
+		return true
+	}
+	for _, h := range w.Hosts {
+		if h == host {
+			return true
+		}
+	}
+	return false
 }

@@ -51,6 +51,7 @@ const MaxWindow = 10 * time.Second
 // concurrent use.
 type Recorder struct {
 	watchUntil atomic.Int64 // unix nanoseconds
+	watchStart atomic.Int64 // when the current watch began
 	held       atomic.Bool  // ring allocated
 	mu         sync.Mutex
 	ring       []Sample
@@ -76,11 +77,20 @@ func (r *Recorder) Watch(now time.Time) (wasOn bool) {
 		}
 	}
 	if !wasOn {
+		r.watchStart.Store(now.UnixNano())
 		r.mu.Lock()
 		r.ring, r.next, r.full = nil, 0, false // samples of an earlier watch are stale
 		r.mu.Unlock()
 	}
 	return wasOn
+}
+
+// Recording is how long the current watch has recorded samples at now.
+func (r *Recorder) Recording(now time.Time) time.Duration {
+	if !r.Watching(now) {
+		return 0
+	}
+	return now.Sub(time.Unix(0, r.watchStart.Load()))
 }
 
 // Add records a sample.

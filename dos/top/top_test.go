@@ -208,9 +208,15 @@ func TestServer(t *testing.T) {
 	now := t0
 	rec := NewRecorder()
 	srv := &Server{Host: "edge1", Rec: rec, Now: func() time.Time { return now }, Sampling: func() bool { return true }}
-	rec.Watch(now)
+	rec.Watch(now.Add(-2 * time.Second)) // recording for the whole window
 	for _, s := range flood() {
 		rec.Add(s)
+	}
+	if _, full := srv.Frame(Query{Window: 2 * time.Second, Filter: Filter{Proto: -1}}); !full {
+		t.Error("a watch of 2 s: frame of 2 s not full")
+	}
+	if s, full := srv.Frame(Query{Window: 5 * time.Second, Filter: Filter{Proto: -1}}); full || s.WindowSeconds != 2 {
+		t.Errorf("a watch of 2 s: 5 s frame full %v, window %v", full, s.WindowSeconds)
 	}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()

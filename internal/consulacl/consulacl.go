@@ -7,8 +7,9 @@
 //     (tenant-status/<id>/), and nothing else;
 //   - nsd reads tenants/, dos/ and control/ and writes the status
 //     prefixes (tenant-status/, host-status/, and status/ only so that it
-//     can delete the layout older versions wrote); a leaked nsd token
-//     cannot change any tenant's config;
+//     can delete the layout older versions wrote) and top/ (the summaries
+//     of nsctl dos top it publishes while an operator watches through the
+//     store); a leaked nsd token cannot change any tenant's config;
 //   - the operator writes everything under the prefix and manages tokens.
 //
 // The rules are generated for a KV prefix; deploy/consul/ ships them for
@@ -70,7 +71,8 @@ func TenantDescription(prefix, id string) string {
 func NSD(prefix string) Policy {
 	p := strings.Trim(prefix, "/")
 	return Policy{Name: NSDName(p), Description: fmt.Sprintf("nfhost nsd: reads tenant configs, writes status (KV prefix %s)", p),
-		Rules: fmt.Sprintf(`# nfhost nsd: read what it reconciles, write only status.
+		Rules: fmt.Sprintf(`# nfhost nsd: read what it reconciles, write only status (and the
+# nsctl dos top summaries it publishes while an operator watches).
 # status/ is the layout before tenant-status/ and host-status/: nsd
 # deletes what it wrote there, nothing writes it any more.
 key_prefix %[1]q {
@@ -91,7 +93,10 @@ key_prefix %[5]q {
 key_prefix %[6]q {
   policy = "write"
 }
-`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/")}
+key_prefix %[7]q {
+  policy = "write"
+}
+`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/", p+"/top/")}
 }
 
 // Operator is the operator's policy.
@@ -164,7 +169,7 @@ func Allowing(prefix, op, key string) string {
 				tenant(id)
 			}
 			nsd()
-		case "host-status", "status":
+		case "host-status", "status", "top":
 			nsd()
 		}
 	}

@@ -53,8 +53,8 @@ func TestRulesFollowThePrefix(t *testing.T) {
 		t.Errorf("tenant rules reach beyond the tenant:\n%s", r)
 	}
 	n := NSD("/edge/nf/").Rules
-	if strings.Count(n, `policy = "write"`) != 3 {
-		t.Errorf("nsd writes more than the three status prefixes:\n%s", n)
+	if strings.Count(n, `policy = "write"`) != 4 || !strings.Contains(n, `key_prefix "edge/nf/top/" {`+"\n  policy = \"write\"") {
+		t.Errorf("nsd writes more than the three status prefixes and top/:\n%s", n)
 	}
 	for _, k := range []string{"tenants/", "dos/", "control/"} {
 		if !strings.Contains(n, `key_prefix "edge/nf/`+k+`" {`+"\n  policy = \"read\"") {
