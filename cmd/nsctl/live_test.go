@@ -274,6 +274,9 @@ func TestDoSTopOnce(t *testing.T) {
 	if out, code := run(t, nsctl, "dos", "top", "--edge", "127.0.0.1:1", "--once"); code != ExitFailure || !strings.Contains(out, "127.0.0.1:1") {
 		t.Errorf("no edge: exit %d\n%s", code, out)
 	}
+	if out, code := run(t, nsctl, "dos", "top", "--global", "--once", "--edge", edge); code != ExitUsage || !strings.Contains(out, "--global") {
+		t.Errorf("--global: exit %d\n%s", code, out)
+	}
 	for _, args := range [][]string{{"--proto", "foo"}, {"--dst", "203.0.113.1/24"}, {"--window", "1m"}, {"-o", "yaml"}, {"--top", "0"}, {"Bad_Tenant"}} {
 		out, code := run(t, nsctl, append([]string{"dos", "top", "--once", "--edge", edge}, args...)...)
 		flag := args[0]

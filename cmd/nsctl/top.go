@@ -65,6 +65,9 @@ with "…": --once prints them whole); --once prints one frame, -o json as JSON.
   nsctl dos top acme --once -o json | jq -r '.candidates[0].command'`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("global") {
+				return cliutil.Usagef("--global: dos top shows traffic, not a document; give a TENANT to filter or none for all")
+			}
 			q, err := f.query(args)
 			if err != nil {
 				return err
