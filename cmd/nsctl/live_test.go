@@ -70,7 +70,7 @@ func startTmux(t *testing.T, width, height int, args ...string) *tmux {
 	// the session).
 	shell := fmt.Sprintf("NSCTL_TEST_AS_NSCTL=1 TERM=xterm %s %s; echo $? > %s", exe, shellQuote(args), x.exitFile())
 	x.run("-f", "/dev/null", "new-session", "-d", "-s", "nfT", "-x", fmt.Sprint(width), "-y", fmt.Sprint(height), shell)
-	t.Cleanup(func() { exec.Command("tmux", "-L", x.sock, "kill-server").Run() })
+	t.Cleanup(func() { exec.Command("tmux", "-L", x.sock, "kill-server").Run(); os.Remove(x.exitFile()) })
 	return x
 }
 
