@@ -262,7 +262,7 @@ while time.monotonic() - start < float(sys.argv[1]):
         random.choice(socks).sendto(p, ("203.0.113.1", 123)); sent += 1
     time.sleep(0.001)' "$1"
 }
-flood18k 10 & fpid=$!
+flood18k 14 & fpid=$!
 edges_top=(--edge 127.0.0.1:19469 --edge 127.0.0.1:19470)
 ctl dos top "$tenant" "${edges_top[@]}" --once --window 1s >/dev/null # starts the watch on both edges
 sleep 2
@@ -271,6 +271,10 @@ ctl dos top "$tenant" "${edges_top[@]}" --once -o json >"$work/top.json"
 top_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["candidates"][0]["id"])' "$work/top.json" 2>/dev/null || true)
 verdict "dos top names the victim, the attack's /24 and udp/123" \
   sh -c "grep -q '203.0.113.1 $tenant' $work/top.txt && grep -q '192.0.2.0/24' $work/top.txt && grep -q 'udp/123' $work/top.txt"
+# The same through Consul, for edges nsctl cannot reach: every nsd publishes its frame.
+ctl dos top "$tenant" --via-store --once --top 1 >"$work/top-store.txt" || true
+head -5 "$work/top-store.txt"
+verdict "dos top --via-store: both edges answer through Consul" grep -q "lab-edge1,lab-edge2" "$work/top-store.txt"
 if [[ -n $top_id ]]; then
   python3 -c 'import json,sys; print("\0".join(json.load(open(sys.argv[1]))["candidates"][0]["argv"]), end="")' "$work/top.json" |
     xargs -0 "$bin/nsctl" --consul-addr "127.0.0.1:$http_port"
