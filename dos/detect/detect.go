@@ -15,9 +15,11 @@ package detect
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -296,7 +298,7 @@ func Signature(victim netip.Addr, pkts []Packet, coverage float64) (expr string,
 		}
 		return best, bn > 0 && float64(bn) >= coverage*n
 	}
-	proto, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.Proto), true })
+	proto, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.Proto)), true })
 	if !ok {
 		return "", false, false
 	}
@@ -316,34 +318,34 @@ func Signature(victim netip.Addr, pkts []Packet, coverage float64) (expr string,
 	}
 	strong := false
 	if l4 != "" {
-		if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.DPort), true }); ok {
+		if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.DPort)), true }); ok {
 			conds = append(conds, fmt.Sprintf("%s.dstport == %s", l4, v))
 		}
-		if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.SPort), true }); ok {
+		if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.SPort)), true }); ok {
 			conds = append(conds, fmt.Sprintf("%s.srcport == %s", l4, v))
 			strong, content = true, true
 		}
 		if l4 == "tcp" {
-			if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.TCPFlags), true }); ok {
+			if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.TCPFlags)), true }); ok {
 				conds = append(conds, "tcp.flags == "+v)
 				var f int
 				fmt.Sscan(v, &f)
 				strong = strong || f&0x10 == 0 // no ACK: SYN, RST, FIN, null floods
 			}
 		}
-	} else if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.ICMPType), p.ICMPType >= 0 }); ok {
+	} else if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(p.ICMPType), p.ICMPType >= 0 }); ok {
 		conds = append(conds, "icmp.type == "+v)
 		strong = true
 	}
-	if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.Len), true }); ok {
+	if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.Len)), true }); ok {
 		conds = append(conds, "ip.len == "+v)
 		strong, content = true, true
 	}
-	if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.TTL), true }); ok {
+	if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.TTL)), true }); ok {
 		conds = append(conds, "ip.ttl == "+v)
 		strong, content = true, true
 	}
-	if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprintf("%x", p.Payload), len(p.Payload) == PayloadBytes }); ok {
+	if v, ok := top(func(p Packet) (string, bool) { return hex.EncodeToString(p.Payload), len(p.Payload) == PayloadBytes }); ok {
 		conds = append(conds, fmt.Sprintf("payload[0:%d] == 0x%s", PayloadBytes, v))
 		strong, content = true, true
 	}

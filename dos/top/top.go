@@ -15,9 +15,11 @@ package top
 
 import (
 	"cmp"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -249,12 +251,9 @@ func Summarize(host string, samples []Sample, now time.Time, o Options) Summary 
 	secs := o.Window.Seconds()
 	sum := Summary{Hosts: []string{host}, At: now.UTC(), WindowSeconds: secs, Filter: o.Filter}
 	from := now.Add(-o.Window)
-	tables := map[string]*table{}
-	tab := func(name string) *table {
-		if tables[name] == nil {
-			tables[name] = &table{rows: map[string]*row{}}
-		}
-		return tables[name]
+	var tables [nTables]table
+	for i := range tables {
+		tables[i].rows = map[string]*row{}
 	}
 	type victim struct {
 		tenant string
@@ -268,53 +267,44 @@ func Summarize(host string, samples []Sample, now time.Time, o Options) Summary 
 		}
 		sum.Samples++
 		w := float64(max(s.Rate, 1))
-		pkts, bits := w/secs, w*float64(s.Len)*8/secs
-		sum.PPS += pkts
-		sum.BPS += bits
+		c := contrib{pkts: w / secs, bits: w * float64(s.Len) * 8 / secs, dropped: s.Dropped}
+		sum.PPS += c.pkts
+		sum.BPS += c.bits
 		if s.Dropped {
-			sum.DroppedPPS += pkts
-		}
-		add := func(name, key, tenant string) {
-			r := tab(name).row(key)
-			r.tenant = tenant
-			r.pps += pkts
-			r.bps += bits
-			if s.Dropped {
-				r.dropped += pkts
-			}
+			sum.DroppedPPS += c.pkts
 		}
 		p := s.Pkt
-		add("reasons", s.Reason, "")
+		tables[tReasons].add(s.Reason, "", c)
 		if !p.Dst.IsValid() {
 			continue
 		}
-		add("dst", p.Dst.String(), s.Tenant)
+		tables[tDst].add(p.Dst.String(), s.Tenant, c)
 		if p.Src.IsValid() {
 			bits := 24
 			if p.Src.Is6() {
 				bits = 48
 			}
 			pfx, _ := p.Src.Prefix(bits)
-			add("src", pfx.String(), "")
+			tables[tSrc].add(pfx.String(), "", c)
 		}
 		proto := ProtoName(p.Proto)
-		add("proto", proto, "")
+		tables[tProto].add(proto, "", c)
 		switch p.Proto {
 		case 6, 17:
-			add("dport", fmt.Sprintf("%s/%d", proto, p.DPort), "")
-			add("sport", fmt.Sprintf("%s/%d", proto, p.SPort), "")
+			tables[tDPort].add(proto+"/"+strconv.Itoa(int(p.DPort)), "", c)
+			tables[tSPort].add(proto+"/"+strconv.Itoa(int(p.SPort)), "", c)
 		case 1, 58:
 			if p.ICMPType >= 0 {
-				add("dport", fmt.Sprintf("%s/type %d", proto, p.ICMPType), "")
+				tables[tDPort].add(proto+"/type "+strconv.Itoa(p.ICMPType), "", c)
 			}
 		}
 		if p.Proto == 6 {
-			add("flags", FlagNames(p.TCPFlags), "")
+			tables[tFlags].add(FlagNames(p.TCPFlags), "", c)
 		}
-		add("len", fmt.Sprint(p.Len), "")
-		add("ttl", fmt.Sprint(p.TTL), "")
+		tables[tLen].add(strconv.Itoa(int(p.Len)), "", c)
+		tables[tTTL].add(strconv.Itoa(int(p.TTL)), "", c)
 		if len(p.Payload) > 0 {
-			add("payload", fmt.Sprintf("0x%x", p.Payload), "")
+			tables[tPayload].add("0x"+hex.EncodeToString(p.Payload), "", c)
 		}
 		if s.Tenant != "" {
 			v := victim{s.Tenant, p.Dst}
@@ -322,16 +312,16 @@ func Summarize(host string, samples []Sample, now time.Time, o Options) Summary 
 			if victimPPS[v] == nil {
 				victimPPS[v] = &row{}
 			}
-			victimPPS[v].pps += pkts
+			victimPPS[v].pps += c.pkts
 			if s.Dropped {
-				victimPPS[v].dropped += pkts
+				victimPPS[v].dropped += c.pkts
 			}
 		}
 	}
-	list := func(name string) []Entry { return tab(name).top(o.TopN, sum.PPS) }
-	sum.Destinations, sum.Sources, sum.Protocols = list("dst"), list("src"), list("proto")
-	sum.DstPorts, sum.SrcPorts, sum.Lengths, sum.TTLs = list("dport"), list("sport"), list("len"), list("ttl")
-	sum.TCPFlags, sum.Payloads, sum.Reasons = list("flags"), list("payload"), list("reasons")
+	list := func(t int) []Entry { return tables[t].top(o.TopN, sum.PPS) }
+	sum.Destinations, sum.Sources, sum.Protocols = list(tDst), list(tSrc), list(tProto)
+	sum.DstPorts, sum.SrcPorts, sum.Lengths, sum.TTLs = list(tDPort), list(tSPort), list(tLen), list(tTTL)
+	sum.TCPFlags, sum.Payloads, sum.Reasons = list(tFlags), list(tPayload), list(tReasons)
 
 	for v, pkts := range byVictim {
 		if len(pkts) < o.MinSamples {
@@ -367,19 +357,47 @@ func sortCandidates(cs []Candidate) {
 	})
 }
 
+// The tables of a summary.
+const (
+	tDst = iota
+	tSrc
+	tProto
+	tDPort
+	tSPort
+	tLen
+	tTTL
+	tFlags
+	tPayload
+	tReasons
+	nTables
+)
+
+// contrib is what one sample adds to each row it falls in.
+type contrib struct {
+	pkts, bits float64
+	dropped    bool
+}
+
+func (t *table) add(key, tenant string, c contrib) {
+	r := t.rows[key]
+	if r == nil {
+		r = &row{}
+		t.rows[key] = r
+	}
+	r.tenant = tenant
+	r.pps += c.pkts
+	r.bps += c.bits
+	if c.dropped {
+		r.dropped += c.pkts
+	}
+}
+
 type row struct {
 	tenant            string
 	pps, bps, dropped float64
 }
 
 type table struct{ rows map[string]*row }
-
-func (t *table) row(k string) *row {
-	if t.rows[k] == nil {
-		t.rows[k] = &row{}
-	}
-	return t.rows[k]
-}
 
 func (t *table) top(n int, total float64) []Entry {
 	out := make([]Entry, 0, len(t.rows))
