@@ -297,9 +297,16 @@ func applyHistogram(b *testing.B, reg *prometheus.Registry) (sum float64, count 
 		b.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "nfhost_apply_duration_seconds" {
-			h := mf.GetMetric()[0].GetHistogram()
-			return h.GetSampleSum(), h.GetSampleCount()
+		if mf.GetName() != "nfhost_subsystem_apply_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "subsys" && lp.GetValue() == "routing" {
+					h := m.GetHistogram()
+					return h.GetSampleSum(), h.GetSampleCount()
+				}
+			}
 		}
 	}
 	return 0, 0
@@ -552,7 +559,7 @@ type noisyWriter struct {
 // stop.
 func (l *noisyLab) startNoisy(b *testing.B) *noisyWriter {
 	w := &noisyWriter{l: l, quit: make(chan struct{}), done: make(chan struct{}), t0: time.Now(), ok0: l.firewallApplies(b)}
-	w.fwSum0, w.fwCount0 = histogram(b, l.reg, "nfhost_firewall_apply_duration_seconds")
+	w.fwSum0, w.fwCount0 = histogram(b, l.reg, "nfhost_subsystem_apply_duration_seconds", "firewall")
 	id := fmt.Sprintf("t%d", l.n)
 	go func() {
 		defer close(w.done)
@@ -583,19 +590,27 @@ func (w *noisyWriter) stop(b *testing.B) {
 	w.writesPerSec = float64(w.writes) / secs
 	// Firewall applies while the neighbour wrote, less the quiet changes.
 	w.appliesPerSec = (w.l.firewallApplies(b) - w.ok0 - quietChanges) / secs
-	sum, n := histogram(b, w.l.reg, "nfhost_firewall_apply_duration_seconds")
+	sum, n := histogram(b, w.l.reg, "nfhost_subsystem_apply_duration_seconds", "firewall")
 	w.applyMean = time.Duration((sum - w.fwSum0) / float64(n-w.fwCount0) * float64(time.Second))
 }
 
-func histogram(b *testing.B, reg *prometheus.Registry, name string) (sum float64, count uint64) {
+// histogram reads the sum and count of name{subsys=subsys}.
+func histogram(b *testing.B, reg *prometheus.Registry, name, subsys string) (sum float64, count uint64) {
 	mfs, err := reg.Gather()
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			h := mf.GetMetric()[0].GetHistogram()
-			return h.GetSampleSum(), h.GetSampleCount()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "subsys" && lp.GetValue() == subsys {
+					h := m.GetHistogram()
+					return h.GetSampleSum(), h.GetSampleCount()
+				}
+			}
 		}
 	}
 	return 0, 0

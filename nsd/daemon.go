@@ -76,7 +76,11 @@ type Options struct {
 	// publishes the tenants' detection settings. Both may be nil.
 	Auto         <-chan []detect.Mitigation
 	AutoPolicies *AutoPolicies
-	NSPrefix     string
+	// OnControl gets the control keys of every snapshot (the nsctl dos
+	// top publisher reads its watch requests there). May be nil; must not
+	// block.
+	OnControl func(map[string]source.Entry)
+	NSPrefix  string
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
 	// MaxDeleteFraction: a pass that would delete more than this share of
@@ -238,6 +242,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case s := <-snaps:
 			s = latest(snaps, s)
 			d.m.SourceUp.Set(1)
+			if d.o.OnControl != nil {
+				d.o.OnControl(s.Control)
+			}
 			last = &s
 			full := !started
 			if full {
@@ -458,6 +465,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		}
 		t0 := d.o.Now()
 		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full, prepared[id]))
+		d.m.TenantApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 		d.seen[id] = fingerprint(keys)
 		if paced[id] {
 			d.pace.charge(id, d.o.Now().Sub(t0))
@@ -484,6 +492,11 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	d.updateGauges()
 	d.writeHostStatus(ctx, s, full)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))
+	pass := "changes"
+	if full {
+		pass = "full"
+	}
+	d.m.PassSeconds.WithLabelValues(pass).Observe(d.o.Now().Sub(start).Seconds())
 	if len(todo) > 0 || len(results) > 0 {
 		d.log.Debug("reconcile pass done", "full", full, "tenants", len(todo), "took", time.Since(start))
 	}

@@ -66,6 +66,8 @@ func (s *firewallSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 		} else {
 			s.readCounters(t.ID, a, st)
 		}
+	} else {
+		s.d.m.FirewallRules.Set(t.ID, nil)
 	}
 	return changes, nil
 }
@@ -82,14 +84,19 @@ func (s *firewallSub) reportCounters(id string, a *applied, st *source.Status, c
 		return
 	}
 	st.Firewall = make(map[string]source.RuleCounter, len(ctr))
+	series := make(map[string][2]uint64, len(ctr))
 	for rule, c := range ctr {
 		st.Firewall[rule] = source.RuleCounter(c)
-		s.d.m.FirewallPackets.WithLabelValues(id, rule).Set(float64(c.Packets))
-		s.d.m.FirewallBytes.WithLabelValues(id, rule).Set(float64(c.Bytes))
+		series[rule] = [2]uint64{c.Packets, c.Bytes}
 	}
+	s.d.m.FirewallRules.Set(id, series)
 }
 
-// Delete: the firewall lives inside the tenant's namespace and goes with it.
-func (s *firewallSub) Delete(context.Context, string) ([]string, error) { return nil, nil }
+// Delete: the firewall lives inside the tenant's namespace and goes with
+// it; so do its metric series.
+func (s *firewallSub) Delete(_ context.Context, id string) ([]string, error) {
+	s.d.m.FirewallRules.Set(id, nil)
+	return nil, nil
+}
 
 func (s *firewallSub) GC(context.Context, map[string]bool) ([]string, error) { return nil, nil }

@@ -9,6 +9,7 @@ declare -A pkg_for=(
   [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [nsenter]=util-linux
   [iperf3]=iperf3 [tcpdump]=tcpdump [ethtool]=ethtool [curl]=curl [python3]=python3
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool
+  [promtool]=prometheus [prometheus]=prometheus [tmux]=tmux
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -24,7 +25,7 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 "$root/scripts/install-consul.sh" >/dev/null
 echo "deps: ok (consul: $("$root/scripts/install-consul.sh"))" >&2
