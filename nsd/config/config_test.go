@@ -142,7 +142,8 @@ func TestParseTunnelsDefaults(t *testing.T) {
 	}
 	a, b := n.Tunnels[0], n.Tunnels[1]
 	if a.MTU != 1476 || a.TTL != 64 || a.MSS != 1436 || !a.Health || a.Type != "reply" || a.Interval != time.Second ||
-		a.Target.String() != "198.51.100.130" || a.Peer.String() != "169.254.20.1" {
+		a.Direction != "unidirectional" ||
+		a.Target.String() != "169.254.20.0" || a.Peer.String() != "169.254.20.1" {
 		t.Errorf("defaults: %+v", a)
 	}
 	if b.MTU != 1400 || b.TTL != 32 || b.MSS != 1360 || b.Health || b.Type != "request" || b.Interval != 250*time.Millisecond ||
