@@ -55,6 +55,7 @@ type Health struct {
 	RTT           time.Duration // last answered probe
 	Sent          uint64        // probes sent, extra ones included
 	Received      uint64        // answered
+	LostTotal     uint64        // timed out, since probing began
 	Type          string        // reply | request
 	Direction     string
 	Target, Reply netip.Addr // the probe's inner target, and where its answer returns to
@@ -243,7 +244,7 @@ func (h *tunnelHealth) report() Health {
 		reason += "; " + hint
 	}
 	return Health{Tenant: h.tenant, Tunnel: h.t.Name, State: st, Reason: reason, Since: since, Loss: loss,
-		Probes: w.Probes, Lost: w.Lost, LastFailure: w.LastFailure, RTT: h.rtt, Sent: h.sent, Received: h.received,
+		Probes: w.Probes, Lost: w.Lost, LastFailure: w.LastFailure, RTT: h.rtt, Sent: h.sent, Received: h.received, LostTotal: w.TotalLost,
 		Type: h.t.Health.Type, Direction: h.t.Health.Direction, Target: h.target, Reply: h.returnAddr}
 }
 
