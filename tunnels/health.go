@@ -351,7 +351,8 @@ func (p *Prober) sync(ctx context.Context, now time.Time) {
 //     accept_local is set, and the router's route to it is the tunnel, so
 //     strict rp_filter passes); bidirectional: the probe address, since
 //     the answer returns to the tunnel interface address itself.
-//   - request: the customer endpoint (the router's own address).
+//   - request: the far side of the tunnel interface (the router's own
+//     address, whatever box holds the customer endpoint).
 func (p *Prober) addresses(t Tunnel) (target, reply netip.Addr) {
 	reply = p.probeAddr
 	if t.Health.Direction == Bidirectional {
@@ -361,7 +362,7 @@ func (p *Prober) addresses(t Tunnel) (target, reply netip.Addr) {
 	if !target.IsValid() {
 		switch {
 		case t.Health.Type == "request":
-			target = t.Remote
+			target = t.Peer
 		case t.Health.Direction == Bidirectional:
 			target = p.probeAddr
 		default:

@@ -37,7 +37,9 @@ type HealthCheck struct {
 	// Target: reply: the echo reply's inner source (default nfhost's own
 	// interface address, or with bidirectional the probe address: never
 	// the router's own address, which a Linux router drops); request: the
-	// echo request's destination (default the customer endpoint).
+	// echo request's destination (default the router's side of the
+	// tunnel interface, an address every router answers for; Cloudflare
+	// defaults to the customer endpoint, which a separate GRE box may hold).
 	Target string `json:"target,omitempty"`
 	Rate   string `json:"rate,omitempty"` // low | mid (default) | high
 }
@@ -259,7 +261,7 @@ func (v *ValidTunnel) setHealthCheck(hc *HealthCheck, bad func(field, value, for
 	}
 	switch {
 	case v.Type == "request":
-		v.Target = v.Customer
+		v.Target = v.Peer
 	case v.Direction == "unidirectional" && v.Addr.IsValid():
 		v.Target = v.Addr.Addr()
 	}
