@@ -67,8 +67,8 @@ func TestTunnels(t *testing.T) {
 edge1  gre1    healthy    2026-12-01T22:00:00Z  request/bidirectional  40      1     2026-12-01T21:59:00Z  2.5%    1.23ms  10  12  1
 edge1  gre2    down       2026-12-01T22:00:00Z  reply/unidirectional   40      40    2026-12-01T22:00:39Z  100.0%  0.00ms  0   0   0
 edge1  gre3    unchecked  -                     -                      0       0     -                     0.0%    0.00ms  0   0   0
-edge1 gre1: healthy: the last 30 probes answered
-edge1 gre2: down: all 3 probes of the last 1s lost
+edge1 gre1: the last 30 probes answered
+edge1 gre2: all 3 probes of the last 1s lost
 `
 	if out := l.must("tunnels", "acme"); out != want {
 		t.Errorf("tunnels:\n%s\nwant\n%s", out, want)

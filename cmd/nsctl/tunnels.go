@@ -29,7 +29,8 @@ func tunnelsCommand(c *ctl) *cobra.Command {
 
 // printTunnels writes one row per host and tunnel, the probe window
 // (probes of the last five minutes, at least the last 30, and how many
-// were lost), then one line per tunnel saying why it is in its state.
+// were lost), then one line per tunnel saying why it is in its state (the
+// state itself only in the table, so scripts can count it).
 func printTunnels(out io.Writer, sts []hostStatus) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tTUNNEL\tSTATE\tSINCE\tCHECK\tPROBES\tLOST\tLAST FAILURE\tLOSS\tRTT\tRX\tTX\tDROPS")
@@ -44,7 +45,7 @@ func printTunnels(out io.Writer, sts []hostStatus) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%.1f%%\t%.2fms\t%d\t%d\t%d\n", s.host, name, t.State, stamp(t.Since), check,
 				t.WindowProbes, t.WindowLost, stamp(t.LastFailure), t.LossPercent, t.RTTMillis, t.RxPackets, t.TxPackets, t.Drops)
 			if t.Reason != "" {
-				reasons = append(reasons, fmt.Sprintf("%s %s: %s: %s", s.host, name, t.State, t.Reason))
+				reasons = append(reasons, fmt.Sprintf("%s %s: %s", s.host, name, t.Reason))
 			}
 		}
 	}
