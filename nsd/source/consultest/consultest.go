@@ -59,7 +59,10 @@ func (a *Agent) Env() []string {
 // Option changes how Start runs the agent.
 type Option func(*options)
 
-type options struct{ acl, tls bool }
+type options struct {
+	acl, tls bool
+	portBase int
+}
 
 // WithACL enables ACLs with default_policy "deny" and a random initial
 // management token, returned in Agent.Token.
@@ -69,6 +72,11 @@ func WithACL() Option { return func(o *options) { o.acl = true } }
 // directory and serves the HTTP API over HTTPS only, verifying client
 // certificates. The files are in Agent.TLS.
 func WithTLS() Option { return func(o *options) { o.tls = true } }
+
+// WithPorts runs the agent on the five ports from base (HTTP first)
+// instead of free ones picked at random: an engineer's own range, so tests
+// of several engineers running at once never meet.
+func WithPorts(base int) Option { return func(o *options) { o.portBase = base } }
 
 // Binary returns the consul binary path or "".
 func Binary() string {
@@ -112,7 +120,12 @@ func Start(t testing.TB, opts ...Option) *Agent {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ports := freePorts(t, 5)
+	var ports []int
+	if o.portBase != 0 {
+		ports = []int{o.portBase, o.portBase + 1, o.portBase + 2, o.portBase + 3, o.portBase + 4}
+	} else {
+		ports = freePorts(t, 5)
+	}
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
 	a.URL = "http://" + a.Addr
 	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
