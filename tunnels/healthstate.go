@@ -186,9 +186,10 @@ func (m *HealthMachine) record(o Outcome) {
 	for drop < len(m.hist)-HealthyWindow && !m.hist[drop].At.After(cut) {
 		drop++
 	}
-	if drop > 0 {
-		m.hist = append(m.hist[:0], m.hist[drop:]...)
-	}
+	// Reslice instead of copying the window down: append moves the live
+	// part to a new array when the capacity runs out (amortized O(1);
+	// copying here cost a copy of the whole window per probe).
+	m.hist = m.hist[drop:]
 }
 
 // allLostIn: at least DownMinSamples outcomes in (at-DownWindow, at], all
