@@ -25,6 +25,7 @@ const (
 	ProbeTimeout = 500 * time.Millisecond
 	ExtraSpacing = 100 * time.Millisecond
 	tick         = 20 * time.Millisecond
+	syncEvery    = 200 * time.Millisecond
 )
 
 // Probe directions (health_check.direction).
@@ -266,12 +267,19 @@ func (p *Prober) Run(ctx context.Context) {
 	go p.receive(ctx, p.recvFD, nil)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	var synced time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			p.sync(ctx, now)
+			// Following the reconciler's tunnels (and the namespaces of
+			// bidirectional ones) costs a copy of every spec: every
+			// syncEvery, not every tick.
+			if now.Sub(synced) >= syncEvery {
+				p.sync(ctx, now)
+				synced = now
+			}
 			p.sendDue(now)
 			p.evaluate(now)
 		}
