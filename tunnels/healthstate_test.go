@@ -2,6 +2,7 @@ package tunnels
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -344,4 +345,47 @@ func BenchmarkHealthObserve(b *testing.B) {
 	b.ReportMetric(high/float64(b.N), "high-ns/probe")
 	b.ReportMetric(high/low, "high/low")
 	b.ReportMetric(0, "ns/op")
+}
+
+// TestProbeAddresses: the inner addresses of each probe type and
+// direction, defaults and an explicit target (the README's table).
+func TestProbeAddresses(t *testing.T) {
+	p := &Prober{probeAddr: netip.MustParseAddr("192.0.2.2")}
+	base := Tunnel{Name: "g", Local: netip.MustParseAddr("192.0.2.10"), Remote: netip.MustParseAddr("198.51.100.130"),
+		Addr: netip.MustParsePrefix("169.254.20.0/31"), Peer: netip.MustParseAddr("169.254.20.1"), TTL: 64}
+	for _, c := range []struct {
+		typ, dir, target string
+		src, dst         string // of the inner packet
+		icmpType         byte
+	}{
+		{"reply", Unidirectional, "", "169.254.20.0", "192.0.2.2", 0},
+		{"request", Unidirectional, "", "192.0.2.2", "169.254.20.1", 8},
+		{"reply", Bidirectional, "", "192.0.2.2", "169.254.20.0", 0},
+		{"request", Bidirectional, "", "169.254.20.0", "169.254.20.1", 8},
+		{"reply", Unidirectional, "198.51.100.130", "198.51.100.130", "192.0.2.2", 0},
+		{"request", Unidirectional, "10.9.0.1", "192.0.2.2", "10.9.0.1", 8},
+	} {
+		tu := base
+		tu.Health = HealthSpec{Enabled: true, Type: c.typ, Direction: c.dir, Interval: time.Second}
+		if c.target != "" {
+			tu.Health.Target = netip.MustParseAddr(c.target)
+		}
+		h := &tunnelHealth{t: tu, id: 7, seq: 3}
+		h.target, h.returnAddr = p.addresses(tu)
+		b := p.packet(h, t0)
+		// outer IPv4 (20) + GRE (4) + inner IPv4 (20) + ICMP
+		outerSrc, outerDst := netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
+		in := b[24:]
+		src, dst := netip.AddrFrom4([4]byte(in[12:16])), netip.AddrFrom4([4]byte(in[16:20]))
+		name := c.typ + "/" + c.dir + " " + c.target
+		if outerSrc != base.Local || outerDst != base.Remote || b[9] != 47 || b[22] != 0x08 || b[23] != 0x00 {
+			t.Errorf("%s: outer %s -> %s proto %d", name, outerSrc, outerDst, b[9])
+		}
+		if src.String() != c.src || dst.String() != c.dst || in[20] != c.icmpType {
+			t.Errorf("%s: inner %s -> %s type %d, want %s -> %s type %d", name, src, dst, in[20], c.src, c.dst, c.icmpType)
+		}
+		if checksum(in[20:]) != 0 || checksum(in[:20]) != 0 || checksum(b[:20]) != 0 {
+			t.Errorf("%s: bad checksum", name)
+		}
+	}
 }

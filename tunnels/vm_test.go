@@ -36,6 +36,7 @@ import (
 // the tunnels; a blocked path takes a down (straight from healthy), moves
 // the route to b, and a recovers through degraded after 3 answered probes
 // and to healthy after the last 30 answered, the documented figures.
+// Last, strict rp_filter on the router: a and d pass, b and c do not.
 func TestLinuxRouterVM(t *testing.T) {
 	vmtest.Require(t)
 	u := nstest.Unique()
@@ -242,6 +243,23 @@ func TestLinuxRouterVM(t *testing.T) {
 	}
 	if healthy.LastFailure.IsZero() || healthy.Lost == 0 || healthy.Probes < 30 {
 		t.Errorf("window after recovery: %+v", healthy)
+	}
+
+	// Strict reverse-path filtering on the router: the defaults whose
+	// answer's source the router routes through the tunnel (a's reply from
+	// nfhost's tunnel address, d's request from it) still pass; b's
+	// request and c's reply come from the probe address, which the router
+	// routes over the internet, and need rp_filter 0 or 2 (loose).
+	vm.MustRun(t, "sysctl -qw net.ipv4.conf.all.rp_filter=1")
+	wait("b and c down under strict rp_filter", 20*time.Second, func() bool {
+		return health("nfHb").State == StateDown && health("nfHc").State == StateDown
+	})
+	before := map[string]uint64{"nfHa": health("nfHa").Received, "nfHd": health("nfHd").Received}
+	time.Sleep(3 * time.Second)
+	for name, n := range before {
+		if h := health(name); h.State != StateHealthy || h.Received < n+2 {
+			t.Errorf("%s under strict rp_filter: %s, %d answered (had %d)", name, h.State, h.Received, n)
+		}
 	}
 }
 
