@@ -109,9 +109,12 @@ func repoRoot() (string, error) {
 }
 
 // Require skips the test loudly when qemu or the tools to build the image
-// are missing.
+// are missing, and under -short (make test-unit).
 func Require(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("SKIP (-short): boots a VM")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP (needs root): VM test")
 	}
