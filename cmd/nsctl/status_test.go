@@ -63,10 +63,11 @@ func TestTunnels(t *testing.T) {
 			LastFailure: since.Add(-time.Minute)},
 		"gre3": {State: "unchecked"},
 	}})
-	want := `HOST   TUNNEL  STATE      SINCE                 CHECK                  PROBES  LOST  LAST FAILURE          LOSS    RTT     RX  TX  DROPS
+	want := `HOST   TUNNEL  STATE      SINCE                 CHECK                  PROBES  LOST  LAST-FAILURE          LOSS    RTT     RX  TX  DROPS
 edge1  gre1    healthy    2026-12-01T22:00:00Z  request/bidirectional  40      1     2026-12-01T21:59:00Z  2.5%    1.23ms  10  12  1
 edge1  gre2    down       2026-12-01T22:00:00Z  reply/unidirectional   40      40    2026-12-01T22:00:39Z  100.0%  0.00ms  0   0   0
 edge1  gre3    unchecked  -                     -                      0       0     -                     0.0%    0.00ms  0   0   0
+
 edge1 gre1: the last 30 probes answered
 edge1 gre2: all 3 probes of the last 1s lost
 `

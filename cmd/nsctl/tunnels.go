@@ -29,11 +29,13 @@ func tunnelsCommand(c *ctl) *cobra.Command {
 
 // printTunnels writes one row per host and tunnel, the probe window
 // (probes of the last five minutes, at least the last 30, and how many
-// were lost), then one line per tunnel saying why it is in its state (the
-// state itself only in the table, so scripts can count it).
+// were lost), then, after a blank line, one line per tunnel saying why it
+// is in its state (the state itself only in the table, so scripts can
+// count it).
 func printTunnels(out io.Writer, sts []hostStatus) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tTUNNEL\tSTATE\tSINCE\tCHECK\tPROBES\tLOST\tLAST FAILURE\tLOSS\tRTT\tRX\tTX\tDROPS")
+	// One word per column header, so scripts can find a column by name.
+	fmt.Fprintln(tw, "HOST\tTUNNEL\tSTATE\tSINCE\tCHECK\tPROBES\tLOST\tLAST-FAILURE\tLOSS\tRTT\tRX\tTX\tDROPS")
 	var reasons []string
 	for _, s := range sts {
 		for _, name := range slices.Sorted(maps.Keys(s.Tunnels)) {
@@ -51,6 +53,11 @@ func printTunnels(out io.Writer, sts []hostStatus) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	// The reasons after a blank line: a script reading the table stops
+	// there.
+	if len(reasons) > 0 {
+		reasons = append([]string{""}, reasons...)
 	}
 	for _, r := range reasons {
 		if _, err := fmt.Fprintln(out, r); err != nil {
