@@ -45,6 +45,11 @@ if [[ -z $pkg ]]; then
 fi
 kver=${pkg#linux-image-}
 out=$cache/$kver-f$FORMAT
+# One build at a time (tests in several packages may ask at once); the
+# second finds the first's result.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
 if [[ -s $out/vmlinuz && -s $out/initrd.gz ]]; then
   echo "$out"
   exit 0
