@@ -389,3 +389,29 @@ func TestProbeAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestHint: a tunnel none of whose probes was answered while it received
+// packets from the router says why, naming accept_local for reply probes;
+// nothing is said once a probe was answered, before three outcomes, or
+// without traffic.
+func TestHint(t *testing.T) {
+	mk := func(typ string, answered bool, rx uint64) *tunnelHealth {
+		h := &tunnelHealth{t: Tunnel{Health: HealthSpec{Type: typ}}, haveRx: true, rx0: 10, rx: 10 + rx,
+			target: netip.MustParseAddr("198.51.100.130"), returnAddr: netip.MustParseAddr("192.0.2.2")}
+		for i := 0; i < 3; i++ {
+			h.m.Observe(Outcome{At: t0.Add(time.Duration(i) * time.Second), OK: answered && i == 2})
+		}
+		return h
+	}
+	if r := mk("reply", false, 5).report().Reason; !strings.Contains(r, "received 5 packets") || !strings.Contains(r, "accept_local") {
+		t.Errorf("reply hint: %s", r)
+	}
+	if r := mk("request", false, 5).report().Reason; !strings.Contains(r, "does not answer echo requests to 198.51.100.130") {
+		t.Errorf("request hint: %s", r)
+	}
+	for name, h := range map[string]*tunnelHealth{"answered": mk("reply", true, 5), "no traffic": mk("reply", false, 0)} {
+		if r := h.report().Reason; strings.Contains(r, "no probe answered") {
+			t.Errorf("%s: %s", name, r)
+		}
+	}
+}
