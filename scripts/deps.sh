@@ -10,6 +10,7 @@ declare -A pkg_for=(
   [iperf3]=iperf3 [tcpdump]=tcpdump [ethtool]=ethtool [curl]=curl [python3]=python3
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool
   [promtool]=prometheus [prometheus]=prometheus [tmux]=tmux
+  [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [depmod]=kmod
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -17,6 +18,8 @@ for cmd in "${!pkg_for[@]}"; do
 done
 # BPF headers for make generate.
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
+# The test VM's initrd (scripts/vm-kernel.sh) needs the static busybox.
+[[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "deps: missing ${missing[*]}; run as root to install them" >&2

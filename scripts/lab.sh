@@ -159,8 +159,8 @@ for i in range(int(sys.argv[1])):
         pass
 print(ok)' "$1"
 }
-both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsctl tunnels)
-  [[ $(ctl tunnels "$tenant" 2>/dev/null | awk 'NR > 1 && $7 > 0' | wc -l) == 2 ]]
+both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsctl tunnels; the table ends at a blank line)
+  [[ $(ctl tunnels "$tenant" 2>/dev/null | awk 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "TX") c = i; next} NF == 0 {exit} $c > 0' | wc -l) == 2 ]]
 }
 both_healthy() { [[ $(ctl tunnels "$tenant" 2>/dev/null | grep -c healthy) == 2 ]]; }
 

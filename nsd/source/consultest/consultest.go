@@ -119,9 +119,11 @@ func Start(t testing.TB, opts ...Option) *Agent {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ports := freePorts(t, 5)
+	var ports []int
 	if o.portBase != 0 {
 		ports = []int{o.portBase, o.portBase + 1, o.portBase + 2, o.portBase + 3, o.portBase + 4}
+	} else {
+		ports = freePorts(t, 5)
 	}
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
 	a.URL = "http://" + a.Addr
