@@ -107,7 +107,7 @@ func watch(t *testing.T, ctx context.Context, st *source.Consul) *snapshots {
 // until waits for a snapshot that satisfies ok.
 func (s *snapshots) until(t *testing.T, what string, ok func(source.Snapshot) bool) source.Snapshot {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		s.mu.Lock()
 		snap, n := s.last, s.n
@@ -282,5 +282,72 @@ func TestIndexStoreReset(t *testing.T) {
 	s.until(t, "the new store's tenants", func(s source.Snapshot) bool {
 		_, old := s.Tenants["t5"]
 		return len(s.Tenants) == 3 && !old
+	})
+}
+
+// A Consul leader change while tenants change loses no change: a
+// three-server cluster, the indexer and a follower on the two servers that
+// are not the leader, the leader killed in the middle of the writes.
+func TestIndexSurvivesLeaderChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP (-short): starts a three-server Consul cluster")
+	}
+	c := consultest.StartCluster(t, 3)
+	leader := c.Leader(t)
+	var others []*consultest.Agent
+	for _, a := range c.Servers {
+		if a != leader {
+			others = append(others, a)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		others[0].Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop, _ := startIndexer(t, ctx, others[0])
+	defer stop()
+	st, _ := meteredStore(t, others[1])
+	s := watch(t, ctx, st)
+	s.until(t, "50 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 50 })
+	deadline := time.Now().Add(30 * time.Second)
+	for !st.Following() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	want := map[string]uint64{}
+	put := func(a *consultest.Agent, i, v int) {
+		t.Helper()
+		key := fmt.Sprintf("nfhost/tenants/t%d/network", i)
+		for try := 0; ; try++ {
+			_, err := a.Client.KV().Put(&api.KVPair{Key: key, Value: []byte(tenantDoc(i, v))}, nil)
+			if err == nil {
+				break
+			}
+			if try == 100 {
+				t.Fatalf("put %s: %v", key, err)
+			}
+			time.Sleep(200 * time.Millisecond) // no leader for a moment
+		}
+		pair, _, err := a.Client.KV().Get(key, nil)
+		for err != nil || pair == nil {
+			time.Sleep(200 * time.Millisecond)
+			pair, _, err = a.Client.KV().Get(key, nil)
+		}
+		want[fmt.Sprintf("t%d", i)] = pair.ModifyIndex
+	}
+	for i := 0; i < 10; i++ {
+		put(others[0], i, 1)
+	}
+	leader.Stop()
+	for i := 10; i < 30; i++ {
+		put(others[i%2], i, 1)
+	}
+	s.until(t, "every change after the leader change", func(s source.Snapshot) bool {
+		for id, idx := range want {
+			if indexOf(s, id) != idx {
+				return false
+			}
+		}
+		return true
 	})
 }
