@@ -153,7 +153,7 @@ func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenan
 		// Three candidates, as a fleet would have many; one is elected.
 		for i := 0; i < 3; i++ {
 			st := f.store(b, addrs[i%len(addrs)], false, nil)
-			go st.RunIndexer(ctx, slog.New(slog.DiscardHandler), nil)
+			go st.RunIndexer(ctx, fmt.Sprintf("candidate%d", i), slog.New(slog.DiscardHandler), nil)
 		}
 	}
 	var wg sync.WaitGroup

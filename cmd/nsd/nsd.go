@@ -225,12 +225,25 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 		defer stop()
 	}
 	if c, ok := store.(*source.Consul); ok && f.indexer {
-		go c.RunIndexer(env.Ctx, log, func(s source.IndexerState) {
-			metrics.IndexerLeader.Set(map[bool]float64{true: 1}[s.Leading])
-			if s.Err != nil {
-				metrics.IndexerErrors.Inc()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.RunIndexer(env.Ctx, f.hostID, log, func(s source.IndexerState) {
+				metrics.IndexerLeader.Set(map[bool]float64{true: 1}[s.Leading])
+				if s.Err != nil {
+					metrics.IndexerErrors.Inc()
+				}
+			})
+		}()
+		// On the way out, let the indexer release its lock, so that
+		// another nsd takes over at once rather than after the session's
+		// TTL.
+		defer func() {
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
 			}
-		})
+		}()
 	}
 	log.Info("nsd started", "source", f.store.Source, "host_netns", f.hostNetns, "uplink", f.uplink)
 	return d.Run(env.Ctx)

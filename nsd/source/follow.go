@@ -90,7 +90,7 @@ func (f *follower) watchAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if j != nil {
+	if j != nil && c.indexerElected(ctx) {
 		f.epoch, f.seq, f.jIdx = "-", 0, 0 // a history to start: read everything
 		f.w.c.following.Store(true)
 	}
@@ -100,7 +100,7 @@ func (f *follower) watchAll(ctx context.Context) error {
 // follow is one round of the journal watch.
 func (f *follower) follow(ctx context.Context) error {
 	c := f.w.c
-	j, _, meta, err := c.getJournal(ctx, f.jIdx, c.WaitTime)
+	j, _, meta, err := c.getJournal(ctx, f.jIdx, min(c.WaitTime, followWait))
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,14 @@ func (f *follower) follow(ctx context.Context) error {
 			return err
 		}
 	case j.Seq == f.seq:
-		return nil // a wake-up that changed nothing here
+		// A wake-up that changed nothing here. A journal nobody keeps
+		// (no nsd stands as indexer any more) would hide every change:
+		// without an indexer, watch the prefix again.
+		if !c.indexerElected(ctx) {
+			f.epoch, f.allIdx = "", 0
+			c.following.Store(false)
+		}
+		return nil
 	case len(j.Entries) == 0 || j.Entries[0].Seq > f.seq+1:
 		if err := f.catchUp(ctx, j.Epoch); err != nil {
 			return err
@@ -235,4 +242,20 @@ func (f *follower) publish(backwards bool) {
 		all = append(all, f.state[id]...)
 	}
 	f.w.update(slotTenants, all, backwards)
+}
+
+// followWait bounds a follower's blocking wait on the journal, so that it
+// notices within a minute that no indexer keeps it.
+const followWait = time.Minute
+
+// indexerElected reports whether some nsd holds the indexer lock (a
+// failed read counts as held: the next round asks again).
+func (c *Consul) indexerElected(ctx context.Context) bool {
+	var pair *api.KVPair
+	err := c.call(ctx, "read "+c.indexLockKey(), func(ctx context.Context) error {
+		var err error
+		pair, _, err = c.kv.Get(c.indexLockKey(), c.qo(ctx))
+		return err
+	})
+	return err != nil || pair != nil && pair.Session != ""
 }

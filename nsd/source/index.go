@@ -173,17 +173,25 @@ type IndexerState struct {
 }
 
 // RunIndexer takes part in the election of the fleet's indexer (a Consul
-// lock with a session of lockTTL) and, while elected, keeps the journal
-// and digest (see the comment on JournalLen) until ctx ends. onState (nil:
-// none) hears every change of leadership and every failure.
-func (c *Consul) RunIndexer(ctx context.Context, log *slog.Logger, onState func(IndexerState)) {
+// lock with a session of lockTTL named after host) and, while elected,
+// keeps the journal and digest (see the comment on JournalLen) until ctx
+// ends; it releases the lock before it returns. A session of host's that
+// holds the lock at start is a previous nsd's on this host, dead since
+// (killed, crashed): it is destroyed at once instead of waiting for its
+// TTL, so that a restart on the indexer's host does not leave the fleet
+// without an indexer. onState (nil: none) hears every change of
+// leadership and every failure.
+func (c *Consul) RunIndexer(ctx context.Context, host string, log *slog.Logger, onState func(IndexerState)) {
 	if onState == nil {
 		onState = func(IndexerState) {}
 	}
+	name := "nfhost indexer " + host
+	c.reclaimLock(ctx, name, log)
 	var bo backoff
 	for ctx.Err() == nil {
-		lock, err := c.client.LockOpts(&api.LockOptions{Key: c.indexLockKey(), SessionName: "nfhost indexer",
-			SessionTTL: lockTTL, LockWaitTime: 15 * time.Second, MonitorRetries: 3, MonitorRetryTime: time.Second})
+		lock, err := c.client.LockOpts(&api.LockOptions{Key: c.indexLockKey(), SessionName: name,
+			SessionOpts:  &api.SessionEntry{Name: name, TTL: lockTTL, LockDelay: lockDelay, Behavior: api.SessionBehaviorRelease},
+			LockWaitTime: 15 * time.Second, MonitorRetries: 3, MonitorRetryTime: time.Second})
 		var lost <-chan struct{}
 		if err == nil {
 			lost, err = lock.Lock(ctx.Done())
@@ -213,7 +221,41 @@ func (c *Consul) RunIndexer(ctx context.Context, log *slog.Logger, onState func(
 	}
 }
 
-const lockTTL = "15s"
+// The indexer's session: Consul's shortest TTL (a session is invalidated
+// after twice its TTL without renewal: an indexer whose host dies is
+// replaced within about 20 s, and changes wait that long, none lost), and
+// a lock delay of a second instead of Consul's 15.
+const (
+	lockTTL   = "10s"
+	lockDelay = time.Second
+)
+
+// reclaimLock destroys the session that holds the indexer lock if it is
+// named name: a previous process of this host's.
+func (c *Consul) reclaimLock(ctx context.Context, name string, log *slog.Logger) {
+	var pair *api.KVPair
+	if c.call(ctx, "read "+c.indexLockKey(), func(ctx context.Context) error {
+		var err error
+		pair, _, err = c.kv.Get(c.indexLockKey(), c.qo(ctx))
+		return err
+	}) != nil || pair == nil || pair.Session == "" {
+		return
+	}
+	var info *api.SessionEntry
+	if c.call(ctx, "read session "+pair.Session, func(ctx context.Context) error {
+		var err error
+		info, _, err = c.client.Session().Info(pair.Session, c.qo(ctx))
+		return err
+	}) != nil || info == nil || info.Name != name {
+		return
+	}
+	if err := c.call(ctx, "destroy session "+pair.Session, func(ctx context.Context) error {
+		_, err := c.client.Session().Destroy(pair.Session, c.wo(ctx))
+		return err
+	}); err == nil {
+		log.Info("released the indexer lock a previous nsd on this host held", "session", pair.Session)
+	}
+}
 
 // lead keeps the journal and digest while the lock is held.
 func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(IndexerState)) error {

@@ -135,7 +135,8 @@ func startIndexer(t *testing.T, ctx context.Context, a *consultest.Agent) (conte
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	st := plainStore(t, a)
-	go func() { st.RunIndexer(ctx, slog.New(slog.DiscardHandler), nil); close(done) }()
+	host := fmt.Sprintf("test-%p", st)
+	go func() { st.RunIndexer(ctx, host, slog.New(slog.DiscardHandler), nil); close(done) }()
 	return cancel, done
 }
 
@@ -350,4 +351,34 @@ func TestIndexSurvivesLeaderChange(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// When no nsd stands as indexer any more, a journal nobody keeps must not
+// hide changes: the follower goes back to watching the prefix.
+func TestNoIndexerFallsBackToThePrefix(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 10; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop, done := startIndexer(t, ctx, a)
+	st, _ := meteredStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "10 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 10 })
+	deadline := time.Now().Add(30 * time.Second)
+	for !st.Following() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !st.Following() {
+		t.Fatal("the follower does not follow the journal")
+	}
+	stop()
+	<-done
+	a.Put(t, "nfhost/tenants/t3/network", tenantDoc(3, 9))
+	pair, _, _ := a.Client.KV().Get("nfhost/tenants/t3/network", nil)
+	s.until(t, "a change with no indexer", func(s source.Snapshot) bool { return indexOf(s, "t3") == pair.ModifyIndex })
+	if st.Following() {
+		t.Fatal("still following a journal nobody keeps")
+	}
 }
