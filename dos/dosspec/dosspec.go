@@ -62,7 +62,14 @@ type Signature struct {
 	PPS uint64 `json:"pps,omitempty"`
 	BPS uint64 `json:"bps,omitempty"`
 	Per string `json:"per,omitempty"`
+	// Export "flowspec" announces the signature as a BGP FlowSpec rule to
+	// the peers that negotiate it (routing/bgp), if FlowSpec can express
+	// it; "" (the default) keeps it on this host's XDP layer only.
+	Export string `json:"export,omitempty"`
 }
+
+// ExportFlowSpec is Signature.Export's one value.
+const ExportFlowSpec = "flowspec"
 
 // RateLimit caps traffic to a prefix, per destination IP or for the prefix.
 type RateLimit struct {
@@ -105,6 +112,8 @@ type CompiledSignature struct {
 	Expires time.Time // zero: never
 	Match   Match
 	Limit   Limit // action ratelimit
+	// Export: announce as a FlowSpec rule (Signature.Export "flowspec").
+	Export bool
 }
 
 // Limit is a compiled rate limit: packets and/or bits per second, one
@@ -267,7 +276,10 @@ func compileSignature(path string, sig Signature, add func(path, value, format s
 		add(path+".expression", "", "%v", err)
 		return CompiledSignature{}, false
 	}
-	cs = CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m}
+	cs = CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m, Export: sig.Export == ExportFlowSpec}
+	if sig.Export != "" && sig.Export != ExportFlowSpec {
+		add(path+".export", sig.Export, "must be flowspec or absent")
+	}
 	if sig.Action == "ratelimit" {
 		per := sig.Per
 		if per == "" {
