@@ -1,0 +1,211 @@
+package bgp
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/nfhost/nfhost/dos/dosspec"
+	"github.com/nfhost/nfhost/internal/namedns"
+	"github.com/nfhost/nfhost/internal/nstest"
+	"github.com/nfhost/nfhost/routing/bgp/bgpspec"
+	"github.com/nfhost/nfhost/routing/bgp/birdtest"
+)
+
+// Test ports (nfB's range, 28500-28599) for sessions on loopback.
+const (
+	portBirdDialOut = 28501
+	portRefused     = 28502
+	portSilent      = 28503
+	portWrongASN    = 28504
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func desired(t *testing.T, prefixes ...string) bgpspec.Desired {
+	var d bgpspec.Desired
+	for _, p := range prefixes {
+		d.Routes = append(d.Routes, bgpspec.Route{Prefix: netip.MustParsePrefix(p)})
+	}
+	return d
+}
+
+// edgeAndRouter: an edge namespace (where the speaker's listener lives)
+// and a router namespace running bird, joined by a veth.
+func edgeAndRouter(t *testing.T, tag string, birdASN uint32) (*nstest.NS, *nstest.NS, *birdtest.Bird) {
+	birdtest.Require(t)
+	edge := nstest.New(t, "nfB"+tag+"e"+nstest.Unique())
+	rtr := nstest.New(t, "nfB"+tag+"r"+nstest.Unique())
+	nstest.Link(t, edge, "nfBup", "198.18.0.2/30", rtr, "nfBe1", "198.18.0.1/30")
+	b := birdtest.Start(t, rtr.Name, t.TempDir(), birdtest.Config{RouterID: "198.18.0.1", ASN: birdASN, Local: "198.18.0.1", Kernel: true,
+		Neighbors: []birdtest.Neighbor{{Name: "edge1", Address: "198.18.0.2", ASN: 65001, HoldTime: 6}}})
+	return edge, rtr, b
+}
+
+func startSpeaker(t *testing.T, ctx context.Context, ns netns.NsHandle, spec bgpspec.Valid) *Speaker {
+	s, err := Start(ctx, Config{Spec: spec, RouterID: netip.MustParseAddr("198.18.0.2"), HostNS: ns, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+func passiveSpec(t *testing.T) bgpspec.Valid {
+	v, err := bgpspec.Parse("test", []byte(`{"asn": 65001, "peers": [{"address": "198.18.0.1", "asn": 65000, "passive": true, "hold_time": "6s"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// The speaker announces and withdraws prefixes and FlowSpec rules; bird
+// installs the prefix into the router's kernel table and the rule into
+// flowtab4. The listener lives in the edge namespace (--host-netns).
+func TestSpeakerAnnounceWithdraw(t *testing.T) {
+	nstest.RequireRoot(t)
+	edge, rtr, b := edgeAndRouter(t, "aw", 65000)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := startSpeaker(t, ctx, edge.Handle, passiveSpec(t))
+	spec, err := dosspec.Parse("acme", []byte(`{"signatures": [{"id": "ntp", "expression": "udp.dstport == 123 and ip.len >= 400", "action": "drop", "export": "flowspec"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := bgpspec.Announce(bgpspec.Input{Tenants: []bgpspec.Tenant{{ID: "acme", Advertise: true,
+		Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, Endpoints: []netip.Addr{netip.MustParseAddr("192.0.2.10")}, DoS: &spec}}})
+	s.Set(d)
+	if !birdtest.WaitFor(20*time.Second, func() bool { return strings.Contains(b.Routes("master4"), "203.0.113.0/24") }) {
+		t.Fatalf("bird never learned 203.0.113.0/24:\n%s\n%s\n%+v", b.Protocol("edge1"), b.Log(), s.Status())
+	}
+	if !birdtest.WaitFor(5*time.Second, func() bool {
+		return strings.Contains(b.Routes("flowtab4"), "flow4 { dst 203.0.113.0/24; proto 17; dport 123; length 400..65535; }")
+	}) {
+		t.Errorf("flowtab4:\n%s", b.Routes("flowtab4"))
+	}
+	if out := rtr.MustExec(t, "ip", "route", "show", "192.0.2.10"); !strings.Contains(out, "via 198.18.0.2") {
+		t.Errorf("router's kernel route to the anycast endpoint: %q", out)
+	}
+	birdtest.WaitFor(5*time.Second, func() bool { st := s.Status(); return st.Sessions[0].State == "established" && st.Sessions[0].FlowSpec })
+	st := s.Status()
+	if len(st.Sessions) != 1 || st.Sessions[0].State != "established" || !st.Sessions[0].FlowSpec || len(st.Announced) != 2 || len(st.FlowSpec) != 1 {
+		t.Errorf("status: %+v", st)
+	}
+	// Withdraw the prefix and the rule; the endpoint stays.
+	d.Routes = d.Routes[:1]
+	d.FlowSpec = nil
+	if d.Routes[0].Prefix.String() != "192.0.2.10/32" {
+		t.Fatalf("routes: %+v", d.Routes)
+	}
+	s.Set(d)
+	if !birdtest.WaitFor(10*time.Second, func() bool {
+		return !strings.Contains(b.Routes("master4"), "203.0.113.0/24") && !strings.Contains(b.Routes("flowtab4"), "203.0.113.0/24")
+	}) {
+		t.Errorf("not withdrawn:\n%s\n%s", b.Routes("master4"), b.Routes("flowtab4"))
+	}
+	if !strings.Contains(b.Routes("master4"), "192.0.2.10/32") {
+		t.Errorf("the endpoint went too:\n%s", b.Routes("master4"))
+	}
+}
+
+// TestMain doubles as the speaker process of TestSpeakerGracefulRestart:
+// with NFB_SPEAKER_NETNS set it runs a speaker in that namespace announcing
+// NFB_SPEAKER_PREFIX until it is killed.
+func TestMain(m *testing.M) {
+	if ns := os.Getenv("NFB_SPEAKER_NETNS"); ns != "" {
+		h, err := namedns.Open(namedns.DefaultDir, ns)
+		if err != nil {
+			panic(err)
+		}
+		v, err := bgpspec.Parse("test", []byte(os.Getenv("NFB_SPEAKER_CONFIG")))
+		if err != nil {
+			panic(err)
+		}
+		s, err := Start(context.Background(), Config{Spec: v, RouterID: netip.MustParseAddr("198.18.0.2"), HostNS: h})
+		if err != nil {
+			panic(err)
+		}
+		var d bgpspec.Desired
+		d.Routes = []bgpspec.Route{{Prefix: netip.MustParsePrefix(os.Getenv("NFB_SPEAKER_PREFIX"))}}
+		s.Set(d)
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+const grConfig = `{"asn": 65001, "peers": [{"address": "198.18.0.1", "asn": 65000, "passive": true, "hold_time": "6s"}]}`
+
+func startChild(t *testing.T, ns string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "NFB_SPEAKER_NETNS="+ns, "NFB_SPEAKER_CONFIG="+grConfig, "NFB_SPEAKER_PREFIX=203.0.113.0/24")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// Graceful restart: the speaker's process is killed (SIGKILL: no
+// NOTIFICATION, its sockets just close); bird keeps the routes as stale,
+// and the restarted speaker with the same set refreshes them (End-of-RIB):
+// the route never leaves the router's kernel table.
+func TestSpeakerGracefulRestart(t *testing.T) {
+	nstest.RequireRoot(t)
+	edge, rtr, b := edgeAndRouter(t, "gr", 65000)
+	first := startChild(t, edge.Name)
+	if !birdtest.WaitFor(20*time.Second, func() bool { return strings.Contains(b.Routes("master4"), "203.0.113.0/24") }) {
+		t.Fatalf("bird never learned the prefix:\n%s", b.Protocol("edge1"))
+	}
+	lost := make(chan bool, 1)
+	stop := make(chan struct{})
+	go func() {
+		gone := false
+		for {
+			select {
+			case <-stop:
+				lost <- gone
+				return
+			default:
+			}
+			if out, _ := rtr.Exec(t, "ip", "route", "show", "203.0.113.0/24"); !strings.Contains(out, "via") {
+				gone = true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	first.Process.Signal(syscall.SIGKILL)
+	first.Wait()
+	if !birdtest.WaitFor(10*time.Second, func() bool { return !b.Established("edge1") }) {
+		t.Fatalf("the session did not go down:\n%s", b.Protocol("edge1"))
+	}
+	if !strings.Contains(b.Routes("master4"), "203.0.113.0/24") {
+		t.Errorf("bird dropped the route when the session went down (no graceful restart):\n%s", b.Protocol("edge1"))
+	}
+	startChild(t, edge.Name)
+	if !birdtest.WaitFor(30*time.Second, func() bool { return b.Established("edge1") }) {
+		t.Fatalf("the session did not come back:\n%s\n%s", b.Protocol("edge1"), b.Log())
+	}
+	time.Sleep(2 * time.Second) // End-of-RIB processed
+	close(stop)
+	if <-lost {
+		t.Errorf("the router's kernel route went away during the restart")
+	}
+	if out := b.Routes("master4"); !strings.Contains(out, "203.0.113.0/24") || strings.Contains(out, "stale") {
+		t.Errorf("after the restart:\n%s", out)
+	}
+	t.Logf("bird after the restart:\n%s", b.Protocol("edge1"))
+}
