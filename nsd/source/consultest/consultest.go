@@ -59,7 +59,14 @@ func (a *Agent) Env() []string {
 // Option changes how Start runs the agent.
 type Option func(*options)
 
-type options struct{ acl, tls bool }
+type options struct {
+	acl, tls bool
+	lo, hi   int // port range; 0: any free port
+}
+
+// WithPorts takes the agent's five ports from [lo, hi] (the ones free
+// there), so that concurrent test suites can keep to their own ranges.
+func WithPorts(lo, hi int) Option { return func(o *options) { o.lo, o.hi = lo, hi } }
 
 // WithACL enables ACLs with default_policy "deny" and a random initial
 // management token, returned in Agent.Token.
@@ -112,7 +119,7 @@ func Start(t testing.TB, opts ...Option) *Agent {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ports := freePorts(t, 5)
+	ports := freePortsIn(t, 5, o.lo, o.hi)
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
 	a.URL = "http://" + a.Addr
 	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
@@ -234,6 +241,27 @@ func makeCerts(t testing.TB, bin string) *TLSFiles {
 	p := func(name string) string { return filepath.Join(dir, name) }
 	return &TLSFiles{CAFile: p("consul-agent-ca.pem"), ServerCert: p("dc1-server-consul-0.pem"), ServerKey: p("dc1-server-consul-0-key.pem"),
 		ClientCert: p("dc1-client-consul-0.pem"), ClientKey: p("dc1-client-consul-0-key.pem")}
+}
+
+// freePortsIn picks n free ports in [lo, hi], or anywhere if lo is 0.
+func freePortsIn(t testing.TB, n, lo, hi int) []int {
+	t.Helper()
+	if lo == 0 {
+		return freePorts(t, n)
+	}
+	var out []int
+	for p := lo; p <= hi && len(out) < n; p++ {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		out = append(out, p)
+	}
+	if len(out) < n {
+		t.Fatalf("pick free ports: fewer than %d free in %d-%d", n, lo, hi)
+	}
+	return out
 }
 
 func freePorts(t testing.TB, n int) []int {
