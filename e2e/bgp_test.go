@@ -29,12 +29,12 @@ import (
 // the router learns the tenant's prefix and the anycast endpoint from the
 // edges and merges equal paths into an ECMP route.
 //
-//	   nfB…e1 uplink 198.18.1.2 ══ eth1 198.18.1.1 ┐
-//	     (nsd edge1, AS 65001, passive)            nfB…r: BIRD AS 65000, client 192.0.2.100 on lo
-//	   nfB…e2 uplink 198.18.2.2 ══ eth2 198.18.2.1 ┘        │ gcust 198.51.100.129
-//	                                         eth0 198.51.100.130 nfB…g (customer GRE, tunnels.Customer)
-//	                                                                 ║ gre1 169.254.20.1/31
-//	                                                          nfB…c: the customer's router, 203.0.113.5
+//	nfB…e1 uplink 198.18.1.2 ══ eth1 198.18.1.1 ┐
+//	  (nsd edge1, AS 65001, passive)            nfB…r: BIRD AS 65000, client 192.0.2.100 on lo
+//	nfB…e2 uplink 198.18.2.2 ══ eth2 198.18.2.1 ┘        │ gcust 198.51.100.129
+//	                                      eth0 198.51.100.130 nfB…g (customer GRE, tunnels.Customer)
+//	                                                              ║ gre1 169.254.20.1/31
+//	                                                       nfB…c: the customer's router, 203.0.113.5
 //
 // Names, pins and Consul ports carry the nfB tag (28500-28599).
 type bgpLab struct {
@@ -131,7 +131,9 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (l *bgpLab) pinDir(i int) string { return filepath.Join(bpfpin.BPFFS, fmt.Sprintf("nfB%s-edge%d", l.u, i+1)) }
+func (l *bgpLab) pinDir(i int) string {
+	return filepath.Join(bpfpin.BPFFS, fmt.Sprintf("nfB%s-edge%d", l.u, i+1))
+}
 
 // startNSD starts nsd for edge i (0 or 1).
 func (l *bgpLab) startNSD(i int) *proc {
