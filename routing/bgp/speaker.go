@@ -124,7 +124,16 @@ type Speaker struct {
 	routes map[netip.Prefix]*apiutil.Path
 	flows  map[string]*apiutil.Path // FlowRule.String() → path
 	peers  map[netip.Addr]*peerTrack
+	events chan peerEvent
 	done   chan struct{}
+}
+
+// peerEvent is one session state change, from GoBGP's watcher.
+type peerEvent struct {
+	peer   netip.Addr
+	state  bgp.FSMState
+	reason string
+	at     time.Time
 }
 
 // Start starts GoBGP (its listener in cfg.HostNS if any peer is passive)
@@ -153,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	lv.Set(slog.LevelWarn)
 	s := &Speaker{cfg: cfg, log: log, routerID: rid, wake: make(chan struct{}, 1),
 		routes: map[netip.Prefix]*apiutil.Path{}, flows: map[string]*apiutil.Path{}, peers: map[netip.Addr]*peerTrack{},
-		done: make(chan struct{}), m: newMetrics(cfg.Registry)}
+		done: make(chan struct{}), m: newMetrics(cfg.Registry), events: make(chan peerEvent, 256)}
 	s.srv = server.NewBgpServer(server.LoggerOption(log.With("lib", "gobgp"), lv))
 	if err := namedns.Go(cfg.HostNS, s.srv.Serve); err != nil {
 		return nil, fmt.Errorf("start bgp: %w", err)
@@ -169,6 +178,25 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	}
 	for _, p := range cfg.Spec.Peers {
 		s.peers[p.Address] = &peerTrack{cfg: p}
+	}
+	// Every state change, however short (a refused OPEN lasts
+	// milliseconds): the backoff counts them. The callback never blocks
+	// GoBGP; a full queue drops events (the poll still sees the state).
+	err := bounded(func() error {
+		return s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: func(e *apiutil.WatchEventMessage_PeerEvent, at time.Time) {
+			if e.Type != apiutil.PEER_EVENT_STATE {
+				return
+			}
+			ev := peerEvent{peer: e.Peer.State.NeighborAddress, state: e.Peer.State.SessionState, reason: e.Peer.State.DisconnectMessage, at: at}
+			select {
+			case s.events <- ev:
+			default:
+			}
+		}}, server.WatchPeer())
+	})
+	if err != nil {
+		s.srv.Stop()
+		return nil, fmt.Errorf("start bgp: watch sessions: %w", err)
 	}
 	s.status = Status{LocalASN: cfg.Spec.ASN, RouterID: rid}
 	s.status.Sessions = s.sessions(time.Now())
@@ -247,6 +275,13 @@ func (s *Speaker) run(ctx context.Context) {
 				}
 			}
 			s.publish(err, started)
+		case ev := <-s.events:
+			if t := s.peers[ev.peer]; t != nil && ev.state != t.state {
+				if ev.reason != "" && ev.state != bgp.BGP_FSM_ESTABLISHED {
+					t.lastError = ev.reason
+				}
+				s.transition(t, ev.state, ev.at)
+			}
 		case <-tick.C:
 			s.poll(ctx)
 		}
@@ -484,9 +519,13 @@ func (s *Speaker) peerConfig(p bgpspec.ValidPeer) *api.Peer {
 			ConnectRetry: uint64(ConnectRetry / time.Second)}},
 		Transport: tr,
 		// Restart state and forwarding state set: nsd's datapath kept
-		// forwarding while it restarted.
+		// forwarding while it restarted. A restarting GoBGP defers its
+		// updates until every peer sent End-of-RIB (RFC 4724 4.1, for
+		// speakers that select routes from their peers'); nsd selects
+		// nothing, so the deferral is the shortest GoBGP allows: a peer
+		// that is down does not hold back the others' routes.
 		GracefulRestart: &api.GracefulRestart{Enabled: true, RestartTime: uint32(s.cfg.Spec.RestartTime / time.Second),
-			LocalRestarting: true},
+			LocalRestarting: true, DeferralTime: 1},
 		AfiSafis: afs,
 	}
 }
@@ -519,10 +558,7 @@ func (s *Speaker) poll(ctx context.Context) {
 		st := p.GetState()
 		state := bgp.FSMState(int(st.GetSessionState()) - 1) // api enum starts at UNKNOWN
 		if state != t.state {
-			s.transition(t, state, now)
-		}
-		if msg := st.GetDisconnectMessage(); msg != "" && state != bgp.BGP_FSM_ESTABLISHED {
-			t.lastError = msg
+			s.transition(t, state, now) // an event the queue dropped
 		}
 		t.flowspec = false
 		for _, c := range st.GetRemoteCap() {

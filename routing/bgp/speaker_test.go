@@ -2,7 +2,9 @@ package bgp
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -208,4 +210,109 @@ func TestSpeakerGracefulRestart(t *testing.T) {
 		t.Errorf("after the restart:\n%s", out)
 	}
 	t.Logf("bird after the restart:\n%s", b.Protocol("edge1"))
+}
+
+// loopbackBird runs bird in the test's own namespace on loopback only: it
+// listens on local:port and waits for the speaker (127.0.0.1) to dial. No
+// kernel protocol: it touches no table.
+func loopbackBird(t *testing.T, local string, port int, expectASN uint32) *birdtest.Bird {
+	return birdtest.Start(t, "", t.TempDir(), birdtest.Config{RouterID: local, ASN: 65000, Local: local, ListenPort: port, Loopback: true,
+		Neighbors: []birdtest.Neighbor{{Name: "nfb", Address: "127.0.0.1", ASN: expectASN, Passive: true, HoldTime: 6, Multihop: true}}})
+}
+
+func session(s *Speaker, peer string) Session {
+	for _, x := range s.Status().Sessions {
+		if x.Peer.String() == peer {
+			return x
+		}
+	}
+	return Session{}
+}
+
+// Bad peers: one that refuses connections (nothing listens), one that
+// accepts and never answers, one that expects another ASN, and one that
+// resets an established session in a loop. The speaker reports each
+// session's state, backs off the failing ones, keeps the good one's
+// routes, and Set never blocks on any of them.
+func TestSpeakerBadPeers(t *testing.T) {
+	nstest.RequireRoot(t) // bird's control socket and BGP ports
+	birdtest.Require(t)
+	defer func(f int, b time.Duration) { FailuresBeforeBackoff, BackoffMin = f, b }(FailuresBeforeBackoff, BackoffMin)
+	FailuresBeforeBackoff, BackoffMin = 2, 3*time.Second
+
+	silent, err := net.Listen("tcp", "127.0.0.4:"+fmt.Sprint(portSilent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // holds the connection open, never writes
+		}
+	}()
+	wrong := loopbackBird(t, "127.0.0.2", portWrongASN, 65099)
+	flappy := loopbackBird(t, "127.0.0.3", portBirdDialOut, 65001)
+	cfg := fmt.Sprintf(`{"asn": 65001, "router_id": "192.0.2.1", "peers": [
+	  {"address": "127.0.0.5", "asn": 65000, "port": %d, "local_address": "127.0.0.1"},
+	  {"address": "127.0.0.4", "asn": 65000, "port": %d, "local_address": "127.0.0.1"},
+	  {"address": "127.0.0.2", "asn": 65000, "port": %d, "local_address": "127.0.0.1"},
+	  {"address": "127.0.0.3", "asn": 65000, "port": %d, "local_address": "127.0.0.1", "hold_time": "6s"}]}`,
+		portRefused, portSilent, portWrongASN, portBirdDialOut)
+	v, err := bgpspec.Parse("test", []byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := startSpeaker(t, ctx, netns.None(), v)
+	// Set never waits for the sessions, however broken.
+	done := make(chan struct{})
+	go func() {
+		for i := range 1000 {
+			s.Set(desired(t, fmt.Sprintf("198.18.%d.0/24", i%200)))
+		}
+		s.Set(desired(t, "203.0.113.0/24"))
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Set blocked")
+	}
+	if !birdtest.WaitFor(30*time.Second, func() bool { return strings.Contains(flappy.Routes("master4"), "203.0.113.0/24") }) {
+		t.Fatalf("the good peer never got the route: %+v\n%s", s.Status(), flappy.Protocol("nfb"))
+	}
+	// The wrong ASN is refused in OPEN; after two failures the peer backs off.
+	if !birdtest.WaitFor(40*time.Second, func() bool { return session(s, "127.0.0.2").State == "backoff" }) {
+		t.Errorf("wrong ASN: %+v\n%s", session(s, "127.0.0.2"), wrong.Protocol("nfb"))
+	}
+	if e := session(s, "127.0.0.2").LastError; !strings.Contains(strings.ToLower(e), "as") {
+		t.Logf("wrong ASN last error: %q", e)
+	}
+	// Reset the good session in a loop: the speaker backs it off, then
+	// comes back and announces the route again.
+	for range 3 {
+		birdtest.WaitFor(20*time.Second, func() bool { return flappy.Established("nfb") })
+		flappy.Ctl("restart nfb")
+		time.Sleep(300 * time.Millisecond)
+	}
+	if !birdtest.WaitFor(30*time.Second, func() bool { st := session(s, "127.0.0.3"); return st.State == "backoff" || st.Failures >= 2 }) {
+		t.Errorf("reset loop: %+v", session(s, "127.0.0.3"))
+	}
+	t.Logf("after the reset loop: %+v", session(s, "127.0.0.3"))
+	if !birdtest.WaitFor(40*time.Second, func() bool {
+		return flappy.Established("nfb") && strings.Contains(flappy.Routes("master4"), "203.0.113.0/24")
+	}) {
+		t.Errorf("the flapping peer did not come back after its backoff: %+v", session(s, "127.0.0.3"))
+	}
+	for _, peer := range []string{"127.0.0.5", "127.0.0.4"} {
+		if st := session(s, peer); st.State == "established" || st.State == "" {
+			t.Errorf("%s: %+v", peer, st)
+		}
+	}
+	t.Logf("sessions: %+v", s.Status().Sessions)
 }

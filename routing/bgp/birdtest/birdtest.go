@@ -24,6 +24,9 @@ type Neighbor struct {
 	Passive  bool
 	Password string
 	HoldTime int // seconds (0: 9)
+	// Multihop: the neighbor is not on a directly connected network (a
+	// loopback address); next hops resolve through the Loopback routes.
+	Multihop bool
 }
 
 // Config is the router's configuration.
@@ -38,6 +41,9 @@ type Config struct {
 	// Kernel exports the best routes, ECMP merged, into the namespace's
 	// main table.
 	Kernel bool
+	// Loopback imports the loopback interface's routes (protocol direct),
+	// against which multihop next hops on 127.0.0.0/8 resolve.
+	Loopback bool
 }
 
 // Render is the bird.conf for c: an ipv4 and a flow4 table (flowtab4),
@@ -46,6 +52,9 @@ type Config struct {
 func (c Config) Render() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "router id %s;\nlog stderr all;\nprotocol device { scan time 1; }\nflow4 table flowtab4;\n", c.RouterID)
+	if c.Loopback {
+		b.WriteString("protocol direct { ipv4; interface \"lo\"; }\n")
+	}
 	if c.Kernel {
 		b.WriteString("protocol kernel {\n  ipv4 { import none; export all; };\n  merge paths on;\n  learn off;\n}\n")
 	}
@@ -71,6 +80,9 @@ func (c Config) Render() string {
 		}
 		if n.Passive {
 			b.WriteString("  passive on;\n")
+		}
+		if n.Multihop {
+			b.WriteString("  multihop;\n")
 		}
 		if n.Password != "" {
 			fmt.Fprintf(&b, "  password %q;\n", n.Password)
