@@ -9,6 +9,7 @@ declare -A pkg_for=(
   [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [nsenter]=util-linux
   [iperf3]=iperf3 [tcpdump]=tcpdump [ethtool]=ethtool [curl]=curl [python3]=python3
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool
+  [bird]=bird2 [birdc]=bird2
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
