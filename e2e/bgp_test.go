@@ -38,7 +38,7 @@ import (
 //
 // Names, pins and Consul ports carry the nfB tag (28500-28599).
 type bgpLab struct {
-	t         *testing.T
+	t         testing.TB
 	u         string
 	router    *nstest.NS
 	cust      *nstest.NS
@@ -57,7 +57,7 @@ const bgpTenantNetwork = `{"prefixes": ["203.0.113.0/24"], %s
    "interface_address": "169.254.20.0/31", "health_check": {"type": "reply", "rate": "high"}}],
  "routes": [{"prefix": "203.0.113.0/24", "nexthop": "169.254.20.1"}]}`
 
-func newBGPLab(t *testing.T) *bgpLab {
+func newBGPLab(t testing.TB) *bgpLab {
 	nstest.RequireRoot(t)
 	for _, tool := range []string{"ip", "nft", "ping", "nsenter", "python3"} {
 		nstest.RequireTool(t, tool)
@@ -79,7 +79,7 @@ func newBGPLab(t *testing.T) *bgpLab {
 		nstest.Link(t, l.router, fmt.Sprintf("eth%d", n), fmt.Sprintf("198.18.%d.1/30", n), l.edges[i], "uplink", fmt.Sprintf("198.18.%d.2/30", n))
 		l.edges[i].MustExec(t, "ip", "route", "add", "default", "via", fmt.Sprintf("198.18.%d.1", n))
 		neighbors = append(neighbors, birdtest.Neighbor{Name: fmt.Sprintf("edge%d", n), Address: fmt.Sprintf("198.18.%d.2", n), ASN: 65001, HoldTime: 6})
-		l.bgpConfig[i] = writeTemp(t, fmt.Sprintf(`{"asn": 65001, "communities": ["65001:100"],
+		l.bgpConfig[i] = writeTempTB(t, fmt.Sprintf(`{"asn": 65001, "communities": ["65001:100"],
 		  "peers": [{"address": "198.18.%d.1", "asn": 65000, "passive": true, "hold_time": "6s"}]}`, n))
 		pin := l.pinDir(i)
 		t.Cleanup(func() {
@@ -121,6 +121,15 @@ func newBGPLab(t *testing.T) *bgpLab {
 		}
 	})
 	return l
+}
+
+func writeTempTB(t testing.TB, content string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "doc.json")
+	if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 func tail(s string, n int) string {
@@ -174,7 +183,7 @@ func (l *bgpLab) nsctl(args ...string) string {
 
 func (l *bgpLab) applyTenant(extra string) {
 	l.t.Helper()
-	f := writeTemp(l.t, fmt.Sprintf(`{"id": "acme", "network": %s}`, fmt.Sprintf(bgpTenantNetwork, extra)))
+	f := writeTempTB(l.t, fmt.Sprintf(`{"id": "acme", "network": %s}`, fmt.Sprintf(bgpTenantNetwork, extra)))
 	l.nsctl("tenant", "apply", "-f", f)
 }
 
@@ -277,7 +286,7 @@ sys.exit(0 if len(res) == n and all(res) else 1)
 // verdict line and whether every byte arrived.
 func (l *bgpLab) tcpTransfer(n int, secs float64) (wait func() (string, bool)) {
 	t := l.t
-	cmd := exec.Command("nsenter", "--net="+l.router.Path(), "--", "python3", writeTemp(t, tcpClientPy), fmt.Sprint(n), fmt.Sprint(secs))
+	cmd := exec.Command("nsenter", "--net="+l.router.Path(), "--", "python3", writeTempTB(t, tcpClientPy), fmt.Sprint(n), fmt.Sprint(secs))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -291,7 +300,7 @@ func (l *bgpLab) tcpTransfer(n int, secs float64) (wait func() (string, bool)) {
 
 func (l *bgpLab) startTCPServer() {
 	t := l.t
-	cmd := exec.Command("nsenter", "--net="+l.cust.Path(), "--", "python3", writeTemp(t, tcpServerPy))
+	cmd := exec.Command("nsenter", "--net="+l.cust.Path(), "--", "python3", writeTempTB(t, tcpServerPy))
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
