@@ -202,8 +202,9 @@ func BenchmarkBGPAnnounce10k(b *testing.B) {
 			return true
 		})
 		_ = t0
+		_, cpuA := procStats(b, pid)
 		time.Sleep(3 * time.Second)
-		rss1, cpu1 := procStats(b, pid)
+		rss1, cpu1 := procStats(b, pid) // steady state: resync passes, nothing announced
 		for k := range 10 {
 			l.put(fmt.Sprintf("tenants/k%d/network", k), doc(k, true))
 		}
@@ -222,10 +223,12 @@ func BenchmarkBGPAnnounce10k(b *testing.B) {
 		b.ReportMetric(rss1, "rss-applied-MiB")
 		b.ReportMetric(rss2, "rss-announced-MiB")
 		b.ReportMetric(rss2/rss1, "rss-announced/applied")
-		b.ReportMetric(cpu1-cpu0, "cpu-apply-s")
+		b.ReportMetric(cpuA-cpu0, "cpu-apply-s")
 		b.ReportMetric(cpu2-cpu1, "cpu-announce-s")
-		b.ReportMetric((cpu2-cpu1)/(cpu1-cpu0), "cpu-announce/apply")
+		b.ReportMetric((cpu2-cpu1)/(cpuA-cpu0), "cpu-announce/apply")
+		b.ReportMetric((cpu1-cpuA)/3*100, "cpu-steady-noadvertise-%")
 		b.ReportMetric((cpu3-cpu2)/3*100, "cpu-steady-%")
+		b.ReportMetric((cpu3-cpu2)/(cpu1-cpuA), "cpu-steady/noadvertise")
 		b.ReportMetric(rss3, "rss-steady-MiB")
 	}
 }

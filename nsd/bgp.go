@@ -84,8 +84,8 @@ func (d *Daemon) bgpStatus() *source.BGPStatus {
 	}
 	st := d.o.BGP.Status()
 	out := &source.BGPStatus{LocalASN: st.LocalASN, RouterID: st.RouterID.String(), Error: st.Error,
-		Announced: prefixStrings(st.Announced), FlowSpec: st.FlowSpec, NotExported: d.bgp.desired.NotExported,
-		Sessions: []source.BGPSession{}}
+		Announced: prefixStrings(st.Announced[:min(len(st.Announced), source.MaxStatusPrefixes)]), AnnouncedCount: len(st.Announced),
+		FlowSpec: st.FlowSpec, NotExported: d.bgp.desired.NotExported, Sessions: []source.BGPSession{}}
 	for _, s := range st.Sessions {
 		out.Sessions = append(out.Sessions, source.BGPSession{Peer: s.Peer.String(), ASN: s.ASN, State: s.State, Since: s.Since,
 			FlowSpec: s.FlowSpec, LastError: s.LastError, UpdatesSent: s.UpdatesSent, Failures: s.Failures, RetryAt: s.RetryAt})

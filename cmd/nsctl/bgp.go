@@ -72,7 +72,11 @@ func printBGP(out io.Writer, all map[string]map[string]json.RawMessage, now time
 			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%d\t%s\n", s.Peer, s.ASN, state, since, fs, s.UpdatesSent, s.LastError)
 		}
 		tw.Flush()
-		fmt.Fprintf(out, "  announced (%d): %s\n", len(b.Announced), strings.Join(b.Announced, " "))
+		more := ""
+		if n := b.AnnouncedCount - len(b.Announced); n > 0 {
+			more = fmt.Sprintf(" (and %d more)", n)
+		}
+		fmt.Fprintf(out, "  announced (%d): %s%s\n", b.AnnouncedCount, strings.Join(b.Announced, " "), more)
 		for _, f := range b.FlowSpec {
 			fmt.Fprintf(out, "  flowspec: %s\n", f)
 		}

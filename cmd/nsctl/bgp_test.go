@@ -15,7 +15,7 @@ func TestPrintBGP(t *testing.T) {
 		Sessions: []source.BGPSession{
 			{Peer: "192.0.2.1", ASN: 65000, State: "established", Since: now.Add(-90 * time.Second), FlowSpec: true, UpdatesSent: 7},
 			{Peer: "192.0.2.9", ASN: 65009, State: "backoff", Failures: 3, RetryAt: now.Add(20 * time.Second), LastError: "bad peer AS"}},
-		Announced: []string{"192.0.2.10/32", "203.0.113.0/24"}, FlowSpec: []string{"acme/ntp@203.0.113.0/24: dst 203.0.113.0/24 proto 17 dport 123 then discard"},
+		Announced: []string{"192.0.2.10/32", "203.0.113.0/24"}, AnnouncedCount: 2, FlowSpec: []string{"acme/ntp@203.0.113.0/24: dst 203.0.113.0/24 proto 17 dport 123 then discard"},
 		NotExported: []string{"acme/p: payload bytes cannot be expressed in FlowSpec"}}}
 	raw, _ := json.Marshal(hs)
 	edge2, _ := json.Marshal(source.HostStatus{Host: "edge2"})

@@ -208,8 +208,10 @@ type BGPStatus struct {
 	RouterID string       `json:"router_id"`
 	Sessions []BGPSession `json:"sessions"`
 	// Announced: the prefixes in the speaker's RIB, sent to every
-	// established peer of their family.
-	Announced []string `json:"announced"`
+	// established peer of their family; at most MaxStatusPrefixes of
+	// them, AnnouncedCount says how many there are.
+	Announced      []string `json:"announced"`
+	AnnouncedCount int      `json:"announced_count"`
 	// FlowSpec: the FlowSpec rules announced, one line each.
 	FlowSpec []string `json:"flowspec,omitempty"`
 	// NotExported: signatures marked for export that FlowSpec cannot
@@ -217,6 +219,10 @@ type BGPStatus struct {
 	NotExported []string `json:"not_exported,omitempty"`
 	Error       string   `json:"error,omitempty"`
 }
+
+// MaxStatusPrefixes bounds the announced prefixes listed in a host status
+// (a host announcing 10,000 prefixes would write 200 KB per status).
+const MaxStatusPrefixes = 100
 
 // BGPSession is one peer's session.
 type BGPSession struct {
