@@ -47,6 +47,7 @@ down() {
   for ns in "$client" "$attacker" "$cust" "$custr" "${edges[@]}" nf1-$tenant nf2-$tenant; do
     ip netns del "$ns" 2>/dev/null || true
   done
+  [[ -S $work/bird.ctl ]] && command birdc -s "$work/bird.ctl" down >/dev/null 2>&1 || true
   rm -f "$work/bird.ctl"
   # nsd leaves its XDP and GRE programs pinned on purpose; the lab removes them.
   for e in "${edges[@]}"; do rm -rf "/sys/fs/bpf/nfhost/$e"; done
@@ -122,7 +123,9 @@ template bgp edge {
 protocol bgp edge1 from edge { neighbor 192.0.2.2 as 65001; }
 protocol bgp edge2 from edge { neighbor 192.0.2.6 as 65001; }
 BIRD
-in_ns "$client" bird -f -c "$work/bird.conf" -s "$work/bird.ctl" >/dev/null 2>&1 &
+# nsenter execs bird, so $! is bird's pid (a shell function would leave a
+# subshell's pid, and a bird that outlives the lab).
+nsenter --net="/run/netns/$client" -- bird -f -c "$work/bird.conf" -s "$work/bird.ctl" </dev/null >/dev/null 2>&1 &
 echo $! >"$work/bird.pid"
 birdc() { command birdc -s "$work/bird.ctl" "$@"; }
 for _ in $(seq 50); do birdc show status >/dev/null 2>&1 && break; sleep 0.1; done
