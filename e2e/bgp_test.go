@@ -435,3 +435,36 @@ func TestBGPFlowSpec(t *testing.T) {
 		return !strings.Contains(l.bird.Routes("flowtab4"), "203.0.113.0/24")
 	})
 }
+
+// TestBGPBadPeers: edge1 also has a peer that never shows up, and edge2
+// expects the wrong ASN of the router. Both nsds apply the tenant and
+// serve traffic as usual (through edge1, the only edge the router
+// accepts); nsctl bgp reports each session's state and error, and the
+// refused one backs off.
+func TestBGPBadPeers(t *testing.T) {
+	l := newBGPLab(t)
+	l.bgpConfig[0] = writeTempTB(t, `{"asn": 65001, "peers": [
+	  {"address": "198.18.1.1", "asn": 65000, "passive": true, "hold_time": "6s"},
+	  {"address": "198.18.1.3", "asn": 65000, "passive": true}]}`)
+	l.bgpConfig[1] = writeTempTB(t, `{"asn": 65001, "peers": [{"address": "198.18.2.1", "asn": 65099, "passive": true, "hold_time": "6s"}]}`)
+	l.startNSD(0)
+	l.startNSD(1)
+	l.applyTenant("")
+	eventuallyFor(t, 30*time.Second, "the tenant applied on both edges", func() bool {
+		out, _ := exec.Command(l.ctlBin, "--consul-addr", l.consul.Addr, "status").CombinedOutput()
+		return strings.Count(string(out), "applied") == 2
+	})
+	eventuallyFor(t, 30*time.Second, "the route via edge1 only", func() bool { return l.hasHops("203.0.113.0/24", both1) })
+	l.startTCPServer()
+	if out, ok := l.tcpTransfer(4, 1)(); !ok {
+		t.Errorf("TCP through edge1: %s", out)
+	}
+	eventuallyFor(t, 60*time.Second, "nsctl bgp reports the bad sessions", func() bool {
+		out, _ := exec.Command(l.ctlBin, "--consul-addr", l.consul.Addr, "bgp").CombinedOutput()
+		s := string(out)
+		return strings.Contains(s, "198.18.1.1  65000  established") && strings.Contains(s, "198.18.1.3  65000  active") &&
+			strings.Contains(s, "198.18.2.1  65099  backoff")
+	})
+	out, _ := exec.Command(l.ctlBin, "--consul-addr", l.consul.Addr, "bgp").CombinedOutput()
+	t.Logf("nsctl bgp:\n%s", out)
+}
