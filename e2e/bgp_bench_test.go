@@ -70,6 +70,19 @@ func (l *bgpLab) put(key, value string) uint64 {
 	return kv.ModifyIndex
 }
 
+// announcedCount is what host's status says its speaker announces.
+func (l *bgpLab) announcedCount(host string) int {
+	kv, _, err := l.consul.Client.KV().Get("nfhost/host-status/"+host, nil)
+	if err != nil || kv == nil {
+		return -1
+	}
+	var hs source.HostStatus
+	if json.Unmarshal(kv.Value, &hs) != nil || hs.BGP == nil {
+		return -1
+	}
+	return hs.BGP.AnnouncedCount
+}
+
 func pct(ds []time.Duration, p float64) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })

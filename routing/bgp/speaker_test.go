@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -315,4 +317,69 @@ func TestSpeakerBadPeers(t *testing.T) {
 		}
 	}
 	t.Logf("sessions: %+v", s.Status().Sessions)
+}
+
+var birdCount = regexp.MustCompile(`(\d+) of (\d+) routes for (\d+) networks in table master4`)
+
+func birdNetworks(b *birdtest.Bird) int {
+	out, _ := b.Ctl("show route count")
+	if m := birdCount.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.Atoi(m[3])
+		return n
+	}
+	return 0
+}
+
+// BenchmarkSpeaker10k: the speaker alone (no nsd) announces 10,000
+// prefixes in one Set to BIRD, which installs them into the router's
+// kernel table; the baseline in the same run is the time for one prefix
+// after the session is up. Also with BIRD's kernel export off, to tell
+// BIRD's kernel sync from the BGP transfer.
+func BenchmarkSpeaker10k(b *testing.B) {
+	for range b.N {
+		for _, kernel := range []bool{true, false} {
+			birdtest.Require(b)
+			edge := nstest.New(b, "nfBbke"+nstest.Unique())
+			rtr := nstest.New(b, "nfBbkr"+nstest.Unique())
+			nstest.Link(b, edge, "nfBup", "198.18.0.2/30", rtr, "nfBe1", "198.18.0.1/30")
+			bd := birdtest.Start(b, rtr.Name, b.TempDir(), birdtest.Config{RouterID: "198.18.0.1", ASN: 65000, Local: "198.18.0.1", Kernel: kernel,
+				Neighbors: []birdtest.Neighbor{{Name: "edge1", Address: "198.18.0.2", ASN: 65001, HoldTime: 6}}})
+			v, _ := bgpspec.Parse("bench", []byte(`{"asn": 65001, "peers": [{"address": "198.18.0.1", "asn": 65000, "passive": true, "hold_time": "6s"}]}`))
+			ctx, cancel := context.WithCancel(context.Background())
+			s, err := Start(ctx, Config{Spec: v, RouterID: netip.MustParseAddr("198.18.0.2"), HostNS: edge.Handle})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var one bgpspec.Desired
+			one.Routes = []bgpspec.Route{{Prefix: netip.MustParsePrefix("203.0.113.0/24")}}
+			s.Set(one)
+			birdtest.WaitFor(30*time.Second, func() bool { return bd.Established("edge1") && birdNetworks(bd) == 1 })
+			var d bgpspec.Desired
+			for j := range 10000 {
+				d.Routes = append(d.Routes, bgpspec.Route{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(j * 4 >> 8), byte(j * 4)}), 30)})
+			}
+			d.Routes = append(d.Routes, one.Routes...)
+			t0 := time.Now()
+			s.Set(d)
+			if !birdtest.WaitFor(120*time.Second, func() bool { return birdNetworks(bd) == 10001 }) {
+				b.Fatalf("bird has %d networks", birdNetworks(bd))
+			}
+			all := time.Since(t0)
+			one.Routes[0].Prefix = netip.MustParsePrefix("203.0.113.0/25")
+			d.Routes = append(d.Routes, one.Routes...)
+			t0 = time.Now()
+			s.Set(d)
+			birdtest.WaitFor(30*time.Second, func() bool { return birdNetworks(bd) == 10002 })
+			single := time.Since(t0)
+			name := "kernel"
+			if !kernel {
+				name = "nokernel"
+			}
+			b.ReportMetric(all.Seconds(), "announce-10k-"+name+"-s")
+			b.ReportMetric(float64(single.Microseconds())/1000, "one-more-"+name+"-ms")
+			b.ReportMetric(float64(all)/float64(single), "10k/one-"+name)
+			s.Stop()
+			cancel()
+		}
+	}
 }
