@@ -64,7 +64,7 @@ func (d *Daemon) announce(s source.Snapshot) {
 		}
 		t := bgpspec.Tenant{ID: id, Prefixes: a.prefixes, Advertise: a.advertise}
 		if d.dos.errs[id] == "" || d.dos.kept[id] {
-			t.DoS = a.dos
+			t.DoS = d.withAuto(id, a.dos) // with the automatic mitigations in force
 		}
 		if d.o.Tunnels != nil {
 			for _, tun := range a.tunnels {

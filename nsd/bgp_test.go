@@ -4,7 +4,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/nfhost/nfhost/dos/detect"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing/bgp"
 	"github.com/nfhost/nfhost/routing/bgp/bgpspec"
@@ -88,4 +90,39 @@ func TestAnnounceFollowsTenants(t *testing.T) {
 	h.k.failFor = "gamma"
 	h.put("gamma", "network", `{"prefixes": ["198.18.0.0/24"]}`)
 	step("never applied", "203.0.113.0/24")
+}
+
+// Signatures marked for export, and the automatic mitigations of a tenant
+// that opted in, become FlowSpec rules; a signature FlowSpec cannot
+// express is reported, and an automatic mitigation of a tenant that did
+// not opt in stays on the host.
+func TestAnnounceFlowSpec(t *testing.T) {
+	sp := &fakeSpeaker{}
+	h := newHarness(t, Options{BGP: sp, DoS: &fakeDoS{}})
+	h.put("acme", "network", `{"prefixes": ["203.0.113.0/24"]}`)
+	h.put("acme", "dos", `{"sample_rate": 64, "auto_mitigation": {"pps": 1000, "export": "flowspec"}, "signatures": [
+	  {"id": "ntp", "expression": "udp.dstport == 123", "action": "drop", "export": "flowspec"},
+	  {"id": "monlist", "expression": "udp.dstport == 123 and payload[0:1] == 0x17", "action": "drop", "export": "flowspec"}]}`)
+	h.put("beta", "network", `{"prefixes": ["198.51.100.0/24"]}`)
+	h.put("beta", "dos", `{"sample_rate": 64, "auto_mitigation": {"pps": 1000}}`)
+	h.pass(t, false)
+	if got := sp.announced(); got != "198.51.100.0/24 203.0.113.0/24 flow acme/ntp@203.0.113.0/24" {
+		t.Errorf("announced %q", got)
+	}
+	if ne := strings.Join(sp.last.NotExported, "\n"); !strings.Contains(ne, "acme/monlist: payload bytes") {
+		t.Errorf("not exported: %q", ne)
+	}
+	until := time.Now().Add(time.Minute)
+	h.d.setAuto([]detect.Mitigation{
+		{ID: "auto-1", Tenant: "acme", Expression: "ip.dst == 203.0.113.5 and udp.srcport == 19", Action: "drop", Expires: until},
+		{ID: "auto-2", Tenant: "beta", Expression: "ip.dst == 198.51.100.5 and udp.srcport == 19", Action: "drop", Expires: until}})
+	h.pass(t, true)
+	if got := sp.announced(); got != "198.51.100.0/24 203.0.113.0/24 flow acme/auto-1 flow acme/ntp@203.0.113.0/24" {
+		t.Errorf("with automatic mitigations: announced %q", got)
+	}
+	h.d.setAuto(nil)
+	h.pass(t, true)
+	if got := sp.announced(); got != "198.51.100.0/24 203.0.113.0/24 flow acme/ntp@203.0.113.0/24" {
+		t.Errorf("mitigation ended: announced %q", got)
+	}
 }

@@ -252,6 +252,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.setAuto(ms)
 			if last != nil {
 				d.reconcileDoS(ctx, *last, false)
+				d.announce(*last) // exported automatic mitigations
 			}
 		case <-bgpTick:
 			d.refreshBGPStatus(ctx, last)

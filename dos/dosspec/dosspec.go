@@ -49,6 +49,9 @@ type Config struct {
 type AutoMitigation struct {
 	PPS      uint64 `json:"pps"`
 	Duration string `json:"duration,omitempty"` // Go duration, default 5m
+	// Export "flowspec" also announces the derived signatures as BGP
+	// FlowSpec rules (those FlowSpec can express).
+	Export string `json:"export,omitempty"`
 }
 
 // Signature is an attack signature in the rule language.
@@ -142,6 +145,8 @@ type Spec struct {
 	// attack was last seen.
 	AutoPPS      uint64
 	AutoDuration time.Duration
+	// AutoExport: the automatic mitigations are exported as FlowSpec.
+	AutoExport bool
 }
 
 // DefaultAutoDuration is how long an automatic mitigation outlives the
@@ -214,6 +219,10 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 	s.SampleRate = c.SampleRate
 	if am := c.AutoMitigation; am != nil {
 		s.AutoPPS, s.AutoDuration = validAutoMitigation(am, tenant, c.SampleRate, add)
+		s.AutoExport = am.Export == ExportFlowSpec
+		if am.Export != "" && am.Export != ExportFlowSpec {
+			add("auto_mitigation.export", am.Export, "must be flowspec or absent")
+		}
 	}
 	if len(errs) > 0 {
 		return Spec{}, errs
