@@ -468,3 +468,29 @@ func TestBGPBadPeers(t *testing.T) {
 	out, _ := exec.Command(l.ctlBin, "--consul-addr", l.consul.Addr, "bgp").CombinedOutput()
 	t.Logf("nsctl bgp:\n%s", out)
 }
+
+// TestBGPEdgeLost: scenario 4. edge1 fails silently (an nft table in its
+// namespace drops everything its own stack sends and receives; the link
+// keeps its carrier, so the router sees no interface event): the router
+// drops edge1's path when the hold time (6 s here) runs out, and new
+// flows go through edge2. When edge1 recovers its path comes back.
+func TestBGPEdgeLost(t *testing.T) {
+	l := newBGPLab(t)
+	l.up()
+	dead := writeTempTB(t, `table inet nfB_dead {
+  chain in { type filter hook input priority -500; policy drop; }
+  chain out { type filter hook output priority -500; policy drop; }
+}`)
+	l.edges[0].MustExec(t, "nft", "-f", dead)
+	t0 := time.Now()
+	took := eventuallyFor(t, 30*time.Second, "the router drops edge1's path", func() bool {
+		return l.hasHops("203.0.113.0/24", both2) && l.hasHops("192.0.2.10", both2)
+	})
+	t.Logf("edge1 failed silently: the router dropped its path after %s (hold time 6 s, keepalive 2 s)", took.Round(100*time.Millisecond))
+	if out, ok := l.tcpTransfer(8, 1)(); !ok {
+		t.Errorf("TCP after edge1 was lost: %s", out)
+	}
+	l.edges[0].MustExec(t, "nft", "delete", "table", "inet", "nfB_dead")
+	back := eventuallyFor(t, 60*time.Second, "edge1's path back", func() bool { return l.hasHops("203.0.113.0/24", both1, both2) })
+	t.Logf("edge1 recovered: ECMP again after %s (%s since it failed)", back.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond))
+}
