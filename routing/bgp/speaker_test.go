@@ -383,3 +383,37 @@ func BenchmarkSpeaker10k(b *testing.B) {
 		}
 	}
 }
+
+// TCP-MD5 (RFC 2385) on a passive session in another namespace: the right
+// password establishes it, a wrong one never does and is reported.
+func TestSpeakerPassword(t *testing.T) {
+	nstest.RequireRoot(t)
+	birdtest.Require(t)
+	for _, tc := range []struct {
+		name, ours string
+		up         bool
+	}{{"right", "s3cret", true}, {"wrong", "other", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			edge := nstest.New(t, "nfBpwe"+nstest.Unique())
+			rtr := nstest.New(t, "nfBpwr"+nstest.Unique())
+			nstest.Link(t, edge, "nfBup", "198.18.0.2/30", rtr, "nfBe1", "198.18.0.1/30")
+			b := birdtest.Start(t, rtr.Name, t.TempDir(), birdtest.Config{RouterID: "198.18.0.1", ASN: 65000, Local: "198.18.0.1",
+				Neighbors: []birdtest.Neighbor{{Name: "edge1", Address: "198.18.0.2", ASN: 65001, HoldTime: 6, Password: "s3cret"}}})
+			v, err := bgpspec.Parse("test", []byte(fmt.Sprintf(`{"asn": 65001, "peers": [{"address": "198.18.0.1", "asn": 65000, "passive": true, "password": %q}]}`, tc.ours)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s := startSpeaker(t, ctx, edge.Handle, v)
+			s.Set(desired(t, "203.0.113.0/24"))
+			up := birdtest.WaitFor(15*time.Second, func() bool { return strings.Contains(b.Routes("master4"), "203.0.113.0/24") })
+			if up != tc.up {
+				t.Errorf("route at the router: %v, want %v: %+v\n%s", up, tc.up, s.Status().Sessions, b.Protocol("edge1"))
+			}
+			if !tc.up && session(s, "198.18.0.1").State == "established" {
+				t.Errorf("established with a wrong password")
+			}
+		})
+	}
+}
