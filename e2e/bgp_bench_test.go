@@ -97,6 +97,7 @@ func pct(ds []time.Duration, p float64) time.Duration {
 func BenchmarkBGPTenantToRouter(b *testing.B) {
 	for range b.N {
 		l := newBGPLab(b)
+		l.logLevel = "info"
 		h, err := nlh.New(l.router.Handle, true)
 		if err != nil {
 			b.Fatal(err)
@@ -187,6 +188,7 @@ var birdNetworks = regexp.MustCompile(`(\d+) of (\d+) routes for (\d+) networks 
 func BenchmarkBGPAnnounce10k(b *testing.B) {
 	for range b.N {
 		l := newBGPLab(b)
+		l.logLevel = "info"
 		l.startNSD(0)
 		l.startNSD(1)
 		eventuallyFor(b, 30*time.Second, "both sessions", func() bool { return l.bird.Established("edge1") && l.bird.Established("edge2") })

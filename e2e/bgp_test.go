@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -50,6 +51,9 @@ type bgpLab struct {
 	nsdBin    string
 	ctlBin    string
 	bgpConfig [2]string
+	// logLevel of nsd (default debug; benchmarks use info: GoBGP logs
+	// every UPDATE at debug).
+	logLevel string
 }
 
 const bgpTenantNetwork = `{"prefixes": ["203.0.113.0/24"], %s
@@ -150,7 +154,7 @@ func (l *bgpLab) startNSD(i int) *proc {
 	t.Helper()
 	args := []string{"--source", "consul", "--consul-addr", l.consul.Addr, "--host-id", l.hosts[i],
 		"--host-netns", l.edges[i].Name, "--uplink", "uplink", "--ns-prefix", fmt.Sprintf("nfB%s-%d", l.u, i+1),
-		"--bpf-pin-dir", l.pinDir(i), "--resync-interval", "1s", "--log-level", "debug", "--bgp-config", l.bgpConfig[i]}
+		"--bpf-pin-dir", l.pinDir(i), "--resync-interval", "1s", "--log-level", cmp.Or(l.logLevel, "debug"), "--bgp-config", l.bgpConfig[i]}
 	p := &proc{cmd: exec.Command(l.nsdBin, args...), done: make(chan struct{})}
 	pr, pw, _ := os.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
