@@ -380,7 +380,7 @@ func BenchmarkSpeaker10k(b *testing.B) {
 			all := time.Since(t0)
 			var ru1 syscall.Rusage
 			syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-			cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano())
+			cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 			one.Routes[0].Prefix = netip.MustParsePrefix("203.0.113.0/25")
 			d.Routes = append(d.Routes, one.Routes...)
 			t0 = time.Now()
