@@ -113,7 +113,7 @@ func newBGPLab(t testing.TB) *bgpLab {
 	}
 	t.Cleanup(cust.Close)
 	l.bird = birdtest.Start(t, l.router.Name, t.TempDir(), birdtest.Config{RouterID: "198.18.1.1", ASN: 65000, Kernel: true, Neighbors: neighbors})
-	l.consul = consultest.Start(t, consultest.WithPorts(28500, 28599))
+	l.consul = consultest.Start(t, consultest.WithPorts(28510))
 	t.Cleanup(func() {
 		if t.Failed() {
 			for i, p := range l.nsd {

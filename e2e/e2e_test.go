@@ -77,6 +77,7 @@ type lab struct {
 	consul         *consultest.Agent
 	nsdBin, ctlBin string
 	nsPrefix       string
+	prefix         string // of every namespace name
 	hostID         string
 	nsd            *proc
 	// consulAddr is what --consul-addr gets ("" : no flag, the environment
@@ -97,7 +98,7 @@ func newLabPrefix(t testing.TB, prefix string, opts ...consultest.Option) *lab {
 	}
 	u := nstest.Unique()
 	l := &lab{t: t, client: nstest.New(t, prefix+u+"c"), edge: nstest.New(t, prefix+u+"e"),
-		nsPrefix: prefix + u + "-", hostID: "edge-" + u}
+		nsPrefix: prefix + u + "-", prefix: prefix, hostID: "edge-" + u}
 	l.nsdBin, l.ctlBin = binaries(t)
 	nstest.Link(t, l.client, "eth0", "192.0.2.1/24", l.edge, "uplink", "192.0.2.2/24")
 	l.client.MustExec(t, "ip", "addr", "add", "2001:db8:ff::1/64", "dev", "eth0", "nodad")

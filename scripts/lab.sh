@@ -23,7 +23,11 @@
 # FlowSpec, switches the tenant's advertise off and on, has the
 # tenant block and unblock ICMP with a firewall rule, floods the tenant
 # from the attacker and stops the flood in XDP with a DoS signature while
-# the client keeps working, prints verdicts, and removes everything.
+# the client keeps working, shows a flood in `nsctl dos top` and stops it
+# with the candidate signature top prints, has automatic mitigation stop
+# another, evaluates dashboard queries (deploy/grafana) through a Prometheus
+# (deploy/prometheus, on 127.0.0.1:19090) scraping both edges, prints
+# verdicts, and removes everything.
 # KEEP=1 leaves the lab running (clean up with scripts/lab.sh --down).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,6 +57,7 @@ down() {
   for e in "${edges[@]}"; do rm -rf "/sys/fs/bpf/nfhost/$e"; done
   rm -f "$work"/gr-*
   rm -f "$work"/*.pid "$work/ntp-received"
+  rm -rf "$work/prometheus"
 }
 
 if [[ ${1:-} == --down ]]; then down; exit 0; fi
@@ -146,6 +151,22 @@ for i in 1 2; do
   start_nsd $i
 done
 
+prom_port=${LAB_PROMETHEUS_PORT:-19090}
+step "Prometheus on 127.0.0.1:$prom_port scraping both edges (deploy/prometheus: scrape config and alert rules)"
+if command -v prometheus >/dev/null; then
+  mkdir -p "$work/prometheus/targets"
+  # The shipped configuration, scraping every second instead of 15.
+  sed -e 's/scrape_interval: 15s/scrape_interval: 1s/' -e 's/evaluation_interval: 15s/evaluation_interval: 1s/' \
+    -e 's/scrape_timeout: 10s/scrape_timeout: 1s/' "$root/deploy/prometheus/prometheus.yml" >"$work/prometheus/prometheus.yml"
+  cp "$root/deploy/prometheus/alerts.yml" "$work/prometheus/"
+  echo '[{"targets": ["127.0.0.1:19469", "127.0.0.1:19470"], "labels": {"site": "lab"}}]' >"$work/prometheus/targets/lab.json"
+  prometheus --config.file "$work/prometheus/prometheus.yml" --storage.tsdb.path "$work/prometheus/data" \
+    --web.listen-address "127.0.0.1:$prom_port" --log.level warn >"$work/prometheus.log" 2>&1 &
+  echo $! >"$work/prometheus.pid"
+else
+  echo "lab: prometheus not installed (scripts/deps.sh installs it); the dashboard step is skipped" >&2
+fi
+
 step "tenant $tenant: 203.0.113.0/24, a GRE tunnel to its router (nsctl tenant apply)"
 cat >"$work/$tenant.json" <<JSON
 {"id": "$tenant", "network": {"prefixes": ["203.0.113.0/24"],
@@ -176,8 +197,8 @@ for i in range(int(sys.argv[1])):
         pass
 print(ok)' "$1"
 }
-both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsctl tunnels)
-  [[ $(ctl tunnels "$tenant" 2>/dev/null | awk 'NR > 1 && $7 > 0' | wc -l) == 2 ]]
+both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsctl tunnels; the table ends at a blank line)
+  [[ $(ctl tunnels "$tenant" 2>/dev/null | awk 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "TX") c = i; next} NF == 0 {exit} $c > 0' | wc -l) == 2 ]]
 }
 both_healthy() { [[ $(ctl tunnels "$tenant" 2>/dev/null | grep -c healthy) == 2 ]]; }
 
@@ -384,6 +405,46 @@ for _ in $(seq 50); do ctl dos stats "$tenant" 2>/dev/null | grep -q "signature:
 ctl dos stats "$tenant" || true
 ctl dos delete-signature "$tenant" ntp-monlist
 
+step "nsctl dos top: an 18k pps flood seen on both edges; its candidate signature, added as printed, drops it"
+echo '{"sample_rate": 64}' >"$work/dos.json"
+ctl dos put "$tenant" -f "$work/dos.json"
+sleep 1
+flood18k() { # flood18k SECONDS: 18k pps of NTP monlist to 203.0.113.1:123 from 64 source ports
+  in_ns "$attacker" python3 -c '
+import socket, sys, time, random
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+p = bytes([0x17, 0, 3, 0x2a]) + bytes(44); start = time.monotonic(); sent = 0
+while time.monotonic() - start < float(sys.argv[1]):
+    due = int((time.monotonic() - start) * 18000)
+    while sent < due:
+        random.choice(socks).sendto(p, ("203.0.113.1", 123)); sent += 1
+    time.sleep(0.001)' "$1"
+}
+flood18k 14 & fpid=$!
+edges_top=(--edge 127.0.0.1:19469 --edge 127.0.0.1:19470)
+ctl dos top "$tenant" "${edges_top[@]}" --once --window 1s >/dev/null # starts the watch on both edges
+sleep 2
+ctl dos top "$tenant" "${edges_top[@]}" --once --top 3 | tee "$work/top.txt"
+ctl dos top "$tenant" "${edges_top[@]}" --once -o json >"$work/top.json"
+top_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["candidates"][0]["id"])' "$work/top.json" 2>/dev/null || true)
+verdict "dos top names the victim, the attack's /24 and udp/123" \
+  sh -c "grep -q '203.0.113.1 $tenant' $work/top.txt && grep -q '192.0.2.0/24' $work/top.txt && grep -q 'udp/123' $work/top.txt"
+# The same through Consul, for edges nsctl cannot reach: every nsd publishes its frame.
+ctl dos top "$tenant" --via-store --once --top 1 >"$work/top-store.txt" || true
+head -5 "$work/top-store.txt"
+verdict "dos top --via-store: both edges answer through Consul" grep -q "lab-edge1,lab-edge2" "$work/top-store.txt"
+if [[ -n $top_id ]]; then
+  python3 -c 'import json,sys; print("\0".join(json.load(open(sys.argv[1]))["candidates"][0]["argv"]), end="")' "$work/top.json" |
+    xargs -0 "$bin/nsctl" --consul-addr "127.0.0.1:$http_port"
+  tsig="nfhost_dos_rule_dropped_packets_total{kind=\"signature\",rule=\"$tenant/$top_id\"}"
+  for _ in $(seq 50); do (($(metric "$tsig") > 0)) && break; sleep 0.1; done
+  sleep 1
+fi
+verdict "the candidate signature from dos top drops the flood in XDP" test "$(metric "${tsig:-none}")" -gt 1000
+verdict "the client pings 203.0.113.1 while the flood is dropped" in_ns "$client" ping -c3 -i 0.2 -W1 -I 192.0.2.100 203.0.113.1
+wait $fpid || true
+[[ -n $top_id ]] && ctl dos delete-signature "$tenant" "$top_id"
+
 step "automatic mitigation: an 18k pps flood with no rule in place (auto_mitigation from the XDP samples)"
 echo '{"sample_rate": 64, "auto_mitigation": {"pps": 5000, "duration": "30s"}}' >"$work/dos.json"
 ctl dos put "$tenant" -f "$work/dos.json"
@@ -415,6 +476,24 @@ verdict "the flood was dropped by an automatic signature" test "$ta" -gt 0
 verdict "the client still reaches 203.0.113.1" in_ns "$client" ping -c2 -W1 -I 192.0.2.100 203.0.113.1
 echo '{}' >"$work/dos.json"
 ctl dos put "$tenant" -f "$work/dos.json"
+
+if [[ -f $work/prometheus.pid ]]; then
+  step "Prometheus: dashboard queries (deploy/grafana/nfhost.json) through its HTTP API"
+  promq() { # promq TITLE QUERY: prints the result, one series a line
+    echo "$1:  $2"
+    curl -sf --get "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$2" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    labels = ",".join("%s=%s" % kv for kv in sorted(r["metric"].items()))
+    print("    {%s} %.4g" % (labels, float(r["value"][1])))'
+  }
+  promq "applied tenants per host" 'sum by (instance) (nfhost_tenants{state="applied"})'
+  promq "tunnel state (0 healthy, 1 degraded, 2 down)" 'max by (instance, tenant, tunnel) (nfhost_tunnel_health_state)'
+  promq "XDP drop rate per reason (pps, last minute)" 'sum by (reason) (rate(nfhost_dos_packets_total{reason=~"deny|tenant_deny|signature_drop|rate_drop|malformed"}[1m]))'
+  promq "alerts firing" 'ALERTS{alertstate="firing"}'
+  verdict "Prometheus scrapes both edges" \
+    sh -c "curl -sf 'http://127.0.0.1:$prom_port/api/v1/query?query=count(up%7Bjob%3D%22nfhost%22%7D%3D%3D1)' | grep -q '\"2\"'"
+fi
 
 step "delete tenant $tenant"
 ctl tenant delete "$tenant"

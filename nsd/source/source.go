@@ -156,6 +156,18 @@ type TunnelStatus struct {
 	RxPackets   uint64  `json:"rx_packets"`
 	TxPackets   uint64  `json:"tx_packets"`
 	Drops       uint64  `json:"drops"`
+	// The health check: why the state holds and since when, the probe
+	// settings in force, and the window the verdict is based on (the last
+	// five minutes, at least the last 30 probes).
+	Reason         string    `json:"reason,omitempty"`
+	Since          time.Time `json:"since,omitzero"`
+	Type           string    `json:"type,omitempty"`
+	Direction      string    `json:"direction,omitempty"`
+	WindowProbes   int       `json:"window_probes,omitempty"`
+	WindowLost     int       `json:"window_lost,omitempty"`
+	LastFailure    time.Time `json:"last_failure,omitzero"`
+	ProbesSent     uint64    `json:"probes_sent,omitempty"`
+	ProbesAnswered uint64    `json:"probes_answered,omitempty"`
 }
 
 // DoSCounters are a tenant's DoS counters: all its traffic, and per rule

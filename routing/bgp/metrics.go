@@ -7,6 +7,7 @@ import (
 )
 
 type metrics struct {
+	up        *prometheus.GaugeVec
 	state     *prometheus.GaugeVec
 	updates   *prometheus.CounterVec
 	flaps     *prometheus.CounterVec
@@ -17,6 +18,8 @@ type metrics struct {
 // label is bounded by the config file's peers.
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_bgp_session_up",
+			Help: "1 while the BGP session with the peer is established."}, []string{"peer"}),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nfhost_bgp_session_state",
 			Help: "BGP session state per peer (RFC 4273 bgpPeerState: 1 idle, 2 connect, 3 active, 4 opensent, 5 openconfirm, 6 established)."}, []string{"peer"}),
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_bgp_updates_sent_total",
@@ -27,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Prefixes and FlowSpec rules this host announces, by family (ipv4, ipv6, flowspec_ipv4)."}, []string{"family"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.state, m.updates, m.flaps, m.announced)
+		reg.MustRegister(m.up, m.state, m.updates, m.flaps, m.announced)
 	}
 	return m
 }

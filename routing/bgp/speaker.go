@@ -585,6 +585,11 @@ func (s *Speaker) poll(ctx context.Context) {
 			}
 		}
 		s.m.state.WithLabelValues(a.String()).Set(float64(t.state + 1))
+		up := 0.0
+		if t.state == bgp.BGP_FSM_ESTABLISHED {
+			up = 1
+		}
+		s.m.up.WithLabelValues(a.String()).Set(up)
 	}
 	sessions := s.sessions(now)
 	s.mu.Lock()

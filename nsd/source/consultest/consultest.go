@@ -61,12 +61,12 @@ type Option func(*options)
 
 type options struct {
 	acl, tls bool
-	lo, hi   int // port range; 0: any free port
+	portBase int
 }
 
-// WithPorts takes the agent's five ports from [lo, hi] (the ones free
-// there), so that concurrent test suites can keep to their own ranges.
-func WithPorts(lo, hi int) Option { return func(o *options) { o.lo, o.hi = lo, hi } }
+// WithPorts puts the agent on the five TCP ports from base (HTTP first),
+// for tests that keep to a port range of their own.
+func WithPorts(base int) Option { return func(o *options) { o.portBase = base } }
 
 // WithACL enables ACLs with default_policy "deny" and a random initial
 // management token, returned in Agent.Token.
@@ -119,7 +119,12 @@ func Start(t testing.TB, opts ...Option) *Agent {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ports := freePortsIn(t, 5, o.lo, o.hi)
+	var ports []int
+	if o.portBase != 0 {
+		ports = []int{o.portBase, o.portBase + 1, o.portBase + 2, o.portBase + 3, o.portBase + 4}
+	} else {
+		ports = freePorts(t, 5)
+	}
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
 	a.URL = "http://" + a.Addr
 	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
@@ -241,27 +246,6 @@ func makeCerts(t testing.TB, bin string) *TLSFiles {
 	p := func(name string) string { return filepath.Join(dir, name) }
 	return &TLSFiles{CAFile: p("consul-agent-ca.pem"), ServerCert: p("dc1-server-consul-0.pem"), ServerKey: p("dc1-server-consul-0-key.pem"),
 		ClientCert: p("dc1-client-consul-0.pem"), ClientKey: p("dc1-client-consul-0-key.pem")}
-}
-
-// freePortsIn picks n free ports in [lo, hi], or anywhere if lo is 0.
-func freePortsIn(t testing.TB, n, lo, hi int) []int {
-	t.Helper()
-	if lo == 0 {
-		return freePorts(t, n)
-	}
-	var out []int
-	for p := lo; p <= hi && len(out) < n; p++ {
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		out = append(out, p)
-	}
-	if len(out) < n {
-		t.Fatalf("pick free ports: fewer than %d free in %d-%d", n, lo, hi)
-	}
-	return out
 }
 
 func freePorts(t testing.TB, n int) []int {
