@@ -250,6 +250,7 @@ def h(c):
 while True:
     c, _ = s.accept(); threading.Thread(target=h, args=(c,), daemon=True).start()' </dev/null >/dev/null 2>&1 &
 echo $! >"$work/tcp.pid"
+for _ in $(seq 100); do in_ns "$custr" ss -Hltn 'sport = :5001' | grep -q 5001 && break; sleep 0.1; done
 tcp_transfer() { # tcp_transfer N SECONDS: prints "K of N connections delivered every byte"; fails unless all did
   in_ns "$client" python3 -c '
 import socket, sys, threading, time
