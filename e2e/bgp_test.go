@@ -434,9 +434,18 @@ func TestBGPFlowSpec(t *testing.T) {
 		return strings.Count(string(out), "flowspec: acme/ntp@203.0.113.0/24") == 2 &&
 			strings.Count(string(out), "not exported: acme/monlist: payload bytes cannot be expressed in FlowSpec") == 2
 	})
+	// A rate limit for the whole rule becomes traffic-rate in bytes/s.
+	l.nsctl("dos", "add-signature", "acme", "--id", "syn", "--expression", "ip.dst == 203.0.113.5 and tcp.flags.syn and tcp.dstport == 80",
+		"--action", "ratelimit", "--bps", "8000000", "--per", "rule", "--export", "flowspec")
+	eventuallyFor(t, 20*time.Second, "the rate-limit rule in flowtab4", func() bool {
+		out := l.bird.Routes("flowtab4")
+		return strings.Contains(out, "flow4 { dst 203.0.113.5/32; proto 6; dport 80; tcp flags 0x2/0x2; }") &&
+			strings.Contains(out, "(generic, 0x80060000, 0x49742400)") // 1,000,000 B/s as an IEEE float
+	})
 	l.nsctl("dos", "delete-signature", "acme", "ntp")
-	eventuallyFor(t, 20*time.Second, "the rule gone from flowtab4", func() bool {
-		return !strings.Contains(l.bird.Routes("flowtab4"), "203.0.113.0/24")
+	l.nsctl("dos", "delete-signature", "acme", "syn")
+	eventuallyFor(t, 20*time.Second, "the rules gone from flowtab4", func() bool {
+		return !strings.Contains(l.bird.Routes("flowtab4"), "203.0.113.")
 	})
 }
 

@@ -220,6 +220,9 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	} else {
 		log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
 	}
+	if f.bgp != nil && f.once {
+		log.Info("--once: the BGP speaker is not started (nothing is announced or withdrawn)")
+	}
 	if f.bgp != nil && !f.once {
 		sp, err := startBGP(env.Ctx, f, hostNS, probe, log, reg)
 		if err != nil {
