@@ -434,3 +434,32 @@ func TestSpeakerPassword(t *testing.T) {
 		})
 	}
 }
+
+// An IPv6 session carries the IPv6 prefixes (and an IPv4 session does not).
+func TestSpeakerIPv6(t *testing.T) {
+	nstest.RequireRoot(t)
+	birdtest.Require(t)
+	edge := nstest.New(t, "nfB6e"+nstest.Unique())
+	rtr := nstest.New(t, "nfB6r"+nstest.Unique())
+	nstest.Link(t, edge, "nfBup", "2001:db8:ff::2/64", rtr, "nfBe1", "2001:db8:ff::1/64")
+	conf := birdtest.Config{RouterID: "198.18.0.1", ASN: 65000, Local: "2001:db8:ff::1",
+		Neighbors: []birdtest.Neighbor{{Name: "edge1", Address: "2001:db8:ff::2", ASN: 65001, HoldTime: 6}}}
+	b := birdtest.Start(t, rtr.Name, t.TempDir(), conf)
+	v, err := bgpspec.Parse("test", []byte(`{"asn": 65001, "router_id": "198.18.0.2", "peers": [{"address": "2001:db8:ff::1", "asn": 65000, "passive": true}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := startSpeaker(t, ctx, edge.Handle, v)
+	s.Set(desired(t, "2001:db8:1::/48", "203.0.113.0/24"))
+	if !birdtest.WaitFor(20*time.Second, func() bool { return strings.Contains(b.Routes("master6"), "2001:db8:1::/48") }) {
+		t.Fatalf("bird never learned 2001:db8:1::/48:\n%s\n%s", b.Protocol("edge1"), b.Routes("master6"))
+	}
+	if out := b.Routes("master6"); !strings.Contains(out, "2001:db8:ff::2") {
+		t.Errorf("next hop is not the edge's address:\n%s", out)
+	}
+	if out := b.Routes("master4"); strings.Contains(out, "203.0.113.0/24") {
+		t.Errorf("an IPv4 prefix over the IPv6 session:\n%s", out)
+	}
+}

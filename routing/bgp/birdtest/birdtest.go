@@ -88,7 +88,11 @@ func (c Config) Render() string {
 			fmt.Fprintf(&b, "  password %q;\n", n.Password)
 		}
 		fmt.Fprintf(&b, "  hold time %d;\n  keepalive time %d;\n  connect retry time 2;\n  connect delay time 1;\n  error wait time 1, 4;\n", hold, max(hold/3, 1))
-		b.WriteString("  graceful restart on;\n  ipv4 { import all; export none; };\n  flow4 { table flowtab4; import all; export none; };\n}\n")
+		if strings.Contains(n.Address, ":") {
+			b.WriteString("  graceful restart on;\n  ipv6 { import all; export none; };\n}\n")
+		} else {
+			b.WriteString("  graceful restart on;\n  ipv4 { import all; export none; };\n  flow4 { table flowtab4; import all; export none; };\n}\n")
+		}
 	}
 	return b.String()
 }
