@@ -76,6 +76,9 @@ type Options struct {
 	// publishes the tenants' detection settings. Both may be nil.
 	Auto         <-chan []detect.Mitigation
 	AutoPolicies *AutoPolicies
+	// BGP is the speaker (nil: no BGP). The daemon gives it what this
+	// host announces after every pass and never waits for it.
+	BGP Announcer
 	// OnControl gets the control keys of every snapshot (the nsctl dos
 	// top publisher reads its watch requests there). May be nil; must not
 	// block.
@@ -118,7 +121,9 @@ type applied struct {
 	dosIndex uint64        // ModifyIndex of the dos key in force (0: none)
 	dos      *dosspec.Spec // last good DoS document; nil: none
 	tunnels  []tunspec.ValidTunnel
-	at       time.Time // when the state in force was applied
+	// advertise is the network document's advertise switch in force.
+	advertise bool
+	at        time.Time // when the state in force was applied
 }
 
 // Daemon holds the reconcile state. Its methods are not safe for
@@ -134,17 +139,22 @@ type Daemon struct {
 	applied  map[string]*applied
 	seen     map[string]string // tenant → fingerprint of its key indexes
 	failed   map[string]bool
-	statuses map[string]source.Status
-	hold     holdState
-	dos      dosState
-	auto     []detect.Mitigation // automatic DoS mitigations in force
-	rejected map[string]uint64   // tenant/key → ModifyIndex of the bad document last counted
-	problems string              // the unattributable keys last logged
-	hostLast string              // the host status last written, without its timestamp
-	subs     []Subsystem         // in the order a tenant is applied
-	plans    map[string]cachedPlan
-	pace     *pacer
-	lane     *lane
+	// hostFailed: the tenant's last pass failed on this host (in the
+	// kernel), not only because a document was refused; it is not
+	// announced over BGP from here.
+	hostFailed map[string]bool
+	bgp        bgpState
+	statuses   map[string]source.Status
+	hold       holdState
+	dos        dosState
+	auto       []detect.Mitigation // automatic DoS mitigations in force
+	rejected   map[string]uint64   // tenant/key → ModifyIndex of the bad document last counted
+	problems   string              // the unattributable keys last logged
+	hostLast   string              // the host status last written, without its timestamp
+	subs       []Subsystem         // in the order a tenant is applied
+	plans      map[string]cachedPlan
+	pace       *pacer
+	lane       *lane
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -174,15 +184,16 @@ func New(o Options) *Daemon {
 	}
 	d := &Daemon{
 		o: o, log: o.Logger, m: o.Metrics,
-		observed: map[string]routing.Observed{},
-		applied:  map[string]*applied{},
-		seen:     map[string]string{},
-		failed:   map[string]bool{},
-		statuses: map[string]source.Status{},
-		rejected: map[string]uint64{},
-		plans:    map[string]cachedPlan{},
-		hold:     holdState{flag: o.ConfirmDeletes},
-		pace:     newPacer(o.MinApplyInterval, o.ApplyBurst),
+		observed:   map[string]routing.Observed{},
+		applied:    map[string]*applied{},
+		seen:       map[string]string{},
+		failed:     map[string]bool{},
+		hostFailed: map[string]bool{},
+		statuses:   map[string]source.Status{},
+		rejected:   map[string]uint64{},
+		plans:      map[string]cachedPlan{},
+		hold:       holdState{flag: o.ConfirmDeletes},
+		pace:       newPacer(o.MinApplyInterval, o.ApplyBurst),
 	}
 	width := o.LaneWidth
 	if width == 0 {
@@ -211,7 +222,14 @@ type Result struct {
 func (d *Daemon) Run(ctx context.Context) error {
 	snaps := make(chan source.Snapshot, 1)
 	go d.o.Store.Watch(ctx, snaps, d.sourceHealth)
-	var ticker <-chan time.Time
+	var ticker, bgpTick <-chan time.Time
+	if d.o.BGP != nil {
+		// The speaker works asynchronously: its sessions and what it
+		// announced reach the host status when they change.
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		bgpTick = t.C
+	}
 	if d.o.Resync > 0 {
 		t := time.NewTicker(d.o.Resync)
 		defer t.Stop()
@@ -261,7 +279,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.setAuto(ms)
 			if last != nil {
 				d.reconcileDoS(ctx, *last, false)
+				d.announce(*last) // exported automatic mitigations
 			}
+		case <-bgpTick:
+			d.refreshBGPStatus(ctx, last)
 		case <-wakeC:
 			if last != nil && started {
 				d.Reconcile(ctx, *last, false)
@@ -490,6 +511,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		d.gc(ctx)
 	}
 	d.updateGauges()
+	d.announce(s)
 	d.writeHostStatus(ctx, s, full)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))
 	pass := "changes"
@@ -622,6 +644,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		}
 	}
 	delete(d.failed, id)
+	delete(d.hostFailed, id)
 
 	st.State = "applied"
 	for _, sub := range d.subs {
@@ -701,6 +724,7 @@ type cachedPlan struct {
 func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, subsys string, err error) Result {
 	d.m.Reconciles.WithLabelValues(subsys, "error").Inc()
 	d.failed[st.Tenant] = true
+	d.hostFailed[st.Tenant] = !onlyRefused(err)
 	st.State = "error"
 	st.Error = err.Error()
 	if !st.Subsystems[subsys].Failed() {
@@ -922,6 +946,7 @@ func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
 	delete(d.applied, id)
 	delete(d.seen, id)
 	delete(d.failed, id)
+	delete(d.hostFailed, id)
 	delete(d.statuses, id)
 	delete(d.plans, id)
 	d.pace.forget(id)
@@ -961,7 +986,8 @@ func (d *Daemon) updateGauges() {
 // write, and a timestamp that always changes would feed a write loop.
 func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot, full bool) {
 	hs := source.HostStatus{Host: d.o.HostID, Tenants: len(d.running()), HeldDeletes: d.hold.ids, ConfirmToken: d.hold.token,
-		SpentConfirmToken: d.hold.spent, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr}
+		SpentConfirmToken: d.hold.spent, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr,
+		Drained: d.bgp.drained, BGP: d.bgpStatus()}
 	b, _ := json.Marshal(hs)
 	if string(b) == d.hostLast && !full {
 		return
@@ -972,6 +998,25 @@ func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot, full bo
 		return
 	}
 	d.hostLast = string(b)
+}
+
+// onlyRefused reports whether err consists only of refused documents
+// (*doc.FieldError or doc.Errors), not of a failure on this host.
+func onlyRefused(err error) bool {
+	switch e := err.(type) {
+	case nil:
+		return true
+	case *doc.FieldError, doc.Errors:
+		return true
+	case interface{ Unwrap() []error }:
+		for _, x := range e.Unwrap() {
+			if !onlyRefused(x) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // Failed reports whether any result is an error.

@@ -49,6 +49,8 @@ type Metrics struct {
 	DoSApplySeconds prometheus.Histogram
 	DoSSamples      *prometheus.CounterVec
 	AutoMitigations *prometheus.CounterVec
+	// Drained is 1 while the operator drains this host (BGP withdrawn).
+	Drained prometheus.Gauge
 }
 
 // applySeconds is the apply-time histogram of a subsystem.
@@ -73,6 +75,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Tenant deletions held by the mass-delete guard, awaiting operator confirmation."}),
 		SourceErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_source_errors_total",
 			Help: "Failed reads of the configuration source (Consul or directory)."}),
+		Drained: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_bgp_drained",
+			Help: "1 while this host is drained (control/drain/<host>): it announces nothing over BGP."}),
 		SourceUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nfhost_source_up",
 			Help: "1 while the configuration source answers, 0 after a failed read or probe until it answers again."}),
 		ConfigErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_config_errors_total",
@@ -103,6 +107,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Automatic DoS mitigations started, by tenant."}, []string{"tenant"}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.Drained)
 		reg.MustRegister(m.Tenants, m.Reconciles, m.KernelChanges, m.HeldDeletes,
 			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred,
 			m.ApplySeconds, m.TenantApplySeconds, m.PassSeconds, m.FirewallRules,

@@ -29,6 +29,8 @@ import (
 	"github.com/nfhost/nfhost/nsd"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/routing/bgp"
+	"github.com/nfhost/nfhost/routing/bgp/bgpspec"
 )
 
 // run runs nsd with args (without the program name) and returns the
@@ -54,6 +56,8 @@ type nsdFlags struct {
 	xdpMode        string
 	pinDir         string
 	probeAddr      string
+	bgpConfig      string
+	bgp            *bgpspec.Valid // parsed --bgp-config
 	indexer        bool
 }
 
@@ -103,6 +107,7 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.BoolVar(&f.once, "once", false, "reconcile once, print a per-tenant summary and exit (non-zero if any tenant failed)")
 	fl.Float64Var(&f.maxDelFraction, "max-delete-fraction", 0.2, "hold a pass that would delete more than this share of the host's tenants")
+	fl.StringVar(&f.bgpConfig, "bgp-config", "", "BGP speaker config file (JSON: asn, router_id, peers, communities, med, graceful_restart); empty: no BGP")
 	fl.BoolVar(&f.confirmDeletes, "confirm-deletes", false, "let deletions held by the mass-delete guard through")
 	fl.BoolVar(&f.indexer, "indexer", true, "stand for election as the fleet's indexer (Consul): the elected nsd keeps index/, so that each server reads only the tenants that changed")
 }
@@ -144,6 +149,24 @@ func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
 	}
 	if f.pinDir == "" {
 		f.pinDir = filepath.Join(bpfpin.BPFFS, "nfhost", f.hostID)
+	}
+	if f.bgpConfig != "" {
+		b, err := os.ReadFile(f.bgpConfig)
+		if err != nil {
+			return level, probe, cliutil.Usagef("--bgp-config: %v", err)
+		}
+		v, err := bgpspec.Parse(f.bgpConfig, b)
+		if err != nil {
+			return level, probe, cliutil.Usagef("--bgp-config: %v", err)
+		}
+		if f.hostNetns != "" {
+			for i, p := range v.Peers {
+				if !p.Passive {
+					return level, probe, cliutil.Usagef("--bgp-config: %s: peers[%d] %s: with --host-netns %v", f.bgpConfig, i, p.Address, bgp.ErrDialFromOtherNetns)
+				}
+			}
+		}
+		f.bgp = &v
 	}
 	return level, probe, nil
 }
@@ -196,6 +219,16 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 		defer stop()
 	} else {
 		log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
+	}
+	if f.bgp != nil && f.once {
+		log.Info("--once: the BGP speaker is not started (nothing is announced or withdrawn)")
+	}
+	if f.bgp != nil && !f.once {
+		sp, err := startBGP(env.Ctx, f, hostNS, probe, log, reg)
+		if err != nil {
+			return err
+		}
+		opts.BGP = sp
 	}
 	if ts, ok := store.(source.TopStore); ok && !f.once {
 		pub := newTopPublisher(topSrv, ts, f.hostID, log)
@@ -264,6 +297,20 @@ func printOnce(out io.Writer, rs []nsd.Result) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Tenant, r.State, r.Changes, msg)
 	}
 	tw.Flush()
+}
+
+// startBGP starts the speaker; its router ID defaults to the probe
+// address (the uplink's first IPv4 address).
+func startBGP(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe netip.Addr, log *slog.Logger, reg prometheus.Registerer) (*bgp.Speaker, error) {
+	if !probe.IsValid() && !f.bgp.RouterID.IsValid() && f.uplink != "" {
+		probe, _ = defaultProbeAddress(hostNS, f.uplink)
+	}
+	sp, err := bgp.Start(ctx, bgp.Config{Spec: *f.bgp, RouterID: probe, HostNS: hostNS, Logger: log.With("subsys", "bgp"), Registry: reg})
+	if err != nil {
+		return nil, fmt.Errorf("--bgp-config %s: %w", f.bgpConfig, err)
+	}
+	log.Info("bgp speaker started", "asn", f.bgp.ASN, "peers", len(f.bgp.Peers), "listen_port", f.bgp.ListenPort)
+	return sp, nil
 }
 
 func checkUplink(hostNS netns.NsHandle, name string) error {
