@@ -474,11 +474,12 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	verdicts := d.validate(ctx, s, todo)
 	// Tunnel endpoint pairs each tenant holds, updated as the pass applies
 	// tenants.
-	pairs := make(map[string][]tunspec.ValidTunnel, len(d.applied))
+	held := make(map[string][]tunspec.ValidTunnel, len(d.applied))
 	for id, a := range d.applied {
-		pairs[id] = a.tunnels
+		held[id] = a.tunnels
 	}
-	slots := d.slots()
+	pairs := plan.NewTunnelPairs(held)
+	slots := plan.NewSlots(d.slots())
 	for _, id := range todo {
 		keys := s.Tenants[id]
 		if toLane[id] && d.toLane(id, keys, verdicts[id], slots, start) {
@@ -621,17 +622,16 @@ func (d *Daemon) configError(id, key string, index uint64) {
 }
 
 func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry, v verdict,
-	pairs map[string][]tunspec.ValidTunnel, slots map[string]uint16, full bool, prepared *laneResult) Result {
+	pairs *plan.TunnelPairs, slots *plan.Slots, full bool, prepared *laneResult) Result {
 	log := d.log.With("tenant", id)
 	st := d.newStatus(log, id, keys)
 	t := &TenantRun{ID: id, Keys: keys, Status: &st, Full: full, Log: log, pairs: pairs, prepared: prepared}
 	var slot uint16
 	if v.err == nil {
 		var err error
-		if slot, err = plan.SlotFor(id, slots); err != nil {
+		if slot, err = slots.For(id); err != nil {
 			return d.fail(ctx, log, st, "routing", err)
 		}
-		slots[id] = slot
 	}
 	t.Plan = d.planFor(id, keys, v, slot)
 	var changes []string

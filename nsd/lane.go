@@ -165,11 +165,11 @@ func (d *Daemon) laneEligible(id, fp string, now time.Time) bool {
 
 // toLane sends a tenant's firewall change to the lane; false: apply it
 // here. A full lane defers the change to the tenant's next turn.
-func (d *Daemon) toLane(id string, keys map[string]source.Entry, v verdict, slots map[string]uint16, now time.Time) bool {
+func (d *Daemon) toLane(id string, keys map[string]source.Entry, v verdict, slots *plan.Slots, now time.Time) bool {
 	if v.err != nil {
 		return false
 	}
-	slot, err := plan.SlotFor(id, slots)
+	slot, err := slots.For(id)
 	if err != nil {
 		return false
 	}

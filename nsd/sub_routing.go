@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/nfhost/nfhost/internal/doc"
-	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
 )
@@ -37,7 +36,7 @@ func (s *routingSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 	d, p := s.d, t.Plan
 	err := p.NetworkErr
 	if err == nil {
-		err = plan.CheckTunnelPairs(t.ID, p.Network.Tunnels, t.pairs)
+		err = t.pairs.Check(t.ID, p.Network.Tunnels)
 	}
 	if err != nil {
 		d.configError(t.ID, doc.KeyNetwork, p.NetworkIndex)
@@ -60,7 +59,7 @@ func (s *routingSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 	if err != nil {
 		return changes, fmt.Errorf("apply routing: %w", err)
 	}
-	t.pairs[t.ID] = p.Network.Tunnels
+	t.pairs.Set(t.ID, p.Network.Tunnels)
 	a := &applied{index: p.NetworkIndex, spec: p.Routing, prefixes: p.Network.Prefixes, tunnels: p.Network.Tunnels,
 		advertise: p.Network.Advertise}
 	if prev := d.applied[t.ID]; prev != nil {

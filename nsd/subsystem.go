@@ -6,7 +6,6 @@ import (
 
 	"github.com/nfhost/nfhost/nsd/plan"
 	"github.com/nfhost/nfhost/nsd/source"
-	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // Subsystem is one part of the kernel state nsd keeps for tenants (routing,
@@ -58,7 +57,7 @@ type TenantRun struct {
 	Full bool
 	Log  *slog.Logger
 	// pairs are the tunnel endpoint pairs each tenant holds in this pass.
-	pairs map[string][]tunspec.ValidTunnel
+	pairs *plan.TunnelPairs
 	// prepared is the firewall apply the lane already made for this run's
 	// keys (nil: none).
 	prepared *laneResult

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
+	"strings"
 
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/tunnels/tunspec"
@@ -20,14 +20,40 @@ func CheckOverlap(id string, prefixes []netip.Prefix, holdings map[string][]neti
 
 // SlotFor returns id's existing slot or allocates a free one.
 func SlotFor(id string, existing map[string]uint16) (uint16, error) {
-	if s, ok := existing[id]; ok && s != 0 {
-		return s, nil
+	return NewSlots(existing).For(id)
+}
+
+// Slots is the slot table of one pass: each tenant's slot and the set in
+// use, so that allocating a slot for a new tenant does not rebuild the set
+// from every tenant's (a cold start of 10,000 tenants did, 10,000 times).
+type Slots struct {
+	of   map[string]uint16
+	used map[uint16]bool
+}
+
+// NewSlots takes the slots tenants hold now (0: none).
+func NewSlots(existing map[string]uint16) *Slots {
+	s := &Slots{of: make(map[string]uint16, len(existing)), used: make(map[uint16]bool, len(existing))}
+	for id, slot := range existing {
+		if slot != 0 {
+			s.of[id], s.used[slot] = slot, true
+		}
 	}
-	used := make(map[uint16]bool, len(existing))
-	for _, s := range existing {
-		used[s] = true
+	return s
+}
+
+// For returns id's slot, allocating and recording a free one if it has
+// none.
+func (s *Slots) For(id string) (uint16, error) {
+	if slot, ok := s.of[id]; ok {
+		return slot, nil
 	}
-	return probe(id, used)
+	slot, err := probe(id, s.used)
+	if err != nil {
+		return 0, err
+	}
+	s.of[id], s.used[slot] = slot, true
+	return slot, nil
 }
 
 // CheckTunnelPairs refuses a tunnel whose (anycast, customer) endpoint
@@ -35,20 +61,73 @@ func SlotFor(id string, existing map[string]uint16) (uint16, error) {
 // that pair, so it must name one tunnel on the whole fleet. The tenant
 // holding the pair keeps it.
 func CheckTunnelPairs(id string, tunnels []tunspec.ValidTunnel, holdings map[string][]tunspec.ValidTunnel) error {
-	if len(tunnels) == 0 {
-		return nil
+	return NewTunnelPairs(holdings).Check(id, tunnels)
+}
+
+// TunnelPairs indexes the tunnel endpoint pairs each tenant holds in a
+// pass, so that checking one tenant's tunnels costs a lookup per tunnel
+// rather than a sort of every tenant ID and a scan of every tunnel (a full
+// pass over 10,000 tenants with tunnels did that 10,000 times).
+type TunnelPairs struct {
+	by  map[pairKey][]pairOwner
+	of  map[string][]tunspec.ValidTunnel
+	gen map[string]int
+}
+
+type pairKey struct{ anycast, customer netip.Addr }
+
+type pairOwner struct {
+	tenant, tunnel string
+	pos, gen       int
+}
+
+// NewTunnelPairs indexes holdings (tenant → the tunnels it holds).
+func NewTunnelPairs(holdings map[string][]tunspec.ValidTunnel) *TunnelPairs {
+	x := &TunnelPairs{by: map[pairKey][]pairOwner{}, of: map[string][]tunspec.ValidTunnel{}, gen: map[string]int{}}
+	for id, ts := range holdings {
+		x.Set(id, ts)
 	}
-	others := othersSorted(id, holdings)
+	return x
+}
+
+// Set records the tunnels tenant id holds now.
+func (x *TunnelPairs) Set(id string, tunnels []tunspec.ValidTunnel) {
+	x.gen[id]++
+	x.of[id] = tunnels
+	for i, t := range tunnels {
+		k := pairKey{t.Anycast, t.Customer}
+		x.by[k] = append(x.by[k], pairOwner{tenant: id, tunnel: t.Name, pos: i, gen: x.gen[id]})
+	}
+}
+
+// Holding returns the tunnels tenant id holds.
+func (x *TunnelPairs) Holding(id string) []tunspec.ValidTunnel { return x.of[id] }
+
+// Check refuses a tunnel of id's whose endpoint pair another tenant holds,
+// in a stable order (by tenant, then tunnel).
+func (x *TunnelPairs) Check(id string, tunnels []tunspec.ValidTunnel) error {
 	var errs doc.Errors
 	for i, t := range tunnels {
-		for _, o := range others {
-			for _, u := range holdings[o] {
-				if t.Anycast == u.Anycast && t.Customer == u.Customer {
-					errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
-						Path: fmt.Sprintf("tunnels[%d].customer_endpoint", i), Value: t.Customer.String(),
-						Msg: fmt.Sprintf("the endpoint pair %s - %s is used by tenant %q (tunnel %s)", t.Anycast, t.Customer, o, u.Name)})
-				}
+		k := pairKey{t.Anycast, t.Customer}
+		var live []pairOwner
+		for _, o := range x.by[k] {
+			if o.tenant != id && o.gen == x.gen[o.tenant] {
+				live = append(live, o)
 			}
+		}
+		if len(live) != len(x.by[k]) {
+			x.compact(k)
+		}
+		slices.SortFunc(live, func(a, b pairOwner) int {
+			if c := strings.Compare(a.tenant, b.tenant); c != 0 {
+				return c
+			}
+			return a.pos - b.pos
+		})
+		for _, o := range live {
+			errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
+				Path: fmt.Sprintf("tunnels[%d].customer_endpoint", i), Value: t.Customer.String(),
+				Msg: fmt.Sprintf("the endpoint pair %s - %s is used by tenant %q (tunnel %s)", t.Anycast, t.Customer, o.tenant, o.tunnel)})
 		}
 	}
 	if len(errs) > 0 {
@@ -57,17 +136,12 @@ func CheckTunnelPairs(id string, tunnels []tunspec.ValidTunnel, holdings map[str
 	return nil
 }
 
-// othersSorted lists the tenants of holdings other than id, sorted, so
-// errors come out in a stable order.
-func othersSorted[T any](id string, holdings map[string]T) []string {
-	others := make([]string, 0, len(holdings))
-	for o := range holdings {
-		if o != id {
-			others = append(others, o)
-		}
+// compact drops the entries of replaced holdings under k.
+func (x *TunnelPairs) compact(k pairKey) {
+	x.by[k] = slices.DeleteFunc(x.by[k], func(o pairOwner) bool { return o.gen != x.gen[o.tenant] })
+	if len(x.by[k]) == 0 {
+		delete(x.by, k)
 	}
-	sort.Strings(others)
-	return others
 }
 
 // Claim is the prefix list one tenant's new network config asks for.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nfhost/nfhost/internal/doc"
+	"github.com/nfhost/nfhost/tunnels/tunspec"
 )
 
 // checkOverlapReference is CheckOverlap as it was before the index: every
@@ -150,5 +151,64 @@ func BenchmarkAssignPrefixesFullPass(b *testing.B) {
 				AssignPrefixes(held, claims)
 			}
 		})
+	}
+}
+
+func checkTunnelPairsReference(id string, tunnels []tunspec.ValidTunnel, holdings map[string][]tunspec.ValidTunnel) error {
+	var others []string
+	for o := range holdings {
+		if o != id {
+			others = append(others, o)
+		}
+	}
+	sort.Strings(others)
+	var errs doc.Errors
+	for i, t := range tunnels {
+		for _, o := range others {
+			for _, u := range holdings[o] {
+				if t.Anycast == u.Anycast && t.Customer == u.Customer {
+					errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
+						Path: fmt.Sprintf("tunnels[%d].customer_endpoint", i), Value: t.Customer.String(),
+						Msg: fmt.Sprintf("the endpoint pair %s - %s is used by tenant %q (tunnel %s)", t.Anycast, t.Customer, o, u.Name)})
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// TunnelPairs, updated as a pass applies tenants, answers what comparing
+// with every tenant's tunnels answered.
+func TestTunnelPairsMatchesPairwise(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	tunnels := func() []tunspec.ValidTunnel {
+		var ts []tunspec.ValidTunnel
+		for k := r.IntN(3); k >= 0; k-- {
+			ts = append(ts, tunspec.ValidTunnel{Name: fmt.Sprintf("gre%d", r.IntN(5)),
+				Anycast:  netip.AddrFrom4([4]byte{192, 0, 2, byte(1 + r.IntN(2))}),
+				Customer: netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + r.IntN(3))})})
+		}
+		return ts
+	}
+	for round := 0; round < 500; round++ {
+		holdings := map[string][]tunspec.ValidTunnel{}
+		for i := r.IntN(6); i >= 0; i-- {
+			holdings[fmt.Sprintf("t%d", r.IntN(8))] = tunnels()
+		}
+		x := NewTunnelPairs(holdings)
+		for step := 0; step < 10; step++ {
+			id, ts := fmt.Sprintf("t%d", r.IntN(8)), tunnels()
+			got, want := fmt.Sprint(x.Check(id, ts)), fmt.Sprint(checkTunnelPairsReference(id, ts, holdings))
+			if got != want {
+				t.Fatalf("round %d step %d: Check(%s, %v) over %v:\ngot  %s\nwant %s", round, step, id, ts, holdings, got, want)
+			}
+			if r.IntN(2) == 0 {
+				holdings[id] = ts
+				x.Set(id, ts)
+			}
+		}
 	}
 }
