@@ -41,11 +41,11 @@ func benchTenants() int {
 	return 1000
 }
 
-// tenantPrefix gives tenant i a distinct /28 in 10.0.0.0/8-free space:
-// 198.18.0.0/15 (benchmarking range, RFC 2544), 8192 /28s.
+// tenantPrefix gives tenant i a distinct /29 in 198.18.0.0/15
+// (benchmarking range, RFC 2544): 16,384 of them.
 func tenantPrefix(i int) netip.Prefix {
-	a := netip.AddrFrom4([4]byte{198, 18 + byte(i>>12&1), byte(i >> 4), byte(i << 4)})
-	return netip.PrefixFrom(a, 28)
+	a := netip.AddrFrom4([4]byte{198, 18 + byte(i>>13&1), byte(i >> 5), byte(i << 3)})
+	return netip.PrefixFrom(a, 29)
 }
 
 func cleanupPrefix(b testing.TB, prefix string) {
