@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,32 +62,6 @@ func (k *noKernel) Delete(_ context.Context, o routing.Observed) ([]string, erro
 
 func (k *noKernel) GC(context.Context, map[uint16]bool) ([]string, error) { return nil, nil }
 
-// byteMeter counts response bytes of every simulated server's client.
-type byteMeter struct {
-	base  http.RoundTripper
-	bytes atomic.Int64
-}
-
-func (m *byteMeter) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := m.base.RoundTrip(r)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = &meteredBody{ReadCloser: resp.Body, n: &m.bytes}
-	return resp, nil
-}
-
-type meteredBody struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (b *meteredBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
-}
-
 func fleetEnv(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
 		return n
@@ -117,7 +88,7 @@ type fleet struct {
 	prefix  string
 	servers int
 	tenants int
-	meter   *byteMeter
+	meter   *consultest.Meter
 	stops   []func()
 	addrs   []string // where the simulated servers connect
 }
@@ -127,7 +98,7 @@ type fleet struct {
 // every server wrote every tenant's status.
 func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenants int, noIndex bool, addrs []string) *fleet {
 	f := &fleet{cluster: c, prefix: prefix, servers: servers, tenants: tenants, addrs: addrs,
-		meter: &byteMeter{base: &http.Transport{MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 0, IdleConnTimeout: time.Minute}}}
+		meter: consultest.NewMeter()}
 	kv := c.Servers[0].Client.KV()
 	var ops api.KVTxnOps
 	flush := func() {
@@ -199,11 +170,11 @@ func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenan
 	return f
 }
 
-func (f *fleet) store(b *testing.B, addr string, noIndex bool, m *byteMeter) *source.Consul {
+func (f *fleet) store(b *testing.B, addr string, noIndex bool, m *consultest.Meter) *source.Consul {
 	cfg := api.DefaultConfig()
 	cfg.Address, cfg.Token, cfg.TokenFile = addr, "", ""
 	if m != nil {
-		cfg.HttpClient = &http.Client{Transport: m}
+		cfg.HttpClient = m.Client()
 	}
 	st, err := source.NewConsul(cfg, f.prefix)
 	if err != nil {
@@ -301,12 +272,12 @@ func measureFleet(b *testing.B, f *fleet, changes int) fleetResult {
 		}
 		return n
 	}
-	cpu0, bytes0 := ticks(), f.meter.bytes.Load()
+	cpu0, bytes0 := ticks(), f.meter.Bytes()
 	for c := 0; c < changes; c++ {
 		lat = append(lat, f.change(b, (c*37)%f.tenants, c+1)...)
 		time.Sleep(200 * time.Millisecond) // reads that trail the status writes
 	}
-	cpu1, bytes1 := ticks(), f.meter.bytes.Load()
+	cpu1, bytes1 := ticks(), f.meter.Bytes()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(q int) time.Duration { return lat[q*(len(lat)-1)/100] }
 	return fleetResult{

@@ -158,14 +158,9 @@ func (f *follower) follow(ctx context.Context) error {
 // before it, so the listing reflects at least the journal's sequence.
 func (f *follower) readAll(ctx context.Context) error {
 	c := f.w.c
-	prefix := c.key("tenants") + "/"
-	pairs, filtered, err := c.listFiltered(ctx, prefix)
-	f.Reads++
+	pairs, err := f.list(ctx, c.key("tenants")+"/")
 	if err != nil {
 		return err
-	}
-	if filtered {
-		return ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
 	}
 	f.state = map[string]api.KVPairs{}
 	f.extra = nil
@@ -213,14 +208,9 @@ func (f *follower) catchUp(ctx context.Context, epoch string) error {
 // fetch reads one tenant's keys.
 func (f *follower) fetch(ctx context.Context, id string) error {
 	c := f.w.c
-	prefix := c.key("tenants", id) + "/"
-	pairs, filtered, err := c.listFiltered(ctx, prefix)
-	f.Reads++
+	pairs, err := f.list(ctx, c.key("tenants", id)+"/")
 	if err != nil {
 		return err
-	}
-	if filtered {
-		return ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
 	}
 	if len(pairs) == 0 {
 		delete(f.state, id)
@@ -228,6 +218,18 @@ func (f *follower) fetch(ctx context.Context, id string) error {
 		f.state[id] = pairs
 	}
 	return nil
+}
+
+// list reads prefix, refusing a listing the token may not fully read
+// (missing keys would look like deleted tenants).
+func (f *follower) list(ctx context.Context, prefix string) (api.KVPairs, error) {
+	c := f.w.c
+	pairs, filtered, err := c.listFiltered(ctx, prefix)
+	f.Reads++
+	if err == nil && filtered {
+		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+	}
+	return pairs, err
 }
 
 // publish hands the state to Watch as the tenants slot's listing.

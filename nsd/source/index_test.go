@@ -2,14 +2,10 @@ package source_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,41 +15,11 @@ import (
 	"github.com/nfhost/nfhost/nsd/source/consultest"
 )
 
-// meter counts the response bytes of a Consul client and can cut it off.
-type meter struct {
-	base  http.RoundTripper
-	bytes atomic.Int64
-	cut   atomic.Bool
-}
-
-func (m *meter) RoundTrip(r *http.Request) (*http.Response, error) {
-	if m.cut.Load() {
-		return nil, errors.New("cut off (test)")
-	}
-	resp, err := m.base.RoundTrip(r)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = &countBody{ReadCloser: resp.Body, n: &m.bytes}
-	return resp, nil
-}
-
-type countBody struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (b *countBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
-}
-
-func meteredStore(t *testing.T, a *consultest.Agent) (*source.Consul, *meter) {
-	m := &meter{base: http.DefaultTransport.(*http.Transport).Clone()}
+func meteredStore(t *testing.T, a *consultest.Agent) (*source.Consul, *consultest.Meter) {
+	m := consultest.NewMeter()
 	cfg := api.DefaultConfig()
 	cfg.Address = a.Addr
-	cfg.HttpClient = &http.Client{Transport: m}
+	cfg.HttpClient = m.Client()
 	st, err := source.NewConsul(cfg, "nfhost")
 	if err != nil {
 		t.Fatal(err)
@@ -156,17 +122,17 @@ func TestIndexedWatchReadsOnlyWhatChanged(t *testing.T) {
 	st, m := meteredStore(t, a)
 	s := watch(t, ctx, st)
 	s.until(t, fmt.Sprintf("%d tenants", n), func(s source.Snapshot) bool { return len(s.Tenants) == n })
-	full := m.bytes.Load()
+	full := m.Bytes()
 	// The follower switches to the journal within a blocking wait.
 	time.Sleep(2500 * time.Millisecond)
 
 	for round := 1; round <= 5; round++ {
-		before := m.bytes.Load()
+		before := m.Bytes()
 		a.Put(t, "nfhost/tenants/t7/network", tenantDoc(7, round))
 		pair, _, _ := a.Client.KV().Get("nfhost/tenants/t7/network", nil)
 		s.until(t, "t7's change", func(s source.Snapshot) bool { return indexOf(s, "t7") == pair.ModifyIndex })
 		time.Sleep(200 * time.Millisecond) // let any further reads of this change happen
-		got := m.bytes.Load() - before
+		got := m.Bytes() - before
 		t.Logf("change %d: %d bytes read (the whole prefix: %d)", round, got, full)
 		if got > 16<<10 || got*5 > full {
 			t.Fatalf("one tenant's change read %d bytes; the whole prefix is %d", got, full)
@@ -174,11 +140,11 @@ func TestIndexedWatchReadsOnlyWhatChanged(t *testing.T) {
 	}
 
 	// A write outside the tenants: no snapshot, no tenant read.
-	before, sent := m.bytes.Load(), s.count()
+	before, sent := m.Bytes(), s.count()
 	a.Put(t, "elsewhere/x", "1")
 	time.Sleep(1500 * time.Millisecond)
-	if s.count() != sent || m.bytes.Load()-before > 8<<10 {
-		t.Fatalf("a write elsewhere: %d snapshots, %d bytes", s.count()-sent, m.bytes.Load()-before)
+	if s.count() != sent || m.Bytes()-before > 8<<10 {
+		t.Fatalf("a write elsewhere: %d snapshots, %d bytes", s.count()-sent, m.Bytes()-before)
 	}
 
 	// A delete, and a second key of a tenant.
@@ -217,10 +183,10 @@ func TestIndexCatchUpAndFailover(t *testing.T) {
 	st, m := meteredStore(t, a)
 	s := watch(t, ctx, st)
 	s.until(t, "every tenant", func(s source.Snapshot) bool { return len(s.Tenants) == n })
-	full := m.bytes.Load()
+	full := m.Bytes()
 	time.Sleep(2500 * time.Millisecond)
 
-	m.cut.Store(true)
+	m.Cut(true)
 	changes := source.JournalLen + 18
 	for i := 0; i < changes; i++ {
 		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i*5), tenantDoc(i*5, 1))
@@ -228,8 +194,8 @@ func TestIndexCatchUpAndFailover(t *testing.T) {
 	a.Client.KV().DeleteTree("nfhost/tenants/t1/", nil)
 	a.Put(t, "nfhost/tenants/new/network", tenantDoc(999, 0))
 	time.Sleep(1500 * time.Millisecond) // the indexer publishes
-	before := m.bytes.Load()
-	m.cut.Store(false)
+	before := m.Bytes()
+	m.Cut(false)
 	want, err := plainStore(t, a).Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +213,7 @@ func TestIndexCatchUpAndFailover(t *testing.T) {
 	}
 	s.until(t, "the caught-up state", same)
 	time.Sleep(300 * time.Millisecond)
-	got := m.bytes.Load() - before
+	got := m.Bytes() - before
 	t.Logf("catch-up after %d changes: %d bytes (the whole prefix: %d)", changes+2, got, full)
 	if got*2 > full {
 		t.Fatalf("catch-up read %d bytes, the whole prefix is %d", got, full)

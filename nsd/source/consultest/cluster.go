@@ -69,19 +69,8 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		a.Client = cl
 		c.Servers = append(c.Servers, a)
 	}
-	deadline := time.Now().Add(60 * time.Second)
 	for _, a := range c.Servers {
-		for {
-			if leader, err := a.Client.Status().Leader(); err == nil && leader != "" {
-				if _, _, err := a.Client.KV().List("nfhost-probe", nil); err == nil {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("consul cluster did not elect a leader in 60s:\n%s", a.log)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		a.waitReady(t, 60*time.Second, "consul cluster did not elect a leader")
 	}
 	return c
 }

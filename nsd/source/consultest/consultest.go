@@ -162,15 +162,28 @@ tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = 
 		t.Fatal(err)
 	}
 	a.Client = c
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if leader, err := c.Status().Leader(); err == nil && leader != "" {
-			if _, _, err := c.KV().List("nfhost-probe", nil); err == nil {
-				return a
-			}
-		}
+	a.waitReady(t, 30*time.Second, "consul dev agent did not become ready")
+	return a
+}
+
+// ready reports whether the agent has a leader and answers KV reads.
+func (a *Agent) ready() bool {
+	leader, err := a.Client.Status().Leader()
+	if err != nil || leader == "" {
+		return false
+	}
+	_, _, err = a.Client.KV().List("nfhost-probe", nil)
+	return err == nil
+}
+
+// waitReady waits until the agent is ready, or fails the test after d
+// saying what did not happen.
+func (a *Agent) waitReady(t testing.TB, d time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !a.ready() {
 		if time.Now().After(deadline) {
-			t.Fatalf("consul dev agent did not become ready in 30s:\n%s", a.log)
+			t.Fatalf("%s in %s:\n%s", what, d, a.log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -203,18 +216,7 @@ func (a *Agent) Restart(t testing.TB) {
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("restart consul: %v", err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if leader, err := a.Client.Status().Leader(); err == nil && leader != "" {
-			if _, _, err := a.Client.KV().List("nfhost-probe", nil); err == nil {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consul did not come back in 30s:\n%s", a.log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	a.waitReady(t, 30*time.Second, "consul did not come back")
 }
 
 // newUUID returns a random UUID, the form Consul's tokens take.
