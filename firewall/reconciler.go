@@ -592,7 +592,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 				subs[j].entries = append(subs[j].entries, entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
 					// The family test is redundant in a family chain but lets
 					// `nft list` print ip saddr instead of @nh,96,32.
-					exprs, err := b.exprs(nr, d.fam)
+					exprs, err := b.exprs(nr, d.fam, d.proto)
 					if err != nil {
 						return nil, fmt.Errorf("compile rule %s: %w", r.ID, err)
 					}
