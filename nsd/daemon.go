@@ -74,6 +74,11 @@ type Options struct {
 	Auto         <-chan []detect.Mitigation
 	AutoPolicies *AutoPolicies
 	NSPrefix     string
+	// FirewallEnv returns what firewall rules may refer to on this server
+	// (site, region, geo databases) now; nil: none. EnvChanged starts a
+	// full pass when it changes (a geo database reloaded); may be nil.
+	FirewallEnv func() fwspec.Env
+	EnvChanged  <-chan struct{}
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
 	// MaxDeleteFraction: a pass that would delete more than this share of
@@ -238,6 +243,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-wakeC:
 			if last != nil && started {
 				d.Reconcile(ctx, *last, false)
+			}
+		case <-d.o.EnvChanged:
+			// Every tenant's rules are compiled again; the firewall
+			// reconciler turns changed geo lists into element changes.
+			if last != nil && started {
+				d.Reconcile(ctx, *last, true)
 			}
 		case <-ticker:
 			if last == nil {
@@ -611,7 +622,11 @@ func (d *Daemon) newStatus(log *slog.Logger, id string, keys map[string]source.E
 // plan of an unchanged tenant with an unchanged verdict and a firewall or
 // DoS document is reused, so a resync does not parse those again.
 func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slot uint16) *plan.TenantPlan {
-	key := fmt.Sprintf("%s|%d|%v", fingerprint(keys), slot, v.err)
+	var env fwspec.Env
+	if d.o.FirewallEnv != nil {
+		env = d.o.FirewallEnv()
+	}
+	key := fmt.Sprintf("%s|%d|%v|%s|%s|%s", fingerprint(keys), slot, v.err, env.Site, env.Region, env.Version)
 	if c, ok := d.plans[id]; ok && c.key == key {
 		return c.plan
 	}
@@ -619,7 +634,7 @@ func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slo
 	for k, e := range keys {
 		docs[k] = plan.Doc{Value: e.Value, Index: e.ModifyIndex}
 	}
-	p := plan.ForTenant(plan.Options{NSPrefix: d.o.NSPrefix}, id, docs, v.valid, v.err, slot)
+	p := plan.ForTenant(plan.Options{NSPrefix: d.o.NSPrefix, Firewall: env}, id, docs, v.valid, v.err, slot)
 	// Only documents that cost something to parse again are worth the
 	// memory: the network document is validated every pass anyway.
 	if p.Firewall.Present || p.DoS.Present {

@@ -19,8 +19,11 @@ import (
 
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec"
+	"github.com/nfhost/nfhost/firewall/lang"
 	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/cliutil"
+	"github.com/nfhost/nfhost/internal/geoip"
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
@@ -50,6 +53,9 @@ type nsdFlags struct {
 	xdpMode        string
 	pinDir         string
 	probeAddr      string
+	site, region   string
+	geoipDB, asnDB string
+	geoReload      time.Duration
 }
 
 // nsdCommand is nsd's command; it parses its flags into f.
@@ -98,6 +104,11 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.once, "once", false, "reconcile once, print a per-tenant summary and exit (non-zero if any tenant failed)")
 	fl.Float64Var(&f.maxDelFraction, "max-delete-fraction", 0.2, "hold a pass that would delete more than this share of the host's tenants")
 	fl.BoolVar(&f.confirmDeletes, "confirm-deletes", false, "let deletions held by the mass-delete guard through")
+	fl.StringVar(&f.site, "site", "", "this server's site, the value of cf.colo.name in firewall rules (empty: rules using it are refused)")
+	fl.StringVar(&f.region, "region", "", "this server's region, the value of cf.colo.region in firewall rules (empty: rules using it are refused)")
+	fl.StringVar(&f.geoipDB, "geoip-db", "", "MaxMind-format country database (GeoLite2-Country, DB-IP lite) for ip.src.country and ip.dst.country (empty: rules using them are refused)")
+	fl.StringVar(&f.asnDB, "asn-db", "", "MaxMind-format ASN database (GeoLite2-ASN) for ip.src.asnum and ip.dst.asnum (empty: rules using them are refused)")
+	fl.DurationVar(&f.geoReload, "geo-reload-interval", time.Minute, "how often the geo databases' files are checked for a new version")
 }
 
 // check validates the flags and fills in the defaults that depend on
@@ -137,6 +148,18 @@ func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
 	}
 	if f.pinDir == "" {
 		f.pinDir = filepath.Join(bpfpin.BPFFS, "nfhost", f.hostID)
+	}
+	for _, c := range []struct{ flag, v string }{{"--site", f.site}, {"--region", f.region}} {
+		if c.v != "" {
+			if len(c.v) > 64 || strings.ContainsFunc(c.v, func(r rune) bool {
+				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+			}) {
+				return level, probe, cliutil.Usagef("%s: want a name of letters, digits, - _ and ., got %q", c.flag, c.v)
+			}
+		}
+	}
+	if f.geoReload <= 0 {
+		return level, probe, cliutil.Usagef("--geo-reload-interval must be positive, got %v", f.geoReload)
 	}
 	return level, probe, nil
 }
@@ -179,6 +202,23 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	metrics := nsd.NewMetrics(reg)
 	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
 		MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
+	langEnv := lang.Env{Site: f.site, Region: f.region}
+	opts.FirewallEnv = func() fwspec.Env { return fwspec.Env{Env: langEnv} }
+	if f.geoipDB != "" || f.asnDB != "" {
+		geo, err := geoip.NewReloader(f.geoipDB, f.asnDB, log)
+		if err != nil {
+			return fmt.Errorf("--geoip-db/--asn-db: %w", err)
+		}
+		opts.FirewallEnv = func() fwspec.Env {
+			db := geo.DB()
+			return fwspec.Env{Env: langEnv, Geo: db, Version: db.Version()}
+		}
+		changed := make(chan struct{}, 1)
+		opts.EnvChanged = changed
+		stopGeo := make(chan struct{})
+		defer close(stopGeo)
+		go geo.Watch(stopGeo, f.geoReload, changed)
+	}
 	if f.uplink != "" {
 		stop, err := startUplink(env.Ctx, f, hostNS, probe, log, reg, &opts)
 		if err != nil {

@@ -89,6 +89,8 @@ var (
 type Env struct {
 	lang.Env
 	Geo Geo
+	// Version changes whenever Geo's contents do (plans are cached by it).
+	Version string
 }
 
 // Geo answers which prefixes a country or an AS holds. A nil Geo, or one
