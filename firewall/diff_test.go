@@ -100,7 +100,11 @@ func randPkt(r *rand.Rand) testPkt {
 	p.flags = []uint8{0x02, 0x12, 0x10, 0x18, 0x04, 0x01, 0xc2, uint8(r.IntN(256))}[r.IntN(8)]
 	p.itype = []uint8{0, 3, 8, 11, 128, 129}[r.IntN(6)]
 	p.icode = uint8(r.IntN(2))
-	p.payload = make([]byte, 16+r.IntN(24))
+	n := 16 + r.IntN(24)
+	if r.IntN(6) == 0 {
+		n = r.IntN(4) // shorter than some payload[...] and bit_slice reads
+	}
+	p.payload = make([]byte, n)
 	for i := range p.payload {
 		p.payload[i] = []byte{0x00, 0x17, 0xff, 0x01, 0x80}[r.IntN(5)]
 	}
@@ -237,7 +241,11 @@ func (in *interp) verdict(raw []byte) string {
 
 func (in *interp) chain(name string, d lang.Decoded) string {
 	for _, rule := range in.rules[name] {
-		if v := in.rule(rule, d); v != "" {
+		switch v := in.rule(rule, d); v {
+		case "":
+		case "return":
+			return ""
+		default:
 			return v
 		}
 	}
@@ -317,6 +325,10 @@ func (in *interp) rule(rule []expr.Any, d lang.Decoded) string {
 				return "accept"
 			case expr.VerdictDrop:
 				return "drop"
+			case expr.VerdictReturn:
+				return "return"
+			case expr.VerdictJump:
+				return in.chain(x.Chain, d) // "" goes on with the next rule
 			case expr.VerdictGoto:
 				if v := in.chain(x.Chain, d); v != "" {
 					return v

@@ -335,7 +335,17 @@ func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists b
 	if err != nil {
 		return nil, err
 	}
-	return append(ch, fmt.Sprintf("firewall: rewrite %d chains (%d nft rules)", len(stale), n)), nil
+	ch = append(ch, fmt.Sprintf("firewall: rewrite %d chains (%d nft rules)", len(stale), n))
+	// Log chains of rules that are gone or no longer need one: nothing
+	// jumps to them once the chains above are rewritten.
+	for name, x := range have {
+		if strings.HasPrefix(name, logChainPrefix) && chains[name] == nil {
+			c.FlushChain(x)
+			c.DelChain(x)
+			ch = append(ch, "firewall: delete chain "+name)
+		}
+	}
+	return ch, nil
 }
 
 // staleChains returns the chains of lay that are missing or whose rules'
@@ -581,34 +591,170 @@ func layout(spec *fwspec.Spec) []chainLayout {
 	for i, d := range dispatch {
 		subs[i].name = d.name
 	}
+	var logChains []chainLayout
 	for _, r := range spec.Rules {
-		for i, nr := range expand(r) {
-			protos := protoConstraint(nr.lits)
-			for j, d := range dispatch {
-				if nr.fam != famAny && nr.fam != d.fam || !protoFits(protos, d.proto, d.fam) {
-					continue
+		nrs := expand(r)
+		for j, d := range dispatch {
+			var fit []int
+			inChain := make([]nftRule, len(nrs))
+			for i, nr := range nrs {
+				if (nr.fam == famAny || nr.fam == d.fam) && protoFits(protoConstraint(nr.lits), d.proto, d.fam) {
+					lits, ok, always := forChain(nr.lits, d.proto, d.fam)
+					if !ok {
+						continue
+					}
+					inChain[i] = nftRule{fam: nr.fam, lits: lits}
+					if always {
+						fit = []int{i} // always true here: the others add nothing
+						break
+					}
+					fit = append(fit, i)
 				}
-				nr, r := nr, r
-				subs[j].entries = append(subs[j].entries, entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
-					// The family test is redundant in a family chain but lets
-					// `nft list` print ip saddr instead of @nh,96,32.
-					exprs, err := b.exprs(nr, d.fam, d.proto)
-					if err != nil {
-						return nil, fmt.Errorf("compile rule %s: %w", r.ID, err)
-					}
-					exprs = append(exprs, &expr.Objref{Type: counterType, Name: counterName(r.ID)})
-					switch r.Action {
-					case fwspec.Allow:
-						exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})
-					case fwspec.Block:
-						exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
-					}
-					return exprs, nil
-				}})
+			}
+			if len(fit) == 0 {
+				continue
+			}
+			nrs := inChain
+			if r.Action == fwspec.Log && len(fit) > 1 {
+				// A log rule whose alternatives overlap would count a packet
+				// once per alternative: its alternatives go into a chain of
+				// their own, each ending with return, so the first match
+				// counts and the packet goes on to the next rule.
+				name := logChainName(r.ID, d.name)
+				lc := chainLayout{name: name}
+				for _, i := range fit {
+					lc.entries = append(lc.entries, ruleEntry(r, i, nrs[i], d.fam, d.proto, &expr.Verdict{Kind: expr.VerdictReturn}))
+				}
+				logChains = append(logChains, lc)
+				subs[j].entries = append(subs[j].entries, entry{tagPrefix + "jump-" + name, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: name})})
+				continue
+			}
+			for _, i := range fit {
+				var v expr.Any
+				switch r.Action {
+				case fwspec.Allow:
+					v = &expr.Verdict{Kind: expr.VerdictAccept}
+				case fwspec.Block:
+					v = &expr.Verdict{Kind: expr.VerdictDrop}
+				}
+				subs[j].entries = append(subs[j].entries, ruleEntry(r, i, nrs[i], d.fam, d.proto, v))
 			}
 		}
 	}
-	return append(out, subs...)
+	return append(append(out, subs...), logChains...)
+}
+
+// logChainPrefix starts the names of the per-rule chains of log rules.
+const logChainPrefix = "log_"
+
+func logChainName(id, sub string) string { return logChainPrefix + id + "_" + sub }
+
+// ruleEntry is one alternative of a rule in a chain of family fam and L4
+// protocol proto, counting into the rule's counter and ending with
+// verdict (nil: none).
+func ruleEntry(r fwspec.CompiledRule, i int, nr nftRule, fam family, proto int, verdict expr.Any) entry {
+	return entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
+		// The family test is redundant in a family chain but lets
+		// `nft list` print ip saddr instead of @nh,96,32.
+		exprs, err := b.exprs(nr, fam, proto)
+		if err != nil {
+			return nil, fmt.Errorf("compile rule %s: %w", r.ID, err)
+		}
+		exprs = append(exprs, &expr.Objref{Type: counterType, Name: counterName(r.ID)})
+		if verdict != nil {
+			exprs = append(exprs, verdict)
+		}
+		return exprs, nil
+	}}
+}
+
+// forChain simplifies a conjunction for the dispatch chain of protocol
+// proto (-1: the family's other protocols): tests of ip.proto and of
+// fields of a protocol the chain's packets do not have are constant there
+// (true literals are dropped, except a test of the chain's own protocol,
+// which lets `nft list` print "udp sport" rather than "@th,0,16"; ok is
+// false if one is false; always says every literal is true here).
+func forChain(lits []lang.Literal, proto int, fam family) (out []lang.Literal, ok, always bool) {
+	icmp := uint64(unix.IPPROTO_ICMP)
+	if fam == fam6 {
+		icmp = unix.IPPROTO_ICMPV6
+	}
+	known := map[uint64]bool{unix.IPPROTO_TCP: true, unix.IPPROTO_UDP: true, icmp: true}
+	// has says whether the chain's packets are of protocol p: 1 yes, 0 no,
+	// -1 unknown (the other chain, p not one of the dispatched protocols).
+	has := func(p uint64) int {
+		switch {
+		case proto >= 0 && uint64(proto) == p:
+			return 1
+		case proto >= 0 || known[p]:
+			return 0
+		}
+		return -1
+	}
+	always = true
+	for _, l := range lits {
+		val := -1 // the literal's constant value here, -1: not constant
+		switch x := l.Atom.(type) {
+		case *lang.Cmp:
+			if x.Field.Name == "ip.proto" && (x.Op == lang.OpEq || x.Op == lang.OpNe) {
+				if h := has(x.Val.Int); h >= 0 {
+					val = h
+					if x.Op == lang.OpNe {
+						val = 1 - h
+					}
+				}
+			}
+		case *lang.In:
+			if x.Field.Name == "ip.proto" && proto >= 0 {
+				val = 0
+				if inInts(uint64(proto), x.Set) {
+					val = 1
+				}
+			}
+		}
+		if f := atomField(l.Atom); val < 0 && f != nil {
+			if ps := lang.ImpliedProto(f); ps != nil {
+				absent := true
+				for _, p := range ps {
+					if has(p) != 0 {
+						absent = false
+					}
+				}
+				if absent {
+					val = 0 // a field these packets do not carry: false
+				}
+			}
+		}
+		if val >= 0 {
+			if (val == 1) == l.Neg {
+				return nil, false, false
+			}
+			if f := atomField(l.Atom); !l.Neg && f.Name == "ip.proto" && !isNe(l.Atom) {
+				out = append(out, l)
+			}
+			continue
+		}
+		always = false
+		out = append(out, l)
+	}
+	return out, true, always
+}
+
+func isNe(e lang.Expr) bool {
+	x, ok := e.(*lang.Cmp)
+	return ok && x.Op == lang.OpNe
+}
+
+func atomField(e lang.Expr) *lang.Field {
+	switch x := e.(type) {
+	case *lang.Cmp:
+		return x.Field
+	case *lang.In:
+		return x.Field
+	case *lang.Flag:
+		return x.Field
+	}
+	return nil
 }
 
 // protoConstraint returns the L4 protocols a conjunction requires (nil: any).

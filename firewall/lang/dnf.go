@@ -179,7 +179,9 @@ func explicitProto(e Expr) Expr {
 	return e
 }
 
-// impliedProto returns the L4 protocols a field exists in (nil: all).
+// ImpliedProto returns the L4 protocols a field exists in (nil: all).
+func ImpliedProto(f *Field) []uint64 { return impliedProto(f) }
+
 func impliedProto(f *Field) []uint64 {
 	switch {
 	case f.Proto != 0:

@@ -85,21 +85,49 @@ func Decode(raw []byte) (d Decoded, ok bool) {
 // A condition on a field the packet does not carry is false; != is not
 // ==. A payload or bit_slice beyond the packet is false, negated or not
 // (what both datapaths do).
-func Eval(e Expr, d Decoded, env EvalEnv) bool {
+func Eval(e Expr, d Decoded, env EvalEnv) bool { return eval(e, d, env, false) }
+
+// eval decides e (its negation when neg), pushing negations down to the
+// conditions as DNF does, so that a condition that reads beyond the packet
+// is false in either polarity.
+func eval(e Expr, d Decoded, env EvalEnv, neg bool) bool {
 	switch x := e.(type) {
 	case *And:
-		return Eval(x.L, d, env) && Eval(x.R, d, env)
+		if neg {
+			return eval(x.L, d, env, true) || eval(x.R, d, env, true)
+		}
+		return eval(x.L, d, env, false) && eval(x.R, d, env, false)
 	case *Or:
-		return Eval(x.L, d, env) || Eval(x.R, d, env)
+		if neg {
+			return eval(x.L, d, env, true) && eval(x.R, d, env, true)
+		}
+		return eval(x.L, d, env, false) || eval(x.R, d, env, false)
 	case *Xor:
-		return Eval(x.L, d, env) != Eval(x.R, d, env)
+		// (l and not r) or (not l and r), negated: (l and r) or (not l and not r)
+		if neg {
+			return eval(x.L, d, env, false) && eval(x.R, d, env, false) || eval(x.L, d, env, true) && eval(x.R, d, env, true)
+		}
+		return eval(x.L, d, env, false) && eval(x.R, d, env, true) || eval(x.L, d, env, true) && eval(x.R, d, env, false)
 	case *Not:
-		return !Eval(x.X, d, env)
+		return eval(x.X, d, env, !neg)
+	}
+	v, short := atom(e, d, env)
+	if short {
+		return false
+	}
+	return v != neg
+}
+
+// atom decides one condition; short reports that it reads beyond the
+// packet (or a transport header the packet does not have), where both
+// datapaths stop evaluating the rule.
+func atom(e Expr, d Decoded, env EvalEnv) (v, short bool) {
+	switch x := e.(type) {
 	case *Const:
-		return x.Val
+		return x.Val, false
 	case *Payload:
 		if d.Payload < 0 || d.Payload+x.Off+x.Len > len(d.Raw) {
-			return false
+			return false, true
 		}
 		b := d.Raw[d.Payload+x.Off : d.Payload+x.Off+x.Len]
 		eq := true
@@ -108,70 +136,76 @@ func Eval(e Expr, d Decoded, env EvalEnv) bool {
 				eq = false
 			}
 		}
-		return eq != x.Neg
+		return eq != x.Neg, false
 	case *Flag:
 		if d.Proto != ProtoTCP || d.L4 < 0 {
-			return false
+			return false, false
 		}
-		return d.Flags&x.Field.Mask != 0
+		return d.Flags&x.Field.Mask != 0, false
 	case *Cmp:
 		if x.Field.Type == TypeIP {
 			a, ok := addr(x.Field, d)
 			in := ok && x.Val.Prefix.Contains(a)
-			return in != (x.Op == OpNe)
+			return in != (x.Op == OpNe), false
 		}
 		if x.Field.Type == TypeString {
 			s, ok := str(x.Field, d, env)
 			eq := ok && strings.EqualFold(s, x.Val.Str)
-			return eq != (x.Op == OpNe)
+			return eq != (x.Op == OpNe), false
 		}
-		v, ok := intField(x.Field, d, env)
+		v, ok, short := intField(x.Field, d, env)
+		if short {
+			return false, true
+		}
 		if !ok {
-			return x.Op == OpNe
+			return x.Op == OpNe, false
 		}
-		return cmpU(v, x.Op, x.Val.Int)
+		return cmpU(v, x.Op, x.Val.Int), false
 	case *In:
 		if x.Field.Type == TypeIP {
 			a, ok := addr(x.Field, d)
 			if !ok {
-				return false
+				return false, false
 			}
 			if x.List != "" {
 				for _, p := range env.Lists[x.List] {
 					if p.Contains(a) {
-						return true
+						return true, false
 					}
 				}
-				return false
+				return false, false
 			}
 			for _, v := range x.Set {
 				if v.Kind == KindPrefix && v.Prefix.Contains(a) || v.Kind == KindAddrRange && a.Is4() == v.AddrLo.Is4() && !a.Less(v.AddrLo) && !v.AddrHi.Less(a) {
-					return true
+					return true, false
 				}
 			}
-			return false
+			return false, false
 		}
 		if x.Field.Type == TypeString {
 			s, ok := str(x.Field, d, env)
 			for _, v := range x.Set {
 				if ok && strings.EqualFold(s, v.Str) {
-					return true
+					return true, false
 				}
 			}
-			return false
+			return false, false
 		}
-		n, ok := intField(x.Field, d, env)
+		n, ok, short := intField(x.Field, d, env)
+		if short {
+			return false, true
+		}
 		if !ok {
-			return false
+			return false, false
 		}
 		for _, v := range x.Set {
 			if v.Kind == KindInt && v.Int == n || v.Kind == KindIntRange && n >= v.Lo && n <= v.Hi {
-				return true
+				return true, false
 			}
 		}
-		return false
+		return false, false
 	}
-	return false
+	return false, false
 }
 
 func cmpU(a uint64, op Op, b uint64) bool {
@@ -225,7 +259,9 @@ func str(f *Field, d Decoded, env EvalEnv) (string, bool) {
 	return "", false
 }
 
-func intField(f *Field, d Decoded, env EvalEnv) (uint64, bool) {
+// intField reads an integer field; ok is false if the packet does not
+// carry it, short if reading it goes beyond the packet.
+func intField(f *Field, d Decoded, env EvalEnv) (v uint64, ok, short bool) {
 	if protos := impliedProto(f); protos != nil {
 		ok := d.L4 >= 0
 		if ok {
@@ -237,7 +273,7 @@ func intField(f *Field, d Decoded, env EvalEnv) (uint64, bool) {
 			}
 		}
 		if !ok {
-			return 0, false
+			return 0, false, false
 		}
 	}
 	if s := f.Slice; s != nil {
@@ -246,47 +282,47 @@ func intField(f *Field, d Decoded, env EvalEnv) (uint64, bool) {
 			base = d.L4
 		}
 		if base+(s.End+7)/8 > len(d.Raw) {
-			return 0, false
+			return 0, false, true
 		}
 		var v uint64
 		for bit := s.Start; bit < s.End; bit++ {
 			byt := d.Raw[base+bit/8]
 			v = v<<1 | uint64(byt>>(7-bit%8)&1)
 		}
-		return v, true
+		return v, true, false
 	}
 	switch f.Name {
 	case "ip.proto":
-		return uint64(d.Proto), true
+		return uint64(d.Proto), true, false
 	case "ip.len":
-		return uint64(d.Len), true
+		return uint64(d.Len), true, false
 	case "ip.ttl":
-		return uint64(d.TTL), true
+		return uint64(d.TTL), true, false
 	case "ip.version":
 		if d.V4 {
-			return 4, true
+			return 4, true, false
 		}
-		return 6, true
+		return 6, true, false
 	case "tcp.srcport", "udp.srcport":
-		return uint64(d.SPort), true
+		return uint64(d.SPort), true, false
 	case "tcp.dstport", "udp.dstport":
-		return uint64(d.DPort), true
+		return uint64(d.DPort), true, false
 	case "tcp.flags":
-		return uint64(d.Flags), true
+		return uint64(d.Flags), true, false
 	case "icmp.type":
-		return uint64(d.ICMPType), true
+		return uint64(d.ICMPType), true, false
 	case "icmp.code":
-		return uint64(d.ICMPCode), true
+		return uint64(d.ICMPCode), true, false
 	case "ip.src.asnum", "ip.dst.asnum":
 		if env.ASN == nil {
-			return 0, false
+			return 0, false, false
 		}
 		a := d.Src
 		if f.Name == "ip.dst.asnum" {
 			a = d.Dst
 		}
 		n := env.ASN(a)
-		return uint64(n), n != 0
+		return uint64(n), n != 0, false
 	}
-	return 0, false
+	return 0, false, false
 }
