@@ -177,3 +177,26 @@ func TestCloudflareExamples(t *testing.T) {
 	}
 	t.Logf("%d documented expressions; %d also compile as DoS signatures", n, dosOK)
 }
+
+// Alternatives covered by an earlier allow or block alternative of the
+// same chain are left out; log rules cover nothing.
+func TestShadowedAlternatives(t *testing.T) {
+	spec := mustParse(t, `{"rules": [
+	  {"id": "a", "expression": "tcp.flags.syn and ip.ttl < 5", "action": "block"},
+	  {"id": "b", "expression": "tcp.flags.syn and ip.ttl < 3 and tcp.dstport == 22", "action": "allow"},
+	  {"id": "c", "expression": "tcp.dstport == 80", "action": "log"},
+	  {"id": "d", "expression": "tcp.dstport == 80 and ip.ttl == 9", "action": "block"},
+	  {"id": "e", "expression": "tcp.flags.syn and ip.ttl <= 4 or udp.dstport == 53", "action": "block"}]}`)
+	var got []string
+	for _, lc := range layout(spec) {
+		if lc.name == "v4_tcp" || lc.name == "v4_udp" {
+			for _, e := range lc.entries {
+				id, _, _ := strings.Cut(strings.TrimPrefix(e.tag, tagPrefix), ":")
+				got = append(got, lc.name+"/"+id)
+			}
+		}
+	}
+	if s := strings.Join(got, " "); s != "v4_tcp/a#0 v4_tcp/c#0 v4_tcp/d#0 v4_udp/e#2" {
+		t.Fatalf("entries %s", s)
+	}
+}

@@ -592,6 +592,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 		subs[i].name = d.name
 	}
 	var logChains []chainLayout
+	shadows := make([]shadowSet, len(dispatch))
 	for _, r := range spec.Rules {
 		nrs := expand(r)
 		for j, d := range dispatch {
@@ -611,8 +612,24 @@ func layout(spec *fwspec.Spec) []chainLayout {
 					fit = append(fit, i)
 				}
 			}
+			// Alternatives an earlier allow or block alternative of this
+			// chain covers never match first: they are left out (their
+			// counter stays where first-match semantics put it, at 0 for
+			// those packets).
+			kept := fit[:0]
+			for _, i := range fit {
+				if !shadows[j].covers(inChain[i].lits) {
+					kept = append(kept, i)
+				}
+			}
+			fit = kept
 			if len(fit) == 0 {
 				continue
+			}
+			if r.Action != fwspec.Log {
+				for _, i := range fit {
+					shadows[j].add(inChain[i].lits)
+				}
 			}
 			nrs := inChain
 			if r.Action == fwspec.Log && len(fit) > 1 {
@@ -642,6 +659,117 @@ func layout(spec *fwspec.Spec) []chainLayout {
 		}
 	}
 	return append(append(out, subs...), logChains...)
+}
+
+// shadowSet holds the terminal alternatives of a chain so far, to find
+// later alternatives they cover.
+type shadowSet struct {
+	bits  map[string]uint64 // field name -> bit
+	alts  [][]lang.Literal
+	masks []uint64
+}
+
+func (s *shadowSet) mask(lits []lang.Literal) (uint64, bool) {
+	if s.bits == nil {
+		s.bits = map[string]uint64{}
+	}
+	var m uint64
+	for _, l := range lits {
+		name := l.Atom.String() // payload and others: their text
+		if f := atomField(l.Atom); f != nil {
+			name = f.Name
+		}
+		b, ok := s.bits[name]
+		if !ok {
+			if len(s.bits) == 64 {
+				return 0, false
+			}
+			b = 1 << len(s.bits)
+			s.bits[name] = b
+		}
+		m |= b
+	}
+	return m, true
+}
+
+func (s *shadowSet) add(lits []lang.Literal) {
+	if m, ok := s.mask(lits); ok {
+		s.alts, s.masks = append(s.alts, lits), append(s.masks, m)
+	}
+}
+
+// covers reports whether every packet matching lits matches an earlier
+// terminal alternative: one whose every literal is implied by one of lits.
+func (s *shadowSet) covers(lits []lang.Literal) bool {
+	m, ok := s.mask(lits)
+	if !ok {
+		return false
+	}
+	for k, y := range s.alts {
+		if s.masks[k]&^m != 0 {
+			continue // y tests a field lits does not
+		}
+		all := true
+		for _, yl := range y {
+			found := false
+			for _, xl := range lits {
+				if implies(xl, yl) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// implies reports whether literal x implies literal y: the same condition,
+// or integer comparisons of one field whose ranges nest.
+func implies(x, y lang.Literal) bool {
+	if x.Neg == y.Neg && x.Atom.String() == y.Atom.String() {
+		return true
+	}
+	xr, ok1 := intRange(x)
+	yr, ok2 := intRange(y)
+	return ok1 && ok2 && atomField(x.Atom) == atomField(y.Atom) && yr[0] <= xr[0] && xr[1] <= yr[1]
+}
+
+// intRange is the range of values an integer comparison accepts.
+func intRange(l lang.Literal) ([2]uint64, bool) {
+	x, ok := l.Atom.(*lang.Cmp)
+	if !ok || x.Field.Type != lang.TypeInt {
+		return [2]uint64{}, false
+	}
+	op, v, max := x.Op, x.Val.Int, x.Field.Max
+	if l.Neg {
+		op = op.Negate()
+	}
+	switch op {
+	case lang.OpEq:
+		return [2]uint64{v, v}, true
+	case lang.OpLt:
+		if v == 0 {
+			return [2]uint64{}, false
+		}
+		return [2]uint64{0, v - 1}, true
+	case lang.OpLe:
+		return [2]uint64{0, v}, true
+	case lang.OpGt:
+		if v >= max {
+			return [2]uint64{}, false
+		}
+		return [2]uint64{v + 1, max}, true
+	case lang.OpGe:
+		return [2]uint64{v, max}, true
+	}
+	return [2]uint64{}, false
 }
 
 // logChainPrefix starts the names of the per-rule chains of log rules.
