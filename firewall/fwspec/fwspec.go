@@ -102,6 +102,21 @@ type Geo interface {
 	ASN(asn uint32) []netip.Prefix
 }
 
+// OfflineEnv is the environment for checking a document away from any
+// server (nsctl): every site, region and database is assumed present, so
+// only what is wrong everywhere is refused. The geo lists it produces are
+// empty.
+func OfflineEnv() Env {
+	return Env{Env: lang.Env{Site: "-", Region: "-"}, Geo: offlineGeo{}}
+}
+
+type offlineGeo struct{}
+
+func (offlineGeo) HasCountries() bool            { return true }
+func (offlineGeo) HasASNs() bool                 { return true }
+func (offlineGeo) Country(string) []netip.Prefix { return nil }
+func (offlineGeo) ASN(uint32) []netip.Prefix     { return nil }
+
 // GeoListPrefix starts the names of the lists the geo fields compile to;
 // tenant lists cannot start with it.
 const GeoListPrefix = "_"
