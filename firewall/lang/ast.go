@@ -98,8 +98,8 @@ type Flag struct {
 
 // Payload compares bytes after the transport header (UDP: 8 bytes, TCP:
 // the data offset, ICMP: 8 bytes, other protocols: after the IP header):
-// payload[Off:Len] & Mask == Value (!= when Neg). Only DoS signatures
-// support it; the firewall refuses it.
+// payload[Off:Len] & Mask == Value (!= when Neg). Both compilers
+// support it (the firewall as nft payload expressions).
 type Payload struct {
 	Off, Len    int
 	Mask, Value []byte
