@@ -51,6 +51,48 @@ const (
 type Reconciler struct {
 	mu    sync.Mutex
 	lists map[listKey]string // applied content hash
+	// splits memoises a list's per-family prefixes and their hash by the
+	// list's backing array: a shared list (one slice for every tenant)
+	// or geo list is split and hashed once, not once per tenant.
+	splits map[splitKey]splitVal
+}
+
+type splitKey struct {
+	first *netip.Prefix
+	n     int
+	f     family
+}
+
+type splitVal struct {
+	ps   []netip.Prefix
+	hash string
+}
+
+// split returns the prefixes of family f in ps and their hash.
+func split(ps []netip.Prefix, f family) ([]netip.Prefix, string) {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is4() == (f == fam4) {
+			out = append(out, p)
+		}
+	}
+	return out, listHash(out)
+}
+
+func (r *Reconciler) split(ps []netip.Prefix, f family) ([]netip.Prefix, string) {
+	if len(ps) < 4096 {
+		return split(ps, f)
+	}
+	k := splitKey{&ps[0], len(ps), f}
+	if v, ok := r.splits[k]; ok {
+		return v.ps, v.hash
+	}
+	if r.splits == nil || len(r.splits) >= 32 { // the memo keeps its lists alive: bounded
+		r.splits = map[splitKey]splitVal{}
+	}
+	out, h := split(ps, f)
+	r.splits[k] = splitVal{out, h}
+	return out, h
 }
 
 type listKey struct {
@@ -109,7 +151,7 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, erro
 	}
 	cache := func(set string) string { return r.lists[listKey{dev: dev, ino: ino, set: set}] }
 	written := map[string]string{}
-	ch, err := apply(c, spec, cache, written)
+	ch, err := apply(c, spec, cache, written, r.split)
 	if err != nil {
 		// The batch failed as a whole: forget what we thought was there.
 		for set := range written {
@@ -134,7 +176,10 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, erro
 // The steps run in the order the batch needs: lists and counters before
 // the rules that refer to them, chains before the rules in them, and
 // deletions of what nothing refers to any more last.
-func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, written map[string]string) ([]string, error) {
+func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, written map[string]string, splitter func([]netip.Prefix, family) ([]netip.Prefix, string)) ([]string, error) {
+	if splitter == nil {
+		splitter = split
+	}
 	t := table()
 	exists, err := tableExists(c, t)
 	if err != nil {
@@ -152,7 +197,7 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 	if err != nil {
 		return nil, err
 	}
-	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, known, written, ch)
+	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, known, written, ch, splitter)
 	if err != nil {
 		return nil, err
 	}
@@ -255,19 +300,13 @@ func listChains(c *nftables.Conn, t *nftables.Table, exists bool) (map[string]*n
 // per family) hold the spec's prefixes, and returns the names of the sets
 // the spec wants.
 func syncLists(c *nftables.Conn, t *nftables.Table, lists map[string][]netip.Prefix, have map[string]*nftables.Set,
-	known func(set string) string, written map[string]string, ch []string) (map[string]bool, []string, error) {
+	known func(set string) string, written map[string]string, ch []string, splitter func([]netip.Prefix, family) ([]netip.Prefix, string)) (map[string]bool, []string, error) {
 	want := map[string]bool{}
 	for _, name := range sortedListNames(lists) {
 		for _, f := range []family{fam4, fam6} {
 			sn := listSetName(name, f)
 			want[sn] = true
-			var ps []netip.Prefix
-			for _, p := range lists[name] {
-				if p.Addr().Is4() == (f == fam4) {
-					ps = append(ps, p)
-				}
-			}
-			h := listHash(ps)
+			ps, h := splitter(lists[name], f)
 			written[sn] = h
 			if have[sn] != nil && known(sn) == h {
 				continue // unchanged since this process last wrote or verified it

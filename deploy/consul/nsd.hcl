@@ -10,6 +10,9 @@ key_prefix "nfhost/dos/" {
 key_prefix "nfhost/control/" {
   policy = "read"
 }
+key_prefix "nfhost/lists/" {
+  policy = "read"
+}
 key_prefix "nfhost/tenant-status/" {
   policy = "write"
 }

@@ -8,6 +8,7 @@ package fwspec
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -89,8 +90,48 @@ var (
 type Env struct {
 	lang.Env
 	Geo Geo
-	// Version changes whenever Geo's contents do (plans are cached by it).
+	// Shared are the operator's shared lists (nfhost/lists/<name>): a
+	// rule's $name that is not one of the tenant's own lists refers to
+	// the shared list of that name.
+	Shared map[string][]netip.Prefix
+	// Version changes whenever Geo's or Shared's contents do (plans are
+	// cached by it).
 	Version string
+}
+
+// MaxSharedListEntries bounds one shared list.
+const MaxSharedListEntries = 1_000_000
+
+// SharedListPrefix starts the names shared lists have in a Spec (and
+// their sets, l4__s_<name>): tenant lists cannot start with "_".
+const SharedListPrefix = "_s_"
+
+var sharedRe = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,47}$`)
+
+// ParseSharedList validates a shared list: its name, and its parts (each
+// a JSON array of addresses and CIDRs), merged into one sorted list.
+func ParseSharedList(name string, parts [][]byte) ([]netip.Prefix, error) {
+	if !sharedRe.MatchString(name) {
+		return nil, fmt.Errorf("lists/%s: invalid shared list name: must match %s", name, sharedRe)
+	}
+	var ps []netip.Prefix
+	for i, b := range parts {
+		var entries []string
+		if err := json.Unmarshal(b, &entries); err != nil {
+			return nil, fmt.Errorf("lists/%s: part %d: want a JSON array of addresses and CIDRs: %w", name, i, err)
+		}
+		if len(ps)+len(entries) > MaxSharedListEntries {
+			return nil, fmt.Errorf("lists/%s: more than %d entries", name, MaxSharedListEntries)
+		}
+		for j, e := range entries {
+			p, err := doc.ParseAddrOrPrefix(e)
+			if err != nil {
+				return nil, fmt.Errorf("lists/%s: part %d entry %d %q: %w", name, i, j, e, err)
+			}
+			ps = append(ps, p)
+		}
+	}
+	return MergePrefixes(ps), nil
 }
 
 // Geo answers which prefixes a country or an AS holds. A nil Geo, or one
@@ -256,7 +297,8 @@ func compileRule(path string, r Rule, lists map[string][]string, names []string,
 		return CompiledRule{}, false
 	}
 	for _, ref := range lang.ListRefs(e) {
-		if _, ok := lists[ref.List]; !ok {
+		_, shared := env.Shared[ref.List]
+		if _, ok := lists[ref.List]; !ok && !shared {
 			msg := fmt.Sprintf("%s: unknown list $%s", ref.Pos(), ref.List)
 			if s := lang.Suggest(ref.List, names); s != "" {
 				msg += fmt.Sprintf("; did you mean $%s?", s)
@@ -266,6 +308,9 @@ func compileRule(path string, r Rule, lists map[string][]string, names []string,
 	}
 	if e, err = lang.Fold(e, env.Env); err == nil {
 		e, err = resolveGeo(e, env.Geo, out)
+	}
+	if err == nil {
+		e = resolveShared(e, lists, env.Shared, out)
 	}
 	if err != nil {
 		add(path+".expression", "", "%v", err)
@@ -386,6 +431,36 @@ func resolveGeo(e lang.Expr, geo Geo, out map[string][]netip.Prefix) (lang.Expr,
 	}
 	res := walk(e)
 	return res, err
+}
+
+// resolveShared points list references that are not the tenant's own
+// lists at the shared list of that name (added to out as _s_<name>, the
+// shared slice itself: no copy per tenant).
+func resolveShared(e lang.Expr, own map[string][]string, shared map[string][]netip.Prefix, out map[string][]netip.Prefix) lang.Expr {
+	var walk func(lang.Expr) lang.Expr
+	walk = func(e lang.Expr) lang.Expr {
+		switch x := e.(type) {
+		case *lang.And:
+			return &lang.And{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Or:
+			return &lang.Or{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Xor:
+			return &lang.Xor{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Not:
+			return &lang.Not{X: walk(x.X), P: x.P}
+		case *lang.In:
+			if _, mine := own[x.List]; x.List != "" && !mine {
+				if ps, ok := shared[x.List]; ok {
+					in := *x
+					in.List = SharedListPrefix + x.List
+					out[in.List] = ps
+					return &in
+				}
+			}
+		}
+		return e
+	}
+	return walk(e)
 }
 
 // geoListName names the list for a set of countries or AS numbers: sorted

@@ -82,6 +82,9 @@ key_prefix %[2]q {
 key_prefix %[3]q {
   policy = "read"
 }
+key_prefix %[7]q {
+  policy = "read"
+}
 key_prefix %[4]q {
   policy = "write"
 }
@@ -91,7 +94,7 @@ key_prefix %[5]q {
 key_prefix %[6]q {
   policy = "write"
 }
-`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/")}
+`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/", p+"/lists/")}
 }
 
 // Operator is the operator's policy.
@@ -155,7 +158,7 @@ func Allowing(prefix, op, key string) string {
 			if op2 == "read" {
 				nsd()
 			}
-		case "dos", "control":
+		case "dos", "control", "lists":
 			if op2 == "read" {
 				nsd()
 			}

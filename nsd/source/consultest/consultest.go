@@ -59,7 +59,15 @@ func (a *Agent) Env() []string {
 // Option changes how Start runs the agent.
 type Option func(*options)
 
-type options struct{ acl, tls bool }
+type options struct {
+	acl, tls bool
+	basePort int
+}
+
+// WithPorts puts the agent on ports base..base+4 (HTTP first) instead of
+// free ports the kernel picks: tests of one engineer's range stay off
+// the others'.
+func WithPorts(base int) Option { return func(o *options) { o.basePort = base } }
 
 // WithACL enables ACLs with default_policy "deny" and a random initial
 // management token, returned in Agent.Token.
@@ -113,6 +121,9 @@ func Start(t testing.TB, opts ...Option) *Agent {
 		opt(&o)
 	}
 	ports := freePorts(t, 5)
+	if o.basePort != 0 {
+		ports = []int{o.basePort, o.basePort + 1, o.basePort + 2, o.basePort + 3, o.basePort + 4}
+	}
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
 	a.URL = "http://" + a.Addr
 	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
