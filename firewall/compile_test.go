@@ -62,7 +62,7 @@ func TestBatchGolden(t *testing.T) {
 	  {"id": "dns", "expression": "udp.dstport in {53, 5353} and ip.len <= 512", "action": "allow"},
 	  {"id": "v6", "expression": "ip.dst == 2001:db8::/32 and icmp.type == 128", "action": "log"}],
 	  "lists": {"office": ["198.51.100.0/24", "2001:db8::/32"]}}`)
-	ch, err := apply(r.conn(t), spec, func(string) string { return "" }, map[string]string{}, nil)
+	ch, err := apply(r.conn(t), spec, &listState{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func FuzzCompile(f *testing.F) {
 			return
 		}
 		r := &recorder{}
-		if _, err := apply(r.conn(t), &spec, func(string) string { return "" }, map[string]string{}, nil); err != nil {
+		if _, err := apply(r.conn(t), &spec, &listState{}); err != nil {
 			t.Fatalf("accepted %q but compiling failed: %v", expr, err)
 		}
 	})
@@ -160,7 +160,7 @@ func TestCloudflareExamples(t *testing.T) {
 			t.Errorf("%s: %v", src, err)
 		} else {
 			r := &recorder{}
-			if _, err := apply(r.conn(t), &spec, func(string) string { return "" }, map[string]string{}, nil); err != nil {
+			if _, err := apply(r.conn(t), &spec, &listState{}); err != nil {
 				t.Errorf("%s: compile: %v", src, err)
 			}
 		}

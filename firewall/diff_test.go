@@ -544,7 +544,7 @@ func FuzzDifferential(f *testing.F) {
 			return // refused with field errors (unknown list, DNF cap, unsupported field)
 		}
 		rec := &recorder{}
-		if _, err := apply(rec.conn(t), spec, func(string) string { return "" }, map[string]string{}, nil); err != nil {
+		if _, err := apply(rec.conn(t), spec, &listState{}); err != nil {
 			t.Fatalf("accepted %q but compiling failed: %v", src, err)
 		}
 		in := newInterp(t, spec)

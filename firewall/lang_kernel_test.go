@@ -13,6 +13,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -271,4 +275,119 @@ func TestLanguageKernel(t *testing.T) {
 	if out := tenant.MustExec(t, "nft", "list", "ruleset"); strings.Contains(out, "chain log_") || strings.Contains(out, "_cc_") {
 		t.Errorf("after removing rules, log chains or geo sets are left:\n%s", out)
 	}
+}
+
+func meminfo(t testing.TB) map[string]int64 {
+	out, err := exec.Command("cat", "/proc/meminfo").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]int64{}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			m[strings.TrimSuffix(f[0], ":")] = v
+		}
+	}
+	return m
+}
+
+// BenchmarkSharedList: a shared list of NFHOST_BENCH_PREFIXES prefixes
+// (default 1,000,000) referenced by one rule of NFHOST_BENCH_TENANTS
+// tenants (default 10), applied by one Reconciler (as nsd does), then
+// changed by 1% and applied again; against `nft -f` loading the same set
+// into one fresh namespace, same run. Kernel memory is the growth of
+// Slab + vmalloc over the run (/proc/meminfo, machine-wide: other load
+// adds noise).
+func BenchmarkSharedList(b *testing.B) {
+	nstest.RequireRoot(b)
+	nstest.RequireTool(b, "nft")
+	n, tenants := envInt("NFHOST_BENCH_PREFIXES", 1_000_000), envInt("NFHOST_BENCH_TENANTS", 10)
+	mk := func(shift int) []netip.Prefix {
+		ps := make([]netip.Prefix, 0, n)
+		for i := 0; i < n; i++ {
+			j := i
+			if i < n/100 {
+				j += shift // the first 1% moves
+			}
+			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(1 + j>>16&127), byte(j >> 8), byte(j), 0}), 24))
+		}
+		return fwspec.MergePrefixes(ps)
+	}
+	list1, list2 := mk(0), mk(n)
+	spec := func(l []netip.Prefix) *fwspec.Spec {
+		s, err := (fwspec.Config{Rules: []fwspec.Rule{{ID: "threats", Expression: "ip.src in $threats", Action: fwspec.Block}}}).
+			ValidateEnv("bench", fwspec.Env{Shared: map[string][]netip.Prefix{"threats": l}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return &s
+	}
+	s1, s2 := spec(list1), spec(list2)
+	for i := 0; i < b.N; i++ {
+		// Baseline: nft -f with the same set into one namespace.
+		var f strings.Builder
+		f.WriteString("table inet nfhost {\n set l4__s_threats {\n  type ipv4_addr\n  flags interval\n  elements = { ")
+		for k, p := range list1 {
+			if k > 0 {
+				f.WriteString(", ")
+			}
+			f.WriteString(p.String())
+		}
+		f.WriteString(" }\n }\n}\n")
+		file := filepath.Join(b.TempDir(), "set.nft")
+		os.WriteFile(file, []byte(f.String()), 0o644)
+		base := nstest.New(b, "nfL"+nstest.Unique()+"b")
+		m0 := meminfo(b)
+		t0 := time.Now()
+		if out, err := exec.Command("nsenter", "--net="+base.Path(), "--", "nft", "-f", file).CombinedOutput(); err != nil {
+			b.Fatalf("nft -f: %v %s", err, out)
+		}
+		cli := time.Since(t0)
+		m1 := meminfo(b)
+		kmem := func(a, z map[string]int64) float64 {
+			return float64((z["Slab"]+z["VmallocUsed"])-(a["Slab"]+a["VmallocUsed"])) / 1024
+		}
+		cliMem := kmem(m0, m1)
+
+		rec := &Reconciler{}
+		var nss []*nstest.NS
+		for k := 0; k < tenants; k++ {
+			nss = append(nss, nstest.New(b, "nfL"+nstest.Unique()+"s"))
+		}
+		m2 := meminfo(b)
+		t1 := time.Now()
+		for _, ns := range nss {
+			if _, err := rec.Apply(ns.Handle, s1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		apply := time.Since(t1)
+		m3 := meminfo(b)
+		t2 := time.Now()
+		for _, ns := range nss {
+			ch, err := rec.Apply(ns.Handle, s2)
+			if err != nil || len(ch) != 1 || !strings.Contains(ch[0], "list l4__s_threats") {
+				b.Fatalf("list change: %v %v", ch, err)
+			}
+		}
+		change := time.Since(t2)
+		b.ReportMetric(float64(n), "prefixes")
+		b.ReportMetric(float64(tenants), "tenants")
+		b.ReportMetric(float64(cli.Milliseconds()), "nft-cli-1-tenant-ms")
+		b.ReportMetric(float64(apply.Milliseconds())/float64(tenants), "apply-ms/tenant")
+		b.ReportMetric(apply.Seconds()/float64(tenants)/cli.Seconds(), "apply/nft-cli")
+		b.ReportMetric(float64(change.Milliseconds())/float64(tenants), "1%-change-ms/tenant")
+		b.ReportMetric(cliMem, "nft-cli-kmem-MiB")
+		b.ReportMetric(kmem(m2, m3)/float64(tenants), "kmem-MiB/tenant")
+		b.ReportMetric(kmem(m2, m3)/float64(tenants)/cliMem, "kmem/nft-cli")
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

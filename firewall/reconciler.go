@@ -49,8 +49,9 @@ const (
 // first apply in a process verifies every list element by element, so a
 // restart repairs hand-made edits. The zero value is ready to use.
 type Reconciler struct {
-	mu    sync.Mutex
-	lists map[listKey]string // applied content hash
+	mu       sync.Mutex
+	lists    map[listKey]string         // applied content hash
+	contents map[listKey][]netip.Prefix // applied content (shared slices, not copies)
 	// splits memoises a list's per-family prefixes and their hash by the
 	// list's backing array: a shared list (one slice for every tenant)
 	// or geo list is split and hashed once, not once per tenant.
@@ -149,36 +150,69 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, erro
 	if r.lists == nil {
 		r.lists = map[listKey]string{}
 	}
-	cache := func(set string) string { return r.lists[listKey{dev: dev, ino: ino, set: set}] }
-	written := map[string]string{}
-	ch, err := apply(c, spec, cache, written, r.split)
+	if r.contents == nil {
+		r.contents = map[listKey][]netip.Prefix{}
+	}
+	st := &listState{
+		known:   func(set string) string { return r.lists[listKey{dev: dev, ino: ino, set: set}] },
+		prev:    func(set string) []netip.Prefix { return r.contents[listKey{dev: dev, ino: ino, set: set}] },
+		written: map[string]string{}, content: map[string][]netip.Prefix{}, split: r.split,
+	}
+	ch, err := apply(c, spec, st)
 	if err != nil {
 		// The batch failed as a whole: forget what we thought was there.
-		for set := range written {
+		for set := range st.written {
 			delete(r.lists, listKey{dev: dev, ino: ino, set: set})
+			delete(r.contents, listKey{dev: dev, ino: ino, set: set})
 		}
 		return ch, err
 	}
-	for set, h := range written {
+	for set, h := range st.written {
+		k := listKey{dev: dev, ino: ino, set: set}
 		if h == "" {
-			delete(r.lists, listKey{dev: dev, ino: ino, set: set})
+			delete(r.lists, k)
+			delete(r.contents, k)
 		} else {
-			r.lists[listKey{dev: dev, ino: ino, set: set}] = h
+			r.lists[k], r.contents[k] = h, st.content[set]
 		}
 	}
 	return ch, nil
 }
 
-// apply does the work of Apply on any connection (tests record its batch).
-// known returns the cached content hash of a list set ("" if unknown);
-// written collects the hashes of the lists this batch leaves in place.
+// listState is what apply knows and learns about a namespace's list sets:
+// known returns the content hash this process last wrote or verified
+// ("" if unknown), prev that content (nil if unknown: the set is then
+// dumped and compared element by element); written and content collect
+// what this batch leaves in place. split divides a list by family.
+type listState struct {
+	known   func(set string) string
+	prev    func(set string) []netip.Prefix
+	written map[string]string
+	content map[string][]netip.Prefix
+	split   func([]netip.Prefix, family) ([]netip.Prefix, string)
+}
+
+// apply does the work of Apply on any connection (tests record its batch;
+// a zero listState knows nothing).
 //
 // The steps run in the order the batch needs: lists and counters before
 // the rules that refer to them, chains before the rules in them, and
 // deletions of what nothing refers to any more last.
-func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, written map[string]string, splitter func([]netip.Prefix, family) ([]netip.Prefix, string)) ([]string, error) {
-	if splitter == nil {
-		splitter = split
+func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error) {
+	if st.known == nil {
+		st.known = func(string) string { return "" }
+	}
+	if st.prev == nil {
+		st.prev = func(string) []netip.Prefix { return nil }
+	}
+	if st.written == nil {
+		st.written = map[string]string{}
+	}
+	if st.content == nil {
+		st.content = map[string][]netip.Prefix{}
+	}
+	if st.split == nil {
+		st.split = split
 	}
 	t := table()
 	exists, err := tableExists(c, t)
@@ -197,7 +231,7 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 	if err != nil {
 		return nil, err
 	}
-	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, known, written, ch, splitter)
+	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, st, ch)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +243,7 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 	if ch, err = syncChains(c, t, spec, exists, ch); err != nil {
 		return nil, err
 	}
-	ch = deleteLists(c, haveSets, wantSets, written, ch)
+	ch = deleteLists(c, haveSets, wantSets, st.written, ch)
 	ch = deleteCounters(c, t, haveCtrs, wantCtrs, ch)
 	if len(ch) == 0 {
 		return nil, nil
@@ -300,18 +334,22 @@ func listChains(c *nftables.Conn, t *nftables.Table, exists bool) (map[string]*n
 // per family) hold the spec's prefixes, and returns the names of the sets
 // the spec wants.
 func syncLists(c *nftables.Conn, t *nftables.Table, lists map[string][]netip.Prefix, have map[string]*nftables.Set,
-	known func(set string) string, written map[string]string, ch []string, splitter func([]netip.Prefix, family) ([]netip.Prefix, string)) (map[string]bool, []string, error) {
+	st *listState, ch []string) (map[string]bool, []string, error) {
 	want := map[string]bool{}
 	for _, name := range sortedListNames(lists) {
 		for _, f := range []family{fam4, fam6} {
 			sn := listSetName(name, f)
 			want[sn] = true
-			ps, h := splitter(lists[name], f)
-			written[sn] = h
-			if have[sn] != nil && known(sn) == h {
+			ps, h := st.split(lists[name], f)
+			st.written[sn], st.content[sn] = h, ps
+			if have[sn] != nil && st.known(sn) == h {
 				continue // unchanged since this process last wrote or verified it
 			}
-			n, err := syncList(c, t, have[sn], sn, f, ps)
+			var prev []netip.Prefix
+			if have[sn] != nil && st.known(sn) != "" {
+				prev = st.prev(sn)
+			}
+			n, err := syncList(c, t, have[sn], sn, f, ps, prev)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -486,7 +524,10 @@ func sameTags(a [][]byte, b [][]byte) bool {
 
 // syncList creates a list set or diffs its elements; it returns the number
 // of element changes queued.
-func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name string, f family, want []netip.Prefix) (int, error) {
+// syncList makes set cur (nil: missing) hold want. prev, when not nil, is
+// what this process last wrote into it: the difference is computed from
+// it instead of dumping the set (a 1,000,000-element dump per tenant).
+func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name string, f family, want, prev []netip.Prefix) (int, error) {
 	kt := nftables.TypeIPAddr
 	if f == fam6 {
 		kt = nftables.TypeIP6Addr
@@ -498,21 +539,27 @@ func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name strin
 		}
 		return len(want) + 1, addElems(c, s, want)
 	}
-	elems, err := c.GetSetElements(cur)
-	if err != nil {
-		return 0, fmt.Errorf("dump set %s: %w", name, err)
-	}
-	ivs, err := nftset.Intervals(elems)
-	if err != nil {
-		return 0, fmt.Errorf("parse set %s: %w", name, err)
-	}
 	have := map[netip.Prefix]bool{}
 	var foreign []nftset.Interval
-	for _, iv := range ivs {
-		if p, ok := iv.Prefix(); ok {
+	if prev != nil {
+		for _, p := range prev {
 			have[p] = true
-		} else {
-			foreign = append(foreign, iv)
+		}
+	} else {
+		elems, err := c.GetSetElements(cur)
+		if err != nil {
+			return 0, fmt.Errorf("dump set %s: %w", name, err)
+		}
+		ivs, err := nftset.Intervals(elems)
+		if err != nil {
+			return 0, fmt.Errorf("parse set %s: %w", name, err)
+		}
+		for _, iv := range ivs {
+			if p, ok := iv.Prefix(); ok {
+				have[p] = true
+			} else {
+				foreign = append(foreign, iv)
+			}
 		}
 	}
 	wantSet := map[netip.Prefix]bool{}
