@@ -197,11 +197,12 @@ var (
 // ---- the nft interpreter ----
 
 type interp struct {
-	spec  *fwspec.Spec
-	lay   map[string][]expr.Any // chain name -> rules, flattened with a nil between rules
-	order []string
-	rules map[string][][]expr.Any
-	sets  map[uint32][]nftables.SetElement
+	spec    *fwspec.Spec
+	counted []string              // counters the last verdict touched, in order
+	lay     map[string][]expr.Any // chain name -> rules, flattened with a nil between rules
+	order   []string
+	rules   map[string][][]expr.Any
+	sets    map[uint32][]nftables.SetElement
 }
 
 func newInterp(t testing.TB, spec *fwspec.Spec) *interp {
@@ -219,7 +220,13 @@ func newInterp(t testing.TB, spec *fwspec.Spec) *interp {
 	}
 	for id, elems := range in.sets {
 		sorted := append([]nftables.SetElement(nil), elems...)
-		sort.SliceStable(sorted, func(i, j int) bool { return bytes.Compare(sorted[i].Key, sorted[j].Key) < 0 })
+		// Equal keys: an interval's end before the next one's start.
+		sort.SliceStable(sorted, func(i, j int) bool {
+			if c := bytes.Compare(sorted[i].Key, sorted[j].Key); c != 0 {
+				return c < 0
+			}
+			return sorted[i].IntervalEnd && !sorted[j].IntervalEnd
+		})
 		in.sets[id] = sorted
 	}
 	return in
@@ -228,6 +235,7 @@ func newInterp(t testing.TB, spec *fwspec.Spec) *interp {
 // verdict runs the base chain for an IP packet arriving on the tenant
 // side of the veth (iifname host0).
 func (in *interp) verdict(raw []byte) string {
+	in.counted = in.counted[:0]
 	d, _ := lang.Decode(raw)
 	v := in.chain(chainName, d)
 	if v == "" {
@@ -315,10 +323,28 @@ func (in *interp) rule(rule []expr.Any, d lang.Decoded) string {
 				return ""
 			}
 		case *expr.Lookup:
+			if x.IsDestRegSet {
+				// A verdict map: the range's verdict, or no match.
+				el := in.element(x, reg)
+				if el == nil {
+					return ""
+				}
+				if el.VerdictData.Kind != expr.VerdictGoto {
+					panic("map verdict")
+				}
+				if v := in.chain(el.VerdictData.Chain, d); v != "" {
+					return v
+				}
+				if in.spec.Default == fwspec.Block {
+					return "drop"
+				}
+				return "accept"
+			}
 			if in.member(x, reg) == x.Invert {
 				return ""
 			}
 		case *expr.Objref:
+			in.counted = append(in.counted, strings.TrimPrefix(x.Name, "c_"))
 		case *expr.Verdict:
 			switch x.Kind {
 			case expr.VerdictAccept:
@@ -343,6 +369,18 @@ func (in *interp) rule(rule []expr.Any, d lang.Decoded) string {
 		}
 	}
 	return ""
+}
+
+// element is the interval element of an anonymous set or map holding the
+// key (nil: none).
+func (in *interp) element(l *expr.Lookup, reg []byte) *nftables.SetElement {
+	elems := in.sets[l.SetID]
+	k := reg[:len(elems[0].Key)]
+	i := sort.Search(len(elems), func(i int) bool { return bytes.Compare(elems[i].Key, k) > 0 })
+	if i == 0 || elems[i-1].IntervalEnd {
+		return nil
+	}
+	return &elems[i-1]
 }
 
 func (in *interp) member(l *expr.Lookup, reg []byte) bool {
@@ -375,6 +413,8 @@ func (in *interp) member(l *expr.Lookup, reg []byte) bool {
 type ref struct {
 	exprs   []lang.Expr
 	actions []fwspec.Action
+	ids     []string
+	counted []string // rules the last verdict counted, in order
 }
 
 func newRef(t testing.TB, rules []fwspec.Rule) *ref {
@@ -387,12 +427,13 @@ func newRef(t testing.TB, rules []fwspec.Rule) *ref {
 		if err != nil {
 			t.Fatalf("%s: %v", rule.Expression, err)
 		}
-		r.exprs, r.actions = append(r.exprs, e), append(r.actions, rule.Action)
+		r.exprs, r.actions, r.ids = append(r.exprs, e), append(r.actions, rule.Action), append(r.ids, rule.ID)
 	}
 	return r
 }
 
 func (r *ref) verdict(spec *fwspec.Spec, d lang.Decoded) string {
+	r.counted = r.counted[:0]
 	if d.Proto == unix.IPPROTO_ICMPV6 && d.L4 >= 0 && d.ICMPType >= 133 && d.ICMPType <= 137 {
 		return "accept"
 	}
@@ -400,6 +441,7 @@ func (r *ref) verdict(spec *fwspec.Spec, d lang.Decoded) string {
 		if !lang.Eval(e, d, evalEnv) {
 			continue
 		}
+		r.counted = append(r.counted, r.ids[i])
 		switch r.actions[i] {
 		case fwspec.Allow:
 			return "accept"
@@ -514,6 +556,74 @@ func TestDifferential(t *testing.T) {
 		t.Fatalf("only %d expressions accepted by the DoS compiler: the generator needs more of its subset", dosAccepted)
 	}
 	t.Logf("%d firewall verdicts, %d DoS verdicts (%d signatures) agree with the reference", fwCases, dosCases, dosAccepted)
+}
+
+// keyedAtoms are conditions on one field, the shapes merging turns into
+// maps; mixed with atoms, they make rule sets with groups and leftovers.
+var keyedAtoms = []string{
+	"tcp.dstport == 22", "tcp.dstport == 80", "tcp.dstport in {443 1000..2000}", "tcp.dstport >= 8000", "tcp.dstport < 23",
+	"ip.src == 198.51.100.0/24", "ip.src == 198.51.100.7", "ip.src in {192.0.2.0..192.0.2.9 2001:db8::/48}", "ip.src == 2001:db8:1::9",
+	"udp.dstport == 53", "udp.dstport in {53 123}", "udp.srcport == 8080", "ip.ttl < 64", "ip.ttl == 200",
+	"icmp.type == 8", "icmp.type in {0 3}", "ip.dst == 203.0.113.5", "ip.dst == 2001:db8:ffff::1", "tcp.srcport <= 1024",
+}
+
+// TestDifferentialMerged: rule sets large enough for merging (maps of one
+// field's values to per-rule chains) give the reference's verdicts and
+// count exactly the rules first-match order counts.
+func TestDifferentialMerged(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 13))
+	var decoded []lang.Decoded
+	var pkts []testPkt
+	for i := 0; i < 300; i++ {
+		p := randPkt(r)
+		pkts = append(pkts, p)
+		d, _ := lang.Decode(p.raw())
+		decoded = append(decoded, d)
+	}
+	mergedSets := 0
+	for n := 0; n < 60; n++ {
+		var rules []fwspec.Rule
+		for j := 0; j < 30+r.IntN(50); j++ {
+			// Mostly one field against one of many values, so that groups
+			// are large; some broader conditions and random expressions.
+			port := []int{22, 53, 80, 443, 1024, 8080, 0, 7, 9, 25, 110, 143, 993, 3306, 5432}[r.IntN(15)]
+			src := []string{
+				fmt.Sprintf("tcp.dstport == %d", port), fmt.Sprintf("tcp.srcport in {%d %d}", port, port+1),
+				fmt.Sprintf("udp.dstport == %d", port), fmt.Sprintf("ip.ttl == %d", []int{1, 63, 64, 200, 5, 6}[r.IntN(6)]),
+				"ip.src == " + []string{"198.51.100.7", "198.51.100.200", "203.0.113.5", "192.0.2.1", "198.51.100.9"}[r.IntN(5)],
+				"ip.src == " + []string{"2001:db8::7", "2001:db8:1::9", "2001:db8:ffff::1", "2001:db8::8"}[r.IntN(4)],
+			}[r.IntN(6)]
+			switch r.IntN(8) {
+			case 0:
+				src = keyedAtoms[r.IntN(len(keyedAtoms))]
+			case 1:
+				src = randExpr(r, 1)
+			}
+			act := []fwspec.Action{fwspec.Allow, fwspec.Block, fwspec.Block, fwspec.Log}[r.IntN(4)]
+			rules = append(rules, fwspec.Rule{ID: fmt.Sprintf("r%d", j), Expression: src, Action: act})
+		}
+		spec, err := validate(rules, []fwspec.Action{fwspec.Allow, fwspec.Block}[r.IntN(2)])
+		if err != nil {
+			continue
+		}
+		in := newInterp(t, spec)
+		for name := range in.rules {
+			if strings.HasPrefix(name, mergeChainPrefix) {
+				mergedSets++
+				break
+			}
+		}
+		rf := newRef(t, rules)
+		for k, d := range decoded {
+			got, want := in.verdict(d.Raw), rf.verdict(spec, d)
+			if got != want || strings.Join(in.counted, ",") != strings.Join(rf.counted, ",") {
+				t.Fatalf("rules %q\npacket %+v\nnft: %s counting %v; language: %s counting %v", ruleSrcs(rules), pkts[k], got, in.counted, want, rf.counted)
+			}
+		}
+	}
+	if mergedSets < 30 {
+		t.Fatalf("only %d of 60 rule sets were merged", mergedSets)
+	}
 }
 
 func ruleSrcs(rules []fwspec.Rule) []string {

@@ -416,7 +416,7 @@ func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists b
 	// Log chains of rules that are gone or no longer need one: nothing
 	// jumps to them once the chains above are rewritten.
 	for name, x := range have {
-		if strings.HasPrefix(name, logChainPrefix) && chains[name] == nil {
+		if (strings.HasPrefix(name, logChainPrefix) || strings.HasPrefix(name, mergeChainPrefix)) && chains[name] == nil {
 			c.FlushChain(x)
 			c.DelChain(x)
 			ch = append(ch, "firewall: delete chain "+name)
@@ -679,6 +679,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 	}
 	var logChains []chainLayout
 	shadows := make([]shadowSet, len(dispatch))
+	items := make([][]item, len(dispatch))
 	for _, r := range spec.Rules {
 		nrs := expand(r)
 		for j, d := range dispatch {
@@ -729,7 +730,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 					lc.entries = append(lc.entries, ruleEntry(r, i, nrs[i], d.fam, d.proto, &expr.Verdict{Kind: expr.VerdictReturn}))
 				}
 				logChains = append(logChains, lc)
-				subs[j].entries = append(subs[j].entries, entry{tagPrefix + "jump-" + name, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: name})})
+				items[j] = append(items[j], item{e: entry{tagPrefix + "jump-" + name, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: name})}})
 				continue
 			}
 			for _, i := range fit {
@@ -740,11 +741,22 @@ func layout(spec *fwspec.Spec) []chainLayout {
 				case fwspec.Block:
 					v = &expr.Verdict{Kind: expr.VerdictDrop}
 				}
-				subs[j].entries = append(subs[j].entries, ruleEntry(r, i, nrs[i], d.fam, d.proto, v))
+				it := item{e: ruleEntry(r, i, nrs[i], d.fam, d.proto, v)}
+				if v != nil {
+					it.key, it.ivs, it.keyed = groupKey(nrs[i].lits, d.fam)
+					it.rule, it.alt, it.verdict = r, i, v
+				}
+				items[j] = append(items[j], it)
 			}
 		}
 	}
-	return append(append(out, subs...), logChains...)
+	var merged []chainLayout
+	for j, d := range dispatch {
+		var extra []chainLayout
+		subs[j].entries, extra = mergeChain(d.name, d.fam, items[j])
+		merged = append(merged, extra...)
+	}
+	return append(append(append(out, subs...), logChains...), merged...)
 }
 
 // shadowSet holds the terminal alternatives of a chain so far, to find
