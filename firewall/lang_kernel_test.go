@@ -191,7 +191,7 @@ func TestLanguageKernel(t *testing.T) {
 		// Counters are read back until the packet has been seen (at least
 		// the "true" rule counts it).
 		last := rules[len(rules)-1].ID
-		for i := 0; i < 50; i++ {
+		for i := 0; i < 300; i++ {
 			if now, err = rec.Counters(tenant.Handle); err != nil {
 				t.Fatal(err)
 			}
@@ -448,7 +448,7 @@ func TestMergedKernel(t *testing.T) {
 		}
 		in.send(t, raw)
 		var now map[string]fwspec.Counter
-		for i := 0; i < 50; i++ {
+		for i := 0; i < 300; i++ {
 			now, _ = rec.Counters(tenant.Handle)
 			total := uint64(0)
 			for id, c := range now {
