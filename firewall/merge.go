@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/firewall/lang"
@@ -168,7 +169,7 @@ func keyFieldOf(f *lang.Field, fam family) keyField {
 
 // mergeChain turns a sub-chain's items into its entries and the chains the
 // maps go to (see above); without a group worth a map, the items as they are.
-func mergeChain(chain string, fam family, items []item) ([]entry, []chainLayout) {
+func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []chainLayout) {
 	plain := func() []entry {
 		out := make([]entry, len(items))
 		for i, it := range items {
@@ -257,7 +258,7 @@ func mergeChain(chain string, fam family, items []item) ([]entry, []chainLayout)
 		if len(members) == 0 {
 			return entry{}, false
 		}
-		return vmapEntry(keyB, fam, items, members, yNames), true
+		return vmapEntry(keyB, fam, proto, items, members, yNames), true
 	}
 	var main []entry
 	xNames := map[int]string{}
@@ -270,7 +271,7 @@ func mergeChain(chain string, fam family, items []item) ([]entry, []chainLayout)
 		es = append(append(es, before(i)...), terminal(i))
 		chains = append(chains, chainLayout{name: name(i), entries: es})
 	}
-	main = append(main, vmapEntry(keyA, fam, items, a, xNames))
+	main = append(main, vmapEntry(keyA, fam, proto, items, a, xNames))
 	if e, ok := bMap(len(items)); ok {
 		main = append(main, e)
 	}
@@ -281,7 +282,7 @@ func mergeChain(chain string, fam family, items []item) ([]entry, []chainLayout)
 // vmapEntry is the rule looking the key field up in a map from the
 // members' values to their chains; overlapping values go to the first
 // member holding them.
-func vmapEntry(key string, fam family, items []item, members []int, chains map[int]string) entry {
+func vmapEntry(key string, fam family, proto int, items []item, members []int, chains map[int]string) entry {
 	f := lang.Fields[key[:len(key)-2]]
 	kf := keyFieldOf(f, fam)
 	// Elementary ranges: cut at every range start and end+1.
@@ -350,8 +351,19 @@ func vmapEntry(key string, fam family, items []item, members []int, chains map[i
 		if b.sets != nil {
 			b.sets[set.ID] = elems
 		}
+		// The family and protocol tests are redundant in the chain but let
+		// `nft list` print "ip saddr" and "tcp dport" (and nft -f read it).
+		nfproto := byte(unix.NFPROTO_IPV4)
+		if fam == fam6 {
+			nfproto = unix.NFPROTO_IPV6
+		}
+		out := []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}}}
+		if proto >= 0 {
+			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(proto)}})
+		}
 		ld, _ := load(f, fam)
-		return append(ld, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, IsDestRegSet: true, DestRegister: 0}), nil
+		out = append(out, ld...)
+		return append(out, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, IsDestRegSet: true, DestRegister: 0}), nil
 	}}
 }
 

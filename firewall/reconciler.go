@@ -753,7 +753,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 	var merged []chainLayout
 	for j, d := range dispatch {
 		var extra []chainLayout
-		subs[j].entries, extra = mergeChain(d.name, d.fam, items[j])
+		subs[j].entries, extra = mergeChain(d.name, d.fam, d.proto, items[j])
 		merged = append(merged, extra...)
 	}
 	return append(append(append(out, subs...), logChains...), merged...)
