@@ -225,17 +225,27 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 	if copies > 3*len(items)+256 {
 		return plain(), nil
 	}
+	// Leftovers before every member come first in the sub-chain itself,
+	// not in every member's chain.
+	first := a[0]
+	if len(b) > 0 {
+		first = min(first, b[0])
+	}
+	var hoisted, after []int
+	for _, i := range rest {
+		if i < first {
+			hoisted = append(hoisted, i)
+		} else {
+			after = append(after, i)
+		}
+	}
 	name := func(i int) string {
 		it := items[i]
 		return fmt.Sprintf("%s%s_%s_%d", mergeChainPrefix, chain, it.rule.ID, it.alt)
 	}
-	terminal := func(i int) entry {
-		it := items[i]
-		return entry{it.e.tag + ">" + chain, fixed(&expr.Objref{Type: counterType, Name: counterName(it.rule.ID)}, it.verdict)}
-	}
 	before := func(limit int) []entry {
 		var out []entry
-		for _, i := range rest {
+		for _, i := range after {
 			if i < limit {
 				out = append(out, items[i].e)
 			}
@@ -243,10 +253,24 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 		return out
 	}
 	var chains []chainLayout
+	// memberChain is the chain a member's map value goes to: its own, or,
+	// when it holds nothing but the member's counter and verdict, one
+	// chain per rule alternative shared by every sub-chain.
+	memberChain := func(i int, es []entry) string {
+		it := items[i]
+		if len(es) == 0 {
+			n := fmt.Sprintf("%st_%s_%d", mergeChainPrefix, it.rule.ID, it.alt)
+			chains = append(chains, chainLayout{name: n, entries: []entry{{it.e.tag + ">t",
+				fixed(&expr.Objref{Type: counterType, Name: counterName(it.rule.ID)}, it.verdict)}}})
+			return n
+		}
+		es = append(es, entry{it.e.tag + ">" + chain, fixed(&expr.Objref{Type: counterType, Name: counterName(it.rule.ID)}, it.verdict)})
+		chains = append(chains, chainLayout{name: name(i), entries: es})
+		return name(i)
+	}
 	var yNames = map[int]string{}
 	for _, i := range b {
-		yNames[i] = name(i)
-		chains = append(chains, chainLayout{name: name(i), entries: append(before(i), terminal(i))})
+		yNames[i] = memberChain(i, before(i))
 	}
 	bMap := func(limit int) (entry, bool) {
 		var members []int
@@ -261,15 +285,16 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 		return vmapEntry(keyB, fam, proto, items, members, yNames), true
 	}
 	var main []entry
+	for _, i := range hoisted {
+		main = append(main, items[i].e)
+	}
 	xNames := map[int]string{}
 	for _, i := range a {
-		xNames[i] = name(i)
 		var es []entry
 		if e, ok := bMap(i); ok {
 			es = append(es, e)
 		}
-		es = append(append(es, before(i)...), terminal(i))
-		chains = append(chains, chainLayout{name: name(i), entries: es})
+		xNames[i] = memberChain(i, append(es, before(i)...))
 	}
 	main = append(main, vmapEntry(keyA, fam, proto, items, a, xNames))
 	if e, ok := bMap(len(items)); ok {

@@ -751,10 +751,16 @@ func layout(spec *fwspec.Spec) []chainLayout {
 		}
 	}
 	var merged []chainLayout
+	seen := map[string]bool{}
 	for j, d := range dispatch {
 		var extra []chainLayout
 		subs[j].entries, extra = mergeChain(d.name, d.fam, d.proto, items[j])
-		merged = append(merged, extra...)
+		for _, lc := range extra {
+			if !seen[lc.name] { // shared per-rule chains come once
+				seen[lc.name] = true
+				merged = append(merged, lc)
+			}
+		}
 	}
 	return append(append(append(out, subs...), logChains...), merged...)
 }
