@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -524,6 +525,13 @@ func sameTags(a [][]byte, b [][]byte) bool {
 
 // syncList creates a list set or diffs its elements; it returns the number
 // of element changes queued.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
 // syncList makes set cur (nil: missing) hold want. prev, when not nil, is
 // what this process last wrote into it: the difference is computed from
 // it instead of dumping the set (a 1,000,000-element dump per tenant).
@@ -538,6 +546,34 @@ func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name strin
 			return 0, fmt.Errorf("add set %s: %w", name, err)
 		}
 		return len(want) + 1, addElems(c, s, want)
+	}
+	if prev != nil && slices.IsSortedFunc(prev, comparePrefix) && slices.IsSortedFunc(want, comparePrefix) {
+		// Both sorted (MergePrefixes): one merge walk, no maps (a
+		// 1,000,000-prefix list changes in milliseconds per tenant).
+		var add, gone []netip.Prefix
+		i, j := 0, 0
+		for i < len(prev) || j < len(want) {
+			switch {
+			case j == len(want) || i < len(prev) && comparePrefix(prev[i], want[j]) < 0:
+				gone = append(gone, prev[i])
+				i++
+			case i == len(prev) || comparePrefix(prev[i], want[j]) > 0:
+				add = append(add, want[j])
+				j++
+			default:
+				i, j = i+1, j+1
+			}
+		}
+		var del []nftables.SetElement
+		for _, p := range gone {
+			del = append(del, nftset.Elements(p, nil)...)
+		}
+		for k := 0; k < len(del); k += elemChunk {
+			if err := c.SetDeleteElements(cur, del[k:min(k+elemChunk, len(del))]); err != nil {
+				return 0, fmt.Errorf("delete elements of %s: %w", name, err)
+			}
+		}
+		return len(gone) + len(add), addElems(c, cur, add)
 	}
 	have := map[netip.Prefix]bool{}
 	var foreign []nftset.Interval
