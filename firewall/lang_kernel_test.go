@@ -476,6 +476,26 @@ func TestMergedKernel(t *testing.T) {
 		}
 		base = now
 	}
+	// Change one rule of each group, then shrink the rule set: the maps and
+	// the chains they go to are rewritten or removed in one batch each.
+	rules[1].Expression, rules[2].Expression = "ip.src == 192.0.2.222", "tcp.dstport == 4444"
+	spec2, err := (fwspec.Config{Rules: rules, Lists: diffLists}).ValidateEnv("nfl", diffEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := rec.Apply(tenant.Handle, &spec2); err != nil || len(ch) == 0 {
+		t.Fatalf("one rule changed: %v %v", ch, err)
+	}
+	spec3, err := (fwspec.Config{Rules: rules[:5], Lists: diffLists}).ValidateEnv("nfl", diffEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.Apply(tenant.Handle, &spec3); err != nil {
+		t.Fatalf("shrink: %v", err)
+	}
+	if out := tenant.MustExec(t, "nft", "list", "table", "inet", "nfhost"); strings.Contains(out, "chain m_") || strings.Contains(out, "vmap") {
+		t.Fatalf("merge chains left after shrinking:\n%s", out)
+	}
 }
 
 func ruleExpr(rules []fwspec.Rule, id string) string {

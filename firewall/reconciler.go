@@ -241,7 +241,8 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error)
 		return nil, err
 	}
 	wantCtrs, ch := addCounters(c, t, spec.Rules, haveCtrs, ch)
-	if ch, err = syncChains(c, t, spec, exists, ch); err != nil {
+	var obsolete []*nftables.Chain
+	if ch, err = syncChains(c, t, spec, exists, ch, &obsolete); err != nil {
 		return nil, err
 	}
 	ch = deleteLists(c, haveSets, wantSets, st.written, ch)
@@ -251,6 +252,15 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error)
 	}
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("apply firewall batch: %w", err)
+	}
+	if len(obsolete) > 0 {
+		for _, x := range obsolete {
+			c.DelChain(x)
+		}
+		if err := c.Flush(); err != nil {
+			// The rules are in force; the empty chains go on the next apply.
+			return ch, fmt.Errorf("delete emptied chains: %w", err)
+		}
 	}
 	sort.Strings(ch)
 	return ch, nil
@@ -378,7 +388,7 @@ func addCounters(c *nftables.Conn, t *nftables.Table, rules []fwspec.CompiledRul
 
 // syncChains queues the base chain when its policy differs and rewrites
 // the chains whose rules differ from the spec's layout.
-func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists bool, ch []string) ([]string, error) {
+func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists bool, ch []string, obsolete *[]*nftables.Chain) ([]string, error) {
 	policy := nftables.ChainPolicyAccept
 	if spec.Default == fwspec.Block {
 		policy = nftables.ChainPolicyDrop
@@ -414,12 +424,13 @@ func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists b
 		return nil, err
 	}
 	ch = append(ch, fmt.Sprintf("firewall: rewrite %d chains (%d nft rules)", len(stale), n))
-	// Log chains of rules that are gone or no longer need one: nothing
-	// jumps to them once the chains above are rewritten.
+	// Log and map chains that are gone: emptied here; deleted by apply in
+	// a second batch once this one is in (a verdict map being replaced
+	// still refers to its chains until the batch that replaces it ends).
 	for name, x := range have {
 		if (strings.HasPrefix(name, logChainPrefix) || strings.HasPrefix(name, mergeChainPrefix)) && chains[name] == nil {
 			c.FlushChain(x)
-			c.DelChain(x)
+			*obsolete = append(*obsolete, x)
 			ch = append(ch, "firewall: delete chain "+name)
 		}
 	}
