@@ -81,8 +81,16 @@ func (in *injector) send(t *testing.T, raw []byte) {
 	frame = append(frame, raw...)
 	sa := &unix.SockaddrLinklayer{Ifindex: in.ifindex, Protocol: htons(etype), Halen: 6}
 	copy(sa.Addr[:], in.dst)
-	if err := unix.Sendto(in.fd, frame, 0, sa); err != nil {
-		t.Fatalf("send: %v", err)
+	// ENOBUFS is transient (the link's queue is full under load): retry.
+	for try := 0; ; try++ {
+		err := unix.Sendto(in.fd, frame, 0, sa)
+		if err == nil {
+			return
+		}
+		if err != unix.ENOBUFS || try == 50 {
+			t.Fatalf("send: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
