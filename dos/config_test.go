@@ -23,8 +23,13 @@ func TestCompileMatch(t *testing.T) {
 		"tcp.flags.syn and not tcp.flags.ack and tcp.dstport in {80..443} and ip.dst == 203.0.113.0/24": "v4 proto[6-6] dst=203.0.113.0/24 dport[80-443] flags&0x12=0x2",
 		"ip.ttl <= 5 and ip.src == 2001:db8::/32":                                                       "v6 src=2001:db8::/32 ttl[0-5]",
 		"icmp.type == 8 and icmp.code == 0 and ip.version == 4":                                         "v4 itype[8-8] icode[0-0]",
-		"tcp.flags == 0x02":              "v0 proto[6-6] flags&0xff=0x2",
-		"ip.len >= 100 and ip.len < 200": "v0 len[100-199]",
+		"tcp.flags == 0x02":                                          "v0 proto[6-6] flags&0xff=0x2",
+		"ip.len >= 100 and ip.len < 200":                             "v0 len[100-199]",
+		`ip.proto eq "tcp" and not tcp.flags.syn and tcp.flags.push`: "v0 proto[6-6] flags&0xa=0x8",
+		`not tcp.flags.reset and tcp.dstport in {80}`:                "v0 proto[6-6] dport[80-80] flags&0x4=0x0",
+		"true and ip.ttl == 1":                                       "v0 ttl[1-1]",
+		"not false":                                                  "v0",
+		"tcp.flags.ecn and tcp.flags.cwr":                            "v0 proto[6-6] flags&0xc0=0xc0",
 	} {
 		m, err := compile(t, src)
 		if err != nil {
@@ -47,6 +52,15 @@ func TestCompileMatchRefusesOutsideTheSubset(t *testing.T) {
 		"udp.srcport == 53 and tcp.dstport == 80":       "ip.proto: the conditions on it never match together",
 		"ip.src == 192.0.2.1 and ip.dst == 2001:db8::1": "mixes IPv4 and IPv6",
 		"ip.len > 10 and ip.len < 5":                    "ip.len: the conditions on it never match together",
+		"not tcp.flags.syn":                             `1:5: not tcp.flags.syn also matches packets that are not TCP`,
+		"udp.dstport == 53 and not tcp.flags.ack":       "not tcp.flags.ack also matches packets that are not TCP",
+		"ip.ttl < 3 xor ip.len > 5":                     "1:12: xor is not supported",
+		"false":                                         "false never matches",
+		`ip.src.country == "BR"`:                        "1:1: ip.src.country is not supported in signatures",
+		`cf.colo.name == "sfo06"`:                       "cf.colo.name is not supported in signatures",
+		"ip.dst.asnum == 13335":                         "ip.dst.asnum is not supported in signatures",
+		"bit_slice(udp, 64, 72) == 1":                   "bit_slice is not supported in signatures",
+		`ip.proto == "udp" and sip`:                     "1:23: sip (SIP validation) is not supported by nfhost",
 	} {
 		_, err := compile(t, src)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -85,7 +99,9 @@ func TestParseDoSDocument(t *testing.T) {
 // or refuses with a positioned language error.
 func FuzzCompileMatch(f *testing.F) {
 	for _, s := range []string{"udp.srcport == 53 and ip.len > 512", "tcp.flags.syn and not tcp.flags.ack",
-		"ip.src == 192.0.2.0/24 and ip.ttl < 3", "icmp.type in {0..8} or ip.len == 1"} {
+		"ip.src == 192.0.2.0/24 and ip.ttl < 3", "icmp.type in {0..8} or ip.len == 1",
+		`ip.proto eq "tcp" and not tcp.flags.push`, "not tcp.flags.syn", "true xor false", `ip.src.country in {"BR" "FR"}`,
+		"bit_slice(tcp, 104, 112) == 2", `cf.colo.name == "x" and tcp.dstport in {80 443}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, src string) {

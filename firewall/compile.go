@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -143,7 +144,18 @@ func inInts(a uint64, set []lang.Value) bool {
 // userdata so that an unchanged rule set is recognised without comparing
 // expressions.
 func ruleTag(r fwspec.CompiledRule, i int) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s", r.ID, r.Action, r.Source)))
+	// The alternatives are hashed too: the same source compiles
+	// differently on another site (cf.colo.name) or after a language
+	// change.
+	var alts strings.Builder
+	for _, a := range r.Alts {
+		for _, l := range a {
+			alts.WriteString(l.String())
+			alts.WriteByte(0)
+		}
+		alts.WriteByte(1)
+	}
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s\x00%s", r.ID, r.Action, r.Source, alts.String())))
 	return fmt.Sprintf("%s%s#%d:%s", tagPrefix, r.ID, i, hex.EncodeToString(h[:6]))
 }
 
@@ -154,6 +166,9 @@ type builder struct {
 	conn  *nftables.Conn
 	table *nftables.Table
 	anon  int
+	// sets, when not nil, receives every anonymous set's elements (the
+	// differential tests interpret the rules).
+	sets map[uint32][]nftables.SetElement // by set ID
 }
 
 func listSetName(list string, f family) string { return fmt.Sprintf("l%d_%s", f, list) }
@@ -162,8 +177,10 @@ func counterName(id string) string { return "c_" + id }
 
 // exprs compiles one nft rule's match part (register 1 throughout). fam
 // is the family of the chain it goes into; a family-specific rule carries
-// its own nfproto test only when placed in a family-neutral chain.
-func (b *builder) exprs(r nftRule, fam family) ([]expr.Any, error) {
+// its own nfproto test only when placed in a family-neutral chain. proto
+// is the chain's L4 protocol (-1: any other), which says where a
+// payload[...] comparison's bytes start.
+func (b *builder) exprs(r nftRule, fam family, proto int) ([]expr.Any, error) {
 	var out []expr.Any
 	switch r.fam {
 	case fam4:
@@ -175,7 +192,7 @@ func (b *builder) exprs(r nftRule, fam family) ([]expr.Any, error) {
 		fam = r.fam
 	}
 	for _, l := range r.lits {
-		e, err := b.literal(l, fam)
+		e, err := b.literal(l, fam, proto)
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +259,35 @@ func beInt(v uint64, width int) []byte {
 var cmpOps = map[lang.Op]expr.CmpOp{lang.OpEq: expr.CmpOpEq, lang.OpNe: expr.CmpOpNeq, lang.OpLt: expr.CmpOpLt,
 	lang.OpLe: expr.CmpOpLte, lang.OpGt: expr.CmpOpGt, lang.OpGe: expr.CmpOpGte}
 
-func (b *builder) literal(l lang.Literal, fam family) ([]expr.Any, error) {
+func (b *builder) literal(l lang.Literal, fam family, proto int) ([]expr.Any, error) {
+	switch x := l.Atom.(type) {
+	case *lang.Payload:
+		return payloadExprs(x, l.Neg, proto), nil
+	case *lang.Cmp:
+		if x.Field.Slice != nil {
+			ld, shift := sliceLoad(x.Field.Slice)
+			op := x.Op
+			if l.Neg {
+				op = op.Negate()
+			}
+			return append(ld, &expr.Cmp{Op: cmpOps[op], Register: 1, Data: beInt(x.Val.Int<<shift, sliceBytes(x.Field.Slice))}), nil
+		}
+	case *lang.In:
+		if x.Field.Slice != nil {
+			ld, shift := sliceLoad(x.Field.Slice)
+			shifted := *x
+			shifted.Set = nil
+			for _, v := range x.Set {
+				v.Int, v.Lo, v.Hi = v.Int<<shift, v.Lo<<shift, v.Hi<<shift
+				shifted.Set = append(shifted.Set, v)
+			}
+			set, err := b.anonSet(&shifted, fam, sliceBytes(x.Field.Slice))
+			if err != nil {
+				return nil, err
+			}
+			return append(ld, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: l.Neg}), nil
+		}
+	}
 	switch x := l.Atom.(type) {
 	case *lang.Flag:
 		ld, _ := load(x.Field, fam)
@@ -312,6 +357,11 @@ func (b *builder) anonSet(x *lang.In, fam family, width int) (*nftables.Set, err
 		}
 	} else {
 		set.KeyType = map[int]nftables.SetDatatype{1: nftables.TypeInetProto, 2: nftables.TypeInetService, 4: nftables.TypeInteger}[width]
+		if x.Field.Slice != nil {
+			// bit_slice: an integer of the slice's byte width.
+			set.KeyType = nftables.TypeInteger
+			set.KeyType.Bytes = uint32(width)
+		}
 		max := uint64(1)<<(8*width) - 1
 		for _, iv := range mergeRanges(x.Set) {
 			elems = append(elems, nftables.SetElement{Key: beInt(iv[0], width)})
@@ -325,7 +375,61 @@ func (b *builder) anonSet(x *lang.In, fam family, width int) (*nftables.Set, err
 	if err := b.conn.AddSet(set, elems); err != nil {
 		return nil, fmt.Errorf("add anonymous set: %w", err)
 	}
+	if b.sets != nil {
+		b.sets[set.ID] = elems
+	}
 	return set, nil
+}
+
+// sliceBytes is how many bytes hold a bit slice.
+func sliceBytes(s *lang.Slice) int { return (s.End+7)/8 - s.Start/8 }
+
+// sliceLoad loads the bytes holding a bit slice and masks the slice's
+// bits; shift is how far the slice's value sits from the low end, so a
+// value v compares as v << shift (order and equality are preserved, the
+// other bits being zero).
+func sliceLoad(s *lang.Slice) ([]expr.Any, int) {
+	n := sliceBytes(s)
+	base := expr.PayloadBaseTransportHeader
+	if s.Base == "ip" {
+		base = expr.PayloadBaseNetworkHeader
+	}
+	first := s.Start / 8 * 8
+	mask := make([]byte, n)
+	for bit := s.Start; bit < s.End; bit++ {
+		i := bit - first
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	shift := n*8 - (s.End - first)
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: base, Offset: uint32(s.Start / 8), Len: uint32(n)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(n), Mask: mask, Xor: make([]byte, n)},
+	}, shift
+}
+
+// payloadExprs compiles payload[off:len] & mask == value for a chain of
+// L4 protocol proto, with the DoS layer's definition of where the payload
+// starts: TCP after the data offset (nft's inner header), UDP and ICMP 8
+// bytes into the transport header, other protocols right after the IP
+// header.
+func payloadExprs(p *lang.Payload, neg bool, proto int) []expr.Any {
+	base, off := expr.PayloadBaseTransportHeader, uint32(p.Off)
+	switch proto {
+	case unix.IPPROTO_TCP:
+		base = expr.PayloadBase(unix.NFT_PAYLOAD_INNER_HEADER)
+	case unix.IPPROTO_UDP, unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
+		off += 8
+	}
+	op := expr.CmpOpEq
+	if p.Neg != neg {
+		op = expr.CmpOpNeq
+	}
+	n := uint32(p.Len)
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: p.Mask, Xor: make([]byte, n)},
+		&expr.Cmp{Op: op, Register: 1, Data: p.Value},
+	}
 }
 
 // mergeRanges turns ints and ranges into sorted, disjoint, non-adjacent

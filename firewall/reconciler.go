@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -51,8 +52,56 @@ const (
 // safe for concurrent use on different namespaces; calls on one namespace
 // must not overlap.
 type Reconciler struct {
-	mu    sync.Mutex
-	lists map[listKey]string // applied content hash
+	mu       sync.Mutex
+	lists    map[listKey]string         // applied content hash
+	contents map[listKey][]netip.Prefix // applied content (shared slices, not copies)
+	// splits memoises a list's per-family prefixes and their hash by the
+	// list's backing array: a shared list (one slice for every tenant)
+	// or geo list is split and hashed once, not once per tenant.
+	splits map[splitKey]splitVal
+}
+
+type splitKey struct {
+	first *netip.Prefix
+	n     int
+	f     family
+}
+
+type splitVal struct {
+	ps   []netip.Prefix
+	hash string
+}
+
+// split returns the prefixes of family f in ps and their hash.
+func split(ps []netip.Prefix, f family) ([]netip.Prefix, string) {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is4() == (f == fam4) {
+			out = append(out, p)
+		}
+	}
+	return out, listHash(out)
+}
+
+func (r *Reconciler) split(ps []netip.Prefix, f family) ([]netip.Prefix, string) {
+	if len(ps) < 4096 {
+		return split(ps, f)
+	}
+	k := splitKey{&ps[0], len(ps), f}
+	r.mu.Lock()
+	v, ok := r.splits[k]
+	r.mu.Unlock()
+	if ok {
+		return v.ps, v.hash
+	}
+	out, h := split(ps, f) // outside the lock: a million prefixes take a while
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.splits == nil || len(r.splits) >= 32 { // the memo keeps its lists alive: bounded
+		r.splits = map[splitKey]splitVal{}
+	}
+	r.splits[k] = splitVal{out, h}
+	return out, h
 }
 
 type listKey struct {
@@ -104,45 +153,85 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, erro
 	}
 	defer closeLater(c)
 	dev, ino := nsKey(ns)
-	// The lock guards the cache only: applies in different namespaces run
+	// The lock guards the caches only: applies in different namespaces run
 	// in parallel (the kernel's nftables commit lock is per namespace).
-	cache := func(set string) string {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.lists[listKey{dev: dev, ino: ino, set: set}]
+	st := &listState{
+		known: func(set string) string {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.lists[listKey{dev: dev, ino: ino, set: set}]
+		},
+		prev: func(set string) []netip.Prefix {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.contents[listKey{dev: dev, ino: ino, set: set}]
+		},
+		written: map[string]string{}, content: map[string][]netip.Prefix{}, split: r.split,
 	}
-	written := map[string]string{}
-	ch, err := apply(c, spec, cache, written)
+	ch, err := apply(c, spec, st)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.lists == nil {
 		r.lists = map[listKey]string{}
 	}
+	if r.contents == nil {
+		r.contents = map[listKey][]netip.Prefix{}
+	}
 	if err != nil {
 		// The batch failed as a whole: forget what we thought was there.
-		for set := range written {
+		for set := range st.written {
 			delete(r.lists, listKey{dev: dev, ino: ino, set: set})
+			delete(r.contents, listKey{dev: dev, ino: ino, set: set})
 		}
 		return ch, err
 	}
-	for set, h := range written {
+	for set, h := range st.written {
+		k := listKey{dev: dev, ino: ino, set: set}
 		if h == "" {
-			delete(r.lists, listKey{dev: dev, ino: ino, set: set})
+			delete(r.lists, k)
+			delete(r.contents, k)
 		} else {
-			r.lists[listKey{dev: dev, ino: ino, set: set}] = h
+			r.lists[k], r.contents[k] = h, st.content[set]
 		}
 	}
 	return ch, nil
 }
 
-// apply does the work of Apply on any connection (tests record its batch).
-// known returns the cached content hash of a list set ("" if unknown);
-// written collects the hashes of the lists this batch leaves in place.
+// listState is what apply knows and learns about a namespace's list sets:
+// known returns the content hash this process last wrote or verified
+// ("" if unknown), prev that content (nil if unknown: the set is then
+// dumped and compared element by element); written and content collect
+// what this batch leaves in place. split divides a list by family.
+type listState struct {
+	known   func(set string) string
+	prev    func(set string) []netip.Prefix
+	written map[string]string
+	content map[string][]netip.Prefix
+	split   func([]netip.Prefix, family) ([]netip.Prefix, string)
+}
+
+// apply does the work of Apply on any connection (tests record its batch;
+// a zero listState knows nothing).
 //
 // The steps run in the order the batch needs: lists and counters before
 // the rules that refer to them, chains before the rules in them, and
 // deletions of what nothing refers to any more last.
-func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, written map[string]string) ([]string, error) {
+func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error) {
+	if st.known == nil {
+		st.known = func(string) string { return "" }
+	}
+	if st.prev == nil {
+		st.prev = func(string) []netip.Prefix { return nil }
+	}
+	if st.written == nil {
+		st.written = map[string]string{}
+	}
+	if st.content == nil {
+		st.content = map[string][]netip.Prefix{}
+	}
+	if st.split == nil {
+		st.split = split
+	}
 	t := table()
 	exists, err := tableExists(c, t)
 	if err != nil {
@@ -160,7 +249,7 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 	if err != nil {
 		return nil, err
 	}
-	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, known, written, ch)
+	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, st, ch)
 	if err != nil {
 		return nil, err
 	}
@@ -169,16 +258,26 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, known func(set string) string, w
 		return nil, err
 	}
 	wantCtrs, ch := addCounters(c, t, spec.Rules, haveCtrs, ch)
-	if ch, err = syncChains(c, t, spec, exists, ch); err != nil {
+	var obsolete []*nftables.Chain
+	if ch, err = syncChains(c, t, spec, exists, ch, &obsolete); err != nil {
 		return nil, err
 	}
-	ch = deleteLists(c, haveSets, wantSets, written, ch)
+	ch = deleteLists(c, haveSets, wantSets, st.written, ch)
 	ch = deleteCounters(c, t, haveCtrs, wantCtrs, ch)
 	if len(ch) == 0 {
 		return nil, nil
 	}
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("apply firewall batch: %w", err)
+	}
+	if len(obsolete) > 0 {
+		for _, x := range obsolete {
+			c.DelChain(x)
+		}
+		if err := c.Flush(); err != nil {
+			// The rules are in force; the empty chains go on the next apply.
+			return ch, fmt.Errorf("delete emptied chains: %w", err)
+		}
 	}
 	sort.Strings(ch)
 	return ch, nil
@@ -263,24 +362,22 @@ func listChains(c *nftables.Conn, t *nftables.Table, exists bool) (map[string]*n
 // per family) hold the spec's prefixes, and returns the names of the sets
 // the spec wants.
 func syncLists(c *nftables.Conn, t *nftables.Table, lists map[string][]netip.Prefix, have map[string]*nftables.Set,
-	known func(set string) string, written map[string]string, ch []string) (map[string]bool, []string, error) {
+	st *listState, ch []string) (map[string]bool, []string, error) {
 	want := map[string]bool{}
 	for _, name := range sortedListNames(lists) {
 		for _, f := range []family{fam4, fam6} {
 			sn := listSetName(name, f)
 			want[sn] = true
-			var ps []netip.Prefix
-			for _, p := range lists[name] {
-				if p.Addr().Is4() == (f == fam4) {
-					ps = append(ps, p)
-				}
-			}
-			h := listHash(ps)
-			written[sn] = h
-			if have[sn] != nil && known(sn) == h {
+			ps, h := st.split(lists[name], f)
+			st.written[sn], st.content[sn] = h, ps
+			if have[sn] != nil && st.known(sn) == h {
 				continue // unchanged since this process last wrote or verified it
 			}
-			n, err := syncList(c, t, have[sn], sn, f, ps)
+			var prev []netip.Prefix
+			if have[sn] != nil && st.known(sn) != "" {
+				prev = st.prev(sn)
+			}
+			n, err := syncList(c, t, have[sn], sn, f, ps, prev)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -308,7 +405,7 @@ func addCounters(c *nftables.Conn, t *nftables.Table, rules []fwspec.CompiledRul
 
 // syncChains queues the base chain when its policy differs and rewrites
 // the chains whose rules differ from the spec's layout.
-func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists bool, ch []string) ([]string, error) {
+func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists bool, ch []string, obsolete *[]*nftables.Chain) ([]string, error) {
 	policy := nftables.ChainPolicyAccept
 	if spec.Default == fwspec.Block {
 		policy = nftables.ChainPolicyDrop
@@ -343,7 +440,18 @@ func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists b
 	if err != nil {
 		return nil, err
 	}
-	return append(ch, fmt.Sprintf("firewall: rewrite %d chains (%d nft rules)", len(stale), n)), nil
+	ch = append(ch, fmt.Sprintf("firewall: rewrite %d chains (%d nft rules)", len(stale), n))
+	// Log and map chains that are gone: emptied here; deleted by apply in
+	// a second batch once this one is in (a verdict map being replaced
+	// still refers to its chains until the batch that replaces it ends).
+	for name, x := range have {
+		if (strings.HasPrefix(name, logChainPrefix) || strings.HasPrefix(name, mergeChainPrefix)) && chains[name] == nil {
+			c.FlushChain(x)
+			*obsolete = append(*obsolete, x)
+			ch = append(ch, "firewall: delete chain "+name)
+		}
+	}
+	return ch, nil
 }
 
 // staleChains returns the chains of lay that are missing or whose rules'
@@ -445,7 +553,17 @@ func sameTags(a [][]byte, b [][]byte) bool {
 
 // syncList creates a list set or diffs its elements; it returns the number
 // of element changes queued.
-func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name string, f family, want []netip.Prefix) (int, error) {
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// syncList makes set cur (nil: missing) hold want. prev, when not nil, is
+// what this process last wrote into it: the difference is computed from
+// it instead of dumping the set (a 1,000,000-element dump per tenant).
+func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name string, f family, want, prev []netip.Prefix) (int, error) {
 	kt := nftables.TypeIPAddr
 	if f == fam6 {
 		kt = nftables.TypeIP6Addr
@@ -457,21 +575,55 @@ func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name strin
 		}
 		return len(want) + 1, addElems(c, s, want)
 	}
-	elems, err := c.GetSetElements(cur)
-	if err != nil {
-		return 0, fmt.Errorf("dump set %s: %w", name, err)
-	}
-	ivs, err := nftset.Intervals(elems)
-	if err != nil {
-		return 0, fmt.Errorf("parse set %s: %w", name, err)
+	if prev != nil && slices.IsSortedFunc(prev, comparePrefix) && slices.IsSortedFunc(want, comparePrefix) {
+		// Both sorted (MergePrefixes): one merge walk, no maps (a
+		// 1,000,000-prefix list changes in milliseconds per tenant).
+		var add, gone []netip.Prefix
+		i, j := 0, 0
+		for i < len(prev) || j < len(want) {
+			switch {
+			case j == len(want) || i < len(prev) && comparePrefix(prev[i], want[j]) < 0:
+				gone = append(gone, prev[i])
+				i++
+			case i == len(prev) || comparePrefix(prev[i], want[j]) > 0:
+				add = append(add, want[j])
+				j++
+			default:
+				i, j = i+1, j+1
+			}
+		}
+		var del []nftables.SetElement
+		for _, p := range gone {
+			del = append(del, nftset.Elements(p, nil)...)
+		}
+		for k := 0; k < len(del); k += elemChunk {
+			if err := c.SetDeleteElements(cur, del[k:min(k+elemChunk, len(del))]); err != nil {
+				return 0, fmt.Errorf("delete elements of %s: %w", name, err)
+			}
+		}
+		return len(gone) + len(add), addElems(c, cur, add)
 	}
 	have := map[netip.Prefix]bool{}
 	var foreign []nftset.Interval
-	for _, iv := range ivs {
-		if p, ok := iv.Prefix(); ok {
+	if prev != nil {
+		for _, p := range prev {
 			have[p] = true
-		} else {
-			foreign = append(foreign, iv)
+		}
+	} else {
+		elems, err := c.GetSetElements(cur)
+		if err != nil {
+			return 0, fmt.Errorf("dump set %s: %w", name, err)
+		}
+		ivs, err := nftset.Intervals(elems)
+		if err != nil {
+			return 0, fmt.Errorf("parse set %s: %w", name, err)
+		}
+		for _, iv := range ivs {
+			if p, ok := iv.Prefix(); ok {
+				have[p] = true
+			} else {
+				foreign = append(foreign, iv)
+			}
 		}
 	}
 	wantSet := map[netip.Prefix]bool{}
@@ -589,34 +741,316 @@ func layout(spec *fwspec.Spec) []chainLayout {
 	for i, d := range dispatch {
 		subs[i].name = d.name
 	}
+	var logChains []chainLayout
+	shadows := make([]shadowSet, len(dispatch))
+	items := make([][]item, len(dispatch))
 	for _, r := range spec.Rules {
-		for i, nr := range expand(r) {
-			protos := protoConstraint(nr.lits)
-			for j, d := range dispatch {
-				if nr.fam != famAny && nr.fam != d.fam || !protoFits(protos, d.proto, d.fam) {
-					continue
+		nrs := expand(r)
+		for j, d := range dispatch {
+			var fit []int
+			inChain := make([]nftRule, len(nrs))
+			for i, nr := range nrs {
+				if (nr.fam == famAny || nr.fam == d.fam) && protoFits(protoConstraint(nr.lits), d.proto, d.fam) {
+					lits, ok, always := forChain(nr.lits, d.proto, d.fam)
+					if !ok {
+						continue
+					}
+					inChain[i] = nftRule{fam: nr.fam, lits: lits}
+					if always {
+						fit = []int{i} // always true here: the others add nothing
+						break
+					}
+					fit = append(fit, i)
 				}
-				nr, r := nr, r
-				subs[j].entries = append(subs[j].entries, entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
-					// The family test is redundant in a family chain but lets
-					// `nft list` print ip saddr instead of @nh,96,32.
-					exprs, err := b.exprs(nr, d.fam)
-					if err != nil {
-						return nil, fmt.Errorf("compile rule %s: %w", r.ID, err)
-					}
-					exprs = append(exprs, &expr.Objref{Type: counterType, Name: counterName(r.ID)})
-					switch r.Action {
-					case fwspec.Allow:
-						exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})
-					case fwspec.Block:
-						exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
-					}
-					return exprs, nil
-				}})
+			}
+			// Alternatives an earlier allow or block alternative of this
+			// chain covers never match first: they are left out (their
+			// counter stays where first-match semantics put it, at 0 for
+			// those packets).
+			kept := fit[:0]
+			for _, i := range fit {
+				if !shadows[j].covers(inChain[i].lits) {
+					kept = append(kept, i)
+				}
+			}
+			fit = kept
+			if len(fit) == 0 {
+				continue
+			}
+			if r.Action != fwspec.Log {
+				for _, i := range fit {
+					shadows[j].add(inChain[i].lits)
+				}
+			}
+			nrs := inChain
+			if r.Action == fwspec.Log && len(fit) > 1 {
+				// A log rule whose alternatives overlap would count a packet
+				// once per alternative: its alternatives go into a chain of
+				// their own, each ending with return, so the first match
+				// counts and the packet goes on to the next rule.
+				name := logChainName(r.ID, d.name)
+				lc := chainLayout{name: name}
+				for _, i := range fit {
+					lc.entries = append(lc.entries, ruleEntry(r, i, nrs[i], d.fam, d.proto, &expr.Verdict{Kind: expr.VerdictReturn}))
+				}
+				logChains = append(logChains, lc)
+				items[j] = append(items[j], item{e: entry{tagPrefix + "jump-" + name, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: name})}})
+				continue
+			}
+			for _, i := range fit {
+				var v expr.Any
+				switch r.Action {
+				case fwspec.Allow:
+					v = &expr.Verdict{Kind: expr.VerdictAccept}
+				case fwspec.Block:
+					v = &expr.Verdict{Kind: expr.VerdictDrop}
+				}
+				it := item{e: ruleEntry(r, i, nrs[i], d.fam, d.proto, v)}
+				if v != nil {
+					it.key, it.ivs, it.keyed = groupKey(nrs[i].lits, d.fam)
+					it.rule, it.alt, it.verdict = r, i, v
+				}
+				items[j] = append(items[j], it)
 			}
 		}
 	}
-	return append(out, subs...)
+	var merged []chainLayout
+	seen := map[string]bool{}
+	for j, d := range dispatch {
+		var extra []chainLayout
+		subs[j].entries, extra = mergeChain(d.name, d.fam, d.proto, items[j])
+		for _, lc := range extra {
+			if !seen[lc.name] { // shared per-rule chains come once
+				seen[lc.name] = true
+				merged = append(merged, lc)
+			}
+		}
+	}
+	return append(append(append(out, subs...), logChains...), merged...)
+}
+
+// shadowSet holds the terminal alternatives of a chain so far, to find
+// later alternatives they cover.
+type shadowSet struct {
+	bits  map[string]uint64 // field name -> bit
+	alts  [][]lang.Literal
+	masks []uint64
+}
+
+func (s *shadowSet) mask(lits []lang.Literal) (uint64, bool) {
+	if s.bits == nil {
+		s.bits = map[string]uint64{}
+	}
+	var m uint64
+	for _, l := range lits {
+		name := l.Atom.String() // payload and others: their text
+		if f := atomField(l.Atom); f != nil {
+			name = f.Name
+		}
+		b, ok := s.bits[name]
+		if !ok {
+			if len(s.bits) == 64 {
+				return 0, false
+			}
+			b = 1 << len(s.bits)
+			s.bits[name] = b
+		}
+		m |= b
+	}
+	return m, true
+}
+
+func (s *shadowSet) add(lits []lang.Literal) {
+	if m, ok := s.mask(lits); ok {
+		s.alts, s.masks = append(s.alts, lits), append(s.masks, m)
+	}
+}
+
+// covers reports whether every packet matching lits matches an earlier
+// terminal alternative: one whose every literal is implied by one of lits.
+func (s *shadowSet) covers(lits []lang.Literal) bool {
+	m, ok := s.mask(lits)
+	if !ok {
+		return false
+	}
+	for k, y := range s.alts {
+		if s.masks[k]&^m != 0 {
+			continue // y tests a field lits does not
+		}
+		all := true
+		for _, yl := range y {
+			found := false
+			for _, xl := range lits {
+				if implies(xl, yl) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// implies reports whether literal x implies literal y: the same condition,
+// or integer comparisons of one field whose ranges nest.
+func implies(x, y lang.Literal) bool {
+	if x.Neg == y.Neg && x.Atom.String() == y.Atom.String() {
+		return true
+	}
+	xr, ok1 := intRange(x)
+	yr, ok2 := intRange(y)
+	return ok1 && ok2 && atomField(x.Atom) == atomField(y.Atom) && yr[0] <= xr[0] && xr[1] <= yr[1]
+}
+
+// intRange is the range of values an integer comparison accepts.
+func intRange(l lang.Literal) ([2]uint64, bool) {
+	x, ok := l.Atom.(*lang.Cmp)
+	if !ok || x.Field.Type != lang.TypeInt {
+		return [2]uint64{}, false
+	}
+	op, v, max := x.Op, x.Val.Int, x.Field.Max
+	if l.Neg {
+		op = op.Negate()
+	}
+	switch op {
+	case lang.OpEq:
+		return [2]uint64{v, v}, true
+	case lang.OpLt:
+		if v == 0 {
+			return [2]uint64{}, false
+		}
+		return [2]uint64{0, v - 1}, true
+	case lang.OpLe:
+		return [2]uint64{0, v}, true
+	case lang.OpGt:
+		if v >= max {
+			return [2]uint64{}, false
+		}
+		return [2]uint64{v + 1, max}, true
+	case lang.OpGe:
+		return [2]uint64{v, max}, true
+	}
+	return [2]uint64{}, false
+}
+
+// logChainPrefix starts the names of the per-rule chains of log rules.
+const logChainPrefix = "log_"
+
+func logChainName(id, sub string) string { return logChainPrefix + id + "_" + sub }
+
+// ruleEntry is one alternative of a rule in a chain of family fam and L4
+// protocol proto, counting into the rule's counter and ending with
+// verdict (nil: none).
+func ruleEntry(r fwspec.CompiledRule, i int, nr nftRule, fam family, proto int, verdict expr.Any) entry {
+	return entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
+		// The family test is redundant in a family chain but lets
+		// `nft list` print ip saddr instead of @nh,96,32.
+		exprs, err := b.exprs(nr, fam, proto)
+		if err != nil {
+			return nil, fmt.Errorf("compile rule %s: %w", r.ID, err)
+		}
+		exprs = append(exprs, &expr.Objref{Type: counterType, Name: counterName(r.ID)})
+		if verdict != nil {
+			exprs = append(exprs, verdict)
+		}
+		return exprs, nil
+	}}
+}
+
+// forChain simplifies a conjunction for the dispatch chain of protocol
+// proto (-1: the family's other protocols): tests of ip.proto and of
+// fields of a protocol the chain's packets do not have are constant there
+// (true literals are dropped, except a test of the chain's own protocol,
+// which lets `nft list` print "udp sport" rather than "@th,0,16"; ok is
+// false if one is false; always says every literal is true here).
+func forChain(lits []lang.Literal, proto int, fam family) (out []lang.Literal, ok, always bool) {
+	icmp := uint64(unix.IPPROTO_ICMP)
+	if fam == fam6 {
+		icmp = unix.IPPROTO_ICMPV6
+	}
+	known := map[uint64]bool{unix.IPPROTO_TCP: true, unix.IPPROTO_UDP: true, icmp: true}
+	// has says whether the chain's packets are of protocol p: 1 yes, 0 no,
+	// -1 unknown (the other chain, p not one of the dispatched protocols).
+	has := func(p uint64) int {
+		switch {
+		case proto >= 0 && uint64(proto) == p:
+			return 1
+		case proto >= 0 || known[p]:
+			return 0
+		}
+		return -1
+	}
+	always = true
+	for _, l := range lits {
+		val := -1 // the literal's constant value here, -1: not constant
+		switch x := l.Atom.(type) {
+		case *lang.Cmp:
+			if x.Field.Name == "ip.proto" && (x.Op == lang.OpEq || x.Op == lang.OpNe) {
+				if h := has(x.Val.Int); h >= 0 {
+					val = h
+					if x.Op == lang.OpNe {
+						val = 1 - h
+					}
+				}
+			}
+		case *lang.In:
+			if x.Field.Name == "ip.proto" && proto >= 0 {
+				val = 0
+				if inInts(uint64(proto), x.Set) {
+					val = 1
+				}
+			}
+		}
+		if f := atomField(l.Atom); val < 0 && f != nil {
+			if ps := lang.ImpliedProto(f); ps != nil {
+				absent := true
+				for _, p := range ps {
+					if has(p) != 0 {
+						absent = false
+					}
+				}
+				if absent {
+					val = 0 // a field these packets do not carry: false
+				}
+			}
+		}
+		if val >= 0 {
+			if (val == 1) == l.Neg {
+				return nil, false, false
+			}
+			if f := atomField(l.Atom); !l.Neg && f.Name == "ip.proto" && !isNe(l.Atom) {
+				out = append(out, l)
+			}
+			continue
+		}
+		always = false
+		out = append(out, l)
+	}
+	return out, true, always
+}
+
+func isNe(e lang.Expr) bool {
+	x, ok := e.(*lang.Cmp)
+	return ok && x.Op == lang.OpNe
+}
+
+func atomField(e lang.Expr) *lang.Field {
+	switch x := e.(type) {
+	case *lang.Cmp:
+		return x.Field
+	case *lang.In:
+		return x.Field
+	case *lang.Flag:
+		return x.Field
+	}
+	return nil
 }
 
 // protoConstraint returns the L4 protocols a conjunction requires (nil: any).

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -84,6 +85,11 @@ type Options struct {
 	// block.
 	OnControl func(map[string]source.Entry)
 	NSPrefix  string
+	// FirewallEnv returns what firewall rules may refer to on this server
+	// (site, region, geo databases) now; nil: none. EnvChanged starts a
+	// full pass when it changes (a geo database reloaded); may be nil.
+	FirewallEnv func() fwspec.Env
+	EnvChanged  <-chan struct{}
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
 	// MaxDeleteFraction: a pass that would delete more than this share of
@@ -153,8 +159,13 @@ type Daemon struct {
 	hostLast   string              // the host status last written, without its timestamp
 	subs       []Subsystem         // in the order a tenant is applied
 	plans      map[string]cachedPlan
-	pace       *pacer
-	lane       *lane
+	// shared lists (nfhost/lists/): the last good version of each, the
+	// key of the listing they were parsed from, and a version for plans.
+	shared    map[string][]netip.Prefix
+	sharedKey string
+	sharedVer string
+	pace      *pacer
+	lane      *lane
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -291,6 +302,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.lane.finish(r)
 			if last != nil && started {
 				d.Reconcile(ctx, *last, false)
+			}
+		case <-d.o.EnvChanged:
+			// Every tenant's rules are compiled again; the firewall
+			// reconciler turns changed geo lists into element changes.
+			if last != nil && started {
+				d.Reconcile(ctx, *last, true)
 			}
 		case <-ticker:
 			if last == nil {
@@ -429,6 +446,11 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	orig := s.Tenants
 	prepared := d.foldLane(&s, full)
 
+	// A shared list changed: every tenant's rules are compiled again (an
+	// element diff for the tenants that use it, reads for the others).
+	if d.updateShared(s) {
+		full = true
+	}
 	// Deletions first, so that a prefix moving between tenants is free.
 	results = append(results, d.deletions(ctx, s)...)
 	d.dropStaleStatus(ctx, s)
@@ -695,7 +717,12 @@ func (d *Daemon) newStatus(log *slog.Logger, id string, keys map[string]source.E
 // plan of an unchanged tenant with an unchanged verdict and a firewall or
 // DoS document is reused, so a resync does not parse those again.
 func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slot uint16) *plan.TenantPlan {
-	key := fmt.Sprintf("%s|%d|%v", fingerprint(keys), slot, v.err)
+	var env fwspec.Env
+	if d.o.FirewallEnv != nil {
+		env = d.o.FirewallEnv()
+	}
+	env.Shared, env.Version = d.shared, env.Version+"|"+d.sharedVer
+	key := fmt.Sprintf("%s|%d|%v|%s|%s|%s", fingerprint(keys), slot, v.err, env.Site, env.Region, env.Version)
 	if c, ok := d.plans[id]; ok && c.key == key {
 		return c.plan
 	}
@@ -703,7 +730,7 @@ func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slo
 	for k, e := range keys {
 		docs[k] = plan.Doc{Value: e.Value, Index: e.ModifyIndex}
 	}
-	p := plan.ForTenant(plan.Options{NSPrefix: d.o.NSPrefix}, id, docs, v.valid, v.err, slot)
+	p := plan.ForTenant(plan.Options{NSPrefix: d.o.NSPrefix, Firewall: env}, id, docs, v.valid, v.err, slot)
 	// Only documents that cost something to parse again are worth the
 	// memory: the network document is validated every pass anyway.
 	if p.Firewall.Present || p.DoS.Present {
@@ -712,6 +739,56 @@ func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slo
 		delete(d.plans, id)
 	}
 	return &p
+}
+
+// updateShared parses the snapshot's shared lists if their indexes
+// changed and reports whether any list in force changed. A list that does
+// not parse is logged and keeps its last good version.
+func (d *Daemon) updateShared(s source.Snapshot) bool {
+	var key strings.Builder
+	names := make([]string, 0, len(s.Lists))
+	for n := range s.Lists {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&key, "%s", n)
+		for _, e := range s.Lists[n] {
+			fmt.Fprintf(&key, ":%d", e.ModifyIndex)
+		}
+		key.WriteByte(';')
+	}
+	if key.String() == d.sharedKey {
+		return false
+	}
+	d.sharedKey = key.String()
+	next := map[string][]netip.Prefix{}
+	for _, n := range names {
+		parts := make([][]byte, len(s.Lists[n]))
+		for i, e := range s.Lists[n] {
+			parts[i] = e.Value
+		}
+		ps, err := fwspec.ParseSharedList(n, parts)
+		if err != nil {
+			d.log.Error("shared list refused; its last good version stays in force", "list", n, "err", err)
+			if old, ok := d.shared[n]; ok {
+				next[n] = old
+			}
+			continue
+		}
+		next[n] = ps
+	}
+	d.shared = next
+	h := fnv.New64a()
+	for _, n := range names {
+		if ps, ok := next[n]; ok {
+			fmt.Fprintf(h, "%s:%d:%p;", n, len(ps), ps)
+		}
+	}
+	ver := fmt.Sprintf("%x", h.Sum64())
+	changed := ver != d.sharedVer
+	d.sharedVer = ver
+	return changed
 }
 
 type cachedPlan struct {

@@ -63,7 +63,7 @@ func (fws firewalls) read(tenant string) (fwspec.Config, uint64, error) {
 
 // write validates c and writes it with check-and-set against cas.
 func (fws firewalls) write(tenant string, c fwspec.Config, cas uint64) error {
-	if _, err := c.Validate(tenant); err != nil {
+	if _, err := c.ValidateEnv(tenant, fwspec.OfflineEnv()); err != nil {
 		return err
 	}
 	b, err := json.MarshalIndent(c, "", "  ")
@@ -91,7 +91,9 @@ func (fws firewalls) readFile(file string) (fwspec.Config, error) {
 		return fwspec.Config{}, err
 	}
 	var c fwspec.Config
-	if _, err := fwspec.Parse("", b); err != nil {
+	// Checked as nsd would with a site, a region and geo databases: a rule
+	// that needs them is refused by the servers that lack them, in status.
+	if _, err := fwspec.ParseEnv("", b, fwspec.OfflineEnv()); err != nil {
 		return c, err
 	}
 	return c, json.Unmarshal(b, &c)

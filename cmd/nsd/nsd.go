@@ -21,8 +21,11 @@ import (
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/top"
 	"github.com/nfhost/nfhost/firewall"
+	"github.com/nfhost/nfhost/firewall/fwspec"
+	"github.com/nfhost/nfhost/firewall/lang"
 	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/cliutil"
+	"github.com/nfhost/nfhost/internal/geoip"
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
@@ -59,6 +62,9 @@ type nsdFlags struct {
 	bgpConfig      string
 	bgp            *bgpspec.Valid // parsed --bgp-config
 	indexer        bool
+	site, region   string
+	geoipDB, asnDB string
+	geoReload      time.Duration
 }
 
 // nsdCommand is nsd's command; it parses its flags into f.
@@ -110,6 +116,11 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.bgpConfig, "bgp-config", "", "BGP speaker config file (JSON: asn, router_id, peers, communities, med, graceful_restart); empty: no BGP")
 	fl.BoolVar(&f.confirmDeletes, "confirm-deletes", false, "let deletions held by the mass-delete guard through")
 	fl.BoolVar(&f.indexer, "indexer", true, "stand for election as the fleet's indexer (Consul): the elected nsd keeps index/, so that each server reads only the tenants that changed")
+	fl.StringVar(&f.site, "site", "", "this server's site, the value of cf.colo.name in firewall rules (empty: rules using it are refused)")
+	fl.StringVar(&f.region, "region", "", "this server's region, the value of cf.colo.region in firewall rules (empty: rules using it are refused)")
+	fl.StringVar(&f.geoipDB, "geoip-db", "", "MaxMind-format country database (GeoLite2-Country, DB-IP lite) for ip.src.country and ip.dst.country (empty: rules using them are refused)")
+	fl.StringVar(&f.asnDB, "asn-db", "", "MaxMind-format ASN database (GeoLite2-ASN) for ip.src.asnum and ip.dst.asnum (empty: rules using them are refused)")
+	fl.DurationVar(&f.geoReload, "geo-reload-interval", time.Minute, "how often the geo databases' files are checked for a new version")
 }
 
 // check validates the flags and fills in the defaults that depend on
@@ -168,6 +179,18 @@ func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
 		}
 		f.bgp = &v
 	}
+	for _, c := range []struct{ flag, v string }{{"--site", f.site}, {"--region", f.region}} {
+		if c.v != "" {
+			if len(c.v) > 64 || strings.ContainsFunc(c.v, func(r rune) bool {
+				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+			}) {
+				return level, probe, cliutil.Usagef("%s: want a name of letters, digits, - _ and ., got %q", c.flag, c.v)
+			}
+		}
+	}
+	if f.geoReload <= 0 {
+		return level, probe, cliutil.Usagef("--geo-reload-interval must be positive, got %v", f.geoReload)
+	}
 	return level, probe, nil
 }
 
@@ -211,6 +234,23 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
 		MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
 	topSrv := &top.Server{Host: f.hostID} // Rec stays nil without the DoS layer
+	langEnv := lang.Env{Site: f.site, Region: f.region}
+	opts.FirewallEnv = func() fwspec.Env { return fwspec.Env{Env: langEnv} }
+	if f.geoipDB != "" || f.asnDB != "" {
+		geo, err := geoip.NewReloader(f.geoipDB, f.asnDB, log)
+		if err != nil {
+			return fmt.Errorf("--geoip-db/--asn-db: %w", err)
+		}
+		opts.FirewallEnv = func() fwspec.Env {
+			db := geo.DB()
+			return fwspec.Env{Env: langEnv, Geo: db, Version: db.Version()}
+		}
+		changed := make(chan struct{}, 1)
+		opts.EnvChanged = changed
+		stopGeo := make(chan struct{})
+		defer close(stopGeo)
+		go geo.Watch(stopGeo, f.geoReload, changed)
+	}
 	if f.uplink != "" {
 		stop, err := startUplink(env.Ctx, f, hostNS, probe, log, reg, &opts, topSrv)
 		if err != nil {

@@ -9,6 +9,10 @@ key_prefix "nfhost/dos/" {
 key_prefix "nfhost/control/" {
   policy = "read"
 }
+# The operator's shared lists that tenants' rules refer to.
+key_prefix "nfhost/lists/" {
+  policy = "read"
+}
 # Its status, per tenant and per host.
 key_prefix "nfhost/tenant-status/" {
   policy = "write"

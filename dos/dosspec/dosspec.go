@@ -379,9 +379,16 @@ func subsetErr(e lang.Expr, format string, args ...any) error {
 // CompileMatch compiles an expression to an XDP signature match. The
 // subset: conditions joined by and; per field one comparison (== < <= > >=)
 // or one range (in {a..b}) or, for addresses, one CIDR; flags bare or
-// negated. Anything else is refused at its position.
+// negated; true. Anything else is refused at its position.
+//
+// The meaning is the firewall's (Cloudflare's Unified Routing semantics,
+// see lang.DNF): not tcp.flags.syn also matches packets that are not TCP,
+// which one signature cannot express, so a negated flag is accepted only
+// where another condition of the signature already requires TCP.
 func CompileMatch(e lang.Expr) (Match, error) {
 	var m Match
+	var negFlags []*lang.Flag
+	tcpRequired := false
 	var walk func(lang.Expr) error
 	walk = func(e lang.Expr) error {
 		switch x := e.(type) {
@@ -392,9 +399,23 @@ func CompileMatch(e lang.Expr) (Match, error) {
 			return walk(x.R)
 		case *lang.Or:
 			return subsetErr(x, "or is not supported: write one signature per alternative")
+		case *lang.Xor:
+			return subsetErr(x, "xor is not supported: write one signature per alternative")
+		case *lang.Const:
+			if !x.Val {
+				return subsetErr(x, "false never matches")
+			}
+			return nil
 		case *lang.Not:
+			if c, ok := x.X.(*lang.Const); ok {
+				return walk(&lang.Const{Val: !c.Val, P: c.P})
+			}
 			if f, ok := x.X.(*lang.Flag); ok {
-				return m.flag(f, false)
+				if err := supported(f, f.Field); err != nil {
+					return err
+				}
+				negFlags = append(negFlags, f)
+				return nil
 			}
 			if p, ok := x.X.(*lang.Payload); ok {
 				neg := *p
@@ -405,10 +426,23 @@ func CompileMatch(e lang.Expr) (Match, error) {
 		case *lang.Payload:
 			return m.payload(x)
 		case *lang.Flag:
+			if err := supported(x, x.Field); err != nil {
+				return err
+			}
+			tcpRequired = true
 			return m.flag(x, true)
 		case *lang.Cmp:
+			if err := supported(x, x.Field); err != nil {
+				return err
+			}
+			if x.Field.Proto == lang.ProtoTCP || x.Field.Name == "ip.proto" && x.Op == lang.OpEq && x.Val.Int == lang.ProtoTCP {
+				tcpRequired = true
+			}
 			return m.cmp(x)
 		case *lang.In:
+			if err := supported(x, x.Field); err != nil {
+				return err
+			}
 			if x.List != "" {
 				return subsetErr(x, "named lists are not supported in signatures: use the allow and deny lists")
 			}
@@ -416,6 +450,9 @@ func CompileMatch(e lang.Expr) (Match, error) {
 				return subsetErr(x, "in takes one value or range here")
 			}
 			v := x.Set[0]
+			if x.Field.Proto == lang.ProtoTCP || x.Field.Name == "ip.proto" && v.Kind == lang.KindInt && v.Int == lang.ProtoTCP {
+				tcpRequired = true
+			}
 			switch v.Kind {
 			case lang.KindIntRange:
 				return m.setRange(x, x.Field, v.Lo, v.Hi)
@@ -431,7 +468,29 @@ func CompileMatch(e lang.Expr) (Match, error) {
 	if err := walk(e); err != nil {
 		return Match{}, err
 	}
+	for _, f := range negFlags {
+		if !tcpRequired {
+			return Match{}, subsetErr(f, "not %s also matches packets that are not TCP, which a signature cannot express: add ip.proto == \"tcp\" (or another TCP condition)", f.Field.Name)
+		}
+		if err := m.flag(f, false); err != nil {
+			return Match{}, err
+		}
+	}
 	return m, nil
+}
+
+// supported refuses the fields signatures do not compile, at the
+// condition's position.
+func supported(at lang.Expr, f *lang.Field) error {
+	switch {
+	case f.Unsupported != "":
+		return &lang.Error{Pos: at.Pos(), Msg: f.Unsupported}
+	case f.Slice != nil:
+		return subsetErr(at, "bit_slice is not supported in signatures: use payload[offset:length] or the header fields")
+	case f.Type == lang.TypeString || f.Name == "ip.src.asnum" || f.Name == "ip.dst.asnum":
+		return subsetErr(at, "%s is not supported in signatures (the firewall supports it)", f.Name)
+	}
+	return nil
 }
 
 func (m *Match) flag(f *lang.Flag, set bool) error {

@@ -6,10 +6,15 @@
 package fwspec
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/nfhost/nfhost/firewall/lang"
 	"github.com/nfhost/nfhost/internal/doc"
@@ -78,8 +83,92 @@ var (
 	listRe   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,27}$`)
 )
 
-// Parse decodes and validates a firewall document for tenant.
-func Parse(tenant string, data []byte) (Spec, error) {
+// Env is what this server gives rules beyond the packet: its site and
+// region (cf.colo.name, cf.colo.region) and the geo databases
+// (ip.src.country, ip.dst.country, ip.src.asnum, ip.dst.asnum). The zero
+// Env has none: rules using them are refused.
+type Env struct {
+	lang.Env
+	Geo Geo
+	// Shared are the operator's shared lists (nfhost/lists/<name>): a
+	// rule's $name that is not one of the tenant's own lists refers to
+	// the shared list of that name.
+	Shared map[string][]netip.Prefix
+	// Version changes whenever Geo's or Shared's contents do (plans are
+	// cached by it).
+	Version string
+}
+
+// MaxSharedListEntries bounds one shared list.
+const MaxSharedListEntries = 1_000_000
+
+// SharedListPrefix starts the names shared lists have in a Spec (and
+// their sets, l4__s_<name>): tenant lists cannot start with "_".
+const SharedListPrefix = "_s_"
+
+var sharedRe = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,47}$`)
+
+// ParseSharedList validates a shared list: its name, and its parts (each
+// a JSON array of addresses and CIDRs), merged into one sorted list.
+func ParseSharedList(name string, parts [][]byte) ([]netip.Prefix, error) {
+	if !sharedRe.MatchString(name) {
+		return nil, fmt.Errorf("lists/%s: invalid shared list name: must match %s", name, sharedRe)
+	}
+	var ps []netip.Prefix
+	for i, b := range parts {
+		var entries []string
+		if err := json.Unmarshal(b, &entries); err != nil {
+			return nil, fmt.Errorf("lists/%s: part %d: want a JSON array of addresses and CIDRs: %w", name, i, err)
+		}
+		if len(ps)+len(entries) > MaxSharedListEntries {
+			return nil, fmt.Errorf("lists/%s: more than %d entries", name, MaxSharedListEntries)
+		}
+		for j, e := range entries {
+			p, err := doc.ParseAddrOrPrefix(e)
+			if err != nil {
+				return nil, fmt.Errorf("lists/%s: part %d entry %d %q: %w", name, i, j, e, err)
+			}
+			ps = append(ps, p)
+		}
+	}
+	return MergePrefixes(ps), nil
+}
+
+// Geo answers which prefixes a country or an AS holds. A nil Geo, or one
+// whose HasCountries/HasASNs is false, has no such database.
+type Geo interface {
+	HasCountries() bool
+	HasASNs() bool
+	Country(code string) []netip.Prefix
+	ASN(asn uint32) []netip.Prefix
+}
+
+// OfflineEnv is the environment for checking a document away from any
+// server (nsctl): every site, region and database is assumed present, so
+// only what is wrong everywhere is refused. The geo lists it produces are
+// empty.
+func OfflineEnv() Env {
+	return Env{Env: lang.Env{Site: "-", Region: "-"}, Geo: offlineGeo{}}
+}
+
+type offlineGeo struct{}
+
+func (offlineGeo) HasCountries() bool            { return true }
+func (offlineGeo) HasASNs() bool                 { return true }
+func (offlineGeo) Country(string) []netip.Prefix { return nil }
+func (offlineGeo) ASN(uint32) []netip.Prefix     { return nil }
+
+// GeoListPrefix starts the names of the lists the geo fields compile to;
+// tenant lists cannot start with it.
+const GeoListPrefix = "_"
+
+// Parse decodes and validates a firewall document for tenant on a server
+// without site, region or geo databases.
+func Parse(tenant string, data []byte) (Spec, error) { return ParseEnv(tenant, data, Env{}) }
+
+// ParseEnv decodes and validates a firewall document for tenant on a
+// server with env.
+func ParseEnv(tenant string, data []byte, env Env) (Spec, error) {
 	if len(data) > MaxDocumentBytes {
 		return Spec{}, &doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall,
 			Msg: fmt.Sprintf("document is %d bytes, at most %d (4 MiB)", len(data), MaxDocumentBytes)}
@@ -88,11 +177,16 @@ func Parse(tenant string, data []byte) (Spec, error) {
 	if err := doc.DecodeStrict(tenant, doc.KeyFirewall, data, &c); err != nil {
 		return Spec{}, err
 	}
-	return c.Validate(tenant)
+	return c.ValidateEnv(tenant, env)
 }
 
-// Validate checks every field and compiles the expressions.
-func (c Config) Validate(tenant string) (Spec, error) {
+// Validate checks every field and compiles the expressions for a server
+// without site, region or geo databases.
+func (c Config) Validate(tenant string) (Spec, error) { return c.ValidateEnv(tenant, Env{}) }
+
+// ValidateEnv checks every field and compiles the expressions for a
+// server with env.
+func (c Config) ValidateEnv(tenant string, env Env) (Spec, error) {
 	var errs doc.Errors
 	add := func(path, value, format string, args ...any) {
 		errs = append(errs, &doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall, Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
@@ -142,7 +236,7 @@ func (c Config) Validate(tenant string) (Spec, error) {
 	for i, r := range c.Rules {
 		path := fmt.Sprintf("rules[%d]", i)
 		ids.Check(i, r.ID, add)
-		cr, ok := compileRule(path, r, c.Lists, names, add)
+		cr, ok := compileRule(path, r, c.Lists, names, env, spec.Lists, add)
 		if ok && (r.Enabled == nil || *r.Enabled) {
 			spec.Rules = append(spec.Rules, cr)
 		}
@@ -178,9 +272,10 @@ func validList(name string, entries []string, add func(path, value, format strin
 }
 
 // compileRule checks a rule's action and expression (every list it refers
-// to must exist in lists; names, sorted, feed the suggestions) and
-// normalises the expression; ok is false if the expression is refused.
-func compileRule(path string, r Rule, lists map[string][]string, names []string, add func(path, value, format string, args ...any)) (CompiledRule, bool) {
+// to must exist in lists; names, sorted, feed the suggestions), folds it
+// for env and normalises it; ok is false if the expression is refused.
+// Geo conditions become lists added to out.
+func compileRule(path string, r Rule, lists map[string][]string, names []string, env Env, out map[string][]netip.Prefix, add func(path, value, format string, args ...any)) (CompiledRule, bool) {
 	switch r.Action {
 	case Allow, Block, Log:
 	default:
@@ -191,18 +286,19 @@ func compileRule(path string, r Rule, lists map[string][]string, names []string,
 		add(path+".expression", "", "%v", err)
 		return CompiledRule{}, false
 	}
-	var payload *lang.Payload
+	var unsupported error
 	lang.Walk(e, func(x lang.Expr) {
-		if pl, ok := x.(*lang.Payload); ok && payload == nil {
-			payload = pl
+		if f := atomField(x); f != nil && f.Unsupported != "" && unsupported == nil {
+			unsupported = &lang.Error{Pos: x.Pos(), Msg: f.Unsupported}
 		}
 	})
-	if payload != nil {
-		add(path+".expression", "", "%s: payload matching is supported in DoS signatures only, not in the firewall", payload.Pos())
+	if unsupported != nil {
+		add(path+".expression", "", "%v", unsupported)
 		return CompiledRule{}, false
 	}
 	for _, ref := range lang.ListRefs(e) {
-		if _, ok := lists[ref.List]; !ok {
+		_, shared := env.Shared[ref.List]
+		if _, ok := lists[ref.List]; !ok && !shared {
 			msg := fmt.Sprintf("%s: unknown list $%s", ref.Pos(), ref.List)
 			if s := lang.Suggest(ref.List, names); s != "" {
 				msg += fmt.Sprintf("; did you mean $%s?", s)
@@ -210,12 +306,174 @@ func compileRule(path string, r Rule, lists map[string][]string, names []string,
 			add(path+".expression", "", "%s", msg)
 		}
 	}
+	if e, err = lang.Fold(e, env.Env); err == nil {
+		e, err = resolveGeo(e, env.Geo, out)
+	}
+	if err == nil {
+		e = resolveShared(e, lists, env.Shared, out)
+	}
+	if err != nil {
+		add(path+".expression", "", "%v", err)
+		return CompiledRule{}, false
+	}
 	alts, err := lang.DNF(e, MaxAlternatives)
 	if err != nil {
 		add(path+".expression", "", "%v", err)
 		return CompiledRule{}, false
 	}
 	return CompiledRule{ID: r.ID, Action: r.Action, Source: r.Expression, Alts: alts}, true
+}
+
+func atomField(e lang.Expr) *lang.Field {
+	switch x := e.(type) {
+	case *lang.Cmp:
+		return x.Field
+	case *lang.In:
+		return x.Field
+	case *lang.Flag:
+		return x.Field
+	}
+	return nil
+}
+
+// resolveGeo rewrites country and AS conditions into address list
+// lookups: ip.src.country in {"BR" "FR"} becomes ip.src in $_cc_br_fr, a
+// list of the prefixes the database places in those countries, shared by
+// every rule (and both directions) that names the same set. != is the
+// negation of ==.
+func resolveGeo(e lang.Expr, geo Geo, out map[string][]netip.Prefix) (lang.Expr, error) {
+	var err error
+	var walk func(lang.Expr) lang.Expr
+	walk = func(e lang.Expr) lang.Expr {
+		switch x := e.(type) {
+		case *lang.And:
+			return &lang.And{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Or:
+			return &lang.Or{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Xor:
+			return &lang.Xor{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Not:
+			return &lang.Not{X: walk(x.X), P: x.P}
+		}
+		f := atomField(e)
+		if f == nil {
+			return e
+		}
+		var vals []lang.Value
+		ne := false
+		switch x := e.(type) {
+		case *lang.Cmp:
+			vals, ne = []lang.Value{x.Val}, x.Op == lang.OpNe
+			if x.Op != lang.OpEq && x.Op != lang.OpNe && (f.Name == "ip.src.asnum" || f.Name == "ip.dst.asnum") {
+				if err == nil {
+					err = &lang.Error{Pos: e.Pos(), Msg: fmt.Sprintf("%s takes ==, != or in {...}", f.Name)}
+				}
+				return e
+			}
+		case *lang.In:
+			vals = x.Set
+		}
+		var addr string
+		var name string
+		var ps []netip.Prefix
+		switch f.Name {
+		case "ip.src.country", "ip.dst.country":
+			if geo == nil || !geo.HasCountries() {
+				if err == nil {
+					err = &lang.Error{Pos: e.Pos(), Msg: fmt.Sprintf("%s needs a country database: this server has none (nsd --geoip-db)", f.Name)}
+				}
+				return e
+			}
+			addr = strings.TrimSuffix(f.Name, ".country")
+			var codes []string
+			for _, v := range vals {
+				codes = append(codes, strings.ToLower(v.Str))
+				ps = append(ps, geo.Country(v.Str)...)
+			}
+			name = geoListName("cc", codes)
+		case "ip.src.asnum", "ip.dst.asnum":
+			if geo == nil || !geo.HasASNs() {
+				if err == nil {
+					err = &lang.Error{Pos: e.Pos(), Msg: fmt.Sprintf("%s needs an ASN database: this server has none (nsd --asn-db)", f.Name)}
+				}
+				return e
+			}
+			addr = strings.TrimSuffix(f.Name, ".asnum")
+			var nums []string
+			for _, v := range vals {
+				lo, hi := v.Int, v.Int
+				if v.Kind == lang.KindIntRange {
+					lo, hi = v.Lo, v.Hi
+				}
+				if hi-lo > 4096 {
+					if err == nil {
+						err = &lang.Error{Pos: v.P, Msg: "an AS number range covers at most 4096 numbers"}
+					}
+					return e
+				}
+				for n := lo; n <= hi; n++ {
+					ps = append(ps, geo.ASN(uint32(n))...)
+				}
+				nums = append(nums, v.String())
+			}
+			name = geoListName("as", nums)
+		default:
+			return e
+		}
+		if _, ok := out[name]; !ok {
+			out[name] = MergePrefixes(ps)
+		}
+		var in lang.Expr = &lang.In{Field: lang.Fields[addr], List: name, P: e.Pos()}
+		if ne {
+			in = &lang.Not{X: in, P: e.Pos()}
+		}
+		return in
+	}
+	res := walk(e)
+	return res, err
+}
+
+// resolveShared points list references that are not the tenant's own
+// lists at the shared list of that name (added to out as _s_<name>, the
+// shared slice itself: no copy per tenant).
+func resolveShared(e lang.Expr, own map[string][]string, shared map[string][]netip.Prefix, out map[string][]netip.Prefix) lang.Expr {
+	var walk func(lang.Expr) lang.Expr
+	walk = func(e lang.Expr) lang.Expr {
+		switch x := e.(type) {
+		case *lang.And:
+			return &lang.And{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Or:
+			return &lang.Or{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Xor:
+			return &lang.Xor{L: walk(x.L), R: walk(x.R), P: x.P}
+		case *lang.Not:
+			return &lang.Not{X: walk(x.X), P: x.P}
+		case *lang.In:
+			if _, mine := own[x.List]; x.List != "" && !mine {
+				if ps, ok := shared[x.List]; ok {
+					in := *x
+					in.List = SharedListPrefix + x.List
+					out[in.List] = ps
+					return &in
+				}
+			}
+		}
+		return e
+	}
+	return walk(e)
+}
+
+// geoListName names the list for a set of countries or AS numbers: sorted
+// and joined, or hashed when long.
+func geoListName(kind string, vals []string) string {
+	sort.Strings(vals)
+	vals = slices.Compact(vals)
+	n := GeoListPrefix + kind + "_" + strings.ReplaceAll(strings.Join(vals, "_"), "..", "-")
+	if len(n) > 40 {
+		h := sha256.Sum256([]byte(n))
+		n = GeoListPrefix + kind + "_" + hex.EncodeToString(h[:8])
+	}
+	return n
 }
 
 // MergePrefixes sorts and removes prefixes covered by others, so the

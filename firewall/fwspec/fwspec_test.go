@@ -3,6 +3,8 @@ package fwspec
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -76,5 +78,39 @@ func BenchmarkRefuse(b *testing.B) {
 				Parse("acme", bc.data)
 			}
 		})
+	}
+}
+
+func TestSharedLists(t *testing.T) {
+	threats, err := ParseSharedList("cf.anonymizer", [][]byte{[]byte(`["192.0.2.0/24", "2001:db8::/32"]`), []byte(`["192.0.2.7"]`)})
+	if err != nil || len(threats) != 2 {
+		t.Fatalf("%v %v", threats, err)
+	}
+	env := Env{Shared: map[string][]netip.Prefix{"cf.anonymizer": threats, "office": {netip.MustParsePrefix("10.0.0.0/8")}}}
+	s, err := ParseEnv("acme", []byte(`{"rules": [
+	  {"id": "a", "expression": "ip.src in $cf.anonymizer", "action": "block"},
+	  {"id": "b", "expression": "ip.dst in $office", "action": "block"}],
+	  "lists": {"office": ["198.51.100.0/24"]}}`), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The shared list under its own name; the tenant's office wins over
+	// the shared one of the same name.
+	if len(s.Lists["_s_cf.anonymizer"]) != 2 || s.Lists["office"][0].String() != "198.51.100.0/24" || s.Lists["_s_office"] != nil {
+		t.Fatalf("lists %v", s.Lists)
+	}
+	if got := s.Rules[0].Alts[0][0].String(); got != "ip.src in $_s_cf.anonymizer" {
+		t.Fatalf("rule a: %s", got)
+	}
+	for parts, want := range map[string]string{
+		`["192.0.2.1/24"]`: `lists/x: part 0 entry 0 "192.0.2.1/24": host bits set`,
+		`{"a": 1}`:         `lists/x: part 0: want a JSON array`,
+	} {
+		if _, err := ParseSharedList("x", [][]byte{[]byte(parts)}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %s", parts, err, want)
+		}
+	}
+	if _, err := ParseSharedList("Bad Name", nil); err == nil {
+		t.Error("bad name accepted")
 	}
 }

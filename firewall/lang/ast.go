@@ -3,6 +3,7 @@ package lang
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -41,7 +42,19 @@ type (
 		X Expr
 		P Pos
 	}
+	// Xor is true when exactly one side is.
+	Xor struct {
+		L, R Expr
+		P    Pos
+	}
 )
+
+// Const is true or false, written or the result of folding a condition
+// that is constant on this server (cf.colo.name).
+type Const struct {
+	Val bool
+	P   Pos
+}
 
 // Op is a comparison operator.
 type Op int
@@ -85,8 +98,8 @@ type Flag struct {
 
 // Payload compares bytes after the transport header (UDP: 8 bytes, TCP:
 // the data offset, ICMP: 8 bytes, other protocols: after the IP header):
-// payload[Off:Len] & Mask == Value (!= when Neg). Only DoS signatures
-// support it; the firewall refuses it.
+// payload[Off:Len] & Mask == Value (!= when Neg). Both compilers
+// support it (the firewall as nft payload expressions).
 type Payload struct {
 	Off, Len    int
 	Mask, Value []byte
@@ -103,6 +116,7 @@ const (
 	KindIntRange              // Lo..Hi
 	KindPrefix                // Prefix (a bare address is a /32 or /128)
 	KindAddrRange             // AddrLo..AddrHi
+	KindString                // Str (quoted in the source)
 )
 
 // Value is a literal.
@@ -111,6 +125,7 @@ type Value struct {
 	Int, Lo, Hi    uint64
 	Prefix         netip.Prefix
 	AddrLo, AddrHi netip.Addr
+	Str            string
 	P              Pos
 }
 
@@ -120,6 +135,8 @@ func (v Value) String() string {
 		return fmt.Sprint(v.Int)
 	case KindIntRange:
 		return fmt.Sprintf("%d..%d", v.Lo, v.Hi)
+	case KindString:
+		return strconv.Quote(v.Str)
 	case KindPrefix:
 		if v.Prefix.IsSingleIP() {
 			return v.Prefix.Addr().String()
@@ -142,6 +159,16 @@ func (e *Cmp) Pos() Pos     { return e.P }
 func (e *In) Pos() Pos      { return e.P }
 func (e *Flag) Pos() Pos    { return e.P }
 func (e *Payload) Pos() Pos { return e.P }
+func (e *Xor) Pos() Pos     { return e.P }
+func (e *Const) Pos() Pos   { return e.P }
+
+func (e *Xor) String() string { return "(" + e.L.String() + " xor " + e.R.String() + ")" }
+func (e *Const) String() string {
+	if e.Val {
+		return "true"
+	}
+	return "false"
+}
 
 func (e *Payload) String() string {
 	op := "=="
@@ -201,6 +228,9 @@ func Walk(e Expr, f func(Expr)) {
 		Walk(x.L, f)
 		Walk(x.R, f)
 	case *Or:
+		Walk(x.L, f)
+		Walk(x.R, f)
+	case *Xor:
 		Walk(x.L, f)
 		Walk(x.R, f)
 	case *Not:

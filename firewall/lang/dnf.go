@@ -1,6 +1,10 @@
 package lang
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
 // Literal is an atomic condition (*Cmp, *In or *Flag), possibly negated.
 type Literal struct {
@@ -34,10 +38,22 @@ func DNF(e Expr, max int) ([][]Literal, error) {
 		return nil, err
 	}
 	out := alts[:0]
+	seen := map[string]bool{}
 	for _, c := range alts {
-		if c, ok := simplify(c); ok {
-			out = append(out, c)
+		c, ok := simplify(c)
+		if !ok {
+			continue
 		}
+		var key strings.Builder
+		for _, l := range c {
+			key.WriteString(l.String())
+			key.WriteByte(0)
+		}
+		if seen[key.String()] {
+			continue
+		}
+		seen[key.String()] = true
+		out = append(out, c)
 	}
 	return out, nil
 }
@@ -78,17 +94,62 @@ func simplify(c []Literal) ([]Literal, bool) {
 			return nil, false
 		}
 	}
+	// With the protocol fixed, a test of another protocol's field is
+	// false, and its negation true: drop it rather than let it read the
+	// wrong header.
+	if p, ok := eq["ip.proto"]; ok {
+		kept := out[:0]
+		for _, l := range out {
+			f := literalField(l.Atom)
+			if x, ok := l.Atom.(*Cmp); ok && f.Name == "ip.proto" && (x.Op == OpEq) == l.Neg && x.Val.Int != p {
+				continue // ip.proto != q, q != p
+			}
+			if protos := impliedProto(f); protos != nil && !slices.Contains(protos, p) {
+				if !l.Neg {
+					return nil, false
+				}
+				continue
+			}
+			kept = append(kept, l)
+		}
+		out = kept
+	}
 	return out, true
 }
 
+// literalField is the field an atom tests (nil for payload and constants).
+func literalField(e Expr) *Field {
+	switch x := e.(type) {
+	case *Cmp:
+		return x.Field
+	case *In:
+		return x.Field
+	case *Flag:
+		return x.Field
+	}
+	return &Field{}
+}
+
+// explicitProto adds to every condition on a field of one L4 protocol the
+// protocol test that Cloudflare's Unified Routing semantics imply: a
+// comparison on a field the packet lacks is false, and f != v is not
+// (f == v), so it holds for packets of any other protocol.
 func explicitProto(e Expr) Expr {
 	switch x := e.(type) {
 	case *And:
 		return &And{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
 	case *Or:
 		return &Or{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
+	case *Xor:
+		return &Xor{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
 	case *Not:
 		return &Not{X: explicitProto(x.X), P: x.P}
+	case *Cmp:
+		if x.Op == OpNe && impliedProto(x.Field) != nil {
+			eq := *x
+			eq.Op = OpEq
+			return &Not{X: explicitProto(&eq), P: x.P}
+		}
 	}
 	var f *Field
 	switch x := e.(type) {
@@ -101,19 +162,46 @@ func explicitProto(e Expr) Expr {
 	default:
 		return e
 	}
-	proto := Fields["ip.proto"]
-	switch {
-	case f.Proto != 0:
-		return &And{L: &Cmp{Field: proto, Op: OpEq, Val: Value{Kind: KindInt, Int: uint64(f.Proto), P: e.Pos()}, P: e.Pos()}, R: e, P: e.Pos()}
-	case f.Name == "icmp.type" || f.Name == "icmp.code":
-		icmps := []Value{{Kind: KindInt, Int: ProtoICMP, P: e.Pos()}, {Kind: KindInt, Int: ProtoICMPv6, P: e.Pos()}}
-		return &And{L: &In{Field: proto, Set: icmps, P: e.Pos()}, R: e, P: e.Pos()}
+	if protos := impliedProto(f); protos != nil {
+		var test Expr
+		proto := Fields["ip.proto"]
+		if len(protos) == 1 {
+			test = &Cmp{Field: proto, Op: OpEq, Val: Value{Kind: KindInt, Int: protos[0], P: e.Pos()}, P: e.Pos()}
+		} else {
+			var vs []Value
+			for _, n := range protos {
+				vs = append(vs, Value{Kind: KindInt, Int: n, P: e.Pos()})
+			}
+			test = &In{Field: proto, Set: vs, P: e.Pos()}
+		}
+		return &And{L: test, R: e, P: e.Pos()}
 	}
 	return e
 }
 
+// ImpliedProto returns the L4 protocols a field exists in (nil: all).
+func ImpliedProto(f *Field) []uint64 { return impliedProto(f) }
+
+func impliedProto(f *Field) []uint64 {
+	switch {
+	case f.Proto != 0:
+		return []uint64{uint64(f.Proto)}
+	case f.Name == "icmp.type" || f.Name == "icmp.code" || f.Slice != nil && f.Slice.Base == "icmp":
+		return []uint64{ProtoICMP, ProtoICMPv6}
+	}
+	return nil
+}
+
 func dnf(e Expr, neg bool, max int) ([][]Literal, error) {
 	switch x := e.(type) {
+	case *Const:
+		if x.Val != neg {
+			return [][]Literal{{}}, nil // one alternative without conditions
+		}
+		return nil, nil
+	case *Xor:
+		// l xor r = (l and not r) or (not l and r)
+		return dnf(&Or{L: &And{L: x.L, R: &Not{X: x.R, P: x.P}, P: x.P}, R: &And{L: &Not{X: x.L, P: x.P}, R: x.R, P: x.P}, P: x.P}, neg, max)
 	case *Not:
 		return dnf(x.X, !neg, max)
 	case *And, *Or:

@@ -36,6 +36,8 @@ const (
 	tLBracket
 	tRBracket
 	tAmp
+	tXor
+	tString // "..." (text without the quotes)
 )
 
 type token struct {
@@ -81,16 +83,44 @@ func (l *lexer) next() (token, error) {
 	for _, op := range []struct {
 		s string
 		k tokKind
-	}{{"==", tOp}, {"!=", tOp}, {"<=", tOp}, {">=", tOp}, {"&&", tAnd}, {"||", tOr}, {"<", tOp}, {">", tOp},
+	}{{"==", tOp}, {"!=", tOp}, {"<=", tOp}, {">=", tOp}, {"&&", tAnd}, {"||", tOr}, {"^^", tXor}, {"<", tOp}, {">", tOp},
 		{"!", tNot}, {"&", tAmp}, {"[", tLBracket}, {"]", tRBracket}, {"(", tLParen}, {")", tRParen}, {"{", tLBrace}, {"}", tRBrace}, {",", tComma}} {
 		if strings.HasPrefix(rest, op.s) {
 			l.advance(len(op.s))
 			return token{kind: op.k, text: op.s, pos: p}, nil
 		}
 	}
+	// Strings: "..." with \" and \\ escapes; typographic quotes too, as
+	// they come in text pasted from documents.
+	for _, q := range [][2]string{{`"`, `"`}, {"\u201c", "\u201d"}} {
+		if !strings.HasPrefix(rest, q[0]) {
+			continue
+		}
+		var b strings.Builder
+		i := len(q[0])
+		for {
+			if i >= len(rest) {
+				return token{}, &Error{Pos: p, Msg: "unterminated string"}
+			}
+			if strings.HasPrefix(rest[i:], q[1]) {
+				i += len(q[1])
+				break
+			}
+			if rest[i] == '\\' && i+1 < len(rest) && (rest[i+1] == '"' || rest[i+1] == '\\') {
+				i++
+			}
+			if rest[i] == '\n' {
+				return token{}, &Error{Pos: p, Msg: "unterminated string"}
+			}
+			b.WriteByte(rest[i])
+			i++
+		}
+		l.advance(i)
+		return token{kind: tString, text: b.String(), pos: p}, nil
+	}
 	if rest[0] == '$' {
 		n := 1
-		for n < len(rest) && (isWordByte(rest[n]) && rest[n] != '.' && rest[n] != ':' && rest[n] != '/') {
+		for n < len(rest) && (isWordByte(rest[n]) && rest[n] != ':' && rest[n] != '/') {
 			n++
 		}
 		if n == 1 {
@@ -111,6 +141,8 @@ func (l *lexer) next() (token, error) {
 			return token{kind: tAnd, text: w, pos: p}, nil
 		case "or":
 			return token{kind: tOr, text: w, pos: p}, nil
+		case "xor":
+			return token{kind: tXor, text: w, pos: p}, nil
 		case "not":
 			return token{kind: tNot, text: w, pos: p}, nil
 		case "in":
@@ -147,7 +179,7 @@ func Parse(src string) (Expr, error) {
 		return nil, err
 	}
 	if p.tok.kind != tEOF {
-		return nil, p.unexpected("and, or or the end of the expression")
+		return nil, p.unexpected("and, or, xor or the end of the expression")
 	}
 	return e, nil
 }
@@ -170,7 +202,7 @@ func (p *parser) unexpected(want string) error {
 }
 
 func (p *parser) or() (Expr, error) {
-	l, err := p.and()
+	l, err := p.xor()
 	if err != nil {
 		return nil, err
 	}
@@ -179,11 +211,32 @@ func (p *parser) or() (Expr, error) {
 		if err := p.advance(); err != nil {
 			return nil, err
 		}
-		r, err := p.and()
+		r, err := p.xor()
 		if err != nil {
 			return nil, err
 		}
 		l = &Or{L: l, R: r, P: pos}
+	}
+	return l, nil
+}
+
+// xor binds tighter than or and looser than and, as in Cloudflare's
+// Rules language.
+func (p *parser) xor() (Expr, error) {
+	l, err := p.and()
+	if err != nil {
+		return nil, err
+	}
+	for p.tok.kind == tXor {
+		pos := p.tok.pos
+		if err := p.advance(); err != nil {
+			return nil, err
+		}
+		r, err := p.and()
+		if err != nil {
+			return nil, err
+		}
+		l = &Xor{L: l, R: r, P: pos}
 	}
 	return l, nil
 }
@@ -237,6 +290,11 @@ func (p *parser) unary() (Expr, error) {
 		}
 		return e, p.advance()
 	case tWord:
+		switch p.tok.text {
+		case "true", "false":
+			c := &Const{Val: p.tok.text == "true", P: p.tok.pos}
+			return c, p.advance()
+		}
 		return p.condition()
 	}
 	return nil, p.unexpected("a field, not or (")
@@ -247,6 +305,13 @@ func (p *parser) condition() (Expr, error) {
 	if ft.text == "payload" {
 		return p.payload()
 	}
+	if ft.text == "bit_slice" {
+		f, err := p.bitSlice()
+		if err != nil {
+			return nil, err
+		}
+		return p.comparison(f, ft)
+	}
 	f, ok := Fields[ft.text]
 	if !ok {
 		msg := fmt.Sprintf("unknown field %q", ft.text)
@@ -255,9 +320,85 @@ func (p *parser) condition() (Expr, error) {
 		}
 		return nil, &Error{Pos: ft.pos, Msg: msg}
 	}
+	if f.Type == TypeBytes {
+		return nil, &Error{Pos: ft.pos, Msg: fmt.Sprintf("%s is the raw header: compare bits of it with bit_slice(%s, start, end)", f.Name, f.Name)}
+	}
 	if err := p.advance(); err != nil {
 		return nil, err
 	}
+	return p.comparison(f, ft)
+}
+
+// MaxSliceOffset and MaxSliceBits bound bit_slice, as Cloudflare does.
+const (
+	MaxSliceOffset = 2040
+	MaxSliceBits   = 32
+)
+
+// bitSlice parses bit_slice(base, start, end): bits [start, end) of a raw
+// header, end exclusive, as Cloudflare documents the arguments
+// (offset_start, offset_end; the slice end - start at most 32 bits).
+func (p *parser) bitSlice() (*Field, error) {
+	start := p.tok.pos
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	if p.tok.kind != tLParen {
+		return nil, p.unexpected(`"(" after bit_slice (bit_slice(header, start, end))`)
+	}
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	bt := p.tok
+	proto, ok := rawHeaders[bt.text]
+	if bt.kind != tWord || !ok {
+		return nil, &Error{Pos: bt.pos, Msg: fmt.Sprintf("bit_slice reads ip, tcp, udp or icmp, not %q", bt.text)}
+	}
+	var nums [2]int
+	var numPos [2]Pos
+	for i := range nums {
+		if err := p.advance(); err != nil {
+			return nil, err
+		}
+		if p.tok.kind != tComma {
+			return nil, p.unexpected(`","`)
+		}
+		if err := p.advance(); err != nil {
+			return nil, err
+		}
+		n, err := strconv.ParseUint(p.tok.text, 0, 16)
+		if p.tok.kind != tWord || err != nil {
+			return nil, &Error{Pos: p.tok.pos, Msg: fmt.Sprintf("expected a bit offset, found %q", p.tok.text)}
+		}
+		nums[i], numPos[i] = int(n), p.tok.pos
+	}
+	if err := p.advance(); err != nil {
+		return nil, err
+	}
+	if p.tok.kind != tRParen {
+		return nil, p.unexpected(`")"`)
+	}
+	s, e := nums[0], nums[1]
+	switch {
+	case e <= s:
+		return nil, &Error{Pos: numPos[1], Msg: fmt.Sprintf("bit_slice(%s, %d, %d): the end offset must be past the start (the arguments are start and end bits, end exclusive; bits %d to %d+n are bit_slice(%s, %d, %d+n))", bt.text, s, e, s, s, bt.text, s, s)}
+	case e-s > MaxSliceBits:
+		return nil, &Error{Pos: numPos[1], Msg: fmt.Sprintf("bit_slice is at most %d bits, this one %d", MaxSliceBits, e-s)}
+	case e > MaxSliceOffset:
+		return nil, &Error{Pos: numPos[1], Msg: fmt.Sprintf("bit_slice offsets end at %d bits", MaxSliceOffset)}
+	}
+	f := &Field{Name: fmt.Sprintf("bit_slice(%s, %d, %d)", bt.text, s, e), Type: TypeInt, Max: 1<<(e-s) - 1,
+		Proto: proto, Slice: &Slice{Base: bt.text, Start: s, End: e}}
+	if bt.text == "icmp" {
+		f.Proto = 0 // ICMP or ICMPv6: made explicit by explicitProto
+	}
+	_ = start
+	return f, p.advance()
+}
+
+// comparison parses what follows a field: an operator and a value, in and
+// a set or list, or nothing for a flag.
+func (p *parser) comparison(f *Field, ft token) (Expr, error) {
 	switch p.tok.kind {
 	case tOp:
 		if f.Type == TypeBool {
@@ -265,7 +406,7 @@ func (p *parser) condition() (Expr, error) {
 		}
 		op := map[string]Op{"==": OpEq, "!=": OpNe, "<": OpLt, "<=": OpLe, ">": OpGt, ">=": OpGe}[p.tok.text]
 		opPos := p.tok.pos
-		if f.Type == TypeIP && op != OpEq && op != OpNe {
+		if (f.Type == TypeIP || f.Type == TypeString) && op != OpEq && op != OpNe {
 			return nil, &Error{Pos: opPos, Msg: fmt.Sprintf("%s cannot be compared with %s; use ==, != or in", f.Name, op)}
 		}
 		if err := p.advance(); err != nil {
@@ -309,16 +450,20 @@ func (p *parser) condition() (Expr, error) {
 			if len(set) > MaxSet {
 				return nil, &Error{Pos: v.P, Msg: fmt.Sprintf("more than %d values in one set; use a named list", MaxSet)}
 			}
-			if p.tok.kind == tComma {
+			// Values are separated by commas or spaces, as in Cloudflare's
+			// {80 443}.
+			switch p.tok.kind {
+			case tComma:
 				if err := p.advance(); err != nil {
 					return nil, err
 				}
 				continue
+			case tWord, tString:
+				continue
+			case tRBrace:
+				return &In{Field: f, Set: set, P: ft.pos}, p.advance()
 			}
-			if p.tok.kind != tRBrace {
-				return nil, p.unexpected(`"," or "}"`)
-			}
-			return &In{Field: f, Set: set, P: ft.pos}, p.advance()
+			return nil, p.unexpected(`"," or "}"`)
 		}
 	}
 	if f.Type == TypeBool {
@@ -330,7 +475,19 @@ func (p *parser) condition() (Expr, error) {
 // value parses one literal for field f.
 func (p *parser) value(f *Field) (Value, error) {
 	t := p.tok
-	if t.kind != tWord {
+	if t.kind == tString && f.Type == TypeString {
+		return p.stringValue(f)
+	}
+	if f.Type == TypeString {
+		return Value{}, p.unexpected(fmt.Sprintf("a string in double quotes for %s", f.Name))
+	}
+	if t.kind == tString && f.Names != nil {
+		// ip.proto eq "tcp": Cloudflare's ip.proto is a string field.
+		if _, ok := f.Names[strings.ToLower(t.text)]; !ok {
+			return Value{}, &Error{Pos: t.pos, Msg: fmt.Sprintf("%q is not a known name for %s", t.text, f.Name)}
+		}
+		t.kind = tWord
+	} else if t.kind != tWord {
 		return Value{}, p.unexpected(fmt.Sprintf("a value for %s (%s)", f.Name, f.Type))
 	}
 	if err := p.advance(); err != nil {
@@ -411,6 +568,27 @@ func (p *parser) value(f *Field) (Value, error) {
 		return Value{Kind: KindPrefix, Prefix: netip.PrefixFrom(a, a.BitLen()), P: t.pos}, nil
 	}
 	return bad("%s takes no value", f.Name)
+}
+
+// stringValue parses a quoted string for a string field: a country is an
+// ISO 3166-1 alpha-2 code (upper-cased), a site or region a name.
+func (p *parser) stringValue(f *Field) (Value, error) {
+	t := p.tok
+	s := t.text
+	switch f.Name {
+	case "ip.src.country", "ip.dst.country", "ip.geoip.country":
+		s = strings.ToUpper(s)
+		if len(s) != 2 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z' {
+			return Value{}, &Error{Pos: t.pos, Msg: fmt.Sprintf("%q is not a 2-letter country code (ISO 3166-1 alpha-2, e.g. \"BR\")", t.text)}
+		}
+	default:
+		if s == "" || len(s) > 64 || strings.ContainsFunc(s, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+		}) {
+			return Value{}, &Error{Pos: t.pos, Msg: fmt.Sprintf("%q is not a site or region name (letters, digits, - _ .)", t.text)}
+		}
+	}
+	return Value{Kind: KindString, Str: s, P: t.pos}, p.advance()
 }
 
 // MaxPayload is the longest payload comparison; MaxPayloadOffset the

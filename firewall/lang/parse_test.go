@@ -1,6 +1,7 @@
 package lang
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -14,11 +15,20 @@ func TestParseAccepts(t *testing.T) {
 		"ip.dst in {203.0.113.1..203.0.113.9, 2001:db8::1}":         "ip.dst in {203.0.113.1..203.0.113.9, 2001:db8::1}",
 		"a or b":                              "",
 		"not (ip.ttl < 5 or ip.len >= 0x200)": "not (ip.ttl < 5 or ip.len >= 512)",
-		"icmp.type == 8 and icmp.code == 0 and ip.version == 6":          "((icmp.type == 8 and icmp.code == 0) and ip.version == 6)",
-		"tcp.flags == 0x12\n and\ttcp.srcport != 0":                      "(tcp.flags == 18 and tcp.srcport != 0)",
-		"ip.src in $office or ip.dst in $servers and udp.srcport > 1023": "(ip.src in $office or (ip.dst in $servers and udp.srcport > 1023))",
-		"udp.dstport == 53 and payload[2:2] & 0x80FF == 0x0001":          "(udp.dstport == 53 and payload[2:2] & 0x80ff == 0x0001)",
-		"payload[0:4] != 0xDEADBEEF":                                     "payload[0:4] & 0xffffffff != 0xdeadbeef",
+		"icmp.type == 8 and icmp.code == 0 and ip.version == 6":              "((icmp.type == 8 and icmp.code == 0) and ip.version == 6)",
+		"tcp.flags == 0x12\n and\ttcp.srcport != 0":                          "(tcp.flags == 18 and tcp.srcport != 0)",
+		"ip.src in $office or ip.dst in $servers and udp.srcport > 1023":     "(ip.src in $office or (ip.dst in $servers and udp.srcport > 1023))",
+		"udp.dstport == 53 and payload[2:2] & 0x80FF == 0x0001":              "(udp.dstport == 53 and payload[2:2] & 0x80ff == 0x0001)",
+		"payload[0:4] != 0xDEADBEEF":                                         "payload[0:4] & 0xffffffff != 0xdeadbeef",
+		`ip.proto eq "tcp" and tcp.dstport in {80 443}`:                      "(ip.proto == 6 and tcp.dstport in {80, 443})",
+		`ip.proto.num == 17 || ip.proto == "ipv6-icmp"`:                      "(ip.proto == 17 or ip.proto == 58)",
+		"tcp.flags.psh and tcp.flags.rst or tcp.flags.ece":                   "((tcp.flags.push and tcp.flags.reset) or tcp.flags.ecn)",
+		"true and not false":                                                 "(true and not false)",
+		"tcp.flags.syn xor tcp.flags.ack or tcp.flags.fin and tcp.flags.cwr": "((tcp.flags.syn xor tcp.flags.ack) or (tcp.flags.fin and tcp.flags.cwr))",
+		`ip.src.country in {"br" "FR"} and ip.dst.asnum != 13335`:            `(ip.src.country in {"BR", "FR"} and ip.dst.asnum != 13335)`,
+		`cf.colo.name == "sfo06" && cf.colo.region ne "WNAM"`:                `(cf.colo.name == "sfo06" and cf.colo.region != "WNAM")`,
+		"bit_slice(udp, 64, 72) in {0x17 0x20..0x2f}":                        "bit_slice(udp, 64, 72) in {23, 32..47}",
+		`ip.src in $cf.anonymizer`:                                           "ip.src in $cf.anonymizer",
 	} {
 		e, err := Parse(src)
 		if want == "" {
@@ -56,7 +66,7 @@ func TestParseErrors(t *testing.T) {
 		"tcp.dstport in $office":            `named lists hold IP prefixes; tcp.dstport is an integer`,
 		"ip.proto == tcpp":                  `"tcpp" is not a number or a known name for ip.proto`,
 		"(tcp.dstport == 22":                `expected ")", found end of expression`,
-		"tcp.dstport == 22 tcp.srcport":     `1:19: expected and, or or the end of the expression, found "tcp.srcport"`,
+		"tcp.dstport == 22 tcp.srcport":     `1:19: expected and, or, xor or the end of the expression, found "tcp.srcport"`,
 		"":                                  `empty expression`,
 		"ip.src == 1.2.3.4 # comment":       `unexpected character '#'`,
 		"ip.src in $":                       `expected a list name after $`,
@@ -70,6 +80,19 @@ func TestParseErrors(t *testing.T) {
 		"payload[0:1] > 0x10":               `expected == or != after payload[...]`,
 		"tcp.dstport == 22 and\n  ip.ttl >": `2:11: expected a value`,
 		strings.Repeat("(", 100) + "tcp.flags.syn" + strings.Repeat(")", 100): "nested deeper than 64",
+		"ip.src.country == BR":           `1:19: expected a string in double quotes for ip.src.country, found "BR"`,
+		`ip.src.country == "BRA"`:        `"BRA" is not a 2-letter country code`,
+		`ip.src.country < "BR"`:          `ip.src.country cannot be compared with <`,
+		`cf.colo.name == "a b"`:          `"a b" is not a site or region name`,
+		`ip.proto == "tcpp"`:             `"tcpp" is not a known name for ip.proto`,
+		`ip.proto == "tcp`:               `1:13: unterminated string`,
+		"ip == 1":                        `1:1: ip is the raw header: compare bits of it with bit_slice(ip, start, end)`,
+		"bit_slice(udp, 64, 8) == 1":     `1:20: bit_slice(udp, 64, 8): the end offset must be past the start`,
+		"bit_slice(udp, 0, 40) == 1":     `bit_slice is at most 32 bits, this one 40`,
+		"bit_slice(eth, 0, 8) == 1":      `bit_slice reads ip, tcp, udp or icmp, not "eth"`,
+		"bit_slice(ip, 2040, 2048) == 1": `bit_slice offsets end at 2040 bits`,
+		"bit_slice(ip, 0, 4) == 16":      `16 is out of range for bit_slice(ip, 0, 4) (0..15)`,
+		"tcp.flags.syn ^^":               `expected a field, not or (, found end of expression`,
 	} {
 		_, err := Parse(src)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -97,6 +120,9 @@ func FuzzParse(f *testing.F) {
 		"ip.dst in {203.0.113.1..203.0.113.9, 2001:db8::1} or tcp.flags.syn",
 		"not (ip.ttl < 5 or ip.len >= 0x200)", "((", "ip.src == ::", "$", "tcp.flags.syn == 1",
 		"payload[0:4] & 0xffff0000 == 0x12340000", "payload[1:1] != 0x00 and udp.srcport == 53",
+		`ip.proto eq "tcp" and tcp.dstport in {80 443}`, `ip.geoip.country in {"UK" "FR"}`, "true xor false",
+		`cf.colo.name ne "sfo06" ^^ ip.src.asnum == 1`, "bit_slice(tcp, 104, 112) in {0x12 0x02}", "“udp”",
+		"tcp.flags.push || !tcp.flags.reset", "ip.src in $cf.anonymizer",
 	} {
 		f.Add(s)
 	}
@@ -127,6 +153,16 @@ func TestDNF(t *testing.T) {
 		"icmp.type == 8":                                 "[ip.proto in {1, 58} icmp.type == 8]",
 		"tcp.flags.syn and not tcp.flags.ack":            "[ip.proto == 6 tcp.flags.syn not tcp.flags.ack]",
 		"tcp.dstport == 22 and udp.dstport == 53":        "",
+		// Unified Routing: != on a field the packet lacks is true.
+		"tcp.dstport != 80":                       "[not ip.proto == 6] | [not tcp.dstport == 80]",
+		"not tcp.flags.syn":                       "[not ip.proto == 6] | [not tcp.flags.syn]",
+		"ip.proto == tcp and not tcp.flags.syn":   "[ip.proto == 6 not tcp.flags.syn]",
+		"udp.dstport == 53 and tcp.dstport != 80": "[ip.proto == 17 udp.dstport == 53]",
+		"bit_slice(icmp, 0, 8) == 8":              "[ip.proto in {1, 58} bit_slice(icmp, 0, 8) == 8]",
+		"true":                                    "[]",
+		"false or ip.ttl == 1":                    "[ip.ttl == 1]",
+		"ip.ttl == 1 xor ip.len == 2":             "[ip.ttl == 1 not ip.len == 2] | [not ip.ttl == 1 ip.len == 2]",
+		"not (ip.ttl == 1 xor ip.len == 2)":       "[not ip.ttl == 1 not ip.len == 2] | [ip.len == 2 ip.ttl == 1]",
 	} {
 		e, err := Parse(src)
 		if err != nil {
@@ -151,5 +187,71 @@ func TestDNF(t *testing.T) {
 	e, _ := Parse("(ip.ttl == 1 or ip.ttl == 2) and (ip.len == 1 or ip.len == 2) and (icmp.code == 1 or icmp.code == 2)")
 	if _, err := DNF(e, 4); err == nil {
 		t.Fatal("cap not enforced")
+	}
+}
+
+// cloudflareExamples reads testdata/cloudflare.txt: expectation and
+// expression per line.
+func cloudflareExamples(t *testing.T) [][2]string {
+	b, err := os.ReadFile("testdata/cloudflare.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][2]string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		want, expr, ok := strings.Cut(line, "\t")
+		if !ok {
+			t.Fatalf("bad line %q", line)
+		}
+		out = append(out, [2]string{want, expr})
+	}
+	return out
+}
+
+// Every expression Cloudflare documents for Magic Firewall parses, and its
+// printed form parses to the same expression.
+func TestCloudflareExamples(t *testing.T) {
+	exs := cloudflareExamples(t)
+	if len(exs) < 60 {
+		t.Fatalf("only %d examples", len(exs))
+	}
+	for _, ex := range exs {
+		e, err := Parse(ex[1])
+		if err != nil {
+			t.Errorf("Parse(%q): %v", ex[1], err)
+			continue
+		}
+		again, err := Parse(e.String())
+		if err != nil || again.String() != e.String() {
+			t.Errorf("round trip of %q: %q, %v", ex[1], e.String(), err)
+		}
+	}
+}
+
+func TestFold(t *testing.T) {
+	env := Env{Site: "ams01", Region: "WEUR"}
+	for src, want := range map[string]string{
+		`cf.colo.name == "AMS01"`:                          "true",
+		`cf.colo.name != "ams01"`:                          "false",
+		`cf.colo.region in {"WNAM" "ENAM"} or ip.ttl == 1`: "(false or ip.ttl == 1)",
+		`ip.geoip.country == "BR"`:                         `(ip.src.country == "BR" or ip.dst.country == "BR")`,
+		`ip.geoip.country != "BR"`:                         `not (ip.src.country == "BR" or ip.dst.country == "BR")`,
+		`not ip.geoip.country in {"UK" "FR"}`:              `not (ip.src.country in {"UK", "FR"} or ip.dst.country in {"UK", "FR"})`,
+	} {
+		e, err := Parse(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Fold(e, env)
+		if err != nil || got.String() != want {
+			t.Errorf("Fold(%s) = %v, %v; want %s", src, got, err, want)
+		}
+	}
+	e, _ := Parse(`ip.ttl == 1 and cf.colo.region == "WEUR"`)
+	if _, err := Fold(e, Env{Site: "x"}); err == nil || err.Error() != "1:17: cf.colo.region: this server has no region (nsd --region)" {
+		t.Errorf("Fold without region: %v", err)
 	}
 }

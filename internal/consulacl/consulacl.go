@@ -73,6 +73,7 @@ var nsdRules = []struct{ comment, kind, sub, policy string }{
 	{"", "key_prefix", "tenants/", "read"},
 	{"", "key_prefix", "dos/", "read"},
 	{"", "key_prefix", "control/", "read"},
+	{"The operator's shared lists that tenants' rules refer to.", "key_prefix", "lists/", "read"},
 	{"Its status, per tenant and per host.", "key_prefix", "tenant-status/", "write"},
 	{"", "key_prefix", "host-status/", "write"},
 	{"status/ is the layout before tenant-status/ and host-status/: nsd\ndeletes what it wrote there, nothing writes it any more.", "key_prefix", "status/", "write"},
@@ -171,7 +172,7 @@ func Allowing(prefix, op, key string) string {
 			if op2 == "read" {
 				nsd()
 			}
-		case "dos", "control":
+		case "dos", "control", "lists":
 			if op2 == "read" {
 				nsd()
 			}

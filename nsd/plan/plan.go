@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/routing/rtspec"
@@ -24,6 +25,9 @@ type Tenant struct {
 // Options are the host-wide settings the plan depends on.
 type Options struct {
 	NSPrefix string
+	// Firewall is what firewall rules may refer to on this server (site,
+	// region, geo databases); the zero Env refuses rules that need them.
+	Firewall fwspec.Env
 }
 
 // Desired is the planned state of every tenant on this host.

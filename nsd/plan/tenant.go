@@ -64,7 +64,7 @@ func ForTenant(opts Options, id string, docs map[string]Doc, network config.Vali
 		p.Routing = rtspec.NewTenantSpec(id, slot, opts.NSPrefix, network.Prefixes)
 	}
 	p.Firewall = part(docs, doc.KeyFirewall, func(b []byte) (*fwspec.Spec, error) {
-		s, err := fwspec.Parse(id, b)
+		s, err := fwspec.ParseEnv(id, b, opts.Firewall)
 		return &s, err
 	})
 	p.DoS = part(docs, doc.KeyDoS, func(b []byte) (*dosspec.Spec, error) {

@@ -207,22 +207,31 @@ func (c *Consul) key(parts ...string) string {
 
 // Read lists the tenant and control prefixes once.
 func (c *Consul) Read(ctx context.Context) (Snapshot, error) {
-	var lists [3]api.KVPairs
+	var lists [4]api.KVPairs
 	hidden := false
-	for i, name := range []string{"tenants", "control", "dos"} {
+	for i, name := range []string{"tenants", "control", "dos", "lists"} {
 		pairs, filtered, err := c.listFiltered(ctx, c.key(name)+"/")
 		if err != nil {
 			return Snapshot{}, err
 		}
 		lists[i], hidden = pairs, hidden || filtered
 	}
-	s := c.build(lists[0], lists[1], lists[2])
+	s := c.build(lists)
 	s.Hidden = hidden
 	return s, nil
 }
 
-func (c *Consul) build(tenantPairs, controlPairs, dosPairs api.KVPairs) Snapshot {
-	s := Snapshot{Tenants: map[string]map[string]Entry{}, Control: map[string]Entry{}}
+func (c *Consul) build(l [4]api.KVPairs) Snapshot {
+	tenantPairs, controlPairs, dosPairs := l[0], l[1], l[2]
+	s := Snapshot{Tenants: map[string]map[string]Entry{}, Control: map[string]Entry{}, Lists: map[string][]Entry{}}
+	lp := c.key("lists") + "/"
+	for _, p := range l[3] { // sorted by key: parts come in order
+		if strings.HasSuffix(p.Key, "/") && p.Value == nil {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(p.Key, lp), "/")
+		s.Lists[name] = append(s.Lists[name], Entry{Value: p.Value, ModifyIndex: p.ModifyIndex})
+	}
 	tp := c.key("tenants") + "/"
 	for _, p := range tenantPairs {
 		rest := strings.TrimPrefix(p.Key, tp)
@@ -277,9 +286,10 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 	}
 	go w.watchPrefix(ctx, slotControl, c.key("control")+"/")
 	go w.watchPrefix(ctx, slotDoS, c.key("dos")+"/")
+	go w.watchPrefix(ctx, slotLists, c.key("lists")+"/")
 	go w.probe(ctx)
 	var (
-		sent    [3]listing // the listings of the last snapshot sent
+		sent    [4]listing // the listings of the last snapshot sent
 		sentAny bool
 	)
 	for {
@@ -289,11 +299,11 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		case <-w.changed:
 		}
 		w.mu.Lock()
-		ready := w.have[0] && w.have[1] && w.have[2]
+		ready := w.have[0] && w.have[1] && w.have[2] && w.have[3]
 		fresh := ready && (!sentAny || w.fps != sent || w.reset)
 		var snap Snapshot
 		if fresh {
-			snap, sent, sentAny = c.build(w.lists[0], w.lists[1], w.lists[2]), w.fps, true
+			snap, sent, sentAny = c.build(w.lists), w.fps, true
 			snap.StoreReset, w.reset = w.reset, false
 		}
 		w.mu.Unlock()
@@ -308,11 +318,12 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 	}
 }
 
-// What Watch follows: three prefixes and the probe of the agent.
+// What Watch follows: four prefixes and the probe of the agent.
 const (
 	slotTenants = iota
 	slotControl
 	slotDoS
+	slotLists
 	slotProbe
 	nSlots
 )
@@ -324,9 +335,9 @@ type watcher struct {
 	changed  chan struct{} // a listing changed (buffered: one wake-up is enough)
 
 	mu    sync.Mutex
-	lists [3]api.KVPairs
-	have  [3]bool
-	fps   [3]listing
+	lists [4]api.KVPairs
+	have  [4]bool
+	fps   [4]listing
 	errs  [nSlots]error
 	sick  bool
 	reset bool // an index went backwards since the last snapshot sent

@@ -34,6 +34,7 @@ func NewDir(root, stateDir string) *Dir {
 const (
 	dirControl = "_control"
 	dirGlobal  = "_global"
+	dirLists   = "_lists"
 )
 
 func hashIndex(b []byte) uint64 {
@@ -47,7 +48,7 @@ func hashIndex(b []byte) uint64 {
 
 // Read walks the tree once.
 func (d *Dir) Read(ctx context.Context) (Snapshot, error) {
-	s := Snapshot{Tenants: map[string]map[string]Entry{}, Control: map[string]Entry{}}
+	s := Snapshot{Tenants: map[string]map[string]Entry{}, Control: map[string]Entry{}, Lists: map[string][]Entry{}}
 	ents, err := os.ReadDir(d.root)
 	if err != nil {
 		return s, fmt.Errorf("read config dir: %w", err)
@@ -60,6 +61,22 @@ func (d *Dir) Read(ctx context.Context) (Snapshot, error) {
 		case name == dirControl:
 			if err := d.readControl(&s); err != nil {
 				return s, err
+			}
+			continue
+		case name == dirLists:
+			files, err := os.ReadDir(filepath.Join(d.root, dirLists))
+			if err != nil {
+				return s, fmt.Errorf("read %s: %w", dirLists, err)
+			}
+			for _, f := range files {
+				if f.IsDir() || !strings.HasSuffix(f.Name(), ".json") {
+					continue
+				}
+				b, err := os.ReadFile(filepath.Join(d.root, dirLists, f.Name()))
+				if err != nil {
+					return s, fmt.Errorf("read %s/%s: %w", dirLists, f.Name(), err)
+				}
+				s.Lists[strings.TrimSuffix(f.Name(), ".json")] = []Entry{{Value: b, ModifyIndex: hashIndex(b)}}
 			}
 			continue
 		case name == dirGlobal:
@@ -160,6 +177,16 @@ func fingerprint(s Snapshot) string {
 	}
 	if s.DoSGlobal != nil {
 		fmt.Fprintf(&b, "g:%d;", s.DoSGlobal.ModifyIndex)
+	}
+	names := make([]string, 0, len(s.Lists))
+	for n := range s.Lists {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		for _, e := range s.Lists[n] {
+			fmt.Fprintf(&b, "l:%s=%d;", n, e.ModifyIndex)
+		}
 	}
 	fmt.Fprintf(&b, "p:%s", strings.Join(s.Problems, "|"))
 	return b.String()

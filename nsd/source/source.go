@@ -7,12 +7,13 @@
 //	<prefix>/tenants/<tenant>/firewall   tenant-writable firewall rules
 //	<prefix>/tenants/<tenant>/dos        DoS settings
 //	<prefix>/dos/global                  fleet-wide DoS settings (operator)
+//	<prefix>/lists/<name>[/<part>]       shared address lists any tenant's rules may use (operator)
 //	<prefix>/control/<name>              operator controls, e.g. confirm-deletes/<host>
 //	<prefix>/tenant-status/<tenant>/<host>  written by nsd: one prefix per tenant
 //	<prefix>/host-status/<host>             host-level status (delete guard)
 //
 // The directory source mirrors it: DIR/<tenant>/network.json (firewall.json,
-// dos.json), DIR/_global/dos.json, DIR/_control/<name>; status goes to
+// dos.json), DIR/_global/dos.json, DIR/_lists/<name>.json, DIR/_control/<name>; status goes to
 // STATE/status/<host>/<name>.json.
 package source
 
@@ -39,6 +40,10 @@ type Snapshot struct {
 	Control map[string]Entry
 	// DoSGlobal is <prefix>/dos/global; nil when absent.
 	DoSGlobal *Entry
+	// Lists are the shared lists <prefix>/lists/<name>: one entry, or
+	// the parts <name>/<part> in key order (a list larger than one Consul
+	// value is split). Each part is a JSON array of addresses and CIDRs.
+	Lists map[string][]Entry
 	// Problems are keys that could not be attributed to a tenant (bad
 	// tenant ID, nested keys); reported, never fatal.
 	Problems []string

@@ -132,8 +132,9 @@ func TestConsulUnreachableRetries(t *testing.T) {
 	defer cancel()
 	errs := 0
 	st.Watch(ctx, make(chan source.Snapshot), func(error) { errs++ })
-	// Backoff 250ms, 500ms, ...: a handful of attempts, not a busy loop.
-	if errs < 2 || errs > 10 {
+	// Backoff 250ms, 500ms, ...: a handful of attempts per watched prefix
+	// (tenants, control, dos, lists), not a busy loop.
+	if errs < 2 || errs > 14 {
 		t.Fatalf("%d attempts in 1.2s", errs)
 	}
 }
@@ -236,4 +237,62 @@ func TestConfirmKey(t *testing.T) {
 	if got := source.ConfirmKey("edge1"); got != "confirm-deletes/edge1" {
 		t.Fatalf("ConfirmKey(edge1) = %q", got)
 	}
+}
+
+// Shared lists: <prefix>/lists/<name> and its parts <name>/<part>, in
+// key order; the directory source's DIR/_lists/<name>.json.
+func TestSharedLists(t *testing.T) {
+	check := func(t *testing.T, st source.Store, put func(key, value string)) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		snaps := make(chan source.Snapshot, 16)
+		go st.Watch(ctx, snaps, nil)
+		wait := func(ok func(source.Snapshot) bool) source.Snapshot {
+			t.Helper()
+			for {
+				select {
+				case s := <-snaps:
+					if ok(s) {
+						return s
+					}
+				case <-ctx.Done():
+					t.Fatal("no snapshot with the lists")
+				}
+			}
+		}
+		<-snaps
+		put("threats", `["192.0.2.0/24"]`)
+		s := wait(func(s source.Snapshot) bool { return len(s.Lists["threats"]) == 1 })
+		if string(s.Lists["threats"][0].Value) != `["192.0.2.0/24"]` {
+			t.Fatalf("lists %+v", s.Lists)
+		}
+		put("threats", `["192.0.2.0/25"]`)
+		wait(func(s source.Snapshot) bool {
+			return len(s.Lists["threats"]) == 1 && string(s.Lists["threats"][0].Value) == `["192.0.2.0/25"]`
+		})
+	}
+	t.Run("consul", func(t *testing.T) {
+		a := consultest.Start(t, consultest.WithPorts(28700))
+		cfg := api.DefaultConfig()
+		cfg.Address = a.Addr
+		st, err := source.NewConsul(cfg, "nfhost")
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, st, func(k, v string) { a.Put(t, "nfhost/lists/"+k, v) })
+		// Parts are concatenated in key order.
+		a.Put(t, "nfhost/lists/big/0001", `["198.51.100.0/24"]`)
+		a.Put(t, "nfhost/lists/big/0000", `["203.0.113.0/24"]`)
+		s, err := st.Read(context.Background())
+		if err != nil || len(s.Lists["big"]) != 2 || string(s.Lists["big"][0].Value) != `["203.0.113.0/24"]` {
+			t.Fatalf("parts %+v %v", s.Lists, err)
+		}
+	})
+	t.Run("dir", func(t *testing.T) {
+		root := t.TempDir()
+		st := source.NewDir(root, t.TempDir())
+		st.Poll = 10 * time.Millisecond
+		os.MkdirAll(filepath.Join(root, "_lists"), 0o755)
+		check(t, st, func(k, v string) { os.WriteFile(filepath.Join(root, "_lists", k+".json"), []byte(v), 0o644) })
+	})
 }
