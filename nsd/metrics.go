@@ -32,6 +32,7 @@ type Metrics struct {
 	// their own (the DoS document check; later subsystems).
 	SubsystemApplySeconds *prometheus.HistogramVec
 	AutoMitigations       *prometheus.CounterVec
+	FleetPublished        prometheus.Counter
 }
 
 // applySeconds is the apply-time histogram of a subsystem.
@@ -82,6 +83,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Packet samples read from the XDP ring buffer, by tenant (\"\" for none)."}, []string{"tenant"}),
 		AutoMitigations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_dos_auto_mitigations_total",
 			Help: "Automatic DoS mitigations started, by tenant."}, []string{"tenant"}),
+		FleetPublished: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_dos_fleet_mitigations_published_total",
+			Help: "Automatic DoS mitigations this edge published to the fleet first."}),
 		SubsystemApplySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nfhost_subsystem_apply_duration_seconds",
 			Help: "Time to apply one tenant's part of a subsystem without a histogram of its own.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}, []string{"subsys"}),
 		TunnelApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_tunnel_apply_duration_seconds",
@@ -90,7 +93,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Tenants, m.Reconciles, m.ApplySeconds, m.KernelChanges, m.HeldDeletes,
 			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred, m.FirewallApplySeconds, m.FirewallPackets, m.FirewallBytes,
-			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.SubsystemApplySeconds, m.AutoMitigations)
+			m.DoSApplySeconds, m.DoSSamples, m.TunnelApplySeconds, m.SubsystemApplySeconds, m.AutoMitigations,
+			m.FleetPublished)
 	}
 	return m
 }

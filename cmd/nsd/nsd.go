@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/synproxy"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/cliutil"
@@ -185,6 +186,7 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 			return err
 		}
 		defer stop()
+		opts.Synproxy = synproxy.NS{}
 	} else {
 		log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
 	}

@@ -1,4 +1,5 @@
-# nfhost nsd: read what it reconciles, write only status.
+# nfhost nsd: read what it reconciles, write only status and the
+# fleet-wide automatic DoS mitigations (dos/mitigations/).
 # status/ is the layout before tenant-status/ and host-status/: nsd
 # deletes what it wrote there, nothing writes it any more.
 key_prefix "nfhost/tenants/" {
@@ -17,5 +18,8 @@ key_prefix "nfhost/host-status/" {
   policy = "write"
 }
 key_prefix "nfhost/status/" {
+  policy = "write"
+}
+key_prefix "nfhost/dos/mitigations/" {
   policy = "write"
 }

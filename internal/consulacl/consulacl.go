@@ -70,7 +70,8 @@ func TenantDescription(prefix, id string) string {
 func NSD(prefix string) Policy {
 	p := strings.Trim(prefix, "/")
 	return Policy{Name: NSDName(p), Description: fmt.Sprintf("nfhost nsd: reads tenant configs, writes status (KV prefix %s)", p),
-		Rules: fmt.Sprintf(`# nfhost nsd: read what it reconciles, write only status.
+		Rules: fmt.Sprintf(`# nfhost nsd: read what it reconciles, write only status and the
+# fleet-wide automatic DoS mitigations (dos/mitigations/).
 # status/ is the layout before tenant-status/ and host-status/: nsd
 # deletes what it wrote there, nothing writes it any more.
 key_prefix %[1]q {
@@ -91,7 +92,10 @@ key_prefix %[5]q {
 key_prefix %[6]q {
   policy = "write"
 }
-`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/")}
+key_prefix %[7]q {
+  policy = "write"
+}
+`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/", p+"/dos/mitigations/")}
 }
 
 // Operator is the operator's policy.
@@ -156,7 +160,7 @@ func Allowing(prefix, op, key string) string {
 				nsd()
 			}
 		case "dos", "control":
-			if op2 == "read" {
+			if op2 == "read" || dir == "dos" && id == "mitigations" {
 				nsd()
 			}
 		case "tenant-status":

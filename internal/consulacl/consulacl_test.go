@@ -53,8 +53,8 @@ func TestRulesFollowThePrefix(t *testing.T) {
 		t.Errorf("tenant rules reach beyond the tenant:\n%s", r)
 	}
 	n := NSD("/edge/nf/").Rules
-	if strings.Count(n, `policy = "write"`) != 3 {
-		t.Errorf("nsd writes more than the three status prefixes:\n%s", n)
+	if strings.Count(n, `policy = "write"`) != 4 || !strings.Contains(n, `key_prefix "edge/nf/dos/mitigations/" {`+"\n  policy = \"write\"") {
+		t.Errorf("nsd writes more than the three status prefixes and the fleet's mitigations:\n%s", n)
 	}
 	for _, k := range []string{"tenants/", "dos/", "control/"} {
 		if !strings.Contains(n, `key_prefix "edge/nf/`+k+`" {`+"\n  policy = \"read\"") {
@@ -75,6 +75,7 @@ func TestAllowing(t *testing.T) {
 		{"write", "nfhost/tenants/acme/network", "nfhost-operator (the operator's token)"},
 		{"read", "nfhost/tenants/acme/network", "nfhost-tenant-acme (tenant acme's token), nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/dos/global", "nfhost-operator (the operator's token)"},
+		{"write", "nfhost/dos/mitigations/acme/auto-1f", "nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/control/confirm-deletes/edge1", "nfhost-operator (the operator's token)"},
 		{"read", "nfhost/tenant-status/beta/edge1", "nfhost-tenant-beta (tenant beta's token), nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/tenant-status/beta/edge1", "nfhost-nsd (nsd's token) or nfhost-operator"},
