@@ -78,7 +78,10 @@ type lab struct {
 	nsdBin, ctlBin string
 	nsPrefix       string
 	hostID         string
-	nsd            *proc
+	// tag starts the names of the lab's extra namespaces (attacker,
+	// customer) and pins: the prefix newLabPrefix was given.
+	tag string
+	nsd *proc
 	// consulAddr is what --consul-addr gets ("" : no flag, the environment
 	// decides); nsdEnv and ctlEnv are added to nsd's and nsctl's
 	// environment (tokens, CONSUL_HTTP_ADDR, TLS files).
@@ -97,7 +100,7 @@ func newLabPrefix(t testing.TB, prefix string, opts ...consultest.Option) *lab {
 	}
 	u := nstest.Unique()
 	l := &lab{t: t, client: nstest.New(t, prefix+u+"c"), edge: nstest.New(t, prefix+u+"e"),
-		nsPrefix: prefix + u + "-", hostID: "edge-" + u}
+		nsPrefix: prefix + u + "-", hostID: "edge-" + u, tag: prefix}
 	l.nsdBin, l.ctlBin = binaries(t)
 	nstest.Link(t, l.client, "eth0", "192.0.2.1/24", l.edge, "uplink", "192.0.2.2/24")
 	l.client.MustExec(t, "ip", "addr", "add", "2001:db8:ff::1/64", "dev", "eth0", "nodad")
