@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 declare -A pkg_for=(
   [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [nsenter]=util-linux
   [iperf3]=iperf3 [tcpdump]=tcpdump [ethtool]=ethtool [curl]=curl [python3]=python3
-  [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool
+  [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [hping3]=hping3
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
