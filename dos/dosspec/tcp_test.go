@@ -49,3 +49,28 @@ func TestTCPProtectionValidation(t *testing.T) {
 		t.Errorf("global prefixes: %v", err)
 	}
 }
+
+// FuzzTCPProtection: any tcp_protection object is refused with a field
+// error or resolves to bounds the XDP program accepts.
+func FuzzTCPProtection(f *testing.F) {
+	f.Add(`{"ports": ["80", "8000-8100"], "engage_pps": 2000, "hold": "30s", "out_of_state": true}`)
+	f.Add(`{"mode": "monitor", "engage_pps": 0, "mss": 536, "wscale": 14}`)
+	f.Fuzz(func(t *testing.T, obj string) {
+		s, err := Parse("acme", []byte(`{"tcp_protection": `+obj+`}`))
+		if err != nil || s.TCP == nil {
+			return
+		}
+		p, err := s.TCP.Resolve(nil, "acme", "dos")
+		if err != nil {
+			t.Fatalf("validated but does not resolve: %v", err)
+		}
+		if len(p.Ports) > MaxTCPPorts || p.WScale > 14 || p.MSS < 536 || p.ReleasePPS > p.EngagePPS || p.Hold < time.Second {
+			t.Fatalf("out of bounds: %+v", p)
+		}
+		for _, r := range p.Ports {
+			if r.Lo == 0 || r.Hi < r.Lo {
+				t.Fatalf("bad port range %+v", r)
+			}
+		}
+	})
+}

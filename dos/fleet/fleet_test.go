@@ -120,3 +120,22 @@ func TestParseRefuses(t *testing.T) {
 		t.Error("bad JSON accepted")
 	}
 }
+
+// FuzzParse: any stored value either is refused with an error or parses
+// to a record that encodes and parses again to itself.
+func FuzzParse(f *testing.F) {
+	b, _ := json.Marshal(FromMitigation(mit("acme", "auto-1a", time.Minute), "edge1"))
+	f.Add("acme/auto-1a", b)
+	f.Add("acme/auto-1a", []byte(`{"tenant":"acme","id":"auto-1a","action":"ratelimit","limit_pps":5,"expires":"2026-01-01T00:00:00Z","expression":"tcp.flags.syn"}`))
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		r, err := Parse(name, data)
+		if err != nil {
+			return
+		}
+		b, _ := json.Marshal(r)
+		r2, err := Parse(name, b)
+		if err != nil || r2.ID != r.ID || r2.Expression != r.Expression || !r2.Expires.Equal(r.Expires) {
+			t.Fatalf("round trip: %v %+v %+v", err, r, r2)
+		}
+	})
+}
