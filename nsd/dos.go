@@ -161,6 +161,7 @@ func (s *dosSub) FinishStatus(st *source.Status) { s.d.tenantDoSPlacement(st) }
 func (s *dosSub) FinishPass(ctx context.Context, snap source.Snapshot, full bool, results []Result) {
 	s.d.reconcileDoS(ctx, snap, full)
 	s.d.dosResults(results)
+	s.syncSynproxies()
 }
 
 // Delete: a gone tenant leaves the maps at the next FinishPass.

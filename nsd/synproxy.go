@@ -42,3 +42,20 @@ func (s *dosSub) applySynproxy(id string, a *applied, full bool) ([]string, erro
 	s.proxied[id] = key
 	return ch, nil
 }
+
+// syncSynproxies follows dos/global: a new global default changes the
+// protection of tenants no pass applied, and their synproxy tables must
+// follow within the pass, not at the next resync. Unchanged tenants cost a
+// map lookup.
+func (s *dosSub) syncSynproxies() {
+	if s.proxy == nil {
+		return
+	}
+	for id, a := range s.d.applied {
+		ch, err := s.applySynproxy(id, a, false)
+		if err != nil {
+			s.d.log.Error("apply synproxy", "tenant", id, "err", err)
+		}
+		s.d.recordChanges(s.d.log.With("tenant", id), s.Name(), ch)
+	}
+}

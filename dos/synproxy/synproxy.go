@@ -83,7 +83,7 @@ func Apply(ns netns.NsHandle, s *Spec) ([]string, error) {
 	if cur == want {
 		return changes, nil
 	}
-	if cur != "" || cur == "?" {
+	if cur != "" { // ours in another version, or altered: replaced whole
 		c.DelTable(table())
 	}
 	if s != nil {
