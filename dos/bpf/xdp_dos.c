@@ -642,14 +642,19 @@ struct {
 	__type(key, __u32);
 	__uint(value_size, sizeof(struct tcp_call)); // opaque to user space
 	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME); // shared across an in-place upgrade
 } nfh_tcp_call SEC(".maps");
 
-// Index 0: nfhost_tcp. Not pinned: each load fills its own.
+// Index 0: nfhost_tcp. Pinned: the kernel empties a program array when
+// the last user-space reference to it goes, so an unpinned one would lose
+// its entry when the nsd that filled it exits, while the attached
+// nfhost_dos still calls into it. Each load puts its own nfhost_tcp in.
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(__u32));
 	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nfh_progs SEC(".maps");
 
 // decide runs stages 1-6 on a parsed packet. It is inlined twice with v4
