@@ -159,4 +159,30 @@ func TestFleetMitigation(t *testing.T) {
 		t.Errorf("the tombstone is not listed:\n%s", out)
 	}
 	flood.Wait()
+
+	// 4. Both edges see another attack at once and derive the same
+	// signature: one record, published by one of them.
+	published := func() uint64 {
+		return metric(t, m1, "nfhost_dos_fleet_mitigations_published_total") + metric(t, m2, "nfhost_dos_fleet_mitigations_published_total")
+	}
+	before := published()
+	other := "\x17\x00\x03\x2b" + ntpMonlist[4:]
+	f1 := nstest.StartFlood(t, att, "203.0.113.1", 123, 18000, 5*time.Second, []byte(other))
+	f2 := nstest.StartFlood(t, att2, "203.0.113.1", 123, 18000, 5*time.Second, []byte(other))
+	detects := func(p *proc) bool {
+		return strings.Contains(grep(p.Log(), "0x1700032b"), `msg="automatic DoS mitigation"`)
+	}
+	eventuallyFor(t, 20*time.Second, "both edges detect the second attack", func() bool { return detects(p1) && detects(p2) })
+	f1.Wait()
+	f2.Wait()
+	out, _ = l.nsctl("dos", "mitigations")
+	rows := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "0x1700032b") {
+			rows++
+		}
+	}
+	if rows != 1 || published()-before != 1 {
+		t.Errorf("two edges deriving one signature: %d records, %d publications (want 1 and 1):\n%s", rows, published()-before, out)
+	}
 }
