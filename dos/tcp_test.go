@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -342,5 +343,35 @@ func TestSYNCookieEngage(t *testing.T) {
 	}
 	if a := c.TCP["acme"]; a.OutOfState != 1 || a.CookiesInvalid != 2 || a.SYN != 12 {
 		t.Errorf("acme counters %+v", a)
+	}
+}
+
+// TestTCPProtectionOutsidePrefixes: tcp_protection prefixes outside the
+// tenant's refuse the whole document (its other rules are not placed
+// either), naming the field.
+func TestTCPProtectionOutsidePrefixes(t *testing.T) {
+	objs := loadForTest(t)
+	r, err := newReconciler(objs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := Tenant{ID: "acme", Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
+		Spec: mustSpec(t, "acme", `{"deny": ["192.0.2.9"], "tcp_protection": {"prefixes": ["198.51.100.0/24"]}}`)}
+	errs, err := r.Apply(*mustSpec(t, "dos/global", `{}`), []Tenant{acme}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := errs["acme"]; e == nil || !strings.Contains(e.Error(), `tcp_protection.prefixes[0]: "198.51.100.0/24": not inside the tenant's prefixes`) {
+		t.Fatalf("errs %v", errs)
+	}
+	if got := runTCP(t, objs, tcpPkt{src: "192.0.2.9", dst: "203.0.113.5", sport: 1, dport: 80, seq: 1, flags: "S"}).ret; got != xdpPass {
+		t.Errorf("the refused document's deny entry is in force: verdict %d", got)
+	}
+	// The global default's engage_pps does not leak a release_pps above a
+	// tenant's own engage_pps.
+	g := mustSpec(t, "dos/global", `{"tcp_protection": {"engage_pps": 10000, "release_pps": 8000}}`)
+	p, err := ResolveTCP(g, mustSpec(t, "acme", `{"tcp_protection": {"engage_pps": 100}}`), "acme")
+	if err != nil || p.ReleasePPS != 50 {
+		t.Errorf("merged: %+v %v", p, err)
 	}
 }

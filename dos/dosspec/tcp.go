@@ -100,11 +100,13 @@ func (c TCPProtectionConfig) merge(d TCPProtectionConfig) TCPProtectionConfig {
 	if c.SYNCookies == nil {
 		c.SYNCookies = d.SYNCookies
 	}
+	if c.ReleasePPS == nil && c.EngagePPS == nil {
+		// A tenant's own engage_pps brings its own default release
+		// (half of it), not the global release_pps.
+		c.ReleasePPS = d.ReleasePPS
+	}
 	if c.EngagePPS == nil {
 		c.EngagePPS = d.EngagePPS
-	}
-	if c.ReleasePPS == nil {
-		c.ReleasePPS = d.ReleasePPS
 	}
 	if c.Hold == "" {
 		c.Hold = d.Hold
