@@ -308,6 +308,19 @@ func (d *Daemon) reportDoSCounters(ctx context.Context, ids []string) {
 				c.Rules[rest] = source.DoSRuleCount{Packets: s.Packets, Dropped: s.Dropped}
 			}
 		}
+		if tc, ok := ctr.TCP[id]; ok {
+			// TCP protection: "tcp:<event>"; its drops (none in
+			// monitor mode) under tcp:dropped.
+			if c.Rules == nil {
+				c.Rules = map[string]source.DoSRuleCount{}
+			}
+			c.Rules["tcp:syn"] = source.DoSRuleCount{Packets: tc.SYN}
+			c.Rules["tcp:cookie_sent"] = source.DoSRuleCount{Packets: tc.CookiesSent}
+			c.Rules["tcp:cookie_valid"] = source.DoSRuleCount{Packets: tc.CookiesValid}
+			c.Rules["tcp:cookie_invalid"] = source.DoSRuleCount{Packets: tc.CookiesInvalid}
+			c.Rules["tcp:out_of_state"] = source.DoSRuleCount{Packets: tc.OutOfState}
+			c.Rules["tcp:dropped"] = source.DoSRuleCount{Packets: tc.Dropped, Dropped: tc.Dropped}
+		}
 		if c.Packets == 0 && c.Rules == nil {
 			c = nil
 		}
