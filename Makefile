@@ -14,9 +14,10 @@ deps:
 	scripts/deps.sh
 
 # Unit tests need no root; kernel and e2e tests need root and skip loudly
-# without it. NFHOST_REQUIRE_CONSUL makes a missing Consul a failure.
+# without it. NFHOST_REQUIRE_CONSUL makes a missing Consul a failure, and
+# NFHOST_REQUIRE_TOOLS one of promtool, prometheus or tmux.
 test: deps check check-generated build
-	NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 -timeout 20m ./...
+	NFHOST_REQUIRE_CONSUL=1 NFHOST_REQUIRE_TOOLS=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 -timeout 20m ./...
 
 test-unit:
 	$(GO) test -count=1 -short ./cmd/... ./nsd/... ./internal/... ./firewall/lang/... ./dos/detect/...

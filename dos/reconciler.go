@@ -185,6 +185,42 @@ func (r *Reconciler) TenantName(i uint32) string {
 	return ""
 }
 
+// SampleRate is the 1-in-N rate packets to a tenant's prefixes are
+// sampled at as the maps hold it (the tenant's sample_rate, else the
+// global one; tenant "": the global one; 0: off).
+func (r *Reconciler) SampleRate(tenant string) uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.w.Last()
+	if st == nil {
+		return 0
+	}
+	if s := st.InForce[tenant]; tenant != "" && s != nil && s.SampleRate != 0 {
+		return s.SampleRate
+	}
+	return st.SampleRate
+}
+
+// Sampling reports whether any packets are sampled (a global or a
+// tenant's sample_rate in force).
+func (r *Reconciler) Sampling() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.w.Last()
+	if st == nil {
+		return false
+	}
+	if st.SampleRate != 0 {
+		return true
+	}
+	for id, s := range st.InForce {
+		if id != dosspec.GlobalKey && s != nil && s.SampleRate != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Stats are packet and byte counts; Dropped* the part that was dropped.
 type Stats struct {
 	Packets, Bytes, Dropped, DroppedBytes uint64

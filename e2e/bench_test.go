@@ -297,9 +297,16 @@ func applyHistogram(b *testing.B, reg *prometheus.Registry) (sum float64, count 
 		b.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "nfhost_apply_duration_seconds" {
-			h := mf.GetMetric()[0].GetHistogram()
-			return h.GetSampleSum(), h.GetSampleCount()
+		if mf.GetName() != "nfhost_subsystem_apply_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "subsys" && lp.GetValue() == "routing" {
+					h := m.GetHistogram()
+					return h.GetSampleSum(), h.GetSampleCount()
+				}
+			}
 		}
 	}
 	return 0, 0
@@ -338,22 +345,16 @@ func BenchmarkNSDMemory(b *testing.B) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		time.Sleep(500 * time.Millisecond)
-		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-		var rssKB float64
-		for _, line := range strings.Split(string(st), "\n") {
-			if strings.HasPrefix(line, "VmRSS:") {
-				rssKB, _ = strconv.ParseFloat(strings.Fields(line)[1], 64)
-			}
-		}
+		rss := rssMiB(cmd.Process.Pid)
 		cmd.Process.Signal(unix.SIGTERM)
 		cmd.Wait()
 		b.ReportMetric(float64(n), "tenants")
-		b.ReportMetric(rssKB/1024, "rss-MiB")
+		b.ReportMetric(rss, "rss-MiB")
 	}
 }
 
 // BenchmarkNoisyNeighbour: a quiet tenant's firewall PUT → nsd has applied
-// it (status applied with that firewall index), p50/p99 over 50 changes,
+// it (status applied with that firewall index), p50/p99 over quietChanges changes,
 // with NFHOST_BENCH_QUIET (default 100) quiet tenants, first alone and then
 // while a noisy neighbour with a 200-rule firewall rewrites it 100 times a
 // second, in the same run: real Consul, real nsd with the routing and
@@ -369,17 +370,30 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		l := newNoisyLab(b, agent, n)
 		stop := l.start(b, nsd.Options{})
-		alone := l.latency(b, 50)
+		alone := l.latency(b, quietChanges)
 		w := l.startNoisy(b)
-		noisy := l.latency(b, 50)
+		noisy := l.latency(b, quietChanges)
 		w.stop(b)
+		background := l.counter(b, "nfhost_firewall_background_applies_total")
+		stop()
+		// The same with the lane off (every apply on the reconcile
+		// goroutine): what applying the throttled tenant in the
+		// background buys.
+		stop = l.start(b, nsd.Options{LaneWidth: -1})
+		wl := l.startNoisy(b)
+		nolane := l.latency(b, quietChanges)
+		wl.stop(b)
 		stop()
 		// The same with pacing off: what the coalescing buys.
 		stop = l.start(b, nsd.Options{MinApplyInterval: -1})
 		wu := l.startNoisy(b)
-		unpaced := l.latency(b, 50)
+		unpaced := l.latency(b, quietChanges)
 		wu.stop(b)
 		stop()
+		b.ReportMetric(ms(nolane[50]), "p50-nolane-ms")
+		b.ReportMetric(ms(nolane[99]), "p99-nolane-ms")
+		b.ReportMetric(ms(nolane[99])/ms(alone[99]), "p99-nolane-ratio")
+		b.ReportMetric(background, "background-applies")
 		b.ReportMetric(float64(n), "quiet-tenants")
 		b.ReportMetric(ms(alone[50]), "p50-alone-ms")
 		b.ReportMetric(ms(alone[99]), "p99-alone-ms")
@@ -545,7 +559,7 @@ type noisyWriter struct {
 // stop.
 func (l *noisyLab) startNoisy(b *testing.B) *noisyWriter {
 	w := &noisyWriter{l: l, quit: make(chan struct{}), done: make(chan struct{}), t0: time.Now(), ok0: l.firewallApplies(b)}
-	w.fwSum0, w.fwCount0 = histogram(b, l.reg, "nfhost_firewall_apply_duration_seconds")
+	w.fwSum0, w.fwCount0 = histogram(b, l.reg, "nfhost_subsystem_apply_duration_seconds", "firewall")
 	id := fmt.Sprintf("t%d", l.n)
 	go func() {
 		defer close(w.done)
@@ -575,23 +589,48 @@ func (w *noisyWriter) stop(b *testing.B) {
 	secs := t1.Sub(w.t0).Seconds()
 	w.writesPerSec = float64(w.writes) / secs
 	// Firewall applies while the neighbour wrote, less the quiet changes.
-	w.appliesPerSec = (w.l.firewallApplies(b) - w.ok0 - 50) / secs
-	sum, n := histogram(b, w.l.reg, "nfhost_firewall_apply_duration_seconds")
+	w.appliesPerSec = (w.l.firewallApplies(b) - w.ok0 - quietChanges) / secs
+	sum, n := histogram(b, w.l.reg, "nfhost_subsystem_apply_duration_seconds", "firewall")
 	w.applyMean = time.Duration((sum - w.fwSum0) / float64(n-w.fwCount0) * float64(time.Second))
 }
 
-func histogram(b *testing.B, reg *prometheus.Registry, name string) (sum float64, count uint64) {
+// histogram reads the sum and count of name{subsys=subsys}.
+func histogram(b *testing.B, reg *prometheus.Registry, name, subsys string) (sum float64, count uint64) {
 	mfs, err := reg.Gather()
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			h := mf.GetMetric()[0].GetHistogram()
-			return h.GetSampleSum(), h.GetSampleCount()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "subsys" && lp.GetValue() == subsys {
+					h := m.GetHistogram()
+					return h.GetSampleSum(), h.GetSampleCount()
+				}
+			}
 		}
 	}
 	return 0, 0
+}
+
+// quietChanges is how many quiet-tenant changes each phase times.
+const quietChanges = 200
+
+// counter reads an unlabelled counter.
+func (l *noisyLab) counter(b *testing.B, name string) float64 {
+	mfs, err := l.reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 // firewallApplies reads nfhost_reconcile_total{subsys="firewall",result="ok"}.
@@ -615,4 +654,129 @@ func (l *noisyLab) firewallApplies(b *testing.B) float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkRestart: nsd restarted over N converged tenants (a new
+// routing.Reconciler and daemon, as after a process restart: Observe and
+// the first full pass), against the cold start of the same tenants in the
+// same run; then the same restart after drift (one tenant's veth deleted,
+// another's ip rule removed, the nft mark map flushed), which the first
+// pass must repair. Run with -benchtime=1x.
+func BenchmarkRestart(b *testing.B) {
+	nstest.RequireRoot(b)
+	n := benchTenants()
+	for i := 0; i < b.N; i++ {
+		u := nstest.Unique()
+		nh := nstest.New(b, "nfR"+u+"h")
+		np := "nfR" + u + "n-"
+		cleanupPrefix(b, np)
+		st := snapStore{snap: source.Snapshot{Tenants: map[string]map[string]source.Entry{}}}
+		for j := 0; j < n; j++ {
+			doc := fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j))
+			st.snap.Tenants[fmt.Sprintf("t%d", j)] = map[string]source.Entry{"network": {Value: []byte(doc), ModifyIndex: uint64(j + 1)}}
+		}
+		run := func() (time.Duration, int) {
+			b.Helper()
+			rec, err := routing.New(routing.Config{HostNS: nh.Handle, NSPrefix: np})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rec.Close()
+			d := nsd.New(nsd.Options{HostID: "bench", Store: st, Routing: rec, NSPrefix: np})
+			t0 := time.Now()
+			rs, err := d.Once(context.Background())
+			took := time.Since(t0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var changes int
+			for _, r := range rs {
+				if r.Err != nil {
+					b.Fatalf("tenant %s: %v", r.Tenant, r.Err)
+				}
+				changes += r.Changes
+			}
+			return took, changes
+		}
+		cold, _ := run()
+		// Three restarts, the median (this machine is noisy).
+		var rs []time.Duration
+		for k := 0; k < 3; k++ {
+			d, c := run()
+			if c != 0 {
+				b.Fatalf("restart over converged tenants made %d changes", c)
+			}
+			rs = append(rs, d)
+		}
+		sort.Slice(rs, func(i, j int) bool { return rs[i] < rs[j] })
+		restart, ch := rs[1], 0
+		if ch != 0 {
+			b.Fatalf("restart over converged tenants made %d changes", ch)
+		}
+		// Drift: t1's veth, t2's fwmark rule, the whole mark map.
+		host, _ := netlink.NewHandleAt(nh.Handle)
+		l1, _ := tenantLink(b, host, "t1")
+		if err := host.LinkDel(l1); err != nil {
+			b.Fatalf("delete t1's veth: %v", err)
+		}
+		_, table2 := tenantLink(b, host, "t2")
+		rules, _ := host.RuleList(netlink.FAMILY_V4)
+		removed := false
+		for _, r := range rules {
+			if r.Priority == owned.RulePriority && r.Table == table2 {
+				r := r
+				if err := host.RuleDel(&r); err == nil {
+					removed = true
+				}
+			}
+		}
+		host.Close()
+		if !removed {
+			b.Fatal("no fwmark rule of t2 to remove")
+		}
+		if out, err := nh.Exec(b, "nft", "flush", "map", "inet", owned.NFTTable, "tenant_marks4"); err != nil {
+			b.Fatalf("flush map: %v %s", err, out)
+		}
+		drift, ch := run()
+		if ch < 3 {
+			b.Fatalf("restart after drift repaired %d things, want at least 3", ch)
+		}
+		again, ch := run()
+		if ch != 0 {
+			b.Fatalf("drift not repaired by the first pass: %d changes on the next", ch)
+		}
+		_ = again
+		b.ReportMetric(float64(n), "tenants")
+		b.ReportMetric(cold.Seconds(), "cold-s")
+		b.ReportMetric(restart.Seconds(), "restart-s")
+		b.ReportMetric(restart.Seconds()/cold.Seconds(), "restart/cold")
+		b.ReportMetric(drift.Seconds(), "restart-drift-s")
+		b.ReportMetric(drift.Seconds()/cold.Seconds(), "restart-drift/cold")
+	}
+}
+
+// snapStore serves one snapshot and discards status writes.
+type snapStore struct {
+	nullStore
+	snap source.Snapshot
+}
+
+func (s snapStore) Read(context.Context) (source.Snapshot, error) { return s.snap, nil }
+func (snapStore) ListStatus(context.Context, string) (map[string]map[string]json.RawMessage, error) {
+	return nil, nil
+}
+
+// tenantLink finds tenant id's host veth (by its alias) and its table.
+func tenantLink(b *testing.B, h *netlink.Handle, id string) (netlink.Link, int) {
+	links, err := h.LinkList()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range links {
+		if t, slot, ok := owned.ParseAlias(l.Attrs().Alias); ok && t == id {
+			return l, int(owned.SlotBase) + int(slot)
+		}
+	}
+	b.Fatalf("no host veth of %s", id)
+	return nil, 0
 }

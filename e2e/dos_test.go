@@ -20,7 +20,7 @@ import (
 //	attacker 192.0.2.66 ── eth0 ═ att ── client ── eth0 ═ uplink ── edge [XDP]
 func (l *lab) addAttacker() *nstest.NS {
 	l.t.Helper()
-	a := nstest.New(l.t, l.tag+nstest.Unique()+"a")
+	a := nstest.New(l.t, l.prefix+nstest.Unique()+"a")
 	nstest.Link(l.t, a, "eth0", "192.0.2.66/32", l.client, "att", "192.0.2.65/32")
 	a.MustExec(l.t, "ip", "route", "add", "192.0.2.65", "dev", "eth0")
 	a.MustExec(l.t, "ip", "route", "add", "default", "via", "192.0.2.65")

@@ -77,11 +77,9 @@ type lab struct {
 	consul         *consultest.Agent
 	nsdBin, ctlBin string
 	nsPrefix       string
+	prefix         string // of every namespace name
 	hostID         string
-	// tag starts the names of the lab's extra namespaces (attacker,
-	// customer) and pins: the prefix newLabPrefix was given.
-	tag string
-	nsd *proc
+	nsd            *proc
 	// consulAddr is what --consul-addr gets ("" : no flag, the environment
 	// decides); nsdEnv and ctlEnv are added to nsd's and nsctl's
 	// environment (tokens, CONSUL_HTTP_ADDR, TLS files).
@@ -100,7 +98,7 @@ func newLabPrefix(t testing.TB, prefix string, opts ...consultest.Option) *lab {
 	}
 	u := nstest.Unique()
 	l := &lab{t: t, client: nstest.New(t, prefix+u+"c"), edge: nstest.New(t, prefix+u+"e"),
-		nsPrefix: prefix + u + "-", hostID: "edge-" + u, tag: prefix}
+		nsPrefix: prefix + u + "-", prefix: prefix, hostID: "edge-" + u}
 	l.nsdBin, l.ctlBin = binaries(t)
 	nstest.Link(t, l.client, "eth0", "192.0.2.1/24", l.edge, "uplink", "192.0.2.2/24")
 	l.client.MustExec(t, "ip", "addr", "add", "2001:db8:ff::1/64", "dev", "eth0", "nodad")

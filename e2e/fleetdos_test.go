@@ -24,8 +24,8 @@ import (
 func (l *lab) addEdge() (*lab, *nstest.NS) {
 	t := l.t
 	u := nstest.Unique()
-	e := &lab{t: t, client: l.client, edge: nstest.New(t, l.tag+u+"e"), consul: l.consul, nsdBin: l.nsdBin, ctlBin: l.ctlBin,
-		nsPrefix: l.tag + u + "-", hostID: l.tag + "-" + u, consulAddr: l.consulAddr, tag: l.tag}
+	e := &lab{t: t, client: l.client, edge: nstest.New(t, l.prefix+u+"e"), consul: l.consul, nsdBin: l.nsdBin, ctlBin: l.ctlBin,
+		nsPrefix: l.prefix + u + "-", hostID: l.prefix + "-" + u, consulAddr: l.consulAddr, prefix: l.prefix}
 	nstest.Link(t, l.client, "eth1", "198.18.0.1/24", e.edge, "uplink", "198.18.0.2/24")
 	e.edge.MustExec(t, "ip", "route", "add", "default", "via", "198.18.0.1")
 	t.Cleanup(func() {
@@ -35,7 +35,7 @@ func (l *lab) addEdge() (*lab, *nstest.NS) {
 		}
 		dos.Detach(filepath.Join(bpfpin.BPFFS, "nfhost", e.hostID))
 	})
-	a := nstest.New(t, l.tag+u+"b")
+	a := nstest.New(t, l.prefix+u+"b")
 	nstest.Link(t, a, "eth0", "192.0.2.67/32", l.client, "att2", "192.0.2.65/32")
 	a.MustExec(t, "ip", "route", "add", "192.0.2.65", "dev", "eth0")
 	a.MustExec(t, "ip", "route", "add", "default", "via", "192.0.2.65")

@@ -26,7 +26,7 @@ import (
 func (l *lab) addCustomer() (g, r *nstest.NS, cust *tunnels.Customer) {
 	t := l.t
 	u := nstest.Unique()
-	g, r = nstest.New(t, l.tag+u+"g"), nstest.New(t, l.tag+u+"r")
+	g, r = nstest.New(t, l.prefix+u+"g"), nstest.New(t, l.prefix+u+"r")
 	// The lab's client routes 198.51.100.0/24 to the edge (a tenant range
 	// in other tests); the customer endpoints use the more specific /25.
 	nstest.Link(t, l.client, "gcust", "198.51.100.129/25", g, "eth0", "198.51.100.130/25")
@@ -37,7 +37,10 @@ func (l *lab) addCustomer() (g, r *nstest.NS, cust *tunnels.Customer) {
 	l.edge.MustExec(t, "ip", "route", "add", "198.51.100.128/25", "via", "192.0.2.1")
 	r.MustExec(t, "ip", "addr", "add", "203.0.113.5/32", "dev", "lo")
 	r.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	pin := filepath.Join(bpfpin.BPFFS, l.tag+"-customer-"+u)
+	pin := filepath.Join(bpfpin.BPFFS, "nfhost-e2e-customer-"+u)
+	if l.prefix != "nfE" {
+		pin = filepath.Join(bpfpin.BPFFS, l.prefix+"-customer-"+u) // a test's own tag
+	}
 	t.Cleanup(func() { tunnels.Detach(pin) })
 	mk := func(name, local, addr, peer string) tunnels.Tunnel {
 		return tunnels.Tunnel{Name: name, Local: netip.MustParseAddr(local), Remote: netip.MustParseAddr("192.0.2.10"),

@@ -47,7 +47,9 @@ const (
 // it remembers is the content hash of each list it wrote, so that an
 // unchanged 100,000-entry list is not dumped on every apply (1.3 s); the
 // first apply in a process verifies every list element by element, so a
-// restart repairs hand-made edits. The zero value is ready to use.
+// restart repairs hand-made edits. The zero value is ready to use. It is
+// safe for concurrent use on different namespaces; calls on one namespace
+// must not overlap.
 type Reconciler struct {
 	mu    sync.Mutex
 	lists map[listKey]string // applied content hash
@@ -102,14 +104,20 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, erro
 	}
 	defer closeLater(c)
 	dev, ino := nsKey(ns)
+	// The lock guards the cache only: applies in different namespaces run
+	// in parallel (the kernel's nftables commit lock is per namespace).
+	cache := func(set string) string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.lists[listKey{dev: dev, ino: ino, set: set}]
+	}
+	written := map[string]string{}
+	ch, err := apply(c, spec, cache, written)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.lists == nil {
 		r.lists = map[listKey]string{}
 	}
-	cache := func(set string) string { return r.lists[listKey{dev: dev, ino: ino, set: set}] }
-	written := map[string]string{}
-	ch, err := apply(c, spec, cache, written)
 	if err != nil {
 		// The batch failed as a whole: forget what we thought was there.
 		for set := range written {

@@ -55,7 +55,7 @@ func (d *Daemon) withAuto(id string, spec *dosspec.Spec) *dosspec.Spec {
 			d.log.Error("automatic mitigation does not compile; skipped", "tenant", id, "expression", m.Expression, "err", err)
 			continue
 		}
-		cs := dosspec.CompiledSignature{ID: m.ID, Action: m.Action, Match: match, Expires: m.Expires}
+		cs := dosspec.CompiledSignature{ID: m.ID, Action: m.Action, Match: match, Expires: m.Expires, Export: spec.AutoExport}
 		if m.Action == "ratelimit" {
 			cs.Limit = dosspec.Limit{PPS: m.LimitPPS, PerIP: true}
 		}

@@ -47,6 +47,9 @@ type Plumber interface {
 }
 
 // Firewall is the tenant firewall reconciler as the daemon uses it.
+// Both methods must be safe for concurrent use on different namespaces
+// (the lane applies throttled tenants' firewalls in the background); the
+// daemon never overlaps two calls on one namespace.
 type Firewall interface {
 	Apply(namespace string, spec *fwspec.Spec) ([]string, error)
 	Counters(namespace string) (map[string]fwspec.Counter, error)
@@ -76,7 +79,14 @@ type Options struct {
 	// publishes the tenants' detection settings. Both may be nil.
 	Auto         <-chan []detect.Mitigation
 	AutoPolicies *AutoPolicies
-	NSPrefix     string
+	// BGP is the speaker (nil: no BGP). The daemon gives it what this
+	// host announces after every pass and never waits for it.
+	BGP Announcer
+	// OnControl gets the control keys of every snapshot (the nsctl dos
+	// top publisher reads its watch requests there). May be nil; must not
+	// block.
+	OnControl func(map[string]source.Entry)
+	NSPrefix  string
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
 	// MaxDeleteFraction: a pass that would delete more than this share of
@@ -90,11 +100,17 @@ type Options struct {
 	// others: a tenant may apply ApplyBurst changes at once, then one per
 	// MinApplyInterval; changes beyond that are coalesced and applied, in
 	// their latest version, when the tenant's turn comes (see pacer).
-	// 0 means the defaults (250 ms, 4); a negative interval turns pacing off.
+	// 0 means the defaults (250 ms, 10); a negative interval turns pacing
+	// off.
 	MinApplyInterval time.Duration
 	ApplyBurst       int
-	Logger           *slog.Logger
-	Metrics          *Metrics
+	// LaneWidth is how many throttled tenants' firewall changes may be
+	// applied in the background at once (see lane); 0 means
+	// DefaultLaneWidth, negative turns the lane off (everything on the
+	// reconcile goroutine).
+	LaneWidth int
+	Logger    *slog.Logger
+	Metrics   *Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -108,11 +124,15 @@ type applied struct {
 	dosIndex uint64        // ModifyIndex of the dos key in force (0: none)
 	dos      *dosspec.Spec // last good DoS document; nil: none
 	tunnels  []tunspec.ValidTunnel
-	at       time.Time // when the state in force was applied
+	// advertise is the network document's advertise switch in force.
+	advertise bool
+	at        time.Time // when the state in force was applied
 }
 
 // Daemon holds the reconcile state. Its methods are not safe for
-// concurrent use; Run serialises everything on one goroutine.
+// concurrent use; Run serialises everything on one goroutine, except the
+// kernel part of throttled tenants' firewall changes (lane), which touches
+// nothing of the daemon's state.
 type Daemon struct {
 	o   Options
 	log *slog.Logger
@@ -122,17 +142,23 @@ type Daemon struct {
 	applied  map[string]*applied
 	seen     map[string]string // tenant → fingerprint of its key indexes
 	failed   map[string]bool
-	statuses map[string]source.Status
-	hold     holdState
-	dos      dosState
-	auto     []detect.Mitigation // this edge's detector's mitigations
-	fleet    fleetState          // the fleet's (fleet.go)
-	rejected map[string]uint64   // tenant/key → ModifyIndex of the bad document last counted
-	problems string              // the unattributable keys last logged
-	hostLast string              // the host status last written, without its timestamp
-	subs     []Subsystem         // in the order a tenant is applied
-	plans    map[string]cachedPlan
-	pace     *pacer
+	// hostFailed: the tenant's last pass failed on this host (in the
+	// kernel), not only because a document was refused; it is not
+	// announced over BGP from here.
+	hostFailed map[string]bool
+	bgp        bgpState
+	statuses   map[string]source.Status
+	hold       holdState
+	dos        dosState
+	auto       []detect.Mitigation // this edge's detector's mitigations
+	fleet      fleetState          // the fleet's (fleet.go)
+	rejected   map[string]uint64   // tenant/key → ModifyIndex of the bad document last counted
+	problems   string              // the unattributable keys last logged
+	hostLast   string              // the host status last written, without its timestamp
+	subs       []Subsystem         // in the order a tenant is applied
+	plans      map[string]cachedPlan
+	pace       *pacer
+	lane       *lane
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -162,16 +188,25 @@ func New(o Options) *Daemon {
 	}
 	d := &Daemon{
 		o: o, log: o.Logger, m: o.Metrics,
-		observed: map[string]routing.Observed{},
-		applied:  map[string]*applied{},
-		seen:     map[string]string{},
-		failed:   map[string]bool{},
-		statuses: map[string]source.Status{},
-		rejected: map[string]uint64{},
-		plans:    map[string]cachedPlan{},
-		hold:     holdState{flag: o.ConfirmDeletes},
-		pace:     newPacer(o.MinApplyInterval, o.ApplyBurst),
+		observed:   map[string]routing.Observed{},
+		applied:    map[string]*applied{},
+		seen:       map[string]string{},
+		failed:     map[string]bool{},
+		hostFailed: map[string]bool{},
+		statuses:   map[string]source.Status{},
+		rejected:   map[string]uint64{},
+		plans:      map[string]cachedPlan{},
+		hold:       holdState{flag: o.ConfirmDeletes},
+		pace:       newPacer(o.MinApplyInterval, o.ApplyBurst),
 	}
+	width := o.LaneWidth
+	if width == 0 {
+		width = DefaultLaneWidth
+	}
+	if o.MinApplyInterval < 0 { // no pacing: nothing is throttled
+		width = 0
+	}
+	d.lane = newLane(width)
 	// Routing first: it makes the namespace the others live in.
 	d.subs = []Subsystem{&routingSub{d: d, r: o.Routing}, &tunnelsSub{d: d, t: o.Tunnels},
 		&firewallSub{d: d, fw: o.Firewall}, &dosSub{d: d, dos: o.DoS, proxy: o.Synproxy}}
@@ -191,7 +226,14 @@ type Result struct {
 func (d *Daemon) Run(ctx context.Context) error {
 	snaps := make(chan source.Snapshot, 1)
 	go d.o.Store.Watch(ctx, snaps, d.sourceHealth)
-	var ticker <-chan time.Time
+	var ticker, bgpTick <-chan time.Time
+	if d.o.BGP != nil {
+		// The speaker works asynchronously: its sessions and what it
+		// announced reach the host status when they change.
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		bgpTick = t.C
+	}
 	if d.o.Resync > 0 {
 		t := time.NewTicker(d.o.Resync)
 		defer t.Stop()
@@ -222,6 +264,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case s := <-snaps:
 			s = latest(snaps, s)
 			d.m.SourceUp.Set(1)
+			if d.o.OnControl != nil {
+				d.o.OnControl(s.Control)
+			}
 			last = &s
 			full := !started
 			if full {
@@ -238,8 +283,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.setAuto(ms)
 			if last != nil {
 				d.reconcileDoS(ctx, *last, false)
+				d.announce(*last) // exported automatic mitigations
 			}
+		case <-bgpTick:
+			d.refreshBGPStatus(ctx, last)
 		case <-wakeC:
+			if last != nil && started {
+				d.Reconcile(ctx, *last, false)
+			}
+		case r := <-d.lane.results:
+			d.lane.finish(r)
 			if last != nil && started {
 				d.Reconcile(ctx, *last, false)
 			}
@@ -247,6 +300,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if last == nil {
 				continue
 			}
+			d.lane.drain() // observe reads what the lane writes
 			if err := d.observe(ctx); err != nil {
 				d.log.Error("observe kernel state", "err", err)
 				continue
@@ -376,6 +430,8 @@ type verdict struct {
 func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []Result {
 	start := d.o.Now()
 	var results []Result
+	orig := s.Tenants
+	prepared := d.foldLane(&s, full)
 
 	// Deletions first, so that a prefix moving between tenants is free.
 	results = append(results, d.deletions(ctx, s)...)
@@ -389,14 +445,23 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	// pass leaves it as it is and a later one applies its latest keys.
 	var todo []string
 	d.pace.startPass(start)
-	paced := map[string]bool{}
+	paced, toLane := map[string]bool{}, map[string]bool{}
 	for id, keys := range s.Tenants {
-		changed := d.seen[id] != fingerprint(keys)
+		if d.lane.busy[id] {
+			continue // its lane job's result comes back to a later pass
+		}
+		if prepared[id] != nil {
+			todo = append(todo, id) // the pacer let it go when it was sent
+			continue
+		}
+		fp := fingerprint(keys)
+		changed := d.seen[id] != fp
 		if !full && changed {
 			if !d.pace.take(id, start) {
 				continue
 			}
 			paced[id] = true
+			toLane[id] = d.laneEligible(id, fp, start)
 		}
 		if full || d.failed[id] || changed {
 			todo = append(todo, id)
@@ -420,11 +485,23 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	slots := d.slots()
 	for _, id := range todo {
 		keys := s.Tenants[id]
+		if toLane[id] && d.toLane(id, keys, verdicts[id], slots, start) {
+			continue
+		}
 		t0 := d.o.Now()
-		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full))
+		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full, prepared[id]))
+		d.m.TenantApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 		d.seen[id] = fingerprint(keys)
 		if paced[id] {
 			d.pace.charge(id, d.o.Now().Sub(t0))
+		}
+		if r := prepared[id]; r != nil {
+			d.pace.charge(id, r.took)
+			if fingerprint(orig[id]) != fingerprint(r.keys) {
+				// Written again while the job ran: a pass is due now
+				// (the pacer decides when the newest keys go).
+				d.pace.deferred[id] = start
+			}
 		}
 	}
 	for _, sub := range d.subs {
@@ -438,8 +515,14 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		d.gc(ctx)
 	}
 	d.updateGauges()
+	d.announce(s)
 	d.writeHostStatus(ctx, s, full)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))
+	pass := "changes"
+	if full {
+		pass = "full"
+	}
+	d.m.PassSeconds.WithLabelValues(pass).Observe(d.o.Now().Sub(start).Seconds())
 	if len(todo) > 0 || len(results) > 0 {
 		d.log.Debug("reconcile pass done", "full", full, "tenants", len(todo), "took", time.Since(start))
 	}
@@ -542,10 +625,10 @@ func (d *Daemon) configError(id, key string, index uint64) {
 }
 
 func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string]source.Entry, v verdict,
-	pairs map[string][]tunspec.ValidTunnel, slots map[string]uint16, full bool) Result {
+	pairs map[string][]tunspec.ValidTunnel, slots map[string]uint16, full bool, prepared *laneResult) Result {
 	log := d.log.With("tenant", id)
 	st := d.newStatus(log, id, keys)
-	t := &TenantRun{ID: id, Keys: keys, Status: &st, Full: full, Log: log, pairs: pairs}
+	t := &TenantRun{ID: id, Keys: keys, Status: &st, Full: full, Log: log, pairs: pairs, prepared: prepared}
 	var slot uint16
 	if v.err == nil {
 		var err error
@@ -565,6 +648,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 		}
 	}
 	delete(d.failed, id)
+	delete(d.hostFailed, id)
 
 	st.State = "applied"
 	for _, sub := range d.subs {
@@ -644,6 +728,7 @@ type cachedPlan struct {
 func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, subsys string, err error) Result {
 	d.m.Reconciles.WithLabelValues(subsys, "error").Inc()
 	d.failed[st.Tenant] = true
+	d.hostFailed[st.Tenant] = !onlyRefused(err)
 	st.State = "error"
 	st.Error = err.Error()
 	if !st.Subsystems[subsys].Failed() {
@@ -865,9 +950,11 @@ func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
 	delete(d.applied, id)
 	delete(d.seen, id)
 	delete(d.failed, id)
+	delete(d.hostFailed, id)
 	delete(d.statuses, id)
 	delete(d.plans, id)
 	d.pace.forget(id)
+	d.lane.forget(id)
 	if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
 		d.log.Warn("delete status", "tenant", id, "err", err)
 	}
@@ -903,7 +990,8 @@ func (d *Daemon) updateGauges() {
 // write, and a timestamp that always changes would feed a write loop.
 func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot, full bool) {
 	hs := source.HostStatus{Host: d.o.HostID, Tenants: len(d.running()), HeldDeletes: d.hold.ids, ConfirmToken: d.hold.token,
-		SpentConfirmToken: d.hold.spent, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr}
+		SpentConfirmToken: d.hold.spent, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr,
+		Drained: d.bgp.drained, BGP: d.bgpStatus()}
 	b, _ := json.Marshal(hs)
 	if string(b) == d.hostLast && !full {
 		return
@@ -914,6 +1002,25 @@ func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot, full bo
 		return
 	}
 	d.hostLast = string(b)
+}
+
+// onlyRefused reports whether err consists only of refused documents
+// (*doc.FieldError or doc.Errors), not of a failure on this host.
+func onlyRefused(err error) bool {
+	switch e := err.(type) {
+	case nil:
+		return true
+	case *doc.FieldError, doc.Errors:
+		return true
+	case interface{ Unwrap() []error }:
+		for _, x := range e.Unwrap() {
+			if !onlyRefused(x) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // Failed reports whether any result is an error.

@@ -356,6 +356,7 @@ func (d *Daemon) parseGlobalDoS(s source.Snapshot) {
 // dosCollector exports the XDP counters at scrape time.
 type dosCollector struct {
 	dos                                                 DoS
+	perRule                                             bool
 	log                                                 *slog.Logger
 	reason, reasonBytes                                 *prometheus.Desc
 	rule, ruleBytes, ruleDropped, tenant, tenantDropped *prometheus.Desc
@@ -363,8 +364,13 @@ type dosCollector struct {
 }
 
 // NewDoSCollector returns a Prometheus collector for the DoS counters.
-func NewDoSCollector(d DoS, log *slog.Logger) prometheus.Collector {
-	return &dosCollector{dos: d, log: log,
+// Signatures (at most 256 slots) always have their series; rate-limit
+// rules (up to 16,384 slots, three series each) only with perRule.
+func NewDoSCollector(d DoS, log *slog.Logger, perRule bool) prometheus.Collector {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &dosCollector{dos: d, log: log, perRule: perRule,
 		reason:        prometheus.NewDesc("nfhost_dos_packets_total", "Packets seen by the XDP DoS layer, by outcome.", []string{"reason"}, nil),
 		reasonBytes:   prometheus.NewDesc("nfhost_dos_bytes_total", "Bytes seen by the XDP DoS layer, by outcome.", []string{"reason"}, nil),
 		rule:          prometheus.NewDesc("nfhost_dos_rule_packets_total", "Packets matched by a DoS signature or rate limit.", []string{"kind", "rule"}, nil),
@@ -397,6 +403,9 @@ func (c *dosCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.reasonBytes, s.Bytes, r)
 	}
 	for kind, m := range map[string]map[string]dos.Stats{"signature": ctr.Signatures, "rate_limit": ctr.RateLimits} {
+		if kind == "rate_limit" && !c.perRule {
+			continue
+		}
 		for id, s := range m {
 			counter(c.rule, s.Packets, kind, id)
 			counter(c.ruleBytes, s.Bytes, kind, id)

@@ -65,6 +65,12 @@ func (p *pacer) take(id string, now time.Time) bool {
 	return true
 }
 
+// throttled reports whether tenant id's bucket is empty at now: its next
+// change would be deferred.
+func (p *pacer) throttled(id string, now time.Time) bool {
+	return p.interval > 0 && p.tat[id].Add(-time.Duration(p.burst-1)*p.interval).After(now)
+}
+
 // charge bills tenant id for a change that took took to apply, beyond the
 // interval take already billed.
 func (p *pacer) charge(id string, took time.Duration) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
@@ -45,34 +46,57 @@ func (s *firewallSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 		}
 		return nil, err
 	}
-	changes, err := s.fw.Apply(a.spec.Namespace, part.Spec)
+	var changes []string
+	var err error
+	p := t.prepared
+	if p != nil && p.spec == part.Spec && p.ns == a.spec.Namespace {
+		changes, err = p.changes, p.err // applied in the lane
+	} else {
+		p = nil
+		changes, err = s.fw.Apply(a.spec.Namespace, part.Spec)
+	}
 	if err != nil {
 		return changes, fmt.Errorf("apply firewall: %w", err)
 	}
 	a.fw, a.fwIndex = part.Spec, part.Index
 	if part.Spec != nil {
 		st.Subsystems["firewall"] = source.SubsystemOK
-		s.readCounters(t.ID, a, st)
+		if p != nil {
+			s.reportCounters(t.ID, a, st, p.counters, p.ctrErr)
+		} else {
+			s.readCounters(t.ID, a, st)
+		}
+	} else {
+		s.d.m.FirewallRules.Set(t.ID, nil)
 	}
 	return changes, nil
 }
 
 // readCounters reports the counters of the rules in force.
 func (s *firewallSub) readCounters(id string, a *applied, st *source.Status) {
-	st.FirewallIndex = a.fwIndex
 	ctr, err := s.fw.Counters(a.spec.Namespace)
+	s.reportCounters(id, a, st, ctr, err)
+}
+
+func (s *firewallSub) reportCounters(id string, a *applied, st *source.Status, ctr map[string]fwspec.Counter, err error) {
+	st.FirewallIndex = a.fwIndex
 	if err != nil {
 		return
 	}
 	st.Firewall = make(map[string]source.RuleCounter, len(ctr))
+	series := make(map[string][2]uint64, len(ctr))
 	for rule, c := range ctr {
 		st.Firewall[rule] = source.RuleCounter(c)
-		s.d.m.FirewallPackets.WithLabelValues(id, rule).Set(float64(c.Packets))
-		s.d.m.FirewallBytes.WithLabelValues(id, rule).Set(float64(c.Bytes))
+		series[rule] = [2]uint64{c.Packets, c.Bytes}
 	}
+	s.d.m.FirewallRules.Set(id, series)
 }
 
-// Delete: the firewall lives inside the tenant's namespace and goes with it.
-func (s *firewallSub) Delete(context.Context, string) ([]string, error) { return nil, nil }
+// Delete: the firewall lives inside the tenant's namespace and goes with
+// it; so do its metric series.
+func (s *firewallSub) Delete(_ context.Context, id string) ([]string, error) {
+	s.d.m.FirewallRules.Set(id, nil)
+	return nil, nil
+}
 
 func (s *firewallSub) GC(context.Context, map[string]bool) ([]string, error) { return nil, nil }

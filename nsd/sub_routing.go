@@ -61,7 +61,8 @@ func (s *routingSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 		return changes, fmt.Errorf("apply routing: %w", err)
 	}
 	t.pairs[t.ID] = p.Network.Tunnels
-	a := &applied{index: p.NetworkIndex, spec: p.Routing, prefixes: p.Network.Prefixes, tunnels: p.Network.Tunnels}
+	a := &applied{index: p.NetworkIndex, spec: p.Routing, prefixes: p.Network.Prefixes, tunnels: p.Network.Tunnels,
+		advertise: p.Network.Advertise}
 	if prev := d.applied[t.ID]; prev != nil {
 		a.fw, a.fwIndex = prev.fw, prev.fwIndex
 		a.dos, a.dosIndex = prev.dos, prev.dosIndex

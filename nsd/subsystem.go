@@ -59,6 +59,9 @@ type TenantRun struct {
 	Log  *slog.Logger
 	// pairs are the tunnel endpoint pairs each tenant holds in this pass.
 	pairs map[string][]tunspec.ValidTunnel
+	// prepared is the firewall apply the lane already made for this run's
+	// keys (nil: none).
+	prepared *laneResult
 }
 
 // applySub runs one subsystem for one tenant: the one place that times,
@@ -66,7 +69,12 @@ type TenantRun struct {
 func (d *Daemon) applySub(ctx context.Context, sub Subsystem, t *TenantRun) ([]string, error) {
 	t0 := d.o.Now()
 	changes, err := sub.Apply(ctx, t)
-	d.m.applySeconds(sub.Name()).Observe(d.o.Now().Sub(t0).Seconds())
+	took := d.o.Now().Sub(t0)
+	if t.prepared != nil && sub.Name() == "firewall" {
+		took = t.prepared.took // the apply happened in the lane
+		d.m.BackgroundApplies.Inc()
+	}
+	d.m.applySeconds(sub.Name()).Observe(took.Seconds())
 	d.recordChanges(t.Log, sub.Name(), changes)
 	if err == nil {
 		d.m.Reconciles.WithLabelValues(sub.Name(), "ok").Inc()

@@ -3,6 +3,7 @@ package nsd
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/tunnels"
@@ -76,17 +77,24 @@ func (d *Daemon) refreshTunnelStatus(ctx context.Context, id string) {
 	d.putStatus(ctx, st)
 }
 
-// sameTunnelHealth compares what status consumers act on (state, and the
-// loss and RTT in coarse steps), so counters alone do not cause writes.
+// sameTunnelHealth compares what status consumers act on (state and since
+// when, whether the reason carries the prober's hint, and the loss and RTT
+// in coarse steps), so counters and the counts in a down tunnel's reason
+// alone do not cause writes.
 func sameTunnelHealth(a, b map[string]source.TunnelStatus) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for k, x := range a {
 		y, ok := b[k]
-		if !ok || x.State != y.State || int(x.LossPercent) != int(y.LossPercent) || int(x.RTTMillis) != int(y.RTTMillis) {
+		if !ok || x.State != y.State || !x.Since.Equal(y.Since) || hinted(x) != hinted(y) ||
+			int(x.LossPercent) != int(y.LossPercent) || int(x.RTTMillis) != int(y.RTTMillis) {
 			return false
 		}
 	}
 	return true
 }
+
+// hinted: the reason says the tunnel carries traffic while no probe is
+// answered (tunnels.Health.Reason).
+func hinted(s source.TunnelStatus) bool { return strings.Contains(s.Reason, "no probe answered") }

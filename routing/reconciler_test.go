@@ -163,9 +163,22 @@ func TestApplyRepairsDrift(t *testing.T) {
 		t.Fatalf("after repair:\n%s\nwant:\n%s", got, want)
 	}
 
+	// Someone changes the sysctls nfhost keeps, on either side: Apply
+	// (which reads them through rtnetlink) writes them back.
+	tp.edge.MustExec(t, "sysctl", "-qw", "net.ipv4.conf."+spec.HostIf+".rp_filter=1")
+	tn.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0",
+		"net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf."+spec.NSIf+".rp_filter=1")
+	ch := mustApply(t, tp.rec, spec)
+	if got := strings.Count(strings.Join(ch, "\n"), "sysctl: "); got != 5 {
+		t.Fatalf("sysctl drift: %d repaired, want 5: %v", got, ch)
+	}
+	if ch := mustApply(t, tp.rec, spec); len(ch) != 0 {
+		t.Fatalf("not converged after the sysctl repair: %v", ch)
+	}
+
 	// Someone deletes the veth: it is recreated.
 	tp.edge.MustExec(t, "ip", "link", "del", spec.HostIf)
-	ch := mustApply(t, tp.rec, spec)
+	ch = mustApply(t, tp.rec, spec)
 	if !strings.Contains(strings.Join(ch, "\n"), "create veth") {
 		t.Fatalf("veth not recreated: %v", ch)
 	}

@@ -8,7 +8,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 declare -A pkg_for=(
   [ip]=iproute2 [nft]=nftables [ping]=iputils-ping [nsenter]=util-linux
   [iperf3]=iperf3 [tcpdump]=tcpdump [ethtool]=ethtool [curl]=curl [python3]=python3
-  [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [hping3]=hping3
+  [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool
+  [promtool]=prometheus [prometheus]=prometheus [tmux]=tmux
+  [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [depmod]=kmod
+  [bird]=bird2 [birdc]=bird2 [hping3]=hping3
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -16,6 +19,8 @@ for cmd in "${!pkg_for[@]}"; do
 done
 # BPF headers for make generate.
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
+# The test VM's initrd (scripts/vm-kernel.sh) needs the static busybox.
+[[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "deps: missing ${missing[*]}; run as root to install them" >&2
@@ -24,7 +29,7 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 "$root/scripts/install-consul.sh" >/dev/null
 echo "deps: ok (consul: $("$root/scripts/install-consul.sh"))" >&2

@@ -5,10 +5,11 @@
 #                      lab-attacker 192.0.2.66
 #                            │ att
 #   lab-edge1 uplink 192.0.2.2 ══ eth1 ┐
-#     (nsd edge1, XDP + GRE)           lab-client: the internet (ECMP to both edges
-#   lab-edge2 uplink 192.0.2.6 ══ eth2 ┘   for 203.0.113.0/24 and the anycast 192.0.2.10),
-#     (nsd edge2, XDP + GRE)               a client at 192.0.2.100
-#                                      │ cust 198.51.100.129
+#     (nsd edge1, XDP + GRE,           lab-client: the internet's router, BIRD 2 AS 65000
+#      BGP AS 65001)                   (BGP with both edges; their equal paths merged into
+#   lab-edge2 uplink 192.0.2.6 ══ eth2 ┘ ECMP routes; flowtab4 for FlowSpec), a client at
+#     (nsd edge2, XDP + GRE,             192.0.2.100
+#      BGP AS 65001)                   │ cust 198.51.100.129
 #                           eth0 198.51.100.130 lab-cust (the customer's GRE box, nfcustomer)
 #                                      ║ gre1 169.254.20.1/31
 #                           lab-cust-r (the customer's router, 203.0.113.1)
@@ -16,10 +17,17 @@
 # Starts a Consul dev agent on 127.0.0.1:18500 and nsd for two edge
 # servers, writes a tenant with a GRE tunnel with nsctl, sends traffic from
 # the client into the tenant's network through both edges (anycast: any
-# edge encapsulates, any edge decapsulates), withdraws one edge, has the
+# edge encapsulates, any edge decapsulates; the router learns the routes
+# from the edges over BGP), drains one edge, restarts nsd with kill -9
+# (graceful restart), takes an uplink down, exports a DoS signature as
+# FlowSpec, switches the tenant's advertise off and on, has the
 # tenant block and unblock ICMP with a firewall rule, floods the tenant
 # from the attacker and stops the flood in XDP with a DoS signature while
-# the client keeps working, prints verdicts, and removes everything.
+# the client keeps working, shows a flood in `nsctl dos top` and stops it
+# with the candidate signature top prints, has automatic mitigation stop
+# another, evaluates dashboard queries (deploy/grafana) through a Prometheus
+# (deploy/prometheus, on 127.0.0.1:19090) scraping both edges, prints
+# verdicts, and removes everything.
 # KEEP=1 leaves the lab running (clean up with scripts/lab.sh --down).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,9 +51,13 @@ down() {
   for ns in "$client" "$attacker" "$cust" "$custr" "${edges[@]}" nf1-$tenant nf2-$tenant; do
     ip netns del "$ns" 2>/dev/null || true
   done
+  [[ -S $work/bird.ctl ]] && command birdc -s "$work/bird.ctl" down >/dev/null 2>&1 || true
+  rm -f "$work/bird.ctl"
   # nsd leaves its XDP and GRE programs pinned on purpose; the lab removes them.
   for e in "${edges[@]}"; do rm -rf "/sys/fs/bpf/nfhost/$e"; done
+  rm -f "$work"/gr-*
   rm -f "$work"/*.pid "$work/ntp-received"
+  rm -rf "$work/prometheus"
 }
 
 if [[ ${1:-} == --down ]]; then down; exit 0; fi
@@ -82,9 +94,9 @@ veth "$attacker" eth0 192.0.2.66/32 "$client" att 192.0.2.65/32
 veth "$client" cust 198.51.100.129/25 "$cust" eth0 198.51.100.130/25
 in_ns "$client" ip addr add 192.0.2.100/32 dev lo
 in_ns "$client" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
-for dst in 203.0.113.0/24 192.0.2.10/32; do # anycast: both edges announce them
-  in_ns "$client" ip route add "$dst" nexthop via 192.0.2.2 dev eth1 nexthop via 192.0.2.6 dev eth2
-done
+# No static routes to the tenant or the anycast endpoint: the router learns
+# them from the edges over BGP. A next hop whose link is down is not used.
+in_ns "$client" sysctl -qw net.ipv4.conf.all.ignore_routes_with_linkdown=1
 in_ns "$client" ip route add 192.0.2.66/32 dev att
 in_ns lab-edge1 ip route add default via 192.0.2.1
 in_ns lab-edge2 ip route add default via 192.0.2.5
@@ -99,14 +111,61 @@ step "the customer's GRE endpoint (nfcustomer: the same eBPF datapath, since thi
   --tunnel name=gre1,local=198.51.100.130,remote=192.0.2.10,address=169.254.20.1/31 \
   --route prefix=0.0.0.0/0,via=169.254.20.0
 
-step "nsd for ${edges[*]}"
-for i in 1 2; do
-  e=lab-edge$i
+step "the internet's router: BIRD 2 in $client, BGP with both edges, ECMP into the kernel, flowtab4"
+cat >"$work/bird.conf" <<BIRD
+router id 192.0.2.1;
+log "$work/bird.log" all;
+protocol device { scan time 1; }
+flow4 table flowtab4;
+protocol kernel { ipv4 { import none; export all; }; merge paths on; learn off; }
+template bgp edge {
+  local as 65000;
+  hold time 9; keepalive time 3; connect retry time 2; connect delay time 1; error wait time 1, 4;
+  graceful restart on;
+  ipv4 { import all; export none; };
+  flow4 { table flowtab4; import all; export none; };
+}
+protocol bgp edge1 from edge { neighbor 192.0.2.2 as 65001; }
+protocol bgp edge2 from edge { neighbor 192.0.2.6 as 65001; }
+BIRD
+# nsenter execs bird, so $! is bird's pid (a shell function would leave a
+# subshell's pid, and a bird that outlives the lab).
+nsenter --net="/run/netns/$client" -- bird -f -c "$work/bird.conf" -s "$work/bird.ctl" </dev/null >/dev/null 2>&1 &
+echo $! >"$work/bird.pid"
+birdc() { command birdc -s "$work/bird.ctl" "$@"; }
+for _ in $(seq 50); do birdc show status >/dev/null 2>&1 && break; sleep 0.1; done
+
+step "nsd for ${edges[*]} (BGP AS 65001, passive: the router connects to them)"
+start_nsd() { # start_nsd I
+  local e=lab-edge$1
   "$bin/nsd" --source consul --consul-addr "127.0.0.1:$http_port" --host-id "$e" \
-    --host-netns "$e" --uplink uplink --ns-prefix "nf$i-" --resync-interval 1s \
-    --metrics-addr "127.0.0.1:$((19468 + i))" >"$work/nsd-$e.log" 2>&1 &
+    --host-netns "$e" --uplink uplink --ns-prefix "nf$1-" --resync-interval 1s \
+    --bgp-config "$work/bgp-$e.json" \
+    --metrics-addr "127.0.0.1:$((19468 + $1))" >>"$work/nsd-$e.log" 2>&1 &
   echo $! >"$work/nsd-$e.pid"
+}
+for i in 1 2; do
+  echo "{\"asn\": 65001, \"peers\": [{\"address\": \"192.0.2.$((4 * i - 3))\", \"asn\": 65000, \"passive\": true, \"hold_time\": \"9s\"}]}" \
+    >"$work/bgp-lab-edge$i.json"
+  : >"$work/nsd-lab-edge$i.log"
+  start_nsd $i
 done
+
+prom_port=${LAB_PROMETHEUS_PORT:-19090}
+step "Prometheus on 127.0.0.1:$prom_port scraping both edges (deploy/prometheus: scrape config and alert rules)"
+if command -v prometheus >/dev/null; then
+  mkdir -p "$work/prometheus/targets"
+  # The shipped configuration, scraping every second instead of 15.
+  sed -e 's/scrape_interval: 15s/scrape_interval: 1s/' -e 's/evaluation_interval: 15s/evaluation_interval: 1s/' \
+    -e 's/scrape_timeout: 10s/scrape_timeout: 1s/' "$root/deploy/prometheus/prometheus.yml" >"$work/prometheus/prometheus.yml"
+  cp "$root/deploy/prometheus/alerts.yml" "$work/prometheus/"
+  echo '[{"targets": ["127.0.0.1:19469", "127.0.0.1:19470"], "labels": {"site": "lab"}}]' >"$work/prometheus/targets/lab.json"
+  prometheus --config.file "$work/prometheus/prometheus.yml" --storage.tsdb.path "$work/prometheus/data" \
+    --web.listen-address "127.0.0.1:$prom_port" --log.level warn >"$work/prometheus.log" 2>&1 &
+  echo $! >"$work/prometheus.pid"
+else
+  echo "lab: prometheus not installed (scripts/deps.sh installs it); the dashboard step is skipped" >&2
+fi
 
 step "tenant $tenant: 203.0.113.0/24, a GRE tunnel to its router (nsctl tenant apply)"
 cat >"$work/$tenant.json" <<JSON
@@ -138,11 +197,29 @@ for i in range(int(sys.argv[1])):
         pass
 print(ok)' "$1"
 }
-both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsctl tunnels)
-  [[ $(ctl tunnels "$tenant" 2>/dev/null | awk 'NR > 1 && $7 > 0' | wc -l) == 2 ]]
+both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsctl tunnels; the table ends at a blank line)
+  [[ $(ctl tunnels "$tenant" 2>/dev/null | awk 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "TX") c = i; next} NF == 0 {exit} $c > 0' | wc -l) == 2 ]]
 }
 both_healthy() { [[ $(ctl tunnels "$tenant" 2>/dev/null | grep -c healthy) == 2 ]]; }
 
+hops() { # hops PREFIX: the router's kernel next hops, comma-separated
+  in_ns "$client" ip -o route show "$1" | grep -o 'via [0-9.]*' | awk '{print $2}' | paste -sd, -
+}
+ecmp() { [[ $(hops 203.0.113.0/24) == 192.0.2.2,192.0.2.6 && $(hops 192.0.2.10) == 192.0.2.2,192.0.2.6 ]]; }
+only_edge2() { [[ $(hops 203.0.113.0/24) == 192.0.2.6 && $(hops 192.0.2.10) == 192.0.2.6 ]]; }
+wait_for() { # wait_for SECONDS CMD...: poll every 50 ms; prints the seconds it took
+  local t0 end; t0=$(date +%s.%N); end=$(awk -v a="$t0" -v d="$1" 'BEGIN {print a + d}'); shift
+  while ! "$@"; do
+    (($(awk -v e="$end" -v n="$(date +%s.%N)" 'BEGIN {print (n > e)}'))) && return 1
+    sleep 0.05
+  done
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f\n", b - a}'
+}
+for _ in $(seq 200); do ecmp && break; sleep 0.1; done
+step "verdicts: BGP and anycast"
+echo "router: 203.0.113.0/24 via $(hops 203.0.113.0/24), 192.0.2.10 via $(hops 192.0.2.10)"
+birdc show protocols | sed 's/^/  /'
+verdict "the router learned 203.0.113.0/24 and the anycast endpoint from both edges over BGP (ECMP)" ecmp
 step "verdicts: tunnels and anycast"
 for _ in $(seq 50); do both_healthy && break; sleep 0.2; done
 verdict "tenant namespaces on both edges" test -e /run/netns/nf1-$tenant -a -e /run/netns/nf2-$tenant
@@ -157,13 +234,116 @@ sleep 1.2 # status carries the tunnel counters after the next resync
 ctl tunnels "$tenant"
 verdict "both edges encapsulated traffic into the tunnel (anycast)" both_tx
 verdict "tunnel health checks healthy on both edges" both_healthy
-in_ns "$client" ip route replace 203.0.113.0/24 via 192.0.2.6 dev eth2
-in_ns "$client" ip route replace 192.0.2.10/32 via 192.0.2.6 dev eth2
+# TCP transfers from the client to the customer's router: N connections
+# from different source ports (so both edges carry some), each must
+# deliver every byte it sent.
+nsenter --net="/run/netns/$custr" -- python3 -c '
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("203.0.113.1", 5001)); s.listen(64)
+def h(c):
+    n = 0
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        n += len(d)
+    c.sendall(str(n).encode()); c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=h, args=(c,), daemon=True).start()' </dev/null >/dev/null 2>&1 &
+echo $! >"$work/tcp.pid"
+for _ in $(seq 100); do in_ns "$custr" ss -Hltn 'sport = :5001' | grep -q 5001 && break; sleep 0.1; done
+tcp_transfer() { # tcp_transfer N SECONDS: prints "K of N connections delivered every byte"; fails unless all did
+  in_ns "$client" python3 -c '
+import socket, sys, threading, time
+n, secs, res = int(sys.argv[1]), float(sys.argv[2]), []
+def run():
+    try:
+        c = socket.create_connection(("203.0.113.1", 5001), timeout=5, source_address=("192.0.2.100", 0))
+        sent, end = 0, time.time() + secs
+        while time.time() < end:
+            c.sendall(b"x" * 4096); sent += 4096; time.sleep(0.005)
+        c.shutdown(socket.SHUT_WR); res.append(int(c.recv(64) or b"-1") == sent)
+    except OSError:
+        res.append(False)
+ts = [threading.Thread(target=run) for _ in range(n)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("%d of %d connections delivered every byte" % (sum(res), n)); sys.exit(0 if all(res) else 1)' "$@"
+}
+
+step "drain: nsctl drain lab-edge1 during TCP transfers, then undrain"
+tcp_transfer 8 5 >"$work/tcp-drain" & tpid=$!
+sleep 1
+ctl drain lab-edge1
+took=$(wait_for 20 only_edge2) || took=
+echo "the router dropped lab-edge1's path ${took:+after ${took}s}: 203.0.113.0/24 via $(hops 203.0.113.0/24)"
+verdict "nsctl drain lab-edge1: the router dropped lab-edge1's paths" test -n "$took"
 answered=$(flows 16)
-verdict "lab-edge1 withdrawn from anycast: all 16 flows go on through lab-edge2" test "$answered" = 16
-for dst in 203.0.113.0/24 192.0.2.10/32; do
-  in_ns "$client" ip route replace "$dst" nexthop via 192.0.2.2 dev eth1 nexthop via 192.0.2.6 dev eth2
-done
+verdict "lab-edge1 drained: all 16 flows go on through lab-edge2" test "$answered" = 16
+wait $tpid && tcp_ok=1 || tcp_ok=0
+echo "TCP during the drain: $(cat "$work/tcp-drain")"
+verdict "TCP transfers running through the drain lost nothing" test "$tcp_ok" = 1
+for _ in $(seq 50); do ctl bgp --host lab-edge1 2>/dev/null | grep -q DRAINED && break; sleep 0.1; done
+ctl bgp --host lab-edge1 || true
+verdict "nsctl bgp shows lab-edge1 drained, announcing nothing" sh -c "'$bin/nsctl' --consul-addr 127.0.0.1:$http_port bgp --host lab-edge1 | grep -q 'DRAINED' && '$bin/nsctl' --consul-addr 127.0.0.1:$http_port bgp --host lab-edge1 | grep -q 'announced (0)'"
+ctl undrain lab-edge1
+took=$(wait_for 20 ecmp) || took=
+verdict "nsctl undrain lab-edge1: both paths back ${took:+after ${took}s}" test -n "$took"
+
+step "graceful restart: kill -9 nsd on lab-edge1 during TCP transfers, start it again"
+( lost=0; while [[ ! -e $work/gr-stop ]]; do ecmp || lost=1; sleep 0.02; done; echo $lost >"$work/gr-lost" ) &
+wpid=$!
+tcp_transfer 8 8 >"$work/tcp-gr" & tpid=$!
+sleep 1
+kill -9 "$(cat "$work/nsd-lab-edge1.pid")"
+for _ in $(seq 100); do birdc show protocols edge1 | grep -q Established || break; sleep 0.1; done
+birdc show route 203.0.113.0/24 all | grep -E 'edge1|stale' | sed 's/^/  /' || true
+start_nsd 1
+for _ in $(seq 300); do birdc show protocols edge1 | grep -q Established && break; sleep 0.1; done
+wait $tpid && tcp_ok=1 || tcp_ok=0
+sleep 1; touch "$work/gr-stop"; wait $wpid; rm -f "$work/gr-stop"
+echo "TCP during the restart: $(cat "$work/tcp-gr")"
+verdict "the router kept lab-edge1's path through the restart (graceful restart, End-of-RIB)" test "$(cat "$work/gr-lost")" = 0
+verdict "TCP transfers running through the restart lost nothing" test "$tcp_ok" = 1
+
+step "lab-edge1's uplink fails silently (it stays up, nothing passes): the router drops the path after the hold time (9 s)"
+# An nft table in lab-edge1 drops everything the edge's own stack sends or
+# receives, BGP included (the link keeps its carrier, so BIRD sees no
+# interface event; with the link down it would drop the session at once).
+in_ns lab-edge1 nft -f - <<'NFT'
+table inet lab_uplink_dead {
+  chain in { type filter hook input priority -500; policy drop; }
+  chain out { type filter hook output priority -500; policy drop; }
+}
+NFT
+took=$(wait_for 20 only_edge2) || took=
+echo "the router dropped lab-edge1's path ${took:+${took} s after its uplink died} (hold time 9 s)"
+verdict "silent uplink failure: the router dropped lab-edge1's path after the hold time" test -n "$took"
+answered=$(flows 16)
+verdict "lab-edge1's uplink dead: all 16 flows go through lab-edge2" test "$answered" = 16
+in_ns lab-edge1 nft delete table inet lab_uplink_dead
+took=$(wait_for 60 ecmp) || took=
+verdict "uplink back: both paths back ${took:+after ${took} s}" test -n "$took"
+
+step "FlowSpec: a signature marked for export reaches the router's flowtab4"
+ctl dos add-signature "$tenant" --id big-ntp --expression "udp.dstport == 123 and ip.len >= 400" --export flowspec
+flow_both() { [[ $(birdc show route table flowtab4 | grep -c '192.0.2.[26]\]\|from 192.0.2.[26]') -ge 2 ]]; }
+took=$(wait_for 20 flow_both) || took=
+birdc show route table flowtab4 all | sed 's/^/  /'
+verdict "the rule is in flowtab4 from both edges ${took:+after ${took}s}" test -n "$took"
+ctl bgp | grep -E 'flowspec|not exported' || true
+ctl dos delete-signature "$tenant" big-ntp
+flow_gone() { ! birdc show route table flowtab4 | grep -q '203.0.113.0/24'; }
+took=$(wait_for 20 flow_gone) || took=
+verdict "removing the signature withdraws the rule" test -n "$took"
+
+step "advertise false: the tenant's prefix is withdrawn from both edges (the tunnel endpoint stays)"
+sed 's/"prefixes": \["203.0.113.0\/24"\],/"prefixes": ["203.0.113.0\/24"], "advertise": false,/' "$work/$tenant.json" >"$work/$tenant-off.json"
+ctl tenant apply -f "$work/$tenant-off.json"
+withdrawn() { [[ -z $(hops 203.0.113.0/24) && $(hops 192.0.2.10) == 192.0.2.2,192.0.2.6 ]]; }
+took=$(wait_for 20 withdrawn) || took=
+verdict "advertise false: 203.0.113.0/24 gone from the router ${took:+after ${took}s}" test -n "$took"
+ctl tenant apply -f "$work/$tenant.json"
+took=$(wait_for 20 ecmp) || took=
+verdict "advertise true: announced again by both edges" test -n "$took"
 
 step "tenant firewall: block ICMP echo (nsctl fw add-rule), then remove the rule"
 ctl fw add-rule "$tenant" --id no-ping --expression "icmp.type == 8" --action block
@@ -226,6 +406,46 @@ for _ in $(seq 50); do ctl dos stats "$tenant" 2>/dev/null | grep -q "signature:
 ctl dos stats "$tenant" || true
 ctl dos delete-signature "$tenant" ntp-monlist
 
+step "nsctl dos top: an 18k pps flood seen on both edges; its candidate signature, added as printed, drops it"
+echo '{"sample_rate": 64}' >"$work/dos.json"
+ctl dos put "$tenant" -f "$work/dos.json"
+sleep 1
+flood18k() { # flood18k SECONDS: 18k pps of NTP monlist to 203.0.113.1:123 from 64 source ports
+  in_ns "$attacker" python3 -c '
+import socket, sys, time, random
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+p = bytes([0x17, 0, 3, 0x2a]) + bytes(44); start = time.monotonic(); sent = 0
+while time.monotonic() - start < float(sys.argv[1]):
+    due = int((time.monotonic() - start) * 18000)
+    while sent < due:
+        random.choice(socks).sendto(p, ("203.0.113.1", 123)); sent += 1
+    time.sleep(0.001)' "$1"
+}
+flood18k 14 & fpid=$!
+edges_top=(--edge 127.0.0.1:19469 --edge 127.0.0.1:19470)
+ctl dos top "$tenant" "${edges_top[@]}" --once --window 1s >/dev/null # starts the watch on both edges
+sleep 2
+ctl dos top "$tenant" "${edges_top[@]}" --once --top 3 | tee "$work/top.txt"
+ctl dos top "$tenant" "${edges_top[@]}" --once -o json >"$work/top.json"
+top_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["candidates"][0]["id"])' "$work/top.json" 2>/dev/null || true)
+verdict "dos top names the victim, the attack's /24 and udp/123" \
+  sh -c "grep -q '203.0.113.1 $tenant' $work/top.txt && grep -q '192.0.2.0/24' $work/top.txt && grep -q 'udp/123' $work/top.txt"
+# The same through Consul, for edges nsctl cannot reach: every nsd publishes its frame.
+ctl dos top "$tenant" --via-store --once --top 1 >"$work/top-store.txt" || true
+head -5 "$work/top-store.txt"
+verdict "dos top --via-store: both edges answer through Consul" grep -q "lab-edge1,lab-edge2" "$work/top-store.txt"
+if [[ -n $top_id ]]; then
+  python3 -c 'import json,sys; print("\0".join(json.load(open(sys.argv[1]))["candidates"][0]["argv"]), end="")' "$work/top.json" |
+    xargs -0 "$bin/nsctl" --consul-addr "127.0.0.1:$http_port"
+  tsig="nfhost_dos_rule_dropped_packets_total{kind=\"signature\",rule=\"$tenant/$top_id\"}"
+  for _ in $(seq 50); do (($(metric "$tsig") > 0)) && break; sleep 0.1; done
+  sleep 1
+fi
+verdict "the candidate signature from dos top drops the flood in XDP" test "$(metric "${tsig:-none}")" -gt 1000
+verdict "the client pings 203.0.113.1 while the flood is dropped" in_ns "$client" ping -c3 -i 0.2 -W1 -I 192.0.2.100 203.0.113.1
+wait $fpid || true
+[[ -n $top_id ]] && ctl dos delete-signature "$tenant" "$top_id"
+
 step "automatic mitigation: an 18k pps flood with no rule in place (auto_mitigation from the XDP samples)"
 echo '{"sample_rate": 64, "auto_mitigation": {"pps": 5000, "duration": "30s"}}' >"$work/dos.json"
 ctl dos put "$tenant" -f "$work/dos.json"
@@ -257,6 +477,24 @@ verdict "the flood was dropped by an automatic signature" test "$ta" -gt 0
 verdict "the client still reaches 203.0.113.1" in_ns "$client" ping -c2 -W1 -I 192.0.2.100 203.0.113.1
 echo '{}' >"$work/dos.json"
 ctl dos put "$tenant" -f "$work/dos.json"
+
+if [[ -f $work/prometheus.pid ]]; then
+  step "Prometheus: dashboard queries (deploy/grafana/nfhost.json) through its HTTP API"
+  promq() { # promq TITLE QUERY: prints the result, one series a line
+    echo "$1:  $2"
+    curl -sf --get "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$2" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    labels = ",".join("%s=%s" % kv for kv in sorted(r["metric"].items()))
+    print("    {%s} %.4g" % (labels, float(r["value"][1])))'
+  }
+  promq "applied tenants per host" 'sum by (instance) (nfhost_tenants{state="applied"})'
+  promq "tunnel state (0 healthy, 1 degraded, 2 down)" 'max by (instance, tenant, tunnel) (nfhost_tunnel_health_state)'
+  promq "XDP drop rate per reason (pps, last minute)" 'sum by (reason) (rate(nfhost_dos_packets_total{reason=~"deny|tenant_deny|signature_drop|rate_drop|malformed"}[1m]))'
+  promq "alerts firing" 'ALERTS{alertstate="firing"}'
+  verdict "Prometheus scrapes both edges" \
+    sh -c "curl -sf 'http://127.0.0.1:$prom_port/api/v1/query?query=count(up%7Bjob%3D%22nfhost%22%7D%3D%3D1)' | grep -q '\"2\"'"
+fi
 
 step "delete tenant $tenant"
 ctl tenant delete "$tenant"

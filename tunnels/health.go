@@ -17,62 +17,95 @@ import (
 	"github.com/nfhost/nfhost/internal/namedns"
 )
 
-// Health-check states and their thresholds (Magic Transit semantics).
+// Probe timing. The documents give no timeout; half a second lets the
+// two extra probes that follow a loss time out within the one second the
+// down rule looks at (loss known at t, extras sent at t and t+100 ms,
+// known lost at t+0.5 s and t+0.6 s).
 const (
-	StateHealthy  = "healthy"
-	StateDegraded = "degraded" // >= 0.1% loss over the window: +500,000
-	StateDown     = "down"     // every probe of the last few failed: +1,000,000
+	ProbeTimeout = 500 * time.Millisecond
+	ExtraSpacing = 100 * time.Millisecond
+	tick         = 20 * time.Millisecond
+	syncEvery    = 200 * time.Millisecond
+)
 
-	// Window is how many probes the loss ratio covers.
-	Window = 20
-	// DownAfter consecutive lost probes make a tunnel down.
-	DownAfter = 3
-	// RecoverAfter consecutive answered probes are needed before a
-	// tunnel's state may improve (sustained healthy period).
-	RecoverAfter = 10
-	// ProbeTimeout is how long a probe may take before it counts as lost.
-	ProbeTimeout = time.Second
-	degradedLoss = 0.001
+// Probe directions (health_check.direction).
+const (
+	// Unidirectional: answers return over the internet to the probe
+	// address (Magic Transit's default).
+	Unidirectional = "unidirectional"
+	// Bidirectional: answers return through the tunnel to nfhost's
+	// tunnel interface address, and the tenant namespace answers the
+	// router's own probes of that address through the tunnel.
+	Bidirectional = "bidirectional"
 )
 
 // Health is one tunnel's health as reported in status and metrics.
 type Health struct {
 	Tenant, Tunnel string
 	State          string
-	Loss           float64       // over the window
-	RTT            time.Duration // last answered probe
-	Sent, Received uint64
+	// Reason says why the state holds (and, when no probe was ever
+	// answered while the tunnel carries traffic from the router, what to
+	// look at).
+	Reason string
+	Since  time.Time
+	// Loss is Lost/Probes over the window (the last five minutes, at least
+	// the last 30 probes).
+	Loss          float64
+	Probes, Lost  int
+	LastFailure   time.Time
+	RTT           time.Duration // last answered probe
+	Sent          uint64        // probes sent, extra ones included
+	Received      uint64        // answered
+	LostTotal     uint64        // timed out, since probing began
+	Type          string        // reply | request
+	Direction     string
+	Target, Reply netip.Addr // the probe's inner target, and where its answer returns to
 }
 
-type probe struct {
-	seq      uint16
-	sent     time.Time
-	answered bool
-	rtt      time.Duration
+type inflight struct {
+	sent  time.Time
+	extra bool
+	ok    bool
+	at    time.Time // when answered
 }
 
 type tunnelHealth struct {
 	key      string // tenant/tunnel
 	tenant   string
+	ns       string // the tenant's namespace (bidirectional answers arrive there)
 	t        Tunnel
 	id       uint16
-	next     time.Time
+	m        HealthMachine
+	next     time.Time   // next regular probe
+	extras   []time.Time // extra probes due
 	seq      uint16
-	window   []probe // oldest first, at most Window
-	state    string
+	inflight map[uint16]*inflight
 	rtt      time.Duration
 	sent     uint64
 	received uint64
-	// reported: the first verdict (from the first probe answered or timed
-	// out) went to onChange, so the status shows it at once.
-	reported bool
+	// rx0 is the tunnel's decapsulated packet count when probing began;
+	// rx the latest (from Prober's traffic function).
+	rx0, rx    uint64
+	haveRx     bool
+	target     netip.Addr
+	returnAddr netip.Addr
+}
+
+// nsSocket receives the answers of bidirectional probes in one tenant
+// namespace.
+type nsSocket struct {
+	fd   int
+	ino  uint64
+	stop chan struct{}
 }
 
 // Prober sends the health checks of every tunnel with health checks
 // enabled, from the host namespace, and moves routes off tunnels that
 // fail (through Reconciler.Reroute). One raw socket sends the
 // encapsulated probes; one ICMP socket receives the echo replies that come
-// back to the probe address.
+// back to the probe address (unidirectional), and one per tenant namespace
+// with bidirectional tunnels those that come back through a tunnel.
+// Each tunnel's verdicts come from a HealthMachine.
 type Prober struct {
 	rec       *Reconciler
 	probeAddr netip.Addr
@@ -81,15 +114,19 @@ type Prober struct {
 	sendFD    int
 	recvFD    int
 	onChange  func(Health)
+	traffic   func(id uint32) (rx uint64, ok bool)
+	nsDir     string
 
 	mu      sync.Mutex
 	tunnels map[string]*tunnelHealth
 	byID    map[uint16]*tunnelHealth
+	nsSocks map[string]*nsSocket
 }
 
 // NewProber opens the sockets in hostNS (probeAddr: this server's unicast
 // address, where answers arrive) and installs the penalty function in rec.
-// onChange, if set, is called on every state change.
+// onChange, if set, is called on every state change, the first verdict
+// of a tunnel included.
 func NewProber(hostNS netns.NsHandle, probeAddr netip.Addr, rec *Reconciler, log *slog.Logger, onChange func(Health)) (*Prober, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -97,19 +134,16 @@ func NewProber(hostNS netns.NsHandle, probeAddr netip.Addr, rec *Reconciler, log
 	if !probeAddr.Is4() {
 		return nil, fmt.Errorf("probe address %s: want IPv4", probeAddr)
 	}
-	p := &Prober{rec: rec, probeAddr: probeAddr, log: log, onChange: onChange, sendFD: -1, recvFD: -1,
-		tunnels: map[string]*tunnelHealth{}, byID: map[uint16]*tunnelHealth{}}
+	p := &Prober{rec: rec, probeAddr: probeAddr, log: log, onChange: onChange, sendFD: -1, recvFD: -1, nsDir: namedns.DefaultDir,
+		tunnels: map[string]*tunnelHealth{}, byID: map[uint16]*tunnelHealth{}, nsSocks: map[string]*nsSocket{}}
 	rand.Read(p.nonce[:])
 	open := func() error {
 		var err error
 		if p.sendFD, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
 			return fmt.Errorf("open raw socket: %w", err)
 		}
-		if p.recvFD, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP); err != nil {
-			return fmt.Errorf("open ICMP socket: %w", err)
-		}
-		tv := unix.Timeval{Usec: 200_000}
-		return unix.SetsockoptTimeval(p.recvFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		p.recvFD, err = openICMP()
+		return err
 	}
 	if err := namedns.Do(hostNS, open); err != nil {
 		p.Close()
@@ -119,6 +153,29 @@ func NewProber(hostNS netns.NsHandle, probeAddr netip.Addr, rec *Reconciler, log
 	return p, nil
 }
 
+func openICMP() (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		return -1, fmt.Errorf("open ICMP socket: %w", err)
+	}
+	tv := unix.Timeval{Usec: 200_000}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("set ICMP socket timeout: %w", err)
+	}
+	return fd, nil
+}
+
+// SetTraffic gives the prober a tunnel's decapsulated packet counter
+// (Datapath.Stats), so a tunnel that carries traffic from the router
+// while none of its probes is answered says so in its reason. It must not
+// call into the Reconciler (the prober holds its lock while calling).
+func (p *Prober) SetTraffic(rx func(id uint32) (uint64, bool)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.traffic = rx
+}
+
 // Close closes the sockets.
 func (p *Prober) Close() {
 	if p.sendFD >= 0 {
@@ -126,6 +183,12 @@ func (p *Prober) Close() {
 	}
 	if p.recvFD >= 0 {
 		unix.Close(p.recvFD)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ns, s := range p.nsSocks {
+		close(s.stop)
+		delete(p.nsSocks, ns)
 	}
 }
 
@@ -137,7 +200,7 @@ func (p *Prober) Penalty(tenant, tunnel string) int {
 	if h == nil {
 		return 0
 	}
-	switch h.state {
+	switch st, _, _ := h.m.State(); st {
 	case StateDegraded:
 		return PenaltyDegraded
 	case StateDown:
@@ -172,42 +235,61 @@ func (p *Prober) HealthOf(tenant, tunnel string) (Health, bool) {
 }
 
 func (h *tunnelHealth) report() Health {
-	known, lost := 0, 0
-	for _, pr := range h.window {
-		if pr.answered || time.Since(pr.sent) > ProbeTimeout {
-			known++
-			if !pr.answered {
-				lost++
-			}
-		}
-	}
+	st, reason, since := h.m.State()
+	w := h.m.Window()
 	var loss float64
-	if known > 0 {
-		loss = float64(lost) / float64(known)
+	if w.Probes > 0 {
+		loss = float64(w.Lost) / float64(w.Probes)
 	}
-	return Health{Tenant: h.tenant, Tunnel: h.t.Name, State: h.state, Loss: loss, RTT: h.rtt, Sent: h.sent, Received: h.received}
+	if hint := h.hint(w); hint != "" {
+		reason += "; " + hint
+	}
+	return Health{Tenant: h.tenant, Tunnel: h.t.Name, State: st, Reason: reason, Since: since, Loss: loss,
+		Probes: w.Probes, Lost: w.Lost, LastFailure: w.LastFailure, RTT: h.rtt, Sent: h.sent, Received: h.received, LostTotal: w.TotalLost,
+		Type: h.t.Health.Type, Direction: h.t.Health.Direction, Target: h.target, Reply: h.returnAddr}
+}
+
+// hint explains a tunnel none of whose probes was ever answered while it
+// carries traffic from the router: the tunnel works, the probes do not.
+func (h *tunnelHealth) hint(w Window) string {
+	if w.Answered > 0 || w.Total < DownMinSamples || !h.haveRx || h.rx <= h.rx0 {
+		return ""
+	}
+	msg := fmt.Sprintf("no probe answered while the tunnel received %d packets from the router", h.rx-h.rx0)
+	if h.t.Health.Type == "request" {
+		return msg + fmt.Sprintf(": the router does not answer echo requests to %s, or its answers to %s are dropped", h.target, h.returnAddr)
+	}
+	return msg + fmt.Sprintf(": the router drops the decapsulated reply from %s to %s (a Linux router drops it if %s is its own address unless net.ipv4.conf.<tunnel>.accept_local=1; leave health_check.target unset)", h.target, h.returnAddr, h.target)
 }
 
 // Run probes until ctx ends.
 func (p *Prober) Run(ctx context.Context) {
-	go p.receive(ctx)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
+	go p.receive(ctx, p.recvFD, nil)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var synced time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
-			p.sync(now)
+		case now := <-t.C:
+			// Following the reconciler's tunnels (and the namespaces of
+			// bidirectional ones) costs a copy of every spec: every
+			// syncEvery, not every tick.
+			if now.Sub(synced) >= syncEvery {
+				p.sync(ctx, now)
+				synced = now
+			}
 			p.sendDue(now)
 			p.evaluate(now)
 		}
 	}
 }
 
-// sync follows the reconciler's tunnels: new ones start healthy, removed
-// ones are forgotten.
-func (p *Prober) sync(now time.Time) {
+// sync follows the reconciler's tunnels: new ones start, removed ones are
+// forgotten; it opens and closes the per-namespace sockets of
+// bidirectional tunnels.
+func (p *Prober) sync(ctx context.Context, now time.Time) {
 	// The reconciler's state is read before p.mu is taken: the reconciler
 	// calls Penalty (p.mu) while it holds its own lock in Apply, so holding
 	// p.mu while calling into it would deadlock the two.
@@ -223,24 +305,39 @@ func (p *Prober) sync(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := map[string]bool{}
+	wantNS := map[string]bool{}
 	for _, s := range specs {
 		for _, t := range s.Tunnels {
 			if !t.Health.Enabled {
 				continue
 			}
 			key := s.Tenant + "/" + t.Name
-			seen[key] = true
-			h := p.tunnels[key]
 			id, ok := ids[key]
 			if !ok {
 				continue
 			}
-			if h == nil || h.id != uint16(id) {
-				h = &tunnelHealth{key: key, tenant: s.Tenant, state: StateHealthy, next: now, id: uint16(id)}
+			seen[key] = true
+			h := p.tunnels[key]
+			if h == nil || h.id != uint16(id) || h.t.Health != t.Health || h.t.Addr != t.Addr || h.t.Remote != t.Remote || h.t.Local != t.Local {
+				// New, or its probes changed: start over (a new machine).
+				h = &tunnelHealth{key: key, tenant: s.Tenant, next: now, id: uint16(id), inflight: map[uint16]*inflight{}}
 				p.tunnels[key] = h
 				p.byID[h.id] = h
+				if p.traffic != nil {
+					h.rx0, h.haveRx = p.traffic(id)
+					h.rx = h.rx0
+				}
 			}
-			h.t = t
+			h.t, h.ns = t, s.Namespace
+			h.target, h.returnAddr = p.addresses(t)
+			if p.traffic != nil {
+				if rx, ok := p.traffic(id); ok {
+					h.rx = rx
+				}
+			}
+			if t.Health.Direction == Bidirectional {
+				wantNS[s.Namespace] = true
+			}
 		}
 	}
 	for key, h := range p.tunnels {
@@ -251,48 +348,123 @@ func (p *Prober) sync(now time.Time) {
 			}
 		}
 	}
+	p.syncNSSockets(ctx, wantNS)
+}
+
+// addresses resolves a tunnel's probe addresses: the inner target and the
+// address its answer returns to. Defaults (Target invalid):
+//   - reply: the echo reply's source is nfhost's own tunnel interface
+//     address (not the router's: a Linux router drops a decapsulated
+//     packet from one of its own addresses as a martian unless
+//     accept_local is set, and the router's route to it is the tunnel, so
+//     strict rp_filter passes); bidirectional: the probe address, since
+//     the answer returns to the tunnel interface address itself.
+//   - request: the far side of the tunnel interface (the router's own
+//     address, whatever box holds the customer endpoint).
+func (p *Prober) addresses(t Tunnel) (target, reply netip.Addr) {
+	reply = p.probeAddr
+	if t.Health.Direction == Bidirectional {
+		reply = t.Addr.Addr()
+	}
+	target = t.Health.Target
+	if !target.IsValid() {
+		switch {
+		case t.Health.Type == "request":
+			target = t.Peer
+		case t.Health.Direction == Bidirectional:
+			target = p.probeAddr
+		default:
+			target = t.Addr.Addr()
+		}
+	}
+	return target, reply
+}
+
+// syncNSSockets opens an ICMP socket in each namespace of want (again if
+// the namespace was replaced) and closes the others. Called with p.mu.
+func (p *Prober) syncNSSockets(ctx context.Context, want map[string]bool) {
+	for ns, s := range p.nsSocks {
+		ino, ok := namedns.Inode(p.nsDir, ns)
+		if !want[ns] || !ok || ino != s.ino {
+			close(s.stop)
+			delete(p.nsSocks, ns)
+		}
+	}
+	for ns := range want {
+		if p.nsSocks[ns] != nil {
+			continue
+		}
+		ino, ok := namedns.Inode(p.nsDir, ns)
+		if !ok {
+			continue
+		}
+		h, err := namedns.Open(p.nsDir, ns)
+		if err != nil {
+			p.log.Warn("open tenant namespace for bidirectional health checks", "netns", ns, "err", err)
+			continue
+		}
+		fd := -1
+		err = namedns.Do(h, func() error {
+			var err error
+			fd, err = openICMP()
+			return err
+		})
+		h.Close()
+		if err != nil {
+			p.log.Warn("open ICMP socket in tenant namespace", "netns", ns, "err", err)
+			continue
+		}
+		s := &nsSocket{fd: fd, ino: ino, stop: make(chan struct{})}
+		p.nsSocks[ns] = s
+		go p.receive(ctx, fd, s.stop)
+	}
 }
 
 func (p *Prober) sendDue(now time.Time) {
 	p.mu.Lock()
-	var due []*tunnelHealth
+	type out struct {
+		key string
+		b   []byte
+		dst netip.Addr
+	}
+	var due []out
 	for _, h := range p.tunnels {
+		var extra []bool
 		if !now.Before(h.next) {
 			h.next = now.Add(h.t.Health.Interval)
+			extra = append(extra, false)
+		}
+		for len(h.extras) > 0 && !now.Before(h.extras[0]) {
+			h.extras = h.extras[1:]
+			extra = append(extra, true)
+		}
+		for _, x := range extra {
 			h.seq++
 			h.sent++
-			h.window = append(h.window, probe{seq: h.seq, sent: now})
-			if len(h.window) > Window {
-				h.window = h.window[len(h.window)-Window:]
-			}
-			due = append(due, h)
+			h.inflight[h.seq] = &inflight{sent: now, extra: x}
+			due = append(due, out{h.key, p.packet(h, now), h.t.Remote})
 		}
 	}
-	pkts := make([][]byte, len(due))
-	dsts := make([]netip.Addr, len(due))
-	for i, h := range due {
-		pkts[i], dsts[i] = p.packet(h, now), h.t.Remote
-	}
 	p.mu.Unlock()
-	for i, b := range pkts {
-		sa := &unix.SockaddrInet4{Addr: dsts[i].As4()}
-		if err := unix.Sendto(p.sendFD, b, 0, sa); err != nil {
-			p.log.Debug("send health probe", "tunnel", due[i].key, "err", err)
+	for _, o := range due {
+		sa := &unix.SockaddrInet4{Addr: o.dst.As4()}
+		if err := unix.Sendto(p.sendFD, o.b, 0, sa); err != nil {
+			p.log.Debug("send health probe", "tunnel", o.key, "err", err)
 		}
 	}
 }
 
 // packet builds outer IPv4 + GRE + inner IPv4 + ICMP echo. Type reply: an
-// echo reply from the target to our probe address, which the customer's
+// echo reply from the target to the return address, which the customer's
 // router decapsulates and routes back to us. Type request: an echo request
-// from our probe address to the far side of the tunnel, answered to us.
+// from the return address to the target, answered to us.
 func (p *Prober) packet(h *tunnelHealth, now time.Time) []byte {
 	icmp := make([]byte, 8+8+8)
-	src, dst := h.t.Health.Target, p.probeAddr
+	src, dst := h.target, h.returnAddr
 	icmp[0] = 0 // echo reply
 	if h.t.Health.Type == "request" {
 		icmp[0] = 8
-		src, dst = p.probeAddr, h.t.Peer
+		src, dst = h.returnAddr, h.target
 	}
 	binary.BigEndian.PutUint16(icmp[4:], h.id)
 	binary.BigEndian.PutUint16(icmp[6:], h.seq)
@@ -331,82 +503,85 @@ func checksum(b []byte) uint16 {
 	return ^uint16(sum)
 }
 
-func (p *Prober) receive(ctx context.Context) {
+// receive reads echo replies from fd until ctx ends or stop closes (then
+// it closes fd).
+func (p *Prober) receive(ctx context.Context, fd int, stop chan struct{}) {
+	if stop != nil {
+		defer unix.Close(fd)
+	}
 	buf := make([]byte, 1500)
 	for ctx.Err() == nil {
-		n, _, err := unix.Recvfrom(p.recvFD, buf, 0)
+		if stop != nil {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil || n < 20 {
+			if err == unix.EBADF {
+				return
+			}
 			continue
 		}
 		ihl := int(buf[0]&0x0f) * 4
+		if n < ihl+24 {
+			continue
+		}
 		m := buf[ihl:n]
-		if len(m) < 24 || m[0] != 0 || string(m[8:16]) != string(p.nonce[:]) {
+		if m[0] != 0 || string(m[8:16]) != string(p.nonce[:]) {
 			continue // not an echo reply to one of our probes
 		}
 		id, seq := binary.BigEndian.Uint16(m[4:]), binary.BigEndian.Uint16(m[6:])
 		now := time.Now()
 		p.mu.Lock()
 		if h := p.byID[id]; h != nil {
-			for i := range h.window {
-				if pr := &h.window[i]; pr.seq == seq && !pr.answered {
-					pr.answered, pr.rtt = true, now.Sub(pr.sent)
-					h.rtt = pr.rtt
-					h.received++
-				}
+			if pr := h.inflight[seq]; pr != nil && !pr.ok && now.Sub(pr.sent) <= ProbeTimeout {
+				pr.ok, pr.at = true, now
+				h.rtt = now.Sub(pr.sent)
+				h.received++
 			}
 		}
 		p.mu.Unlock()
 	}
 }
 
-// evaluate moves tunnels between states: worse at once, better only
-// after RecoverAfter answered probes in a row.
+// evaluate feeds the outcomes known by now (answers, and probes past their
+// timeout) to each tunnel's machine in time order, schedules the extra
+// probes it asks for, and re-routes tenants whose tunnels changed state.
 func (p *Prober) evaluate(now time.Time) {
 	p.mu.Lock()
-	var changed []*tunnelHealth
-	for _, h := range p.tunnels {
-		var known []probe
-		for _, pr := range h.window {
-			if pr.answered || now.Sub(pr.sent) > ProbeTimeout {
-				known = append(known, pr)
-			}
-		}
-		lost, streakLost, streakOK := 0, 0, 0
-		for _, pr := range known {
-			if pr.answered {
-				streakOK++
-				streakLost = 0
-			} else {
-				lost++
-				streakLost++
-				streakOK = 0
-			}
-		}
-		want := StateHealthy
-		switch {
-		case streakLost >= DownAfter:
-			want = StateDown
-		case len(known) > 0 && float64(lost)/float64(len(known)) >= degradedLoss:
-			want = StateDegraded
-		}
-		// Worse at once; better only after a sustained answered streak
-		// (down -> degraded while the window still holds losses, then
-		// healthy once it holds none).
-		if want != h.state && (rank(want) > rank(h.state) || streakOK >= RecoverAfter) {
-			p.log.Info("tunnel health changed", "tunnel", h.key, "from", h.state, "to", want, "lost", lost, "of", len(known))
-			h.state = want
-			h.reported = true
-			changed = append(changed, h)
-		} else if !h.reported && len(known) > 0 {
-			h.reported = true // the first verdict: the tunnel leaves "starting"
-			changed = append(changed, h)
-		}
-	}
 	var reports []Health
 	tenants := map[string]bool{}
-	for _, h := range changed {
-		reports = append(reports, h.report())
-		tenants[h.tenant] = true
+	for _, h := range p.tunnels {
+		var outs []Outcome
+		for seq, pr := range h.inflight {
+			switch {
+			case pr.ok:
+				outs = append(outs, Outcome{At: pr.at, OK: true, Extra: pr.extra})
+			case now.Sub(pr.sent) > ProbeTimeout:
+				outs = append(outs, Outcome{At: pr.sent.Add(ProbeTimeout), Extra: pr.extra})
+			default:
+				continue
+			}
+			delete(h.inflight, seq)
+		}
+		sort.Slice(outs, func(i, j int) bool { return outs[i].At.Before(outs[j].At) })
+		for _, o := range outs {
+			from, _, _ := h.m.State()
+			changed, extra := h.m.Observe(o)
+			for i := 0; i < extra; i++ {
+				h.extras = append(h.extras, now.Add(time.Duration(i)*ExtraSpacing))
+			}
+			if changed {
+				r := h.report()
+				p.log.Info("tunnel health changed", "tunnel", h.key, "from", from, "to", r.State, "reason", r.Reason,
+					"lost", r.Lost, "of", r.Probes)
+				reports = append(reports, r)
+				tenants[h.tenant] = true
+			}
+		}
 	}
 	p.mu.Unlock()
 	for t := range tenants {
@@ -421,14 +596,4 @@ func (p *Prober) evaluate(now time.Time) {
 			p.onChange(r)
 		}
 	}
-}
-
-func rank(s string) int {
-	switch s {
-	case StateDegraded:
-		return 1
-	case StateDown:
-		return 2
-	}
-	return 0
 }

@@ -220,7 +220,10 @@ func TestFailover(t *testing.T) {
 	t1 := tunnel("gre-acme1", "192.0.2.10", "198.51.100.130", "169.254.20.0/31", "169.254.20.1")
 	t1.Health, t1.Health.Target = hc, netip.MustParseAddr("198.51.100.130")
 	t2 := tunnel("gre-acme2", "192.0.2.10", "198.51.100.131", "169.254.21.0/31", "169.254.21.1")
-	t2.Health, t2.Health.Target = hc, netip.MustParseAddr("198.51.100.131")
+	// A request probe's target must be the router's own address; in this
+	// lab the customer endpoint is the GRE box's, the router's is the
+	// tunnel's far side.
+	t2.Health, t2.Health.Target = hc, netip.MustParseAddr("169.254.21.1")
 	t2.Health.Type = "request"
 	g.spec.Tunnels = []Tunnel{t1, t2}
 	g.spec.Routes = append(g.spec.Routes, Route{Prefix: netip.MustParsePrefix("10.9.0.0/24"), Nexthop: netip.MustParseAddr("169.254.21.1"),

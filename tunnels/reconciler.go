@@ -209,10 +209,17 @@ func (r *Reconciler) apply(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handl
 	if err != nil {
 		return ch, err
 	}
-	c, err = namedns.EnsureSysctls(ns, []namedns.Sysctl{
+	tenantSys := []namedns.Sysctl{
 		{Path: "net/ipv4/fib_multipath_hash_policy", Value: "1"},
 		{Path: "net/ipv6/fib_multipath_hash_policy", Value: "1"},
-	})
+	}
+	for _, t := range spec.Tunnels {
+		// A reply probe's default source is this tunnel interface's own
+		// address; a router whose route to the probe address is the
+		// tunnel sends it back here, where it would be a martian.
+		tenantSys = append(tenantSys, namedns.Sysctl{Path: "net/ipv4/conf/" + t.Name + "/accept_local", Value: "1"})
+	}
+	c, err = namedns.EnsureSysctls(ns, tenantSys)
 	ch = append(ch, prefixed("sysctl: tenant ", c)...)
 	if err != nil {
 		return ch, err

@@ -35,8 +35,11 @@ type Tunnel struct {
 
 // HealthSpec configures probes.
 type HealthSpec struct {
-	Enabled  bool
-	Type     string // reply | request
+	Enabled   bool
+	Type      string // reply | request
+	Direction string // Unidirectional ("" too) | Bidirectional
+	// Target is the echo reply's source (reply) or the echo request's
+	// destination (request); invalid: the default (Prober.addresses).
 	Target   netip.Addr
 	Interval time.Duration
 }
@@ -100,7 +103,7 @@ func SpecFrom(tenant, namespace string, ts []tunspec.ValidTunnel, rs []tunspec.V
 	for _, t := range ts {
 		s.Tunnels = append(s.Tunnels, Tunnel{Name: t.Name, Local: t.Anycast, Remote: t.Customer, Addr: t.Addr, Peer: t.Peer,
 			MTU: t.MTU, TTL: t.TTL, MSS: t.MSS,
-			Health: HealthSpec{Enabled: t.Health, Type: t.Type, Target: t.Target, Interval: t.Interval}})
+			Health: HealthSpec{Enabled: t.Health, Type: t.Type, Direction: t.Direction, Target: t.Target, Interval: t.Interval}})
 	}
 	for _, r := range rs {
 		s.Routes = append(s.Routes, Route{Prefix: r.Prefix, Nexthop: r.Nexthop, Tunnel: r.Tunnel, Priority: r.Priority, Weight: r.Weight})

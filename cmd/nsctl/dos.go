@@ -28,7 +28,7 @@ whole document and use check-and-set (put: exit code 4 on a conflict; add-signat
 delete-signature re-read and retry).`,
 		RunE: missingSubcommand("dos")}
 	cmd.PersistentFlags().BoolVar(&d.global, "global", false, "the fleet-wide document nfhost/dos/global instead of a tenant's")
-	cmd.AddCommand(dosGetCommand(d), dosPutCommand(d), dosValidateCommand(d), dosAddSignatureCommand(d), dosDeleteSignatureCommand(d), dosStatsCommand(c), dosMitigationsCommand(c))
+	cmd.AddCommand(dosGetCommand(d), dosPutCommand(d), dosValidateCommand(d), dosAddSignatureCommand(d), dosDeleteSignatureCommand(d), dosStatsCommand(c), dosTopCommand(c), dosMitigationsCommand(c))
 	return cmd
 }
 
@@ -211,7 +211,7 @@ func dosValidateCommand(d *dosDocs) *cobra.Command {
 func dosAddSignatureCommand(d *dosDocs) *cobra.Command {
 	var sig dosspec.Signature
 	var expires time.Duration
-	cmd := &cobra.Command{Use: "add-signature (TENANT | --global) --id ID --expression EXPR [--action drop|ratelimit|monitor]",
+	cmd := &cobra.Command{Use: "add-signature (TENANT | --global) --id ID --expression EXPR [--action drop|ratelimit|monitor] [--export flowspec]",
 		Short: "add (or replace) one signature", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := d.scope(args)
@@ -247,6 +247,7 @@ func dosAddSignatureCommand(d *dosDocs) *cobra.Command {
 	fl.Uint64Var(&sig.BPS, "bps", 0, "ratelimit: bits per second")
 	fl.StringVar(&sig.Per, "per", "", "ratelimit: ip (one bucket per destination, default) or rule")
 	fl.DurationVar(&expires, "expires-in", 0, "expire the signature after this long (default: never)")
+	fl.StringVar(&sig.Export, "export", "", "flowspec: also announce it as a BGP FlowSpec rule to the peers that negotiate it")
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("expression")
 	return cmd

@@ -32,6 +32,6 @@ the key and the policy that would allow it).`,
 	}
 	c.addStoreFlags(root)
 	root.AddCommand(tenantCommand(c), validateCommand(c), statusCommand(c), confirmDeletesCommand(c),
-		fwCommand(c), dosCommand(c), tunnelsCommand(c), aclCommand(c))
+		fwCommand(c), dosCommand(c), tunnelsCommand(c), aclCommand(c), bgpCommand(c), drainCommand(c, true), drainCommand(c, false))
 	return root
 }

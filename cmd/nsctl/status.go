@@ -16,17 +16,21 @@ import (
 
 func statusCommand(c *ctl) *cobra.Command {
 	var host string
+	var w watchFlags
 	cmd := &cobra.Command{
-		Use: "status [--host H]", Short: "table of host × tenant: applied index, state, error", Args: cobra.NoArgs,
+		Use: "status [--host H] [--watch]", Short: "table of host × tenant: applied index, state, error", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			all, err := c.status(host)
-			if err != nil {
-				return err
-			}
-			return printStatus(c.Stdout, all)
+			return w.run(c, "nsctl status", func(out io.Writer) error {
+				all, err := c.status(host)
+				if err != nil {
+					return err
+				}
+				return printStatus(out, all)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&host, "host", "", "only this host")
+	w.register(cmd)
 	return cmd
 }
 

@@ -54,13 +54,22 @@ func TestTunnels(t *testing.T) {
 	if out, code := l.ctl("tunnels", "acme"); code != ExitNotFound {
 		t.Errorf("tunnels without status: exit %d\n%s", code, out)
 	}
+	since := time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC)
 	l.status("edge1", "acme", source.Status{Tunnels: map[string]source.TunnelStatus{
-		"gre2": {State: "down", LossPercent: 100},
-		"gre1": {State: "healthy", LossPercent: 2.5, RTTMillis: 1.234, RxPackets: 10, TxPackets: 12, Drops: 1},
+		"gre2": {State: "down", LossPercent: 100, Type: "reply", Direction: "unidirectional", Since: since,
+			Reason: "all 3 probes of the last 1s lost", WindowProbes: 40, WindowLost: 40, LastFailure: since.Add(39 * time.Second)},
+		"gre1": {State: "healthy", LossPercent: 2.5, RTTMillis: 1.234, RxPackets: 10, TxPackets: 12, Drops: 1,
+			Type: "request", Direction: "bidirectional", Since: since, Reason: "the last 30 probes answered", WindowProbes: 40, WindowLost: 1,
+			LastFailure: since.Add(-time.Minute)},
+		"gre3": {State: "unchecked"},
 	}})
-	want := `HOST   TUNNEL  STATE    LOSS    RTT     RX  TX  DROPS
-edge1  gre1    healthy  2.5%    1.23ms  10  12  1
-edge1  gre2    down     100.0%  0.00ms  0   0   0
+	want := `HOST   TUNNEL  STATE      SINCE                 CHECK                  PROBES  LOST  LAST-FAILURE          LOSS    RTT     RX  TX  DROPS
+edge1  gre1    healthy    2026-12-01T22:00:00Z  request/bidirectional  40      1     2026-12-01T21:59:00Z  2.5%    1.23ms  10  12  1
+edge1  gre2    down       2026-12-01T22:00:00Z  reply/unidirectional   40      40    2026-12-01T22:00:39Z  100.0%  0.00ms  0   0   0
+edge1  gre3    unchecked  -                     -                      0       0     -                     0.0%    0.00ms  0   0   0
+
+edge1 gre1: the last 30 probes answered
+edge1 gre2: all 3 probes of the last 1s lost
 `
 	if out := l.must("tunnels", "acme"); out != want {
 		t.Errorf("tunnels:\n%s\nwant\n%s", out, want)

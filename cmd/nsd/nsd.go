@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/synproxy"
+	"github.com/nfhost/nfhost/dos/top"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/cliutil"
@@ -26,7 +28,10 @@ import (
 	"github.com/nfhost/nfhost/internal/nlh"
 	"github.com/nfhost/nfhost/internal/owned"
 	"github.com/nfhost/nfhost/nsd"
+	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing"
+	"github.com/nfhost/nfhost/routing/bgp"
+	"github.com/nfhost/nfhost/routing/bgp/bgpspec"
 )
 
 // run runs nsd with args (without the program name) and returns the
@@ -44,6 +49,7 @@ type nsdFlags struct {
 	nsPrefix       string
 	resync         time.Duration
 	metricsAddr    string
+	metricsPerRule bool
 	logLevel       string
 	once           bool
 	maxDelFraction float64
@@ -51,6 +57,9 @@ type nsdFlags struct {
 	xdpMode        string
 	pinDir         string
 	probeAddr      string
+	bgpConfig      string
+	bgp            *bgpspec.Valid // parsed --bgp-config
+	indexer        bool
 }
 
 // nsdCommand is nsd's command; it parses its flags into f.
@@ -94,11 +103,14 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.probeAddr, "probe-address", "", "this server's unicast IPv4 address: tunnel health checks are answered to it (default: the uplink's first IPv4 address)")
 	fl.StringVar(&f.nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
-	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9469")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (and nsctl dos top's endpoint) on this address, e.g. 127.0.0.1:9469")
+	fl.BoolVar(&f.metricsPerRule, "metrics-per-rule", false, "export series per tenant firewall rule (2 each: 400,000 for 1,000 tenants with 200 rules) and per DoS rate-limit rule (3 each); DoS signatures always have theirs")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.BoolVar(&f.once, "once", false, "reconcile once, print a per-tenant summary and exit (non-zero if any tenant failed)")
 	fl.Float64Var(&f.maxDelFraction, "max-delete-fraction", 0.2, "hold a pass that would delete more than this share of the host's tenants")
+	fl.StringVar(&f.bgpConfig, "bgp-config", "", "BGP speaker config file (JSON: asn, router_id, peers, communities, med, graceful_restart); empty: no BGP")
 	fl.BoolVar(&f.confirmDeletes, "confirm-deletes", false, "let deletions held by the mass-delete guard through")
+	fl.BoolVar(&f.indexer, "indexer", true, "stand for election as the fleet's indexer (Consul): the elected nsd keeps index/, so that each server reads only the tenants that changed")
 }
 
 // check validates the flags and fills in the defaults that depend on
@@ -139,6 +151,24 @@ func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
 	if f.pinDir == "" {
 		f.pinDir = filepath.Join(bpfpin.BPFFS, "nfhost", f.hostID)
 	}
+	if f.bgpConfig != "" {
+		b, err := os.ReadFile(f.bgpConfig)
+		if err != nil {
+			return level, probe, cliutil.Usagef("--bgp-config: %v", err)
+		}
+		v, err := bgpspec.Parse(f.bgpConfig, b)
+		if err != nil {
+			return level, probe, cliutil.Usagef("--bgp-config: %v", err)
+		}
+		if f.hostNetns != "" {
+			for i, p := range v.Peers {
+				if !p.Passive {
+					return level, probe, cliutil.Usagef("--bgp-config: %s: peers[%d] %s: with --host-netns %v", f.bgpConfig, i, p.Address, bgp.ErrDialFromOtherNetns)
+				}
+			}
+		}
+		f.bgp = &v
+	}
 	return level, probe, nil
 }
 
@@ -178,10 +208,12 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := nsd.NewMetrics(reg)
+	metrics.FirewallRules.Enabled = f.metricsPerRule
 	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
 		MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
+	topSrv := &top.Server{Host: f.hostID} // Rec stays nil without the DoS layer
 	if f.uplink != "" {
-		stop, err := startUplink(env.Ctx, f, hostNS, probe, log, reg, &opts)
+		stop, err := startUplink(env.Ctx, f, hostNS, probe, log, reg, &opts, topSrv)
 		if err != nil {
 			return err
 		}
@@ -189,6 +221,23 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 		opts.Synproxy = synproxy.NS{}
 	} else {
 		log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
+	}
+	if f.bgp != nil && f.once {
+		log.Info("--once: the BGP speaker is not started (nothing is announced or withdrawn)")
+	}
+	if f.bgp != nil && !f.once {
+		sp, err := startBGP(env.Ctx, f, hostNS, probe, log, reg)
+		if err != nil {
+			return err
+		}
+		opts.BGP = sp
+	}
+	if ts, ok := store.(source.TopStore); ok && !f.once {
+		pub := newTopPublisher(topSrv, ts, f.hostID, log)
+		opts.OnControl = pub.Control
+		ctx, cancel := context.WithCancel(env.Ctx)
+		defer cancel()
+		go pub.run(ctx)
 	}
 	d := nsd.New(opts)
 
@@ -204,11 +253,32 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 		return nil
 	}
 	if f.metricsAddr != "" {
-		stop, err := serveMetrics(f.metricsAddr, reg, log)
+		stop, err := serveMetrics(f.metricsAddr, reg, topSrv, log)
 		if err != nil {
 			return err
 		}
 		defer stop()
+	}
+	if c, ok := store.(*source.Consul); ok && f.indexer {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.RunIndexer(env.Ctx, f.hostID, log, func(s source.IndexerState) {
+				metrics.IndexerLeader.Set(map[bool]float64{true: 1}[s.Leading])
+				if s.Err != nil {
+					metrics.IndexerErrors.Inc()
+				}
+			})
+		}()
+		// On the way out, let the indexer release its lock, so that
+		// another nsd takes over at once rather than after the session's
+		// TTL.
+		defer func() {
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+			}
+		}()
 	}
 	log.Info("nsd started", "source", f.store.Source, "host_netns", f.hostNetns, "uplink", f.uplink)
 	return d.Run(env.Ctx)
@@ -229,6 +299,20 @@ func printOnce(out io.Writer, rs []nsd.Result) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Tenant, r.State, r.Changes, msg)
 	}
 	tw.Flush()
+}
+
+// startBGP starts the speaker; its router ID defaults to the probe
+// address (the uplink's first IPv4 address).
+func startBGP(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe netip.Addr, log *slog.Logger, reg prometheus.Registerer) (*bgp.Speaker, error) {
+	if !probe.IsValid() && !f.bgp.RouterID.IsValid() && f.uplink != "" {
+		probe, _ = defaultProbeAddress(hostNS, f.uplink)
+	}
+	sp, err := bgp.Start(ctx, bgp.Config{Spec: *f.bgp, RouterID: probe, HostNS: hostNS, Logger: log.With("subsys", "bgp"), Registry: reg})
+	if err != nil {
+		return nil, fmt.Errorf("--bgp-config %s: %w", f.bgpConfig, err)
+	}
+	log.Info("bgp speaker started", "asn", f.bgp.ASN, "peers", len(f.bgp.Peers), "listen_port", f.bgp.ListenPort)
+	return sp, nil
 }
 
 func checkUplink(hostNS netns.NsHandle, name string) error {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
@@ -42,6 +45,9 @@ func (t *tunnelSubsystem) Status(tenant string) map[string]source.TunnelStatus {
 			if t.prober == nil {
 			} else if h, ok := t.prober.HealthOf(tenant, tu.Name); ok {
 				st.State, st.LossPercent, st.RTTMillis = h.State, h.Loss*100, float64(h.RTT.Microseconds())/1000
+				st.Reason, st.Since, st.Type, st.Direction = h.Reason, h.Since, h.Type, h.Direction
+				st.WindowProbes, st.WindowLost, st.LastFailure = h.Probes, h.Lost, h.LastFailure
+				st.ProbesSent, st.ProbesAnswered = h.Sent, h.Received
 			} else if tu.Health.Enabled {
 				st.State = "starting"
 			}
@@ -77,8 +83,8 @@ func defaultProbeAddress(hostNS netns.NsHandle, uplink string) (netip.Addr, erro
 
 // tunnelCollector exports tunnel health and counters at scrape time.
 type tunnelCollector struct {
-	t                             *tunnelSubsystem
-	state, loss, rtt, pkts, drops *prometheus.Desc
+	t                                     *tunnelSubsystem
+	state, loss, rtt, pkts, drops, probes *prometheus.Desc
 }
 
 func newTunnelCollector(t *tunnelSubsystem) *tunnelCollector {
@@ -89,11 +95,13 @@ func newTunnelCollector(t *tunnelSubsystem) *tunnelCollector {
 		rtt:   prometheus.NewDesc("nfhost_tunnel_probe_rtt_seconds", "Round-trip time of the last answered health probe.", l, nil),
 		pkts:  prometheus.NewDesc("nfhost_tunnel_packets_total", "Packets through a tunnel: rx decapsulated, tx encapsulated.", append(l, "direction"), nil),
 		drops: prometheus.NewDesc("nfhost_tunnel_dropped_packets_total", "Packets a tunnel failed to encapsulate or decapsulate.", l, nil),
+		probes: prometheus.NewDesc("nfhost_tunnel_probes_total", "Health probes whose outcome is known: answered, or lost (timed out).",
+			append(l, "result"), nil),
 	}
 }
 
 func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.loss, c.rtt, c.pkts, c.drops} {
+	for _, d := range []*prometheus.Desc{c.state, c.loss, c.rtt, c.pkts, c.drops, c.probes} {
 		ch <- d
 	}
 }
@@ -105,7 +113,13 @@ func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 		hs = c.t.prober.Health()
 	}
 	for _, h := range hs {
-		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, rank[h.State], h.Tenant, h.Tunnel)
+		ch <- prometheus.MustNewConstMetric(c.probes, prometheus.CounterValue, float64(h.Received), h.Tenant, h.Tunnel, "answered")
+		ch <- prometheus.MustNewConstMetric(c.probes, prometheus.CounterValue, float64(h.LostTotal), h.Tenant, h.Tunnel, "lost")
+		r, ok := rank[h.State]
+		if !ok {
+			continue // starting: no verdict yet
+		}
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, r, h.Tenant, h.Tunnel)
 		ch <- prometheus.MustNewConstMetric(c.loss, prometheus.GaugeValue, h.Loss, h.Tenant, h.Tunnel)
 		ch <- prometheus.MustNewConstMetric(c.rtt, prometheus.GaugeValue, h.RTT.Seconds(), h.Tenant, h.Tunnel)
 	}
@@ -151,18 +165,19 @@ func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir str
 			return ts, stop, nil
 		}
 	}
-	pr, err := tunnels.NewProber(hostNS, probe, rec, log.With("subsys", "tunnels"), func(h tunnels.Health) {
-		select {
-		case events <- h.Tenant:
-		default: // the next resync writes it
-		}
-	})
+	n := newTenantNotifier(events)
+	pr, err := tunnels.NewProber(hostNS, probe, rec, log.With("subsys", "tunnels"), func(h tunnels.Health) { n.notify(h.Tenant) })
 	if err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("start tunnel health checks: %w", err)
 	}
+	pr.SetTraffic(func(id uint32) (uint64, bool) {
+		st, err := dp.Stats(id)
+		return st.RxPackets, err == nil
+	})
 	ts.prober = pr
 	pctx, cancel := context.WithCancel(ctx)
+	go n.run(pctx)
 	go pr.Run(pctx)
 	log.Info("GRE datapath attached", "uplink", uplink, "probe_address", probe, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
 	return ts, func() {
@@ -170,4 +185,50 @@ func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir str
 		pr.Close()
 		stop()
 	}, nil
+}
+
+// tenantNotifier passes the tenants whose tunnel health changed to nsd's
+// loop without losing any (a tunnel's first verdict included) and without
+// blocking the prober: names wait in a set, each once, until the loop
+// takes them.
+type tenantNotifier struct {
+	out     chan<- string
+	mu      sync.Mutex
+	pending map[string]bool
+	kick    chan struct{}
+}
+
+func newTenantNotifier(out chan<- string) *tenantNotifier {
+	return &tenantNotifier{out: out, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+}
+
+func (n *tenantNotifier) notify(tenant string) {
+	n.mu.Lock()
+	n.pending[tenant] = true
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (n *tenantNotifier) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.kick:
+		}
+		n.mu.Lock()
+		names := slices.Sorted(maps.Keys(n.pending))
+		clear(n.pending)
+		n.mu.Unlock()
+		for _, t := range names {
+			select {
+			case n.out <- t:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }

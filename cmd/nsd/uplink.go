@@ -15,6 +15,7 @@ import (
 
 	"github.com/nfhost/nfhost/dos"
 	"github.com/nfhost/nfhost/dos/detect"
+	"github.com/nfhost/nfhost/dos/top"
 	"github.com/nfhost/nfhost/nsd"
 )
 
@@ -22,7 +23,8 @@ import (
 // the sample reader that feeds automatic mitigation, unless --once) and the
 // GRE datapath. It adds them to opts and their collectors to reg. stop
 // closes them in reverse order; the programs, links and maps stay pinned.
-func startUplink(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe netip.Addr, log *slog.Logger, reg *prometheus.Registry, opts *nsd.Options) (stop func(), err error) {
+// The sample reader also feeds topSrv's recorder while someone watches.
+func startUplink(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe netip.Addr, log *slog.Logger, reg *prometheus.Registry, opts *nsd.Options, topSrv *top.Server) (stop func(), err error) {
 	var stops []func()
 	undo := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -40,13 +42,15 @@ func startUplink(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe 
 		return nil, fmt.Errorf("start the XDP DoS layer: %w", err)
 	}
 	opts.DoS = dr
-	reg.MustRegister(nsd.NewDoSCollector(dr, log))
+	reg.MustRegister(nsd.NewDoSCollector(dr, log, f.metricsPerRule))
 	log.Info("XDP DoS layer attached", "uplink", f.uplink, "mode", dp.Mode, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", f.pinDir)
 	if !f.once {
 		auto := make(chan []detect.Mitigation, 1)
 		pol := &nsd.AutoPolicies{}
 		opts.Auto, opts.AutoPolicies = auto, pol
-		stops = append(stops, readSamples(dp, dr, opts.Metrics, log, pol, auto))
+		rec := top.NewRecorder()
+		topSrv.Rec, topSrv.Sampling = rec, dr.Sampling
+		stops = append(stops, readSamples(dp, dr, opts.Metrics, log, pol, auto, rec))
 	}
 
 	events := make(chan string, 64)
@@ -63,8 +67,9 @@ func startUplink(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe 
 
 // readSamples reads the XDP packet samples until stopped: it counts them
 // per tenant and feeds the detector, whose mitigations go to auto whenever
-// they change.
-func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog.Logger, pol *nsd.AutoPolicies, auto chan []detect.Mitigation) (stop func()) {
+// they change, and rec while a viewer (nsctl dos top) watches; unwatched,
+// that costs one atomic load per sample.
+func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog.Logger, pol *nsd.AutoPolicies, auto chan []detect.Mitigation, rec *top.Recorder) (stop func()) {
 	rd, err := dp.Samples()
 	if err != nil {
 		log.Warn("packet samples unavailable: no automatic mitigation", "err", err)
@@ -86,10 +91,17 @@ func readSamples(dp *dos.Datapath, dr *dos.Reconciler, m *nsd.Metrics, log *slog
 			default:
 				tenant := dr.TenantName(s.Tenant)
 				m.DoSSamples.WithLabelValues(tenant).Inc()
-				if p, ok := detect.Parse(s.Data); ok && tenant != "" {
+				p, ok := detect.Parse(s.Data)
+				if ok && tenant != "" {
 					p.Tenant, p.Dropped = tenant, s.Dropped
 					det.Add(p)
 				}
+				if now := time.Now(); rec.Watching(now) {
+					rec.Add(top.Sample{At: now, Tenant: tenant, Rate: dr.SampleRate(tenant), Len: s.Len, Dropped: s.Dropped, Reason: s.Reason, Pkt: p})
+				}
+			}
+			if now := time.Now(); !rec.Watching(now) {
+				rec.Release(now) // the samples of a watch that ended
 			}
 			if det.Tick(time.Now()) {
 				ms := det.Active()

@@ -15,9 +15,11 @@ package detect
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,6 +27,7 @@ import (
 // Packet is what the detector uses of a sample.
 type Packet struct {
 	Tenant   string
+	Src      netip.Addr // for views of the traffic (nsctl dos top); signatures never name it
 	Dst      netip.Addr
 	Proto    uint8
 	SPort    uint16 // TCP/UDP, 0 otherwise
@@ -66,7 +69,7 @@ func Parse(frame []byte) (p Packet, ok bool) {
 		if ihl < 20 || len(b) < ihl {
 			return p, false
 		}
-		p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		p.Src, p.Dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
 		p.Proto, p.TTL, p.Len = b[9], b[8], binary.BigEndian.Uint16(b[2:])
 		if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
 			return p, true // a later fragment: no L4 header
@@ -76,7 +79,7 @@ func Parse(frame []byte) (p Packet, ok bool) {
 		if len(b) < 40 {
 			return p, false
 		}
-		p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		p.Src, p.Dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
 		p.Proto, p.TTL, p.Len = b[6], b[7], binary.BigEndian.Uint16(b[4:])+40
 		l4 = b[40:]
 	default:
@@ -220,7 +223,7 @@ func (d *Detector) Tick(now time.Time) (changed bool) {
 		if pps < pol.PPS {
 			continue
 		}
-		expr, strong, ok := d.signature(k.dst, pkts)
+		expr, strong, ok := Signature(k.dst, pkts, d.cfg.Coverage)
 		if !ok {
 			continue // nothing the attack packets share beyond the victim
 		}
@@ -267,8 +270,8 @@ func (d *Detector) Active() []Mitigation {
 	return out
 }
 
-// signature finds the header values at least Coverage of the samples
-// share and writes them as an expression scoped to the victim. Packets a
+// Signature finds the header values at least coverage (0–1) of the
+// samples share and writes them as an expression scoped to the victim. Packets a
 // rule already drops count too: a mitigated attack keeps its mitigation
 // alive. Values legitimate traffic to the victim shares as well (its
 // service port, ACK-bearing TCP flags) are weak; strong are content
@@ -276,7 +279,9 @@ func (d *Detector) Active() []Mitigation {
 // flags (SYN without ACK, RST, ...) and ICMP types. Without a strong
 // value the attack cannot be told from legitimate traffic: no signature.
 // content reports whether a content value is in it (then drop is safe).
-func (d *Detector) signature(victim netip.Addr, pkts []Packet) (expr string, content, ok bool) {
+// The detector uses it on every window over a tenant's threshold; nsctl
+// dos top shows what it derives from the traffic on view.
+func Signature(victim netip.Addr, pkts []Packet, coverage float64) (expr string, content, ok bool) {
 	n := float64(len(pkts))
 	top := func(f func(Packet) (string, bool)) (string, bool) {
 		count := map[string]int{}
@@ -291,9 +296,9 @@ func (d *Detector) signature(victim netip.Addr, pkts []Packet) (expr string, con
 				best, bn = v, c
 			}
 		}
-		return best, bn > 0 && float64(bn) >= d.cfg.Coverage*n
+		return best, bn > 0 && float64(bn) >= coverage*n
 	}
-	proto, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.Proto), true })
+	proto, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.Proto)), true })
 	if !ok {
 		return "", false, false
 	}
@@ -313,34 +318,34 @@ func (d *Detector) signature(victim netip.Addr, pkts []Packet) (expr string, con
 	}
 	strong := false
 	if l4 != "" {
-		if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.DPort), true }); ok {
+		if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.DPort)), true }); ok {
 			conds = append(conds, fmt.Sprintf("%s.dstport == %s", l4, v))
 		}
-		if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.SPort), true }); ok {
+		if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.SPort)), true }); ok {
 			conds = append(conds, fmt.Sprintf("%s.srcport == %s", l4, v))
 			strong, content = true, true
 		}
 		if l4 == "tcp" {
-			if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.TCPFlags), true }); ok {
+			if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.TCPFlags)), true }); ok {
 				conds = append(conds, "tcp.flags == "+v)
 				var f int
 				fmt.Sscan(v, &f)
 				strong = strong || f&0x10 == 0 // no ACK: SYN, RST, FIN, null floods
 			}
 		}
-	} else if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.ICMPType), p.ICMPType >= 0 }); ok {
+	} else if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(p.ICMPType), p.ICMPType >= 0 }); ok {
 		conds = append(conds, "icmp.type == "+v)
 		strong = true
 	}
-	if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.Len), true }); ok {
+	if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.Len)), true }); ok {
 		conds = append(conds, "ip.len == "+v)
 		strong, content = true, true
 	}
-	if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprint(p.TTL), true }); ok {
+	if v, ok := top(func(p Packet) (string, bool) { return strconv.Itoa(int(p.TTL)), true }); ok {
 		conds = append(conds, "ip.ttl == "+v)
 		strong, content = true, true
 	}
-	if v, ok := top(func(p Packet) (string, bool) { return fmt.Sprintf("%x", p.Payload), len(p.Payload) == PayloadBytes }); ok {
+	if v, ok := top(func(p Packet) (string, bool) { return hex.EncodeToString(p.Payload), len(p.Payload) == PayloadBytes }); ok {
 		conds = append(conds, fmt.Sprintf("payload[0:%d] == 0x%s", PayloadBytes, v))
 		strong, content = true, true
 	}

@@ -140,7 +140,7 @@ func TestParse(t *testing.T) {
 		0x45, 0, 0, 32, 0, 0, 0, 0, 61, 17, 0, 0, 192, 0, 2, 66, 203, 0, 113, 1,
 		0x04, 0x00, 0, 123, 0, 12, 0, 0, 0x17, 0, 3, 0x2a}
 	p, ok := Parse(f)
-	if !ok || p.Dst != victim || p.Proto != 17 || p.SPort != 1024 || p.DPort != 123 || p.Len != 32 || p.TTL != 61 ||
+	if !ok || p.Dst != victim || p.Src != netip.MustParseAddr("192.0.2.66") || p.Proto != 17 || p.SPort != 1024 || p.DPort != 123 || p.Len != 32 || p.TTL != 61 ||
 		string(p.Payload) != string([]byte{0x17, 0, 3, 0x2a}) {
 		t.Fatalf("%+v %v", p, ok)
 	}

@@ -51,6 +51,9 @@ type Config struct {
 type AutoMitigation struct {
 	PPS      uint64 `json:"pps"`
 	Duration string `json:"duration,omitempty"` // Go duration, default 5m
+	// Export "flowspec" also announces the derived signatures as BGP
+	// FlowSpec rules (those FlowSpec can express).
+	Export string `json:"export,omitempty"`
 }
 
 // Signature is an attack signature in the rule language.
@@ -64,7 +67,14 @@ type Signature struct {
 	PPS uint64 `json:"pps,omitempty"`
 	BPS uint64 `json:"bps,omitempty"`
 	Per string `json:"per,omitempty"`
+	// Export "flowspec" announces the signature as a BGP FlowSpec rule to
+	// the peers that negotiate it (routing/bgp), if FlowSpec can express
+	// it; "" (the default) keeps it on this host's XDP layer only.
+	Export string `json:"export,omitempty"`
 }
+
+// ExportFlowSpec is Signature.Export's one value.
+const ExportFlowSpec = "flowspec"
 
 // RateLimit caps traffic to a prefix, per destination IP or for the prefix.
 type RateLimit struct {
@@ -107,6 +117,8 @@ type CompiledSignature struct {
 	Expires time.Time // zero: never
 	Match   Match
 	Limit   Limit // action ratelimit
+	// Export: announce as a FlowSpec rule (Signature.Export "flowspec").
+	Export bool
 }
 
 // Limit is a compiled rate limit: packets and/or bits per second, one
@@ -135,6 +147,8 @@ type Spec struct {
 	// attack was last seen.
 	AutoPPS      uint64
 	AutoDuration time.Duration
+	// AutoExport: the automatic mitigations are exported as FlowSpec.
+	AutoExport bool
 	// TCP is tcp_protection as written, defaults not yet filled in: the
 	// dos package resolves a tenant's against the global one (tcp.go).
 	TCP *TCPProtectionConfig
@@ -210,6 +224,10 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 	s.SampleRate = c.SampleRate
 	if am := c.AutoMitigation; am != nil {
 		s.AutoPPS, s.AutoDuration = validAutoMitigation(am, tenant, c.SampleRate, add)
+		s.AutoExport = am.Export == ExportFlowSpec
+		if am.Export != "" && am.Export != ExportFlowSpec {
+			add("auto_mitigation.export", am.Export, "must be flowspec or absent")
+		}
 	}
 	if tp := c.TCPProtection; tp != nil {
 		// Checked on its own here; against the global default in dos.
@@ -279,7 +297,10 @@ func compileSignature(path string, sig Signature, add func(path, value, format s
 		add(path+".expression", "", "%v", err)
 		return CompiledSignature{}, false
 	}
-	cs = CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m}
+	cs = CompiledSignature{ID: sig.ID, Action: sig.Action, Match: m, Export: sig.Export == ExportFlowSpec}
+	if sig.Export != "" && sig.Export != ExportFlowSpec {
+		add(path+".export", sig.Export, "must be flowspec or absent")
+	}
 	if sig.Action == "ratelimit" {
 		per := sig.Per
 		if per == "" {

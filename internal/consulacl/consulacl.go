@@ -7,8 +7,9 @@
 //     (tenant-status/<id>/), and nothing else;
 //   - nsd reads tenants/, dos/ and control/ and writes the status
 //     prefixes (tenant-status/, host-status/, and status/ only so that it
-//     can delete the layout older versions wrote); a leaked nsd token
-//     cannot change any tenant's config;
+//     can delete the layout older versions wrote) and top/ (the summaries
+//     of nsctl dos top it publishes while an operator watches through the
+//     store); a leaked nsd token cannot change any tenant's config;
 //   - the operator writes everything under the prefix and manages tokens.
 //
 // The rules are generated for a KV prefix; deploy/consul/ ships them for
@@ -66,36 +67,48 @@ func TenantDescription(prefix, id string) string {
 	return fmt.Sprintf("nfhost tenant %s (KV prefix %s)", id, strings.Trim(prefix, "/"))
 }
 
+// nsdRules are nsd's rules: what it reads, and the few prefixes it writes.
+// Each rule has a comment that says why.
+var nsdRules = []struct{ comment, kind, sub, policy string }{
+	{"", "key_prefix", "tenants/", "read"},
+	{"", "key_prefix", "dos/", "read"},
+	{"", "key_prefix", "control/", "read"},
+	{"Its status, per tenant and per host.", "key_prefix", "tenant-status/", "write"},
+	{"", "key_prefix", "host-status/", "write"},
+	{"status/ is the layout before tenant-status/ and host-status/: nsd\ndeletes what it wrote there, nothing writes it any more.", "key_prefix", "status/", "write"},
+	{"The fleet-wide automatic DoS mitigations it derives (dos/fleet).", "key_prefix", "dos/mitigations/", "write"},
+	{"The nsctl dos top summaries it publishes while an operator watches.", "key_prefix", "top/", "write"},
+	{"The fleet's index (the journal and digest the elected nsd keeps, so that\na change costs each server one tenant's keys) and the session of the\nlock that elects it.", "key_prefix", "index/", "write"},
+	{"", "session_prefix", "", "write"},
+}
+
+// NSDWrites are the KV prefixes (under the prefix) nsd's policy may write.
+func NSDWrites() []string {
+	var out []string
+	for _, r := range nsdRules {
+		if r.kind == "key_prefix" && r.policy == "write" {
+			out = append(out, r.sub)
+		}
+	}
+	return out
+}
+
 // NSD is nsd's policy.
 func NSD(prefix string) Policy {
 	p := strings.Trim(prefix, "/")
-	return Policy{Name: NSDName(p), Description: fmt.Sprintf("nfhost nsd: reads tenant configs, writes status (KV prefix %s)", p),
-		Rules: fmt.Sprintf(`# nfhost nsd: read what it reconciles, write only status and the
-# fleet-wide automatic DoS mitigations (dos/mitigations/).
-# status/ is the layout before tenant-status/ and host-status/: nsd
-# deletes what it wrote there, nothing writes it any more.
-key_prefix %[1]q {
-  policy = "read"
-}
-key_prefix %[2]q {
-  policy = "read"
-}
-key_prefix %[3]q {
-  policy = "read"
-}
-key_prefix %[4]q {
-  policy = "write"
-}
-key_prefix %[5]q {
-  policy = "write"
-}
-key_prefix %[6]q {
-  policy = "write"
-}
-key_prefix %[7]q {
-  policy = "write"
-}
-`, p+"/tenants/", p+"/dos/", p+"/control/", p+"/tenant-status/", p+"/host-status/", p+"/status/", p+"/dos/mitigations/")}
+	var b strings.Builder
+	b.WriteString("# nfhost nsd: read what it reconciles, write only status and what it\n# publishes. A leaked nsd token cannot change any tenant's config.\n")
+	for _, r := range nsdRules {
+		if r.comment != "" {
+			b.WriteString("# " + strings.ReplaceAll(r.comment, "\n", "\n# ") + "\n")
+		}
+		name := r.sub
+		if r.kind == "key_prefix" {
+			name = p + "/" + r.sub
+		}
+		fmt.Fprintf(&b, "%s %q {\n  policy = %q\n}\n", r.kind, name, r.policy)
+	}
+	return Policy{Name: NSDName(p), Description: fmt.Sprintf("nfhost nsd: reads tenant configs, writes status (KV prefix %s)", p), Rules: b.String()}
 }
 
 // Operator is the operator's policy.
@@ -168,7 +181,7 @@ func Allowing(prefix, op, key string) string {
 				tenant(id)
 			}
 			nsd()
-		case "host-status", "status":
+		case "host-status", "status", "top", "index":
 			nsd()
 		}
 	}

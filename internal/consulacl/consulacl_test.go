@@ -53,8 +53,15 @@ func TestRulesFollowThePrefix(t *testing.T) {
 		t.Errorf("tenant rules reach beyond the tenant:\n%s", r)
 	}
 	n := NSD("/edge/nf/").Rules
-	if strings.Count(n, `policy = "write"`) != 4 || !strings.Contains(n, `key_prefix "edge/nf/dos/mitigations/" {`+"\n  policy = \"write\"") {
-		t.Errorf("nsd writes more than the three status prefixes and the fleet's mitigations:\n%s", n)
+	var writes []string
+	for _, w := range NSDWrites() {
+		writes = append(writes, w)
+		if !strings.Contains(n, `key_prefix "edge/nf/`+w+`" {`+"\n  policy = \"write\"") {
+			t.Errorf("nsd cannot write %s:\n%s", w, n)
+		}
+	}
+	if got := strings.Join(writes, " "); got != "tenant-status/ host-status/ status/ dos/mitigations/ top/ index/" || strings.Count(n, `policy = "write"`) != len(writes)+1 || !strings.Contains(n, `session_prefix "" {`) {
+		t.Errorf("nsd writes %s (and sessions); want status, dos/mitigations/, top/ and index/ only:\n%s", got, n)
 	}
 	for _, k := range []string{"tenants/", "dos/", "control/"} {
 		if !strings.Contains(n, `key_prefix "edge/nf/`+k+`" {`+"\n  policy = \"read\"") {

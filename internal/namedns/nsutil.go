@@ -40,6 +40,31 @@ func Do(ns netns.NsHandle, fn func() error) error {
 	}, fn)
 }
 
+// Go starts fn on a fresh OS thread locked inside ns and returns once the
+// thread is there (or could not get there). It is for a server loop whose
+// sockets must be created in ns for the life of the process (the BGP
+// speaker's listener under --host-netns); goroutines fn starts run on other
+// threads, in the caller's namespace. The thread never leaves ns: when fn
+// returns it stays locked and the runtime terminates it. An ns that is not
+// open means the caller's own namespace: fn runs on a new goroutine.
+func Go(ns netns.NsHandle, fn func()) error {
+	if !ns.IsOpen() {
+		go fn()
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with fn
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		errc <- nil
+		fn()
+	}()
+	return <-errc
+}
+
 // onThread runs enter and then fn on a fresh locked OS thread, and moves
 // the thread back to its original namespace afterwards. If enter fails the
 // thread has not moved. If moving back fails the thread stays locked, so

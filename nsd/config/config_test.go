@@ -41,6 +41,8 @@ func TestParseNetworkErrors(t *testing.T) {
 		{"ttl", `{"prefixes": [], "tunnels": [{"name": "gre1", "ttl": 300, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].ttl: "300": must be 1..255`},
 		{"mss above mtu-40", `{"prefixes": [], "tunnels": [{"name": "gre1", "mtu": 1400, "mss_clamp": 1400, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].mss_clamp: "1400": must be 536..1360 (mtu - 40)`},
 		{"health type", `{"prefixes": [], "tunnels": [{"name": "gre1", "health_check": {"type": "ping"}, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].health_check.type: "ping": must be reply or request`},
+		{"health direction", `{"prefixes": [], "tunnels": [{"name": "gre1", "health_check": {"direction": "both"}, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].health_check.direction: "both": must be unidirectional or bidirectional`},
+		{"bidirectional reply to itself", `{"prefixes": [], "tunnels": [{"name": "gre1", "health_check": {"direction": "bidirectional", "target": "10.100.0.8"}, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "10.100.0.8/31"}]}`, `tunnels[0].health_check.target: "10.100.0.8": bidirectional reply probes return to 10.100.0.8, the interface address: the target must be another address`},
 		{"health rate", `{"prefixes": [], "tunnels": [{"name": "gre1", "health_check": {"rate": "fast"}, "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[0].health_check.rate: "fast": must be low, mid or high`},
 		{"duplicate tunnel", `{"prefixes": [], "tunnels": [{"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}, {"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[1].name: "gre1": duplicate of tunnels[0].name`},
 		{"same endpoints twice", `{"prefixes": [], "tunnels": [{"name": "gre2", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}, {"name": "gre1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31"}]}`, `tunnels[1].customer_endpoint: "198.51.100.130": tunnels[0] already joins these endpoints`},
@@ -142,12 +144,28 @@ func TestParseTunnelsDefaults(t *testing.T) {
 	}
 	a, b := n.Tunnels[0], n.Tunnels[1]
 	if a.MTU != 1476 || a.TTL != 64 || a.MSS != 1436 || !a.Health || a.Type != "reply" || a.Interval != time.Second ||
-		a.Target.String() != "198.51.100.130" || a.Peer.String() != "169.254.20.1" {
+		a.Direction != "unidirectional" ||
+		a.Target.String() != "169.254.20.0" || a.Peer.String() != "169.254.20.1" {
 		t.Errorf("defaults: %+v", a)
 	}
 	if b.MTU != 1400 || b.TTL != 32 || b.MSS != 1360 || b.Health || b.Type != "request" || b.Interval != 250*time.Millisecond ||
 		b.Target.String() != "198.51.100.1" || b.Peer.String() != "169.254.21.1" {
 		t.Errorf("explicit: %+v", b)
+	}
+	// The other defaults: a request probes the router's side of the
+	// tunnel; a bidirectional reply comes from the probe address (nsd's,
+	// unknown here: invalid).
+	n2, err := ParseNetwork("acme", []byte(`{"prefixes": [], "tunnels": [
+	  {"name": "g1", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.130", "interface_address": "169.254.20.0/31", "health_check": {"type": "request"}},
+	  {"name": "g2", "anycast_endpoint": "192.0.2.10", "customer_endpoint": "198.51.100.131", "interface_address": "169.254.21.0/31", "health_check": {"direction": "bidirectional"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := n2.Tunnels[0]; a.Target.String() != "169.254.20.1" || a.Direction != "unidirectional" {
+		t.Errorf("request defaults: %+v", a)
+	}
+	if b := n2.Tunnels[1]; b.Target.IsValid() || b.Direction != "bidirectional" || b.Type != "reply" {
+		t.Errorf("bidirectional reply defaults: %+v", b)
 	}
 	if r := n.Routes[0]; r.Priority != 100 || r.Weight != 1 || r.Tunnel != "gre-acme1" {
 		t.Errorf("route defaults: %+v", r)

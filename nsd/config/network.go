@@ -20,6 +20,10 @@ type Network struct {
 	Prefixes []string         `json:"prefixes"`
 	Tunnels  []tunspec.Tunnel `json:"tunnels"`
 	Routes   []tunspec.Route  `json:"routes"`
+	// Advertise announces the tenant's prefixes over BGP from every edge
+	// that applied it (default true); false withdraws them fleet-wide
+	// (on-demand), while the tenant stays applied and its tunnels up.
+	Advertise *bool `json:"advertise,omitempty"`
 }
 
 // ValidNetwork is a Network that passed validation, with parsed prefixes in
@@ -28,6 +32,8 @@ type ValidNetwork struct {
 	Prefixes []netip.Prefix
 	Tunnels  []tunspec.ValidTunnel
 	Routes   []tunspec.ValidRoute
+	// Advertise is Network.Advertise with its default (true).
+	Advertise bool
 }
 
 // ParseNetwork decodes and validates a network document.
@@ -67,6 +73,7 @@ func (n Network) Validate(tenant string) (ValidNetwork, error) {
 		out.Prefixes = append(out.Prefixes, p)
 	}
 	out.Tunnels, out.Routes = tunspec.Validate(n.Tunnels, n.Routes, add)
+	out.Advertise = n.Advertise == nil || *n.Advertise
 	if len(errs) > 0 {
 		return ValidNetwork{}, errs
 	}

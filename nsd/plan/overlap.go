@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/nfhost/nfhost/internal/doc"
@@ -14,23 +15,7 @@ import (
 // (applied, or accepted earlier in the same pass); id's own entry is ignored.
 // The incumbent always keeps its prefix.
 func CheckOverlap(id string, prefixes []netip.Prefix, holdings map[string][]netip.Prefix) error {
-	others := othersSorted(id, holdings)
-	var errs doc.Errors
-	for i, p := range prefixes {
-		for _, o := range others {
-			for _, q := range holdings[o] {
-				if p.Overlaps(q) {
-					errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
-						Path: fmt.Sprintf("prefixes[%d]", i), Value: p.String(),
-						Msg: fmt.Sprintf("overlaps %s held by tenant %q", q, o)})
-				}
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return errs
-	}
-	return nil
+	return newPrefixIndex(holdings).check(id, prefixes)
 }
 
 // SlotFor returns id's existing slot or allocates a free one.
@@ -121,17 +106,21 @@ func AssignPrefixes(held map[string][]netip.Prefix, claims []Claim) map[string]e
 				holdings[id] = ps
 			}
 		}
+		x := newPrefixIndex(holdings)
 		more := false
 		for _, c := range claims {
 			if refused[c.Tenant] != nil {
 				continue
 			}
-			if err := CheckOverlap(c.Tenant, c.Prefixes, holdings); err != nil {
+			if err := x.check(c.Tenant, c.Prefixes); err != nil {
 				refused[c.Tenant] = err
 				more = true
 				continue
 			}
-			holdings[c.Tenant] = c.Prefixes
+			if !slices.Equal(holdings[c.Tenant], c.Prefixes) {
+				holdings[c.Tenant] = c.Prefixes
+				x.set(c.Tenant, c.Prefixes)
+			}
 		}
 		if !more {
 			return refused

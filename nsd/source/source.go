@@ -167,6 +167,18 @@ type TunnelStatus struct {
 	RxPackets   uint64  `json:"rx_packets"`
 	TxPackets   uint64  `json:"tx_packets"`
 	Drops       uint64  `json:"drops"`
+	// The health check: why the state holds and since when, the probe
+	// settings in force, and the window the verdict is based on (the last
+	// five minutes, at least the last 30 probes).
+	Reason         string    `json:"reason,omitempty"`
+	Since          time.Time `json:"since,omitzero"`
+	Type           string    `json:"type,omitempty"`
+	Direction      string    `json:"direction,omitempty"`
+	WindowProbes   int       `json:"window_probes,omitempty"`
+	WindowLost     int       `json:"window_lost,omitempty"`
+	LastFailure    time.Time `json:"last_failure,omitzero"`
+	ProbesSent     uint64    `json:"probes_sent,omitempty"`
+	ProbesAnswered uint64    `json:"probes_answered,omitempty"`
 }
 
 // DoSCounters are a tenant's DoS counters: all its traffic, and per rule
@@ -206,6 +218,57 @@ type HostStatus struct {
 	// force; DoSGlobalError the reason a newer one was refused.
 	DoSGlobalIndex uint64 `json:"dos_global_index,omitempty"`
 	DoSGlobalError string `json:"dos_global_error,omitempty"`
+	// Drained: the operator drained this host (DrainKey); it announces
+	// nothing over BGP.
+	Drained bool `json:"drained,omitempty"`
+	// BGP is the speaker's state (nil: nsd runs without --bgp-config).
+	BGP *BGPStatus `json:"bgp,omitempty"`
+}
+
+// BGPStatus is what the host's BGP speaker reports.
+type BGPStatus struct {
+	LocalASN uint32       `json:"local_asn"`
+	RouterID string       `json:"router_id"`
+	Sessions []BGPSession `json:"sessions"`
+	// Announced: the prefixes in the speaker's RIB, sent to every
+	// established peer of their family; at most MaxStatusPrefixes of
+	// them, AnnouncedCount says how many there are.
+	Announced      []string `json:"announced"`
+	AnnouncedCount int      `json:"announced_count"`
+	// FlowSpec: the FlowSpec rules announced, one line each.
+	FlowSpec []string `json:"flowspec,omitempty"`
+	// NotExported: signatures marked for export that FlowSpec cannot
+	// express, with the reason.
+	NotExported []string `json:"not_exported,omitempty"`
+	Error       string   `json:"error,omitempty"`
+}
+
+// MaxStatusPrefixes bounds the announced prefixes listed in a host status
+// (a host announcing 10,000 prefixes would write 200 KB per status).
+const MaxStatusPrefixes = 100
+
+// BGPSession is one peer's session.
+type BGPSession struct {
+	Peer        string    `json:"peer"`
+	ASN         uint32    `json:"asn"`
+	State       string    `json:"state"`
+	Since       time.Time `json:"since,omitzero"`
+	FlowSpec    bool      `json:"flowspec,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	UpdatesSent uint64    `json:"updates_sent"`
+	Failures    int       `json:"failures,omitempty"`
+	RetryAt     time.Time `json:"retry_at,omitzero"`
+}
+
+// DrainKey is the control key that drains a host
+// (<prefix>/control/drain/<host>): the value true withdraws everything the
+// host announces over BGP, any other value (nsctl undrain writes false)
+// announces again.
+func DrainKey(host string) string { return "drain/" + host }
+
+// Drained reads a drain key's value.
+func Drained(e Entry, ok bool) bool {
+	return ok && strings.TrimSpace(string(e.Value)) == "true"
 }
 
 // ConfirmKey is the control key an operator writes a host's confirm token

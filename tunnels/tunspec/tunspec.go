@@ -29,8 +29,19 @@ type Tunnel struct {
 type HealthCheck struct {
 	Enabled *bool  `json:"enabled,omitempty"` // default true
 	Type    string `json:"type,omitempty"`    // reply (default) | request
-	Target  string `json:"target,omitempty"`  // default: the customer endpoint
-	Rate    string `json:"rate,omitempty"`    // low | mid (default) | high
+	// Direction: unidirectional (default: answers return over the
+	// internet to nfhost's probe address) or bidirectional (answers return
+	// through the tunnel, and nfhost answers the router's probes of its
+	// tunnel interface address through it).
+	Direction string `json:"direction,omitempty"`
+	// Target: reply: the echo reply's inner source (default nfhost's own
+	// interface address, or with bidirectional the probe address: never
+	// the router's own address, which a Linux router drops); request: the
+	// echo request's destination (default the router's side of the
+	// tunnel interface, an address every router answers for; Cloudflare
+	// defaults to the customer endpoint, which a separate GRE box may hold).
+	Target string `json:"target,omitempty"`
+	Rate   string `json:"rate,omitempty"` // low | mid (default) | high
 }
 
 // Route is a static route inside the tenant namespace over a tunnel.
@@ -63,13 +74,16 @@ type ValidTunnel struct {
 	Customer netip.Addr
 	// Addr is this side's interface address; Peer the far side of the /31
 	// (or /30), the nexthop routes point at.
-	Addr     netip.Prefix
-	Peer     netip.Addr
-	MTU      int
-	TTL      uint8
-	MSS      int
-	Health   bool
-	Type     string
+	Addr      netip.Prefix
+	Peer      netip.Addr
+	MTU       int
+	TTL       uint8
+	MSS       int
+	Health    bool
+	Type      string
+	Direction string
+	// Target is invalid when it defaults to nsd's probe address (reply,
+	// bidirectional), which the document does not know.
 	Target   netip.Addr
 	Interval time.Duration
 }
@@ -238,11 +252,25 @@ func (v *ValidTunnel) setHealthCheck(hc *HealthCheck, bad func(field, value, for
 	if v.Interval = ProbeIntervals[rate]; v.Interval == 0 {
 		bad("health_check.rate", hc.Rate, "must be low, mid or high")
 	}
-	v.Target = v.Customer
+	v.Direction = hc.Direction
+	if v.Direction == "" {
+		v.Direction = "unidirectional"
+	}
+	if v.Direction != "unidirectional" && v.Direction != "bidirectional" {
+		bad("health_check.direction", hc.Direction, "must be unidirectional or bidirectional")
+	}
+	switch {
+	case v.Type == "request":
+		v.Target = v.Peer
+	case v.Direction == "unidirectional" && v.Addr.IsValid():
+		v.Target = v.Addr.Addr()
+	}
 	if hc.Target != "" {
 		var err error
 		if v.Target, err = unicast4(hc.Target); err != nil {
 			bad("health_check.target", hc.Target, "%v", err)
+		} else if v.Type == "reply" && v.Direction == "bidirectional" && v.Addr.IsValid() && v.Target == v.Addr.Addr() {
+			bad("health_check.target", hc.Target, "bidirectional reply probes return to %s, the interface address: the target must be another address", v.Target)
 		}
 	}
 }

@@ -59,7 +59,14 @@ func (a *Agent) Env() []string {
 // Option changes how Start runs the agent.
 type Option func(*options)
 
-type options struct{ acl, tls bool }
+type options struct {
+	acl, tls bool
+	portBase int
+}
+
+// WithPorts puts the agent on the five TCP ports from base (HTTP first),
+// for tests that keep to a port range of their own.
+func WithPorts(base int) Option { return func(o *options) { o.portBase = base } }
 
 // WithACL enables ACLs with default_policy "deny" and a random initial
 // management token, returned in Agent.Token.
@@ -112,7 +119,12 @@ func Start(t testing.TB, opts ...Option) *Agent {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ports := freePorts(t, 5)
+	var ports []int
+	if o.portBase != 0 {
+		ports = []int{o.portBase, o.portBase + 1, o.portBase + 2, o.portBase + 3, o.portBase + 4}
+	} else {
+		ports = freePorts(t, 5)
+	}
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
 	a.URL = "http://" + a.Addr
 	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",

@@ -1,0 +1,50 @@
+package nlh_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nfhost/nfhost/internal/nlh"
+	"github.com/nfhost/nfhost/internal/nstest"
+)
+
+// Netconf reads what sysctl wrote, in the namespace it is bound to.
+func TestNetconfReadsSysctls(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.New(t, "nfNc"+nstest.Unique())
+	ns.MustExec(t, "ip", "link", "add", "nfNcd", "type", "veth", "peer", "name", "nfNce")
+	ns.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=2",
+		"net.ipv4.conf.nfNcd.rp_filter=1", "net.ipv6.conf.all.forwarding=1")
+	nc, err := nlh.OpenNetconf(ns.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	v4, err := nc.Dump(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ns.MustExec(t, "ip", "-o", "link", "show", "nfNcd") // "N: nfNcd@nfNce: ..."
+	idx, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(out, ":", 2)[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := v4[int32(idx)]
+	if all := v4[nlh.IfindexAll]; !all.HasForwarding || all.Forwarding != 1 || all.RPFilter != 2 {
+		t.Fatalf("all: %+v", all)
+	}
+	if dev.RPFilter != 1 {
+		t.Fatalf("nfNcd (ifindex %d): %+v in %+v", idx, dev, v4)
+	}
+	v6, err := nc.Get(unix.AF_INET6, nlh.IfindexAll)
+	if err != nil || !v6.HasForwarding || v6.Forwarding != 1 {
+		t.Fatalf("ipv6 all: %+v %v", v6, err)
+	}
+	ns.MustExec(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
+	if v6, err := nc.Get(unix.AF_INET6, nlh.IfindexAll); err != nil || v6.Forwarding != 0 {
+		t.Fatalf("after the change: %+v %v", v6, err)
+	}
+}

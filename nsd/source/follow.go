@@ -1,0 +1,261 @@
+package source
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// followTenants keeps the tenants slot of Watch through the index (see
+// JournalLen): it blocks on the journal and reads only the tenants it
+// names, the digest when it fell behind, everything when the history is
+// new. Without a journal it watches the whole prefix (watchAll) and checks
+// for one after every wake-up.
+func (w *watcher) followTenants(ctx context.Context) {
+	c := w.c
+	f := &follower{w: w, state: map[string]api.KVPairs{}}
+	var bo backoff
+	for ctx.Err() == nil {
+		var err error
+		if f.epoch == "" {
+			err = f.watchAll(ctx)
+		} else {
+			err = f.follow(ctx)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.report(slotTenants, err)
+			f.jIdx, f.allIdx = 0, 0
+			c.reloadToken()
+			sleepCtx(ctx, bo.next())
+			continue
+		}
+		bo.reset()
+		w.report(slotTenants, nil)
+	}
+}
+
+type follower struct {
+	w     *watcher
+	epoch string // "" until a journal is followed
+	seq   uint64 // the journal's sequence number the state reflects
+	jIdx  uint64 // blocking index of the journal
+	// allIdx is the blocking index of the whole-prefix watch; allSeen and
+	// jSeen the highest index read from it and from the journal, kept
+	// across errors to tell a store that went back. (A listing's index and
+	// a key's are not comparable: a listing's may be the table's.)
+	allIdx, allSeen, jSeen uint64
+	state                  map[string]api.KVPairs // the keys of each tenant
+	extra                  api.KVPairs            // keys under tenants/ of no tenant, from the last full read
+	lastFull               time.Time              // when the last full read was (jittered)
+	Reads                  int                    // requests made (tests)
+}
+
+// watchAll is one round of the whole-prefix watch, then a check for a
+// journal: if there is one, the follower switches (its next round reads
+// everything once, then follows).
+func (f *follower) watchAll(ctx context.Context) error {
+	c := f.w.c
+	prefix := c.key("tenants") + "/"
+	wait := min(c.WaitTime, legacyWait)
+	limit := c.Timeout
+	if f.allIdx != 0 {
+		limit += wait + wait/16
+	}
+	rctx, cancel := bounded(ctx, limit)
+	pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: f.allIdx, WaitTime: wait, Token: c.currentToken()}).WithContext(rctx))
+	cancel()
+	if err == nil && meta.ResultsFilteredByACLs {
+		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+	}
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit))
+	}
+	backwards := meta.LastIndex < f.allSeen
+	f.allSeen = meta.LastIndex
+	if meta.LastIndex < f.allIdx {
+		f.allIdx = 0
+	} else {
+		f.allIdx = meta.LastIndex
+	}
+	f.w.update(slotTenants, pairs, backwards)
+	j, _, _, err := c.getJournal(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	if j != nil && c.indexerElected(ctx) {
+		f.epoch, f.seq, f.jIdx = "-", 0, 0 // a history to start: read everything
+		f.w.c.following.Store(true)
+	}
+	return nil
+}
+
+// follow is one round of the journal watch.
+func (f *follower) follow(ctx context.Context) error {
+	c := f.w.c
+	j, _, meta, err := c.getJournal(ctx, f.jIdx, min(c.WaitTime, followWait))
+	if err != nil {
+		return err
+	}
+	backwards := meta.LastIndex < f.jSeen || meta.LastIndex < f.jIdx
+	f.jSeen = meta.LastIndex
+	f.jIdx = meta.LastIndex
+	if backwards {
+		f.jIdx = 0
+	}
+	switch {
+	case j == nil:
+		// The journal is gone (a wiped store, or the fleet went back to
+		// whole-prefix watches): watch the prefix again.
+		f.epoch, f.allIdx = "", 0
+		f.w.c.following.Store(false)
+		return nil
+	case backwards || j.Epoch != f.epoch || j.Seq < f.seq || time.Since(f.lastFull) > c.FullReadInterval:
+		if err := f.readAll(ctx); err != nil {
+			return err
+		}
+	case j.Seq == f.seq:
+		// A wake-up that changed nothing here. A journal nobody keeps
+		// (no nsd stands as indexer any more) would hide every change:
+		// without an indexer, watch the prefix again.
+		if !c.indexerElected(ctx) {
+			f.epoch, f.allIdx = "", 0
+			c.following.Store(false)
+		}
+		return nil
+	case len(j.Entries) == 0 || j.Entries[0].Seq > f.seq+1:
+		if err := f.catchUp(ctx, j.Epoch); err != nil {
+			return err
+		}
+	default:
+		want := map[string]mark{}
+		for _, e := range j.Entries {
+			if e.Seq > f.seq {
+				want[e.Tenant] = e.mark
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(want)) {
+			if markOf(f.state[id]) != want[id] {
+				if err := f.fetch(ctx, id); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	f.epoch, f.seq = j.Epoch, j.Seq
+	f.publish(backwards)
+	return nil
+}
+
+// readAll replaces the state with a full listing. The journal was read
+// before it, so the listing reflects at least the journal's sequence.
+func (f *follower) readAll(ctx context.Context) error {
+	c := f.w.c
+	prefix := c.key("tenants") + "/"
+	pairs, filtered, err := c.listFiltered(ctx, prefix)
+	f.Reads++
+	if err != nil {
+		return err
+	}
+	if filtered {
+		return ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+	}
+	f.state = map[string]api.KVPairs{}
+	f.extra = nil
+	// The next full read comes after FullReadInterval, give or take a
+	// tenth, so that a fleet does not read everything at once.
+	f.lastFull = time.Now().Add(time.Duration(rand.Int64N(int64(c.FullReadInterval/5)+1)) - c.FullReadInterval/10)
+	for _, p := range pairs {
+		if id := c.tenantOf(p.Key); id != "" {
+			f.state[id] = append(f.state[id], p)
+		} else {
+			f.extra = append(f.extra, p) // stray keys: reported by the snapshot
+		}
+	}
+	return nil
+}
+
+// catchUp compares the digest with the state and reads the tenants that
+// differ; a digest of another epoch means a new history: read everything.
+func (f *follower) catchUp(ctx context.Context, epoch string) error {
+	digest, ok, err := f.w.c.readDigest(ctx, epoch)
+	f.Reads++
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return f.readAll(ctx)
+	}
+	ids := slices.Collect(maps.Keys(digest))
+	for id := range f.state {
+		if _, ok := digest[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if markOf(f.state[id]) != digest[id] {
+			if err := f.fetch(ctx, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fetch reads one tenant's keys.
+func (f *follower) fetch(ctx context.Context, id string) error {
+	c := f.w.c
+	prefix := c.key("tenants", id) + "/"
+	pairs, filtered, err := c.listFiltered(ctx, prefix)
+	f.Reads++
+	if err != nil {
+		return err
+	}
+	if filtered {
+		return ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+	}
+	if len(pairs) == 0 {
+		delete(f.state, id)
+	} else {
+		f.state[id] = pairs
+	}
+	return nil
+}
+
+// publish hands the state to Watch as the tenants slot's listing.
+func (f *follower) publish(backwards bool) {
+	n := len(f.extra)
+	for _, ps := range f.state {
+		n += len(ps)
+	}
+	all := make(api.KVPairs, 0, n)
+	all = append(all, f.extra...)
+	for _, id := range slices.Sorted(maps.Keys(f.state)) {
+		all = append(all, f.state[id]...)
+	}
+	f.w.update(slotTenants, all, backwards)
+}
+
+// followWait bounds a follower's blocking wait on the journal, so that it
+// notices within a minute that no indexer keeps it.
+const followWait = time.Minute
+
+// indexerElected reports whether some nsd holds the indexer lock (a
+// failed read counts as held: the next round asks again).
+func (c *Consul) indexerElected(ctx context.Context) bool {
+	var pair *api.KVPair
+	err := c.call(ctx, "read "+c.indexLockKey(), func(ctx context.Context) error {
+		var err error
+		pair, _, err = c.kv.Get(c.indexLockKey(), c.qo(ctx))
+		return err
+	})
+	return err != nil || pair != nil && pair.Session != ""
+}

@@ -1,0 +1,418 @@
+package source
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// The index: how a fleet of nsd learns which tenants changed without
+// every server reading every tenant on every change (issue 16).
+//
+// Consul answers a blocking query on a prefix with the whole prefix, so
+// with every server watching tenants/ one tenant's edit costs the fleet
+// servers × tenants × document size. Instead, one nsd (any: they elect it
+// with a Consul lock, index/lock) watches tenants/ and writes:
+//
+//   - index/journal: the last JournalLen changes, {epoch, seq, entries:
+//     [{seq, tenant, index, keys}]}, where index is the highest ModifyIndex
+//     of the tenant's keys and keys their number (0 and 0: gone);
+//   - index/digest/<shard>: the same mark of every tenant, in 256 shards
+//     by a hash of the tenant ID, for servers that fell behind.
+//
+// Every server (the indexer too) blocks on the journal (a few KB) and, for
+// each entry newer than what it applied, reads that one tenant's keys
+// (tenants/<id>/). A server whose last sequence number is older than the
+// journal's first entry (cut off for a while) reads the digest (about
+// 30 bytes per tenant) and then only the tenants whose mark differs from
+// its own. A new epoch (the journal was lost: new cluster, wiped store)
+// or an index that went backwards makes it read everything once.
+// Without a journal (no indexer yet, or --indexer=false everywhere) a
+// server watches the whole prefix as before and switches when one
+// appears.
+//
+// Any writer may change tenants: the indexer sees every write through its
+// watch, whoever made it, so nothing depends on writers cooperating.
+const (
+	JournalLen   = 32
+	DigestShards = 256
+	// legacyWait bounds the blocking queries of a server watching the
+	// whole prefix, so that it notices a journal appearing.
+	legacyWait = 30 * time.Second
+)
+
+type journal struct {
+	Epoch   string         `json:"epoch"`
+	Seq     uint64         `json:"seq"`
+	Entries []journalEntry `json:"entries"` // oldest first
+}
+
+type journalEntry struct {
+	Seq    uint64 `json:"seq"`
+	Tenant string `json:"tenant"`
+	mark
+}
+
+// mark identifies the state of one tenant's keys: their highest
+// ModifyIndex and their number (every write raises the first, every delete
+// lowers the second).
+type mark struct {
+	Index uint64 `json:"i"`
+	Keys  int    `json:"k"`
+}
+
+type digestShard struct {
+	Epoch   string          `json:"epoch"`
+	Tenants map[string]mark `json:"tenants"`
+}
+
+func (c *Consul) journalKey() string   { return c.key("index", "journal") }
+func (c *Consul) digestPrefix() string { return c.key("index", "digest") + "/" }
+func (c *Consul) indexLockKey() string { return c.key("index", "lock") }
+
+func shardOf(tenant string) string {
+	h := fnv.New32a()
+	h.Write([]byte(tenant))
+	return fmt.Sprintf("%02x", h.Sum32()%DigestShards)
+}
+
+// tenantOf returns the tenant a key under tenants/ belongs to ("" for a
+// key that is not <tenant>/<...>: it is reported by full reads only).
+func (c *Consul) tenantOf(key string) string {
+	id, _, ok := strings.Cut(strings.TrimPrefix(key, c.key("tenants")+"/"), "/")
+	if !ok {
+		return ""
+	}
+	return id
+}
+
+// marksOf computes every tenant's mark from a listing of tenants/.
+func (c *Consul) marksOf(pairs api.KVPairs) map[string]mark {
+	out := map[string]mark{}
+	for _, p := range pairs {
+		id := c.tenantOf(p.Key)
+		if id == "" {
+			continue
+		}
+		m := out[id]
+		m.Index, m.Keys = max(m.Index, p.ModifyIndex), m.Keys+1
+		out[id] = m
+	}
+	return out
+}
+
+func markOf(pairs api.KVPairs) mark {
+	var m mark
+	for _, p := range pairs {
+		m.Index, m.Keys = max(m.Index, p.ModifyIndex), m.Keys+1
+	}
+	return m
+}
+
+// getJournal reads the journal, blocking from idx (0: at once), and its
+// ModifyIndex.
+func (c *Consul) getJournal(ctx context.Context, idx uint64, wait time.Duration) (*journal, uint64, *api.QueryMeta, error) {
+	limit := c.Timeout
+	if idx != 0 {
+		limit += wait + wait/16
+	}
+	rctx, cancel := bounded(ctx, limit)
+	defer cancel()
+	k := c.journalKey()
+	pair, meta, err := c.kv.Get(k, (&api.QueryOptions{WaitIndex: idx, WaitTime: wait, Token: c.currentToken()}).WithContext(rctx))
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("watch %s: %w", k, c.watchError(rctx, err, k, limit))
+	}
+	if pair == nil {
+		return nil, 0, meta, nil
+	}
+	var j journal
+	if err := json.Unmarshal(pair.Value, &j); err != nil || j.Epoch == "" {
+		return nil, 0, meta, fmt.Errorf("read %s: not an nfhost journal: %v", k, err)
+	}
+	return &j, pair.ModifyIndex, meta, nil
+}
+
+// readDigest reads every digest shard of epoch; ok is false if a shard of
+// another epoch is there (a digest half rewritten by a new indexer).
+func (c *Consul) readDigest(ctx context.Context, epoch string) (map[string]mark, bool, error) {
+	pairs, err := c.list(ctx, c.digestPrefix())
+	if err != nil {
+		return nil, false, err
+	}
+	out := map[string]mark{}
+	for _, p := range pairs {
+		var s digestShard
+		if err := json.Unmarshal(p.Value, &s); err != nil {
+			return nil, false, fmt.Errorf("read %s: %w", p.Key, err)
+		}
+		if s.Epoch != epoch {
+			return out, false, nil
+		}
+		maps.Copy(out, s.Tenants)
+	}
+	return out, true, nil
+}
+
+// IndexerState is reported by RunIndexer: whether this nsd is the indexer,
+// and the last error of its work.
+type IndexerState struct {
+	Leading bool
+	Err     error
+}
+
+// RunIndexer takes part in the election of the fleet's indexer (a Consul
+// lock with a session of lockTTL named after host) and, while elected,
+// keeps the journal and digest (see the comment on JournalLen) until ctx
+// ends; it releases the lock before it returns. A session of host's that
+// holds the lock at start is a previous nsd's on this host, dead since
+// (killed, crashed): it is destroyed at once instead of waiting for its
+// TTL, so that a restart on the indexer's host does not leave the fleet
+// without an indexer. onState (nil: none) hears every change of
+// leadership and every failure.
+func (c *Consul) RunIndexer(ctx context.Context, host string, log *slog.Logger, onState func(IndexerState)) {
+	if onState == nil {
+		onState = func(IndexerState) {}
+	}
+	name := "nfhost indexer " + host
+	c.reclaimLock(ctx, name, log)
+	var bo backoff
+	for ctx.Err() == nil {
+		lock, err := c.client.LockOpts(&api.LockOptions{Key: c.indexLockKey(), SessionName: name,
+			SessionOpts:  &api.SessionEntry{Name: name, TTL: lockTTL, LockDelay: lockDelay, Behavior: api.SessionBehaviorRelease},
+			LockWaitTime: 15 * time.Second, MonitorRetries: 3, MonitorRetryTime: time.Second})
+		var lost <-chan struct{}
+		if err == nil {
+			lost, err = lock.Lock(ctx.Done())
+		}
+		if err != nil || lost == nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				onState(IndexerState{Err: fmt.Errorf("take the indexer lock %s: %w", c.indexLockKey(), err)})
+				log.Warn("indexer election", "err", err)
+			}
+			sleepCtx(ctx, bo.next())
+			continue
+		}
+		bo.reset()
+		log.Info("elected the fleet's indexer", "lock", c.indexLockKey())
+		onState(IndexerState{Leading: true})
+		err = c.lead(ctx, lost, onState)
+		lock.Unlock()
+		onState(IndexerState{Err: err})
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("no longer the fleet's indexer", "err", err)
+		sleepCtx(ctx, bo.next())
+	}
+}
+
+// The indexer's session: Consul's shortest TTL (a session is invalidated
+// after twice its TTL without renewal: an indexer whose host dies is
+// replaced within about 20 s, and changes wait that long, none lost), and
+// a lock delay of a second instead of Consul's 15.
+const (
+	lockTTL   = "10s"
+	lockDelay = time.Second
+)
+
+// reclaimLock destroys the session that holds the indexer lock if it is
+// named name: a previous process of this host's.
+func (c *Consul) reclaimLock(ctx context.Context, name string, log *slog.Logger) {
+	var pair *api.KVPair
+	if c.call(ctx, "read "+c.indexLockKey(), func(ctx context.Context) error {
+		var err error
+		pair, _, err = c.kv.Get(c.indexLockKey(), c.qo(ctx))
+		return err
+	}) != nil || pair == nil || pair.Session == "" {
+		return
+	}
+	var info *api.SessionEntry
+	if c.call(ctx, "read session "+pair.Session, func(ctx context.Context) error {
+		var err error
+		info, _, err = c.client.Session().Info(pair.Session, c.qo(ctx))
+		return err
+	}) != nil || info == nil || info.Name != name {
+		return
+	}
+	if err := c.call(ctx, "destroy session "+pair.Session, func(ctx context.Context) error {
+		_, err := c.client.Session().Destroy(pair.Session, c.wo(ctx))
+		return err
+	}); err == nil {
+		log.Info("released the indexer lock a previous nsd on this host held", "session", pair.Session)
+	}
+}
+
+// lead keeps the journal and digest while the lock is held.
+func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(IndexerState)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lost:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	j, jIdx, _, err := c.getJournal(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		j = &journal{Epoch: newEpoch()}
+	}
+	digest, ok, err := c.readDigest(ctx, j.Epoch)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		digest = map[string]mark{} // every tenant is published again
+	}
+	var idx uint64
+	var bo backoff
+	prefix := c.key("tenants") + "/"
+	for ctx.Err() == nil {
+		limit := c.Timeout
+		if idx != 0 {
+			limit += c.WaitTime + c.WaitTime/16
+		}
+		rctx, rcancel := bounded(ctx, limit)
+		pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime, Token: c.currentToken()}).WithContext(rctx))
+		rcancel()
+		if err == nil && meta.ResultsFilteredByACLs {
+			err = ForbiddenError(c.prefix, "list", prefix, "the indexer must read every key under it")
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			onState(IndexerState{Leading: true, Err: fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit))})
+			idx = 0
+			sleepCtx(ctx, bo.next())
+			continue
+		}
+		bo.reset()
+		if meta.LastIndex < idx {
+			// The store went back (new cluster, restore): a new history.
+			j, jIdx, digest = &journal{Epoch: newEpoch()}, 0, map[string]mark{}
+		}
+		idx = meta.LastIndex
+		cur := c.marksOf(pairs)
+		if err := c.publish(ctx, j, &jIdx, digest, cur); err != nil {
+			return err
+		}
+		digest = cur
+	}
+	return ctx.Err()
+}
+
+// publish writes the shards whose tenants changed from old to cur, then
+// the journal with one entry per changed tenant, with check-and-set on the
+// journal: a second writer ends this indexer's term.
+func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur map[string]mark) error {
+	var changed []string
+	for id, m := range cur {
+		if old[id] != m {
+			changed = append(changed, id)
+		}
+	}
+	for id := range old {
+		if _, ok := cur[id]; !ok {
+			changed = append(changed, id)
+		}
+	}
+	if len(changed) == 0 && *jIdx != 0 {
+		return nil
+	}
+	slices.Sort(changed)
+	shards := map[string]map[string]mark{}
+	for _, id := range changed {
+		shards[shardOf(id)] = map[string]mark{}
+	}
+	for id, m := range cur {
+		if s, ok := shards[shardOf(id)]; ok {
+			s[id] = m
+		}
+	}
+	var ops api.KVTxnOps
+	for _, name := range slices.Sorted(maps.Keys(shards)) {
+		v, _ := json.Marshal(digestShard{Epoch: j.Epoch, Tenants: shards[name]})
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: c.digestPrefix() + name, Value: v})
+	}
+	next := *j
+	for _, id := range changed {
+		next.Seq++
+		next.Entries = append(next.Entries, journalEntry{Seq: next.Seq, Tenant: id, mark: cur[id]})
+	}
+	if len(next.Entries) > JournalLen {
+		next.Entries = slices.Clone(next.Entries[len(next.Entries)-JournalLen:])
+	}
+	v, _ := json.Marshal(next)
+	// Shards first (a transaction holds at most 64 operations), the
+	// journal last: a server that sees an entry finds the digest updated.
+	for len(ops) > 63 {
+		if err := c.txn(ctx, ops[:63]); err != nil {
+			return err
+		}
+		ops = ops[63:]
+	}
+	ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: c.journalKey(), Value: v, Index: *jIdx})
+	resp, err := c.txnResp(ctx, ops)
+	if err != nil {
+		return err
+	}
+	for _, r := range resp.Results {
+		if r.Key == c.journalKey() {
+			*jIdx = r.ModifyIndex
+		}
+	}
+	*j = next
+	return nil
+}
+
+func (c *Consul) txn(ctx context.Context, ops api.KVTxnOps) error {
+	_, err := c.txnResp(ctx, ops)
+	return err
+}
+
+func (c *Consul) txnResp(ctx context.Context, ops api.KVTxnOps) (*api.KVTxnResponse, error) {
+	var resp *api.KVTxnResponse
+	err := c.call(ctx, "write "+c.key("index")+"/", func(ctx context.Context) error {
+		ok, r, _, err := c.kv.Txn(ops, c.qo(ctx))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			var why []string
+			for _, e := range r.Errors {
+				why = append(why, e.What)
+			}
+			return fmt.Errorf("%w: %s", errJournalMoved, strings.Join(why, "; "))
+		}
+		resp = r
+		return nil
+	})
+	return resp, err
+}
+
+var errJournalMoved = errors.New("the journal changed under the indexer (another indexer?)")
+
+func newEpoch() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,384 @@
+package source_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/nsd/source/consultest"
+)
+
+// meter counts the response bytes of a Consul client and can cut it off.
+type meter struct {
+	base  http.RoundTripper
+	bytes atomic.Int64
+	cut   atomic.Bool
+}
+
+func (m *meter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if m.cut.Load() {
+		return nil, errors.New("cut off (test)")
+	}
+	resp, err := m.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &countBody{ReadCloser: resp.Body, n: &m.bytes}
+	return resp, nil
+}
+
+type countBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func meteredStore(t *testing.T, a *consultest.Agent) (*source.Consul, *meter) {
+	m := &meter{base: http.DefaultTransport.(*http.Transport).Clone()}
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr
+	cfg.HttpClient = &http.Client{Transport: m}
+	st, err := source.NewConsul(cfg, "nfhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.WaitTime, st.Timeout = time.Second, 5*time.Second
+	return st, m
+}
+
+func plainStore(t *testing.T, a *consultest.Agent) *source.Consul {
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr
+	st, err := source.NewConsul(cfg, "nfhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.WaitTime = time.Second
+	return st
+}
+
+// tenantDoc is a network document of about 1 KB.
+func tenantDoc(i, v int) string {
+	return fmt.Sprintf(`{"prefixes": ["198.18.%d.%d/32"], "note": %q}`, i/256, i%256, strings.Repeat(fmt.Sprint(v), 1000))
+}
+
+// snapshots collects Watch's snapshots.
+type snapshots struct {
+	mu   sync.Mutex
+	last source.Snapshot
+	n    int
+	ch   chan source.Snapshot
+}
+
+func watch(t *testing.T, ctx context.Context, st *source.Consul) *snapshots {
+	s := &snapshots{ch: make(chan source.Snapshot)}
+	go st.Watch(ctx, s.ch, nil)
+	go func() {
+		for {
+			select {
+			case snap := <-s.ch:
+				s.mu.Lock()
+				s.last, s.n = snap, s.n+1
+				s.mu.Unlock()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// until waits for a snapshot that satisfies ok.
+func (s *snapshots) until(t *testing.T, what string, ok func(source.Snapshot) bool) source.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		snap, n := s.last, s.n
+		s.mu.Unlock()
+		if n > 0 && ok(snap) {
+			return snap
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no snapshot with %s", what)
+	return source.Snapshot{}
+}
+
+func (s *snapshots) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+func indexOf(snap source.Snapshot, id string) uint64 {
+	return snap.Tenants[id]["network"].ModifyIndex
+}
+
+func startIndexer(t *testing.T, ctx context.Context, a *consultest.Agent) (context.CancelFunc, <-chan struct{}) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	st := plainStore(t, a)
+	host := fmt.Sprintf("test-%p", st)
+	go func() { st.RunIndexer(ctx, host, slog.New(slog.DiscardHandler), nil); close(done) }()
+	return cancel, done
+}
+
+// With an indexer, one tenant's change costs a watching server the journal
+// and that tenant's keys, not the whole prefix; a write elsewhere in the
+// store costs nothing; deletes and raw writes are picked up.
+func TestIndexedWatchReadsOnlyWhatChanged(t *testing.T) {
+	a := consultest.Start(t)
+	const n = 200
+	for i := 0; i < n; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopIdx, _ := startIndexer(t, ctx, a)
+	defer stopIdx()
+	st, m := meteredStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, fmt.Sprintf("%d tenants", n), func(s source.Snapshot) bool { return len(s.Tenants) == n })
+	full := m.bytes.Load()
+	// The follower switches to the journal within a blocking wait.
+	time.Sleep(2500 * time.Millisecond)
+
+	for round := 1; round <= 5; round++ {
+		before := m.bytes.Load()
+		a.Put(t, "nfhost/tenants/t7/network", tenantDoc(7, round))
+		pair, _, _ := a.Client.KV().Get("nfhost/tenants/t7/network", nil)
+		s.until(t, "t7's change", func(s source.Snapshot) bool { return indexOf(s, "t7") == pair.ModifyIndex })
+		time.Sleep(200 * time.Millisecond) // let any further reads of this change happen
+		got := m.bytes.Load() - before
+		t.Logf("change %d: %d bytes read (the whole prefix: %d)", round, got, full)
+		if got > 16<<10 || got*5 > full {
+			t.Fatalf("one tenant's change read %d bytes; the whole prefix is %d", got, full)
+		}
+	}
+
+	// A write outside the tenants: no snapshot, no tenant read.
+	before, sent := m.bytes.Load(), s.count()
+	a.Put(t, "elsewhere/x", "1")
+	time.Sleep(1500 * time.Millisecond)
+	if s.count() != sent || m.bytes.Load()-before > 8<<10 {
+		t.Fatalf("a write elsewhere: %d snapshots, %d bytes", s.count()-sent, m.bytes.Load()-before)
+	}
+
+	// A delete, and a second key of a tenant.
+	if _, err := a.Client.KV().DeleteTree("nfhost/tenants/t8/", nil); err != nil {
+		t.Fatal(err)
+	}
+	a.Put(t, "nfhost/tenants/t9/firewall", `{"rules": []}`)
+	s.until(t, "t8 gone and t9's firewall", func(s source.Snapshot) bool {
+		_, t8 := s.Tenants["t8"]
+		_, fw := s.Tenants["t9"]["firewall"]
+		return !t8 && fw
+	})
+	// And the firewall key deleted again (the tenant's highest index does
+	// not move, its key count does).
+	a.Client.KV().Delete("nfhost/tenants/t9/firewall", nil)
+	s.until(t, "t9's firewall deleted", func(s source.Snapshot) bool {
+		_, fw := s.Tenants["t9"]["firewall"]
+		return !fw && len(s.Tenants["t9"]) == 1
+	})
+}
+
+// A server cut off from Consul while more tenants change than the journal
+// holds catches up exactly from the digest, reading only the tenants that
+// changed; a second indexer takes over when the first stops.
+func TestIndexCatchUpAndFailover(t *testing.T) {
+	a := consultest.Start(t)
+	const n = 300
+	for i := 0; i < n; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopA, doneA := startIndexer(t, ctx, a)
+	stopB, _ := startIndexer(t, ctx, a)
+	defer stopB()
+	st, m := meteredStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "every tenant", func(s source.Snapshot) bool { return len(s.Tenants) == n })
+	full := m.bytes.Load()
+	time.Sleep(2500 * time.Millisecond)
+
+	m.cut.Store(true)
+	changes := source.JournalLen + 18
+	for i := 0; i < changes; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i*5), tenantDoc(i*5, 1))
+	}
+	a.Client.KV().DeleteTree("nfhost/tenants/t1/", nil)
+	a.Put(t, "nfhost/tenants/new/network", tenantDoc(999, 0))
+	time.Sleep(1500 * time.Millisecond) // the indexer publishes
+	before := m.bytes.Load()
+	m.cut.Store(false)
+	want, err := plainStore(t, a).Read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(s source.Snapshot) bool {
+		if len(s.Tenants) != len(want.Tenants) {
+			return false
+		}
+		for id := range want.Tenants {
+			if indexOf(s, id) != indexOf(want, id) {
+				return false
+			}
+		}
+		return true
+	}
+	s.until(t, "the caught-up state", same)
+	time.Sleep(300 * time.Millisecond)
+	got := m.bytes.Load() - before
+	t.Logf("catch-up after %d changes: %d bytes (the whole prefix: %d)", changes+2, got, full)
+	if got*2 > full {
+		t.Fatalf("catch-up read %d bytes, the whole prefix is %d", got, full)
+	}
+
+	// The first indexer stops (releasing the lock): the second takes over.
+	stopA()
+	<-doneA
+	a.Put(t, "nfhost/tenants/t2/network", tenantDoc(2, 7))
+	pair, _, _ := a.Client.KV().Get("nfhost/tenants/t2/network", nil)
+	s.until(t, "a change after the failover", func(s source.Snapshot) bool { return indexOf(s, "t2") == pair.ModifyIndex })
+}
+
+// A Consul that comes back empty (a dev agent restarted: a new cluster)
+// makes the follower read everything, with StoreReset set.
+func TestIndexStoreReset(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 20; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop, _ := startIndexer(t, ctx, a)
+	defer stop()
+	st, _ := meteredStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "20 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 20 })
+	time.Sleep(2500 * time.Millisecond)
+	a.Restart(t)
+	for i := 0; i < 3; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/n%d/network", i), tenantDoc(i, 0))
+	}
+	s.until(t, "the new store's tenants", func(s source.Snapshot) bool {
+		_, old := s.Tenants["t5"]
+		return len(s.Tenants) == 3 && !old
+	})
+}
+
+// A Consul leader change while tenants change loses no change: a
+// three-server cluster, the indexer and a follower on the two servers that
+// are not the leader, the leader killed in the middle of the writes.
+func TestIndexSurvivesLeaderChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP (-short): starts a three-server Consul cluster")
+	}
+	c := consultest.StartCluster(t, 3)
+	leader := c.Leader(t)
+	var others []*consultest.Agent
+	for _, a := range c.Servers {
+		if a != leader {
+			others = append(others, a)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		others[0].Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop, _ := startIndexer(t, ctx, others[0])
+	defer stop()
+	st, _ := meteredStore(t, others[1])
+	s := watch(t, ctx, st)
+	s.until(t, "50 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 50 })
+	deadline := time.Now().Add(30 * time.Second)
+	for !st.Following() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	want := map[string]uint64{}
+	put := func(a *consultest.Agent, i, v int) {
+		t.Helper()
+		key := fmt.Sprintf("nfhost/tenants/t%d/network", i)
+		for try := 0; ; try++ {
+			_, err := a.Client.KV().Put(&api.KVPair{Key: key, Value: []byte(tenantDoc(i, v))}, nil)
+			if err == nil {
+				break
+			}
+			if try == 100 {
+				t.Fatalf("put %s: %v", key, err)
+			}
+			time.Sleep(200 * time.Millisecond) // no leader for a moment
+		}
+		pair, _, err := a.Client.KV().Get(key, nil)
+		for err != nil || pair == nil {
+			time.Sleep(200 * time.Millisecond)
+			pair, _, err = a.Client.KV().Get(key, nil)
+		}
+		want[fmt.Sprintf("t%d", i)] = pair.ModifyIndex
+	}
+	for i := 0; i < 10; i++ {
+		put(others[0], i, 1)
+	}
+	leader.Stop()
+	for i := 10; i < 30; i++ {
+		put(others[i%2], i, 1)
+	}
+	s.until(t, "every change after the leader change", func(s source.Snapshot) bool {
+		for id, idx := range want {
+			if indexOf(s, id) != idx {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// When no nsd stands as indexer any more, a journal nobody keeps must not
+// hide changes: the follower goes back to watching the prefix.
+func TestNoIndexerFallsBackToThePrefix(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 10; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop, done := startIndexer(t, ctx, a)
+	st, _ := meteredStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "10 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 10 })
+	deadline := time.Now().Add(30 * time.Second)
+	for !st.Following() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !st.Following() {
+		t.Fatal("the follower does not follow the journal")
+	}
+	stop()
+	<-done
+	a.Put(t, "nfhost/tenants/t3/network", tenantDoc(3, 9))
+	pair, _, _ := a.Client.KV().Get("nfhost/tenants/t3/network", nil)
+	s.until(t, "a change with no indexer", func(s source.Snapshot) bool { return indexOf(s, "t3") == pair.ModifyIndex })
+	if st.Following() {
+		t.Fatal("still following a journal nobody keeps")
+	}
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Builds the small test VM that plays a Linux customer router (kernel GRE,
+# which the test machine's own kernel lacks) and caches it. Prints the
+# directory holding vmlinuz and initrd.gz.
+#
+#   scripts/vm-kernel.sh [CACHE_DIR]
+#
+# The kernel is Debian's linux-image-<version>-cloud-amd64 (fetched with
+# `apt-get download`, the version the linux-image-cloud-amd64 metapackage
+# points at, or $NFHOST_VM_KERNEL_PKG); the initrd holds busybox-static,
+# the host's iproute2 `ip` with its libraries (busybox's ip cannot make GRE
+# devices), the modules in $MODULES with their dependencies resolved from
+# modules.dep, and an /init that
+#   - loads the modules in dependency order,
+#   - configures eth0 from the kernel command line:
+#       nfhost.ip=ADDR/LEN nfhost.gw=GW [nfhost.forward=1]
+#   - prints "nfhost-vm: ready" on the console (ttyS0),
+#   - runs commands it reads from the virtio-serial port "ctl"
+#     (/dev/vport*p1), one per line, with `sh -c`, and after each writes its
+#     output and a line "\036rc=N" (internal/vmtest speaks this).
+# CACHE_DIR defaults to $NFHOST_CACHE/vm or ~/.cache/nfhost/vm, shared by
+# every clone; a later call returns at once. Needs dpkg-deb, depmod (kmod),
+# busybox-static and cpio/gzip; about 10 s the first time.
+set -euo pipefail
+# FORMAT changes whenever /init or the initrd's layout changes, so a cache
+# built by an older script is not used.
+FORMAT=4
+MODULES=${NFHOST_VM_MODULES:-"virtio_pci virtio_net virtio_console ip_gre"}
+cache=${1:-${NFHOST_CACHE:-$HOME/.cache/nfhost}/vm}
+
+pkg=${NFHOST_VM_KERNEL_PKG:-}
+if [[ -z $pkg ]]; then
+  # Offline and fast: any kernel already cached at this format will do.
+  for d in "$cache"/*-f$FORMAT; do
+    if [[ -s $d/vmlinuz && -s $d/initrd.gz ]]; then
+      echo "$d"
+      exit 0
+    fi
+  done
+  pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+  if [[ -z $pkg ]]; then
+    echo "vm-kernel: apt knows no linux-image-cloud-amd64 (run apt-get update)" >&2
+    exit 1
+  fi
+fi
+kver=${pkg#linux-image-}
+out=$cache/$kver-f$FORMAT
+# One build at a time (tests in several packages may ask at once); the
+# second finds the first's result.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+if [[ -s $out/vmlinuz && -s $out/initrd.gz ]]; then
+  echo "$out"
+  exit 0
+fi
+for tool in dpkg-deb depmod cpio gzip; do
+  command -v "$tool" >/dev/null || { echo "vm-kernel: needs $tool (scripts/deps.sh installs it)" >&2; exit 1; }
+done
+# busybox-static installs a static /bin/busybox (the initrd has no libc
+# of its own except what `ip` brings).
+busybox=/bin/busybox
+[[ -x $busybox ]] || { echo "vm-kernel: needs busybox-static" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "vm-kernel: fetching $pkg" >&2
+(cd "$work" && apt-get download -q "$pkg" >&2 2>/dev/null) || (cd "$work" && apt-get download "$pkg" >&2)
+dpkg-deb -x "$work"/"$pkg"_*.deb "$work/k"
+mods=$work/k/lib/modules/$kver
+depmod -b "$work/k" "$kver"
+
+root=$work/root
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc,lib/modules,lib64,lib/x86_64-linux-gnu,run,var/www}
+cp "$busybox" "$root/bin/busybox"
+# iproute2's ip and the libraries it links (ldd lists them).
+# /usr/local/bin: busybox --install would replace it anywhere else.
+mkdir -p "$root/usr/local/bin"
+cp /usr/bin/ip "$root/usr/local/bin/ip"
+for lib in $(ldd /usr/bin/ip | awk '/=>/{print $3} /ld-linux/{print $1}'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+# Modules in load order: each module's dependencies (modules.dep lists
+# them nearest first), deepest first, then the module; no duplicates.
+order=()
+add() {
+  local m=$1 seen
+  for seen in "${order[@]:-}"; do [[ $seen == "$m" ]] && return; done
+  order+=("$m")
+}
+for name in $MODULES; do
+  line=$(grep -E "/$name\.ko(\.[a-z]+)?:" "$mods/modules.dep" || true)
+  [[ -n $line ]] || { echo "vm-kernel: module $name not in $pkg" >&2; exit 1; }
+  mod=${line%%:*}
+  deps=(${line#*:})
+  for ((i = ${#deps[@]} - 1; i >= 0; i--)); do add "${deps[i]}"; done
+  add "$mod"
+done
+: >"$root/etc/modules"
+for m in "${order[@]}"; do
+  cp "$mods/$m" "$root/lib/modules/"
+  echo "$(basename "$m")" >>"$root/etc/modules"
+done
+
+cat >"$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /etc/modules); do
+  insmod /lib/modules/$m || echo "nfhost-vm: insmod $m failed"
+done
+ip link set lo up
+for w in $(cat /proc/cmdline); do
+  case $w in
+    nfhost.ip=*) addr=${w#nfhost.ip=} ;;
+    nfhost.gw=*) gw=${w#nfhost.gw=} ;;
+    nfhost.forward=1) sysctl -qw net.ipv4.ip_forward=1 ;;
+  esac
+done
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+ip link set eth0 up
+[ -n "$addr" ] && ip addr add "$addr" dev eth0
+[ -n "$gw" ] && ip route add default via "$gw"
+port=
+i=0
+while [ -z "$port" ] && [ $i -lt 100 ]; do
+  for p in /dev/vport*p1; do [ -e "$p" ] && port=$p; done
+  [ -z "$port" ] && sleep 0.1
+  i=$((i+1))
+done
+# The control loop. The port opens once (it is exclusive); a read returns
+# end-of-file while the host side is not connected, so retry.
+exec 3<>"$port"
+echo "nfhost-vm: ready (ctl $port)"
+while true; do
+  while read -r line <&3; do
+    # busybox sh runs its own applets before anything on PATH: the alias
+    # makes `ip` iproute2's (it must be on a line before the command).
+    sh -c "alias ip=/usr/local/bin/ip
+$line" </dev/null >&3 2>&1
+    printf '\n\036rc=%d\n' $? >&3
+  done
+  sleep 0.1
+done
+INIT
+chmod +x "$root/init"
+
+mkdir -p "$out.tmp"
+cp "$work/k/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp/initrd.gz"
+echo "$kver" >"$out.tmp/version"
+rm -rf "$out"
+mv "$out.tmp" "$out"
+echo "$out"
