@@ -61,6 +61,10 @@ func loadForTest(t testing.TB) *dosBPFObjects {
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		t.Fatalf("load XDP program (BPF and LPM tries are required): %v", err)
 	}
+	if err := wireTailCalls(&objs); err != nil {
+		objs.Close()
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { objs.Close() })
 	return &objs
 }

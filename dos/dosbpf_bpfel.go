@@ -27,6 +27,15 @@ type dosBPFDstInfo struct {
 	Sigs       dosBPFBitmap
 }
 
+type dosBPFFlowKey struct {
+	_     structs.HostLayout
+	Rule  uint32
+	Sport uint16
+	Dport uint16
+	Src   [16]uint8
+	Dst   [16]uint8
+}
+
 type dosBPFLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -101,6 +110,47 @@ type dosBPFStats struct {
 	Bytes   uint64
 }
 
+type dosBPFTcpDstKey struct {
+	_    structs.HostLayout
+	Rule uint32
+	Addr [16]uint8
+}
+
+type dosBPFTcpDstState struct {
+	_            structs.HostLayout
+	WinStart     uint64
+	EngagedUntil uint64
+	Count        uint32
+	Pad          uint32
+}
+
+type dosBPFTcpRule struct {
+	_           structs.HostLayout
+	Flags       uint32
+	Nports      uint32
+	PortLo      [8]uint16
+	PortHi      [8]uint16
+	EngageSyns  uint32
+	ReleaseSyns uint32
+	HoldNs      uint64
+	Mss         uint16
+	Window      uint16
+	Wscale      uint8
+	Pad         [3]uint8
+}
+
+type dosBPFTcpStats struct {
+	_               structs.HostLayout
+	Syn             uint64
+	CookiesSent     uint64
+	CookiesValid    uint64
+	CookiesInvalid  uint64
+	OutOfState      uint64
+	Flows           uint64
+	Dropped         uint64
+	SynUnanswerable uint64
+}
+
 type dosBPFTenantKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -123,7 +173,9 @@ const (
 	dosBPFMapNfhCounters       = "nfh_counters"
 	dosBPFMapNfhDst            = "nfh_dst"
 	dosBPFMapNfhDst4           = "nfh_dst4"
+	dosBPFMapNfhFlows          = "nfh_flows"
 	dosBPFMapNfhNames          = "nfh_names"
+	dosBPFMapNfhProgs          = "nfh_progs"
 	dosBPFMapNfhRateCounters   = "nfh_rate_counters"
 	dosBPFMapNfhRateRules      = "nfh_rate_rules"
 	dosBPFMapNfhSamples        = "nfh_samples"
@@ -141,10 +193,17 @@ const (
 	dosBPFMapNfhSrc24          = "nfh_src24"
 	dosBPFMapNfhSrcLists       = "nfh_src_lists"
 	dosBPFMapNfhSrcLists4      = "nfh_src_lists4"
+	dosBPFMapNfhTcpCall        = "nfh_tcp_call"
+	dosBPFMapNfhTcpCounters    = "nfh_tcp_counters"
+	dosBPFMapNfhTcpDst         = "nfh_tcp_dst"
+	dosBPFMapNfhTcpEngage      = "nfh_tcp_engage"
+	dosBPFMapNfhTcpRules       = "nfh_tcp_rules"
+	dosBPFMapNfhTcpScratch     = "nfh_tcp_scratch"
 	dosBPFMapNfhTenantCounters = "nfh_tenant_counters"
 	dosBPFMapNfhTenantLists    = "nfh_tenant_lists"
 	dosBPFMapNfhTenantLists4   = "nfh_tenant_lists4"
 	dosBPFProgNfhostDos        = "nfhost_dos"
+	dosBPFProgNfhostTcp        = "nfhost_tcp"
 )
 
 // loadDosBPF returns the embedded CollectionSpec for dosBPF.
@@ -190,6 +249,7 @@ type dosBPFSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dosBPFProgramSpecs struct {
 	NfhostDos *ebpf.ProgramSpec `ebpf:"nfhost_dos"`
+	NfhostTcp *ebpf.ProgramSpec `ebpf:"nfhost_tcp"`
 }
 
 // dosBPFMapSpecs contains maps before they are loaded into the kernel.
@@ -200,7 +260,9 @@ type dosBPFMapSpecs struct {
 	NfhCounters       *ebpf.MapSpec `ebpf:"nfh_counters"`
 	NfhDst            *ebpf.MapSpec `ebpf:"nfh_dst"`
 	NfhDst4           *ebpf.MapSpec `ebpf:"nfh_dst4"`
+	NfhFlows          *ebpf.MapSpec `ebpf:"nfh_flows"`
 	NfhNames          *ebpf.MapSpec `ebpf:"nfh_names"`
+	NfhProgs          *ebpf.MapSpec `ebpf:"nfh_progs"`
 	NfhRateCounters   *ebpf.MapSpec `ebpf:"nfh_rate_counters"`
 	NfhRateRules      *ebpf.MapSpec `ebpf:"nfh_rate_rules"`
 	NfhSamples        *ebpf.MapSpec `ebpf:"nfh_samples"`
@@ -218,6 +280,12 @@ type dosBPFMapSpecs struct {
 	NfhSrc24          *ebpf.MapSpec `ebpf:"nfh_src24"`
 	NfhSrcLists       *ebpf.MapSpec `ebpf:"nfh_src_lists"`
 	NfhSrcLists4      *ebpf.MapSpec `ebpf:"nfh_src_lists4"`
+	NfhTcpCall        *ebpf.MapSpec `ebpf:"nfh_tcp_call"`
+	NfhTcpCounters    *ebpf.MapSpec `ebpf:"nfh_tcp_counters"`
+	NfhTcpDst         *ebpf.MapSpec `ebpf:"nfh_tcp_dst"`
+	NfhTcpEngage      *ebpf.MapSpec `ebpf:"nfh_tcp_engage"`
+	NfhTcpRules       *ebpf.MapSpec `ebpf:"nfh_tcp_rules"`
+	NfhTcpScratch     *ebpf.MapSpec `ebpf:"nfh_tcp_scratch"`
 	NfhTenantCounters *ebpf.MapSpec `ebpf:"nfh_tenant_counters"`
 	NfhTenantLists    *ebpf.MapSpec `ebpf:"nfh_tenant_lists"`
 	NfhTenantLists4   *ebpf.MapSpec `ebpf:"nfh_tenant_lists4"`
@@ -253,7 +321,9 @@ type dosBPFMaps struct {
 	NfhCounters       *ebpf.Map `ebpf:"nfh_counters"`
 	NfhDst            *ebpf.Map `ebpf:"nfh_dst"`
 	NfhDst4           *ebpf.Map `ebpf:"nfh_dst4"`
+	NfhFlows          *ebpf.Map `ebpf:"nfh_flows"`
 	NfhNames          *ebpf.Map `ebpf:"nfh_names"`
+	NfhProgs          *ebpf.Map `ebpf:"nfh_progs"`
 	NfhRateCounters   *ebpf.Map `ebpf:"nfh_rate_counters"`
 	NfhRateRules      *ebpf.Map `ebpf:"nfh_rate_rules"`
 	NfhSamples        *ebpf.Map `ebpf:"nfh_samples"`
@@ -271,6 +341,12 @@ type dosBPFMaps struct {
 	NfhSrc24          *ebpf.Map `ebpf:"nfh_src24"`
 	NfhSrcLists       *ebpf.Map `ebpf:"nfh_src_lists"`
 	NfhSrcLists4      *ebpf.Map `ebpf:"nfh_src_lists4"`
+	NfhTcpCall        *ebpf.Map `ebpf:"nfh_tcp_call"`
+	NfhTcpCounters    *ebpf.Map `ebpf:"nfh_tcp_counters"`
+	NfhTcpDst         *ebpf.Map `ebpf:"nfh_tcp_dst"`
+	NfhTcpEngage      *ebpf.Map `ebpf:"nfh_tcp_engage"`
+	NfhTcpRules       *ebpf.Map `ebpf:"nfh_tcp_rules"`
+	NfhTcpScratch     *ebpf.Map `ebpf:"nfh_tcp_scratch"`
 	NfhTenantCounters *ebpf.Map `ebpf:"nfh_tenant_counters"`
 	NfhTenantLists    *ebpf.Map `ebpf:"nfh_tenant_lists"`
 	NfhTenantLists4   *ebpf.Map `ebpf:"nfh_tenant_lists4"`
@@ -282,7 +358,9 @@ func (m *dosBPFMaps) Close() error {
 		m.NfhCounters,
 		m.NfhDst,
 		m.NfhDst4,
+		m.NfhFlows,
 		m.NfhNames,
+		m.NfhProgs,
 		m.NfhRateCounters,
 		m.NfhRateRules,
 		m.NfhSamples,
@@ -300,6 +378,12 @@ func (m *dosBPFMaps) Close() error {
 		m.NfhSrc24,
 		m.NfhSrcLists,
 		m.NfhSrcLists4,
+		m.NfhTcpCall,
+		m.NfhTcpCounters,
+		m.NfhTcpDst,
+		m.NfhTcpEngage,
+		m.NfhTcpRules,
+		m.NfhTcpScratch,
 		m.NfhTenantCounters,
 		m.NfhTenantLists,
 		m.NfhTenantLists4,
@@ -317,11 +401,13 @@ type dosBPFVariables struct {
 // It can be passed to loadDosBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dosBPFPrograms struct {
 	NfhostDos *ebpf.Program `ebpf:"nfhost_dos"`
+	NfhostTcp *ebpf.Program `ebpf:"nfhost_tcp"`
 }
 
 func (p *dosBPFPrograms) Close() error {
 	return _DosBPFClose(
 		p.NfhostDos,
+		p.NfhostTcp,
 	)
 }
 

@@ -50,5 +50,5 @@
 // signatures come first (the lowest index wins a packet), then tenants'.
 package dos
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I../dos/include -I/usr/include/x86_64-linux-gnu" -target bpfel -type lpm_key -type lpm_key4 -type tenant_key4 -type stats -type bitmap -type sig_meta -type settings -type dst_info -type tenant_key -type rule_stats -type rate_rule -type rate_key -type rate_bucket -type name dosBPF bpf/xdp_dos.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I../dos/include -I/usr/include/x86_64-linux-gnu" -target bpfel -type lpm_key -type lpm_key4 -type tenant_key4 -type stats -type bitmap -type sig_meta -type settings -type dst_info -type tenant_key -type rule_stats -type rate_rule -type rate_key -type rate_bucket -type name -type tcp_rule -type tcp_stats -type flow_key -type tcp_dst_key -type tcp_dst_state dosBPF bpf/xdp_dos.c
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I../dos/include -I/usr/include/x86_64-linux-gnu" -target bpfel lookupBPF bpf/lookup_only.c

@@ -93,6 +93,10 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	if err := bpfpin.LoadPinned(spec, cfg.PinDir, &d.objs, func(name string) bool { return name == "link" }, log); err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
+	if err := wireTailCalls(&d.objs); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	if linkErr == nil && src24Err != nil {
 		// Upgrading from a version without the /24 table: until the
 		// reconciler writes it, every block defers to the trie, so the

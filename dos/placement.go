@@ -87,7 +87,7 @@ func (c *candidate) check(s *dosspec.Spec) error {
 			return c.fieldErr(fmt.Sprintf("rate_limits[%d].prefix", i), rl.Prefix.String(), "not inside the tenant's prefixes")
 		}
 	}
-	return nil
+	return c.checkTCP(s) // tcp.go
 }
 
 // fit reports the first signature or rate limit of c.want that finds no

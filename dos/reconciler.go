@@ -228,7 +228,8 @@ type Stats struct {
 
 // Reasons names the global counters (enum counter in xdp_dos.c).
 var Reasons = []string{"pass", "allow", "deny", "non_ip", "malformed", "signature_drop", "rate_drop",
-	"monitor", "tenant_allow", "tenant_deny", "sampled", "sample_lost"}
+	"monitor", "tenant_allow", "tenant_deny", "sampled", "sample_lost",
+	"syn_cookie", "cookie_invalid", "out_of_state", "syn_drop"}
 
 // Counters is a snapshot of every counter, summed over CPUs.
 type Counters struct {
@@ -236,6 +237,8 @@ type Counters struct {
 	Signatures map[string]Stats // by scope/id
 	RateLimits map[string]Stats // by scope/rate:<prefix> or scope/sig:<id>
 	Tenants    map[string]Stats
+	// TCP is the TCP protection counters of tenants with a rule.
+	TCP map[string]TCPStats
 }
 
 // Counters reads every counter.
@@ -279,6 +282,14 @@ func (r *Reconciler) Counters() (Counters, error) {
 			return c, err
 		}
 		c.Tenants[id] = s
+	}
+	c.TCP = map[string]TCPStats{}
+	for i := range st.TCP.Rules {
+		s, err := readTCPStats(r.objs.NfhTcpCounters, i)
+		if err != nil {
+			return c, fmt.Errorf("read TCP counters %d: %w", i, err)
+		}
+		c.TCP[st.Tenants[i]] = s
 	}
 	return c, nil
 }

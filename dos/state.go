@@ -90,6 +90,8 @@ type State struct {
 	// ID and GlobalKey (absent: none): the current document, or for a
 	// refused one the version placed before.
 	InForce map[string]*dosspec.Spec
+	// TCP is the TCP protection (tcp.go).
+	TCP TCPState
 }
 
 // VerdictDenyMonitor is a deny entry of a scope in monitor mode: counted,
@@ -184,6 +186,7 @@ func Build(d Desired) (*State, map[string]error) {
 		di.Sigs = dstSigs(sigs, k, di.Tenant)
 		st.Dst[k] = di
 	}
+	buildTCP(st, global, tenants, placed, errs)
 	if len(st.Dst) > maxDst && errs[dosspec.GlobalKey] == nil {
 		errs[dosspec.GlobalKey] = fmt.Errorf("%d destination entries, at most %d", len(st.Dst), maxDst)
 	}

@@ -74,6 +74,9 @@ func (w *Writer) Write(s *State) error {
 	if err := o.NfhSettings.Put(uint32(0), set); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
+	if err := w.writeTCP(old, s); err != nil {
+		return err
+	}
 	if err := syncTrie(w, o.NfhDst, o.NfhDst4, s.Dst, old.Dst, true); err != nil {
 		return err
 	}
@@ -543,6 +546,9 @@ func (w *Writer) observe() (*State, error) {
 			return nil, fmt.Errorf("read rate rule %d: %w", i, err)
 		}
 		st.Rates = append(st.Rates, RateState{ID: names[namesRates+i], Rule: r})
+	}
+	if st.TCP, err = observeTCP(o); err != nil {
+		return nil, err
 	}
 	return st, nil
 }

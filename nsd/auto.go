@@ -35,7 +35,7 @@ func (p *AutoPolicies) set(m map[string]detect.Policy) {
 // compile (it always should) is logged and skipped.
 func (d *Daemon) withAuto(id string, spec *dosspec.Spec) *dosspec.Spec {
 	var ms []detect.Mitigation
-	for _, m := range d.auto {
+	for _, m := range d.inForce() {
 		if m.Tenant == id {
 			ms = append(ms, m)
 		}
@@ -68,7 +68,7 @@ func (d *Daemon) withAuto(id string, spec *dosspec.Spec) *dosspec.Spec {
 // their expiry (the detector moves it on in half-Duration steps).
 func (d *Daemon) autoFingerprint() string {
 	var s string
-	for _, m := range d.auto {
+	for _, m := range d.inForce() {
 		s += fmt.Sprintf("%s/%s@%d;", m.Tenant, m.ID, m.Expires.Unix())
 	}
 	return s

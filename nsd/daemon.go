@@ -66,6 +66,9 @@ type Options struct {
 	// DoS may be nil (no --uplink): dos keys are then reported as not
 	// applied.
 	DoS DoS
+	// Synproxy completes in the tenant namespace the handshakes the XDP
+	// layer's SYN cookies start (tcp_protection); nil: not kept.
+	Synproxy Synproxy
 	// Tunnels may be nil (no --uplink): tenants with tunnels then fail
 	// with an error saying so.
 	Tunnels Tunnels
@@ -153,7 +156,8 @@ type Daemon struct {
 	statuses   map[string]source.Status
 	hold       holdState
 	dos        dosState
-	auto       []detect.Mitigation // automatic DoS mitigations in force
+	auto       []detect.Mitigation // this edge's detector's mitigations
+	fleet      fleetState          // the fleet's (fleet.go)
 	rejected   map[string]uint64   // tenant/key → ModifyIndex of the bad document last counted
 	problems   string              // the unattributable keys last logged
 	hostLast   string              // the host status last written, without its timestamp
@@ -216,7 +220,7 @@ func New(o Options) *Daemon {
 	d.lane = newLane(width)
 	// Routing first: it makes the namespace the others live in.
 	d.subs = []Subsystem{&routingSub{d: d, r: o.Routing}, &tunnelsSub{d: d, t: o.Tunnels},
-		&firewallSub{d: d, fw: o.Firewall}, &dosSub{d: d, dos: o.DoS}}
+		&firewallSub{d: d, fw: o.Firewall}, &dosSub{d: d, dos: o.DoS, proxy: o.Synproxy}}
 	return d
 }
 

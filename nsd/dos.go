@@ -119,8 +119,12 @@ func (d *Daemon) setGlobalErr() {
 // per pass (FinishPass), and what they could not place shows in the
 // tenant's status (FinishStatus).
 type dosSub struct {
-	d   *Daemon
-	dos DoS // nil: no --uplink
+	d     *Daemon
+	dos   DoS      // nil: no --uplink
+	proxy Synproxy // nil: no synproxy tables
+	// proxied is the synproxy spec last applied per tenant (fmt), so a
+	// tenant without protection costs no nftables dump between full passes.
+	proxied map[string]string
 }
 
 func (s *dosSub) Name() string { return "dos" }
@@ -149,7 +153,7 @@ func (s *dosSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 		a.dos, a.dosIndex = part.Spec, part.Index
 		st.Subsystems["dos"] = source.SubsystemOK
 	}
-	return nil, nil
+	return s.applySynproxy(t.ID, a, t.Full)
 }
 
 func (s *dosSub) FinishStatus(st *source.Status) { s.d.tenantDoSPlacement(st) }
@@ -157,10 +161,14 @@ func (s *dosSub) FinishStatus(st *source.Status) { s.d.tenantDoSPlacement(st) }
 func (s *dosSub) FinishPass(ctx context.Context, snap source.Snapshot, full bool, results []Result) {
 	s.d.reconcileDoS(ctx, snap, full)
 	s.d.dosResults(results)
+	s.syncSynproxies()
 }
 
 // Delete: a gone tenant leaves the maps at the next FinishPass.
-func (s *dosSub) Delete(context.Context, string) ([]string, error) { return nil, nil }
+func (s *dosSub) Delete(_ context.Context, id string) ([]string, error) {
+	delete(s.proxied, id) // the table goes with the namespace
+	return nil, nil
+}
 
 func (s *dosSub) GC(context.Context, map[string]bool) ([]string, error) { return nil, nil }
 
@@ -176,6 +184,7 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 		return
 	}
 	d.parseGlobalDoS(s)
+	d.syncFleet(ctx, s)
 	ids := make([]string, 0, len(d.applied))
 	for id := range d.applied {
 		ids = append(ids, id)
@@ -299,6 +308,19 @@ func (d *Daemon) reportDoSCounters(ctx context.Context, ids []string) {
 				c.Rules[rest] = source.DoSRuleCount{Packets: s.Packets, Dropped: s.Dropped}
 			}
 		}
+		if tc, ok := ctr.TCP[id]; ok {
+			// TCP protection: "tcp:<event>"; its drops (none in
+			// monitor mode) under tcp:dropped.
+			if c.Rules == nil {
+				c.Rules = map[string]source.DoSRuleCount{}
+			}
+			c.Rules["tcp:syn"] = source.DoSRuleCount{Packets: tc.SYN}
+			c.Rules["tcp:cookie_sent"] = source.DoSRuleCount{Packets: tc.CookiesSent}
+			c.Rules["tcp:cookie_valid"] = source.DoSRuleCount{Packets: tc.CookiesValid}
+			c.Rules["tcp:cookie_invalid"] = source.DoSRuleCount{Packets: tc.CookiesInvalid}
+			c.Rules["tcp:out_of_state"] = source.DoSRuleCount{Packets: tc.OutOfState}
+			c.Rules["tcp:dropped"] = source.DoSRuleCount{Packets: tc.Dropped, Dropped: tc.Dropped}
+		}
 		if c.Packets == 0 && c.Rules == nil {
 			c = nil
 		}
@@ -338,6 +360,7 @@ type dosCollector struct {
 	log                                                 *slog.Logger
 	reason, reasonBytes                                 *prometheus.Desc
 	rule, ruleBytes, ruleDropped, tenant, tenantDropped *prometheus.Desc
+	tcp                                                 *prometheus.Desc
 }
 
 // NewDoSCollector returns a Prometheus collector for the DoS counters.
@@ -355,11 +378,13 @@ func NewDoSCollector(d DoS, log *slog.Logger, perRule bool) prometheus.Collector
 		ruleDropped:   prometheus.NewDesc("nfhost_dos_rule_dropped_packets_total", "Packets a DoS signature or rate limit dropped.", []string{"kind", "rule"}, nil),
 		tenant:        prometheus.NewDesc("nfhost_dos_tenant_packets_total", "Packets towards a tenant's prefixes seen by the XDP DoS layer.", []string{"tenant"}, nil),
 		tenantDropped: prometheus.NewDesc("nfhost_dos_tenant_dropped_packets_total", "Packets towards a tenant's prefixes the XDP DoS layer dropped.", []string{"tenant"}, nil),
+		tcp: prometheus.NewDesc("nfhost_dos_tcp_protection_packets_total", "TCP protection (SYN cookies, out-of-state TCP) by tenant and event: "+
+			"syn, cookie_sent, cookie_valid, cookie_invalid, out_of_state, flow_started, dropped, syn_unanswerable.", []string{"tenant", "event"}, nil),
 	}
 }
 
 func (c *dosCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.reason, c.reasonBytes, c.rule, c.ruleBytes, c.ruleDropped, c.tenant, c.tenantDropped} {
+	for _, d := range []*prometheus.Desc{c.reason, c.reasonBytes, c.rule, c.ruleBytes, c.ruleDropped, c.tenant, c.tenantDropped, c.tcp} {
 		ch <- d
 	}
 }
@@ -390,5 +415,12 @@ func (c *dosCollector) Collect(ch chan<- prometheus.Metric) {
 	for id, s := range ctr.Tenants {
 		counter(c.tenant, s.Packets, id)
 		counter(c.tenantDropped, s.Dropped, id)
+	}
+	for id, s := range ctr.TCP {
+		for ev, v := range map[string]uint64{"syn": s.SYN, "cookie_sent": s.CookiesSent, "cookie_valid": s.CookiesValid,
+			"cookie_invalid": s.CookiesInvalid, "out_of_state": s.OutOfState, "flow_started": s.Flows, "dropped": s.Dropped,
+			"syn_unanswerable": s.SYNUnanswerable} {
+			counter(c.tcp, v, id, ev)
+		}
 	}
 }

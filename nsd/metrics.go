@@ -49,6 +49,7 @@ type Metrics struct {
 	DoSApplySeconds prometheus.Histogram
 	DoSSamples      *prometheus.CounterVec
 	AutoMitigations *prometheus.CounterVec
+	FleetPublished  prometheus.Counter
 	// Drained is 1 while the operator drains this host (BGP withdrawn).
 	Drained prometheus.Gauge
 }
@@ -105,6 +106,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Packet samples read from the XDP ring buffer, by tenant (\"\" for none)."}, []string{"tenant"}),
 		AutoMitigations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nfhost_dos_auto_mitigations_total",
 			Help: "Automatic DoS mitigations started, by tenant."}, []string{"tenant"}),
+		FleetPublished: prometheus.NewCounter(prometheus.CounterOpts{Name: "nfhost_dos_fleet_mitigations_published_total",
+			Help: "Automatic DoS mitigations this edge published to the fleet first."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Drained)
@@ -112,7 +115,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred,
 			m.ApplySeconds, m.TenantApplySeconds, m.PassSeconds, m.FirewallRules,
 			m.IndexerLeader, m.IndexerErrors, m.BackgroundApplies,
-			m.DoSApplySeconds, m.DoSSamples, m.AutoMitigations)
+			m.DoSApplySeconds, m.DoSSamples, m.AutoMitigations, m.FleetPublished)
 	}
 	return m
 }

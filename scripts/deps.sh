@@ -11,7 +11,7 @@ declare -A pkg_for=(
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool
   [promtool]=prometheus [prometheus]=prometheus [tmux]=tmux
   [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [depmod]=kmod
-  [bird]=bird2 [birdc]=bird2
+  [bird]=bird2 [birdc]=bird2 [hping3]=hping3
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

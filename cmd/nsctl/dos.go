@@ -28,7 +28,7 @@ whole document and use check-and-set (put: exit code 4 on a conflict; add-signat
 delete-signature re-read and retry).`,
 		RunE: missingSubcommand("dos")}
 	cmd.PersistentFlags().BoolVar(&d.global, "global", false, "the fleet-wide document nfhost/dos/global instead of a tenant's")
-	cmd.AddCommand(dosGetCommand(d), dosPutCommand(d), dosValidateCommand(d), dosAddSignatureCommand(d), dosDeleteSignatureCommand(d), dosStatsCommand(c), dosTopCommand(c))
+	cmd.AddCommand(dosGetCommand(d), dosPutCommand(d), dosValidateCommand(d), dosAddSignatureCommand(d), dosDeleteSignatureCommand(d), dosStatsCommand(c), dosTopCommand(c), dosMitigationsCommand(c))
 	return cmd
 }
 

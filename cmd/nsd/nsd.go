@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/dos"
+	"github.com/nfhost/nfhost/dos/synproxy"
 	"github.com/nfhost/nfhost/dos/top"
 	"github.com/nfhost/nfhost/firewall"
 	"github.com/nfhost/nfhost/firewall/fwspec"
@@ -257,6 +258,7 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 			return err
 		}
 		defer stop()
+		opts.Synproxy = synproxy.NS{}
 	} else {
 		log.Warn("no --uplink: the XDP DoS layer and the GRE datapath are off; dos documents are reported as not applied and tenants with tunnels fail")
 	}

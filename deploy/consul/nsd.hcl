@@ -25,6 +25,10 @@ key_prefix "nfhost/host-status/" {
 key_prefix "nfhost/status/" {
   policy = "write"
 }
+# The fleet-wide automatic DoS mitigations it derives (dos/fleet).
+key_prefix "nfhost/dos/mitigations/" {
+  policy = "write"
+}
 # The nsctl dos top summaries it publishes while an operator watches.
 key_prefix "nfhost/top/" {
   policy = "write"

@@ -9,8 +9,9 @@
 //   3. signatures: per-field bitmaps ANDed, the lowest set bit wins;
 //      drop, rate-limit or monitor (count only);
 //   4. the destination's rate limit (GCRA token bucket in an LRU map);
-//   5. 1-in-N sampling of headers and verdict to a ring buffer;
-//   6. counters: global by reason, per signature, per rate limit, per tenant.
+//   5. TCP protection (tcp_protect.h): SYN cookies, out-of-state TCP;
+//   6. 1-in-N sampling of headers and verdict to a ring buffer;
+//   7. counters: global by reason, per signature, per rate limit, per tenant.
 // Every trie comes in two families: IPv4 keys are 4 bytes, so an IPv4
 // lookup compares a quarter of what an IPv4-mapped IPv6 key would at every
 // trie node. A list entry's value is its verdict, and user space resolves
@@ -51,6 +52,10 @@ enum counter {
 	COUNTER_TENANT_DENY,  // dropped by a tenant's deny list
 	COUNTER_SAMPLED,    // copied to the sample ring buffer
 	COUNTER_SAMPLE_LOST,// ring buffer full: sample lost
+	COUNTER_SYN_COOKIE, // SYN answered with a SYN cookie (XDP_TX)
+	COUNTER_COOKIE_INVALID, // ACK of no flow without a valid cookie: dropped
+	COUNTER_OUT_OF_STATE,   // TCP of no flow: dropped
+	COUNTER_SYN_DROP,       // SYN the engaged protection cannot answer: dropped
 	COUNTER_MAX,
 };
 
@@ -528,6 +533,8 @@ static __always_inline int classify(struct xdp_md *ctx, struct settings *cfg, st
 	return -1;
 }
 
+#include "tcp_protect.h"
+
 // ---- Sampling ---------------------------------------------------------------
 
 #define SAMPLE_BYTES 128
@@ -588,21 +595,64 @@ struct outcome {
 	int rule;     // signature index or -1
 };
 
-static __always_inline int finish(struct xdp_md *ctx, struct settings *cfg, struct dst_info *di, struct outcome o, __u64 len)
+// What finish_out needs: the outcome, the destination's tenant and sample
+// rate, the packet's length.
+struct finish_in {
+	struct outcome o;
+	__u32 tenant, rate;
+	__u64 len;
+};
+
+// finish_out counts and samples the outcome (inlined in both programs: a
+// call of its own cost nfhost_dos about 10-30 ns a packet).
+static __always_inline int finish_out(struct xdp_md *ctx, struct finish_in *in)
 {
+	struct outcome o = in->o;
+	__u64 len = in->len;
 	count(o.reason, len, 0);
-	__u32 tenant = 0, rate = cfg ? cfg->sample_rate : 0;
-	if (di) {
-		tenant = di->tenant;
-		if (di->sample_rate)
-			rate = di->sample_rate;
-		if (tenant)
-			count_rule(&nfh_tenant_counters, tenant, len, o.action == XDP_DROP);
-	}
-	if (rate && bpf_get_prandom_u32() % rate == 0)
-		sample(ctx, tenant, o.action, o.reason, o.rule, len);
+	if (in->tenant)
+		count_rule(&nfh_tenant_counters, in->tenant, len, o.action == XDP_DROP);
+	if (in->rate && bpf_get_prandom_u32() % in->rate == 0)
+		sample(ctx, in->tenant, o.action, o.reason, o.rule, len);
 	return o.action;
 }
+
+static __always_inline int finish(struct xdp_md *ctx, struct settings *cfg, struct dst_info *di, struct outcome o, __u64 len)
+{
+	struct finish_in in = {.o = o, .len = len, .rate = cfg ? cfg->sample_rate : 0};
+	if (di) {
+		in.tenant = di->tenant;
+		if (di->sample_rate)
+			in.rate = di->sample_rate;
+	}
+	return finish_out(ctx, &in);
+}
+
+// What decide hands the TCP program (per CPU: a tail call stays on its CPU).
+struct tcp_call {
+	__u32 tenant, rate;
+	__u64 len;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__uint(value_size, sizeof(struct tcp_call)); // opaque to user space
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME); // shared across an in-place upgrade
+} nfh_tcp_call SEC(".maps");
+
+// Index 0: nfhost_tcp. Pinned: the kernel empties a program array when
+// the last user-space reference to it goes, so an unpinned one would lose
+// its entry when the nsd that filled it exits, while the attached
+// nfhost_dos still calls into it. Each load puts its own nfhost_tcp in.
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nfh_progs SEC(".maps");
 
 // decide runs stages 1-6 on a parsed packet. It is inlined twice with v4
 // constant, so that every trie lookup names its map directly: a call site
@@ -697,6 +747,25 @@ static __always_inline int decide(struct xdp_md *ctx, struct addrs *a, struct pk
 		}
 		if (r == RATE_MONITOR)
 			count(COUNTER_MONITOR, len, 0);
+	}
+
+	// 5. TCP protection: SYN cookies, out-of-state TCP, in a program of
+	// its own (tail call: verified apart from the stages before it). If
+	// it is missing, the packet passes as if unprotected.
+	// Every stage before passed the packet (o is the default outcome).
+	// This block stays small: it runs on every path the verifier walks.
+	// Only the destination is tested here; nfhost_tcp reads the headers
+	// again (a test on a header field here would cost the verifier a
+	// walk of every path before it twice).
+	if (di && (di->flags & DST_TCP)) {
+		__u32 zero = 0;
+		struct tcp_call *tc = bpf_map_lookup_elem(&nfh_tcp_call, &zero);
+		if (tc) {
+			tc->tenant = di->tenant;
+			tc->rate = di->sample_rate ? di->sample_rate : cfg ? cfg->sample_rate : 0;
+			tc->len = len;
+			bpf_tail_call(ctx, &nfh_progs, 0);
+		}
 	}
 	return finish(ctx, cfg, di, o, len);
 }
@@ -796,4 +865,27 @@ int nfhost_dos(struct xdp_md *ctx)
 	if (a.v4)
 		return decide(ctx, &a, &f, len, 1);
 	return decide(ctx, &a, &f, len, 0);
+}
+
+
+// nfhost_tcp is stage 5, reached by tail call from nfhost_dos for TCP
+// packets to destinations a tcp_protection rule covers.
+SEC("xdp")
+int nfhost_tcp(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct tcp_call *tc = bpf_map_lookup_elem(&nfh_tcp_call, &zero);
+	if (!tc)
+		return XDP_PASS;
+	struct finish_in fin = {.o = {.action = XDP_PASS, .reason = COUNTER_PASS, .rule = -1},
+				.tenant = tc->tenant, .rate = tc->rate, .len = tc->len};
+	struct tcp_in in = {};
+	if (tcp_read_in(ctx, &in) == 0) {
+		int v = tcp_protect(ctx, &in);
+		if (v != TCP_CONTINUE) {
+			fin.o.action = v & 0xff;
+			fin.o.reason = v >> 8;
+		}
+	}
+	return finish_out(ctx, &fin);
 }

@@ -41,6 +41,8 @@ type Config struct {
 	// AutoMitigation turns on detection from the samples (tenant
 	// documents only).
 	AutoMitigation *AutoMitigation `json:"auto_mitigation,omitempty"`
+	// TCPProtection: SYN cookies and out-of-state TCP (tcp.go).
+	TCPProtection *TCPProtectionConfig `json:"tcp_protection,omitempty"`
 }
 
 // AutoMitigation: when the sampled rate towards one of the tenant's
@@ -147,6 +149,9 @@ type Spec struct {
 	AutoDuration time.Duration
 	// AutoExport: the automatic mitigations are exported as FlowSpec.
 	AutoExport bool
+	// TCP is tcp_protection as written, defaults not yet filled in: the
+	// dos package resolves a tenant's against the global one (tcp.go).
+	TCP *TCPProtectionConfig
 }
 
 // DefaultAutoDuration is how long an automatic mitigation outlives the
@@ -223,6 +228,13 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 		if am.Export != "" && am.Export != ExportFlowSpec {
 			add("auto_mitigation.export", am.Export, "must be flowspec or absent")
 		}
+	}
+	if tp := c.TCPProtection; tp != nil {
+		// Checked on its own here; against the global default in dos.
+		if _, err := tp.Resolve(nil, tenant, key); err != nil {
+			errs = append(errs, err.(doc.Errors)...)
+		}
+		s.TCP = tp
 	}
 	if len(errs) > 0 {
 		return Spec{}, errs

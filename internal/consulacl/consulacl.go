@@ -77,6 +77,7 @@ var nsdRules = []struct{ comment, kind, sub, policy string }{
 	{"Its status, per tenant and per host.", "key_prefix", "tenant-status/", "write"},
 	{"", "key_prefix", "host-status/", "write"},
 	{"status/ is the layout before tenant-status/ and host-status/: nsd\ndeletes what it wrote there, nothing writes it any more.", "key_prefix", "status/", "write"},
+	{"The fleet-wide automatic DoS mitigations it derives (dos/fleet).", "key_prefix", "dos/mitigations/", "write"},
 	{"The nsctl dos top summaries it publishes while an operator watches.", "key_prefix", "top/", "write"},
 	{"The fleet's index (the journal and digest the elected nsd keeps, so that\na change costs each server one tenant's keys) and the session of the\nlock that elects it.", "key_prefix", "index/", "write"},
 	{"", "session_prefix", "", "write"},
@@ -173,7 +174,7 @@ func Allowing(prefix, op, key string) string {
 				nsd()
 			}
 		case "dos", "control", "lists":
-			if op2 == "read" {
+			if op2 == "read" || dir == "dos" && id == "mitigations" {
 				nsd()
 			}
 		case "tenant-status":

@@ -60,8 +60,8 @@ func TestRulesFollowThePrefix(t *testing.T) {
 			t.Errorf("nsd cannot write %s:\n%s", w, n)
 		}
 	}
-	if got := strings.Join(writes, " "); got != "tenant-status/ host-status/ status/ top/ index/" || strings.Count(n, `policy = "write"`) != len(writes)+1 || !strings.Contains(n, `session_prefix "" {`) {
-		t.Errorf("nsd writes %s (and sessions); want status, top/ and index/ only:\n%s", got, n)
+	if got := strings.Join(writes, " "); got != "tenant-status/ host-status/ status/ dos/mitigations/ top/ index/" || strings.Count(n, `policy = "write"`) != len(writes)+1 || !strings.Contains(n, `session_prefix "" {`) {
+		t.Errorf("nsd writes %s (and sessions); want status, dos/mitigations/, top/ and index/ only:\n%s", got, n)
 	}
 	for _, k := range []string{"tenants/", "dos/", "control/"} {
 		if !strings.Contains(n, `key_prefix "edge/nf/`+k+`" {`+"\n  policy = \"read\"") {
@@ -82,6 +82,7 @@ func TestAllowing(t *testing.T) {
 		{"write", "nfhost/tenants/acme/network", "nfhost-operator (the operator's token)"},
 		{"read", "nfhost/tenants/acme/network", "nfhost-tenant-acme (tenant acme's token), nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/dos/global", "nfhost-operator (the operator's token)"},
+		{"write", "nfhost/dos/mitigations/acme/auto-1f", "nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/control/confirm-deletes/edge1", "nfhost-operator (the operator's token)"},
 		{"read", "nfhost/tenant-status/beta/edge1", "nfhost-tenant-beta (tenant beta's token), nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/tenant-status/beta/edge1", "nfhost-nsd (nsd's token) or nfhost-operator"},

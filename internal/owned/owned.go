@@ -117,6 +117,10 @@ const (
 	// TunnelNFTTable is the table (family inet) holding MSS clamping in a
 	// tenant namespace; the tenant firewall owns "inet nfhost" there.
 	TunnelNFTTable = "nfhost_tunnels"
+	// SynproxyNFTTable is the table (family inet) in a tenant namespace
+	// where nftables' synproxy completes the handshakes the XDP layer's
+	// SYN cookies started (dos/synproxy).
+	SynproxyNFTTable = "nfhost_synproxy"
 )
 
 // TunnelIfName names a tunnel's host-end veth: "nft" + 12 hex digits of a

@@ -255,11 +255,17 @@ func (c *Consul) build(l [4]api.KVPairs) Snapshot {
 	for _, p := range controlPairs {
 		s.Control[strings.TrimPrefix(p.Key, cp)] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
 	}
+	mp := c.key("dos", "mitigations") + "/"
 	for _, p := range dosPairs {
 		switch {
 		case p.Key == c.key("dos", "global"):
 			s.DoSGlobal = &Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
 		case strings.HasSuffix(p.Key, "/") && p.Value == nil:
+		case strings.HasPrefix(p.Key, mp):
+			if s.Mitigations == nil {
+				s.Mitigations = map[string]Entry{}
+			}
+			s.Mitigations[strings.TrimPrefix(p.Key, mp)] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
 		default:
 			s.Problems = append(s.Problems, fmt.Sprintf("%s: unknown key (the fleet-wide DoS document is %s)", p.Key, c.key("dos", "global")))
 		}
@@ -536,6 +542,31 @@ func (c *Consul) DeleteTenant(ctx context.Context, tenant string) error {
 // PutDoSGlobal writes <prefix>/dos/global with check-and-set.
 func (c *Consul) PutDoSGlobal(ctx context.Context, value []byte, cas uint64) error {
 	return c.cas(ctx, c.key("dos", "global"), value, cas)
+}
+
+// PutMitigation writes <prefix>/dos/mitigations/<name> with
+// check-and-set (dos/fleet).
+func (c *Consul) PutMitigation(ctx context.Context, name string, value []byte, cas uint64) error {
+	return c.cas(ctx, c.key("dos", "mitigations", name), value, cas)
+}
+
+// DeleteMitigation deletes <prefix>/dos/mitigations/<name> if its index is
+// still cas; a lost race is ErrConflict.
+func (c *Consul) DeleteMitigation(ctx context.Context, name string, cas uint64) error {
+	k := c.key("dos", "mitigations", name)
+	var ok bool
+	err := c.call(ctx, "delete "+k, func(ctx context.Context) error {
+		var err error
+		ok, _, err = c.kv.DeleteCAS(&api.KVPair{Key: k, ModifyIndex: cas}, c.wo(ctx))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("delete %s: %w", k, ErrConflict)
+	}
+	return nil
 }
 
 // PutControl writes an operator control key.

@@ -44,6 +44,10 @@ type Snapshot struct {
 	// the parts <name>/<part> in key order (a list larger than one Consul
 	// value is split). Each part is a JSON array of addresses and CIDRs.
 	Lists map[string][]Entry
+	// Mitigations are the fleet-wide automatic mitigations,
+	// <prefix>/dos/mitigations/<tenant>/<id>, by "<tenant>/<id>"
+	// (dos/fleet); a directory store has none.
+	Mitigations map[string]Entry
 	// Problems are keys that could not be attributed to a tenant (bad
 	// tenant ID, nested keys); reported, never fatal.
 	Problems []string
@@ -105,6 +109,13 @@ type Store interface {
 	// ListTenantStatus returns one tenant's status documents by host
 	// (readable with that tenant's own token).
 	ListTenantStatus(ctx context.Context, tenant string) (map[string]json.RawMessage, error)
+}
+
+// MitigationStore is a store that holds fleet-wide mitigations
+// (Consul). Names are "<tenant>/<id>"; cas as in Put.
+type MitigationStore interface {
+	PutMitigation(ctx context.Context, name string, value []byte, cas uint64) error
+	DeleteMitigation(ctx context.Context, name string, cas uint64) error
 }
 
 // HostStatusName is the status entry that describes the host itself.
