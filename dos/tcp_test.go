@@ -242,18 +242,20 @@ func TestSYNCookies(t *testing.T) {
 		t.Error("window scale offered to a client without it")
 	}
 
-	for name, c := range map[string]struct {
+	// In order: the last case needs the flow the one before it starts.
+	for _, c := range []struct {
+		name string
 		p    tcpPkt
 		want uint32
 	}{
-		"SYN to an unprotected port":     {tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 40000, dport: 22, seq: 1, flags: "S"}, xdpPass},
-		"ACK to an unprotected port":     {tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 40000, dport: 22, seq: 1, ack: 1, flags: "A"}, xdpPass},
-		"SYN to another tenant":          {tcpPkt{src: "192.0.2.7", dst: "198.51.100.5", sport: 40000, dport: 80, seq: 1, flags: "S"}, xdpPass},
-		"SYN-ACK (the tenant's connect)": {tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 80, dport: 8001, seq: 1, ack: 1, flags: "SA"}, xdpPass},
-		"...and its ACKs then pass":      {tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 80, dport: 8001, seq: 2, ack: 1, flags: "A"}, xdpPass},
+		{"SYN to an unprotected port", tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 40000, dport: 22, seq: 1, flags: "S"}, xdpPass},
+		{"ACK to an unprotected port", tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 40000, dport: 22, seq: 1, ack: 1, flags: "A"}, xdpPass},
+		{"SYN to another tenant", tcpPkt{src: "192.0.2.7", dst: "198.51.100.5", sport: 40000, dport: 80, seq: 1, flags: "S"}, xdpPass},
+		{"SYN-ACK (the tenant's connect)", tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 80, dport: 8001, seq: 1, ack: 1, flags: "SA"}, xdpPass},
+		{"...and its ACKs then pass", tcpPkt{src: "192.0.2.7", dst: "203.0.113.5", sport: 80, dport: 8001, seq: 2, ack: 1, flags: "A"}, xdpPass},
 	} {
 		if got := runTCP(t, objs, c.p).ret; got != c.want {
-			t.Errorf("%s: verdict %d, want %d", name, got, c.want)
+			t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
 		}
 	}
 	c, _ := r.Counters()
