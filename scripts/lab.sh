@@ -208,7 +208,7 @@ hops() { # hops PREFIX: the router's kernel next hops, comma-separated
 ecmp() { [[ $(hops 203.0.113.0/24) == 192.0.2.2,192.0.2.6 && $(hops 192.0.2.10) == 192.0.2.2,192.0.2.6 ]]; }
 only_edge2() { [[ $(hops 203.0.113.0/24) == 192.0.2.6 && $(hops 192.0.2.10) == 192.0.2.6 ]]; }
 wait_for() { # wait_for SECONDS CMD...: poll every 50 ms; prints the seconds it took
-  local t0 end; t0=$(date +%s.%N); end=$(awk -v a="$t0" -v d="$1" 'BEGIN {print a + d}'); shift
+  local t0 end; t0=$(date +%s.%N); end=$(awk -v a="$t0" -v d="$1" 'BEGIN {printf "%.3f", a + d}'); shift
   while ! "$@"; do
     (($(awk -v e="$end" -v n="$(date +%s.%N)" 'BEGIN {print (n > e)}'))) && return 1
     sleep 0.05
