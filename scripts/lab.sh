@@ -505,6 +505,6 @@ for e in "${edges[@]}"; do
 done
 
 if ((failed)); then
-  echo; echo "lab: FAILED; nsd logs:"; tail -20 "$work"/nsd-*.log; exit 1
+  echo; echo "lab: FAILED; nsd logs:"; tail -n 20 "$work"/nsd-*.log; exit 1
 fi
 echo; echo "lab: all verdicts PASS"
