@@ -161,11 +161,7 @@ func BenchmarkColdStart(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		snap := source.Snapshot{Tenants: map[string]map[string]source.Entry{}}
-		for j := 0; j < n; j++ {
-			doc := fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j))
-			snap.Tenants[fmt.Sprintf("t%d", j)] = map[string]source.Entry{"network": {Value: []byte(doc), ModifyIndex: uint64(j + 1)}}
-		}
+		snap := networkSnapshot(n)
 		d := nsd.New(nsd.Options{HostID: "bench", Store: nullStore{}, Routing: rec, NSPrefix: np})
 		t1 := time.Now()
 		if _, err := rec.Observe(context.Background()); err != nil {
@@ -670,11 +666,7 @@ func BenchmarkRestart(b *testing.B) {
 		nh := nstest.New(b, "nfR"+u+"h")
 		np := "nfR" + u + "n-"
 		cleanupPrefix(b, np)
-		st := snapStore{snap: source.Snapshot{Tenants: map[string]map[string]source.Entry{}}}
-		for j := 0; j < n; j++ {
-			doc := fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j))
-			st.snap.Tenants[fmt.Sprintf("t%d", j)] = map[string]source.Entry{"network": {Value: []byte(doc), ModifyIndex: uint64(j + 1)}}
-		}
+		st := snapStore{snap: networkSnapshot(n)}
 		run := func() (time.Duration, int) {
 			b.Helper()
 			rec, err := routing.New(routing.Config{HostNS: nh.Handle, NSPrefix: np})
@@ -753,6 +745,17 @@ func BenchmarkRestart(b *testing.B) {
 		b.ReportMetric(drift.Seconds(), "restart-drift-s")
 		b.ReportMetric(drift.Seconds()/cold.Seconds(), "restart-drift/cold")
 	}
+}
+
+// networkSnapshot is n tenants t0..t<n-1>, each with a network document
+// holding tenantPrefix(i).
+func networkSnapshot(n int) source.Snapshot {
+	snap := source.Snapshot{Tenants: map[string]map[string]source.Entry{}}
+	for j := 0; j < n; j++ {
+		doc := fmt.Sprintf(`{"prefixes": [%q]}`, tenantPrefix(j))
+		snap.Tenants[fmt.Sprintf("t%d", j)] = map[string]source.Entry{"network": {Value: []byte(doc), ModifyIndex: uint64(j + 1)}}
+	}
+	return snap
 }
 
 // snapStore serves one snapshot and discards status writes.
