@@ -375,25 +375,12 @@ func (w *watcher) watchPrefix(ctx context.Context, slot int, prefix string) {
 	var idx, seen uint64 // seen: the highest index read, kept across errors
 	var bo backoff
 	for ctx.Err() == nil {
-		// A blocking query lasts up to WaitTime plus Consul's jitter
-		// (WaitTime/16); beyond that and Timeout the agent is hung.
-		limit := c.Timeout // the first read does not block
-		if idx != 0 {
-			limit += c.WaitTime + c.WaitTime/16
-		}
-		rctx, cancel := bounded(ctx, limit)
-		pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime, Token: c.currentToken()}).WithContext(rctx))
-		cancel()
-		if err == nil && meta.ResultsFilteredByACLs {
-			// A listing the token may not fully read would look like
-			// deleted tenants: never act on it.
-			err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
-		}
+		pairs, meta, err := c.watchList(ctx, prefix, idx, c.WaitTime)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			w.report(slot, fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit)))
+			w.report(slot, err)
 			// The store may have restarted with new indexes: start over.
 			idx = 0
 			sleepCtx(ctx, bo.next())
@@ -410,6 +397,33 @@ func (w *watcher) watchPrefix(ctx context.Context, slot int, prefix string) {
 		seen = meta.LastIndex
 		w.update(slot, pairs, backwards)
 	}
+}
+
+// blockLimit bounds a request that blocks from idx for up to wait: wait
+// plus Consul's jitter (wait/16) plus Timeout; beyond that the agent is
+// hung. A first read (idx 0) does not block.
+func (c *Consul) blockLimit(idx uint64, wait time.Duration) time.Duration {
+	if idx == 0 {
+		return c.Timeout
+	}
+	return c.Timeout + wait + wait/16
+}
+
+// watchList is one blocking query on prefix from idx (0: at once), with
+// its error explained. A listing the token may not fully read is an
+// error: its missing keys would look like deleted tenants.
+func (c *Consul) watchList(ctx context.Context, prefix string, idx uint64, wait time.Duration) (api.KVPairs, *api.QueryMeta, error) {
+	limit := c.blockLimit(idx, wait)
+	rctx, cancel := bounded(ctx, limit)
+	defer cancel()
+	pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: wait, Token: c.currentToken()}).WithContext(rctx))
+	if err == nil && meta.ResultsFilteredByACLs {
+		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit))
+	}
+	return pairs, meta, nil
 }
 
 // watchError explains a failed blocking query.

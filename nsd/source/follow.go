@@ -2,7 +2,6 @@ package source
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -64,19 +63,9 @@ type follower struct {
 func (f *follower) watchAll(ctx context.Context) error {
 	c := f.w.c
 	prefix := c.key("tenants") + "/"
-	wait := min(c.WaitTime, legacyWait)
-	limit := c.Timeout
-	if f.allIdx != 0 {
-		limit += wait + wait/16
-	}
-	rctx, cancel := bounded(ctx, limit)
-	pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: f.allIdx, WaitTime: wait, Token: c.currentToken()}).WithContext(rctx))
-	cancel()
-	if err == nil && meta.ResultsFilteredByACLs {
-		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
-	}
+	pairs, meta, err := c.watchList(ctx, prefix, f.allIdx, min(c.WaitTime, legacyWait))
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit))
+		return err
 	}
 	backwards := meta.LastIndex < f.allSeen
 	f.allSeen = meta.LastIndex

@@ -123,10 +123,7 @@ func markOf(pairs api.KVPairs) mark {
 // getJournal reads the journal, blocking from idx (0: at once), and its
 // ModifyIndex.
 func (c *Consul) getJournal(ctx context.Context, idx uint64, wait time.Duration) (*journal, uint64, *api.QueryMeta, error) {
-	limit := c.Timeout
-	if idx != 0 {
-		limit += wait + wait/16
-	}
+	limit := c.blockLimit(idx, wait)
 	rctx, cancel := bounded(ctx, limit)
 	defer cancel()
 	k := c.journalKey()
@@ -286,21 +283,12 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 	var bo backoff
 	prefix := c.key("tenants") + "/"
 	for ctx.Err() == nil {
-		limit := c.Timeout
-		if idx != 0 {
-			limit += c.WaitTime + c.WaitTime/16
-		}
-		rctx, rcancel := bounded(ctx, limit)
-		pairs, meta, err := c.kv.List(prefix, (&api.QueryOptions{WaitIndex: idx, WaitTime: c.WaitTime, Token: c.currentToken()}).WithContext(rctx))
-		rcancel()
-		if err == nil && meta.ResultsFilteredByACLs {
-			err = ForbiddenError(c.prefix, "list", prefix, "the indexer must read every key under it")
-		}
+		pairs, meta, err := c.watchList(ctx, prefix, idx, c.WaitTime)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			onState(IndexerState{Leading: true, Err: fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit))})
+			onState(IndexerState{Leading: true, Err: err})
 			idx = 0
 			sleepCtx(ctx, bo.next())
 			continue

@@ -93,6 +93,19 @@ func (s *snapshots) count() int {
 	return s.n
 }
 
+// waitFollowing waits until st's Watch follows the journal (a follower
+// that started before the first journal switches at its next wake-up).
+func waitFollowing(t *testing.T, st *source.Consul) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !st.Following() {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower does not follow the journal")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func indexOf(snap source.Snapshot, id string) uint64 {
 	return snap.Tenants[id]["network"].ModifyIndex
 }
@@ -277,10 +290,7 @@ func TestIndexSurvivesLeaderChange(t *testing.T) {
 	st, _ := meteredStore(t, others[1])
 	s := watch(t, ctx, st)
 	s.until(t, "50 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 50 })
-	deadline := time.Now().Add(30 * time.Second)
-	for !st.Following() && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitFollowing(t, st)
 	want := map[string]uint64{}
 	put := func(a *consultest.Agent, i, v int) {
 		t.Helper()
@@ -332,13 +342,7 @@ func TestNoIndexerFallsBackToThePrefix(t *testing.T) {
 	st, _ := meteredStore(t, a)
 	s := watch(t, ctx, st)
 	s.until(t, "10 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 10 })
-	deadline := time.Now().Add(30 * time.Second)
-	for !st.Following() && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !st.Following() {
-		t.Fatal("the follower does not follow the journal")
-	}
+	waitFollowing(t, st)
 	stop()
 	<-done
 	a.Put(t, "nfhost/tenants/t3/network", tenantDoc(3, 9))
