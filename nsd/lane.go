@@ -1,6 +1,7 @@
 package nsd
 
 import (
+	"maps"
 	"strings"
 	"time"
 
@@ -142,10 +143,7 @@ func (d *Daemon) foldLane(s *source.Snapshot, full bool) map[string]*laneResult 
 		out[id] = &r
 	}
 	if len(out) > 0 {
-		tenants := make(map[string]map[string]source.Entry, len(s.Tenants))
-		for id, keys := range s.Tenants {
-			tenants[id] = keys
-		}
+		tenants := maps.Clone(s.Tenants)
 		for id, r := range out {
 			tenants[id] = r.keys
 		}
