@@ -39,7 +39,7 @@ func TestForeignNamespacesSurviveNSD(t *testing.T) {
 				b.WriteString(ns.MustExec(t, args...))
 			}
 		}
-		out, err := l.edge.Exec(t, "ip", "-d", "-o", "link", "show", hostEnd)
+		out, err := l.edge.Output(t, "ip", "-d", "-o", "link", "show", hostEnd)
 		b.WriteString(out)
 		if err != nil {
 			b.WriteString(hostEnd + ": GONE\n")

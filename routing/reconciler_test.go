@@ -286,7 +286,7 @@ func TestGCRemovesOnlyOrphansInOurRange(t *testing.T) {
 	}
 }
 
-// ifindexOf reads an ifindex through netlink (sysfs shows the namespace it
+// ifindexOf reads an ifindex with ip inside the namespace (sysfs shows the namespace it
 // was mounted in, not the caller's).
 func ifindexOf(t *testing.T, ns *nstest.NS, ifname string) string {
 	t.Helper()

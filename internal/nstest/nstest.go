@@ -4,8 +4,10 @@
 package nstest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -76,10 +78,28 @@ func (n *NS) Exec(t testing.TB, args ...string) (string, error) {
 	return string(out), err
 }
 
-// MustExec is Exec that fails the test on error.
+// Output runs a command inside the namespace and returns its standard
+// output only; a failure's error carries the command's stderr. Warnings a
+// successful command prints on stderr stay out of what callers parse:
+// iproute2, for one, prints "Error: Peer netns reference is invalid." and
+// exits 0 when some other namespace is deleted while it lists a veth whose
+// peer lives elsewhere, which happens whenever test packages run in
+// parallel.
+func (n *NS) Output(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.Path(), "--"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// MustExec is Output that fails the test on error.
 func (n *NS) MustExec(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := n.Exec(t, args...)
+	out, err := n.Output(t, args...)
 	if err != nil {
 		t.Fatalf("in %s: %s: %v\n%s", n.Name, strings.Join(args, " "), err, out)
 	}
