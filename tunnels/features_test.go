@@ -90,3 +90,5 @@ func TestProbeFeatures(t *testing.T) {
 // inVM reports whether this test binary runs inside the kernel-test VM
 // (internal/vmtest.RunTests sets the variable).
 func inVM() bool { return os.Getenv("NFHOST_VM_KERNEL_TESTS") != "" }
+
+func nsHost() netns.NsHandle { return netns.None() }

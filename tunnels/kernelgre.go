@@ -364,6 +364,12 @@ func (b *KernelBackend) create(tn *netlink.Handle, ns netns.NsHandle, t Tunnel, 
 	if err != nil {
 		return nil, fmt.Errorf("get new GRE device %s: %w", tmp, err)
 	}
+	// The alias marks a half-made device here; the move drops it, so it
+	// is set again in the tenant namespace.
+	if err := b.host.LinkSetAlias(hl, want.Alias); err != nil {
+		b.host.LinkDel(hl)
+		return nil, fmt.Errorf("set alias on %s: %w", tmp, err)
+	}
 	if err := b.host.LinkSetNsFd(hl, int(ns)); err != nil {
 		b.host.LinkDel(hl)
 		return nil, fmt.Errorf("move GRE device %s into the tenant namespace: %w", tmp, err)
@@ -375,6 +381,10 @@ func (b *KernelBackend) create(tn *netlink.Handle, ns netns.NsHandle, t Tunnel, 
 	if err := tn.LinkSetName(nl, t.Name); err != nil {
 		tn.LinkDel(nl)
 		return nil, fmt.Errorf("rename GRE device %s to %s: %w", tmp, t.Name, err)
+	}
+	if err := tn.LinkSetAlias(nl, want.Alias); err != nil {
+		tn.LinkDel(nl)
+		return nil, fmt.Errorf("set alias on %s: %w", t.Name, err)
 	}
 	if err := tn.LinkSetIP6AddrGenMode(nl, 1); err != nil {
 		return nil, fmt.Errorf("set addrgenmode none on %s: %w", t.Name, err)
