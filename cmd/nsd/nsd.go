@@ -62,6 +62,7 @@ type nsdFlags struct {
 	pinDir         string
 	probeAddr      string
 	greBackend     string
+	chosenBackend  string // by chooseGREBackend at start
 	bgpConfig      string
 	bgp            *bgpspec.Valid // parsed --bgp-config
 	indexer        bool
@@ -228,6 +229,11 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	}
 	if f.uplink != "" {
 		if err := checkUplink(hostNS, f.uplink); err != nil {
+			return err
+		}
+		// Before anything is changed: a backend this kernel cannot do
+		// stops nsd here.
+		if f.chosenBackend, err = chooseGREBackend(hostNS, f.greBackend, log); err != nil {
 			return err
 		}
 	}

@@ -53,11 +53,7 @@ func startUplink(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe 
 		stops = append(stops, readSamples(dp, dr, opts.Metrics, log, pol, auto, rec))
 	}
 
-	backend, err := chooseGREBackend(hostNS, f.greBackend, log)
-	if err != nil {
-		undo()
-		return nil, err
-	}
+	backend := f.chosenBackend
 	opts.GREBackend = backend
 	events := make(chan string, 64)
 	ts, stopTunnels, err := startTunnels(ctx, hostNS, tunnelsConfig{uplink: f.uplink, pinDir: filepath.Join(f.pinDir, "tunnels"), backend: backend,

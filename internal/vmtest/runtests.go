@@ -40,6 +40,10 @@ type RunConfig struct {
 	Memory int
 	// Short passes -test.short.
 	Short bool
+	// Binary is the test binary (default: this one, os.Executable) and
+	// Dir its working directory (default: this process's); RunIn runs
+	// other packages' binaries (go test -c) this way.
+	Binary, Dir string
 }
 
 // Result is what the tests did in the guest.
@@ -66,24 +70,48 @@ func RunTests(t testing.TB, cfg RunConfig) Result {
 		t.Skip("SKIP: already inside the kernel-test VM")
 	}
 	Require(t)
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 20 * time.Minute
-	}
 	if cfg.TempPrefix == "" {
 		cfg.TempPrefix = "vmtest"
 	}
-	bin, err := os.Executable()
-	if err != nil {
-		t.Fatalf("vmtest: find the test binary: %v", err)
+	vm := StartHostRoot(t, cfg.KernelPkg, cfg.TempPrefix, cfg.Memory)
+	res := vm.RunIn(t, cfg)
+	if res.Err != nil && len(res.Passed)+len(res.Failed)+len(res.Skipped) == 0 {
+		t.Fatalf("vmtest: the test binary did not run in the VM: %v", res.Err)
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
+	return res
+}
+
+// StartHostRoot boots a VM with the host's root (Config.HostRoot) on
+// the kernel package pkg, for RunIn.
+func StartHostRoot(t testing.TB, pkg, tempPrefix string, memory int) *VM {
+	t.Helper()
+	return Start(t, Config{HostRoot: true, KernelPkg: pkg, TempPrefix: tempPrefix, Memory: memory, BootTimeout: 300 * time.Second})
+}
+
+// RunIn runs a test binary in a HostRoot VM (see RunTests) and logs its
+// output.
+func (vm *VM) RunIn(t testing.TB, cfg RunConfig) Result {
+	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 20 * time.Minute
 	}
-	vm := Start(t, Config{HostRoot: true, KernelPkg: cfg.KernelPkg, TempPrefix: cfg.TempPrefix, Memory: cfg.Memory,
-		BootTimeout: 300 * time.Second})
+	bin, wd := cfg.Binary, cfg.Dir
+	var err error
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			t.Fatalf("vmtest: find the test binary: %v", err)
+		}
+	}
+	if wd == "" {
+		if wd, err = os.Getwd(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	res := Result{Kernel: vm.Kernel}
-	args := []string{"-test.v", "-test.count=1", "-test.run=" + cfg.Run, fmt.Sprintf("-test.timeout=%ds", int(cfg.Timeout.Seconds())-10)}
+	args := []string{"-test.v", "-test.count=1", fmt.Sprintf("-test.timeout=%ds", int(cfg.Timeout.Seconds())-10)}
+	if cfg.Run != "" {
+		args = append(args, "-test.run="+cfg.Run)
+	}
 	if cfg.Skip != "" {
 		args = append(args, "-test.skip="+cfg.Skip)
 	}
@@ -105,10 +133,7 @@ func RunTests(t testing.TB, cfg RunConfig) Result {
 	res.Output, res.Err = vm.Run(cfg.Timeout, line.String())
 	res.Took = time.Since(start)
 	res.parse()
-	t.Logf("vmtest: in the VM (kernel %s, %v):\n%s", vm.Kernel, res.Took.Round(time.Second), res.Output)
-	if res.Err != nil && len(res.Passed)+len(res.Failed)+len(res.Skipped) == 0 {
-		t.Fatalf("vmtest: the test binary did not run in the VM: %v", res.Err)
-	}
+	t.Logf("vmtest: %s in the VM (kernel %s, %v):\n%s", filepath.Base(bin), vm.Kernel, res.Took.Round(time.Second), res.Output)
 	return res
 }
 
@@ -128,8 +153,9 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 
 var verdictRE = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+)`)
 
-// parse reads go test -v output: top-level and subtest verdicts, and the
-// first line each skipped test logged after its verdict.
+// parse reads go test -v output: top-level and subtest verdicts, and
+// for each skipped test the last line it logged before its verdict (its
+// t.Skip message; -v streams a test's log before the verdict line).
 func (r *Result) parse() {
 	r.SkipReasons = map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(r.Output))
@@ -137,22 +163,29 @@ func (r *Result) parse() {
 	last := ""
 	for sc.Scan() {
 		l := sc.Text()
-		if m := verdictRE.FindStringSubmatch(l); m != nil {
+		if strings.HasPrefix(strings.TrimSpace(l), "=== ") {
 			last = ""
-			switch m[1] {
-			case "PASS":
-				r.Passed = append(r.Passed, m[2])
-			case "FAIL":
-				r.Failed = append(r.Failed, m[2])
-			case "SKIP":
-				r.Skipped = append(r.Skipped, m[2])
-				last = m[2]
+			continue
+		}
+		m := verdictRE.FindStringSubmatch(l)
+		if m == nil {
+			if logRE.MatchString(l) {
+				last = strings.TrimSpace(l)
 			}
 			continue
 		}
-		if last != "" && strings.TrimSpace(l) != "" {
-			r.SkipReasons[last] = strings.TrimSpace(l)
-			last = ""
+		switch m[1] {
+		case "PASS":
+			r.Passed = append(r.Passed, m[2])
+		case "FAIL":
+			r.Failed = append(r.Failed, m[2])
+		case "SKIP":
+			r.Skipped = append(r.Skipped, m[2])
+			r.SkipReasons[m[2]] = last
 		}
+		last = ""
 	}
 }
+
+// logRE matches a test's log line ("    file_test.go:12: message").
+var logRE = regexp.MustCompile(`^\s+\S+\.go:\d+: `)

@@ -88,3 +88,25 @@ func TestGuestSide(t *testing.T) {
 	}
 	ns.MustExec(t, "nft", "add table inet nfKt; add chain inet nfKt c { type filter hook forward priority 0; }; add rule inet nfKt c tcp flags syn tcp option maxseg size set 1400")
 }
+
+func TestParseResult(t *testing.T) {
+	out := `=== RUN   TestA
+--- PASS: TestA (0.00s)
+=== RUN   TestB
+    b_test.go:10: setting up
+    b_test.go:12: SKIP (this kernel lacks tcx)
+--- SKIP: TestB (0.01s)
+=== RUN   TestC
+=== RUN   TestC/sub
+    c_test.go:3: boom
+    --- FAIL: TestC/sub (0.00s)
+--- FAIL: TestC (0.00s)
+FAIL`
+	r := vmtest.ParseForTest(out)
+	if strings.Join(r.Passed, " ") != "TestA" || strings.Join(r.Failed, " ") != "TestC/sub TestC" || strings.Join(r.Skipped, " ") != "TestB" {
+		t.Errorf("parsed %+v", r)
+	}
+	if got := r.SkipReasons["TestB"]; got != "b_test.go:12: SKIP (this kernel lacks tcx)" {
+		t.Errorf("skip reason %q", got)
+	}
+}
