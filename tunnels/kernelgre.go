@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -60,7 +61,19 @@ type KernelBackend struct {
 	mu   sync.Mutex
 	tuns map[tunKey]*kernelTunnel
 	byID map[uint32]tunKey
+	// stats caches each device's counters for statsTTL: the prober
+	// reads every tunnel's five times a second, and each read opens the
+	// tenant namespace (a handle kept open would keep a deleted
+	// namespace, and its devices, alive).
+	stats map[uint32]cachedStats
 }
+
+type cachedStats struct {
+	at time.Time
+	s  Stats
+}
+
+const statsTTL = time.Second
 
 type tunKey struct{ tenant, tunnel string }
 
@@ -98,7 +111,7 @@ func NewKernelBackend(cfg KernelConfig) (*KernelBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &KernelBackend{cfg: cfg, log: cfg.Logger, host: h, tuns: map[tunKey]*kernelTunnel{}, byID: map[uint32]tunKey{}}
+	b := &KernelBackend{cfg: cfg, log: cfg.Logger, host: h, tuns: map[tunKey]*kernelTunnel{}, byID: map[uint32]tunKey{}, stats: map[uint32]cachedStats{}}
 	links, err := h.LinkList()
 	if err != nil {
 		h.Close()
@@ -162,6 +175,7 @@ func (b *KernelBackend) add(k tunKey, ns string, local netip.Addr) *kernelTunnel
 func (b *KernelBackend) forget(k tunKey) {
 	if kt := b.tuns[k]; kt != nil {
 		delete(b.byID, kt.id)
+		delete(b.stats, kt.id)
 		delete(b.tuns, k)
 	}
 }
@@ -197,7 +211,7 @@ func (b *KernelBackend) ID(tenant, tunnel string) (uint32, bool) {
 // Stats reads the counters of tunnel id from its device: rx are the
 // decapsulated packets, tx the encapsulated ones, drops the device's
 // receive and transmit drops and errors (no route to the customer
-// endpoint counts as a transmit error).
+// endpoint counts as a transmit error), at most statsTTL old.
 func (b *KernelBackend) Stats(id uint32) (Stats, error) {
 	b.mu.Lock()
 	k, ok := b.byID[id]
@@ -205,9 +219,13 @@ func (b *KernelBackend) Stats(id uint32) (Stats, error) {
 	if ok {
 		ns = b.tuns[k].ns
 	}
+	c, cached := b.stats[id]
 	b.mu.Unlock()
 	if !ok {
 		return Stats{}, fmt.Errorf("tunnel id %d: %w", id, os.ErrNotExist)
+	}
+	if cached && time.Since(c.at) < statsTTL {
+		return c.s, nil
 	}
 	var s Stats
 	err := withNS(b.cfg.NSDir, ns, func(_ netns.NsHandle, tn *netlink.Handle) error {
@@ -223,6 +241,13 @@ func (b *KernelBackend) Stats(id uint32) (Stats, error) {
 			Drops: st.RxDropped + st.RxErrors + st.TxDropped + st.TxErrors}
 		return nil
 	})
+	if err == nil {
+		b.mu.Lock()
+		if b.byID[id] == k {
+			b.stats[id] = cachedStats{at: time.Now(), s: s}
+		}
+		b.mu.Unlock()
+	}
 	return s, err
 }
 

@@ -64,10 +64,16 @@ func TestKernels(t *testing.T) {
 		}
 		jobs = append(jobs, job{pkg, run, bin})
 	}
-	var env []string
+	// e2e's tests run nsd and nsctl: prebuilt here (no Go in the VM).
+	cmd := exec.Command("go", "build", "-o", bins+"/", "./cmd/...")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/...: %v\n%s", err, out)
+	}
+	env := []string{"NFHOST_E2E_BIN_DIR=" + vmtest.GuestPath(bins)}
 	for _, k := range []string{"NFHOST_CONSUL", "NFHOST_REQUIRE_CONSUL"} {
 		if v := os.Getenv(k); v != "" {
-			env = append(env, k+"="+v)
+			env = append(env, k+"="+vmtest.GuestPath(v))
 		}
 	}
 	var summary strings.Builder
