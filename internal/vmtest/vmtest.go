@@ -142,6 +142,9 @@ func Require(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP (needs root): VM test")
 	}
+	if InVM() {
+		t.Skip("SKIP (inside the kernel-test VM): no VM in a VM (emulation within emulation)")
+	}
 	for _, tool := range []string{"qemu-system-x86_64", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("SKIP (needs %s): install qemu-system-x86 (scripts/deps.sh does)", tool)
