@@ -32,7 +32,7 @@ test-kernel: deps
 # subset of it (TestKernels' defaults, TestKernelGREInVM,
 # TestKernelGREThroughConsulInVM).
 KERNELS         ?= linux-image-cloud-amd64 linux-image-6.12-cloud-amd64
-KERNEL_PACKAGES ?= ./tunnels ./routing ./firewall ./dos ./nsd ./e2e:^(TestKernelGREThroughConsul|TestGREBackendRefused|TestTenantLifecycle|TestTunnelsThroughConsul)$$
+KERNEL_PACKAGES ?= ./tunnels ./routing ./firewall ./dos ./nsd ./e2e:^(TestKernelGREThroughConsul|TestGREBackendRefused)$$
 KERNELS_OUT     ?= $(CURDIR)/test-kernels.txt
 test-kernels: deps
 	NFHOST_TEST_KERNELS="$(KERNELS)" NFHOST_TEST_KERNEL_PACKAGES="$(KERNEL_PACKAGES)" NFHOST_TEST_KERNELS_OUT=$(KERNELS_OUT) \
