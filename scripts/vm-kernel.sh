@@ -31,13 +31,13 @@
 set -euo pipefail
 # FORMAT changes whenever /init or the initrd's layout changes, so a cache
 # built by an older script is not used.
-FORMAT=5
+FORMAT=6
 MODULES=${NFHOST_VM_MODULES:-"virtio_pci virtio_net virtio_console ip_gre"}
 # Loaded too when the kernel has them (a kernel built with them in, or
 # without them, is no error): what the kernel tests of this repository
 # need when they run inside the VM.
 OPTIONAL_MODULES=${NFHOST_VM_OPTIONAL_MODULES:-"fuse virtiofs veth tun dummy ifb nf_tables nf_conntrack nft_ct nft_limit
-  nft_reject_inet nft_fib_inet nft_hash nft_numgen nft_quota nft_log nft_synproxy nft_connlimit nft_nat nft_masq
+  nft_objref nft_reject_inet nft_fib_inet nft_hash nft_numgen nft_quota nft_log nft_synproxy nft_connlimit nft_nat nft_masq
   nft_compat xt_TCPMSS nft_socket sch_ingress cls_bpf act_bpf"}
 cache=${1:-${NFHOST_CACHE:-$HOME/.cache/nfhost}/vm}
 
