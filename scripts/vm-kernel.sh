@@ -31,7 +31,7 @@
 set -euo pipefail
 # FORMAT changes whenever /init or the initrd's layout changes, so a cache
 # built by an older script is not used.
-FORMAT=6
+FORMAT=7
 MODULES=${NFHOST_VM_MODULES:-"virtio_pci virtio_net virtio_console ip_gre"}
 # Loaded too when the kernel has them (a kernel built with them in, or
 # without them, is no error): what the kernel tests of this repository
@@ -122,9 +122,25 @@ for name in $MODULES $OPTIONAL_MODULES; do
 done
 : >"$root/etc/modules"
 for m in "${order[@]}"; do
-  cp "$mods/$m" "$root/lib/modules/"
-  echo "$(basename "$m")" >>"$root/etc/modules"
+  mkdir -p "$root/lib/modules/$kver/$(dirname "$m")"
+  cp "$mods/$m" "$root/lib/modules/$kver/$m"
+  echo "$m" >>"$root/etc/modules"
 done
+# Every netfilter and traffic-control module too, with a modules.dep and
+# /sbin/modprobe (busybox): the kernel loads what a test asks for on
+# demand (an nft expression, a qdisc), as on a real host. The chroot has
+# no modules of this kernel, so autoloading is the initrd's.
+for d in kernel/net/netfilter kernel/net/ipv4/netfilter kernel/net/ipv6/netfilter kernel/net/sched; do
+  [[ -d $mods/$d ]] || continue
+  (cd "$mods" && find "$d" -name '*.ko*') | while read -r m; do
+    mkdir -p "$root/lib/modules/$kver/$(dirname "$m")"
+    cp -n "$mods/$m" "$root/lib/modules/$kver/$m"
+  done
+done
+cp "$mods"/modules.builtin* "$mods"/modules.order "$root/lib/modules/$kver/" 2>/dev/null || true
+depmod -b "$root" "$kver"
+mkdir -p "$root/sbin"
+ln -s /bin/busybox "$root/sbin/modprobe"
 
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
@@ -134,7 +150,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /etc/modules); do
-  insmod /lib/modules/$m || echo "nfhost-vm: insmod $m failed"
+  insmod /lib/modules/$(uname -r)/$m || echo "nfhost-vm: insmod $m failed"
 done
 ip link set lo up
 root=

@@ -86,6 +86,8 @@ func TestGuestSide(t *testing.T) {
 	if out := ns.MustExec(t, "ip", "-d", "link", "show", "nfKgre"); !strings.Contains(out, "gre remote 198.51.100.130") {
 		t.Errorf("no GRE device:\n%s", out)
 	}
+	// A module the initrd does not load at boot, loaded on demand.
+	ns.MustExec(t, "tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio")
 	ns.MustExec(t, "nft", "add table inet nfKt; add chain inet nfKt c { type filter hook forward priority 0; }; add rule inet nfKt c tcp flags syn tcp option maxseg size set 1400")
 }
 
