@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/kfeat"
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
 )
@@ -64,6 +65,9 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if err := kfeat.Check("eBPF GRE datapath", kfeat.GRE); err != nil {
+		return nil, err
 	}
 	spec, err := loadGreBPF()
 	if err != nil {
