@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/google/nftables"
@@ -272,17 +273,24 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 	for _, i := range b {
 		yNames[i] = memberChain(i, before(i))
 	}
+	// bMap is the map of the B members before limit. b is in order, so
+	// the members are a prefix of b: one map per prefix length, built
+	// once however many A members share it.
+	bMaps := map[int]entry{}
 	bMap := func(limit int) (entry, bool) {
-		var members []int
-		for _, i := range b {
-			if i < limit {
-				members = append(members, i)
-			}
+		n := 0
+		for n < len(b) && b[n] < limit {
+			n++
 		}
-		if len(members) == 0 {
+		if n == 0 {
 			return entry{}, false
 		}
-		return vmapEntry(keyB, fam, proto, items, members, yNames), true
+		if e, ok := bMaps[n]; ok {
+			return e, true
+		}
+		e := vmapEntry(keyB, fam, proto, items, b[:n:n], yNames)
+		bMaps[n] = e
+		return e, true
 	}
 	var main []entry
 	for _, i := range hoisted {
@@ -326,24 +334,27 @@ func vmapEntry(key string, fam family, proto int, items []item, members []int, c
 		lo, end []byte // end: exclusive; nil: to the maximum
 		to      string
 	}
+	// owner[k]: the chain of the first member whose values contain the
+	// elementary range starting at cuts[k]. Members paint their ranges
+	// last to first, so the first one's paint is what stays; each value
+	// range covers a run of cuts found by binary search.
+	owner := make([]string, len(cuts))
+	for mi := len(members) - 1; mi >= 0; mi-- {
+		i := members[mi]
+		for _, iv := range items[i].ivs {
+			k, _ := slices.BinarySearchFunc(cuts, iv[0], bytes.Compare)
+			for ; k < len(cuts) && bytes.Compare(cuts[k], iv[1]) <= 0; k++ {
+				owner[k] = chains[i]
+			}
+		}
+	}
 	var spans []span
 	for k, lo := range cuts {
 		var end []byte
 		if k+1 < len(cuts) {
 			end = cuts[k+1]
 		}
-		to := ""
-		for _, i := range members {
-			for _, iv := range items[i].ivs {
-				if bytes.Compare(iv[0], lo) <= 0 && bytes.Compare(lo, iv[1]) <= 0 {
-					to = chains[i]
-					break
-				}
-			}
-			if to != "" {
-				break
-			}
-		}
+		to := owner[k]
 		if n := len(spans); n > 0 && spans[n-1].to == to && bytes.Equal(spans[n-1].end, lo) {
 			spans[n-1].end = end // adjacent, same chain: one range
 			continue
@@ -352,7 +363,13 @@ func vmapEntry(key string, fam family, proto int, items []item, members []int, c
 	}
 	h := sha256.New()
 	for _, sp := range spans {
-		fmt.Fprintf(h, "%x-%x:%s;", sp.lo, sp.end, sp.to)
+		// "%x-%x:%s;" without fmt (this runs for every map on every apply)
+		h.Write([]byte(hex.EncodeToString(sp.lo)))
+		h.Write([]byte{'-'})
+		h.Write([]byte(hex.EncodeToString(sp.end)))
+		h.Write([]byte{':'})
+		h.Write([]byte(sp.to))
+		h.Write([]byte{';'})
 	}
 	tag := fmt.Sprintf("%smap-%s:%s", tagPrefix, key, hex.EncodeToString(h.Sum(nil)[:8]))
 	return entry{tag, func(b *builder) ([]expr.Any, error) {
