@@ -260,6 +260,10 @@ type chainCache struct {
 	tags map[string][][]byte
 }
 
+// testBeforeFlush runs between apply's reads and its batch (tests: a
+// commit by someone else in that window).
+var testBeforeFlush func()
+
 // nextGen is the generation after one commit (the kernel skips 0).
 func nextGen(g uint32) uint32 {
 	if g+1 == 0 {
@@ -344,6 +348,9 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error)
 	if len(ch) == 0 {
 		st.after = after
 		return nil, nil
+	}
+	if testBeforeFlush != nil {
+		testBeforeFlush()
 	}
 	if err := c.FlushWithGenID(gen); err != nil { // gen 0: unconditioned
 		return nil, fmt.Errorf("apply firewall batch: %w", err)
