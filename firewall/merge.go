@@ -46,6 +46,9 @@ const mergeChainPrefix = "m_"
 // minGroup is the smallest group worth a map.
 const minGroup = 4
 
+// bBlock is how many B members one shared block map holds (see bMap).
+const bBlock = 8
+
 // item is one entry of a sub-chain before merging.
 type item struct {
 	e       entry
@@ -273,24 +276,44 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 	for _, i := range b {
 		yNames[i] = memberChain(i, before(i))
 	}
-	// bMap is the map of the B members before limit. b is in order, so
-	// the members are a prefix of b: one map per prefix length, built
-	// once however many A members share it.
-	bMaps := map[int]entry{}
-	bMap := func(limit int) (entry, bool) {
+	// bMap is the lookup of the B members before limit. b is in order,
+	// so the members are a prefix of b. The prefix is cut into blocks of
+	// bBlock members: each full block is a chain of its own holding its
+	// map, shared by every prefix that covers it and entered by a jump
+	// (a miss returns and the next block is looked at; a hit goes to the
+	// member's chain, which ends in a verdict), and only the rest of the
+	// prefix is a map of its own. A change of one B member then rewrites
+	// its block's chain and the few prefixes that end inside that block,
+	// not every chain whose prefix holds it. One entry list per prefix
+	// length, built once however many A members share it.
+	bMaps := map[int][]entry{}
+	blocks := map[int]bool{}
+	bMap := func(limit int) []entry {
 		n := 0
 		for n < len(b) && b[n] < limit {
 			n++
 		}
 		if n == 0 {
-			return entry{}, false
+			return nil
 		}
-		if e, ok := bMaps[n]; ok {
-			return e, true
+		if es, ok := bMaps[n]; ok {
+			return es
 		}
-		e := vmapEntry(keyB, fam, proto, items, b[:n:n], yNames)
-		bMaps[n] = e
-		return e, true
+		var es []entry
+		full := n / bBlock
+		for j := 0; j < full; j++ {
+			bn := fmt.Sprintf("%sb_%s_%d", mergeChainPrefix, chain, j)
+			if !blocks[j] {
+				blocks[j] = true
+				chains = append(chains, chainLayout{name: bn, entries: []entry{vmapEntry(keyB, fam, proto, items, b[j*bBlock:(j+1)*bBlock:(j+1)*bBlock], yNames)}})
+			}
+			es = append(es, entry{tagPrefix + "jump-" + bn, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: bn})})
+		}
+		if full*bBlock < n {
+			es = append(es, vmapEntry(keyB, fam, proto, items, b[full*bBlock:n:n], yNames))
+		}
+		bMaps[n] = es
+		return es
 	}
 	var main []entry
 	for _, i := range hoisted {
@@ -298,16 +321,11 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 	}
 	xNames := map[int]string{}
 	for _, i := range a {
-		var es []entry
-		if e, ok := bMap(i); ok {
-			es = append(es, e)
-		}
+		es := slices.Clone(bMap(i))
 		xNames[i] = memberChain(i, append(es, before(i)...))
 	}
 	main = append(main, vmapEntry(keyA, fam, proto, items, a, xNames))
-	if e, ok := bMap(len(items)); ok {
-		main = append(main, e)
-	}
+	main = append(main, bMap(len(items))...)
 	main = append(main, before(len(items))...)
 	return main, chains
 }

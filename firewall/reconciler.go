@@ -88,7 +88,16 @@ type splitVal struct {
 
 // split returns the prefixes of family f in ps and their hash.
 func split(ps []netip.Prefix, f family) ([]netip.Prefix, string) {
-	var out []netip.Prefix
+	n := 0
+	for _, p := range ps {
+		if p.Addr().Is4() == (f == fam4) {
+			n++
+		}
+	}
+	if n == len(ps) {
+		return ps, listHash(ps) // all of one family: the slice itself
+	}
+	out := make([]netip.Prefix, 0, n)
 	for _, p := range ps {
 		if p.Addr().Is4() == (f == fam4) {
 			out = append(out, p)
@@ -131,11 +140,23 @@ func nsKey(ns netns.NsHandle) (uint64, uint64) {
 	return st.Dev, st.Ino
 }
 
+// listHash identifies a list's content (in memory only: what this process
+// wrote). Binary, not text: a 100,000-prefix list is hashed on every apply
+// of a re-parsed document.
 func listHash(ps []netip.Prefix) string {
 	h := sha256.New()
-	for _, p := range ps {
-		h.Write([]byte(p.String()))
-		h.Write([]byte{0})
+	buf := make([]byte, 0, 18*256)
+	for i, p := range ps {
+		a := p.Addr().As16()
+		buf = append(buf, a[:]...)
+		buf = append(buf, byte(p.Bits()), 0)
+		if p.Addr().Is4() {
+			buf[len(buf)-1] = 4
+		}
+		if len(buf) >= 18*255 || i == len(ps)-1 {
+			h.Write(buf)
+			buf = buf[:0]
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
@@ -843,6 +864,13 @@ func layout(spec *fwspec.Spec) []chainLayout {
 	items := make([][]item, len(dispatch))
 	for _, r := range spec.Rules {
 		nrs := expand(r)
+		hash := ""
+		tag := func(i int) string {
+			if hash == "" {
+				hash = ruleHash(r)
+			}
+			return ruleTagOf(r.ID, i, hash)
+		}
 		for j, d := range dispatch {
 			var fit []int
 			inChain := make([]nftRule, len(nrs))
@@ -865,8 +893,10 @@ func layout(spec *fwspec.Spec) []chainLayout {
 			// counter stays where first-match semantics put it, at 0 for
 			// those packets).
 			kept := fit[:0]
+			lis := make([][]litInfo, len(inChain))
 			for _, i := range fit {
-				if !shadows[j].covers(inChain[i].lits) {
+				lis[i] = infos(inChain[i].lits)
+				if !shadows[j].covers(lis[i]) {
 					kept = append(kept, i)
 				}
 			}
@@ -876,7 +906,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 			}
 			if r.Action != fwspec.Log {
 				for _, i := range fit {
-					shadows[j].add(inChain[i].lits)
+					shadows[j].add(lis[i])
 				}
 			}
 			nrs := inChain
@@ -888,7 +918,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 				name := logChainName(r.ID, d.name)
 				lc := chainLayout{name: name}
 				for _, i := range fit {
-					lc.entries = append(lc.entries, ruleEntry(r, i, nrs[i], d.fam, d.proto, &expr.Verdict{Kind: expr.VerdictReturn}))
+					lc.entries = append(lc.entries, ruleEntry(tag(i), r, nrs[i], d.fam, d.proto, &expr.Verdict{Kind: expr.VerdictReturn}))
 				}
 				logChains = append(logChains, lc)
 				items[j] = append(items[j], item{e: entry{tagPrefix + "jump-" + name, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: name})}})
@@ -902,7 +932,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 				case fwspec.Block:
 					v = &expr.Verdict{Kind: expr.VerdictDrop}
 				}
-				it := item{e: ruleEntry(r, i, nrs[i], d.fam, d.proto, v)}
+				it := item{e: ruleEntry(tag(i), r, nrs[i], d.fam, d.proto, v)}
 				if v != nil {
 					it.key, it.ivs, it.keyed = groupKey(nrs[i].lits, d.fam)
 					it.rule, it.alt, it.verdict = r, i, v
@@ -977,20 +1007,18 @@ func (s *shadowSet) mask(lits []litInfo) (uint64, bool) {
 	return m, true
 }
 
-func (s *shadowSet) add(lits []lang.Literal) {
-	li := infos(lits)
+func (s *shadowSet) add(li []litInfo) {
 	if m, ok := s.mask(li); ok {
 		s.alts, s.masks = append(s.alts, li), append(s.masks, m)
 	}
 }
 
-// covers reports whether every packet matching lits matches an earlier
+// covers reports whether every packet matching li matches an earlier
 // terminal alternative: one whose every literal is implied by one of lits.
-func (s *shadowSet) covers(lits []lang.Literal) bool {
+func (s *shadowSet) covers(li []litInfo) bool {
 	if len(s.alts) == 0 {
 		return false
 	}
-	li := infos(lits)
 	m, ok := s.mask(li)
 	if !ok {
 		return false
@@ -1068,8 +1096,8 @@ func logChainName(id, sub string) string { return logChainPrefix + id + "_" + su
 // ruleEntry is one alternative of a rule in a chain of family fam and L4
 // protocol proto, counting into the rule's counter and ending with
 // verdict (nil: none).
-func ruleEntry(r fwspec.CompiledRule, i int, nr nftRule, fam family, proto int, verdict expr.Any) entry {
-	return entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
+func ruleEntry(tag string, r fwspec.CompiledRule, nr nftRule, fam family, proto int, verdict expr.Any) entry {
+	return entry{tag, func(b *builder) ([]expr.Any, error) {
 		// The family test is redundant in a family chain but lets
 		// `nft list` print ip saddr instead of @nh,96,32.
 		exprs, err := b.exprs(nr, fam, proto)
