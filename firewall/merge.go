@@ -325,7 +325,11 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 		xNames[i] = memberChain(i, append(es, before(i)...))
 	}
 	main = append(main, vmapEntry(keyA, fam, proto, items, a, xNames))
-	main = append(main, bMap(len(items))...)
+	if len(b) > 0 {
+		// Every packet of the sub-chain looks here: one map of all the
+		// B members, not the blocks (one lookup instead of one per block).
+		main = append(main, vmapEntry(keyB, fam, proto, items, b, yNames))
+	}
 	main = append(main, before(len(items))...)
 	return main, chains
 }
