@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/kfeat"
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
 )
@@ -81,6 +82,9 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if err := kfeat.Check("XDP DoS layer", kfeat.DoS); err != nil {
+		return nil, err
 	}
 	spec, err := loadDosBPF()
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"strings"
+	"strconv"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -140,23 +140,32 @@ func inInts(a uint64, set []lang.Value) bool {
 	return false
 }
 
-// tag identifies a rule's compiled form; it is stored in the nft rule's
-// userdata so that an unchanged rule set is recognised without comparing
-// expressions.
-func ruleTag(r fwspec.CompiledRule, i int) string {
+// A rule's tag identifies its compiled form; it is stored in the nft
+// rule's userdata so that an unchanged rule set is recognised without
+// comparing expressions. ruleHash is the part of a rule's tags its
+// alternatives share (layout computes it once per rule, not once per
+// alternative and sub-chain).
+func ruleHash(r fwspec.CompiledRule) string {
 	// The alternatives are hashed too: the same source compiles
 	// differently on another site (cf.colo.name) or after a language
 	// change.
-	var alts strings.Builder
+	h := sha256.New()
+	for _, s := range []string{r.ID, string(r.Action), r.Source} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
 	for _, a := range r.Alts {
 		for _, l := range a {
-			alts.WriteString(l.String())
-			alts.WriteByte(0)
+			h.Write([]byte(l.String()))
+			h.Write([]byte{0})
 		}
-		alts.WriteByte(1)
+		h.Write([]byte{1})
 	}
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s\x00%s", r.ID, r.Action, r.Source, alts.String())))
-	return fmt.Sprintf("%s%s#%d:%s", tagPrefix, r.ID, i, hex.EncodeToString(h[:6]))
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+func ruleTagOf(id string, i int, hash string) string {
+	return tagPrefix + id + "#" + strconv.Itoa(i) + ":" + hash
 }
 
 const tagPrefix = "nfhost-fw-v1:"

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/google/nftables"
@@ -44,6 +45,9 @@ const mergeChainPrefix = "m_"
 
 // minGroup is the smallest group worth a map.
 const minGroup = 4
+
+// bBlock is how many B members one shared block map holds (see bMap).
+const bBlock = 8
 
 // item is one entry of a sub-chain before merging.
 type item struct {
@@ -272,17 +276,44 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 	for _, i := range b {
 		yNames[i] = memberChain(i, before(i))
 	}
-	bMap := func(limit int) (entry, bool) {
-		var members []int
-		for _, i := range b {
-			if i < limit {
-				members = append(members, i)
+	// bMap is the lookup of the B members before limit. b is in order,
+	// so the members are a prefix of b. The prefix is cut into blocks of
+	// bBlock members: each full block is a chain of its own holding its
+	// map, shared by every prefix that covers it and entered by a jump
+	// (a miss returns and the next block is looked at; a hit goes to the
+	// member's chain, which ends in a verdict), and only the rest of the
+	// prefix is a map of its own. A change of one B member then rewrites
+	// its block's chain and the few prefixes that end inside that block,
+	// not every chain whose prefix holds it. One entry list per prefix
+	// length, built once however many A members share it.
+	bMaps := map[int][]entry{}
+	blocks := map[int]bool{}
+	bMap := func(limit int) []entry {
+		n := 0
+		for n < len(b) && b[n] < limit {
+			n++
+		}
+		if n == 0 {
+			return nil
+		}
+		if es, ok := bMaps[n]; ok {
+			return es
+		}
+		var es []entry
+		full := n / bBlock
+		for j := 0; j < full; j++ {
+			bn := fmt.Sprintf("%sb_%s_%d", mergeChainPrefix, chain, j)
+			if !blocks[j] {
+				blocks[j] = true
+				chains = append(chains, chainLayout{name: bn, entries: []entry{vmapEntry(keyB, fam, proto, items, b[j*bBlock:(j+1)*bBlock:(j+1)*bBlock], yNames)}})
 			}
+			es = append(es, entry{tagPrefix + "jump-" + bn, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: bn})})
 		}
-		if len(members) == 0 {
-			return entry{}, false
+		if full*bBlock < n {
+			es = append(es, vmapEntry(keyB, fam, proto, items, b[full*bBlock:n:n], yNames))
 		}
-		return vmapEntry(keyB, fam, proto, items, members, yNames), true
+		bMaps[n] = es
+		return es
 	}
 	var main []entry
 	for _, i := range hoisted {
@@ -290,15 +321,14 @@ func mergeChain(chain string, fam family, proto int, items []item) ([]entry, []c
 	}
 	xNames := map[int]string{}
 	for _, i := range a {
-		var es []entry
-		if e, ok := bMap(i); ok {
-			es = append(es, e)
-		}
+		es := slices.Clone(bMap(i))
 		xNames[i] = memberChain(i, append(es, before(i)...))
 	}
 	main = append(main, vmapEntry(keyA, fam, proto, items, a, xNames))
-	if e, ok := bMap(len(items)); ok {
-		main = append(main, e)
+	if len(b) > 0 {
+		// Every packet of the sub-chain looks here: one map of all the
+		// B members, not the blocks (one lookup instead of one per block).
+		main = append(main, vmapEntry(keyB, fam, proto, items, b, yNames))
 	}
 	main = append(main, before(len(items))...)
 	return main, chains
@@ -326,24 +356,27 @@ func vmapEntry(key string, fam family, proto int, items []item, members []int, c
 		lo, end []byte // end: exclusive; nil: to the maximum
 		to      string
 	}
+	// owner[k]: the chain of the first member whose values contain the
+	// elementary range starting at cuts[k]. Members paint their ranges
+	// last to first, so the first one's paint is what stays; each value
+	// range covers a run of cuts found by binary search.
+	owner := make([]string, len(cuts))
+	for mi := len(members) - 1; mi >= 0; mi-- {
+		i := members[mi]
+		for _, iv := range items[i].ivs {
+			k, _ := slices.BinarySearchFunc(cuts, iv[0], bytes.Compare)
+			for ; k < len(cuts) && bytes.Compare(cuts[k], iv[1]) <= 0; k++ {
+				owner[k] = chains[i]
+			}
+		}
+	}
 	var spans []span
 	for k, lo := range cuts {
 		var end []byte
 		if k+1 < len(cuts) {
 			end = cuts[k+1]
 		}
-		to := ""
-		for _, i := range members {
-			for _, iv := range items[i].ivs {
-				if bytes.Compare(iv[0], lo) <= 0 && bytes.Compare(lo, iv[1]) <= 0 {
-					to = chains[i]
-					break
-				}
-			}
-			if to != "" {
-				break
-			}
-		}
+		to := owner[k]
 		if n := len(spans); n > 0 && spans[n-1].to == to && bytes.Equal(spans[n-1].end, lo) {
 			spans[n-1].end = end // adjacent, same chain: one range
 			continue
@@ -352,7 +385,13 @@ func vmapEntry(key string, fam family, proto int, items []item, members []int, c
 	}
 	h := sha256.New()
 	for _, sp := range spans {
-		fmt.Fprintf(h, "%x-%x:%s;", sp.lo, sp.end, sp.to)
+		// "%x-%x:%s;" without fmt (this runs for every map on every apply)
+		h.Write([]byte(hex.EncodeToString(sp.lo)))
+		h.Write([]byte{'-'})
+		h.Write([]byte(hex.EncodeToString(sp.end)))
+		h.Write([]byte{':'})
+		h.Write([]byte(sp.to))
+		h.Write([]byte{';'})
 	}
 	tag := fmt.Sprintf("%smap-%s:%s", tagPrefix, key, hex.EncodeToString(h.Sum(nil)[:8]))
 	return entry{tag, func(b *builder) ([]expr.Any, error) {

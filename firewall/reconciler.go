@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/firewall/lang"
+	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nftset"
 	"github.com/nfhost/nfhost/internal/owned"
 )
@@ -44,15 +46,27 @@ const (
 )
 
 // Reconciler applies Specs inside tenant namespaces. Every Apply reads the
-// namespace's table, chains, rules, sets and counters first. The one thing
-// it remembers is the content hash of each list it wrote, so that an
-// unchanged 100,000-entry list is not dumped on every apply (1.3 s); the
-// first apply in a process verifies every list element by element, so a
-// restart repairs hand-made edits. The zero value is ready to use. It is
+// namespace's table, chains, sets and counters first. It remembers two
+// things. The content hash of each list it wrote, so that an unchanged
+// 100,000-entry list is not dumped on every apply (1.3 s); the first apply
+// in a process verifies every list element by element, so a restart
+// repairs hand-made edits. And the rules it left in each chain together
+// with the namespace's nftables generation after its commit: while the
+// generation is unchanged nobody has committed anything there since, so
+// the chains' rules are not dumped again (one dump per chain, 300 chains
+// for 200 merged rules); any other commit in the namespace (nft by hand,
+// another table) moves the generation and the next apply reads every
+// chain. Its own batches carry that generation (NFNL_BATCH_GENID), so a
+// commit that slips in between the read and the write makes the kernel
+// refuse the batch instead of applying a diff against a stale read; Apply
+// then reads again and retries once. The zero value is ready to use. It is
 // safe for concurrent use on different namespaces; calls on one namespace
 // must not overlap.
 type Reconciler struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// chains is what this process last left in each namespace's chains,
+	// by netns cookie (never reused, unlike inode numbers).
+	chains   map[uint64]*chainCache
 	lists    map[listKey]string         // applied content hash
 	contents map[listKey][]netip.Prefix // applied content (shared slices, not copies)
 	// splits memoises a list's per-family prefixes and their hash by the
@@ -74,7 +88,16 @@ type splitVal struct {
 
 // split returns the prefixes of family f in ps and their hash.
 func split(ps []netip.Prefix, f family) ([]netip.Prefix, string) {
-	var out []netip.Prefix
+	n := 0
+	for _, p := range ps {
+		if p.Addr().Is4() == (f == fam4) {
+			n++
+		}
+	}
+	if n == len(ps) {
+		return ps, listHash(ps) // all of one family: the slice itself
+	}
+	out := make([]netip.Prefix, 0, n)
 	for _, p := range ps {
 		if p.Addr().Is4() == (f == fam4) {
 			out = append(out, p)
@@ -117,11 +140,23 @@ func nsKey(ns netns.NsHandle) (uint64, uint64) {
 	return st.Dev, st.Ino
 }
 
+// listHash identifies a list's content (in memory only: what this process
+// wrote). Binary, not text: a 100,000-prefix list is hashed on every apply
+// of a re-parsed document.
 func listHash(ps []netip.Prefix) string {
 	h := sha256.New()
-	for _, p := range ps {
-		h.Write([]byte(p.String()))
-		h.Write([]byte{0})
+	buf := make([]byte, 0, 18*256)
+	for i, p := range ps {
+		a := p.Addr().As16()
+		buf = append(buf, a[:]...)
+		buf = append(buf, byte(p.Bits()), 0)
+		if p.Addr().Is4() {
+			buf[len(buf)-1] = 4
+		}
+		if len(buf) >= 18*255 || i == len(ps)-1 {
+			h.Write(buf)
+			buf = buf[:0]
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
@@ -168,9 +203,35 @@ func (r *Reconciler) Apply(ns netns.NsHandle, spec *fwspec.Spec) ([]string, erro
 		},
 		written: map[string]string{}, content: map[string][]netip.Prefix{}, split: r.split,
 	}
+	cookie, cerr := namedns.Cookie(ns)
+	if cerr != nil {
+		cookie = 0 // no cookie (Linux < 5.14): no chain cache
+	}
+	r.mu.Lock()
+	st.chains = r.chains[cookie]
+	r.mu.Unlock()
+	if cookie == 0 {
+		st.chains = nil
+	}
 	ch, err := apply(c, spec, st)
+	if errors.Is(err, unix.ERESTART) {
+		// Someone committed in this namespace between our read and our
+		// batch, which the kernel refused whole: read again, once.
+		st.chains, st.written, st.content = nil, map[string]string{}, map[string][]netip.Prefix{}
+		ch, err = apply(c, spec, st)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if cookie != 0 {
+		if r.chains == nil {
+			r.chains = map[uint64]*chainCache{}
+		}
+		if err != nil || st.after == nil {
+			delete(r.chains, cookie)
+		} else {
+			r.chains[cookie] = st.after
+		}
+	}
 	if r.lists == nil {
 		r.lists = map[listKey]string{}
 	}
@@ -208,6 +269,28 @@ type listState struct {
 	written map[string]string
 	content map[string][]netip.Prefix
 	split   func([]netip.Prefix, family) ([]netip.Prefix, string)
+	// chains is what the kernel held at a generation (nil: unknown);
+	// after is what apply leaves (nil: unknown, e.g. after an error).
+	chains, after *chainCache
+}
+
+// chainCache is the rules (their tags) of each of nfhost's chains in one
+// namespace as of an nftables generation.
+type chainCache struct {
+	gen  uint32
+	tags map[string][][]byte
+}
+
+// testBeforeFlush runs between apply's reads and its batch (tests: a
+// commit by someone else in that window).
+var testBeforeFlush func()
+
+// nextGen is the generation after one commit (the kernel skips 0).
+func nextGen(g uint32) uint32 {
+	if g+1 == 0 {
+		return 1
+	}
+	return g + 1
 }
 
 // apply does the work of Apply on any connection (tests record its batch;
@@ -233,6 +316,16 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error)
 		st.split = split
 	}
 	t := table()
+	// Without a generation (a recording test connection) nothing is
+	// cached and batches go unconditioned.
+	var gen uint32
+	if g, err := c.GetGen(); err == nil {
+		gen = g.ID
+	}
+	cached := st.chains
+	if cached != nil && (gen == 0 || cached.gen != gen) {
+		cached = nil // someone committed since: read the chains
+	}
 	exists, err := tableExists(c, t)
 	if err != nil {
 		return nil, err
@@ -259,26 +352,45 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error)
 	}
 	wantCtrs, ch := addCounters(c, t, spec.Rules, haveCtrs, ch)
 	var obsolete []*nftables.Chain
-	if ch, err = syncChains(c, t, spec, exists, ch, &obsolete); err != nil {
+	lay := layout(spec)
+	if ch, err = syncChains(c, t, spec, lay, exists, cached, ch, &obsolete); err != nil {
 		return nil, err
 	}
 	ch = deleteLists(c, haveSets, wantSets, st.written, ch)
 	ch = deleteCounters(c, t, haveCtrs, wantCtrs, ch)
+	// What the chains hold once this apply is in: the layout.
+	after := &chainCache{gen: gen, tags: make(map[string][][]byte, len(lay))}
+	for _, lc := range lay {
+		after.tags[lc.name] = lc.tags()
+	}
+	if gen == 0 {
+		after = nil
+	}
 	if len(ch) == 0 {
+		st.after = after
 		return nil, nil
 	}
-	if err := c.Flush(); err != nil {
+	if testBeforeFlush != nil {
+		testBeforeFlush()
+	}
+	if err := c.FlushWithGenID(gen); err != nil { // gen 0: unconditioned
 		return nil, fmt.Errorf("apply firewall batch: %w", err)
 	}
+	gen = nextGen(gen)
 	if len(obsolete) > 0 {
 		for _, x := range obsolete {
 			c.DelChain(x)
 		}
-		if err := c.Flush(); err != nil {
+		if err := c.FlushWithGenID(gen); err != nil {
 			// The rules are in force; the empty chains go on the next apply.
 			return ch, fmt.Errorf("delete emptied chains: %w", err)
 		}
+		gen = nextGen(gen)
 	}
+	if after != nil {
+		after.gen = gen
+	}
+	st.after = after
 	sort.Strings(ch)
 	return ch, nil
 }
@@ -405,7 +517,7 @@ func addCounters(c *nftables.Conn, t *nftables.Table, rules []fwspec.CompiledRul
 
 // syncChains queues the base chain when its policy differs and rewrites
 // the chains whose rules differ from the spec's layout.
-func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists bool, ch []string, obsolete *[]*nftables.Chain) ([]string, error) {
+func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, lay []chainLayout, exists bool, cached *chainCache, ch []string, obsolete *[]*nftables.Chain) ([]string, error) {
 	policy := nftables.ChainPolicyAccept
 	if spec.Default == fwspec.Block {
 		policy = nftables.ChainPolicyDrop
@@ -422,14 +534,13 @@ func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists b
 	}
 	// Rebuild only the chains whose rules differ: a one-rule change then
 	// re-adds the few chains the rule sits in, not all of them.
-	lay := layout(spec)
 	chains := map[string]*nftables.Chain{chainName: base}
 	for _, lc := range lay {
 		if lc.name != chainName {
 			chains[lc.name] = &nftables.Chain{Name: lc.name, Table: t}
 		}
 	}
-	stale, err := staleChains(c, t, lay, have)
+	stale, err := staleChains(c, t, lay, have, cached)
 	if err != nil {
 		return nil, err
 	}
@@ -455,13 +566,20 @@ func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, exists b
 }
 
 // staleChains returns the chains of lay that are missing or whose rules'
-// tags differ from the layout's.
-func staleChains(c *nftables.Conn, t *nftables.Table, lay []chainLayout, have map[string]*nftables.Chain) ([]chainLayout, error) {
+// tags differ from the layout's. A chain in cached (the kernel's state at
+// this generation) is compared with that instead of being dumped.
+func staleChains(c *nftables.Conn, t *nftables.Table, lay []chainLayout, have map[string]*nftables.Chain, cached *chainCache) ([]chainLayout, error) {
 	var stale []chainLayout
 	for _, lc := range lay {
 		var curTags [][]byte
 		x := have[lc.name]
-		if x != nil {
+		known, ok := [][]byte(nil), false
+		if cached != nil {
+			known, ok = cached.tags[lc.name]
+		}
+		if x != nil && ok {
+			curTags = known
+		} else if x != nil {
 			rs, err := c.GetRules(t, x)
 			if err != nil {
 				return nil, fmt.Errorf("list nft rules: %w", err)
@@ -746,6 +864,13 @@ func layout(spec *fwspec.Spec) []chainLayout {
 	items := make([][]item, len(dispatch))
 	for _, r := range spec.Rules {
 		nrs := expand(r)
+		hash := ""
+		tag := func(i int) string {
+			if hash == "" {
+				hash = ruleHash(r)
+			}
+			return ruleTagOf(r.ID, i, hash)
+		}
 		for j, d := range dispatch {
 			var fit []int
 			inChain := make([]nftRule, len(nrs))
@@ -768,8 +893,10 @@ func layout(spec *fwspec.Spec) []chainLayout {
 			// counter stays where first-match semantics put it, at 0 for
 			// those packets).
 			kept := fit[:0]
+			lis := make([][]litInfo, len(inChain))
 			for _, i := range fit {
-				if !shadows[j].covers(inChain[i].lits) {
+				lis[i] = infos(inChain[i].lits)
+				if !shadows[j].covers(lis[i]) {
 					kept = append(kept, i)
 				}
 			}
@@ -779,7 +906,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 			}
 			if r.Action != fwspec.Log {
 				for _, i := range fit {
-					shadows[j].add(inChain[i].lits)
+					shadows[j].add(lis[i])
 				}
 			}
 			nrs := inChain
@@ -791,7 +918,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 				name := logChainName(r.ID, d.name)
 				lc := chainLayout{name: name}
 				for _, i := range fit {
-					lc.entries = append(lc.entries, ruleEntry(r, i, nrs[i], d.fam, d.proto, &expr.Verdict{Kind: expr.VerdictReturn}))
+					lc.entries = append(lc.entries, ruleEntry(tag(i), r, nrs[i], d.fam, d.proto, &expr.Verdict{Kind: expr.VerdictReturn}))
 				}
 				logChains = append(logChains, lc)
 				items[j] = append(items[j], item{e: entry{tagPrefix + "jump-" + name, fixed(&expr.Verdict{Kind: expr.VerdictJump, Chain: name})}})
@@ -805,7 +932,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 				case fwspec.Block:
 					v = &expr.Verdict{Kind: expr.VerdictDrop}
 				}
-				it := item{e: ruleEntry(r, i, nrs[i], d.fam, d.proto, v)}
+				it := item{e: ruleEntry(tag(i), r, nrs[i], d.fam, d.proto, v)}
 				if v != nil {
 					it.key, it.ivs, it.keyed = groupKey(nrs[i].lits, d.fam)
 					it.rule, it.alt, it.verdict = r, i, v
@@ -830,22 +957,42 @@ func layout(spec *fwspec.Spec) []chainLayout {
 }
 
 // shadowSet holds the terminal alternatives of a chain so far, to find
-// later alternatives they cover.
+// later alternatives they cover. Literals are kept as litInfo: their text
+// and range computed once, not once per comparison (layout runs on every
+// apply, and covers is quadratic in a chain's rules).
 type shadowSet struct {
 	bits  map[string]uint64 // field name -> bit
-	alts  [][]lang.Literal
+	alts  [][]litInfo
 	masks []uint64
 }
 
-func (s *shadowSet) mask(lits []lang.Literal) (uint64, bool) {
+// litInfo is what implies needs of a literal.
+type litInfo struct {
+	neg   bool
+	text  string      // the atom's text
+	field *lang.Field // nil unless a field comparison
+	r     [2]uint64   // the integer range it accepts, if hasR
+	hasR  bool
+}
+
+func infos(lits []lang.Literal) []litInfo {
+	out := make([]litInfo, len(lits))
+	for i, l := range lits {
+		out[i] = litInfo{neg: l.Neg, text: l.Atom.String(), field: atomField(l.Atom)}
+		out[i].r, out[i].hasR = intRange(l)
+	}
+	return out
+}
+
+func (s *shadowSet) mask(lits []litInfo) (uint64, bool) {
 	if s.bits == nil {
 		s.bits = map[string]uint64{}
 	}
 	var m uint64
 	for _, l := range lits {
-		name := l.Atom.String() // payload and others: their text
-		if f := atomField(l.Atom); f != nil {
-			name = f.Name
+		name := l.text // payload and others: their text
+		if l.field != nil {
+			name = l.field.Name
 		}
 		b, ok := s.bits[name]
 		if !ok {
@@ -860,16 +1007,19 @@ func (s *shadowSet) mask(lits []lang.Literal) (uint64, bool) {
 	return m, true
 }
 
-func (s *shadowSet) add(lits []lang.Literal) {
-	if m, ok := s.mask(lits); ok {
-		s.alts, s.masks = append(s.alts, lits), append(s.masks, m)
+func (s *shadowSet) add(li []litInfo) {
+	if m, ok := s.mask(li); ok {
+		s.alts, s.masks = append(s.alts, li), append(s.masks, m)
 	}
 }
 
-// covers reports whether every packet matching lits matches an earlier
+// covers reports whether every packet matching li matches an earlier
 // terminal alternative: one whose every literal is implied by one of lits.
-func (s *shadowSet) covers(lits []lang.Literal) bool {
-	m, ok := s.mask(lits)
+func (s *shadowSet) covers(li []litInfo) bool {
+	if len(s.alts) == 0 {
+		return false
+	}
+	m, ok := s.mask(li)
 	if !ok {
 		return false
 	}
@@ -880,7 +1030,7 @@ func (s *shadowSet) covers(lits []lang.Literal) bool {
 		all := true
 		for _, yl := range y {
 			found := false
-			for _, xl := range lits {
+			for _, xl := range li {
 				if implies(xl, yl) {
 					found = true
 					break
@@ -900,13 +1050,11 @@ func (s *shadowSet) covers(lits []lang.Literal) bool {
 
 // implies reports whether literal x implies literal y: the same condition,
 // or integer comparisons of one field whose ranges nest.
-func implies(x, y lang.Literal) bool {
-	if x.Neg == y.Neg && x.Atom.String() == y.Atom.String() {
+func implies(x, y litInfo) bool {
+	if x.neg == y.neg && x.text == y.text {
 		return true
 	}
-	xr, ok1 := intRange(x)
-	yr, ok2 := intRange(y)
-	return ok1 && ok2 && atomField(x.Atom) == atomField(y.Atom) && yr[0] <= xr[0] && xr[1] <= yr[1]
+	return x.hasR && y.hasR && x.field == y.field && y.r[0] <= x.r[0] && x.r[1] <= y.r[1]
 }
 
 // intRange is the range of values an integer comparison accepts.
@@ -948,8 +1096,8 @@ func logChainName(id, sub string) string { return logChainPrefix + id + "_" + su
 // ruleEntry is one alternative of a rule in a chain of family fam and L4
 // protocol proto, counting into the rule's counter and ending with
 // verdict (nil: none).
-func ruleEntry(r fwspec.CompiledRule, i int, nr nftRule, fam family, proto int, verdict expr.Any) entry {
-	return entry{ruleTag(r, i), func(b *builder) ([]expr.Any, error) {
+func ruleEntry(tag string, r fwspec.CompiledRule, nr nftRule, fam family, proto int, verdict expr.Any) entry {
+	return entry{tag, func(b *builder) ([]expr.Any, error) {
 		// The family test is redundant in a family chain but lets
 		// `nft list` print ip saddr instead of @nh,96,32.
 		exprs, err := b.exprs(nr, fam, proto)

@@ -98,6 +98,12 @@ type Options struct {
 	EnvChanged  <-chan struct{}
 	// Resync is the interval of full passes that repair drift.
 	Resync time.Duration
+	// CountersOnDemand: a change of a tenant's counters alone writes its
+	// status only while someone asked for them (counters.go); off, every
+	// change seen on a resync is written. CounterInterval is how often a
+	// requested tenant's counters are read (0: DefaultCounterInterval).
+	CountersOnDemand bool
+	CounterInterval  time.Duration
 	// MaxDeleteFraction: a pass that would delete more than this share of
 	// the tenants on the host (and more than one tenant) is held until an
 	// operator confirms. 0 means the default 0.2; 1 disables the guard.
@@ -173,6 +179,7 @@ type Daemon struct {
 	sharedVer string
 	pace      *pacer
 	lane      *lane
+	requests  map[string]counterRequest // counter requests by tenant (counters.go)
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -200,6 +207,9 @@ func New(o Options) *Daemon {
 	if o.ApplyBurst <= 0 {
 		o.ApplyBurst = DefaultApplyBurst
 	}
+	if o.CounterInterval <= 0 {
+		o.CounterInterval = DefaultCounterInterval
+	}
 	d := &Daemon{
 		o: o, log: o.Logger, m: o.Metrics,
 		observed:   map[string]routing.Observed{},
@@ -212,6 +222,7 @@ func New(o Options) *Daemon {
 		plans:      map[string]cachedPlan{},
 		hold:       holdState{flag: o.ConfirmDeletes},
 		pace:       newPacer(o.MinApplyInterval, o.ApplyBurst),
+		requests:   map[string]counterRequest{},
 	}
 	width := o.LaneWidth
 	if width == 0 {
@@ -253,6 +264,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer t.Stop()
 		ticker = t.C
 	}
+	counterTick := time.NewTicker(d.o.CounterInterval)
+	defer counterTick.Stop()
 	var (
 		last    *source.Snapshot
 		started bool
@@ -291,6 +304,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 				started = true
 			}
 			d.Reconcile(ctx, s, full)
+			d.refreshCounters(ctx, d.updateCounterRequests(s.Control))
+		case <-counterTick.C:
+			d.refreshCounters(ctx, d.requestedTenants())
 		case id := <-d.o.TunnelEvents:
 			d.refreshTunnelStatus(ctx, id)
 		case ms := <-d.o.Auto:
@@ -689,7 +705,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	}
 	st.AppliedAt = a.at
 	if had && len(changes) == 0 && full && prev.State == st.State && prev.AppliedIndex == st.AppliedIndex &&
-		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) &&
+		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && (d.quietCounters(id) || maps.Equal(prev.Firewall, st.Firewall)) &&
 		sameTunnelHealth(prev.Tunnels, st.Tunnels) {
 		d.statuses[id] = st
 		return Result{Tenant: id, State: st.State} // converged resync: no status write
@@ -706,6 +722,9 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 func (d *Daemon) newStatus(log *slog.Logger, id string, keys map[string]source.Entry) source.Status {
 	st := source.Status{Host: d.o.HostID, Tenant: id, Subsystems: map[string]source.SubsystemState{}}
 	st.DoS = d.statuses[id].DoS // refreshed on resync by reportDoSCounters
+	if d.counterRequested(id) {
+		st.CountersAsked = d.statuses[id].CountersAsked // still answered: the counters are fresh
+	}
 	for k := range keys {
 		if !doc.IsKnownKey(k) {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("tenants/%s/%s: unknown key, ignored", id, k))
@@ -829,7 +848,7 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 		log.Error("tenant not applied; its last good state stays in force", "subsys", subsys, "err", err)
 	}
 	if had && prev.State == st.State && prev.Error == st.Error && prev.AppliedIndex == st.AppliedIndex && prev.AppliedAt.Equal(st.AppliedAt) &&
-		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && maps.Equal(prev.Firewall, st.Firewall) &&
+		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && (d.quietCounters(st.Tenant) || maps.Equal(prev.Firewall, st.Firewall)) &&
 		sameTunnelHealth(prev.Tunnels, st.Tunnels) {
 		d.statuses[st.Tenant] = st
 		return Result{Tenant: st.Tenant, State: st.State, Err: err} // nothing new to report

@@ -279,57 +279,87 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 }
 
 // reportDoSCounters puts each tenant's DoS counters into its status when
-// they changed (on full passes, so at most once per resync interval).
+// they changed (on full passes, so at most once per resync interval); with
+// counters on demand, only for tenants someone asked for (counters.go),
+// the others' are kept for their next write.
 func (d *Daemon) reportDoSCounters(ctx context.Context, ids []string) {
 	ctr, err := d.o.DoS.Counters()
 	if err != nil {
 		d.log.Warn("read DoS counters", "err", err)
 		return
 	}
+	byTenant := dosRulesByTenant(ctr)
 	for _, id := range ids {
 		st, ok := d.statuses[id]
 		if !ok {
 			continue
 		}
-		t := ctr.Tenants[id]
-		c := &source.DoSCounters{Packets: t.Packets, Dropped: t.Dropped}
-		for kind, m := range map[string]map[string]dos.Stats{"signature": ctr.Signatures, "rate": ctr.RateLimits} {
-			for rid, s := range m {
-				rest, ok := strings.CutPrefix(rid, id+"/")
-				if !ok {
-					continue
-				}
-				if c.Rules == nil {
-					c.Rules = map[string]source.DoSRuleCount{}
-				}
-				if kind == "signature" {
-					rest = "signature:" + rest
-				}
-				c.Rules[rest] = source.DoSRuleCount{Packets: s.Packets, Dropped: s.Dropped}
-			}
-		}
-		if tc, ok := ctr.TCP[id]; ok {
-			// TCP protection: "tcp:<event>"; its drops (none in
-			// monitor mode) under tcp:dropped.
-			if c.Rules == nil {
-				c.Rules = map[string]source.DoSRuleCount{}
-			}
-			c.Rules["tcp:syn"] = source.DoSRuleCount{Packets: tc.SYN}
-			c.Rules["tcp:cookie_sent"] = source.DoSRuleCount{Packets: tc.CookiesSent}
-			c.Rules["tcp:cookie_valid"] = source.DoSRuleCount{Packets: tc.CookiesValid}
-			c.Rules["tcp:cookie_invalid"] = source.DoSRuleCount{Packets: tc.CookiesInvalid}
-			c.Rules["tcp:out_of_state"] = source.DoSRuleCount{Packets: tc.OutOfState}
-			c.Rules["tcp:dropped"] = source.DoSRuleCount{Packets: tc.Dropped, Dropped: tc.Dropped}
-		}
-		if c.Packets == 0 && c.Rules == nil {
-			c = nil
-		}
+		c := dosCountersOf(ctr, byTenant, id)
 		if fmt.Sprint(c) == fmt.Sprint(st.DoS) {
 			continue
 		}
 		st.DoS = c
+		if d.quietCounters(id) {
+			d.statuses[id] = st
+			continue
+		}
 		d.putStatus(ctx, st)
 	}
+}
+
+// dosRule is one signature or rate-limit counter of a tenant.
+type dosRule struct {
+	name string // "signature:<id>" or the rate rule's id
+	s    dos.Stats
+}
+
+// dosRulesByTenant indexes the signature and rate-limit counters
+// ("<tenant>/<id>") by tenant: once per read, not once per tenant.
+func dosRulesByTenant(ctr dos.Counters) map[string][]dosRule {
+	out := map[string][]dosRule{}
+	for kind, m := range map[string]map[string]dos.Stats{"signature": ctr.Signatures, "rate": ctr.RateLimits} {
+		for rid, s := range m {
+			id, rest, ok := strings.Cut(rid, "/")
+			if !ok {
+				continue
+			}
+			if kind == "signature" {
+				rest = "signature:" + rest
+			}
+			out[id] = append(out[id], dosRule{rest, s})
+		}
+	}
+	return out
+}
+
+// dosCountersOf is a tenant's DoS counters as its status reports them (nil:
+// nothing counted).
+func dosCountersOf(ctr dos.Counters, byTenant map[string][]dosRule, id string) *source.DoSCounters {
+	t := ctr.Tenants[id]
+	c := &source.DoSCounters{Packets: t.Packets, Dropped: t.Dropped}
+	for _, r := range byTenant[id] {
+		if c.Rules == nil {
+			c.Rules = map[string]source.DoSRuleCount{}
+		}
+		c.Rules[r.name] = source.DoSRuleCount{Packets: r.s.Packets, Dropped: r.s.Dropped}
+	}
+	if tc, ok := ctr.TCP[id]; ok {
+		// TCP protection: "tcp:<event>"; its drops (none in
+		// monitor mode) under tcp:dropped.
+		if c.Rules == nil {
+			c.Rules = map[string]source.DoSRuleCount{}
+		}
+		c.Rules["tcp:syn"] = source.DoSRuleCount{Packets: tc.SYN}
+		c.Rules["tcp:cookie_sent"] = source.DoSRuleCount{Packets: tc.CookiesSent}
+		c.Rules["tcp:cookie_valid"] = source.DoSRuleCount{Packets: tc.CookiesValid}
+		c.Rules["tcp:cookie_invalid"] = source.DoSRuleCount{Packets: tc.CookiesInvalid}
+		c.Rules["tcp:out_of_state"] = source.DoSRuleCount{Packets: tc.OutOfState}
+		c.Rules["tcp:dropped"] = source.DoSRuleCount{Packets: tc.Dropped, Dropped: tc.Dropped}
+	}
+	if c.Packets == 0 && c.Rules == nil {
+		return nil
+	}
+	return c
 }
 
 func (d *Daemon) parseGlobalDoS(s source.Snapshot) {

@@ -26,13 +26,14 @@ type CustomerConfig struct {
 	Inner   string // named namespace holding the tunnel interfaces
 	Tunnels []Tunnel
 	Routes  []Route
+	Attach  AttachMode
 	Logger  *slog.Logger
 }
 
 // StartCustomer loads the datapath on the customer's uplink and applies
 // its tunnels and routes.
 func StartCustomer(ctx context.Context, cfg CustomerConfig) (*Customer, error) {
-	dp, err := Load(LoadConfig{PinDir: cfg.PinDir, HostNS: cfg.HostNS, Uplink: cfg.Uplink, Logger: cfg.Logger})
+	dp, err := Load(LoadConfig{PinDir: cfg.PinDir, HostNS: cfg.HostNS, Uplink: cfg.Uplink, Attach: cfg.Attach, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

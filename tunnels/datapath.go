@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,9 +15,11 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/nfhost/nfhost/internal/bpfpin"
+	"github.com/nfhost/nfhost/internal/kfeat"
 	"github.com/nfhost/nfhost/internal/namedns"
 	"github.com/nfhost/nfhost/internal/nlh"
 )
@@ -31,6 +34,9 @@ type LoadConfig struct {
 	// HostNS is the namespace of the uplink; not open: the caller's own.
 	HostNS netns.NsHandle
 	Uplink string
+	// Attach is how the programs are attached (AttachAuto: tcx where
+	// the kernel has it, a tc clsact filter otherwise).
+	Attach AttachMode
 	Logger *slog.Logger
 }
 
@@ -38,30 +44,36 @@ type LoadConfig struct {
 // the uplink. Encap links are attached per tunnel by AttachEncap.
 type Datapath struct {
 	objs   greBPFObjects
-	decap  link.Link
+	decap  io.Closer
 	cfg    LoadConfig
 	log    *slog.Logger
 	uplink int // ifindex
+	mode   AttachMode
+	nl     *netlink.Handle // host namespace
 
 	mu    sync.Mutex
-	links map[string]link.Link // encap links by host-end name
+	links map[string]io.Closer // encap links by host-end name (tcx)
 	// Upgraded and Reused describe the decap link, as in dos.Datapath.
 	Upgraded, Reused bool
 }
 
 // Load loads the programs (reusing compatible pinned maps) and attaches
-// the decap program to the uplink's tcx ingress through a pinned link,
-// kept when it already runs this build and upgraded in place otherwise.
+// the decap program to the uplink's ingress, kept when it already runs
+// this build and upgraded in place otherwise: through a pinned tcx link,
+// or, on kernels without tcx (before 6.6), nfhost's clsact filter.
 func Load(cfg LoadConfig) (*Datapath, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := kfeat.Check("eBPF GRE datapath", kfeat.GRE); err != nil {
+		return nil, err
+	}
 	spec, err := loadGreBPF()
 	if err != nil {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
 	}
-	d := &Datapath{cfg: cfg, log: log, links: map[string]link.Link{}}
+	d := &Datapath{cfg: cfg, log: log, links: map[string]io.Closer{}}
 	keep := func(name string) bool { return name == "decap" || strings.HasPrefix(name, "encap-") }
 	if err := bpfpin.LoadPinned(spec, cfg.PinDir, &d.objs, keep, log); err != nil {
 		return nil, fmt.Errorf("load GRE programs: %w", err)
@@ -71,18 +83,30 @@ func Load(cfg LoadConfig) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
-	defer h.Close()
+	d.nl = h
 	up, err := h.LinkByName(cfg.Uplink)
 	if err != nil {
-		d.objs.Close()
+		d.Close()
 		return nil, fmt.Errorf("find uplink %q: %w", cfg.Uplink, err)
 	}
 	d.uplink = up.Attrs().Index
-	l, state, err := bpfpin.PinLink(filepath.Join(cfg.PinDir, "decap"), d.objs.NfhostGreDecap,
-		func() (link.Link, error) { return d.attachTCX(d.uplink, d.objs.NfhostGreDecap) },
-		func(i *link.Info) bool { return i.TCX() != nil && int(i.TCX().Ifindex) == d.uplink })
+	d.mode = cfg.Attach
+	if d.mode == AttachAuto {
+		d.mode = AttachTCX
+	}
+	pin := filepath.Join(cfg.PinDir, "decap")
+	l, state, err := d.attach(pin, d.uplink, d.objs.NfhostGreDecap)
+	if err != nil && errors.Is(err, ebpf.ErrNotSupported) {
+		if cfg.Attach == AttachAuto {
+			log.Info("the kernel has no tcx (Linux 6.6+): GRE programs attach as tc clsact filters", "uplink", cfg.Uplink)
+			d.mode = AttachTC
+			l, state, err = d.attach(pin, d.uplink, d.objs.NfhostGreDecap)
+		} else {
+			err = fmt.Errorf("the kernel has no tcx (Linux 6.6+; use GRE attach mode tc or auto): %w", err)
+		}
+	}
 	if err != nil {
-		d.objs.Close()
+		d.Close()
 		return nil, fmt.Errorf("attach GRE decap to %s: %w", cfg.Uplink, err)
 	}
 	d.decap = l
@@ -105,18 +129,28 @@ func (d *Datapath) attachTCX(ifindex int, prog *ebpf.Program) (link.Link, error)
 	return l, nil
 }
 
-// Close releases this process's handles; pins, links and programs stay.
+// Mode is how the programs are attached (tcx or tc), resolved from auto.
+func (d *Datapath) Mode() AttachMode { return d.mode }
+
+// Close releases this process's handles; pins, links, tc filters and
+// programs stay.
 func (d *Datapath) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, l := range d.links {
 		l.Close()
 	}
-	d.decap.Close()
+	if d.decap != nil {
+		d.decap.Close()
+	}
+	if d.nl != nil {
+		d.nl.Close()
+	}
 	d.objs.Close()
 }
 
-// Detach removes every pin: the programs leave the uplink and tunnels.
+// Detach removes every pin: with tcx, the programs leave the uplink and
+// tunnels. tc filters are not pinned: DetachTC removes them.
 func Detach(pinDir string) error {
 	ents, _ := os.ReadDir(pinDir)
 	for _, e := range ents {
@@ -152,9 +186,7 @@ func (d *Datapath) AttachEncap(e Endpoint) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	pin := filepath.Join(d.cfg.PinDir, "encap-"+e.HostIf)
-	l, state, err := bpfpin.PinLink(pin, d.objs.NfhostGreEncap,
-		func() (link.Link, error) { return d.attachTCX(e.HostIndex, d.objs.NfhostGreEncap) },
-		func(i *link.Info) bool { return i.TCX() != nil && int(i.TCX().Ifindex) == e.HostIndex })
+	l, state, err := d.attach(pin, e.HostIndex, d.objs.NfhostGreEncap)
 	if err != nil {
 		return false, fmt.Errorf("attach GRE encap to %s: %w", e.HostIf, err)
 	}
@@ -203,6 +235,11 @@ func (d *Datapath) RemoveEncap(hostIf string, hostIndex int, local, remote netip
 	if l := d.links[hostIf]; l != nil {
 		l.Close()
 		delete(d.links, hostIf)
+	}
+	if d.mode == AttachTC {
+		if err := d.detachTC(hostIndex); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if l, err := link.LoadPinnedLink(filepath.Join(d.cfg.PinDir, "encap-"+hostIf), nil); err == nil {
 		l.Unpin()

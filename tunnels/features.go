@@ -35,19 +35,13 @@ type Features struct {
 	IPGREErr error
 }
 
-// ErrNoTCX says the eBPF GRE datapath cannot attach.
-var ErrNoTCX = errors.New("eBPF GRE backend: the kernel has no tcx (BPF_TCX_INGRESS links, Linux 6.6 or later; use --gre-backend kernel or auto)")
-
 // ChooseBackend is pure: the backend the flag value asks for, given the
-// probed features. auto is eBPF where tcx exists, else kernel GRE; a
-// backend the kernel cannot do is refused with the missing feature.
+// probed features. auto is eBPF where tcx exists, else kernel GRE where
+// the kernel has ip_gre, else eBPF attached as tc clsact filters (the
+// datapath's fallback without tcx); kernel GRE without ip_gre is refused
+// with the missing feature. What the eBPF datapath itself needs beyond
+// tcx is checked when it loads (internal/kfeat).
 func ChooseBackend(flag string, f Features) (string, error) {
-	noTCX := func() error {
-		if f.TCXErr != nil {
-			return fmt.Errorf("%w: %v", ErrNoTCX, f.TCXErr)
-		}
-		return ErrNoTCX
-	}
 	noGRE := func() error {
 		if f.IPGREErr != nil {
 			return fmt.Errorf("%w: %v", ErrNoKernelGRE, f.IPGREErr)
@@ -56,9 +50,6 @@ func ChooseBackend(flag string, f Features) (string, error) {
 	}
 	switch flag {
 	case BackendEBPF:
-		if !f.TCX {
-			return "", noTCX()
-		}
 		return BackendEBPF, nil
 	case BackendKernel:
 		if !f.IPGRE {
@@ -66,13 +57,10 @@ func ChooseBackend(flag string, f Features) (string, error) {
 		}
 		return BackendKernel, nil
 	case BackendAuto, "":
-		switch {
-		case f.TCX:
-			return BackendEBPF, nil
-		case f.IPGRE:
+		if !f.TCX && f.IPGRE {
 			return BackendKernel, nil
 		}
-		return "", fmt.Errorf("no GRE backend works on this kernel: %v; %v", noTCX(), noGRE())
+		return BackendEBPF, nil
 	}
 	return "", fmt.Errorf("--gre-backend must be ebpf, kernel or auto, got %q", flag)
 }

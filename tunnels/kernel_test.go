@@ -3,7 +3,6 @@ package tunnels
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
 
 	"github.com/nfhost/nfhost/internal/bpfpin"
 	"github.com/nfhost/nfhost/internal/nstest"
@@ -41,7 +38,10 @@ func tunnel(name, local, remote, addr, peer string) Tunnel {
 		Addr: netip.MustParsePrefix(addr), Peer: netip.MustParseAddr(peer), MTU: 1476, TTL: 64, MSS: 1436}
 }
 
-func newGRETest(t testing.TB) *gretest {
+func newGRETest(t testing.TB) *gretest { return newGRETestMode(t, AttachAuto) }
+
+// newGRETestMode is newGRETest with both ends' programs attached by mode.
+func newGRETestMode(t testing.TB, mode AttachMode) *gretest {
 	nstest.RequireRoot(t)
 	u := nstest.Unique()
 	g := &gretest{E: nstest.New(t, "nfG"+u+"e"), C: nstest.New(t, "nfG"+u+"c"), G: nstest.New(t, "nfG"+u+"g"),
@@ -59,12 +59,7 @@ func newGRETest(t testing.TB) *gretest {
 	pin := filepath.Join(bpfpin.BPFFS, "nfhost-test-"+u, "tunnels")
 	t.Cleanup(func() { os.RemoveAll(filepath.Dir(pin)) }) // runs after the Detach calls below
 	t.Cleanup(func() { Detach(pin) })
-	dp, err := Load(LoadConfig{PinDir: pin, HostNS: g.E.Handle, Uplink: "uplink"})
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		// Linux 6.1 (no tcx): the eBPF backend is refused at start there
-		// (ChooseBackend), and nsd runs kernel GRE.
-		t.Skipf("SKIP (this kernel lacks what the eBPF GRE datapath needs: %v)", err)
-	}
+	dp, err := Load(LoadConfig{PinDir: pin, HostNS: g.E.Handle, Uplink: "uplink", Attach: mode})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +72,7 @@ func newGRETest(t testing.TB) *gretest {
 	g.dp, g.rec = dp, rec
 	cpin := filepath.Join(bpfpin.BPFFS, "nfhost-test-"+u, "customer")
 	t.Cleanup(func() { Detach(cpin) })
-	cust, err := StartCustomer(context.Background(), CustomerConfig{HostNS: g.G.Handle, Uplink: "eth0", PinDir: cpin, Inner: g.L.Name,
+	cust, err := StartCustomer(context.Background(), CustomerConfig{HostNS: g.G.Handle, Uplink: "eth0", PinDir: cpin, Inner: g.L.Name, Attach: mode,
 		Tunnels: []Tunnel{tunnel("gre1", "198.51.100.130", "192.0.2.10", "169.254.20.1/31", "169.254.20.0")},
 		Routes:  []Route{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Nexthop: netip.MustParseAddr("169.254.20.0"), Tunnel: "gre1", Priority: 100, Weight: 1}}})
 	if err != nil {
@@ -96,11 +91,31 @@ func (g *gretest) ping(t testing.TB, from *nstest.NS, args ...string) bool {
 	return err == nil
 }
 
+// TestTunnelKernel runs the GRE datapath end to end attached both ways:
+// tcx links (6.6+) and tc clsact filters (the fallback on older kernels).
 func TestTunnelKernel(t *testing.T) {
-	g := newGRETest(t)
+	for _, mode := range []AttachMode{AttachTCX, AttachTC} {
+		t.Run(string(mode), func(t *testing.T) { testTunnelKernel(t, mode) })
+	}
+}
+
+func testTunnelKernel(t *testing.T, mode AttachMode) {
+	g := newGRETestMode(t, mode)
+	if g.dp.Mode() != mode {
+		t.Fatalf("datapath attached by %q, want %q", g.dp.Mode(), mode)
+	}
 	ch, err := g.rec.Apply(context.Background(), g.spec)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Each mode leaves its own kind of attachment and none of the other.
+	filters := g.E.MustExec(t, "tc", "filter", "show", "dev", "uplink", "ingress")
+	_, pinErr := os.Stat(filepath.Join(g.dp.cfg.PinDir, "decap"))
+	if mode == AttachTC && (!strings.Contains(filters, "nfhost_gre_decap") || pinErr == nil) {
+		t.Errorf("tc mode: filters %q, decap link pinned: %v", filters, pinErr == nil)
+	}
+	if mode == AttachTCX && (strings.Contains(filters, "nfhost_gre") || pinErr != nil) {
+		t.Errorf("tcx mode: filters %q, pin: %v", filters, pinErr)
 	}
 	t.Logf("changes:\n%s", strings.Join(ch, "\n"))
 	if !g.ping(t, g.T, "10.9.0.1") {
@@ -157,7 +172,7 @@ func TestTunnelKernel(t *testing.T) {
 
 	// The loader restarting (nsd restarted): the pinned decap and encap
 	// links are kept as they are, traffic flows on.
-	dp2, err := Load(LoadConfig{PinDir: g.dp.cfg.PinDir, HostNS: g.E.Handle, Uplink: "uplink"})
+	dp2, err := Load(LoadConfig{PinDir: g.dp.cfg.PinDir, HostNS: g.E.Handle, Uplink: "uplink", Attach: mode})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +219,14 @@ func TestTunnelKernel(t *testing.T) {
 	}
 	if g.ping(t, g.T, "10.9.0.1") {
 		t.Error("traffic still flows after the tunnel was removed")
+	}
+	if mode == AttachTC {
+		if err := DetachTC(g.E.Handle, "uplink"); err != nil {
+			t.Fatal(err)
+		}
+		if f := g.E.MustExec(t, "tc", "filter", "show", "dev", "uplink", "ingress"); strings.Contains(f, "nfhost_gre") {
+			t.Errorf("DetachTC left a filter: %s", f)
+		}
 	}
 }
 

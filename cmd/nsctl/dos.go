@@ -280,9 +280,10 @@ func dosDeleteSignatureCommand(d *dosDocs) *cobra.Command {
 
 func dosStatsCommand(c *ctl) *cobra.Command {
 	var host string
+	var cf counterFlags
 	cmd := &cobra.Command{Use: "stats TENANT [--host H]", Short: "DoS counters for a tenant as reported by each host", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sts, err := c.tenantStatuses(host, args[0], "no DoS counters", func(s source.Status) bool { return s.DoS != nil })
+			sts, err := c.freshStatuses(&cf, host, args[0], "no DoS counters", func(s source.Status) bool { return s.DoS != nil })
 			if err != nil {
 				return err
 			}
@@ -297,5 +298,6 @@ func dosStatsCommand(c *ctl) *cobra.Command {
 			return tw.Flush()
 		}}
 	cmd.Flags().StringVar(&host, "host", "", "only this host")
+	cf.register(cmd)
 	return cmd
 }

@@ -223,9 +223,10 @@ func fwDeleteRuleCommand(fws firewalls) *cobra.Command {
 
 func fwStatsCommand(c *ctl) *cobra.Command {
 	var host string
-	cmd := &cobra.Command{Use: "stats TENANT [--host H]", Short: "per-rule hit counters as reported by each host", Args: cobra.ExactArgs(1),
+	var cf counterFlags
+	cmd := &cobra.Command{Use: "stats TENANT [--host H]", Short: "per-rule hit counters as reported by each host (fresh: every host is asked to publish them)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sts, err := c.tenantStatuses(host, args[0], "no status", nil)
+			sts, err := c.freshStatuses(&cf, host, args[0], "no status", nil)
 			if err != nil {
 				return err
 			}
@@ -239,5 +240,6 @@ func fwStatsCommand(c *ctl) *cobra.Command {
 			return tw.Flush()
 		}}
 	cmd.Flags().StringVar(&host, "host", "", "only this host")
+	cf.register(cmd)
 	return cmd
 }

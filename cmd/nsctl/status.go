@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
@@ -143,4 +145,86 @@ func (c *ctl) tenantStatuses(host, tenant, what string, keep func(source.Status)
 		return nil, fmt.Errorf("%s for tenant %s: %w", what, tenant, source.ErrNotFound)
 	}
 	return out, nil
+}
+
+// counterFlags are the flags of the commands that show counters.
+type counterFlags struct {
+	wait time.Duration
+	// asked is the request in force from this process (a live view
+	// renews it only when half of it has passed).
+	asked, until time.Time
+}
+
+func (f *counterFlags) register(cmd *cobra.Command) {
+	cmd.Flags().DurationVar(&f.wait, "wait", 10*time.Second,
+		"how long to wait for every host to publish fresh counters (nsd publishes them on request; 0: show the last published)")
+}
+
+// counterRequestTTL is how long hosts keep publishing a tenant's counters
+// after a request (a live view renews it).
+const counterRequestTTL = 2 * time.Minute
+
+// freshStatuses is tenantStatuses for the commands that show counters.
+// nsd publishes a tenant's counters only on request (--status-counters
+// on-demand): with a Consul store it first writes the tenant's request,
+// control/watch/<tenant>, then waits up to f.wait until every host that
+// reports the tenant has answered it (Status.CountersAsked), and says on
+// stderr which hosts did not. A request the token may not write (or any
+// other failure to ask) leaves the last published counters, with a note.
+func (c *ctl) freshStatuses(f *counterFlags, host, tenant, what string, keep func(source.Status) bool) ([]hostStatus, error) {
+	if c.store.Source != "consul" || f.wait <= 0 {
+		return c.tenantStatuses(host, tenant, what, keep)
+	}
+	if err := doc.ValidateTenantID(tenant); err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	if f.asked.IsZero() || now.After(f.asked.Add(counterRequestTTL/2)) {
+		st, err := c.open()
+		if err != nil {
+			return nil, err
+		}
+		req := source.CounterRequest{Asked: now, Until: now.Add(counterRequestTTL)}
+		b, _ := json.Marshal(req)
+		if err := st.PutControl(c.Ctx, source.CounterRequestName(tenant), b); err != nil {
+			fmt.Fprintf(c.Stderr, "nsctl: counters as last published: could not ask the hosts for fresh ones: %v\n", err)
+			return c.tenantStatuses(host, tenant, what, keep)
+		}
+		f.asked, f.until = req.Asked, req.Until
+	}
+	deadline := time.Now().Add(f.wait)
+	for {
+		// keep applies to the answer, not to the wait: a host that has
+		// no counters yet still answers.
+		sts, err := c.tenantStatuses(host, tenant, what, nil)
+		if err != nil {
+			return nil, err
+		}
+		var late []string
+		for _, s := range sts {
+			if s.CountersAsked.Before(f.asked) {
+				late = append(late, s.host)
+			}
+		}
+		if len(late) == 0 || time.Now().After(deadline) {
+			if len(late) > 0 {
+				fmt.Fprintf(c.Stderr, "nsctl: no fresh counters from %s within %v: showing what they published last\n", strings.Join(late, ", "), f.wait)
+			}
+			var out []hostStatus
+			for _, s := range sts {
+				if keep == nil || keep(s.Status) {
+					out = append(out, s)
+				}
+			}
+			if len(out) == 0 {
+				return nil, fmt.Errorf("%s for tenant %s: %w", what, tenant, source.ErrNotFound)
+			}
+			return out, nil
+		}
+		select {
+		case <-c.Ctx.Done():
+			return nil, c.Ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

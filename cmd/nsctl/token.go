@@ -25,15 +25,21 @@ the rules of deploy/consul/tenant.hcl.tmpl. These commands need a token with acl
 	return cmd
 }
 
+// tenantACL checks a tenant ID given on the command line and connects to
+// Consul's ACL API.
+func (c *ctl) tenantACL(id string) (*aclClient, error) {
+	if err := doc.ValidateTenantID(id); err != nil {
+		return nil, err
+	}
+	return c.acl()
+}
+
 func tokenCreateCommand(c *ctl) *cobra.Command {
 	return &cobra.Command{
 		Use: "create ID", Short: "create or update the tenant's policy and issue a new token (prints SecretID and AccessorID)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := doc.ValidateTenantID(id); err != nil {
-				return err
-			}
-			acl, err := c.acl()
+			acl, err := c.tenantACL(id)
 			if err != nil {
 				return err
 			}
@@ -99,10 +105,7 @@ func tokenRevokeCommand(c *ctl) *cobra.Command {
 		Use: "revoke ID", Short: "delete every token of the tenant (exit 5 if it has none)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := doc.ValidateTenantID(id); err != nil {
-				return err
-			}
-			acl, err := c.acl()
+			acl, err := c.tenantACL(id)
 			if err != nil {
 				return err
 			}

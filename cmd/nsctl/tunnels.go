@@ -15,11 +15,12 @@ import (
 func tunnelsCommand(c *ctl) *cobra.Command {
 	var host string
 	var w watchFlags
+	var cf counterFlags
 	cmd := &cobra.Command{Use: "tunnels TENANT [--host H] [--watch]", Short: "tunnel health (state and why, probe window, loss, RTT) and counters as reported by each host",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return w.run(c, "nsctl tunnels "+args[0], func(out io.Writer) error {
-				sts, err := c.tenantStatuses(host, args[0], "no status", nil)
+				sts, err := c.freshStatuses(&cf, host, args[0], "no status", nil)
 				if err != nil {
 					return err
 				}
@@ -28,6 +29,7 @@ func tunnelsCommand(c *ctl) *cobra.Command {
 		}}
 	cmd.Flags().StringVar(&host, "host", "", "only this host")
 	w.register(cmd)
+	cf.register(cmd)
 	return cmd
 }
 

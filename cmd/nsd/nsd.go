@@ -52,6 +52,7 @@ type nsdFlags struct {
 	uplink         string
 	nsPrefix       string
 	resync         time.Duration
+	counters       string
 	metricsAddr    string
 	metricsPerRule bool
 	logLevel       string
@@ -114,6 +115,7 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.greBackend, "gre-backend", tunnels.BackendAuto, "GRE tunnels: ebpf (tcx programs, Linux 6.6+), kernel (ip_gre devices in the tenant namespaces) or auto (ebpf where tcx exists, else kernel); the choice is logged and in the host status")
 	fl.StringVar(&f.nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
+	fl.StringVar(&f.counters, "status-counters", "auto", "when counter changes alone are written to tenant status: on-demand (while someone asks: nsctl fw stats, dos stats and tunnels do; a fleet's Consul would not survive every host writing every busy tenant's counters every resync), always (on every resync), or auto (on-demand with --source consul, always with dir)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (and nsctl dos top's endpoint) on this address, e.g. 127.0.0.1:9469")
 	fl.BoolVar(&f.metricsPerRule, "metrics-per-rule", false, "export series per tenant firewall rule (2 each: 400,000 for 1,000 tenants with 200 rules) and per DoS rate-limit rule (3 each); DoS signatures always have theirs")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -149,6 +151,16 @@ func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
 	}
 	if f.resync < 0 {
 		return level, probe, cliutil.Usagef("--resync-interval must be 0 (off) or positive, got %v", f.resync)
+	}
+	switch f.counters {
+	case "on-demand", "always":
+	case "auto":
+		f.counters = "always"
+		if f.store.Source == "consul" {
+			f.counters = "on-demand"
+		}
+	default:
+		return level, probe, cliutil.Usagef("--status-counters must be on-demand, always or auto, got %q", f.counters)
 	}
 	if err := owned.ValidateNSPrefix(f.nsPrefix); err != nil {
 		return level, probe, cliutil.Usagef("--ns-prefix: %v", err)
@@ -248,7 +260,7 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	metrics := nsd.NewMetrics(reg)
 	metrics.FirewallRules.Enabled = f.metricsPerRule
 	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
-		MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
+		CountersOnDemand: f.counters == "on-demand", MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
 	topSrv := &top.Server{Host: f.hostID} // Rec stays nil without the DoS layer
 	langEnv := lang.Env{Site: f.site, Region: f.region}
 	opts.FirewallEnv = func() fwspec.Env { return fwspec.Env{Env: langEnv} }

@@ -59,6 +59,7 @@ func TestFlagChecks(t *testing.T) {
 		{[]string{"--host-id", "edge 1"}, `--host-id must be non-empty without '/' or spaces, got "edge 1"`},
 		{[]string{"--host-id", ""}, "--host-id must be non-empty"},
 		{[]string{"--resync-interval", "-1s"}, "--resync-interval must be 0 (off) or positive, got -1s"},
+		{[]string{"--status-counters", "never"}, `--status-counters must be on-demand, always or auto, got "never"`},
 		{[]string{"--ns-prefix", "nf/e"}, "--ns-prefix: "},
 		{[]string{"--ns-prefix", strings.Repeat("n", owned.MaxNSPrefix+1)}, "--ns-prefix: "},
 		{[]string{"--probe-address", "2001:db8::1"}, `--probe-address: want an IPv4 address, got "2001:db8::1"`},

@@ -343,18 +343,7 @@ func atomField(e lang.Expr) *lang.Field {
 // negation of ==.
 func resolveGeo(e lang.Expr, geo Geo, out map[string][]netip.Prefix) (lang.Expr, error) {
 	var err error
-	var walk func(lang.Expr) lang.Expr
-	walk = func(e lang.Expr) lang.Expr {
-		switch x := e.(type) {
-		case *lang.And:
-			return &lang.And{L: walk(x.L), R: walk(x.R), P: x.P}
-		case *lang.Or:
-			return &lang.Or{L: walk(x.L), R: walk(x.R), P: x.P}
-		case *lang.Xor:
-			return &lang.Xor{L: walk(x.L), R: walk(x.R), P: x.P}
-		case *lang.Not:
-			return &lang.Not{X: walk(x.X), P: x.P}
-		}
+	res := lang.MapAtoms(e, func(e lang.Expr) lang.Expr {
 		f := atomField(e)
 		if f == nil {
 			return e
@@ -428,8 +417,7 @@ func resolveGeo(e lang.Expr, geo Geo, out map[string][]netip.Prefix) (lang.Expr,
 			in = &lang.Not{X: in, P: e.Pos()}
 		}
 		return in
-	}
-	res := walk(e)
+	})
 	return res, err
 }
 
@@ -437,18 +425,8 @@ func resolveGeo(e lang.Expr, geo Geo, out map[string][]netip.Prefix) (lang.Expr,
 // lists at the shared list of that name (added to out as _s_<name>, the
 // shared slice itself: no copy per tenant).
 func resolveShared(e lang.Expr, own map[string][]string, shared map[string][]netip.Prefix, out map[string][]netip.Prefix) lang.Expr {
-	var walk func(lang.Expr) lang.Expr
-	walk = func(e lang.Expr) lang.Expr {
-		switch x := e.(type) {
-		case *lang.And:
-			return &lang.And{L: walk(x.L), R: walk(x.R), P: x.P}
-		case *lang.Or:
-			return &lang.Or{L: walk(x.L), R: walk(x.R), P: x.P}
-		case *lang.Xor:
-			return &lang.Xor{L: walk(x.L), R: walk(x.R), P: x.P}
-		case *lang.Not:
-			return &lang.Not{X: walk(x.X), P: x.P}
-		case *lang.In:
+	return lang.MapAtoms(e, func(e lang.Expr) lang.Expr {
+		if x, ok := e.(*lang.In); ok {
 			if _, mine := own[x.List]; x.List != "" && !mine {
 				if ps, ok := shared[x.List]; ok {
 					in := *x
@@ -459,8 +437,7 @@ func resolveShared(e lang.Expr, own map[string][]string, shared map[string][]net
 			}
 		}
 		return e
-	}
-	return walk(e)
+	})
 }
 
 // geoListName names the list for a set of countries or AS numbers: sorted

@@ -237,3 +237,21 @@ func Walk(e Expr, f func(Expr)) {
 		Walk(x.X, f)
 	}
 }
+
+// MapAtoms rebuilds e with f applied to every node that is not a
+// connective (and, or, xor, not): the one walk for rewrites that replace
+// conditions and keep the structure (site folding, implied protocols,
+// geo and shared-list resolution).
+func MapAtoms(e Expr, f func(Expr) Expr) Expr {
+	switch x := e.(type) {
+	case *And:
+		return &And{L: MapAtoms(x.L, f), R: MapAtoms(x.R, f), P: x.P}
+	case *Or:
+		return &Or{L: MapAtoms(x.L, f), R: MapAtoms(x.R, f), P: x.P}
+	case *Xor:
+		return &Xor{L: MapAtoms(x.L, f), R: MapAtoms(x.R, f), P: x.P}
+	case *Not:
+		return &Not{X: MapAtoms(x.X, f), P: x.P}
+	}
+	return f(e)
+}

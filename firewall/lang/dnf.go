@@ -134,22 +134,13 @@ func literalField(e Expr) *Field {
 // protocol test that Cloudflare's Unified Routing semantics imply: a
 // comparison on a field the packet lacks is false, and f != v is not
 // (f == v), so it holds for packets of any other protocol.
-func explicitProto(e Expr) Expr {
-	switch x := e.(type) {
-	case *And:
-		return &And{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
-	case *Or:
-		return &Or{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
-	case *Xor:
-		return &Xor{L: explicitProto(x.L), R: explicitProto(x.R), P: x.P}
-	case *Not:
-		return &Not{X: explicitProto(x.X), P: x.P}
-	case *Cmp:
-		if x.Op == OpNe && impliedProto(x.Field) != nil {
-			eq := *x
-			eq.Op = OpEq
-			return &Not{X: explicitProto(&eq), P: x.P}
-		}
+func explicitProto(e Expr) Expr { return MapAtoms(e, explicitProtoAtom) }
+
+func explicitProtoAtom(e Expr) Expr {
+	if x, ok := e.(*Cmp); ok && x.Op == OpNe && impliedProto(x.Field) != nil {
+		eq := *x
+		eq.Op = OpEq
+		return &Not{X: explicitProtoAtom(&eq), P: x.P}
 	}
 	var f *Field
 	switch x := e.(type) {

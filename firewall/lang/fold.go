@@ -20,17 +20,8 @@ type Env struct {
 // region without --region) is an error at its position.
 func Fold(e Expr, env Env) (Expr, error) {
 	var err error
-	var fold func(Expr) Expr
-	fold = func(e Expr) Expr {
+	out := MapAtoms(e, func(e Expr) Expr {
 		switch x := e.(type) {
-		case *And:
-			return &And{L: fold(x.L), R: fold(x.R), P: x.P}
-		case *Or:
-			return &Or{L: fold(x.L), R: fold(x.R), P: x.P}
-		case *Xor:
-			return &Xor{L: fold(x.L), R: fold(x.R), P: x.P}
-		case *Not:
-			return &Not{X: fold(x.X), P: x.P}
 		case *Cmp:
 			return foldAtom(x, x.Field, []Value{x.Val}, x.Op == OpNe, env, &err)
 		case *In:
@@ -39,8 +30,7 @@ func Fold(e Expr, env Env) (Expr, error) {
 			}
 		}
 		return e
-	}
-	out := fold(e)
+	})
 	if err != nil {
 		return nil, err
 	}

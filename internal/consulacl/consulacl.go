@@ -125,13 +125,20 @@ acl = "write"
 `, p+"/")}
 }
 
+// CounterRequestPrefix starts the control keys by which a tenant (or the
+// operator) asks every host to publish the tenant's counters:
+// control/watch/<tenant>.
+const CounterRequestPrefix = "watch/"
+
 // Tenant is tenant id's policy. It does not check id: nsctl does, and
 // the HCL template is this policy with TenantPlaceholder.
 func Tenant(prefix, id string) Policy {
 	p := strings.Trim(prefix, "/")
 	return Policy{Name: TenantName(p, id), Description: TenantDescription(p, id),
 		Rules: fmt.Sprintf(`# nfhost tenant %[1]s: its own firewall, read-only network and dos,
-# its status from every host. Nothing else.
+# its status from every host, and its counter request (nsctl fw stats,
+# dos stats and tunnels ask the hosts to publish fresh counters). Nothing
+# else.
 key %[2]q {
   policy = "write"
 }
@@ -144,7 +151,11 @@ key %[4]q {
 key_prefix %[5]q {
   policy = "read"
 }
-`, id, p+"/tenants/"+id+"/firewall", p+"/tenants/"+id+"/network", p+"/tenants/"+id+"/dos", p+"/tenant-status/"+id+"/")}
+key %[6]q {
+  policy = "write"
+}
+`, id, p+"/tenants/"+id+"/firewall", p+"/tenants/"+id+"/network", p+"/tenants/"+id+"/dos", p+"/tenant-status/"+id+"/",
+			p+"/control/"+CounterRequestPrefix+id)}
 }
 
 // Allowing names the policies that allow op ("read", "list", "write" or
@@ -174,6 +185,9 @@ func Allowing(prefix, op, key string) string {
 				nsd()
 			}
 		case "dos", "control", "lists":
+			if dir == "control" && id+"/" == CounterRequestPrefix && sub != "" && !strings.Contains(sub, "/") {
+				tenant(sub)
+			}
 			if op2 == "read" || dir == "dos" && id == "mitigations" {
 				nsd()
 			}

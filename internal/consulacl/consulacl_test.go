@@ -49,7 +49,9 @@ func TestRulesFollowThePrefix(t *testing.T) {
 			t.Errorf("tenant rules lack %q:\n%s", want, r)
 		}
 	}
-	if strings.Contains(r, `"edge/nf/tenants/"`) || strings.Contains(r, "dos/global") || strings.Contains(r, "control") {
+	// Under control/ exactly one key: the tenant's own counter request.
+	if strings.Contains(r, `"edge/nf/tenants/"`) || strings.Contains(r, "dos/global") || strings.Count(r, "control") != 1 ||
+		!strings.Contains(r, `key "edge/nf/control/watch/acme" {`+"\n  policy = \"write\"") {
 		t.Errorf("tenant rules reach beyond the tenant:\n%s", r)
 	}
 	n := NSD("/edge/nf/").Rules
@@ -84,6 +86,7 @@ func TestAllowing(t *testing.T) {
 		{"write", "nfhost/dos/global", "nfhost-operator (the operator's token)"},
 		{"write", "nfhost/dos/mitigations/acme/auto-1f", "nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/control/confirm-deletes/edge1", "nfhost-operator (the operator's token)"},
+		{"write", "nfhost/control/watch/beta", "nfhost-tenant-beta (tenant beta's token) or nfhost-operator"},
 		{"read", "nfhost/tenant-status/beta/edge1", "nfhost-tenant-beta (tenant beta's token), nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/tenant-status/beta/edge1", "nfhost-nsd (nsd's token) or nfhost-operator"},
 		{"write", "nfhost/host-status/edge1", "nfhost-nsd (nsd's token) or nfhost-operator"},

@@ -92,3 +92,18 @@ func TestRemoveStale(t *testing.T) {
 		t.Errorf("RemoveStale on a missing file = %v", err)
 	}
 }
+
+// Two namespaces have different cookies; one namespace keeps its cookie.
+func TestCookie(t *testing.T) {
+	nstest.RequireRoot(t)
+	a, b := nstest.New(t, "nfC"+nstest.Unique()), nstest.New(t, "nfC"+nstest.Unique())
+	ca, err := namedns.Cookie(a.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, _ := namedns.Cookie(b.Handle)
+	ca2, _ := namedns.Cookie(a.Handle)
+	if ca == 0 || ca == cb || ca != ca2 {
+		t.Fatalf("cookies: a %d, b %d, a again %d", ca, cb, ca2)
+	}
+}

@@ -291,3 +291,28 @@ func EnsureSysctls(ns netns.NsHandle, want []Sysctl) (changed []string, err erro
 	})
 	return changed, err
 }
+
+// soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14+; x/sys/unix lacks it).
+const soNetnsCookie = 71
+
+// Cookie returns the kernel's cookie for ns: a 64-bit number no other
+// namespace gets while the machine runs, unlike its inode number, which a
+// namespace created after ns was freed may reuse. Caches keyed by
+// namespace use it so that a recreated namespace never inherits its
+// predecessor's entries. An ns that is not open is the caller's own.
+func Cookie(ns netns.NsHandle) (uint64, error) {
+	var cookie uint64
+	err := Do(ns, func() error {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open socket: %w", err)
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+		if err != nil {
+			return fmt.Errorf("read netns cookie: %w", err)
+		}
+		return nil
+	})
+	return cookie, err
+}

@@ -24,6 +24,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/nfhost/nfhost/internal/consulacl"
 )
 
 // Entry is one stored document and the index of its last change.
@@ -141,7 +143,26 @@ type Status struct {
 	DoS *DoSCounters `json:"dos,omitempty"`
 	// Tunnels holds each GRE tunnel's health and counters.
 	Tunnels map[string]TunnelStatus `json:"tunnels,omitempty"`
+	// CountersAsked is the Asked time of the counter request (in the
+	// requester's clock) these counters answer: the firewall, DoS and
+	// tunnel counters were read fresh for it. Zero: the counters are as of
+	// the last write, which counter changes alone do not cause (nsd
+	// --status-counters on-demand).
+	CountersAsked time.Time `json:"counters_asked,omitzero"`
 }
+
+// CounterRequest is the value of control/watch/<tenant>
+// (CounterRequestName): nsctl asks every host to publish the tenant's
+// counters now and, until Until, every few seconds while they change.
+// Both times are the requester's clock; hosts echo Asked in the status
+// they write for it (Status.CountersAsked).
+type CounterRequest struct {
+	Asked time.Time `json:"asked"`
+	Until time.Time `json:"until"`
+}
+
+// CounterRequestName is the control name of a tenant's counter request.
+func CounterRequestName(tenant string) string { return consulacl.CounterRequestPrefix + tenant }
 
 // SubsystemState is one subsystem's part of a tenant's status, as status
 // documents carry it: "ok" or "error", and in parentheses what stays in
