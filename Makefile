@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CONSUL   = $(shell scripts/install-consul.sh)
 
-.PHONY: all build deps test test-unit test-kernel check check-generated generate lab bench clean
+.PHONY: all build deps test test-unit test-kernel test-kernels check check-generated generate lab bench clean
 
 all: build
 
@@ -24,6 +24,19 @@ test-unit:
 
 test-kernel: deps
 	NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 ./routing/... ./dos/... ./tunnels/... ./firewall/... ./e2e/...
+
+# nsd's kernel tests inside VMs on the kernels operators run: Debian 12's
+# 6.1 (linux-image-cloud-amd64) and 6.12 (bookworm-security; Debian 13's
+# too), one VM at a time under qemu TCG (internal/vmtest TestKernels). The
+# summary per kernel goes to $(KERNELS_OUT). make test runs a few-minute
+# subset of it (TestKernels' defaults, TestKernelGREInVM,
+# TestKernelGREThroughConsulInVM).
+KERNELS         ?= linux-image-cloud-amd64 linux-image-6.12-cloud-amd64
+KERNEL_PACKAGES ?= ./tunnels ./routing ./firewall ./dos ./nsd ./e2e:^(TestKernelGREThroughConsul|TestGREBackendRefused)$$
+KERNELS_OUT     ?= $(CURDIR)/test-kernels.txt
+test-kernels: deps
+	NFHOST_TEST_KERNELS="$(KERNELS)" NFHOST_TEST_KERNEL_PACKAGES="$(KERNEL_PACKAGES)" NFHOST_TEST_KERNELS_OUT=$(KERNELS_OUT) \
+	  NFHOST_REQUIRE_CONSUL=1 NFHOST_CONSUL=$(CONSUL) $(GO) test -count=1 -timeout 6h -v -run '^TestKernels$$' ./internal/vmtest/
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

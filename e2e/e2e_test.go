@@ -34,9 +34,14 @@ var buildOnce sync.Once
 var binDir string
 var buildErr error
 
-// binaries builds nsd and nsctl once per test binary.
+// binaries builds nsd and nsctl once per test binary ($NFHOST_E2E_BIN_DIR:
+// prebuilt ones there).
 func binaries(t testing.TB) (nsd, nsctl string) {
 	t.Helper()
+	if d := os.Getenv("NFHOST_E2E_BIN_DIR"); d != "" {
+		// Prebuilt (the kernel-test VM runs no Go toolchain).
+		return filepath.Join(d, "nsd"), filepath.Join(d, "nsctl")
+	}
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "nfhost-e2e-bin")
 		if buildErr != nil {

@@ -69,6 +69,9 @@ type Options struct {
 	// Synproxy completes in the tenant namespace the handshakes the XDP
 	// layer's SYN cookies start (tcp_protection); nil: not kept.
 	Synproxy Synproxy
+	// GREBackend names the tunnels' backend (ebpf or kernel) for the host
+	// status.
+	GREBackend string
 	// Tunnels may be nil (no --uplink): tenants with tunnels then fail
 	// with an error saying so.
 	Tunnels Tunnels
@@ -1087,7 +1090,7 @@ func (d *Daemon) updateGauges() {
 func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot, full bool) {
 	hs := source.HostStatus{Host: d.o.HostID, Tenants: len(d.running()), HeldDeletes: d.hold.ids, ConfirmToken: d.hold.token,
 		SpentConfirmToken: d.hold.spent, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr,
-		Drained: d.bgp.drained, BGP: d.bgpStatus()}
+		Drained: d.bgp.drained, BGP: d.bgpStatus(), GREBackend: d.o.GREBackend}
 	b, _ := json.Marshal(hs)
 	if string(b) == d.hostLast && !full {
 		return

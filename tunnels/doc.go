@@ -13,5 +13,8 @@
 // them (datapath.go); Reconciler makes the tunnel interfaces, map entries,
 // routes and MSS clamping of a tenant match its config (reconciler.go);
 // Prober runs the health checks that move routes off failing tunnels
-// (health.go). Backend is the seam for kernel GRE devices.
+// (health.go). Backend is the seam between them and the tunnel
+// interfaces: the eBPF datapath, or KernelBackend (kernelgre.go), kernel
+// GRE devices in the tenant namespace whose underlay stays in the host,
+// for kernels without tcx or by choice (ChooseBackend, features.go).
 package tunnels

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -23,16 +22,26 @@ import (
 )
 
 // Backend makes a tenant's tunnel interfaces exist. The eBPF backend
-// (veth pairs plus the tcx programs) is the one this package provides;
-// kernel GRE devices (netlink Gretun in the tenant namespace) fit behind
-// the same interface on kernels that have them.
+// (veth pairs plus the tcx programs: this Reconciler with a Datapath) and
+// the kernel GRE backend (KernelBackend: ip_gre devices moved into the
+// tenant namespace) implement it.
 type Backend interface {
 	// EnsureTunnel makes the tunnel interface t exist in the tenant
-	// namespace (handle tn) with its address and MTU, carrying traffic
-	// to and from t.Remote, and reports what it changed.
-	EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error)
+	// namespace nsName (handle ns, netlink handle tn) with its address
+	// and MTU, carrying traffic to and from t.Remote, and reports what it
+	// changed.
+	EnsureTunnel(tenant, nsName string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error)
 	// RemoveStale removes the tenant's tunnels not named in keep.
 	RemoveStale(tenant string, keep map[string]bool) ([]string, error)
+	// ID returns a tunnel's index: its health probes' ICMP identifier and
+	// the key of Stats.
+	ID(tenant, tunnel string) (uint32, bool)
+	// Stats reads a tunnel's counters. It must not wait for the
+	// Reconciler's lock (the prober calls it holding its own).
+	Stats(id uint32) (Stats, error)
+	// Tenants lists the tenants that have tunnels in the kernel (found
+	// at start, so that a restarted nsd can remove them).
+	Tenants() []string
 }
 
 // Config is what a Reconciler works on.
@@ -42,7 +51,7 @@ type Config struct {
 	Datapath *Datapath
 	Logger   *slog.Logger
 	// Backend makes the tunnel interfaces; nil: the eBPF backend (this
-	// Reconciler with Datapath). Kernel GRE devices would be another.
+	// Reconciler with Datapath). A KernelBackend needs no Datapath.
 	Backend Backend
 }
 
@@ -82,9 +91,13 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 	r := &Reconciler{cfg: cfg, log: cfg.Logger, host: h, ids: map[string]uint32{}, specs: map[string]TenantSpec{}, owners: map[string]bool{},
 		penalty: func(string, string) int { return 0 }}
 	r.backend = cfg.Backend
-	if r.backend == nil {
-		r.backend = r
+	if r.backend != nil {
+		for _, t := range r.backend.Tenants() {
+			r.owners[t] = true
+		}
+		return r, nil
 	}
+	r.backend = r
 	ents, err := cfg.Datapath.EncapEntries()
 	if err != nil {
 		h.Close()
@@ -136,12 +149,44 @@ func (r *Reconciler) Spec(tenant string) (TenantSpec, bool) {
 	return s, ok
 }
 
-// ID returns a tunnel's counter index.
+// ebpf reports whether this Reconciler is its own (eBPF) backend.
+func (r *Reconciler) ebpf() bool { return r.backend == Backend(r) }
+
+// ID returns a tunnel's counter index (the backend's).
 func (r *Reconciler) ID(tenant, tunnel string) (uint32, bool) {
+	if !r.ebpf() {
+		return r.backend.ID(tenant, tunnel)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	id, ok := r.ids[owned.TunnelIfName(tenant, tunnel)]
 	return id, ok
+}
+
+// Stats reads a tunnel's counters from the backend (the eBPF
+// datapath's per-tunnel map, or the GRE device's statistics). It does
+// not take the Reconciler's lock.
+func (r *Reconciler) Stats(id uint32) (Stats, error) {
+	if !r.ebpf() {
+		return r.backend.Stats(id)
+	}
+	return r.cfg.Datapath.Stats(id)
+}
+
+// Tenants lists the tenants that may have tunnels (the eBPF backend's:
+// recovered from the host ends' aliases).
+func (r *Reconciler) Tenants() []string {
+	if !r.ebpf() {
+		return r.backend.Tenants()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for t := range r.owners {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Apply makes the kernel match spec and returns what it changed.
@@ -189,7 +234,7 @@ func (r *Reconciler) apply(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handl
 	keep := map[string]bool{}
 	for _, t := range spec.Tunnels {
 		keep[t.Name] = true
-		c, err := r.backend.EnsureTunnel(spec.Tenant, ns, tn, t)
+		c, err := r.backend.EnsureTunnel(spec.Tenant, spec.Namespace, ns, tn, t)
 		ch = append(ch, c...)
 		if err != nil {
 			return ch, err
@@ -202,6 +247,9 @@ func (r *Reconciler) apply(spec TenantSpec, ns netns.NsHandle, tn *netlink.Handl
 	}
 	var hostIfs []namedns.Sysctl
 	for _, t := range spec.Tunnels {
+		if !r.ebpf() {
+			break // no host end
+		}
 		hostIfs = append(hostIfs, namedns.Sysctl{Path: "net/ipv6/conf/" + owned.TunnelIfName(spec.Tenant, t.Name) + "/disable_ipv6", Value: "1"})
 	}
 	c, err = namedns.EnsureSysctls(r.cfg.HostNS, hostIfs)
@@ -277,7 +325,7 @@ func prefixed(p string, xs []string) []string {
 // tunnel interface (NOARP, no IPv6 link-local, the configured address and
 // MTU) and whose host end runs the encap program; decap reaches it through
 // the map entry for (local, remote).
-func (r *Reconciler) EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error) {
+func (r *Reconciler) EnsureTunnel(tenant, _ string, ns netns.NsHandle, tn *netlink.Handle, t Tunnel) ([]string, error) {
 	hostIf := owned.TunnelIfName(tenant, t.Name)
 	links, ch, err := veth.Ensure(r.host, tn, ns, veth.Pair{Host: hostIf, Peer: t.Name, Alias: owned.TunnelAlias(tenant, t.Name), MTU: t.MTU, What: "tunnel",
 		Owned:  func(alias string) bool { _, _, ok := owned.ParseTunnelAlias(alias); return ok },
@@ -300,28 +348,10 @@ func (r *Reconciler) EnsureTunnel(tenant string, ns netns.NsHandle, tn *netlink.
 		}
 		ch = append(ch, "tunnel: noarp "+t.Name)
 	}
-	addrs, err := tn.AddrList(nl, netlink.FAMILY_V4)
+	c, err := ensureTunnelAddr(tn, nl, t)
+	ch = append(ch, c...)
 	if err != nil {
-		return ch, fmt.Errorf("list addresses of %s: %w", t.Name, err)
-	}
-	have := false
-	for _, a := range addrs {
-		p, _ := netip.AddrFromSlice(a.IP.To4())
-		if pp := netip.PrefixFrom(p, maskBits(a.Mask)); pp == t.Addr {
-			have = true
-			continue
-		}
-		if err := tn.AddrDel(nl, &a); err != nil {
-			return ch, fmt.Errorf("delete address %s from %s: %w", a.IPNet, t.Name, err)
-		}
-		ch = append(ch, fmt.Sprintf("tunnel: delete address %s from %s", a.IPNet, t.Name))
-	}
-	if !have {
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: t.Addr.Addr().AsSlice(), Mask: net.CIDRMask(t.Addr.Bits(), 32)}}
-		if err := tn.AddrAdd(nl, a); err != nil {
-			return ch, fmt.Errorf("add address %s to %s: %w", t.Addr, t.Name, err)
-		}
-		ch = append(ch, fmt.Sprintf("tunnel: address %s on %s", t.Addr, t.Name))
+		return ch, err
 	}
 	id, ok := r.ids[hostIf]
 	if !ok {

@@ -35,6 +35,7 @@ import (
 	"github.com/nfhost/nfhost/routing"
 	"github.com/nfhost/nfhost/routing/bgp"
 	"github.com/nfhost/nfhost/routing/bgp/bgpspec"
+	"github.com/nfhost/nfhost/tunnels"
 )
 
 // run runs nsd with args (without the program name) and returns the
@@ -61,6 +62,8 @@ type nsdFlags struct {
 	xdpMode        string
 	pinDir         string
 	probeAddr      string
+	greBackend     string
+	chosenBackend  string // by chooseGREBackend at start
 	bgpConfig      string
 	bgp            *bgpspec.Valid // parsed --bgp-config
 	indexer        bool
@@ -79,8 +82,9 @@ per tenant a network namespace joined to the host by a veth pair, policy routing
 (nft mark + ip rule + per-tenant table) that steers the tenant's prefixes into it, the
 tenant's nftables firewall inside it, and, with --uplink, one shared XDP DoS layer on
 the uplink (drop lists, signatures, rate limits, sampling, automatic mitigation) from
-dos/global and tenants/<t>/dos, and the eBPF GRE datapath for the tenants' anycast tunnels
-(tcx decap on the uplink, encap per tunnel, routes, health checks from --probe-address).
+dos/global and tenants/<t>/dos, and the tenants' anycast GRE tunnels (--gre-backend: the
+eBPF datapath, tcx decap on the uplink and encap per tunnel, or kernel GRE devices; routes,
+health checks from --probe-address).
 
 It never tears down the datapath on exit; a restart with unchanged config changes nothing.`,
 		Example: `  nsd --source consul --consul-addr 127.0.0.1:8500 --host-id edge1 --uplink eth0
@@ -108,6 +112,7 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "XDP attach mode on the uplink: native, generic, or auto (native, falling back to generic with a warning)")
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "bpffs directory for the DoS layer's and GRE datapath's pinned maps and links (default /sys/fs/bpf/nfhost/<host-id>)")
 	fl.StringVar(&f.probeAddr, "probe-address", "", "this server's unicast IPv4 address: tunnel health checks are answered to it (default: the uplink's first IPv4 address)")
+	fl.StringVar(&f.greBackend, "gre-backend", tunnels.BackendAuto, "GRE tunnels: ebpf (tcx programs, Linux 6.6+), kernel (ip_gre devices in the tenant namespaces) or auto (ebpf where tcx exists, else kernel); the choice is logged and in the host status")
 	fl.StringVar(&f.nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
 	fl.StringVar(&f.counters, "status-counters", "auto", "when counter changes alone are written to tenant status: on-demand (while someone asks: nsctl fw stats, dos stats and tunnels do; a fleet's Consul would not survive every host writing every busy tenant's counters every resync), always (on every resync), or auto (on-demand with --source consul, always with dir)")
@@ -165,6 +170,11 @@ func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
 		if probe, err = netip.ParseAddr(f.probeAddr); err != nil || !probe.Is4() {
 			return level, probe, cliutil.Usagef("--probe-address: want an IPv4 address, got %q", f.probeAddr)
 		}
+	}
+	switch f.greBackend {
+	case tunnels.BackendEBPF, tunnels.BackendKernel, tunnels.BackendAuto:
+	default:
+		return level, probe, cliutil.Usagef("--gre-backend must be ebpf, kernel or auto, got %q", f.greBackend)
 	}
 	switch dos.Mode(f.xdpMode) {
 	case dos.ModeNative, dos.ModeGeneric, dos.ModeAuto:
@@ -231,6 +241,11 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	}
 	if f.uplink != "" {
 		if err := checkUplink(hostNS, f.uplink); err != nil {
+			return err
+		}
+		// Before anything is changed: a backend this kernel cannot do
+		// stops nsd here.
+		if f.chosenBackend, err = chooseGREBackend(hostNS, f.greBackend, log); err != nil {
 			return err
 		}
 	}

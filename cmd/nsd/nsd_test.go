@@ -65,6 +65,7 @@ func TestFlagChecks(t *testing.T) {
 		{[]string{"--probe-address", "2001:db8::1"}, `--probe-address: want an IPv4 address, got "2001:db8::1"`},
 		{[]string{"--probe-address", "edge1"}, `--probe-address: want an IPv4 address, got "edge1"`},
 		{[]string{"--xdp-mode", "offload"}, `--xdp-mode must be native, generic or auto, got "offload"`},
+		{[]string{"--gre-backend", "vxlan"}, `--gre-backend must be ebpf, kernel or auto, got "vxlan"`},
 		{[]string{"--site", "ams 01"}, `--site: want a name of letters, digits, - _ and ., got "ams 01"`},
 		{[]string{"--region", "W/EUR"}, `--region: want a name of letters, digits, - _ and ., got "W/EUR"`},
 		{[]string{"--geo-reload-interval", "0s"}, `--geo-reload-interval must be positive, got 0s`},

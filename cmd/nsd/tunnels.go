@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 
@@ -21,9 +22,9 @@ import (
 // tunnelSubsystem joins the tunnel reconciler, datapath and prober into
 // nsd's Tunnels interface.
 type tunnelSubsystem struct {
-	rec    *tunnels.Reconciler
-	dp     *tunnels.Datapath
-	prober *tunnels.Prober // nil without a probe address
+	rec     *tunnels.Reconciler
+	backend string          // tunnels.BackendEBPF or BackendKernel
+	prober  *tunnels.Prober // nil without a probe address
 	// noProbe says why there is no prober; tenants with tunnels fail with it.
 	noProbe error
 }
@@ -52,7 +53,7 @@ func (t *tunnelSubsystem) Status(tenant string) map[string]source.TunnelStatus {
 				st.State = "starting"
 			}
 			if id, ok := t.rec.ID(tenant, tu.Name); ok {
-				if c, err := t.dp.Stats(id); err == nil {
+				if c, err := t.rec.Stats(id); err == nil {
 					st.RxPackets, st.TxPackets, st.Drops = c.RxPackets, c.TxPackets, c.Drops
 				}
 			}
@@ -85,28 +86,31 @@ func defaultProbeAddress(hostNS netns.NsHandle, uplink string) (netip.Addr, erro
 type tunnelCollector struct {
 	t                                     *tunnelSubsystem
 	state, loss, rtt, pkts, drops, probes *prometheus.Desc
+	backend                               *prometheus.Desc
 }
 
 func newTunnelCollector(t *tunnelSubsystem) *tunnelCollector {
 	l := []string{"tenant", "tunnel"}
 	return &tunnelCollector{t: t,
-		state: prometheus.NewDesc("nfhost_tunnel_health_state", "Tunnel health: 0 healthy, 1 degraded, 2 down (tunnels with health checks).", l, nil),
-		loss:  prometheus.NewDesc("nfhost_tunnel_probe_loss_ratio", "Share of health probes lost over the window.", l, nil),
-		rtt:   prometheus.NewDesc("nfhost_tunnel_probe_rtt_seconds", "Round-trip time of the last answered health probe.", l, nil),
-		pkts:  prometheus.NewDesc("nfhost_tunnel_packets_total", "Packets through a tunnel: rx decapsulated, tx encapsulated.", append(l, "direction"), nil),
-		drops: prometheus.NewDesc("nfhost_tunnel_dropped_packets_total", "Packets a tunnel failed to encapsulate or decapsulate.", l, nil),
+		state:   prometheus.NewDesc("nfhost_tunnel_health_state", "Tunnel health: 0 healthy, 1 degraded, 2 down (tunnels with health checks).", l, nil),
+		loss:    prometheus.NewDesc("nfhost_tunnel_probe_loss_ratio", "Share of health probes lost over the window.", l, nil),
+		rtt:     prometheus.NewDesc("nfhost_tunnel_probe_rtt_seconds", "Round-trip time of the last answered health probe.", l, nil),
+		pkts:    prometheus.NewDesc("nfhost_tunnel_packets_total", "Packets through a tunnel: rx decapsulated, tx encapsulated.", append(l, "direction"), nil),
+		drops:   prometheus.NewDesc("nfhost_tunnel_dropped_packets_total", "Packets a tunnel failed to encapsulate or decapsulate.", l, nil),
+		backend: prometheus.NewDesc("nfhost_gre_backend_info", "The GRE tunnels' backend in force (1 for the one chosen): ebpf or kernel.", []string{"backend"}, nil),
 		probes: prometheus.NewDesc("nfhost_tunnel_probes_total", "Health probes whose outcome is known: answered, or lost (timed out).",
 			append(l, "result"), nil),
 	}
 }
 
 func (c *tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.loss, c.rtt, c.pkts, c.drops, c.probes} {
+	for _, d := range []*prometheus.Desc{c.state, c.loss, c.rtt, c.pkts, c.drops, c.probes, c.backend} {
 		ch <- d
 	}
 }
 
 func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.backend, prometheus.GaugeValue, 1, c.t.backend)
 	rank := map[string]float64{tunnels.StateHealthy: 0, tunnels.StateDegraded: 1, tunnels.StateDown: 2}
 	var hs []tunnels.Health
 	if c.t.prober != nil {
@@ -129,7 +133,7 @@ func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 			if !ok {
 				continue
 			}
-			st, err := c.t.dp.Stats(id)
+			st, err := c.t.rec.Stats(id)
 			if err != nil {
 				continue
 			}
@@ -140,24 +144,81 @@ func (c *tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// startTunnels loads the GRE datapath on the uplink and starts the prober.
-// Without a probe address (none given, and the uplink has no IPv4 address)
-// the datapath still runs, and only tenants that have tunnels fail.
-func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir string, probe netip.Addr, log *slog.Logger, events chan<- string) (*tunnelSubsystem, func(), error) {
-	dp, err := tunnels.Load(tunnels.LoadConfig{PinDir: pinDir, HostNS: hostNS, Uplink: uplink, Logger: log})
+// tunnelsConfig is what startTunnels needs from the flags.
+type tunnelsConfig struct {
+	uplink, pinDir string
+	backend        string // --gre-backend
+	nsPrefix       string
+	probe          netip.Addr
+}
+
+// chooseGREBackend probes the kernel and picks the backend --gre-backend
+// asks for; a backend the kernel cannot do is refused with the missing
+// feature.
+func chooseGREBackend(hostNS netns.NsHandle, flag string, log *slog.Logger) (string, error) {
+	f := tunnels.ProbeFeatures(hostNS)
+	b, err := tunnels.ChooseBackend(flag, f)
 	if err != nil {
-		return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
+		return "", err
 	}
-	rec, err := tunnels.NewReconciler(tunnels.Config{HostNS: hostNS, Datapath: dp, Logger: log})
-	if err != nil {
-		dp.Close()
-		return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
+	log.Info("GRE backend chosen", "backend", b, "flag", flag, "tcx", f.TCX, "tcx_err", f.TCXErr, "ip_gre", f.IPGRE, "ip_gre_err", f.IPGREErr)
+	return b, nil
+}
+
+// startTunnels starts the chosen GRE backend (eBPF: the datapath loaded on
+// the uplink; kernel: GRE devices, with any eBPF datapath an earlier nsd
+// pinned detached, so that its decap no longer takes the GRE) and the
+// prober. Without a probe address (none given, and the uplink has no IPv4
+// address) the backend still runs, and only tenants that have tunnels
+// fail.
+func startTunnels(ctx context.Context, hostNS netns.NsHandle, c tunnelsConfig, log *slog.Logger, events chan<- string) (*tunnelSubsystem, func(), error) {
+	uplink, pinDir, probe := c.uplink, c.pinDir, c.probe
+	var rec *tunnels.Reconciler
+	var stop func()
+	var err error
+	var dp *tunnels.Datapath
+	switch c.backend {
+	case tunnels.BackendKernel:
+		if _, serr := os.Stat(pinDir); serr == nil {
+			if err := tunnels.Detach(pinDir); err != nil {
+				return nil, nil, fmt.Errorf("kernel GRE backend: detach the eBPF GRE datapath pinned in %s: %w", pinDir, err)
+			}
+			log.Info("kernel GRE backend: detached the eBPF GRE datapath an earlier nsd left", "pin_dir", pinDir)
+		}
+		kb, err := tunnels.NewKernelBackend(tunnels.KernelConfig{HostNS: hostNS, NSPrefix: c.nsPrefix, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("start the kernel GRE backend: %w", err)
+		}
+		if rec, err = tunnels.NewReconciler(tunnels.Config{HostNS: hostNS, Backend: kb, Logger: log}); err != nil {
+			kb.Close()
+			return nil, nil, fmt.Errorf("start the kernel GRE backend: %w", err)
+		}
+		stop = func() {
+			rec.Close()
+			kb.Close()
+		}
+	default:
+		dp, err = tunnels.Load(tunnels.LoadConfig{PinDir: pinDir, HostNS: hostNS, Uplink: uplink, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
+		}
+		if rec, err = tunnels.NewReconciler(tunnels.Config{HostNS: hostNS, Datapath: dp, Logger: log}); err != nil {
+			dp.Close()
+			return nil, nil, fmt.Errorf("start the GRE datapath: %w", err)
+		}
+		// A host that ran the kernel backend before: its anycast routes
+		// would make the host answer for the endpoints.
+		if ch, err := tunnels.RemoveAnycastRoutes(hostNS); err != nil {
+			log.Warn("remove the kernel GRE backend's anycast routes", "err", err)
+		} else if len(ch) > 0 {
+			log.Info("removed the kernel GRE backend's anycast routes", "changes", ch)
+		}
+		stop = func() {
+			rec.Close()
+			dp.Close()
+		}
 	}
-	ts := &tunnelSubsystem{rec: rec, dp: dp}
-	stop := func() {
-		rec.Close()
-		dp.Close()
-	}
+	ts := &tunnelSubsystem{rec: rec, backend: c.backend}
 	if !probe.IsValid() {
 		if probe, err = defaultProbeAddress(hostNS, uplink); err != nil {
 			ts.noProbe = fmt.Errorf("tunnels need this server's unicast IPv4 address for their health checks: %w", err)
@@ -172,14 +233,18 @@ func startTunnels(ctx context.Context, hostNS netns.NsHandle, uplink, pinDir str
 		return nil, nil, fmt.Errorf("start tunnel health checks: %w", err)
 	}
 	pr.SetTraffic(func(id uint32) (uint64, bool) {
-		st, err := dp.Stats(id)
+		st, err := rec.Stats(id)
 		return st.RxPackets, err == nil
 	})
 	ts.prober = pr
 	pctx, cancel := context.WithCancel(ctx)
 	go n.run(pctx)
 	go pr.Run(pctx)
-	log.Info("GRE datapath attached", "uplink", uplink, "probe_address", probe, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
+	if dp != nil {
+		log.Info("GRE datapath attached", "backend", c.backend, "uplink", uplink, "probe_address", probe, "upgraded_in_place", dp.Upgraded, "unchanged", dp.Reused, "pin_dir", pinDir)
+	} else {
+		log.Info("kernel GRE backend started", "backend", c.backend, "uplink", uplink, "probe_address", probe, "tenants_with_tunnels", len(rec.Tenants()))
+	}
 	return ts, func() {
 		cancel()
 		pr.Close()

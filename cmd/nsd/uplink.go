@@ -53,8 +53,11 @@ func startUplink(ctx context.Context, f *nsdFlags, hostNS netns.NsHandle, probe 
 		stops = append(stops, readSamples(dp, dr, opts.Metrics, log, pol, auto, rec))
 	}
 
+	backend := f.chosenBackend
+	opts.GREBackend = backend
 	events := make(chan string, 64)
-	ts, stopTunnels, err := startTunnels(ctx, hostNS, f.uplink, filepath.Join(f.pinDir, "tunnels"), probe, log, events)
+	ts, stopTunnels, err := startTunnels(ctx, hostNS, tunnelsConfig{uplink: f.uplink, pinDir: filepath.Join(f.pinDir, "tunnels"), backend: backend,
+		nsPrefix: f.nsPrefix, probe: probe}, log, events)
 	if err != nil {
 		undo()
 		return nil, err

@@ -494,6 +494,11 @@ static __always_inline int payload_matches(struct xdp_md *ctx, struct sig_meta *
 	__u32 n = m->pl_len;
 	if (!payload || n == 0 || n > PAYLOAD_MAX)
 		return 0;
+	// Linux 6.1's verifier does not narrow n to 1..16 from the n == 0
+	// test (later ones do) and refuses a possibly zero-sized load:
+	// bound it arithmetically as sample() does (a no-op for 1..16).
+	asm volatile("" : "+r"(n));
+	n = ((n - 1) & (PAYLOAD_MAX - 1)) + 1;
 	__u32 off = payload + m->pl_off;
 	if (bpf_xdp_load_bytes(ctx, off, buf, n) < 0)
 		return 0; // too short: no match

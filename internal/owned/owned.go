@@ -109,6 +109,9 @@ func ParseAlias(alias string) (tenant string, slot uint16, ok bool) {
 const (
 	// TunnelIfPrefix starts the host end of every tunnel veth.
 	TunnelIfPrefix = "nft"
+	// KernelTunnelTempPrefix starts a kernel GRE device's name while it is
+	// in the host namespace (KernelTunnelTempName).
+	KernelTunnelTempPrefix = "nfg"
 	// TunnelAliasPrefix starts its alias: nfhost:tunnel=<tenant>/<name>.
 	TunnelAliasPrefix = "nfhost:tunnel="
 	// TunnelRouteProtocol marks the routes nfhost writes in tenant
@@ -128,6 +131,14 @@ const (
 func TunnelIfName(tenant, tunnel string) string {
 	h := sha256.Sum256([]byte(tenant + "/" + tunnel))
 	return TunnelIfPrefix + hex.EncodeToString(h[:6])
+}
+
+// KernelTunnelTempName is the name a kernel GRE device has in the host
+// namespace between its creation and its move into the tenant namespace
+// (where it takes the tunnel's name): "nfg" + 12 hex digits of the same
+// hash as TunnelIfName, never a host link's name.
+func KernelTunnelTempName(tenant, tunnel string) string {
+	return KernelTunnelTempPrefix + TunnelIfName(tenant, tunnel)[len(TunnelIfPrefix):]
 }
 
 // TunnelAlias is a tunnel host end's alias, which names its tenant and tunnel.

@@ -9,6 +9,11 @@
 // Commands run in the guest over a virtio-serial port (not the console, so
 // kernel messages never mix with output); every call has a timeout, and
 // the VM is killed in t.Cleanup. A missing qemu or image is a loud skip.
+//
+// With Config.HostRoot the guest instead mounts this machine's root
+// filesystem read-only (virtiofs, served by qemu's virtiofsd) and runs
+// every command chrooted into it: RunTests runs this repository's test
+// binaries on the VM's kernel that way (runtests.go).
 package vmtest
 
 import (
@@ -47,8 +52,17 @@ type Config struct {
 	// BootTimeout bounds the boot (default 180 s: emulation on a loaded
 	// machine; it takes about 5 s on an idle one).
 	BootTimeout time.Duration
-	// Memory in MiB (default 256).
+	// Memory in MiB (default 256; 768 with HostRoot).
 	Memory int
+	// HostRoot: no NIC (NSPath and Tap empty); the guest runs commands
+	// chrooted into this machine's root filesystem (read-only, tmpfs on
+	// /run /tmp /var, bpffs on /sys/fs/bpf; the host's own /tmp under
+	// /run/host/tmp).
+	HostRoot bool
+	// KernelPkg is the Debian kernel package to boot
+	// (linux-image-<version>-cloud-amd64); empty: $NFHOST_VM_KERNEL_PKG,
+	// or the one scripts/vm-kernel.sh picks.
+	KernelPkg string
 }
 
 // VM is a running guest.
@@ -61,18 +75,28 @@ type VM struct {
 	mu      sync.Mutex
 	exited  chan struct{}
 	waitErr error
+	fsd     *exec.Cmd // virtiofsd (HostRoot)
+	// Kernel is the guest kernel's release (from the image).
+	Kernel string
 }
 
 // Image returns the kernel and initrd, building them with
 // scripts/vm-kernel.sh if needed ($NFHOST_VM_DIR overrides).
-func Image() (kernel, initrd string, err error) {
+func Image() (kernel, initrd string, err error) { return ImageFor("") }
+
+// ImageFor is Image for one kernel package (empty: as Image).
+func ImageFor(pkg string) (kernel, initrd string, err error) {
 	dir := os.Getenv("NFHOST_VM_DIR")
-	if dir == "" {
+	if dir == "" || pkg != "" {
 		root, err := repoRoot()
 		if err != nil {
 			return "", "", err
 		}
-		out, err := exec.Command(filepath.Join(root, "scripts", "vm-kernel.sh")).Output()
+		cmd := exec.Command(filepath.Join(root, "scripts", "vm-kernel.sh"))
+		if pkg != "" {
+			cmd.Env = append(os.Environ(), "NFHOST_VM_KERNEL_PKG="+pkg)
+		}
+		out, err := cmd.Output()
 		if err != nil {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
@@ -118,6 +142,9 @@ func Require(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP (needs root): VM test")
 	}
+	if InVM() {
+		t.Skip("SKIP (inside the kernel-test VM): no VM in a VM (emulation within emulation)")
+	}
 	for _, tool := range []string{"qemu-system-x86_64", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("SKIP (needs %s): install qemu-system-x86 (scripts/deps.sh does)", tool)
@@ -133,7 +160,12 @@ func Require(t testing.TB) {
 func Start(t testing.TB, cfg Config) *VM {
 	t.Helper()
 	Require(t)
-	kernel, initrd, err := Image()
+	if cfg.HostRoot {
+		if _, err := os.Stat(Virtiofsd); err != nil {
+			t.Skipf("SKIP (needs %s, from qemu-system-common): the VM mounts the host's root over virtiofs", Virtiofsd)
+		}
+	}
+	kernel, initrd, err := ImageFor(cfg.KernelPkg)
 	if err != nil {
 		t.Fatalf("vmtest: %v", err)
 	}
@@ -142,6 +174,9 @@ func Start(t testing.TB, cfg Config) *VM {
 	}
 	if cfg.Memory == 0 {
 		cfg.Memory = 256
+		if cfg.HostRoot {
+			cfg.Memory = 768
+		}
 	}
 	if cfg.TempPrefix == "" {
 		cfg.TempPrefix = "vmtest"
@@ -151,24 +186,47 @@ func Start(t testing.TB, cfg Config) *VM {
 		t.Fatal(err)
 	}
 	v := &VM{cfg: cfg, dir: dir, exited: make(chan struct{})}
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(kernel), "version")); err == nil {
+		v.Kernel = strings.TrimSpace(string(b))
+	}
 	t.Cleanup(func() { v.stop(t) })
 	sock, console := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "console.log")
-	app := "console=ttyS0 panic=-1 quiet nfhost.ip=" + cfg.Addr
+	// no_timer_check: under emulation on a loaded machine the kernel's
+	// check of the IO-APIC timer can fail and panic the boot.
+	app := "console=ttyS0 panic=-1 quiet no_timer_check nfhost.ip=" + cfg.Addr
 	if cfg.Gateway != "" {
 		app += " nfhost.gw=" + cfg.Gateway
 	}
 	if cfg.Forward {
 		app += " nfhost.forward=1"
 	}
-	args := []string{"--net=" + cfg.NSPath, "--", "qemu-system-x86_64",
+	args := []string{"qemu-system-x86_64",
 		"-accel", "tcg", "-m", strconv.Itoa(cfg.Memory), "-nographic", "-monitor", "none", "-no-reboot",
 		"-serial", "file:" + console,
-		"-kernel", kernel, "-initrd", initrd, "-append", app,
-		"-netdev", "tap,id=n0,ifname=" + cfg.Tap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0",
-		"-chardev", "socket,id=c0,path=" + sock + ",server=on,wait=off",
-		"-device", "virtio-serial-pci", "-device", "virtserialport,chardev=c0,name=ctl"}
-	v.cmd = exec.Command("nsenter", args...)
+		"-kernel", kernel, "-initrd", initrd}
+	if cfg.Tap != "" {
+		args = append(args, "-netdev", "tap,id=n0,ifname="+cfg.Tap+",script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0")
+	} else {
+		args = append(args, "-nic", "none")
+	}
+	if cfg.HostRoot {
+		fs, err := v.startVirtiofsd(t)
+		if err != nil {
+			t.Fatalf("vmtest: %v", err)
+		}
+		app += " nfhost.root=" + hostRootTag
+		// vhost-user needs the guest's memory shared with virtiofsd.
+		args = append(args, "-chardev", "socket,id=fs0,path="+fs, "-device", "vhost-user-fs-pci,chardev=fs0,tag="+hostRootTag,
+			"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.Memory), "-numa", "node,memdev=mem")
+	}
+	args = append(args, "-append", app,
+		"-chardev", "socket,id=c0,path="+sock+",server=on,wait=off",
+		"-device", "virtio-serial-pci", "-device", "virtserialport,chardev=c0,name=ctl")
+	if cfg.NSPath != "" {
+		v.cmd = exec.Command("nsenter", append([]string{"--net=" + cfg.NSPath, "--"}, args...)...)
+	} else {
+		v.cmd = exec.Command(args[0], args[1:]...)
+	}
 	var stderr bytes.Buffer
 	v.cmd.Stdout, v.cmd.Stderr = &stderr, &stderr
 	if err := v.cmd.Start(); err != nil {
@@ -199,8 +257,40 @@ func Start(t testing.TB, cfg Config) *VM {
 	if _, err := v.Run(30*time.Second, "true"); err != nil {
 		t.Fatalf("vmtest: control channel: %v\nconsole:\n%s", err, v.Console())
 	}
+	if cfg.HostRoot {
+		if !strings.Contains(v.Console(), "nfhost-vm: host root at /newroot") {
+			t.Fatalf("vmtest: the guest did not mount the host's root\nconsole:\n%s", v.Console())
+		}
+		t.Logf("vmtest: VM up in %v (kernel %s, the host's root read-only)", time.Since(start).Round(time.Millisecond), v.Kernel)
+		return v
+	}
 	t.Logf("vmtest: VM up in %v (%s on %s)", time.Since(start).Round(time.Millisecond), cfg.Addr, cfg.Tap)
 	return v
+}
+
+// Virtiofsd is qemu's virtiofs daemon (Debian's qemu-system-common).
+const Virtiofsd = "/usr/lib/qemu/virtiofsd"
+
+const hostRootTag = "hostroot"
+
+// startVirtiofsd serves / to the guest (the guest mounts it read-only)
+// and returns its socket once it listens. sandbox=chroot: the namespace
+// sandbox pivots into the shared directory, which fails for / (EBUSY).
+func (v *VM) startVirtiofsd(t testing.TB) (string, error) {
+	sock := filepath.Join(v.dir, "fs.sock")
+	v.fsd = exec.Command(Virtiofsd, "--socket-path="+sock, "-o", "source=/", "-o", "cache=auto", "-o", "sandbox=chroot",
+		"-o", "log_level=warn")
+	var out bytes.Buffer
+	v.fsd.Stdout, v.fsd.Stderr = &out, &out
+	if err := v.fsd.Start(); err != nil {
+		return "", fmt.Errorf("start virtiofsd: %w", err)
+	}
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return sock, nil
+		}
+	}
+	return "", fmt.Errorf("virtiofsd did not listen on %s in 20 s: %s", sock, out.String())
 }
 
 func (v *VM) checkAlive(t testing.TB, deadline time.Time, stderr *bytes.Buffer, console string) {
@@ -292,6 +382,10 @@ func (v *VM) stop(t testing.TB) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("vmtest: qemu (pid %d) did not exit after SIGKILL", v.cmd.Process.Pid)
 		}
+	}
+	if v.fsd != nil && v.fsd.Process != nil {
+		v.fsd.Process.Kill()
+		v.fsd.Wait()
 	}
 	if t.Failed() {
 		t.Logf("vmtest: guest console:\n%s", v.Console())

@@ -249,6 +249,9 @@ type HostStatus struct {
 	Drained bool `json:"drained,omitempty"`
 	// BGP is the speaker's state (nil: nsd runs without --bgp-config).
 	BGP *BGPStatus `json:"bgp,omitempty"`
+	// GREBackend is the tunnels' backend in force: ebpf or kernel (empty:
+	// no tunnels, without --uplink).
+	GREBackend string `json:"gre_backend,omitempty"`
 }
 
 // BGPStatus is what the host's BGP speaker reports.
