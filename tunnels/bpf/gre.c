@@ -131,10 +131,20 @@ int nfhost_gre_decap(struct __sk_buff *skb)
 		return TCX_NEXT_;
 	struct tun_stats *st = stats(v->id);
 	__u32 inner = skb->len - sizeof(*eth) - ENCAP_HLEN;
+	int peer = 1;
 	if (bpf_skb_adjust_room(skb, -(int)ENCAP_HLEN, BPF_ADJ_ROOM_MAC, flags)) {
-		if (st)
-			st->drops++;
-		return TCX_DROP_;
+		// Linux before 6.3 has no BPF_F_ADJ_ROOM_DECAP_L3_* flags (and
+		// refuses the call before changing anything): decapsulate
+		// without them. skb->protocol then stays the outer IPv4, right
+		// for IPv4 inside; an IPv6 packet goes out of the host end
+		// instead of straight to the peer, so that the veth's receive
+		// side takes the protocol from the Ethernet header.
+		if (bpf_skb_adjust_room(skb, -(int)ENCAP_HLEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
+			if (st)
+				st->drops++;
+			return TCX_DROP_;
+		}
+		peer = proto == bpf_htons(ETH_P_IP);
 	}
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
@@ -148,6 +158,8 @@ int nfhost_gre_decap(struct __sk_buff *skb)
 		st->rx_packets++;
 		st->rx_bytes += inner;
 	}
+	if (!peer)
+		return bpf_redirect(v->ifindex, 0);
 	return bpf_redirect_peer(v->ifindex, 0);
 }
 
