@@ -47,15 +47,17 @@ if [[ -z $kpkg ]]; then
   [[ -n $kpkg ]] || { log "apt knows no linux-image-6.12.*-cloud-amd64 (bookworm-security; run apt-get update)"; exit 1; }
 fi
 kver=${kpkg#linux-image-}
-name=nfhost/bookworm-$kver-f$FORMAT
+# The Vagrantfile's default box name; $cache/added says which build it is.
+name=nfhost/bookworm
 box=$cache/nfhost-bookworm-$kver-f$FORMAT.box
 
 add() {
   if [[ $mode == --file ]]; then echo "$box"; return; fi
   command -v vagrant >/dev/null || { log "needs vagrant (apt-get install vagrant vagrant-libvirt)"; exit 1; }
-  if ! vagrant box list 2>/dev/null | grep -q "^$name "; then
-    log "vagrant box add $name"
+  if [[ $(cat "$cache/added" 2>/dev/null) != "$box" ]] || ! vagrant box list 2>/dev/null | grep -q "^$name "; then
+    log "vagrant box add $name ($box)"
     vagrant box add --force --name "$name" "$box" >&2
+    echo "$box" >"$cache/added"
   fi
   echo "$name"
 }

@@ -118,32 +118,39 @@ edge() {
 
 customer() {
   sysctl -qw net.ipv4.ip_forward=1
-  local name local_ remote address from peer
-  read -r _ name local_ remote address from < <(topo tunnel | awk -v h="$host" '$1 == h')
-  peer=$(python3 -c 'import ipaddress, sys; i = ipaddress.ip_interface(sys.argv[1]); print(i.ip + (-1 if int(i.ip) % 2 else 1))' "$address")
-  case ${LAB_GRE:-kernel} in
-  kernel)
-    # The kernel's own GRE: the interoperability test of nsd's GRE.
-    ip link show "$name" >/dev/null 2>&1 || ip link add "$name" type gre local "$local_" remote "$remote" ttl 64
-    ip addr replace "$address" dev "$name"
-    ip link set "$name" up
-    # What comes from the tenant's network goes back through the tunnel
-    # (table 100); the tunnel's own packets follow the main table.
-    ip route replace default via "$peer" dev "$name" table 100
-    while ip rule del from "$from" lookup 100 2>/dev/null; do :; done
-    ip rule add from "$from" lookup 100 priority 100
-    say "kernel GRE $name $local_ -> $remote, $address; from $from via $peer"
-    ;;
-  nfcustomer)
-    # nfcustomer's tunnel interface lives in the server's namespace.
-    local server
+  local name local_ remote address from metric peer nf_tunnels=() nf_routes=() nf_local=
+  while read -r _ name local_ remote address from metric; do
+    peer=$(python3 -c 'import ipaddress, sys; i = ipaddress.ip_interface(sys.argv[1]); print(i.ip + (-1 if int(i.ip) % 2 else 1))' "$address")
+    case ${LAB_GRE:-kernel} in
+    kernel)
+      # The kernel's own GRE: the interoperability test of nsd's GRE.
+      ip link show "$name" >/dev/null 2>&1 || ip link add "$name" type gre local "$local_" remote "$remote" ttl 64
+      ip addr replace "$address" dev "$name"
+      ip link set "$name" up
+      # What comes from the tenant's network goes back through a tunnel
+      # (table 100, the lowest metric of those up); the tunnels' own
+      # packets follow the main table.
+      ip route replace default via "$peer" dev "$name" metric "$metric" table 100
+      while ip rule del from "$from" lookup 100 2>/dev/null; do :; done
+      ip rule add from "$from" lookup 100 priority 100
+      say "kernel GRE $name $local_ -> $remote, $address; from $from via $peer (metric $metric)"
+      ;;
+    nfcustomer)
+      nf_local=$local_
+      nf_tunnels+=(--tunnel "name=$name,local=$local_,remote=$remote,address=$address")
+      nf_routes+=(--route "prefix=0.0.0.0/0,via=$peer,priority=$metric")
+      ;;
+    *) echo "provision: LAB_GRE must be kernel or nfcustomer, not ${LAB_GRE}" >&2; exit 1 ;;
+    esac
+  done < <(topo tunnel | awk -v h="$host" '$1 == h')
+  if ((${#nf_tunnels[@]})); then
+    # nfcustomer's tunnel interfaces live in the server's namespace.
+    local server uplink
     server=${LAB_NS_PREFIX:-}$(topo_hosts server | head -1)
-    "$bin/nfcustomer" --netns "${LAB_NS_PREFIX:-}$host" --uplink "$(topo_ends "$host" | awk -v a="${local_}" '{sub(/\/.*/, "", $2)} $2 == a {print $1}')" \
-      --router "$server" --tunnel "name=$name,local=$local_,remote=$remote,address=$address" \
-      --route "prefix=0.0.0.0/0,via=$peer" >&2
-    ;;
-  *) echo "provision: LAB_GRE must be kernel or nfcustomer, not ${LAB_GRE}" >&2; exit 1 ;;
-  esac
+    uplink=$(topo_ends "$host" | awk -v a="$nf_local" '{sub(/\/.*/, "", $2)} $2 == a {print $1}')
+    "$bin/nfcustomer" --netns "${LAB_NS_PREFIX:-}$host" --uplink "$uplink" --router "$server" \
+      "${nf_tunnels[@]}" "${nf_routes[@]}" >&2
+  fi
 }
 
 case $role in
