@@ -54,7 +54,7 @@ box=$cache/nfhost-bookworm-$kver-f$FORMAT.box
 add() {
   if [[ $mode == --file ]]; then echo "$box"; return; fi
   command -v vagrant >/dev/null || { log "needs vagrant (apt-get install vagrant vagrant-libvirt)"; exit 1; }
-  if [[ $(cat "$cache/added" 2>/dev/null) != "$box" ]] || ! vagrant box list 2>/dev/null | grep -q "^$name "; then
+  if [[ $(cat "$cache/added" 2>/dev/null) != "$box" ]] || [[ $(vagrant box list 2>/dev/null) != *"$name "* ]]; then
     log "vagrant box add $name ($box)"
     vagrant box add --force --name "$name" "$box" >&2
     echo "$box" >"$cache/added"

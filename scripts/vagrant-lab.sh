@@ -47,7 +47,7 @@ daemons() { # start virtlogd and libvirtd unless running; remember the ones we s
     mkdir -p /var/lib/libvirt/nfV-pool
     virsh -q pool-define-as nfV dir --target /var/lib/libvirt/nfV-pool
   fi
-  virsh pool-info nfV | grep -q 'State:.*running' || virsh -q pool-start nfV
+  [[ $(virsh pool-info nfV) == *running* ]] || virsh -q pool-start nfV
 }
 stop_daemons() { # stop, by PID, the daemons this script started
   local d
@@ -61,7 +61,7 @@ stop_daemons() { # stop, by PID, the daemons this script started
 }
 down() {
   ssh_close
-  if virsh list --all --name 2>/dev/null | grep -q '^nfV-'; then vagrant destroy -f >"$work/destroy.log" 2>&1 || cat "$work/destroy.log" >&2; fi
+  if [[ $(virsh list --all --name 2>/dev/null) == *nfV-* ]]; then vagrant destroy -f >"$work/destroy.log" 2>&1 || cat "$work/destroy.log" >&2; fi
   # vagrant destroy removes the networks it made; these are ours in any case.
   for n in nfV-ctl nfV-vagrant; do
     virsh net-info "$n" >/dev/null 2>&1 || continue
@@ -146,17 +146,26 @@ cat >"$work/$tenant.json" <<JSON
              {"prefix": "203.0.113.0/24", "nexthop": "169.254.21.1", "priority": 200}]}}
 JSON
 for _ in $(seq 100); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.2; done
+# VMs that ran the verdicts before (--verdicts): back to the start.
+if ctl tenant list 2>/dev/null | grep -q "$tenant"; then
+  ctl fw delete-rule "$tenant" no-dns >/dev/null 2>&1 || true
+  ctl dos delete-signature "$tenant" ntp-monlist >/dev/null 2>&1 || true
+  echo '{}' >"$work/dos.json"; ctl dos put "$tenant" -f "$work/dos.json" >/dev/null 2>&1 || true
+fi
+ctl undrain edge1 >/dev/null 2>&1 || true
+on edge1 ip link set uplink up
+on edge1 /vagrant/scripts/lab/vm-nsd.sh edge1 start
 ctl tenant apply -f "$work/$tenant.json"
 for _ in $(seq 300); do [[ $(ctl status 2>/dev/null | grep -c "$tenant.*applied") == 2 ]] && break; sleep 0.2; done
 ctl status || true
 for e in edge1 edge2; do echo "$e GRE backend: $(on "$e" cat /run/nfhost-lab/gre-backend 2>/dev/null || echo '?')"; done
 
 # A UDP responder and a TCP sink on the server, many-source-port clients.
-at server sh -c 'nohup python3 -c "
+at server sh -c 'kill $(cat /tmp/udp.pid) 2>/dev/null; nohup python3 -c "
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((\"203.0.113.1\", 53))
 while True:
-    d, a = s.recvfrom(2048); s.sendto(b\"ok\", a)" </dev/null >/dev/null 2>&1 &'
+    d, a = s.recvfrom(2048); s.sendto(b\"ok\", a)" </dev/null >/dev/null 2>&1 & echo $! >/tmp/udp.pid'
 flows() { # flows N: UDP requests from N source ports; prints how many were answered
   at client python3 -c '
 import socket, sys
@@ -178,8 +187,9 @@ tunnel_col() { # tunnel_col TUNNEL COLUMN: the column for that tunnel, one line 
 both_state() { [[ $(tunnel_col "$1" STATE | grep -c "^$2\$") == 2 ]]; }
 both_tx() { [[ $(tunnel_col gre-demo TX | awk '$1 > 0' | wc -l) == 2 ]]; }
 wait_for() { # wait_for SECONDS CMD...: prints the seconds it took
-  local t0=$SECONDS
-  while ! "$@"; do (((SECONDS - t0) >= $1)) && return 1; sleep 0.5; done
+  local t0=$SECONDS secs=$1
+  shift
+  while ! "$@"; do (((SECONDS - t0) >= secs)) && return 1; sleep 0.5; done
   echo $((SECONDS - t0))
 }
 metric() { # the sum over both edges of one series
@@ -243,12 +253,12 @@ took=$(wait_for 30 all_answered) || took=
 verdict "all 16 flows answered again after the rule is removed" test -n "$took"
 
 step "DoS: the attacker floods 203.0.113.1:123 with NTP monlist requests; a signature drops them in XDP"
-at server sh -c "nohup python3 -c '
+at server sh -c "kill \$(cat /tmp/ntp.pid) 2>/dev/null; echo 0 >/tmp/ntp-received; nohup python3 -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((\"203.0.113.1\", 123)); n = 0
 while True:
     s.recvfrom(2048); n += 1
-    open(\"/tmp/ntp-received\", \"w\").write(str(n))' </dev/null >/dev/null 2>&1 &"
+    open(\"/tmp/ntp-received\", \"w\").write(str(n))' </dev/null >/dev/null 2>&1 & echo \$! >/tmp/ntp.pid"
 flood() { # flood SECONDS PPS: NTP monlist requests from 32 source ports
   at attacker timeout $(($1 + 5)) python3 -c '
 import socket, sys, time, random
@@ -262,9 +272,13 @@ while time.monotonic() - start < secs:
     time.sleep(0.002)
 print(sent)' "$1" "$2"
 }
+sig_lines() { on "$1" grep -c 'DoS maps updated.*signatures=1' /var/log/nsd.log || true; }
+n1=$(sig_lines edge1) n2=$(sig_lines edge2)
 ctl dos add-signature "$tenant" --id ntp-monlist --expression "udp.dstport == 123 and payload[0:4] & 0x070000ff == 0x0700002a"
 sig='nfhost_dos_rule_dropped_packets_total{kind="signature",rule="demo/ntp-monlist"}'
-sleep 3
+sig_on() { (($(sig_lines "$1") > $2)); }
+wait_for 60 sig_on edge1 "$n1" >/dev/null || echo "vagrant-lab: edge1 did not log the signature" >&2
+wait_for 60 sig_on edge2 "$n2" >/dev/null || echo "vagrant-lab: edge2 did not log the signature" >&2
 d0=$(metric "$sig")
 flood 5 2000 >"$work/flood-sent" & fpid=$!
 sleep 1
@@ -298,7 +312,7 @@ echo '{}' >"$work/dos.json"
 ctl dos put "$tenant" -f "$work/dos.json"
 
 step "an edge lost without losing flows: drain edge1 during TCP transfers, then stop it (nsd stopped, uplink down)"
-at server sh -c "nohup python3 -c '
+at server sh -c "kill \$(cat /tmp/tcp.pid) 2>/dev/null; nohup python3 -c '
 import socket, threading
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"203.0.113.1\", 5001)); s.listen(64)
 def h(c):
@@ -309,7 +323,7 @@ def h(c):
         n += len(d)
     c.sendall(str(n).encode()); c.close()
 while True:
-    c, _ = s.accept(); threading.Thread(target=h, args=(c,), daemon=True).start()' </dev/null >/dev/null 2>&1 &"
+    c, _ = s.accept(); threading.Thread(target=h, args=(c,), daemon=True).start()' </dev/null >/dev/null 2>&1 & echo \$! >/tmp/tcp.pid"
 sleep 1
 tcp_transfer() { # tcp_transfer N SECONDS: fails unless every connection delivered every byte
   at client python3 -c '

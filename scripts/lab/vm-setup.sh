@@ -51,11 +51,14 @@ for nic in ${LAB_NICS:-}; do
   fi
   cur=$(nic_by_mac "$mac")
   [[ -n $cur ]] || { echo "vm-setup: no NIC with MAC $mac (for $ifname on $host)" >&2; exit 1; }
+  # Into the host's namespace first: its name may be taken in the VM's
+  # (the client's and the attacker's links are both rtr).
+  ipn=(ip)
+  if [[ -n $ns ]]; then ip link set "$cur" netns "$ns"; ipn=(ip -n "$ns"); fi
   if [[ $cur != "$ifname" ]]; then
-    ip link set "$cur" down
-    ip link set "$cur" name "$ifname"
+    "${ipn[@]}" link set "$cur" down
+    "${ipn[@]}" link set "$cur" name "$ifname"
   fi
-  [[ -n $ns ]] && ip link set "$ifname" netns "$ns"
   say "$mac is $ifname on $host${ns:+ (namespace $ns)}"
 done
 if [[ -n $(topo_ctl "$vm") ]]; then
