@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CONSUL   = $(shell scripts/install-consul.sh)
 
-.PHONY: all build deps test test-unit test-kernel test-kernels check check-generated generate lab bench clean
+.PHONY: all build deps test test-unit test-kernel test-kernels test-vagrant check check-generated generate lab bench clean
 
 all: build
 
@@ -56,6 +56,13 @@ check-generated: generate
 
 lab: deps build
 	scripts/lab.sh
+
+# The lab on VMs (libvirt, emulated CPUs): the box is built once and cached
+# (scripts/vagrant-box.sh), the VMs are destroyed afterwards. Not part of
+# make test (tens of minutes here); make test validates the Vagrantfile and
+# runs the provisioning in namespaces (e2e TestVagrantfile, TestLabProvisioning).
+test-vagrant: deps build
+	scripts/vagrant-lab.sh
 
 bench: deps build
 	scripts/bench.sh

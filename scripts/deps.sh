@@ -12,11 +12,14 @@ declare -A pkg_for=(
   [promtool]=prometheus [prometheus]=prometheus [tmux]=tmux
   [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [depmod]=kmod
   [bird]=bird2 [birdc]=bird2 [hping3]=hping3
+  [vagrant]=vagrant
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_for[$cmd]}")
 done
+# vagrant validate (e2e TestVagrantfile) reads the Vagrantfile's libvirt parts.
+ls -d /usr/share/rubygems-integration/all/gems/vagrant-libvirt-* >/dev/null 2>&1 || missing+=(vagrant-libvirt)
 # BPF headers for make generate.
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
 # The test VM's initrd (scripts/vm-kernel.sh) needs the static busybox.

@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# The nfhost namespace lab (make lab). Also the provisioning script of the
-# Vagrantfile, so it is exercised even where Vagrant cannot boot.
+# The nfhost namespace lab (make lab). Each host of scripts/lab/topology
+# (the same description the Vagrantfile boots as VMs) is a network
+# namespace lab-HOST, each link a veth pair, and each host is configured by
+# scripts/lab/provision.sh run inside it with nsenter --net, the script
+# Vagrant runs in the VMs: so `make lab` tests the VMs' provisioning too.
 #
-#                      lab-attacker 192.0.2.66
-#                            │ att
-#   lab-edge1 uplink 192.0.2.2 ══ eth1 ┐
-#     (nsd edge1, XDP + GRE,           lab-client: the internet's router, BIRD 2 AS 65000
-#      BGP AS 65001)                   (BGP with both edges; their equal paths merged into
-#   lab-edge2 uplink 192.0.2.6 ══ eth2 ┘ ECMP routes; flowtab4 for FlowSpec), a client at
-#     (nsd edge2, XDP + GRE,             192.0.2.100
-#      BGP AS 65001)                   │ cust 198.51.100.129
-#                           eth0 198.51.100.130 lab-cust (the customer's GRE box, nfcustomer)
-#                                      ║ gre1 169.254.20.1/31
-#                           lab-cust-r (the customer's router, 203.0.113.1)
+#   lab-router: the internet's router, BIRD 2 AS 65000, BGP with both edges,
+#     their equal paths merged into ECMP routes; flowtab4 for FlowSpec
+#   lab-edge1, lab-edge2: nsd (XDP + GRE, BGP AS 65001) on uplink 192.0.2.2 / .6
+#   lab-client 192.0.2.100, lab-attacker 192.0.2.66: behind the router
+#   lab-customer 198.51.100.130: the tenant's GRE box (nfcustomer: the same
+#     eBPF datapath as nsd, since this kernel has no GRE; the VMs use the
+#     kernel's own GRE), lab-server 203.0.113.1 behind it
 #
 # Starts a Consul dev agent on 127.0.0.1:18500 and nsd for two edge
 # servers, writes a tenant with a GRE tunnel with nsctl, sends traffic from
@@ -34,8 +33,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/bin
 work=${LAB_WORK:-/tmp/nfhost-lab}
 http_port=${LAB_CONSUL_PORT:-18500}
-client=lab-client attacker=lab-attacker cust=lab-cust custr=lab-cust-r tenant=demo
+. "$root/scripts/lab/lib.sh"
+router=lab-router client=lab-client attacker=lab-attacker cust=lab-customer custr=lab-server tenant=demo
 edges=(lab-edge1 lab-edge2)
+mapfile -t hosts < <(topo_hosts)
 consul=$("$root/scripts/install-consul.sh")
 
 in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" -- "$@"; }
@@ -48,7 +49,7 @@ down() {
   sleep 0.3
   "$bin/nfcustomer" --netns "$cust" --down 2>/dev/null || true
   rmdir /sys/fs/bpf/nfhost-customer 2>/dev/null || true
-  for ns in "$client" "$attacker" "$cust" "$custr" "${edges[@]}" nf1-$tenant nf2-$tenant; do
+  for ns in "${hosts[@]/#/lab-}" nf1-$tenant nf2-$tenant; do
     ip netns del "$ns" 2>/dev/null || true
   done
   [[ -S $work/bird.ctl ]] && command birdc -s "$work/bird.ctl" down >/dev/null 2>&1 || true
@@ -70,11 +71,6 @@ down
 step() { printf '\n== %s\n' "$*"; }
 verdict() { if "${@:2}" >/dev/null 2>&1; then echo "PASS  $1"; else echo "FAIL  $1"; failed=1; fi; }
 failed=0
-veth() { # veth NS1 IF1 ADDR1 NS2 IF2 ADDR2
-  ip link add "$2" netns "$1" type veth peer name "$5" netns "$4"
-  in_ns "$1" ip addr add "$3" dev "$2"; in_ns "$4" ip addr add "$6" dev "$5"
-  in_ns "$1" ip link set "$2" up; in_ns "$4" ip link set "$5" up
-}
 
 step "consul dev agent on 127.0.0.1:$http_port"
 "$consul" agent -dev -bind=127.0.0.1 -client=127.0.0.1 -node=nfhost-lab \
@@ -84,54 +80,20 @@ step "consul dev agent on 127.0.0.1:$http_port"
 echo $! >"$work/consul.pid"
 for _ in $(seq 100); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.1; done
 
-step "namespaces: the internet, two edge servers, an attacker, the customer's GRE box and router"
-for ns in "$client" "$attacker" "$cust" "$custr" "${edges[@]}"; do
-  ip netns add "$ns"; in_ns "$ns" ip link set lo up
+step "namespaces from scripts/lab/topology: ${hosts[*]}"
+for h in "${hosts[@]}"; do
+  ip netns add "lab-$h"; in_ns "lab-$h" ip link set lo up
 done
-veth "$client" eth1 192.0.2.1/30 lab-edge1 uplink 192.0.2.2/30
-veth "$client" eth2 192.0.2.5/30 lab-edge2 uplink 192.0.2.6/30
-veth "$attacker" eth0 192.0.2.66/32 "$client" att 192.0.2.65/32
-veth "$client" cust 198.51.100.129/25 "$cust" eth0 198.51.100.130/25
-in_ns "$client" ip addr add 192.0.2.100/32 dev lo
-in_ns "$client" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
-# No static routes to the tenant or the anycast endpoint: the router learns
-# them from the edges over BGP. A next hop whose link is down is not used.
-in_ns "$client" sysctl -qw net.ipv4.conf.all.ignore_routes_with_linkdown=1
-in_ns "$client" ip route add 192.0.2.66/32 dev att
-in_ns lab-edge1 ip route add default via 192.0.2.1
-in_ns lab-edge2 ip route add default via 192.0.2.5
-in_ns "$attacker" ip route add 192.0.2.65 dev eth0
-in_ns "$attacker" ip route add default via 192.0.2.65
-in_ns "$cust" ip route add default via 198.51.100.129
-in_ns "$custr" ip addr add 203.0.113.1/32 dev lo
-in_ns "$custr" sysctl -qw net.ipv4.ip_forward=1
+while read -r _ ha ia _ hb ib _; do
+  ip link add "$ia" netns "lab-$ha" type veth peer name "$ib" netns "lab-$hb"
+done < <(topo link)
 
-step "the customer's GRE endpoint (nfcustomer: the same eBPF datapath, since this kernel has no GRE)"
-"$bin/nfcustomer" --netns "$cust" --router "$custr" \
-  --tunnel name=gre1,local=198.51.100.130,remote=192.0.2.10,address=169.254.20.1/31 \
-  --route prefix=0.0.0.0/0,via=169.254.20.0
+step "provisioning every host with scripts/lab/provision.sh (nsenter --net; the customer's GRE is nfcustomer: this kernel has no GRE)"
+for h in "${hosts[@]}"; do
+  LAB_RUN=$work LAB_BIN=$bin LAB_NS_PREFIX=lab- LAB_GRE=nfcustomer LAB_BIRD_CTL=$work/bird.ctl \
+    nsenter --net="/run/netns/lab-$h" -- "$root/scripts/lab/provision.sh" "$h"
+done
 
-step "the internet's router: BIRD 2 in $client, BGP with both edges, ECMP into the kernel, flowtab4"
-cat >"$work/bird.conf" <<BIRD
-router id 192.0.2.1;
-log "$work/bird.log" all;
-protocol device { scan time 1; }
-flow4 table flowtab4;
-protocol kernel { ipv4 { import none; export all; }; merge paths on; learn off; }
-template bgp edge {
-  local as 65000;
-  hold time 9; keepalive time 3; connect retry time 2; connect delay time 1; error wait time 1, 4;
-  graceful restart on;
-  ipv4 { import all; export none; };
-  flow4 { table flowtab4; import all; export none; };
-}
-protocol bgp edge1 from edge { neighbor 192.0.2.2 as 65001; }
-protocol bgp edge2 from edge { neighbor 192.0.2.6 as 65001; }
-BIRD
-# nsenter execs bird, so $! is bird's pid (a shell function would leave a
-# subshell's pid, and a bird that outlives the lab).
-nsenter --net="/run/netns/$client" -- bird -f -c "$work/bird.conf" -s "$work/bird.ctl" </dev/null >/dev/null 2>&1 &
-echo $! >"$work/bird.pid"
 birdc() { command birdc -s "$work/bird.ctl" "$@"; }
 for _ in $(seq 50); do birdc show status >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -140,13 +102,11 @@ start_nsd() { # start_nsd I
   local e=lab-edge$1
   "$bin/nsd" --source consul --consul-addr "127.0.0.1:$http_port" --host-id "$e" \
     --host-netns "$e" --uplink uplink --ns-prefix "nf$1-" --resync-interval 1s \
-    --bgp-config "$work/bgp-$e.json" \
+    --bgp-config "$work/bgp-edge$1.json" \
     --metrics-addr "127.0.0.1:$((19468 + $1))" >>"$work/nsd-$e.log" 2>&1 &
   echo $! >"$work/nsd-$e.pid"
 }
-for i in 1 2; do
-  echo "{\"asn\": 65001, \"peers\": [{\"address\": \"192.0.2.$((4 * i - 3))\", \"asn\": 65000, \"passive\": true, \"hold_time\": \"9s\"}]}" \
-    >"$work/bgp-lab-edge$i.json"
+for i in 1 2; do # provision.sh wrote their BGP configs from the topology
   : >"$work/nsd-lab-edge$i.log"
   start_nsd $i
 done
@@ -203,7 +163,7 @@ both_tx() { # both edges encapsulated packets into the tunnel (TX column of nsct
 both_healthy() { [[ $(ctl tunnels "$tenant" 2>/dev/null | grep -c healthy) == 2 ]]; }
 
 hops() { # hops PREFIX: the router's kernel next hops, comma-separated
-  in_ns "$client" ip -o route show "$1" | grep -o 'via [0-9.]*' | awk '{print $2}' | paste -sd, -
+  in_ns "$router" ip -o route show "$1" | grep -o 'via [0-9.]*' | awk '{print $2}' | paste -sd, -
 }
 ecmp() { [[ $(hops 203.0.113.0/24) == 192.0.2.2,192.0.2.6 && $(hops 192.0.2.10) == 192.0.2.2,192.0.2.6 ]]; }
 only_edge2() { [[ $(hops 203.0.113.0/24) == 192.0.2.6 && $(hops 192.0.2.10) == 192.0.2.6 ]]; }
