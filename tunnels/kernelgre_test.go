@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -236,24 +235,9 @@ func TestKernelGRE(t *testing.T) {
 
 	// Health checks: reply and request, unidirectional (acme) and
 	// bidirectional (beta), all healthy with Linux's own GRE.
-	var mu sync.Mutex
-	var changes []Health
-	p, err := NewProber(l.E.Handle, netip.MustParseAddr("192.0.2.2"), rec, nil, func(h Health) {
-		mu.Lock()
-		changes = append(changes, h)
-		mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, cancel := startRecordingProber(t, ctx, l.E.Handle, rec, rec.Stats)
 	defer p.Close()
-	p.SetTraffic(func(id uint32) (uint64, bool) {
-		st, err := rec.Stats(id)
-		return st.RxPackets, err == nil
-	})
-	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go p.Run(pctx)
 	health := func(tenant, name string) Health {
 		h, _ := p.HealthOf(tenant, name)
 		return h
@@ -301,15 +285,7 @@ func TestKernelGRE(t *testing.T) {
 	})
 	cancel()
 	p.Close()
-	mu.Lock()
-	var path []string
-	for _, h := range changes {
-		if h.Tunnel == "gre-acme1" {
-			path = append(path, h.State)
-		}
-	}
-	mu.Unlock()
-	if got := strings.Join(path, " "); got != "healthy down degraded healthy" {
+	if got := p.path("gre-acme1"); got != "healthy down degraded healthy" {
 		t.Errorf("gre-acme1's states: %s", got)
 	}
 

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -108,24 +107,9 @@ func TestLinuxRouterVM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	var changes []Health
-	p, err := NewProber(E.Handle, netip.MustParseAddr("192.0.2.2"), rec, nil, func(h Health) {
-		mu.Lock()
-		changes = append(changes, h)
-		mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, cancel := startRecordingProber(t, context.Background(), E.Handle, rec, dp.Stats)
 	defer p.Close()
-	p.SetTraffic(func(id uint32) (uint64, bool) {
-		st, err := dp.Stats(id)
-		return st.RxPackets, err == nil
-	})
-	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go p.Run(ctx)
 	health := func(name string) Health {
 		h, _ := p.HealthOf(spec.Tenant, name)
 		return h
@@ -219,15 +203,7 @@ func TestLinuxRouterVM(t *testing.T) {
 
 	// The path a took: healthy -> down (not through degraded) -> degraded
 	// -> healthy, and the documented counts behind each step.
-	mu.Lock()
-	var path []string
-	for _, h := range changes {
-		if h.Tunnel == "nfHa" {
-			path = append(path, h.State)
-		}
-	}
-	mu.Unlock()
-	if got := strings.Join(path, " "); got != "healthy down degraded healthy" {
+	if got := p.path("nfHa"); got != "healthy down degraded healthy" {
 		t.Errorf("a's states: %s", got)
 	}
 	if !strings.Contains(down.Reason, "probes of the last 1s lost") {

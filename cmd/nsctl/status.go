@@ -152,7 +152,7 @@ type counterFlags struct {
 	wait time.Duration
 	// asked is the request in force from this process (a live view
 	// renews it only when half of it has passed).
-	asked, until time.Time
+	asked time.Time
 }
 
 func (f *counterFlags) register(cmd *cobra.Command) {
@@ -190,7 +190,7 @@ func (c *ctl) freshStatuses(f *counterFlags, host, tenant, what string, keep fun
 			fmt.Fprintf(c.Stderr, "nsctl: counters as last published: could not ask the hosts for fresh ones: %v\n", err)
 			return c.tenantStatuses(host, tenant, what, keep)
 		}
-		f.asked, f.until = req.Asked, req.Until
+		f.asked = req.Asked
 	}
 	deadline := time.Now().Add(f.wait)
 	for {
