@@ -228,9 +228,12 @@ verdict "the customer's kernel gre1 decapsulated and encapsulated packets (RX an
   test "$(gre_rx)" -gt 0 -a "$(gre_tx)" -gt 0
 verdict "both edges encapsulated traffic into the tunnel (anycast)" both_tx
 verdict "tunnel health checks answered by Linux GRE on both edges (healthy or degraded: $(tunnel_col gre-demo STATE | paste -sd, -))" both_state gre-demo "$up"
-edge2_backend=$(on edge2 cat /run/nfhost-lab/gre-backend 2>/dev/null || true)
-verdict "edge2 (GRE backend: $edge2_backend) serves the same tenant as edge1 (GRE backend: $(on edge1 cat /run/nfhost-lab/gre-backend 2>/dev/null || true)): both applied, both carried flows" \
-  sh -c "[ \$('$bin/nsctl' --consul-addr $router_ctl:8500 status | grep -c '$tenant.*applied') = 2 ]"
+# The backend in force, as nsd reports it (nfhost_gre_backend_info), not the flag.
+backend_of() { curl -sf "http://$(topo_ctl "$1"):9469/metrics" | awk '$1 ~ /^nfhost_gre_backend_info/ && $2 == 1 {sub(/.*backend="/, "", $1); sub(/".*/, "", $1); print $1}'; }
+edge1_backend=$(backend_of edge1 || true)
+edge2_backend=$(backend_of edge2 || true)
+verdict "a mixed fleet: edge2 (GRE backend: ${edge2_backend:-?}) serves the same tenant as edge1 (GRE backend: ${edge1_backend:-?}): both applied, both carried flows" \
+  sh -c "[ '$edge1_backend' = ebpf ] && [ '$edge2_backend' = kernel ] && [ \$('$bin/nsctl' --consul-addr $router_ctl:8500 status | grep -c '$tenant.*applied') = 2 ]"
 
 step "tunnel failover: the customer's gre1 goes down; both edges see gre-demo down and route through gre-backup"
 at customer ip link set gre1 down
