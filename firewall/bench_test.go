@@ -36,6 +36,16 @@ func bigConfig(changed bool) fwspec.Config {
 	return c
 }
 
+// mixedConfig is bigConfig with a list whose prefixes are not all of one
+// length (every tenth a /32), which stays an interval set.
+func mixedConfig() fwspec.Config {
+	c := bigConfig(false)
+	for i := 0; i < len(c.Lists["big"]); i += 10 {
+		c.Lists["big"][i] = strings.TrimSuffix(c.Lists["big"][i], "0/24") + "1/32"
+	}
+	return c
+}
+
 func specOf(b testing.TB, c fwspec.Config) *fwspec.Spec {
 	raw, _ := json.Marshal(c)
 	s, err := fwspec.Parse("bench", raw)
@@ -50,8 +60,15 @@ func specOf(b testing.TB, c fwspec.Config) *fwspec.Spec {
 func BenchmarkApply200Rules100k(b *testing.B) {
 	nstest.RequireRoot(b)
 	nstest.RequireTool(b, "nft")
-	spec, spec2 := specOf(b, bigConfig(false)), specOf(b, bigConfig(true))
+	spec, spec2, mixed := specOf(b, bigConfig(false)), specOf(b, bigConfig(true)), specOf(b, mixedConfig())
 	for i := 0; i < b.N; i++ {
+		// The list of mixed lengths (an interval set: two elements a prefix).
+		nsm := nstest.New(b, "nfP"+nstest.Unique())
+		tm := time.Now()
+		if _, err := (&firewall.Reconciler{}).Apply(nsm.Handle, mixed); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(time.Since(tm).Milliseconds()), "apply-mixed-ms")
 		ns := nstest.New(b, "nfP"+nstest.Unique())
 		rec := &firewall.Reconciler{}
 		t0 := time.Now()

@@ -188,7 +188,7 @@ func TestShadowedAlternatives(t *testing.T) {
 	  {"id": "d", "expression": "tcp.dstport == 80 and ip.ttl == 9", "action": "block"},
 	  {"id": "e", "expression": "tcp.flags.syn and ip.ttl <= 4 or udp.dstport == 53", "action": "block"}]}`)
 	var got []string
-	for _, lc := range layout(spec) {
+	for _, lc := range layout(spec, nil) {
 		if lc.name == "v4_tcp" || lc.name == "v4_udp" {
 			for _, e := range lc.entries {
 				id, _, _ := strings.Cut(strings.TrimPrefix(e.tag, tagPrefix), ":")

@@ -209,7 +209,7 @@ func newInterp(t testing.TB, spec *fwspec.Spec) *interp {
 	r := &recorder{}
 	b := &builder{conn: r.conn(t), table: table(), sets: map[uint32][]nftables.SetElement{}}
 	in := &interp{spec: spec, rules: map[string][][]expr.Any{}, sets: b.sets}
-	for _, lc := range layout(spec) {
+	for _, lc := range layout(spec, nil) {
 		for _, e := range lc.entries {
 			ex, err := e.exprs(b)
 			if err != nil {

@@ -102,14 +102,38 @@ func TestFirewallVerdictsAndCounters(t *testing.T) {
 		t.Fatalf("second Apply changed %v", ch)
 	}
 
-	// Put the client in the office list: only list elements change, and
-	// first match now allows SSH.
-	spec2 := parse(t, doc(`"198.51.100.0/24", "203.0.113.2", "2001:db8:99::/48"`))
-	ch := apply(t, tp, spec2)
-	if len(ch) != 1 || !strings.Contains(ch[0], "list l4_office") {
+	// A list of /24s is a hash set looked up with the source masked to
+	// /24. Put the client's /24 in it: only list elements change, and
+	// first match now allows SSH from the client (203.0.113.2).
+	// The same for IPv6 (/48s, the client's 2001:db8:1::2).
+	before := ctr["ssh"].Packets
+	specA := parse(t, doc(`"198.51.100.0/24", "203.0.113.0/24", "2001:db8:99::/48", "2001:db8:1::/48"`))
+	ch := apply(t, tp, specA)
+	if got := strings.Join(ch, "; "); len(ch) != 2 || !strings.Contains(got, "list l4h24_office: 1 element changes") ||
+		!strings.Contains(got, "list l6h48_office: 1 element changes") {
 		t.Fatalf("list edit changed more than the list: %v", ch)
 	}
-	before := ctr["ssh"].Packets
+	expect(t, tp, []probeCase{{"tcp", "203.0.113.1", 22, true}, {"tcp", "2001:db8:1::1", 22, true}})
+	// Hand edits of a hash list (an element gone, one with host bits no
+	// /24 has) are repaired by the first apply of a new process.
+	tp.tenant.MustExec(t, "nft", "delete", "element", "inet", "nfhost", "l4h24_office", "{ 203.0.113.0 }")
+	tp.tenant.MustExec(t, "nft", "add", "element", "inet", "nfhost", "l4h24_office", "{ 192.0.2.77 }")
+	ch, err = (&firewall.Reconciler{}).Apply(tp.tenant.Handle, specA)
+	if err != nil || len(ch) != 1 || !strings.Contains(ch[0], "list l4h24_office: 2 element changes") {
+		t.Fatalf("repair of a hand-edited hash list: %v %v", ch, err)
+	}
+	if out := tp.tenant.MustExec(t, "nft", "list", "set", "inet", "nfhost", "l4h24_office"); strings.Contains(out, "192.0.2.77") || !strings.Contains(out, "203.0.113.0") {
+		t.Fatalf("hash list after repair:\n%s", out)
+	}
+	// The client alone (a /32) beside a /24: the list becomes an interval
+	// set, and the rule using it is rewritten in the same batch.
+	spec2 := parse(t, doc(`"198.51.100.0/24", "203.0.113.2", "2001:db8:99::/48"`))
+	ch = apply(t, tp, spec2)
+	if got := strings.Join(ch, "; "); len(ch) != 4 || !strings.Contains(got, "list l4_office: 3 element changes") ||
+		!strings.Contains(got, "delete list l4h24_office") || !strings.Contains(got, "rewrite 2 chains") ||
+		!strings.Contains(got, "list l6h48_office: 1 element changes") {
+		t.Fatalf("list edit that changes the set's kind: %v", ch)
+	}
 	expect(t, tp, []probeCase{{"tcp", "203.0.113.1", 22, true}, {"tcp", "2001:db8:1::1", 22, false}})
 	ctr, _ = (&firewall.Reconciler{}).Counters(tp.tenant.Handle)
 	if ctr["office-ssh"].Packets == 0 || ctr["ssh"].Packets <= before {

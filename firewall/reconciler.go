@@ -27,7 +27,8 @@ import (
 // Layout of the table in a tenant namespace:
 //
 //	table inet nfhost {
-//	    set l4_<list>, l6_<list>    interval sets of the named lists
+//	    set l4_<list>, l6_<list>    the named lists: interval sets, or
+//	    set l4h24_<list>, ...       hash sets of prefixes of one length (listSetOf)
 //	    counter c_<rule-id>         one per rule; survives rule replacement
 //	    chain filter {              hook prerouting, priority filter, policy = default
 //	        iifname != "host0" accept          traffic that does not come from the edge
@@ -342,7 +343,7 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	wantSets, ch, err := syncLists(c, t, spec.Lists, haveSets, st, ch)
+	wantSets, lists, ch, err := syncLists(c, t, spec.Lists, haveSets, st, ch)
 	if err != nil {
 		return nil, err
 	}
@@ -352,8 +353,8 @@ func apply(c *nftables.Conn, spec *fwspec.Spec, st *listState) ([]string, error)
 	}
 	wantCtrs, ch := addCounters(c, t, spec.Rules, haveCtrs, ch)
 	var obsolete []*nftables.Chain
-	lay := layout(spec)
-	if ch, err = syncChains(c, t, spec, lay, exists, cached, ch, &obsolete); err != nil {
+	lay := layout(spec, lists)
+	if ch, err = syncChains(c, t, spec, lay, lists, exists, cached, ch, &obsolete); err != nil {
 		return nil, err
 	}
 	ch = deleteLists(c, haveSets, wantSets, st.written, ch)
@@ -472,15 +473,18 @@ func listChains(c *nftables.Conn, t *nftables.Table, exists bool) (map[string]*n
 
 // syncLists queues the changes that make every named list's two sets (one
 // per family) hold the spec's prefixes, and returns the names of the sets
-// the spec wants.
+// the spec wants and the set of each list and family (by listSetName).
 func syncLists(c *nftables.Conn, t *nftables.Table, lists map[string][]netip.Prefix, have map[string]*nftables.Set,
-	st *listState, ch []string) (map[string]bool, []string, error) {
+	st *listState, ch []string) (map[string]bool, map[string]listSet, []string, error) {
 	want := map[string]bool{}
+	sets := map[string]listSet{}
 	for _, name := range sortedListNames(lists) {
 		for _, f := range []family{fam4, fam6} {
-			sn := listSetName(name, f)
-			want[sn] = true
 			ps, h := st.split(lists[name], f)
+			ls := listSetOf(name, f, ps)
+			sets[listSetName(name, f)] = ls
+			sn := ls.name
+			want[sn] = true
 			st.written[sn], st.content[sn] = h, ps
 			if have[sn] != nil && st.known(sn) == h {
 				continue // unchanged since this process last wrote or verified it
@@ -489,16 +493,16 @@ func syncLists(c *nftables.Conn, t *nftables.Table, lists map[string][]netip.Pre
 			if have[sn] != nil && st.known(sn) != "" {
 				prev = st.prev(sn)
 			}
-			n, err := syncList(c, t, have[sn], sn, f, ps, prev)
+			n, err := syncList(c, t, have[sn], ls, f, ps, prev)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			if n > 0 {
 				ch = append(ch, fmt.Sprintf("firewall: list %s: %d element changes", sn, n))
 			}
 		}
 	}
-	return want, ch, nil
+	return want, sets, ch, nil
 }
 
 // addCounters queues a counter for every rule ID that has none and returns
@@ -517,7 +521,7 @@ func addCounters(c *nftables.Conn, t *nftables.Table, rules []fwspec.CompiledRul
 
 // syncChains queues the base chain when its policy differs and rewrites
 // the chains whose rules differ from the spec's layout.
-func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, lay []chainLayout, exists bool, cached *chainCache, ch []string, obsolete *[]*nftables.Chain) ([]string, error) {
+func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, lay []chainLayout, lists map[string]listSet, exists bool, cached *chainCache, ch []string, obsolete *[]*nftables.Chain) ([]string, error) {
 	policy := nftables.ChainPolicyAccept
 	if spec.Default == fwspec.Block {
 		policy = nftables.ChainPolicyDrop
@@ -547,7 +551,7 @@ func syncChains(c *nftables.Conn, t *nftables.Table, spec *fwspec.Spec, lay []ch
 	if len(stale) == 0 {
 		return ch, nil
 	}
-	n, err := rewriteChains(c, t, lay, stale, chains, have)
+	n, err := rewriteChains(c, t, lay, stale, chains, have, lists)
 	if err != nil {
 		return nil, err
 	}
@@ -597,7 +601,7 @@ func staleChains(c *nftables.Conn, t *nftables.Table, lay []chainLayout, have ma
 
 // rewriteChains queues the missing sub-chains, then empties and refills
 // the stale ones; it returns the number of nft rules queued.
-func rewriteChains(c *nftables.Conn, t *nftables.Table, lay, stale []chainLayout, chains, have map[string]*nftables.Chain) (int, error) {
+func rewriteChains(c *nftables.Conn, t *nftables.Table, lay, stale []chainLayout, chains, have map[string]*nftables.Chain, lists map[string]listSet) (int, error) {
 	// Sub-chains first: the base chain's gotos need them to exist.
 	for _, lc := range lay[1:] {
 		if have[lc.name] == nil {
@@ -607,7 +611,7 @@ func rewriteChains(c *nftables.Conn, t *nftables.Table, lay, stale []chainLayout
 	n := 0
 	// Anonymous sets are only queued here: an unbound one would make
 	// the kernel refuse the batch.
-	b := &builder{conn: c, table: t}
+	b := &builder{conn: c, table: t, lists: lists}
 	for _, lc := range stale {
 		if have[lc.name] != nil {
 			c.FlushChain(chains[lc.name])
@@ -669,8 +673,6 @@ func sameTags(a [][]byte, b [][]byte) bool {
 	return true
 }
 
-// syncList creates a list set or diffs its elements; it returns the number
-// of element changes queued.
 func comparePrefix(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c
@@ -678,20 +680,22 @@ func comparePrefix(a, b netip.Prefix) int {
 	return a.Bits() - b.Bits()
 }
 
-// syncList makes set cur (nil: missing) hold want. prev, when not nil, is
+// syncList creates a list set or diffs its elements, and returns the
+// number of element changes queued. It makes set cur (nil: missing) hold want. prev, when not nil, is
 // what this process last wrote into it: the difference is computed from
 // it instead of dumping the set (a 1,000,000-element dump per tenant).
-func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name string, f family, want, prev []netip.Prefix) (int, error) {
+func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, ls listSet, f family, want, prev []netip.Prefix) (int, error) {
+	name := ls.name
 	kt := nftables.TypeIPAddr
 	if f == fam6 {
 		kt = nftables.TypeIP6Addr
 	}
 	if cur == nil {
-		s := &nftables.Set{Table: t, Name: name, KeyType: kt, Interval: true}
+		s := &nftables.Set{Table: t, Name: name, KeyType: kt, Interval: ls.bits < 0}
 		if err := c.AddSet(s, nil); err != nil {
 			return 0, fmt.Errorf("add set %s: %w", name, err)
 		}
-		return len(want) + 1, addElems(c, s, want)
+		return len(want) + 1, addElems(c, s, ls, want)
 	}
 	if prev != nil && slices.IsSortedFunc(prev, comparePrefix) && slices.IsSortedFunc(want, comparePrefix) {
 		// Both sorted (MergePrefixes): one merge walk, no maps (a
@@ -710,19 +714,13 @@ func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name strin
 				i, j = i+1, j+1
 			}
 		}
-		var del []nftables.SetElement
-		for _, p := range gone {
-			del = append(del, nftset.Elements(p, nil)...)
+		if err := delElems(c, cur, elementsOf(ls, gone)); err != nil {
+			return 0, err
 		}
-		for k := 0; k < len(del); k += elemChunk {
-			if err := c.SetDeleteElements(cur, del[k:min(k+elemChunk, len(del))]); err != nil {
-				return 0, fmt.Errorf("delete elements of %s: %w", name, err)
-			}
-		}
-		return len(gone) + len(add), addElems(c, cur, add)
+		return len(gone) + len(add), addElems(c, cur, ls, add)
 	}
 	have := map[netip.Prefix]bool{}
-	var foreign []nftset.Interval
+	var foreign []nftables.SetElement
 	if prev != nil {
 		for _, p := range prev {
 			have[p] = true
@@ -732,19 +730,11 @@ func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name strin
 		if err != nil {
 			return 0, fmt.Errorf("dump set %s: %w", name, err)
 		}
-		ivs, err := nftset.Intervals(elems)
-		if err != nil {
+		if have, foreign, err = readList(ls, elems); err != nil {
 			return 0, fmt.Errorf("parse set %s: %w", name, err)
 		}
-		for _, iv := range ivs {
-			if p, ok := iv.Prefix(); ok {
-				have[p] = true
-			} else {
-				foreign = append(foreign, iv)
-			}
-		}
 	}
-	wantSet := map[netip.Prefix]bool{}
+	wantSet := make(map[netip.Prefix]bool, len(want))
 	var add []netip.Prefix
 	for _, p := range want {
 		wantSet[p] = true
@@ -752,37 +742,84 @@ func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, name strin
 			add = append(add, p)
 		}
 	}
-	var del []nftables.SetElement
-	n := 0
+	var gone []netip.Prefix
 	for p := range have {
 		if !wantSet[p] {
-			del = append(del, nftset.Elements(p, nil)...)
-			n++
+			gone = append(gone, p)
 		}
 	}
-	for _, iv := range foreign {
-		del = append(del, nftables.SetElement{Key: iv.Start.AsSlice()})
-		if nx := iv.End.Next(); nx.IsValid() {
-			del = append(del, nftables.SetElement{Key: nx.AsSlice(), IntervalEnd: true})
-		}
-		n++
+	del := append(elementsOf(ls, gone), foreign...)
+	if err := delElems(c, cur, del); err != nil {
+		return 0, err
 	}
-	for i := 0; i < len(del); i += elemChunk {
-		if err := c.SetDeleteElements(cur, del[i:min(i+elemChunk, len(del))]); err != nil {
-			return 0, fmt.Errorf("delete elements of %s: %w", name, err)
-		}
-	}
-	return n + len(add), addElems(c, cur, add)
+	return len(gone) + len(foreign) + len(add), addElems(c, cur, ls, add)
 }
 
-func addElems(c *nftables.Conn, s *nftables.Set, ps []netip.Prefix) error {
-	elems := make([]nftables.SetElement, 0, 2*len(ps))
-	for _, p := range ps {
-		elems = append(elems, nftset.Elements(p, nil)...)
+// readList turns a list set's elements back into prefixes; foreign holds
+// the elements no prefix of the set's kind accounts for (someone's edit),
+// as elements to delete.
+func readList(ls listSet, elems []nftables.SetElement) (map[netip.Prefix]bool, []nftables.SetElement, error) {
+	have := make(map[netip.Prefix]bool, len(elems))
+	var foreign []nftables.SetElement
+	if ls.bits >= 0 {
+		for _, e := range elems {
+			a, ok := netip.AddrFromSlice(e.Key)
+			if p := netip.PrefixFrom(a, ls.bits); ok && p.Masked() == p {
+				have[p] = true
+			} else {
+				foreign = append(foreign, nftables.SetElement{Key: e.Key})
+			}
+		}
+		return have, foreign, nil
 	}
+	ivs, err := nftset.Intervals(elems)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, iv := range ivs {
+		if p, ok := iv.Prefix(); ok {
+			have[p] = true
+			continue
+		}
+		foreign = append(foreign, nftables.SetElement{Key: iv.Start.AsSlice()})
+		if nx := iv.End.Next(); nx.IsValid() {
+			foreign = append(foreign, nftables.SetElement{Key: nx.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return have, foreign, nil
+}
+
+// elementsOf returns the elements of ps in a set of kind ls: one masked
+// address per prefix in a hash set, a start and an end in an interval set.
+func elementsOf(ls listSet, ps []netip.Prefix) []nftables.SetElement {
+	if ls.bits >= 0 {
+		out := make([]nftables.SetElement, len(ps))
+		for i, p := range ps {
+			out[i].Key = p.Masked().Addr().AsSlice()
+		}
+		return out
+	}
+	out := make([]nftables.SetElement, 0, 2*len(ps))
+	for _, p := range ps {
+		out = append(out, nftset.Elements(p, nil)...)
+	}
+	return out
+}
+
+func addElems(c *nftables.Conn, s *nftables.Set, ls listSet, ps []netip.Prefix) error {
+	elems := elementsOf(ls, ps)
 	for i := 0; i < len(elems); i += elemChunk {
 		if err := c.SetAddElements(s, elems[i:min(i+elemChunk, len(elems))]); err != nil {
 			return fmt.Errorf("add elements to %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+func delElems(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	for i := 0; i < len(elems); i += elemChunk {
+		if err := c.SetDeleteElements(s, elems[i:min(i+elemChunk, len(elems))]); err != nil {
+			return fmt.Errorf("delete elements of %s: %w", s.Name, err)
 		}
 	}
 	return nil
@@ -827,7 +864,7 @@ func fixed(exprs ...expr.Any) func(*builder) ([]expr.Any, error) {
 
 // layout computes every chain's rules and tags from the spec; pure except
 // that the entries' exprs functions queue anonymous sets when called.
-func layout(spec *fwspec.Spec) []chainLayout {
+func layout(spec *fwspec.Spec, lists map[string]listSet) []chainLayout {
 	ifname := make([]byte, 16)
 	copy(ifname, owned.NSIfName)
 	baseEntries := []entry{
@@ -867,7 +904,7 @@ func layout(spec *fwspec.Spec) []chainLayout {
 		hash := ""
 		tag := func(i int) string {
 			if hash == "" {
-				hash = ruleHash(r)
+				hash = ruleHash(r, lists)
 			}
 			return ruleTagOf(r.ID, i, hash)
 		}
