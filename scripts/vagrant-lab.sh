@@ -147,7 +147,7 @@ cat >"$work/$tenant.json" <<JSON
 JSON
 for _ in $(seq 100); do ctl tenant list >/dev/null 2>&1 && break; sleep 0.2; done
 # VMs that ran the verdicts before (--verdicts): back to the start.
-if ctl tenant list 2>/dev/null | grep -q "$tenant"; then
+if ctl tenant list 2>/dev/null | grep "$tenant" >/dev/null; then
   ctl fw delete-rule "$tenant" no-dns >/dev/null 2>&1 || true
   ctl dos delete-signature "$tenant" ntp-monlist >/dev/null 2>&1 || true
   echo '{}' >"$work/dos.json"; ctl dos put "$tenant" -f "$work/dos.json" >/dev/null 2>&1 || true

@@ -21,14 +21,8 @@ start() {
   local args=(--source consul --consul-addr "$consul_addr" --host-id "$host" --uplink uplink
     --resync-interval 1s --bgp-config "$run/bgp-$host.json" --metrics-addr "$(topo_ctl "$host"):9469")
   if [[ -n $backend ]]; then
-    if "$bin/nsd" --help 2>&1 | grep -q -- --gre-backend; then
-      args+=(--gre-backend "$backend")
-      echo "$backend" >"$run/gre-backend"
-    else
-      # Until nsd has --gre-backend, every edge runs the eBPF datapath.
-      echo "vm-nsd $host: nsd has no --gre-backend: the topology's $backend is not applied, the GRE backend is eBPF" >&2
-      echo "ebpf (nsd has no --gre-backend; topology: $backend)" >"$run/gre-backend"
-    fi
+    args+=(--gre-backend "$backend")
+    echo "$backend" >"$run/gre-backend"
   fi
   # Its own session, no terminal: it outlives Vagrant's ssh.
   setsid "$bin/nsd" "${args[@]}" </dev/null >>/var/log/nsd.log 2>&1 &
