@@ -67,14 +67,20 @@ type keyField struct {
 	typ   nftables.SetDatatype
 }
 
-// groupKey says whether an alternative is a single keyed comparison and
+// groupKey says whether an alternative (its literals as forChain left them
+// for the chain of protocol proto) is a single keyed comparison and
 // returns its field key and ranges.
-func groupKey(lits []lang.Literal, fam family) (string, [][2][]byte, bool) {
+func groupKey(lits []lang.Literal, fam family, proto int) (string, [][2][]byte, bool) {
 	var one *lang.Literal
 	for i := range lits {
 		l := lits[i]
-		if f := atomField(l.Atom); f != nil && f.Name == "ip.proto" && !l.Neg && !isNe(l.Atom) && len(lits) > 1 {
-			continue // the chain's own protocol, kept for nft list
+		// In a protocol's chain a positive ip.proto test left in is the
+		// chain's own protocol, true there and kept only for nft list. In
+		// the other-protocols chain it is a real test (ip.proto in {1, 58}
+		// on IPv6: ICMP over IPv6 is not dispatched anywhere): an
+		// alternative holding one is not a single comparison.
+		if f := atomField(l.Atom); proto >= 0 && f != nil && f.Name == "ip.proto" && !l.Neg && !isNe(l.Atom) && len(lits) > 1 {
+			continue
 		}
 		if one != nil {
 			return "", nil, false

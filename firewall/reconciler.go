@@ -971,7 +971,7 @@ func layout(spec *fwspec.Spec, lists map[string]listSet) []chainLayout {
 				}
 				it := item{e: ruleEntry(tag(i), r, nrs[i], d.fam, d.proto, v)}
 				if v != nil {
-					it.key, it.ivs, it.keyed = groupKey(nrs[i].lits, d.fam)
+					it.key, it.ivs, it.keyed = groupKey(nrs[i].lits, d.fam, d.proto)
 					it.rule, it.alt, it.verdict = r, i, v
 				}
 				items[j] = append(items[j], it)
