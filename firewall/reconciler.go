@@ -794,8 +794,23 @@ func readList(ls listSet, elems []nftables.SetElement) (map[netip.Prefix]bool, [
 func elementsOf(ls listSet, ps []netip.Prefix) []nftables.SetElement {
 	if ls.bits >= 0 {
 		out := make([]nftables.SetElement, len(ps))
+		if len(ps) == 0 {
+			return out
+		}
+		// One backing array for the keys: 100,000 small allocations
+		// were a quarter of a fresh apply's own time.
+		n := ps[0].Addr().BitLen() / 8
+		keys := make([]byte, n*len(ps))
 		for i, p := range ps {
-			out[i].Key = p.Masked().Addr().AsSlice()
+			k := keys[i*n : (i+1)*n : (i+1)*n]
+			if n == 4 {
+				a := p.Masked().Addr().As4()
+				copy(k, a[:])
+			} else {
+				a := p.Masked().Addr().As16()
+				copy(k, a[:])
+			}
+			out[i].Key = k
 		}
 		return out
 	}
