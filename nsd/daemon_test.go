@@ -327,3 +327,13 @@ func TestUnknownKeysAndApplyErrors(t *testing.T) {
 		t.Fatalf("failed tenant not retried: %v", h.k.applies)
 	}
 }
+
+func TestFingerprint(t *testing.T) {
+	keys := map[string]source.Entry{"network": {ModifyIndex: 123456}, "firewall": {ModifyIndex: 123999}, "dos": {ModifyIndex: 99}}
+	if got := fingerprint(keys); got != "dos=99;firewall=123999;network=123456;" {
+		t.Fatalf("fingerprint %q", got)
+	}
+	if got := fingerprint(nil); got != "" {
+		t.Fatalf("fingerprint of no keys %q", got)
+	}
+}
