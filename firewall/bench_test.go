@@ -143,13 +143,15 @@ func BenchmarkForwarding(b *testing.B) {
 			}
 			return res.End.SumReceived.BitsPerSecond / 1e9
 		}
-		// Interleave three pairs and compare medians: single 3 s runs on
-		// two cores vary by ±15%.
+		// Runs back to back: no table, the 200 rules, and the table with
+		// no rule (its base chain and dispatch: what any nfhost firewall
+		// costs); the ratio of each to the no-table run next to it, and the
+		// medians of those: runs next to each other see the same machine,
+		// which cancels most of the drift (single 3 s runs on two cores vary
+		// by ±15%). NFHOST_BENCH_PAIRS, default 7.
 		rec := &firewall.Reconciler{}
-		// Pairs of runs back to back, the ratio of each pair, and the
-		// median of those: a pair's two runs see the same machine, which
-		// cancels most of the drift (NFHOST_BENCH_PAIRS, default 7).
-		var bases, withs, ratios []float64
+		empty := specOf(b, fwspec.Config{})
+		var bases, withs, ratios, emptyRatios []float64
 		pairs := 7
 		if v, err := strconv.Atoi(os.Getenv("NFHOST_BENCH_PAIRS")); err == nil && v > 0 {
 			pairs = v
@@ -160,6 +162,10 @@ func BenchmarkForwarding(b *testing.B) {
 				b.Fatal(err)
 			}
 			withs = append(withs, run())
+			if _, err := rec.Apply(tenant.Handle, empty); err != nil {
+				b.Fatal(err)
+			}
+			emptyRatios = append(emptyRatios, run()/bases[k])
 			if _, err := rec.Apply(tenant.Handle, nil); err != nil {
 				b.Fatal(err)
 			}
@@ -170,6 +176,7 @@ func BenchmarkForwarding(b *testing.B) {
 		b.ReportMetric(with, "rules-Gbps")
 		b.ReportMetric(with/base, "ratio")
 		b.ReportMetric(median(ratios), "pair-ratio-median")
+		b.ReportMetric(median(emptyRatios), "empty-table-ratio-median")
 	}
 }
 
