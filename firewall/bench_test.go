@@ -150,7 +150,7 @@ func BenchmarkForwarding(b *testing.B) {
 		// which cancels most of the drift (single 3 s runs on two cores vary
 		// by ±15%). NFHOST_BENCH_PAIRS, default 7.
 		rec := &firewall.Reconciler{}
-		empty := specOf(b, fwspec.Config{})
+		empty := specOf(b, fwspec.Config{Rules: []fwspec.Rule{}})
 		var bases, withs, ratios, emptyRatios []float64
 		pairs := 7
 		if v, err := strconv.Atoi(os.Getenv("NFHOST_BENCH_PAIRS")); err == nil && v > 0 {
