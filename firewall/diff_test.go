@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -389,6 +390,10 @@ func (in *interp) element(l *expr.Lookup, reg []byte) *nftables.SetElement {
 	k := reg[:len(elems[0].Key)]
 	i := sort.Search(len(elems), func(i int) bool { return bytes.Compare(elems[i].Key, k) > 0 })
 	if i == 0 || elems[i-1].IntervalEnd {
+		return nil
+	}
+	// A map of single values (no interval flags anywhere): exact keys.
+	if !slices.ContainsFunc(elems, func(e nftables.SetElement) bool { return e.IntervalEnd || e.IntervalOpen }) && !bytes.Equal(elems[i-1].Key, k) {
 		return nil
 	}
 	return &elems[i-1]

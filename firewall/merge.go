@@ -399,7 +399,25 @@ func vmapEntry(key string, fam family, proto int, items []item, members []int, c
 		h.Write([]byte(sp.to))
 		h.Write([]byte{';'})
 	}
-	tag := fmt.Sprintf("%smap-%s:%s", tagPrefix, key, hex.EncodeToString(h.Sum(nil)[:8]))
+	// A map whose every range is one value (ports, host addresses, the
+	// usual case) is a hash map: a hash probe per packet instead of a
+	// tree walk. The kind is in the tag, so a chain written with the
+	// other kind is rewritten.
+	single := true
+	for _, sp := range spans {
+		if sp.to == "" {
+			continue
+		}
+		if next, ok := inc(sp.lo); sp.end == nil || !ok || !bytes.Equal(next, sp.end) {
+			single = false
+			break
+		}
+	}
+	kind := "i"
+	if single {
+		kind = "h"
+	}
+	tag := fmt.Sprintf("%smap-%s:%s%s", tagPrefix, key, kind, hex.EncodeToString(h.Sum(nil)[:8]))
 	return entry{tag, func(b *builder) ([]expr.Any, error) {
 		var elems []nftables.SetElement
 		for _, sp := range spans {
@@ -407,13 +425,15 @@ func vmapEntry(key string, fam family, proto int, items []item, members []int, c
 				continue // a gap: the previous range's end element closes it
 			}
 			elems = append(elems, nftables.SetElement{Key: sp.lo, VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: sp.to}})
-			if sp.end != nil {
+			switch {
+			case single:
+			case sp.end != nil:
 				elems = append(elems, nftables.SetElement{Key: sp.end, IntervalEnd: true})
-			} else {
+			default:
 				elems[len(elems)-1].IntervalOpen = true
 			}
 		}
-		set := &nftables.Set{Table: b.table, Name: "__map%d", Anonymous: true, Constant: true, Interval: true,
+		set := &nftables.Set{Table: b.table, Name: "__map%d", Anonymous: true, Constant: true, Interval: !single,
 			IsMap: true, KeyType: kf.typ, DataType: nftables.TypeVerdict}
 		if err := b.conn.AddSet(set, elems); err != nil {
 			return nil, fmt.Errorf("add verdict map: %w", err)
