@@ -204,6 +204,9 @@ func BenchmarkChangeLatency(b *testing.B) {
 		small, smallApply := changeLatency(b, agent, 10)
 		big, bigApply := changeLatency(b, agent, benchTenants())
 		b.ReportMetric(float64(benchTenants()), "tenants")
+		// The benchmark process holds nsd (and the test's Consul client):
+		// its RSS with the tenants applied, an upper bound on nsd's.
+		b.ReportMetric(lastRSS, "process-rss-MiB")
 		b.ReportMetric(ms(big[50]), "p50-ms")
 		b.ReportMetric(ms(big[99]), "p99-ms")
 		b.ReportMetric(ms(small[50]), "p50-10tenants-ms")
@@ -216,6 +219,9 @@ func BenchmarkChangeLatency(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// lastRSS is the benchmark process's RSS after changeLatency's initial pass.
+var lastRSS float64
 
 // changeLatency returns percentiles indexed 0..100 and the mean time nsd
 // spent in the kernel Apply per change (from its own histogram).
@@ -243,8 +249,8 @@ func changeLatency(b *testing.B, agent *consultest.Agent, n int) ([]time.Duratio
 	defer cancel()
 	go d.Run(ctx)
 	statusKey := func(id string) string { return fmt.Sprintf("%s/tenant-status/%s/bench", prefix, id) }
-	// Wait for the initial pass.
-	deadline := time.Now().Add(5 * time.Minute)
+	// Wait for the initial pass (10,000 tenants take about 15 minutes here).
+	deadline := time.Now().Add(5*time.Minute + time.Duration(n)*100*time.Millisecond)
 	for {
 		keys, _, _ := kv.Keys(prefix+"/tenant-status/", "", nil)
 		if len(keys) >= n {
@@ -255,6 +261,7 @@ func changeLatency(b *testing.B, agent *consultest.Agent, n int) ([]time.Duratio
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	lastRSS = rssMiB(os.Getpid())
 	sum0, cnt0 := applyHistogram(b, reg)
 	var lat []time.Duration
 	for c := 0; c < 100; c++ {
