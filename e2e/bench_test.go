@@ -285,14 +285,8 @@ func changeLatency(b *testing.B, agent *consultest.Agent, n int) ([]time.Duratio
 		lat = append(lat, time.Since(t0))
 	}
 	sum1, cnt1 := applyHistogram(b, reg)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	pct := make([]time.Duration, 101)
-	for q := 0; q <= 100; q++ {
-		idx := q * (len(lat) - 1) / 100
-		pct[q] = lat[idx]
-	}
 	meanApply := time.Duration((sum1 - sum0) / float64(cnt1-cnt0) * float64(time.Second))
-	return pct, meanApply
+	return percentiles(lat), meanApply
 }
 
 func applyHistogram(b *testing.B, reg *prometheus.Registry) (sum float64, count uint64) {
