@@ -680,10 +680,10 @@ func comparePrefix(a, b netip.Prefix) int {
 	return a.Bits() - b.Bits()
 }
 
-// syncList creates a list set or diffs its elements, and returns the
-// number of element changes queued. It makes set cur (nil: missing) hold want. prev, when not nil, is
-// what this process last wrote into it: the difference is computed from
-// it instead of dumping the set (a 1,000,000-element dump per tenant).
+// syncList makes set cur (nil: missing) hold want, of kind ls, and returns
+// the number of element changes queued. prev, when not nil, is what this
+// process last wrote into it: the difference is computed from it instead
+// of dumping the set (a 1,000,000-element dump per tenant).
 func syncList(c *nftables.Conn, t *nftables.Table, cur *nftables.Set, ls listSet, f family, want, prev []netip.Prefix) (int, error) {
 	name := ls.name
 	kt := nftables.TypeIPAddr
