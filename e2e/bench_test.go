@@ -271,16 +271,24 @@ func changeLatency(b *testing.B, agent *consultest.Agent, n int) ([]time.Duratio
 		bits := 28 + 1 + c%3 // alternate between /29, /30, /31 to force a change
 		doc := fmt.Sprintf(`{"prefixes": [%q]}`, netip.PrefixFrom(p.Addr(), bits))
 		t0 := time.Now()
-		kv.Put(&api.KVPair{Key: fmt.Sprintf("%s/tenants/%s/network", prefix, id), Value: []byte(doc)}, nil)
+		ok, resp, _, err := kv.Txn(api.KVTxnOps{{Verb: api.KVSet, Key: fmt.Sprintf("%s/tenants/%s/network", prefix, id), Value: []byte(doc)}}, nil)
+		if err != nil || !ok {
+			b.Fatalf("change %d: %v", c, err)
+		}
+		put := resp.Results[0].ModifyIndex
 		for {
 			pair, m, err := kv.Get(statusKey(id), &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 10 * time.Second})
 			if err != nil {
 				b.Fatal(err)
 			}
 			meta = m
-			if pair != nil && strings.Contains(string(pair.Value), `"state":"applied"`) && m.LastIndex > 0 {
+			var st source.Status
+			if pair != nil && json.Unmarshal(pair.Value, &st) == nil && st.State == "applied" && st.AppliedIndex >= put {
 				break
 			}
+		}
+		if d := time.Since(t0); d > time.Second {
+			b.Logf("change %d of %s (index %d) took %v", c, id, put, d)
 		}
 		lat = append(lat, time.Since(t0))
 	}

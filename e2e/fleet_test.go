@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -88,26 +90,81 @@ type fleet struct {
 	prefix  string
 	servers int
 	tenants int
+	acks    bool // the servers acknowledge (nsd --status-writes ack)
 	meter   *consultest.Meter
 	stops   []func()
 	addrs   []string // where the simulated servers connect
+	// server 0 has a meter of its own (cut off in BenchmarkFleetSustained)
+	// and its snapshots are recorded.
+	meter0 *consultest.Meter
+	snap0  *recordingStore
 }
 
-// newFleet writes the tenants and starts the simulated servers (indexed
-// or, with noIndex, each watching the whole prefix), and waits until
-// every server wrote every tenant's status.
-func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenants int, noIndex bool, addrs []string) *fleet {
-	f := &fleet{cluster: c, prefix: prefix, servers: servers, tenants: tenants, addrs: addrs,
-		meter: consultest.NewMeter()}
+// fleetMode is how the simulated servers watch and report.
+type fleetMode struct {
+	noIndex bool // every server watches the whole prefix (the design before the index)
+	acks    bool // acknowledgements instead of per-tenant status writes
+}
+
+// recordingStore is a Consul store whose last snapshot the benchmark can
+// read (what the server holds).
+type recordingStore struct {
+	*source.Consul
+	mu   sync.Mutex
+	last source.Snapshot
+}
+
+func (r *recordingStore) Watch(ctx context.Context, out chan<- source.Snapshot, onHealth func(error)) error {
+	in := make(chan source.Snapshot)
+	go r.Consul.Watch(ctx, in, onHealth)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case s := <-in:
+			r.mu.Lock()
+			r.last = s
+			r.mu.Unlock()
+			select {
+			case out <- s:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+func (r *recordingStore) marks() map[string]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]uint64{}
+	for id, keys := range r.last.Tenants {
+		for _, e := range keys {
+			out[id] = max(out[id], e.ModifyIndex)
+		}
+	}
+	return out
+}
+
+// newFleet writes the tenants and starts the simulated servers, and waits
+// until every server has applied every tenant: it wrote every tenant's
+// status or, with acknowledgements, its ack covers the last write.
+func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenants int, mode fleetMode, addrs []string) *fleet {
+	noIndex := mode.noIndex
+	f := &fleet{cluster: c, prefix: prefix, servers: servers, tenants: tenants, addrs: addrs, acks: mode.acks,
+		meter: consultest.NewMeter(), meter0: consultest.NewMeter()}
 	kv := c.Servers[0].Client.KV()
 	var ops api.KVTxnOps
+	var lastWrite uint64
 	flush := func() {
 		if len(ops) == 0 {
 			return
 		}
-		if ok, _, _, err := kv.Txn(ops, nil); err != nil || !ok {
+		ok, resp, _, err := kv.Txn(ops, nil)
+		if err != nil || !ok {
 			b.Fatalf("write tenants: %v", err)
 		}
+		lastWrite = resp.Results[0].ModifyIndex
 		ops = nil
 	}
 	for i := 0; i < tenants; i++ {
@@ -130,23 +187,40 @@ func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenan
 	var wg sync.WaitGroup
 	var stores []*source.Consul
 	for i := 0; i < servers; i++ {
-		st := f.store(b, addrs[i%len(addrs)], noIndex, f.meter)
+		m := f.meter
+		if i == 0 {
+			m = f.meter0
+		}
+		st := f.store(b, addrs[i%len(addrs)], noIndex, m)
 		stores = append(stores, st)
-		d := nsd.New(nsd.Options{HostID: fmt.Sprintf("sim%d", i), Store: st, Routing: &noKernel{specs: map[string]rtspec.TenantSpec{}},
-			NSPrefix: "nfF-", Resync: time.Hour, MaxDeleteFraction: 1})
+		var store source.Store = st
+		if i == 0 {
+			f.snap0 = &recordingStore{Consul: st}
+			store = f.snap0
+		}
+		d := nsd.New(nsd.Options{HostID: fmt.Sprintf("sim%d", i), Store: store, Routing: &noKernel{specs: map[string]rtspec.TenantSpec{}},
+			NSPrefix: "nfF-", Resync: time.Hour, MaxDeleteFraction: 1, Acks: mode.acks})
 		wg.Add(1)
 		go func() { defer wg.Done(); d.Run(ctx) }()
 	}
 	f.stops = append(f.stops, wg.Wait)
-	// Every server has written every tenant's status.
-	deadline := time.Now().Add(20 * time.Minute)
-	for {
+	// Every server has applied every tenant.
+	deadline := time.Now().Add(40 * time.Minute)
+	for !mode.acks {
 		keys, _, err := kv.Keys(prefix+"/tenant-status/", "", &api.QueryOptions{AllowStale: true})
 		if err == nil && len(keys) >= servers*tenants {
 			break
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("fleet did not converge: %d of %d statuses", len(keys), servers*tenants)
+		}
+		time.Sleep(time.Second)
+	}
+	for mode.acks {
+		if n := f.acked(b, lastWrite); n == servers {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatalf("fleet did not converge: %d of %d servers acknowledge index %d", n, servers, lastWrite)
 		}
 		time.Sleep(time.Second)
 	}
@@ -184,6 +258,22 @@ func (f *fleet) store(b *testing.B, addr string, noIndex bool, m *consultest.Met
 	return st
 }
 
+// acked is how many servers acknowledge index idx.
+func (f *fleet) acked(b *testing.B, idx uint64) int {
+	pairs, _, err := f.cluster.Servers[0].Client.KV().List(f.prefix+"/acks/", &api.QueryOptions{AllowStale: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, p := range pairs {
+		var a source.Ack
+		if json.Unmarshal(p.Value, &a) == nil && a.Through >= idx {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *fleet) stop() {
 	for _, s := range f.stops { // cancel, then wait
 		s()
@@ -207,25 +297,34 @@ func (f *fleet) change(b *testing.B, i, v int) []time.Duration {
 }
 
 // applied waits until every server's status of tenant id says applied at
-// index idx or later, and returns when each did, from t0.
+// index idx or later (with acknowledgements: until every server's ack is
+// at idx or later), and returns when each did, from t0.
 func (f *fleet) applied(b *testing.B, id string, idx uint64, t0 time.Time) []time.Duration {
 	kv := f.cluster.Servers[0].Client.KV()
 	done := map[string]time.Duration{}
 	var wait uint64
 	deadline := t0.Add(2 * time.Minute)
+	where := f.prefix + "/tenant-status/" + id + "/"
+	if f.acks {
+		where = f.prefix + "/acks/"
+	}
 	for len(done) < f.servers {
-		pairs, meta, err := kv.List(f.prefix+"/tenant-status/"+id+"/", &api.QueryOptions{WaitIndex: wait, WaitTime: 10 * time.Second})
+		pairs, meta, err := kv.List(where, &api.QueryOptions{WaitIndex: wait, WaitTime: 10 * time.Second})
 		if err != nil {
 			b.Fatal(err)
 		}
 		now := time.Since(t0)
 		wait = meta.LastIndex
 		for _, p := range pairs {
-			var st source.Status
-			if _, ok := done[p.Key]; ok || json.Unmarshal(p.Value, &st) != nil {
+			if _, ok := done[p.Key]; ok {
 				continue
 			}
-			if st.State == "applied" && st.AppliedIndex >= idx {
+			var st source.Status
+			var a source.Ack
+			switch {
+			case f.acks && json.Unmarshal(p.Value, &a) == nil && a.Through >= idx:
+				done[p.Key] = now
+			case !f.acks && json.Unmarshal(p.Value, &st) == nil && st.State == "applied" && st.AppliedIndex >= idx:
 				done[p.Key] = now
 			}
 		}
@@ -257,78 +356,324 @@ func rssMiB(pids ...int) float64 {
 
 type fleetResult struct {
 	bytesPerServer      float64 // per single-tenant change, on average
+	writesPerServer     float64 // KV writes per single-tenant change per server
 	p50, p99, max       time.Duration
 	consulCPUPerChange  time.Duration
 	consulRSS           float64
 	convergeAllStatuses time.Duration
 }
 
+func (f *fleet) bytes() int64  { return f.meter.Bytes() + f.meter0.Bytes() }
+func (f *fleet) writes() int64 { return f.meter.KVWrites() + f.meter0.KVWrites() }
+
+func (f *fleet) consulTicks(b *testing.B) (n int) {
+	for _, pid := range f.cluster.PIDs() {
+		n += cpuTicks(b, pid)
+	}
+	return n
+}
+
 func measureFleet(b *testing.B, f *fleet, changes int) fleetResult {
 	var lat []time.Duration
-	pids := f.cluster.PIDs()
-	ticks := func() (n int) {
-		for _, pid := range pids {
-			n += cpuTicks(b, pid)
-		}
-		return n
-	}
-	cpu0, bytes0 := ticks(), f.meter.Bytes()
+	cpu0, bytes0, writes0 := f.consulTicks(b), f.bytes(), f.writes()
 	for c := 0; c < changes; c++ {
 		lat = append(lat, f.change(b, (c*37)%f.tenants, c+1)...)
 		time.Sleep(200 * time.Millisecond) // reads that trail the status writes
 	}
-	cpu1, bytes1 := ticks(), f.meter.Bytes()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	pct := func(q int) time.Duration { return lat[q*(len(lat)-1)/100] }
+	cpu1, bytes1, writes1 := f.consulTicks(b), f.bytes(), f.writes()
+	pct := percentiles(lat)
 	return fleetResult{
 		bytesPerServer:     float64(bytes1-bytes0) / float64(changes) / float64(f.servers),
-		p50:                pct(50),
-		p99:                pct(99),
-		max:                lat[len(lat)-1],
+		writesPerServer:    float64(writes1-writes0) / float64(changes) / float64(f.servers),
+		p50:                pct[50],
+		p99:                pct[99],
+		max:                pct[100],
 		consulCPUPerChange: time.Duration(cpu1-cpu0) * (time.Second / 100) / time.Duration(changes),
-		consulRSS:          rssMiB(pids...),
+		consulRSS:          rssMiB(f.cluster.PIDs()...),
 	}
 }
 
-// BenchmarkFleet: bytes read per single-tenant change per server, and PUT
-// → applied on every server, with the index, against every server
-// watching the whole prefix (the baseline) at the same scale in the same
-// run. Run with -benchtime=1x.
+func fleetCluster(b *testing.B) (*consultest.Cluster, []string) {
+	c := consultest.StartCluster(b, 3)
+	var addrs []string
+	for _, a := range c.Servers {
+		addrs = append(addrs, a.Addr)
+	}
+	return c, addrs
+}
+
+// BenchmarkFleet: bytes read and KV writes per single-tenant change per
+// server, and PUT → applied on every server, with the index and
+// acknowledgements, against every server watching the whole prefix and
+// writing each tenant's status (the design before: the baseline) in the
+// same run, at NFHOST_FLEET_BASELINE_SERVERS × NFHOST_FLEET_BASELINE_TENANTS
+// (default: the same scale; 0 servers: no baseline). Run with
+// -benchtime=1x.
 func BenchmarkFleet(b *testing.B) {
 	servers := fleetEnv("NFHOST_FLEET_SERVERS", 50)
 	tenants := fleetEnv("NFHOST_FLEET_TENANTS", 1000)
 	changes := fleetEnv("NFHOST_FLEET_CHANGES", 20)
+	bServers, bTenants := servers, tenants
+	if v, ok := os.LookupEnv("NFHOST_FLEET_BASELINE_SERVERS"); ok {
+		bServers, _ = strconv.Atoi(v)
+	}
+	bTenants = fleetEnv("NFHOST_FLEET_BASELINE_TENANTS", bTenants)
 	for i := 0; i < b.N; i++ {
-		c := consultest.StartCluster(b, 3)
-		var addrs []string
-		for _, a := range c.Servers {
-			addrs = append(addrs, a.Addr)
-		}
+		c, addrs := fleetCluster(b)
 		t0 := time.Now()
-		fi := newFleet(b, c, "fleetidx", servers, tenants, false, addrs)
+		fi := newFleet(b, c, "fleetidx", servers, tenants, fleetMode{acks: true}, addrs)
 		converge := time.Since(t0)
+		b.ReportMetric(rssMiB(os.Getpid()), "sim-process-rss-MiB")
 		idx := measureFleet(b, fi, changes)
 		fi.stop()
-		t1 := time.Now()
-		fb := newFleet(b, c, "fleetall", servers, tenants, true, addrs)
-		convergeAll := time.Since(t1)
-		all := measureFleet(b, fb, changes)
-		fb.stop()
 		b.ReportMetric(float64(servers), "servers")
 		b.ReportMetric(float64(tenants), "tenants")
 		b.ReportMetric(idx.bytesPerServer/1024, "index-KB/change/server")
-		b.ReportMetric(all.bytesPerServer/1024, "prefix-KB/change/server")
-		b.ReportMetric(idx.bytesPerServer/all.bytesPerServer, "index/prefix-bytes")
+		b.ReportMetric(idx.writesPerServer, "index-writes/change/server")
 		b.ReportMetric(ms(idx.p50), "index-p50-ms")
 		b.ReportMetric(ms(idx.p99), "index-p99-ms")
 		b.ReportMetric(ms(idx.max), "index-max-ms")
+		b.ReportMetric(ms(idx.consulCPUPerChange), "index-consul-cpu-ms/change")
+		b.ReportMetric(idx.consulRSS, "index-consul-rss-MiB")
+		b.ReportMetric(converge.Seconds(), "index-converge-s")
+		if bServers <= 0 {
+			continue
+		}
+		t1 := time.Now()
+		fb := newFleet(b, c, "fleetall", bServers, bTenants, fleetMode{noIndex: true}, addrs)
+		convergeAll := time.Since(t1)
+		all := measureFleet(b, fb, changes)
+		fb.stop()
+		b.ReportMetric(float64(bServers), "baseline-servers")
+		b.ReportMetric(float64(bTenants), "baseline-tenants")
+		b.ReportMetric(all.bytesPerServer/1024, "prefix-KB/change/server")
+		b.ReportMetric(all.writesPerServer, "prefix-writes/change/server")
+		b.ReportMetric(idx.bytesPerServer/all.bytesPerServer, "index/prefix-bytes")
 		b.ReportMetric(ms(all.p50), "prefix-p50-ms")
 		b.ReportMetric(ms(all.p99), "prefix-p99-ms")
 		b.ReportMetric(ms(all.max), "prefix-max-ms")
-		b.ReportMetric(ms(idx.consulCPUPerChange), "index-consul-cpu-ms/change")
 		b.ReportMetric(ms(all.consulCPUPerChange), "prefix-consul-cpu-ms/change")
-		b.ReportMetric(all.consulRSS, "consul-rss-MiB")
-		b.ReportMetric(converge.Seconds(), "index-converge-s")
+		b.ReportMetric(all.consulRSS, "prefix-consul-rss-MiB")
 		b.ReportMetric(convergeAll.Seconds(), "prefix-converge-s")
 	}
+}
+
+// ackLog records, per server, when its acknowledgement moved.
+type ackLog struct {
+	mu    sync.Mutex
+	hosts map[string][]ackAt
+}
+
+type ackAt struct {
+	through uint64
+	at      time.Time
+}
+
+// follow blocks on acks/ until ctx ends, recording every move.
+func (l *ackLog) follow(ctx context.Context, kv *api.KV, prefix string) {
+	var idx uint64
+	for ctx.Err() == nil {
+		pairs, meta, err := kv.List(prefix+"/acks/", (&api.QueryOptions{WaitIndex: idx, WaitTime: 10 * time.Second}).WithContext(ctx))
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		now := time.Now()
+		idx = meta.LastIndex
+		l.mu.Lock()
+		for _, p := range pairs {
+			var a source.Ack
+			if json.Unmarshal(p.Value, &a) != nil {
+				continue
+			}
+			h := l.hosts[a.Host]
+			if len(h) == 0 || h[len(h)-1].through < a.Through {
+				l.hosts[a.Host] = append(h, ackAt{a.Through, now})
+			}
+		}
+		l.mu.Unlock()
+	}
+}
+
+// latencies returns, for a change written at t0 with index idx, how long
+// each server took to acknowledge it; ok is false if one has not yet.
+func (l *ackLog) latencies(idx uint64, t0 time.Time, servers int) ([]time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.hosts) < servers {
+		return nil, false
+	}
+	out := make([]time.Duration, 0, servers)
+	for _, h := range l.hosts {
+		i := sort.Search(len(h), func(i int) bool { return h[i].through >= idx })
+		if i == len(h) {
+			return nil, false
+		}
+		out = append(out, max(h[i].at.Sub(t0), 0))
+	}
+	return out, true
+}
+
+type sentChange struct {
+	idx uint64
+	at  time.Time
+}
+
+// writeChanges writes rate single-tenant changes a second for d, from
+// version v on, and returns them.
+func (f *fleet) writeChanges(b *testing.B, rate int, d time.Duration, v int) []sentChange {
+	kv := f.cluster.Servers[0].Client.KV()
+	n := int(d.Seconds() * float64(rate))
+	out := make([]sentChange, n)
+	start := time.Now()
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for c := 0; c < n; c++ {
+		time.Sleep(time.Until(start.Add(time.Duration(c) * time.Second / time.Duration(rate))))
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			i := (c * 37) % f.tenants
+			t0 := time.Now()
+			ok, resp, _, err := kv.Txn(api.KVTxnOps{{Verb: api.KVSet, Key: fmt.Sprintf("%s/tenants/t%d/network", f.prefix, i), Value: fleetDoc(i, v+c)}}, nil)
+			if err != nil || !ok {
+				b.Errorf("change %d: %v", c, err)
+				return
+			}
+			out[c] = sentChange{resp.Results[0].ModifyIndex, t0}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// BenchmarkFleetSustained: NFHOST_FLEET_RATE single-tenant changes a second
+// (default 100) for NFHOST_FLEET_SECONDS (default 60) on a fleet of
+// NFHOST_FLEET_SERVERS × NFHOST_FLEET_TENANTS acknowledging servers: PUT →
+// acknowledged by every server, p50/p99/max over all changes and servers,
+// and the p99 of the first and of the last 10 s (whether it grows). Then,
+// with NFHOST_FLEET_CUT seconds (default 0: skipped), server 0 is cut off
+// from Consul (its requests fail) while changes go on at 2 a second, and
+// reconnected: the bytes it reads to catch up against one full listing,
+// and whether what it holds is then exactly what Consul holds.
+func BenchmarkFleetSustained(b *testing.B) {
+	servers := fleetEnv("NFHOST_FLEET_SERVERS", 50)
+	tenants := fleetEnv("NFHOST_FLEET_TENANTS", 1000)
+	rate := fleetEnv("NFHOST_FLEET_RATE", 100)
+	secs := fleetEnv("NFHOST_FLEET_SECONDS", 60)
+	cut := 0
+	if v, err := strconv.Atoi(os.Getenv("NFHOST_FLEET_CUT")); err == nil {
+		cut = v
+	}
+	for i := 0; i < b.N; i++ {
+		c, addrs := fleetCluster(b)
+		f := newFleet(b, c, "fleetrun", servers, tenants, fleetMode{acks: true}, addrs)
+		ctx, cancel := context.WithCancel(context.Background())
+		log := &ackLog{hosts: map[string][]ackAt{}}
+		go log.follow(ctx, c.Servers[1].Client.KV(), f.prefix)
+		time.Sleep(time.Second)
+		cpu0, bytes0, writes0, t0 := f.consulTicks(b), f.bytes(), f.writes(), time.Now()
+		sent := f.writeChanges(b, rate, time.Duration(secs)*time.Second, 1)
+		took := time.Since(t0)
+		var all []time.Duration
+		windows := map[int][]time.Duration{}
+		deadline := time.Now().Add(2 * time.Minute)
+		for _, s := range sent {
+			for {
+				lat, ok := log.latencies(s.idx, s.at, servers)
+				if ok {
+					all = append(all, lat...)
+					w := int(s.at.Sub(t0) / (10 * time.Second))
+					windows[w] = append(windows[w], lat...)
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("change at index %d not acknowledged by every server 2 minutes after the run", s.idx)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		cpu1, bytes1, writes1 := f.consulTicks(b), f.bytes(), f.writes()
+		pct := percentiles(all)
+		last := slices.Max(slices.Collect(maps.Keys(windows)))
+		n := float64(len(sent))
+		b.ReportMetric(float64(servers), "servers")
+		b.ReportMetric(float64(tenants), "tenants")
+		b.ReportMetric(n/took.Seconds(), "changes/s")
+		b.ReportMetric(ms(pct[50]), "p50-ms")
+		b.ReportMetric(ms(pct[99]), "p99-ms")
+		b.ReportMetric(ms(pct[100]), "max-ms")
+		b.ReportMetric(ms(percentiles(windows[0])[99]), "p99-first10s-ms")
+		b.ReportMetric(ms(percentiles(windows[last])[99]), "p99-last10s-ms")
+		b.ReportMetric(float64(bytes1-bytes0)/n/float64(servers)/1024, "KB/change/server")
+		b.ReportMetric(float64(writes1-writes0)/took.Seconds()/float64(servers), "writes/s/server")
+		b.ReportMetric(float64(cpu1-cpu0)/took.Seconds(), "consul-cpu-%")
+		b.ReportMetric(rssMiB(c.PIDs()...), "consul-rss-MiB")
+		b.ReportMetric(rssMiB(os.Getpid()), "sim-process-rss-MiB")
+		if cut > 0 {
+			fleetCutOff(b, f, log, time.Duration(cut)*time.Second)
+		}
+		cancel()
+		f.stop()
+	}
+}
+
+// fleetCutOff cuts server 0 off for d while changes go on, reconnects it
+// and checks that it catches up exactly.
+func fleetCutOff(b *testing.B, f *fleet, log *ackLog, d time.Duration) {
+	f.meter0.Cut(true)
+	sent := f.writeChanges(b, 2, d, 1_000_000)
+	before := f.meter0.Bytes()
+	f.meter0.Cut(false)
+	t0 := time.Now()
+	want := sent[len(sent)-1].idx
+	for {
+		log.mu.Lock()
+		h := log.hosts["sim0"]
+		done := len(h) > 0 && h[len(h)-1].through >= want
+		log.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Since(t0) > 5*time.Minute {
+			b.Fatal("server 0 did not catch up within 5 minutes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(t0)
+	read := f.meter0.Bytes() - before
+	// One full listing, for scale, and the marks Consul holds.
+	m := consultest.NewMeter()
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.HttpClient = f.addrs[0], m.Client()
+	cl, err := api.NewClient(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pairs, _, err := cl.KV().List(f.prefix+"/tenants/", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	want0 := map[string]uint64{}
+	for _, p := range pairs {
+		id, _, _ := strings.Cut(strings.TrimPrefix(p.Key, f.prefix+"/tenants/"), "/")
+		want0[id] = max(want0[id], p.ModifyIndex)
+	}
+	got := f.snap0.marks()
+	wrong := 0
+	for id, idx := range want0 {
+		if got[id] != idx {
+			wrong++
+		}
+	}
+	wrong += max(len(got)-len(want0), 0)
+	if wrong > 0 {
+		b.Fatalf("server 0 after the cut: %d tenants differ from Consul's", wrong)
+	}
+	b.ReportMetric(d.Seconds(), "cut-s")
+	b.ReportMetric(float64(len(sent)), "cut-changes")
+	b.ReportMetric(float64(read)/1024, "catch-up-KB")
+	b.ReportMetric(float64(read)/float64(m.Bytes()), "catch-up/full-listing")
+	b.ReportMetric(took.Seconds(), "catch-up-s")
 }

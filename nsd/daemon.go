@@ -125,8 +125,14 @@ type Options struct {
 	// DefaultLaneWidth, negative turns the lane off (everything on the
 	// reconcile goroutine).
 	LaneWidth int
-	Logger    *slog.Logger
-	Metrics   *Metrics
+	// Acks: acknowledge processed changes per host (acks/<host>) and write
+	// a tenant's status only when it says more than "applied" (ack.go);
+	// the store must be a source.AckStore. AckInterval is the least time
+	// between two acknowledgements (0: DefaultAckInterval).
+	Acks        bool
+	AckInterval time.Duration
+	Logger      *slog.Logger
+	Metrics     *Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -181,6 +187,11 @@ type Daemon struct {
 	pace      *pacer
 	lane      *lane
 	requests  map[string]counterRequest // counter requests by tenant (counters.go)
+	// ack writes the host's acknowledgement (Options.Acks, ack.go); nil:
+	// per-tenant status writes. written holds, by tenant, the substance of
+	// the status key this host holds (statusSubstance).
+	ack     *acker
+	written map[string]string
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -224,6 +235,10 @@ func New(o Options) *Daemon {
 		hold:       holdState{flag: o.ConfirmDeletes},
 		pace:       newPacer(o.MinApplyInterval, o.ApplyBurst),
 		requests:   map[string]counterRequest{},
+		written:    map[string]string{},
+	}
+	if as, ok := o.Store.(source.AckStore); ok && o.Acks {
+		d.ack = newAcker(as, o.HostID, o.AckInterval, o.Now, o.Logger)
 	}
 	width := o.LaneWidth
 	if width == 0 {
@@ -252,6 +267,9 @@ type Result struct {
 func (d *Daemon) Run(ctx context.Context) error {
 	snaps := make(chan source.Snapshot, 1)
 	go d.o.Store.Watch(ctx, snaps, d.sourceHealth)
+	if d.ack != nil {
+		go d.ack.run(ctx)
+	}
 	var ticker, bgpTick <-chan time.Time
 	if d.o.BGP != nil {
 		// The speaker works asynchronously: its sessions and what it
@@ -423,6 +441,15 @@ func (d *Daemon) start(ctx context.Context) error {
 		var st source.Status
 		if json.Unmarshal(raw, &st) == nil && st.Tenant == name {
 			d.statuses[name] = st
+			d.written[name], _ = statusSubstance(st) // the key is there, whatever it says
+		}
+	}
+	if as, ok := d.o.Store.(source.AckStore); ok && d.ack == nil {
+		// Per-tenant status writes: an acknowledgement left by an earlier
+		// run with acknowledgements would say this host is further than
+		// its statuses.
+		if err := as.DeleteAck(ctx, d.o.HostID); err != nil {
+			d.log.Warn("delete this host's acknowledgement", "err", err)
 		}
 	}
 	return nil
@@ -574,6 +601,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	d.updateGauges()
 	d.announce(s)
 	d.writeHostStatus(ctx, s, full)
+	d.ackPass(s)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))
 	pass := "changes"
 	if full {
@@ -874,6 +902,10 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 
 func (d *Daemon) putStatus(ctx context.Context, st source.Status) {
 	d.statuses[st.Tenant] = st
+	if d.ack != nil {
+		d.putAckedStatus(ctx, st)
+		return
+	}
 	if err := d.o.Store.PutStatus(ctx, d.o.HostID, st.Tenant, st); err != nil {
 		d.log.Warn("write status", "tenant", st.Tenant, "err", err)
 	}
@@ -1025,6 +1057,10 @@ func (d *Daemon) dropStaleStatus(ctx context.Context, s source.Snapshot) {
 		delete(d.statuses, id)
 		delete(d.failed, id)
 		delete(d.seen, id)
+		if _, keyed := d.written[id]; d.ack != nil && !keyed {
+			continue
+		}
+		delete(d.written, id)
 		if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
 			d.log.Warn("delete status", "tenant", id, "err", err)
 		} else {
@@ -1069,9 +1105,12 @@ func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
 	delete(d.plans, id)
 	d.pace.forget(id)
 	d.lane.forget(id)
-	if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
-		d.log.Warn("delete status", "tenant", id, "err", err)
+	if _, keyed := d.written[id]; d.ack == nil || keyed {
+		if err := d.o.Store.DeleteStatus(ctx, d.o.HostID, id); err != nil {
+			d.log.Warn("delete status", "tenant", id, "err", err)
+		}
 	}
+	delete(d.written, id)
 	return Result{Tenant: id, State: "deleted", Changes: n}
 }
 

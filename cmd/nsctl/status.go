@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,7 +28,29 @@ func statusCommand(c *ctl) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printStatus(out, all)
+				if err := printStatus(out, all); err != nil {
+					return err
+				}
+				st, err := c.open()
+				if err != nil {
+					return err
+				}
+				if as, ok := st.(source.AckStore); ok {
+					acks, err := as.ListAcks(c.Ctx)
+					if err != nil {
+						return err
+					}
+					if host != "" {
+						acks = map[string]source.Ack{host: acks[host]}
+						if acks[host].Host == "" {
+							acks = nil
+						}
+					}
+					for _, n := range ackNotes(acks) {
+						fmt.Fprintln(out, n)
+					}
+				}
+				return nil
 			})
 		},
 	}
@@ -132,11 +155,20 @@ func (c *ctl) tenantStatuses(host, tenant, what string, keep func(source.Status)
 	if err != nil {
 		return nil, err
 	}
-	var out []hostStatus
-	for _, h := range slices.Sorted(maps.Keys(all)) {
+	parsed := map[string]source.Status{}
+	for h, raw := range all {
 		var s source.Status
-		raw := all[h]
-		if host != "" && h != host || json.Unmarshal(raw, &s) != nil || keep != nil && !keep(s) {
+		if json.Unmarshal(raw, &s) == nil {
+			parsed[h] = s
+		}
+	}
+	if err := c.withAcks(st, tenant, parsed); err != nil {
+		return nil, err
+	}
+	var out []hostStatus
+	for _, h := range slices.Sorted(maps.Keys(parsed)) {
+		s := parsed[h]
+		if host != "" && h != host || keep != nil && !keep(s) {
 			continue
 		}
 		out = append(out, hostStatus{h, s})
@@ -145,6 +177,59 @@ func (c *ctl) tenantStatuses(host, tenant, what string, keep func(source.Status)
 		return nil, fmt.Errorf("%s for tenant %s: %w", what, tenant, source.ErrNotFound)
 	}
 	return out, nil
+}
+
+// ackedStore is a store whose hosts may acknowledge instead of writing
+// every tenant's status (nsd --status-writes ack).
+type ackedStore interface {
+	source.AckStore
+	TenantIndexes(ctx context.Context, tenant string) (highest, network uint64, err error)
+}
+
+// withAcks completes a tenant's statuses by host with what acknowledging
+// hosts say without a status key: a host whose ack is at or past the
+// tenant's last write and holds no status of it applied it cleanly
+// (state applied); one behind is "pending". A status an acknowledging
+// host holds that says applied is applied at the current network index.
+func (c *ctl) withAcks(st source.Store, tenant string, sts map[string]source.Status) error {
+	as, ok := st.(ackedStore)
+	if !ok {
+		return nil
+	}
+	acks, err := as.ListAcks(c.Ctx)
+	if err != nil || len(acks) == 0 {
+		return err
+	}
+	highest, network, err := as.TenantIndexes(c.Ctx, tenant)
+	if err != nil {
+		return err
+	}
+	for h, a := range acks {
+		s, had := sts[h]
+		switch {
+		case highest == 0 && !had: // no such tenant (any more)
+		case a.Through < highest && !had:
+			sts[h] = source.Status{Host: h, Tenant: tenant, State: fmt.Sprintf("pending (acknowledged through index %d)", a.Through)}
+		case a.Through < highest:
+		case !had:
+			sts[h] = source.Status{Host: h, Tenant: tenant, State: "applied", AppliedIndex: network, AppliedAt: a.At}
+		case s.State == "applied":
+			s.AppliedIndex = network
+			sts[h] = s
+		}
+	}
+	return nil
+}
+
+// ackNotes are one line per acknowledging host.
+func ackNotes(acks map[string]source.Ack) []string {
+	var out []string
+	for _, h := range slices.Sorted(maps.Keys(acks)) {
+		a := acks[h]
+		out = append(out, fmt.Sprintf("%s: acknowledges every tenant write through index %d (at %s); tenants without a row from it are applied there",
+			h, a.Through, a.At.Format("2006-01-02T15:04:05Z")))
+	}
+	return out
 }
 
 // counterFlags are the flags of the commands that show counters.

@@ -67,6 +67,8 @@ type nsdFlags struct {
 	bgpConfig      string
 	bgp            *bgpspec.Valid // parsed --bgp-config
 	indexer        bool
+	statusWrites   string
+	ackInterval    time.Duration
 	site, region   string
 	geoipDB, asnDB string
 	geoReload      time.Duration
@@ -116,6 +118,8 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
 	fl.StringVar(&f.counters, "status-counters", "auto", "when counter changes alone are written to tenant status: on-demand (while someone asks: nsctl fw stats, dos stats and tunnels do; a fleet's Consul would not survive every host writing every busy tenant's counters every resync), always (on every resync), or auto (on-demand with --source consul, always with dir)")
+	fl.StringVar(&f.statusWrites, "status-writes", "per-tenant", "how this host reports applied changes: per-tenant (each tenant's status, tenant-status/<tenant>/<host>, is written whenever its applied index moves) or ack (Consul only: one acknowledgement per host, acks/<host>, says up to which index every tenant write is processed (at once for a change alone, at most once per --ack-interval under a stream), and a tenant's status is written only when it says more than applied: for fleets, where one tenant's change would otherwise be a write per host and 100 changes a second 100 writes per host a second)")
+	fl.DurationVar(&f.ackInterval, "ack-interval", nsd.DefaultAckInterval, "with --status-writes ack: the mean time between two acknowledgements of this host under a stream of changes (three may go at once, so a change alone is acknowledged at once)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (and nsctl dos top's endpoint) on this address, e.g. 127.0.0.1:9469")
 	fl.BoolVar(&f.metricsPerRule, "metrics-per-rule", false, "export series per tenant firewall rule (2 each: 400,000 for 1,000 tenants with 200 rules) and per DoS rate-limit rule (3 each); DoS signatures always have theirs")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -161,6 +165,14 @@ func (f *nsdFlags) check() (slog.Level, netip.Addr, error) {
 		}
 	default:
 		return level, probe, cliutil.Usagef("--status-counters must be on-demand, always or auto, got %q", f.counters)
+	}
+	switch {
+	case f.statusWrites != "per-tenant" && f.statusWrites != "ack":
+		return level, probe, cliutil.Usagef("--status-writes must be per-tenant or ack, got %q", f.statusWrites)
+	case f.statusWrites == "ack" && f.store.Source != "consul":
+		return level, probe, cliutil.Usagef("--status-writes ack needs --source consul (acknowledgements are Consul keys, acks/<host>)")
+	case f.ackInterval <= 0:
+		return level, probe, cliutil.Usagef("--ack-interval must be positive, got %v", f.ackInterval)
 	}
 	if err := owned.ValidateNSPrefix(f.nsPrefix); err != nil {
 		return level, probe, cliutil.Usagef("--ns-prefix: %v", err)
@@ -260,7 +272,8 @@ func runDaemon(env cliutil.Env, f *nsdFlags) error {
 	metrics := nsd.NewMetrics(reg)
 	metrics.FirewallRules.Enabled = f.metricsPerRule
 	opts := nsd.Options{HostID: f.hostID, Store: store, Routing: rec, Firewall: &firewall.NSReconciler{}, NSPrefix: f.nsPrefix, Resync: f.resync,
-		CountersOnDemand: f.counters == "on-demand", MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics}
+		CountersOnDemand: f.counters == "on-demand", MaxDeleteFraction: f.maxDelFraction, ConfirmDeletes: f.confirmDeletes, Logger: log, Metrics: metrics,
+		Acks: f.statusWrites == "ack", AckInterval: f.ackInterval}
 	topSrv := &top.Server{Host: f.hostID} // Rec stays nil without the DoS layer
 	langEnv := lang.Env{Site: f.site, Region: f.region}
 	opts.FirewallEnv = func() fwspec.Env { return fwspec.Env{Env: langEnv} }

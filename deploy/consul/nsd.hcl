@@ -20,6 +20,11 @@ key_prefix "nfhost/tenant-status/" {
 key_prefix "nfhost/host-status/" {
   policy = "write"
 }
+# Its acknowledgement (nsd --status-writes ack): up to which index it
+# processed every tenant write.
+key_prefix "nfhost/acks/" {
+  policy = "write"
+}
 # status/ is the layout before tenant-status/ and host-status/: nsd
 # deletes what it wrote there, nothing writes it any more.
 key_prefix "nfhost/status/" {

@@ -76,6 +76,7 @@ var nsdRules = []struct{ comment, kind, sub, policy string }{
 	{"The operator's shared lists that tenants' rules refer to.", "key_prefix", "lists/", "read"},
 	{"Its status, per tenant and per host.", "key_prefix", "tenant-status/", "write"},
 	{"", "key_prefix", "host-status/", "write"},
+	{"Its acknowledgement (nsd --status-writes ack): up to which index it\nprocessed every tenant write.", "key_prefix", "acks/", "write"},
 	{"status/ is the layout before tenant-status/ and host-status/: nsd\ndeletes what it wrote there, nothing writes it any more.", "key_prefix", "status/", "write"},
 	{"The fleet-wide automatic DoS mitigations it derives (dos/fleet).", "key_prefix", "dos/mitigations/", "write"},
 	{"The nsctl dos top summaries it publishes while an operator watches.", "key_prefix", "top/", "write"},
@@ -136,9 +137,10 @@ func Tenant(prefix, id string) Policy {
 	p := strings.Trim(prefix, "/")
 	return Policy{Name: TenantName(p, id), Description: TenantDescription(p, id),
 		Rules: fmt.Sprintf(`# nfhost tenant %[1]s: its own firewall, read-only network and dos,
-# its status from every host, and its counter request (nsctl fw stats,
-# dos stats and tunnels ask the hosts to publish fresh counters). Nothing
-# else.
+# its status from every host, the hosts' acknowledgements (acks/: up to
+# which index each host processed every write; no tenant's data), and its
+# counter request (nsctl fw stats, dos stats and tunnels ask the hosts to
+# publish fresh counters). Nothing else.
 key %[2]q {
   policy = "write"
 }
@@ -154,8 +156,11 @@ key_prefix %[5]q {
 key %[6]q {
   policy = "write"
 }
+key_prefix %[7]q {
+  policy = "read"
+}
 `, id, p+"/tenants/"+id+"/firewall", p+"/tenants/"+id+"/network", p+"/tenants/"+id+"/dos", p+"/tenant-status/"+id+"/",
-			p+"/control/"+CounterRequestPrefix+id)}
+			p+"/control/"+CounterRequestPrefix+id, p+"/acks/")}
 }
 
 // Allowing names the policies that allow op ("read", "list", "write" or
@@ -197,6 +202,11 @@ func Allowing(prefix, op, key string) string {
 			}
 			nsd()
 		case "host-status", "status", "top", "index":
+			nsd()
+		case "acks":
+			if op2 == "read" {
+				who = append(who, "any tenant's token")
+			}
 			nsd()
 		}
 	}

@@ -62,8 +62,8 @@ func TestRulesFollowThePrefix(t *testing.T) {
 			t.Errorf("nsd cannot write %s:\n%s", w, n)
 		}
 	}
-	if got := strings.Join(writes, " "); got != "tenant-status/ host-status/ status/ dos/mitigations/ top/ index/" || strings.Count(n, `policy = "write"`) != len(writes)+1 || !strings.Contains(n, `session_prefix "" {`) {
-		t.Errorf("nsd writes %s (and sessions); want status, dos/mitigations/, top/ and index/ only:\n%s", got, n)
+	if got := strings.Join(writes, " "); got != "tenant-status/ host-status/ acks/ status/ dos/mitigations/ top/ index/" || strings.Count(n, `policy = "write"`) != len(writes)+1 || !strings.Contains(n, `session_prefix "" {`) {
+		t.Errorf("nsd writes %s (and sessions); want status, acks/, dos/mitigations/, top/ and index/ only:\n%s", got, n)
 	}
 	for _, k := range []string{"tenants/", "dos/", "control/"} {
 		if !strings.Contains(n, `key_prefix "edge/nf/`+k+`" {`+"\n  policy = \"read\"") {

@@ -287,12 +287,14 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 	w := &watcher{c: c, onHealth: onHealth, changed: make(chan struct{}, 1)}
 	if c.NoIndex {
 		go w.watchPrefix(ctx, slotTenants, c.key("tenants")+"/")
+		go w.watchPrefix(ctx, slotControl, c.key("control")+"/")
+		go w.watchPrefix(ctx, slotDoS, c.key("dos")+"/")
+		go w.watchPrefix(ctx, slotLists, c.key("lists")+"/")
 	} else {
+		// The follower also keeps the small prefixes: through the
+		// journal's marks when it carries them, else watched directly.
 		go w.followTenants(ctx)
 	}
-	go w.watchPrefix(ctx, slotControl, c.key("control")+"/")
-	go w.watchPrefix(ctx, slotDoS, c.key("dos")+"/")
-	go w.watchPrefix(ctx, slotLists, c.key("lists")+"/")
 	go w.probe(ctx)
 	var (
 		sent    [4]listing // the listings of the last snapshot sent
@@ -311,6 +313,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		if fresh {
 			snap, sent, sentAny = c.build(w.lists), w.fps, true
 			snap.StoreReset, w.reset = w.reset, false
+			snap.Through = w.through
 		}
 		w.mu.Unlock()
 		if !fresh {
@@ -347,6 +350,9 @@ type watcher struct {
 	errs  [nSlots]error
 	sick  bool
 	reset bool // an index went backwards since the last snapshot sent
+	// through: the tenants listing reflects every write up to this index
+	// (0: unknown, e.g. a journal of an older indexer).
+	through uint64
 }
 
 // report records the outcome of one slot's last request: every failure goes
@@ -395,7 +401,11 @@ func (w *watcher) watchPrefix(ctx context.Context, slot int, prefix string) {
 			idx = meta.LastIndex
 		}
 		seen = meta.LastIndex
-		w.update(slot, pairs, backwards)
+		if slot == slotTenants {
+			w.updateTenants(pairs, backwards, meta.LastIndex)
+		} else {
+			w.update(slot, pairs, backwards)
+		}
 	}
 }
 
@@ -437,6 +447,15 @@ func (c *Consul) watchError(rctx context.Context, err error, prefix string, limi
 	}
 	c.reloadToken() // every retry carries the token file's current token
 	return err
+}
+
+// updateTenants is update of the tenants slot, with the store index the
+// listing reflects every write up to (the snapshot's Through).
+func (w *watcher) updateTenants(pairs api.KVPairs, backwards bool, through uint64) {
+	w.mu.Lock()
+	w.through = through
+	w.mu.Unlock()
+	w.update(slotTenants, pairs, backwards)
 }
 
 // update stores one slot's listing and wakes Watch if it changed.
@@ -726,4 +745,66 @@ func (c *Consul) RemoveLegacyStatus(ctx context.Context, host string) (bool, err
 		_, err := c.kv.DeleteTree(p, c.wo(ctx))
 		return err
 	})
+}
+
+func (c *Consul) ackKey(host string) string { return c.key("acks", host) }
+
+// PutAck writes acks/<host>.
+func (c *Consul) PutAck(ctx context.Context, a Ack) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode ack: %w", err)
+	}
+	return c.put(ctx, c.ackKey(a.Host), b)
+}
+
+// DeleteAck removes acks/<host>.
+func (c *Consul) DeleteAck(ctx context.Context, host string) error {
+	k := c.ackKey(host)
+	return c.call(ctx, "delete "+k, func(ctx context.Context) error {
+		_, err := c.kv.Delete(k, c.wo(ctx))
+		return err
+	})
+}
+
+// ListAcks reads every host's acknowledgement (acks/ is readable by
+// tenants' tokens: it names hosts and indexes, nothing of any tenant).
+func (c *Consul) ListAcks(ctx context.Context) (map[string]Ack, error) {
+	pairs, err := c.list(ctx, c.key("acks")+"/")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Ack, len(pairs))
+	for _, p := range pairs {
+		var a Ack
+		if json.Unmarshal(p.Value, &a) == nil && a.Host == strings.TrimPrefix(p.Key, c.key("acks")+"/") {
+			out[a.Host] = a
+		}
+	}
+	return out, nil
+}
+
+// TenantIndexes reads the ModifyIndex of tenant's known keys (network,
+// firewall, dos: those a tenant's own token may read): the highest, and
+// the network key's (0: absent).
+func (c *Consul) TenantIndexes(ctx context.Context, tenant string) (highest, network uint64, err error) {
+	for _, k := range []string{doc.KeyNetwork, doc.KeyFirewall, doc.KeyDoS} {
+		key := c.key("tenants", tenant, k)
+		var pair *api.KVPair
+		if err := c.call(ctx, "read "+key, func(ctx context.Context) error {
+			var err error
+			pair, _, err = c.kv.Get(key, c.qo(ctx))
+			return err
+		}); err != nil {
+			return 0, 0, err
+		}
+		if pair == nil {
+			continue
+		}
+		highest = max(highest, pair.ModifyIndex)
+		if k == doc.KeyNetwork {
+			network = pair.ModifyIndex
+		}
+	}
+	return highest, network, nil
 }

@@ -2,9 +2,13 @@ package source
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -17,9 +21,13 @@ import (
 // for one after every wake-up.
 func (w *watcher) followTenants(ctx context.Context) {
 	c := w.c
-	f := &follower{w: w, state: map[string]api.KVPairs{}}
+	f := &follower{w: w, state: map[string]api.KVPairs{}, ctx: ctx}
+	defer f.direct(false)
 	var bo backoff
 	for ctx.Err() == nil {
+		// The small prefixes: watched directly unless the journal
+		// carries their marks (see journal.Slots).
+		f.direct(!f.slotsFollowed)
 		var err error
 		if f.epoch == "" {
 			err = f.watchAll(ctx)
@@ -55,6 +63,67 @@ type follower struct {
 	extra                  api.KVPairs            // keys under tenants/ of no tenant, from the last full read
 	lastFull               time.Time              // when the last full read was (jittered)
 	Reads                  int                    // requests made (tests)
+
+	ctx context.Context // Watch's
+	// slotsFollowed: the journal carries the small prefixes' marks and
+	// the follower reads them when they move (slotMarks: of what it
+	// holds); else they are watched directly (stopDirect ends that).
+	slotsFollowed bool
+	slotMarks     map[string]mark
+	stopDirect    context.CancelFunc
+}
+
+// direct starts (on) or stops the direct watches of control/, dos/ and
+// lists/.
+func (f *follower) direct(on bool) {
+	switch {
+	case on && f.stopDirect == nil:
+		ctx, cancel := context.WithCancel(f.ctx)
+		var wg sync.WaitGroup
+		f.stopDirect = func() { cancel(); wg.Wait() } // none updates its slot after
+		for slot, name := range slotNames {
+			wg.Add(1)
+			go func() { defer wg.Done(); f.w.watchPrefix(ctx, slot, f.w.c.key(name)+"/") }()
+		}
+	case !on && f.stopDirect != nil:
+		f.stopDirect()
+		f.stopDirect = nil
+		f.slotMarks = nil // read them all at the next journal round
+	}
+}
+
+// syncSlots reads the small prefixes whose marks in the journal differ
+// from what the follower holds; a journal without marks (an older
+// indexer) hands them back to direct watches.
+func (f *follower) syncSlots(ctx context.Context, j *journal) error {
+	if j.Slots == nil {
+		f.slotsFollowed = false
+		return nil
+	}
+	if !f.slotsFollowed {
+		f.direct(false)
+		f.slotsFollowed = true
+	}
+	if f.slotMarks == nil {
+		f.slotMarks = map[string]mark{}
+	}
+	for slot, name := range slotNames {
+		m, ok := j.Slots[name]
+		if have, read := f.slotMarks[name]; read && ok && have == m {
+			continue
+		}
+		pairs, err := f.list(ctx, f.w.c.key(name)+"/")
+		if err != nil {
+			return err
+		}
+		f.w.report(slot, nil) // the slot is kept here now
+		f.w.update(slot, pairs, false)
+		f.slotMarks[name] = markOf(pairs)
+		if !ok {
+			delete(f.slotMarks, name) // unknown to the indexer yet: read again next round
+		}
+	}
+	return nil
 }
 
 // watchAll is one round of the whole-prefix watch, then a check for a
@@ -74,7 +143,7 @@ func (f *follower) watchAll(ctx context.Context) error {
 	} else {
 		f.allIdx = meta.LastIndex
 	}
-	f.w.update(slotTenants, pairs, backwards)
+	f.w.updateTenants(pairs, backwards, meta.LastIndex)
 	j, _, _, err := c.getJournal(ctx, 0, 0)
 	if err != nil {
 		return err
@@ -99,13 +168,17 @@ func (f *follower) follow(ctx context.Context) error {
 	if backwards {
 		f.jIdx = 0
 	}
-	switch {
-	case j == nil:
+	if j == nil {
 		// The journal is gone (a wiped store, or the fleet went back to
 		// whole-prefix watches): watch the prefix again.
-		f.epoch, f.allIdx = "", 0
+		f.epoch, f.allIdx, f.slotsFollowed = "", 0, false
 		f.w.c.following.Store(false)
 		return nil
+	}
+	if err := f.syncSlots(ctx, j); err != nil {
+		return err
+	}
+	switch {
 	case backwards || j.Epoch != f.epoch || j.Seq < f.seq || time.Since(f.lastFull) > c.FullReadInterval:
 		if err := f.readAll(ctx); err != nil {
 			return err
@@ -115,7 +188,7 @@ func (f *follower) follow(ctx context.Context) error {
 		// (no nsd stands as indexer any more) would hide every change:
 		// without an indexer, watch the prefix again.
 		if !c.indexerElected(ctx) {
-			f.epoch, f.allIdx = "", 0
+			f.epoch, f.allIdx, f.slotsFollowed = "", 0, false
 			c.following.Store(false)
 		}
 		return nil
@@ -130,16 +203,18 @@ func (f *follower) follow(ctx context.Context) error {
 				want[e.Tenant] = e.mark
 			}
 		}
+		var ids []string
 		for _, id := range slices.Sorted(maps.Keys(want)) {
 			if markOf(f.state[id]) != want[id] {
-				if err := f.fetch(ctx, id); err != nil {
-					return err
-				}
+				ids = append(ids, id)
 			}
+		}
+		if err := f.fetch(ctx, ids); err != nil {
+			return err
 		}
 	}
 	f.epoch, f.seq = j.Epoch, j.Seq
-	f.publish(backwards)
+	f.publish(backwards, j.Through)
 	return nil
 }
 
@@ -184,29 +259,71 @@ func (f *follower) catchUp(ctx context.Context, epoch string) error {
 		}
 	}
 	slices.Sort(ids)
+	var stale []string
 	for _, id := range ids {
 		if markOf(f.state[id]) != digest[id] {
-			if err := f.fetch(ctx, id); err != nil {
-				return err
+			stale = append(stale, id)
+		}
+	}
+	return f.fetch(ctx, stale)
+}
+
+// fetch reads the keys of the tenants ids (sorted): one read-only
+// transaction of a get-tree per tenant for up to TxnOps tenants, so that a
+// journal round that names ten tenants costs one request, not ten.
+func (f *follower) fetch(ctx context.Context, ids []string) error {
+	c := f.w.c
+	for len(ids) > 0 {
+		n := min(len(ids), TxnOps)
+		got, err := c.readTenants(ctx, ids[:n])
+		f.Reads++
+		if err != nil {
+			return err
+		}
+		for _, id := range ids[:n] {
+			if ps := got[id]; len(ps) > 0 {
+				f.state[id] = ps
+			} else {
+				delete(f.state, id)
 			}
 		}
+		ids = ids[n:]
 	}
 	return nil
 }
 
-// fetch reads one tenant's keys.
-func (f *follower) fetch(ctx context.Context, id string) error {
-	c := f.w.c
-	pairs, err := f.list(ctx, c.key("tenants", id)+"/")
-	if err != nil {
-		return err
+// TxnOps is the most operations Consul takes in one transaction.
+const TxnOps = 64
+
+// readTenants reads the keys of tenants ids (at most TxnOps) in one
+// read-only transaction, by tenant; a tenant with no keys is absent.
+func (c *Consul) readTenants(ctx context.Context, ids []string) (map[string]api.KVPairs, error) {
+	ops := make(api.KVTxnOps, 0, len(ids))
+	for _, id := range ids {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: c.key("tenants", id) + "/"})
 	}
-	if len(pairs) == 0 {
-		delete(f.state, id)
-	} else {
-		f.state[id] = pairs
-	}
-	return nil
+	out := make(map[string]api.KVPairs, len(ids))
+	err := c.call(ctx, "read "+c.key("tenants")+"/ ("+strconv.Itoa(len(ids))+" tenants)", func(ctx context.Context) error {
+		ok, resp, _, err := c.kv.Txn(ops, c.qo(ctx))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			var why []string
+			for _, e := range resp.Errors {
+				why = append(why, e.What)
+			}
+			return errors.New(strings.Join(why, "; "))
+		}
+		clear(out)
+		for _, p := range resp.Results {
+			if id := c.tenantOf(p.Key); id != "" {
+				out[id] = append(out[id], p)
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // list reads prefix, refusing a listing the token may not fully read
@@ -221,8 +338,9 @@ func (f *follower) list(ctx context.Context, prefix string) (api.KVPairs, error)
 	return pairs, err
 }
 
-// publish hands the state to Watch as the tenants slot's listing.
-func (f *follower) publish(backwards bool) {
+// publish hands the state to Watch as the tenants slot's listing, which
+// reflects every tenant write up to through.
+func (f *follower) publish(backwards bool, through uint64) {
 	n := len(f.extra)
 	for _, ps := range f.state {
 		n += len(ps)
@@ -232,7 +350,7 @@ func (f *follower) publish(backwards bool) {
 	for _, id := range slices.Sorted(maps.Keys(f.state)) {
 		all = append(all, f.state[id]...)
 	}
-	f.w.update(slotTenants, all, backwards)
+	f.w.updateTenants(all, backwards, through)
 }
 
 // followWait bounds a follower's blocking wait on the journal, so that it

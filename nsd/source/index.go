@@ -12,6 +12,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -45,7 +46,7 @@ import (
 // Any writer may change tenants: the indexer sees every write through its
 // watch, whoever made it, so nothing depends on writers cooperating.
 const (
-	JournalLen   = 32
+	JournalLen   = 64
 	DigestShards = 256
 	// legacyWait bounds the blocking queries of a server watching the
 	// whole prefix, so that it notices a journal appearing.
@@ -53,10 +54,24 @@ const (
 )
 
 type journal struct {
-	Epoch   string         `json:"epoch"`
-	Seq     uint64         `json:"seq"`
-	Entries []journalEntry `json:"entries"` // oldest first
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+	// Through is the index of the indexer's listing of tenants/ this
+	// journal was computed from: every tenant write up to it is in the
+	// entries (or in the digest). Servers acknowledge it (Ack).
+	Through uint64 `json:"through,omitempty"`
+	// Slots are the marks of the small prefixes every server also needs
+	// (control/, dos/, lists/), so that servers block on the journal alone:
+	// a blocking query on an empty prefix wakes on every write in the
+	// store, and with every host writing its ack that would be every
+	// server's three watches woken per host per change. nil: an older
+	// indexer; servers watch those prefixes themselves.
+	Slots   map[string]mark `json:"slots,omitempty"`
+	Entries []journalEntry  `json:"entries"` // oldest first
 }
+
+// slotNames are the prefixes whose marks the journal carries, by slot.
+var slotNames = map[int]string{slotControl: "control", slotDoS: "dos", slotLists: "lists"}
 
 type journalEntry struct {
 	Seq    uint64 `json:"seq"`
@@ -282,7 +297,50 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 	var idx uint64
 	var bo backoff
 	prefix := c.key("tenants") + "/"
+	// The small prefixes are watched beside the tenants; a change of one
+	// rewrites the journal with its new mark. mu serialises the writers of
+	// the journal (j, jIdx, digest, slots).
+	var mu sync.Mutex
+	slots := map[string]mark{}
+	var cur map[string]mark
+	errs := make(chan error, len(slotNames))
+	for _, name := range slotNames {
+		go func() {
+			var sIdx uint64
+			for ctx.Err() == nil {
+				pairs, meta, err := c.watchList(ctx, c.key(name)+"/", sIdx, c.WaitTime)
+				if err != nil {
+					if ctx.Err() == nil {
+						onState(IndexerState{Leading: true, Err: err})
+						sIdx = 0
+						sleepCtx(ctx, time.Second)
+					}
+					continue
+				}
+				sIdx = meta.LastIndex
+				m := markOf(pairs)
+				mu.Lock()
+				var err2 error
+				if old, ok := slots[name]; !ok || old != m {
+					slots[name] = m
+					if cur != nil { // after the first tenants listing
+						err2 = c.publish(ctx, j, &jIdx, digest, cur, j.Through, slots)
+					}
+				}
+				mu.Unlock()
+				if err2 != nil {
+					errs <- err2
+					return
+				}
+			}
+		}()
+	}
 	for ctx.Err() == nil {
+		select {
+		case err := <-errs:
+			return err
+		default:
+		}
 		pairs, meta, err := c.watchList(ctx, prefix, idx, c.WaitTime)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -294,24 +352,30 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 			continue
 		}
 		bo.reset()
+		mu.Lock()
 		if meta.LastIndex < idx {
 			// The store went back (new cluster, restore): a new history.
 			j, jIdx, digest = &journal{Epoch: newEpoch()}, 0, map[string]mark{}
 		}
 		idx = meta.LastIndex
-		cur := c.marksOf(pairs)
-		if err := c.publish(ctx, j, &jIdx, digest, cur); err != nil {
+		cur = c.marksOf(pairs)
+		err = c.publish(ctx, j, &jIdx, digest, cur, meta.LastIndex, slots)
+		if err == nil {
+			digest = cur
+		}
+		mu.Unlock()
+		if err != nil {
 			return err
 		}
-		digest = cur
 	}
 	return ctx.Err()
 }
 
 // publish writes the shards whose tenants changed from old to cur, then
-// the journal with one entry per changed tenant, with check-and-set on the
-// journal: a second writer ends this indexer's term.
-func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur map[string]mark) error {
+// the journal with one entry per changed tenant and through (the index of
+// the listing cur comes from), with check-and-set on the journal: a second
+// writer ends this indexer's term.
+func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur map[string]mark, through uint64, slots map[string]mark) error {
 	var changed []string
 	for id, m := range cur {
 		if old[id] != m {
@@ -323,7 +387,7 @@ func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur
 			changed = append(changed, id)
 		}
 	}
-	if len(changed) == 0 && *jIdx != 0 {
+	if len(changed) == 0 && *jIdx != 0 && maps.Equal(slots, j.Slots) {
 		return nil
 	}
 	slices.Sort(changed)
@@ -342,6 +406,8 @@ func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: c.digestPrefix() + name, Value: v})
 	}
 	next := *j
+	next.Through = through
+	next.Slots = maps.Clone(slots)
 	for _, id := range changed {
 		next.Seq++
 		next.Entries = append(next.Entries, journalEntry{Seq: next.Seq, Tenant: id, mark: cur[id]})

@@ -352,3 +352,96 @@ func TestNoIndexerFallsBackToThePrefix(t *testing.T) {
 		t.Fatal("still following a journal nobody keeps")
 	}
 }
+
+// Ten tenants changed in one transaction cost a follower one read of
+// their keys (a read-only transaction), not ten; the snapshot says through
+// which index it holds every write (what a host acknowledges), and acks
+// round-trip.
+func TestIndexedWatchBatchesReadsAndSaysThrough(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 100; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopIdx, _ := startIndexer(t, ctx, a)
+	defer stopIdx()
+	st, m := meteredStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "100 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 100 })
+	waitFollowing(t, st)
+	time.Sleep(1500 * time.Millisecond)
+
+	var ops api.KVTxnOps
+	for i := 0; i < 10; i++ {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: fmt.Sprintf("nfhost/tenants/t%d/network", i*7), Value: []byte(tenantDoc(i*7, 1))})
+	}
+	ops = append(ops, &api.KVTxnOp{Verb: api.KVDeleteTree, Key: "nfhost/tenants/t99/"})
+	reqs := m.Requests()
+	ok, resp, _, err := a.Client.KV().Txn(ops, nil)
+	if err != nil || !ok {
+		t.Fatalf("write ten tenants: %v", err)
+	}
+	at := resp.Results[0].ModifyIndex
+	snap := s.until(t, "the ten changes and the delete", func(s source.Snapshot) bool {
+		_, t99 := s.Tenants["t99"]
+		for i := 0; i < 10; i++ {
+			if indexOf(s, fmt.Sprintf("t%d", i*7)) != at {
+				return false
+			}
+		}
+		return !t99
+	})
+	if snap.Through < at {
+		t.Fatalf("snapshot through %d, before the write at %d", snap.Through, at)
+	}
+	time.Sleep(300 * time.Millisecond)
+	// The journal's wake-up, one transaction of reads, the next blocking
+	// journal read; the other watches may wake too (any write wakes them
+	// at this index) but read nothing new. Ten reads of tenants would be
+	// more than ten.
+	if got := m.Requests() - reqs; got > 9 {
+		t.Fatalf("%d requests for one transaction of ten tenants' changes", got)
+	}
+
+	// Writes elsewhere (hosts' acks, statuses) wake no watch of a follower:
+	// it blocks on the journal alone, and control/, dos/ and lists/
+	// (empty here: a blocking query on an empty prefix wakes on every
+	// write) come through the journal's marks.
+	reqs = m.Requests()
+	for i := 0; i < 20; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/acks/host%d", i), `{}`)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := m.Requests() - reqs; got > 2 {
+		t.Fatalf("20 writes outside what nsd watches cost the follower %d requests", got)
+	}
+	a.Put(t, "nfhost/control/drain/edge1", "true")
+	s.until(t, "the drain key", func(s source.Snapshot) bool { return string(s.Control["drain/edge1"].Value) == "true" })
+	a.Put(t, "nfhost/lists/bad", `["192.0.2.0/24"]`)
+	s.until(t, "the shared list", func(s source.Snapshot) bool { return len(s.Lists["bad"]) == 1 })
+	if _, err := a.Client.KV().Delete("nfhost/control/drain/edge1", nil); err != nil {
+		t.Fatal(err)
+	}
+	s.until(t, "the drain key deleted", func(s source.Snapshot) bool { _, ok := s.Control["drain/edge1"]; return !ok })
+	for i := 0; i < 20; i++ {
+		a.Client.KV().Delete(fmt.Sprintf("nfhost/acks/host%d", i), nil)
+	}
+
+	if err := st.PutAck(ctx, source.Ack{Host: "edge1", Through: snap.Through, At: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	acks, err := st.ListAcks(ctx)
+	if err != nil || acks["edge1"].Through != snap.Through || len(acks) != 1 {
+		t.Fatalf("acks %v, %v", acks, err)
+	}
+	if err := st.DeleteAck(ctx, "edge1"); err != nil {
+		t.Fatal(err)
+	}
+	if acks, _ := st.ListAcks(ctx); len(acks) != 0 {
+		t.Fatalf("acks after delete: %v", acks)
+	}
+	if hi, nw, err := st.TenantIndexes(ctx, "t7"); err != nil || hi != at || nw != at {
+		t.Fatalf("TenantIndexes(t7) = %d, %d, %v; want %d", hi, nw, err, at)
+	}
+}

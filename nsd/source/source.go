@@ -57,6 +57,10 @@ type Snapshot struct {
 	// went backwards: a new cluster on the same address, or a restore from
 	// an old snapshot. Deletions it implies are held (see nsd).
 	StoreReset bool
+	// Through is the store index up to which every tenant write is in
+	// Tenants (0: unknown). A host that applied this snapshot acknowledges
+	// it (Ack).
+	Through uint64
 	// Hidden is set when the store's ACLs hid some keys from the listing
 	// (Consul: a tenant's token sees only its own keys), so a tenant
 	// missing from Tenants may exist. Watch never sends such a snapshot.
@@ -118,6 +122,30 @@ type Store interface {
 type MitigationStore interface {
 	PutMitigation(ctx context.Context, name string, value []byte, cas uint64) error
 	DeleteMitigation(ctx context.Context, name string, cas uint64) error
+}
+
+// Ack is a host's acknowledgement, acks/<host> (AckStore): every tenant
+// write up to Through has been processed by the host, applied or refused.
+// With acknowledgements (nsd --status-writes ack) a tenant's status on a
+// host is written only when it says more than "applied" (an error, a
+// warning, tunnel health, counters asked for), so a single-tenant change
+// costs a host one write however many tenants it holds, and a few a second
+// at most however many change; a tenant with no status from a host whose
+// ack is at or past the tenant's last write is applied there.
+type Ack struct {
+	Host    string    `json:"host"`
+	Through uint64    `json:"through"`
+	At      time.Time `json:"at"`
+}
+
+// AckStore is a store that keeps hosts' acknowledgements (Consul).
+type AckStore interface {
+	PutAck(ctx context.Context, a Ack) error
+	// ListAcks returns every host's acknowledgement by host.
+	ListAcks(ctx context.Context) (map[string]Ack, error)
+	// DeleteAck removes host's acknowledgement (a host that went back to
+	// per-tenant status writes).
+	DeleteAck(ctx context.Context, host string) error
 }
 
 // HostStatusName is the status entry that describes the host itself.

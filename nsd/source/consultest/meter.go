@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 )
 
@@ -13,6 +14,8 @@ import (
 type Meter struct {
 	base  http.RoundTripper
 	bytes atomic.Int64
+	reqs  atomic.Int64
+	kvw   atomic.Int64
 	cut   atomic.Bool
 }
 
@@ -30,6 +33,12 @@ func (m *Meter) Client() *http.Client { return &http.Client{Transport: m} }
 // Bytes is the response bytes read so far.
 func (m *Meter) Bytes() int64 { return m.bytes.Load() }
 
+// Requests is the requests sent so far.
+func (m *Meter) Requests() int64 { return m.reqs.Load() }
+
+// KVWrites is the KV writes (PUT or DELETE of /v1/kv/) sent so far.
+func (m *Meter) KVWrites() int64 { return m.kvw.Load() }
+
 // Cut makes every request fail (on) or go through again (off).
 func (m *Meter) Cut(on bool) { m.cut.Store(on) }
 
@@ -37,6 +46,10 @@ func (m *Meter) Cut(on bool) { m.cut.Store(on) }
 func (m *Meter) RoundTrip(r *http.Request) (*http.Response, error) {
 	if m.cut.Load() {
 		return nil, errors.New("cut off (test)")
+	}
+	m.reqs.Add(1)
+	if r.Method != http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/kv/") {
+		m.kvw.Add(1)
 	}
 	resp, err := m.base.RoundTrip(r)
 	if err != nil {
