@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -309,11 +308,7 @@ func (c *Consul) readTenants(ctx context.Context, ids []string) (map[string]api.
 			return err
 		}
 		if !ok {
-			var why []string
-			for _, e := range resp.Errors {
-				why = append(why, e.What)
-			}
-			return errors.New(strings.Join(why, "; "))
+			return errors.New(txnErrors(resp))
 		}
 		clear(out)
 		for _, p := range resp.Results {

@@ -451,16 +451,21 @@ func (c *Consul) txnResp(ctx context.Context, ops api.KVTxnOps) (*api.KVTxnRespo
 			return err
 		}
 		if !ok {
-			var why []string
-			for _, e := range r.Errors {
-				why = append(why, e.What)
-			}
-			return fmt.Errorf("%w: %s", errJournalMoved, strings.Join(why, "; "))
+			return fmt.Errorf("%w: %s", errJournalMoved, txnErrors(r))
 		}
 		resp = r
 		return nil
 	})
 	return resp, err
+}
+
+// txnErrors joins what Consul says of a transaction it rolled back.
+func txnErrors(r *api.KVTxnResponse) string {
+	var why []string
+	for _, e := range r.Errors {
+		why = append(why, e.What)
+	}
+	return strings.Join(why, "; ")
 }
 
 var errJournalMoved = errors.New("the journal changed under the indexer (another indexer?)")
