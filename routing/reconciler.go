@@ -456,7 +456,16 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 	if err != nil {
 		return ch, err
 	}
-	if err := r.ensureSysctls(spec, ns, hostLink, nsLink, &ch); err != nil {
+	// One raw socket in the namespace for the reads the library lacks
+	// (netconf, a neighbour get); without it the sysctls are written and
+	// the neighbours dumped.
+	nc, err := nlh.OpenNetconf(ns)
+	if err != nil {
+		nc = nil
+	} else {
+		defer nc.Close()
+	}
+	if err := r.ensureSysctls(spec, ns, nc, hostLink, nsLink, &ch); err != nil {
 		return ch, err
 	}
 	hostIdx := hostLink.Attrs().Index
@@ -479,22 +488,18 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 		return ch, err
 	}
 	// Inside the tenant namespace: default routes back to the host.
-	for _, gw := range []netip.Addr{owned.HostAddr4.Addr(), owned.HostAddr6.Addr()} {
-		if err := ensureDefault(tn, nsLink, unix.RT_TABLE_MAIN, gw, gw.Is4(), "tenant", &ch); err != nil {
-			return ch, err
-		}
+	if err := ensureDefaults(tn, nsLink, unix.RT_TABLE_MAIN, owned.HostAddr4.Addr(), owned.HostAddr6.Addr(), "tenant", &ch); err != nil {
+		return ch, err
 	}
 	// In the host namespace: the tenant's table routes into the veth.
-	for _, gw := range []netip.Addr{owned.NSAddr4.Addr(), owned.NSAddr6.Addr()} {
-		if err := ensureDefault(r.routes, hostLink, int(spec.Table), gw, gw.Is4(), "host", &ch); err != nil {
-			return ch, err
-		}
+	if err := ensureDefaults(r.routes, hostLink, int(spec.Table), owned.NSAddr4.Addr(), owned.NSAddr6.Addr(), "host", &ch); err != nil {
+		return ch, err
 	}
 	if err := r.ensureRules(spec, &ch); err != nil {
 		return ch, err
 	}
 	r.linkSlots[hostIdx] = spec.Slot
-	if err := r.ensureNeighbours(tn, hostLink, nsLink, &ch); err != nil {
+	if err := r.ensureNeighbours(tn, nc, hostLink, nsLink, &ch); err != nil {
 		return ch, err
 	}
 	if err := r.ensureReturnRoutes(spec, hostLink, &ch); err != nil {
@@ -564,10 +569,10 @@ func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *n
 // from the tenant carry tenant addresses, which the main table routes
 // elsewhere); the tenant namespace forwards (tunnels, later) and does not
 // filter on the path back to the host.
-func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, hostLink, nsLink netlink.Link, ch *changes) error {
+func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, nc *nlh.Netconf, hostLink, nsLink netlink.Link, ch *changes) error {
 	// Read through rtnetlink first (cheap); write through /proc only what
 	// differs, or everything when the read fails.
-	hostOK, nsOK := r.sysctlsMatch(spec, ns, hostLink, nsLink)
+	hostOK, nsOK := r.sysctlsMatch(nc, hostLink, nsLink)
 	var hc, tc []string
 	var err error
 	if !hostOK {
@@ -598,16 +603,14 @@ func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, ho
 // sysctlsMatch reads the sysctls ensureSysctls keeps through rtnetlink
 // (RTM_GETNETCONF: ip_forward is conf/all/forwarding) and reports whether
 // the host side and the tenant side already hold them.
-func (r *Reconciler) sysctlsMatch(spec rtspec.TenantSpec, ns netns.NsHandle, hostLink, nsLink netlink.Link) (host, tenant bool) {
+func (r *Reconciler) sysctlsMatch(nc *nlh.Netconf, hostLink, nsLink netlink.Link) (host, tenant bool) {
 	if r.hostConf != nil {
 		c, err := r.hostConf.Get(unix.AF_INET, int32(hostLink.Attrs().Index))
 		host = err == nil && c.HasRPFilter && c.RPFilter == 2
 	}
-	nc, err := nlh.OpenNetconf(ns)
-	if err != nil {
+	if nc == nil {
 		return host, false
 	}
-	defer nc.Close()
 	v4, err := nc.Dump(unix.AF_INET)
 	if err != nil {
 		return host, false
@@ -654,28 +657,56 @@ func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
 	return netip.PrefixFrom(ip.Unmap(), ones), true
 }
 
+// ensureDefaults makes table hold the default routes via gw4 (onlink) and
+// gw6 out of link, from one dump of both families. With strict checking
+// the kernel answers ENOENT for a table a family does not hold yet, and
+// then each family is dumped on its own.
+func ensureDefaults(h *netlink.Handle, link netlink.Link, table int, gw4, gw6 netip.Addr, where string, ch *changes) error {
+	routes, err := nlh.RetryDump("routes", func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	})
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		routes = nil // dumped per family below
+	case err != nil:
+		return err
+	case routes == nil:
+		routes = []netlink.Route{} // dumped, and empty
+	}
+	if err := ensureDefault(h, link, table, gw4, true, where, routes, ch); err != nil {
+		return err
+	}
+	return ensureDefault(h, link, table, gw6, false, where, routes, ch)
+}
+
 // ensureDefault makes table hold exactly one default route for gw's family,
-// via gw out of link.
-func ensureDefault(h *netlink.Handle, link netlink.Link, table int, gw netip.Addr, onlink bool, where string, ch *changes) error {
+// via gw out of link. routes is the table's routes, dumped here if nil.
+func ensureDefault(h *netlink.Handle, link netlink.Link, table int, gw netip.Addr, onlink bool, where string, routes []netlink.Route, ch *changes) error {
 	family := netlink.FAMILY_V6
 	dst := &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 	if gw.Is4() {
 		family = netlink.FAMILY_V4
 		dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 	}
-	routes, err := nlh.RetryDump("routes", func() ([]netlink.Route, error) {
-		rs, err := h.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
-		if errors.Is(err, unix.ENOENT) {
-			// With strict checking the kernel answers ENOENT for a table
-			// that holds no routes yet.
-			return nil, nil
+	if routes == nil {
+		var err error
+		routes, err = nlh.RetryDump("routes", func() ([]netlink.Route, error) {
+			rs, err := h.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+			if errors.Is(err, unix.ENOENT) {
+				// With strict checking the kernel answers ENOENT for a
+				// table that holds no routes yet.
+				return nil, nil
+			}
+			return rs, err
+		})
+		if err != nil {
+			return err
 		}
-		return rs, err
-	})
-	if err != nil {
-		return err
 	}
 	for _, rt := range routes {
+		if rt.Family != family {
+			continue
+		}
 		if rt.Table != table || (rt.Dst != nil && !isDefault(rt.Dst)) || rt.Type != unix.RTN_UNICAST {
 			continue
 		}
@@ -843,20 +874,15 @@ func (r *Reconciler) ensureReturnRule() ([]string, error) {
 // good (169.254.100.1 in the namespace, 169.254.100.2 on the host), so no
 // ARP crosses the veth: the host answers an ARP request only if its
 // reverse-path check finds the sender, which the host's tables need not.
-func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, hostLink, nsLink netlink.Link, ch *changes) error {
+func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, nc *nlh.Netconf, hostLink, nsLink netlink.Link, ch *changes) error {
 	hostIdx, nsIdx := hostLink.Attrs().Index, nsLink.Attrs().Index
 	hostMAC, nsMAC := hostLink.Attrs().HardwareAddr, nsLink.Attrs().HardwareAddr
-	// The tenant namespace holds a handful of entries; the host's are
-	// mirrored (one dump per Observe, not per tenant).
-	neighs, err := nlh.RetryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(tn, true) })
+	// The tenant's entry is looked up (a dump walks the neighbours of
+	// every namespace); the host's are mirrored (one dump per Observe,
+	// not per tenant).
+	ok, err := tenantNeighOK(tn, nc, nsIdx, hostMAC)
 	if err != nil {
 		return err
-	}
-	ok := false
-	for _, n := range neighs {
-		if n.LinkIndex == nsIdx && n.IP.Equal(owned.HostAddr4.Addr().AsSlice()) {
-			ok = n.State&unix.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hostMAC.String()
-		}
 	}
 	if !ok {
 		n := &netlink.Neigh{LinkIndex: nsIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: owned.HostAddr4.Addr().AsSlice(), HardwareAddr: hostMAC}
@@ -874,6 +900,29 @@ func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, hostLink, nsLink netli
 		ch.add("neigh: host %s lladdr %s dev %s permanent", owned.NSAddr4.Addr(), nsMAC, hostLink.Attrs().Name)
 	}
 	return nil
+}
+
+// tenantNeighOK reports whether the tenant namespace holds the permanent
+// entry of the host's address on its veth (nsIdx) with the host end's MAC:
+// a get through nc, or a dump through tn when there is no nc.
+func tenantNeighOK(tn *netlink.Handle, nc *nlh.Netconf, nsIdx int, hostMAC net.HardwareAddr) (bool, error) {
+	if nc != nil {
+		e, found, err := nc.Neigh(int32(nsIdx), owned.HostAddr4.Addr())
+		if err != nil {
+			return false, err
+		}
+		return found && e.State&unix.NUD_PERMANENT != 0 && e.LLAddr.String() == hostMAC.String(), nil
+	}
+	neighs, err := nlh.RetryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(tn, true) })
+	if err != nil {
+		return false, err
+	}
+	for _, n := range neighs {
+		if n.LinkIndex == nsIdx && n.IP.Equal(owned.HostAddr4.Addr().AsSlice()) {
+			return n.State&unix.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hostMAC.String(), nil
+		}
+	}
+	return false, nil
 }
 
 // neighDumpV4 lists the IPv4 neighbour entries through h. The library

@@ -180,6 +180,20 @@ func TestApplyRepairsDrift(t *testing.T) {
 		t.Fatalf("not converged after the sysctl repair: %v", ch)
 	}
 
+	// Someone deletes the tenant's neighbour entry of the host, or gives
+	// it another MAC: Apply (which looks it up by a get) sets it again.
+	tn.MustExec(t, "ip", "neigh", "del", owned.HostAddr4.Addr().String(), "dev", spec.NSIf)
+	if ch := mustApply(t, tp.rec, spec); !strings.Contains(strings.Join(ch, "\n"), "neigh: tenant") {
+		t.Fatalf("deleted neighbour not set again: %v", ch)
+	}
+	tn.MustExec(t, "ip", "neigh", "replace", owned.HostAddr4.Addr().String(), "lladdr", "02:00:00:00:00:99", "dev", spec.NSIf, "nud", "permanent")
+	if ch := mustApply(t, tp.rec, spec); !strings.Contains(strings.Join(ch, "\n"), "neigh: tenant") {
+		t.Fatalf("wrong neighbour MAC not repaired: %v", ch)
+	}
+	if ch := mustApply(t, tp.rec, spec); len(ch) != 0 {
+		t.Fatalf("not converged after the neighbour repair: %v", ch)
+	}
+
 	// Someone deletes the veth: it is recreated.
 	tp.edge.MustExec(t, "ip", "link", "del", spec.HostIf)
 	ch = mustApply(t, tp.rec, spec)

@@ -1,6 +1,7 @@
 package nlh_test
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,5 +47,35 @@ func TestNetconfReadsSysctls(t *testing.T) {
 	ns.MustExec(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
 	if v6, err := nc.Get(unix.AF_INET6, nlh.IfindexAll); err != nil || v6.Forwarding != 0 {
 		t.Fatalf("after the change: %+v %v", v6, err)
+	}
+}
+
+// Neigh finds a permanent entry by a get, and reports a missing one as not
+// found rather than an error.
+func TestNeighGet(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.New(t, "nfNg"+nstest.Unique())
+	ns.MustExec(t, "ip", "link", "add", "nfNgd", "type", "veth", "peer", "name", "nfNge")
+	ns.MustExec(t, "ip", "link", "set", "nfNgd", "up")
+	ns.MustExec(t, "ip", "neigh", "replace", "192.0.2.7", "lladdr", "02:00:00:00:00:07", "dev", "nfNgd", "nud", "permanent")
+	out := ns.MustExec(t, "ip", "-o", "link", "show", "nfNgd")
+	idx, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(out, ":", 2)[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nlh.OpenNetconf(ns.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	e, found, err := nc.Neigh(int32(idx), netip.MustParseAddr("192.0.2.7"))
+	if err != nil || !found {
+		t.Fatalf("get 192.0.2.7: %+v %v %v", e, found, err)
+	}
+	if e.LLAddr.String() != "02:00:00:00:00:07" || e.State&unix.NUD_PERMANENT == 0 {
+		t.Fatalf("got %+v", e)
+	}
+	if _, found, err := nc.Neigh(int32(idx), netip.MustParseAddr("192.0.2.8")); err != nil || found {
+		t.Fatalf("missing entry: found %v, err %v", found, err)
 	}
 }
