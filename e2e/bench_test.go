@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sort"
 	"strconv"
@@ -729,6 +731,7 @@ func BenchmarkRestart(b *testing.B) {
 		cold, _ := run()
 		// Three restarts, the median (this machine is noisy).
 		var rs []time.Duration
+		stopProfile := cpuProfile(b, os.Getenv("NFHOST_RESTART_CPUPROFILE"))
 		for k := 0; k < 3; k++ {
 			d, c := run()
 			if c != 0 {
@@ -736,6 +739,7 @@ func BenchmarkRestart(b *testing.B) {
 			}
 			rs = append(rs, d)
 		}
+		stopProfile()
 		sort.Slice(rs, func(i, j int) bool { return rs[i] < rs[j] })
 		restart, ch := rs[1], 0
 		if ch != 0 {
@@ -781,6 +785,29 @@ func BenchmarkRestart(b *testing.B) {
 		b.ReportMetric(drift.Seconds(), "restart-drift-s")
 		b.ReportMetric(drift.Seconds()/cold.Seconds(), "restart-drift/cold")
 	}
+}
+
+// cpuProfile profiles the CPU into path until the returned func is called
+// (nothing if path is empty).
+func cpuProfile(b *testing.B, path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	tf, err := os.Create(path + ".trace")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := trace.Start(tf); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close(); trace.Stop(); tf.Close() }
 }
 
 // networkSnapshot is n tenants t0..t<n-1>, each with a network document

@@ -79,6 +79,14 @@ type Reconciler struct {
 	hostNeigh map[int]string
 	linkSlots map[int]uint16
 	observed  bool // linkSlots holds every nfhost host link (Observe ran)
+	// dumped holds each tenant's host link as Observe's dump saw it,
+	// until that tenant's next Apply takes it instead of asking the
+	// kernel again, or GC (the end of the full pass after Observe) drops
+	// it: the first pass after Observe (a restart, a resync) reads the
+	// host side once for every tenant, not once per tenant. A change
+	// someone makes to the link between Observe and the tenant's Apply
+	// in that pass is repaired by the next resync.
+	dumped map[string]netlink.Link
 	// verified maps the inode of each tenant namespace whose mark this
 	// Reconciler has read or written to the tenant's ID, so that a later
 	// Observe need not enter it (see observeNS).
@@ -246,6 +254,10 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 		out[id] = o
 		hostLinks[id] = l
 	}
+	r.dumped = make(map[string]netlink.Link, len(hostLinks))
+	for id, l := range hostLinks {
+		r.dumped[id] = l
+	}
 	names, err := namedns.List(r.cfg.NetnsDir, r.cfg.NSPrefix)
 	if err != nil {
 		return nil, err
@@ -285,7 +297,9 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 // has already read or written is taken as unchanged while the tenant's
 // host veth still has its peer inside: if the namespace was replaced under
 // the same name (even with the same inode number, which the kernel
-// reuses), the veth went with the old one.
+// reuses), the veth went with the old one. Otherwise the mark is read
+// from the host socket by the namespace's id (a restart: about a third
+// of the cost of entering it).
 func (r *Reconciler) observeNS(id, name string, ino uint64, hostLink netlink.Link) (bool, error) {
 	ns, err := namedns.Open(r.cfg.NetnsDir, name)
 	if err != nil {
@@ -295,6 +309,16 @@ func (r *Reconciler) observeNS(id, name string, ino uint64, hostLink netlink.Lin
 	if r.verified[ino] == id && hostLink != nil && hostLink.Attrs().NetNsID >= 0 {
 		if nsid, err := r.host.GetNetNsIdByFd(int(ns)); err == nil && nsid == hostLink.Attrs().NetNsID {
 			return true, nil
+		}
+	}
+	// The mark, read from the host through the namespace's id there
+	// (assigned when our veth's peer went in): no socket inside. Anything
+	// but our mark is decided inside (ownerIn), as before.
+	if r.hostConf != nil {
+		if nsid, err := r.host.GetNetNsIdByFd(int(ns)); err == nil && nsid >= 0 {
+			if alias, err := r.hostConf.LinkAlias(int32(nsid), "lo"); err == nil && alias == owned.NSAlias(id) {
+				return true, nil
+			}
 		}
 	}
 	owner, err := r.ownerIn(ns, name, id, func() (netlink.Link, error) { return hostLink, nil }, true)
@@ -422,16 +446,21 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 	if created {
 		ch.add("netns: create %s", spec.Namespace)
 	}
-	tn, err := nlh.New(ns, true)
+	// A handle and a raw socket (netconf, a neighbour get) in the
+	// namespace, opened in one switch into it.
+	tn, nc, err := nlh.NewPair(ns)
 	if err != nil {
-		return ch, fmt.Errorf("open handle in %s: %w", spec.Namespace, err)
+		return ch, fmt.Errorf("open handles in %s: %w", spec.Namespace, err)
 	}
 	defer tn.Close()
+	defer nc.Close()
 	// Ownership first: nothing in a namespace that is not ours is touched.
-	lo, err := tn.LinkByName("lo")
+	// The namespace holds lo and the veth's end: one dump reads both.
+	known, err := r.knownLinks(spec, tn)
 	if err != nil {
-		return ch, fmt.Errorf("get lo in %s: %w", spec.Namespace, err)
+		return ch, err
 	}
+	lo := known.lo
 	owner, err := r.nsOwner(spec.ID, ns, lo, r.hostLinkByName(spec.HostIf))
 	if err != nil {
 		return ch, fmt.Errorf("check owner of netns %s: %w", spec.Namespace, err)
@@ -452,18 +481,9 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 		ch.add("link: up lo@%s", spec.Namespace)
 	}
 
-	hostLink, nsLink, err := r.ensureVeth(spec, ns, tn, &ch)
+	hostLink, nsLink, err := r.ensureVeth(spec, ns, tn, known.pair, &ch)
 	if err != nil {
 		return ch, err
-	}
-	// One raw socket in the namespace for the reads the library lacks
-	// (netconf, a neighbour get); without it the sysctls are written and
-	// the neighbours dumped.
-	nc, err := nlh.OpenNetconf(ns)
-	if err != nil {
-		nc = nil
-	} else {
-		defer nc.Close()
 	}
 	if err := r.ensureSysctls(spec, ns, nc, hostLink, nsLink, &ch); err != nil {
 		return ch, err
@@ -546,10 +566,46 @@ func (r *Reconciler) ensureNS(spec rtspec.TenantSpec) (netns.NsHandle, bool, err
 	return ns, true, nil
 }
 
+// tenantLinks are lo and, when both ends are known, the veth pair as one
+// dump of the tenant namespace and Observe's dump of the host saw them.
+type tenantLinks struct {
+	lo   netlink.Link
+	pair *veth.Links // nil: veth.Ensure asks the kernel
+}
+
+// knownLinks lists the tenant namespace's links (lo and the veth's end)
+// and takes the tenant's host link from Observe's dump if no Apply has
+// used it since.
+func (r *Reconciler) knownLinks(spec rtspec.TenantSpec, tn *netlink.Handle) (tenantLinks, error) {
+	var out tenantLinks
+	links, err := nlh.RetryDump("links", tn.LinkList)
+	if err != nil {
+		return out, fmt.Errorf("list links in %s: %w", spec.Namespace, err)
+	}
+	var peer netlink.Link
+	for _, l := range links {
+		switch l.Attrs().Name {
+		case "lo":
+			out.lo = l
+		case spec.NSIf:
+			peer = l
+		}
+	}
+	if out.lo == nil {
+		return out, fmt.Errorf("get lo in %s: not in the namespace's links", spec.Namespace)
+	}
+	host, ok := r.dumped[spec.ID]
+	delete(r.dumped, spec.ID)
+	if ok && peer != nil && host.Attrs().Name == spec.HostIf {
+		out.pair = &veth.Links{Host: host, Peer: peer}
+	}
+	return out, nil
+}
+
 // ensureVeth makes sure the veth pair exists with one end in each namespace,
 // carries the alias and is up (internal/veth).
-func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *netlink.Handle, ch *changes) (netlink.Link, netlink.Link, error) {
-	links, vch, err := veth.Ensure(r.host, tn, ns, veth.Pair{Host: spec.HostIf, Peer: spec.NSIf, Alias: spec.Alias, What: "link",
+func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *netlink.Handle, known *veth.Links, ch *changes) (netlink.Link, netlink.Link, error) {
+	links, vch, err := veth.Ensure(r.host, tn, ns, veth.Pair{Host: spec.HostIf, Peer: spec.NSIf, Alias: spec.Alias, What: "link", Known: known,
 		Owned: func(alias string) bool { _, _, ok := owned.ParseAlias(alias); return ok },
 		Remove: func(l netlink.Link) error {
 			if err := r.host.LinkDel(l); err != nil {
@@ -607,9 +663,6 @@ func (r *Reconciler) sysctlsMatch(nc *nlh.Netconf, hostLink, nsLink netlink.Link
 	if r.hostConf != nil {
 		c, err := r.hostConf.Get(unix.AF_INET, int32(hostLink.Attrs().Index))
 		host = err == nil && c.HasRPFilter && c.RPFilter == 2
-	}
-	if nc == nil {
-		return host, false
 	}
 	v4, err := nc.Dump(unix.AF_INET)
 	if err != nil {
@@ -880,7 +933,7 @@ func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, nc *nlh.Netconf, hostL
 	// The tenant's entry is looked up (a dump walks the neighbours of
 	// every namespace); the host's are mirrored (one dump per Observe,
 	// not per tenant).
-	ok, err := tenantNeighOK(tn, nc, nsIdx, hostMAC)
+	ok, err := tenantNeighOK(nc, nsIdx, hostMAC)
 	if err != nil {
 		return err
 	}
@@ -903,26 +956,13 @@ func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, nc *nlh.Netconf, hostL
 }
 
 // tenantNeighOK reports whether the tenant namespace holds the permanent
-// entry of the host's address on its veth (nsIdx) with the host end's MAC:
-// a get through nc, or a dump through tn when there is no nc.
-func tenantNeighOK(tn *netlink.Handle, nc *nlh.Netconf, nsIdx int, hostMAC net.HardwareAddr) (bool, error) {
-	if nc != nil {
-		e, found, err := nc.Neigh(int32(nsIdx), owned.HostAddr4.Addr())
-		if err != nil {
-			return false, err
-		}
-		return found && e.State&unix.NUD_PERMANENT != 0 && e.LLAddr.String() == hostMAC.String(), nil
-	}
-	neighs, err := nlh.RetryDump("neighbours", func() ([]netlink.Neigh, error) { return neighDumpV4(tn, true) })
+// entry of the host's address on its veth (nsIdx) with the host end's MAC.
+func tenantNeighOK(nc *nlh.Netconf, nsIdx int, hostMAC net.HardwareAddr) (bool, error) {
+	e, found, err := nc.Neigh(int32(nsIdx), owned.HostAddr4.Addr())
 	if err != nil {
 		return false, err
 	}
-	for _, n := range neighs {
-		if n.LinkIndex == nsIdx && n.IP.Equal(owned.HostAddr4.Addr().AsSlice()) {
-			return n.State&unix.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hostMAC.String(), nil
-		}
-	}
-	return false, nil
+	return found && e.State&unix.NUD_PERMANENT != 0 && e.LLAddr.String() == hostMAC.String(), nil
 }
 
 // neighDumpV4 lists the IPv4 neighbour entries through h. The library
@@ -1144,6 +1184,7 @@ func (r *Reconciler) deleteRules(table uint32, ch *changes) error {
 // Observe. Tenants themselves are deleted through Delete, which the daemon
 // guards.
 func (r *Reconciler) GC(ctx context.Context, slots map[uint16]bool) ([]string, error) {
+	r.dumped = nil // GC ends the full pass that followed Observe
 	keep := make(map[uint32]bool, len(slots))
 	for s := range slots {
 		keep[owned.SlotBase+uint32(s)] = true

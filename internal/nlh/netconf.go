@@ -56,13 +56,21 @@ func OpenNetconf(ns netns.NsHandle) (*Netconf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netconf socket: %w", err)
 	}
+	nc, err := newNetconf(s)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return nc, nil
+}
+
+// newNetconf sets Timeout on s and wraps it.
+func newNetconf(s *nl.NetlinkSocket) (*Netconf, error) {
 	tv := unix.NsecToTimeval(Timeout.Nanoseconds())
 	if err := s.SetReceiveTimeout(&tv); err != nil {
-		s.Close()
 		return nil, fmt.Errorf("set netconf timeout: %w", err)
 	}
 	if err := s.SetSendTimeout(&tv); err != nil {
-		s.Close()
 		return nil, fmt.Errorf("set netconf timeout: %w", err)
 	}
 	return &Netconf{s: s}, nil

@@ -79,3 +79,37 @@ func TestNeighGet(t *testing.T) {
 		t.Fatalf("missing entry: found %v, err %v", found, err)
 	}
 }
+
+// LinkAlias reads a link's alias in another namespace by its id, from a
+// socket in this one.
+func TestLinkAliasByNetnsID(t *testing.T) {
+	nstest.RequireRoot(t)
+	u := nstest.Unique()
+	host := nstest.New(t, "nfNah"+u)
+	peer := nstest.New(t, "nfNap"+u)
+	host.MustExec(t, "ip", "link", "add", "nfNad", "type", "veth", "peer", "name", "nfNae", "netns", peer.Name)
+	peer.MustExec(t, "ip", "link", "set", "lo", "alias", "nfhost-test-mark")
+	h, err := nlh.New(host.Handle, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nsid, err := h.GetNetNsIdByFd(int(peer.Handle))
+	if err != nil || nsid < 0 {
+		t.Fatalf("nsid of the peer namespace: %d %v", nsid, err)
+	}
+	nc, err := nlh.OpenNetconf(host.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if a, err := nc.LinkAlias(int32(nsid), "lo"); err != nil || a != "nfhost-test-mark" {
+		t.Fatalf("alias of lo in the peer: %q %v", a, err)
+	}
+	if a, err := nc.LinkAlias(int32(nsid), "nfNae"); err != nil || a != "" {
+		t.Fatalf("alias of nfNae: %q %v", a, err)
+	}
+	if _, err := nc.LinkAlias(int32(nsid), "nope"); !nlh.IsNotFound(err) {
+		t.Fatalf("missing link: %v", err)
+	}
+}

@@ -14,9 +14,11 @@ package nlh
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -81,4 +83,66 @@ func RetryDump[T any](what string, f func() (T, error)) (T, error) {
 func IsNotFound(err error) bool {
 	var lnf netlink.LinkNotFoundError
 	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+// NewPair opens both sockets a tenant pass needs inside ns, in one switch
+// of a locked thread into ns and back: a strict rtnetlink handle (New) and
+// a raw socket for the requests the library lacks (OpenNetconf). Opening
+// them one after the other switches twice and opens the thread's own
+// namespace file twice.
+func NewPair(ns netns.NsHandle) (*netlink.Handle, *Netconf, error) {
+	h, s, err := socketsIn(ns)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := newNetconf(s)
+	if err == nil {
+		err = h.SetSocketTimeout(Timeout)
+	}
+	if err == nil {
+		err = h.SetStrictCheck(true)
+	}
+	if err != nil {
+		h.Close()
+		s.Close()
+		return nil, nil, fmt.Errorf("open netlink sockets: %w", err)
+	}
+	return h, nc, nil
+}
+
+// socketsIn creates the two sockets with the thread switched into ns. A
+// thread that cannot be switched back stays locked, so that the runtime
+// ends it with the goroutine instead of running other goroutines in ns.
+func socketsIn(ns netns.NsHandle) (*netlink.Handle, *nl.NetlinkSocket, error) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, nil, fmt.Errorf("open this thread's netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return nil, nil, fmt.Errorf("enter netns: %w", err)
+	}
+	h, herr := netlink.NewHandle(unix.NETLINK_ROUTE)
+	var s *nl.NetlinkSocket
+	serr := herr
+	if herr == nil {
+		if s, serr = nl.Subscribe(unix.NETLINK_ROUTE); serr != nil {
+			h.Close()
+		}
+	}
+	if err := netns.Set(orig); err != nil {
+		if serr == nil {
+			h.Close()
+			s.Close()
+		}
+		return nil, nil, fmt.Errorf("return from netns: %w", err) // the thread stays locked
+	}
+	runtime.UnlockOSThread()
+	if serr != nil {
+		return nil, nil, fmt.Errorf("open netlink socket: %w", serr)
+	}
+	return h, s, nil
 }

@@ -39,6 +39,9 @@ type Pair struct {
 	// Created is called with a new tenant end before it goes up (to set
 	// options that must precede the first up). May be nil.
 	Created func(peer netlink.Link) error
+	// Known, if set, is both ends as a dump the caller just took found
+	// them: Ensure checks them instead of looking them up.
+	Known *Links
 }
 
 // Links are the two ends as the kernel reports them after Ensure.
@@ -52,8 +55,16 @@ type Links struct {
 func Ensure(host, peer *netlink.Handle, peerNS netns.NsHandle, p Pair) (Links, []string, error) {
 	var ch []string
 	add := func(format string, args ...any) { ch = append(ch, p.What+": "+fmt.Sprintf(format, args...)) }
-	hl, herr := host.LinkByName(p.Host)
-	pl, perr := peer.LinkByName(p.Peer)
+	var (
+		hl, pl     netlink.Link
+		herr, perr error
+	)
+	if p.Known != nil {
+		hl, pl = p.Known.Host, p.Known.Peer
+	} else {
+		hl, herr = host.LinkByName(p.Host)
+		pl, perr = peer.LinkByName(p.Peer)
+	}
 	if herr != nil && !nlh.IsNotFound(herr) {
 		return Links{}, nil, fmt.Errorf("get link %s: %w", p.Host, herr)
 	}
