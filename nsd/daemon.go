@@ -162,8 +162,12 @@ type Daemon struct {
 
 	observed map[string]routing.Observed
 	applied  map[string]*applied
-	seen     map[string]string // tenant → fingerprint of its key indexes
-	failed   map[string]bool
+	// pairs indexes the tunnel endpoint pairs of the applied tenants
+	// (each applied's tunnels), kept as tenants are applied and deleted
+	// rather than rebuilt from every tenant's in each pass.
+	pairs  *plan.TunnelPairs
+	seen   map[string]string // tenant → fingerprint of its key indexes
+	failed map[string]bool
 	// hostFailed: the tenant's last pass failed on this host (in the
 	// kernel), not only because a document was refused; it is not
 	// announced over BGP from here.
@@ -226,6 +230,7 @@ func New(o Options) *Daemon {
 		o: o, log: o.Logger, m: o.Metrics,
 		observed:   map[string]routing.Observed{},
 		applied:    map[string]*applied{},
+		pairs:      plan.NewTunnelPairs(nil),
 		seen:       map[string]string{},
 		failed:     map[string]bool{},
 		hostFailed: map[string]bool{},
@@ -559,13 +564,6 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		return todo[i] < todo[j]
 	})
 	verdicts := d.validate(ctx, s, todo)
-	// Tunnel endpoint pairs each tenant holds, updated as the pass applies
-	// tenants.
-	held := make(map[string][]tunspec.ValidTunnel, len(d.applied))
-	for id, a := range d.applied {
-		held[id] = a.tunnels
-	}
-	pairs := plan.NewTunnelPairs(held)
 	slots := plan.NewSlots(d.slots())
 	for _, id := range todo {
 		keys := s.Tenants[id]
@@ -573,7 +571,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 			continue
 		}
 		t0 := d.o.Now()
-		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], pairs, slots, full, prepared[id]))
+		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], d.pairs, slots, full, prepared[id]))
 		d.m.TenantApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 		d.seen[id] = fingerprint(keys)
 		if paced[id] {
@@ -912,6 +910,28 @@ func (d *Daemon) putStatus(ctx context.Context, st source.Status) {
 }
 
 // running lists the tenants this host runs: found in the kernel or applied.
+// isRunning reports whether tenant id is plumbed here (observed or
+// applied), without building running's set: an incremental pass asks
+// about a few tenants, not all of them.
+func (d *Daemon) isRunning(id string) bool {
+	if _, ok := d.applied[id]; ok {
+		return true
+	}
+	_, ok := d.observed[id]
+	return ok
+}
+
+// runningCount is len(running()) without building the set.
+func (d *Daemon) runningCount() int {
+	n := len(d.applied)
+	for id := range d.observed {
+		if _, ok := d.applied[id]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
 func (d *Daemon) running() map[string]bool {
 	out := make(map[string]bool, len(d.observed)+len(d.applied))
 	for id := range d.observed {
@@ -942,11 +962,17 @@ type holdState struct {
 // MaxDeleteFraction of the host's tenants (and more than one), or any
 // tenant when the store was wiped or came back as a new or restored cluster.
 func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
-	running := d.running()
 	var gone []string
-	for id := range running {
+	for id := range d.applied {
 		if _, ok := s.Tenants[id]; !ok {
 			gone = append(gone, id)
+		}
+	}
+	for id := range d.observed {
+		if _, ok := s.Tenants[id]; !ok {
+			if _, dup := d.applied[id]; !dup {
+				gone = append(gone, id)
+			}
 		}
 	}
 	sort.Strings(gone)
@@ -954,7 +980,7 @@ func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
 		d.setHold(nil, "")
 		return nil
 	}
-	if reason := d.guard(ctx, gone, len(running), len(s.Tenants), s.StoreReset, s.Hidden); reason != "" {
+	if reason := d.guard(ctx, gone, d.runningCount(), len(s.Tenants), s.StoreReset, s.Hidden); reason != "" {
 		token := d.setHold(gone, reason)
 		if string(s.Control[source.ConfirmKey(d.o.HostID)].Value) == token && token != d.hold.spent || d.hold.flag {
 			d.log.Warn("held deletions confirmed by the operator", "deletes", len(gone), "token", token)
@@ -1031,7 +1057,7 @@ func (d *Daemon) setHold(ids []string, reason string) string {
 	}
 	d.hold.ids, d.hold.token = ids, deleteToken(ids)
 	d.log.Error("HOLDING mass delete: "+reason,
-		"deletes", len(ids), "running", len(d.running()), "max_fraction", d.o.MaxDeleteFraction,
+		"deletes", len(ids), "running", d.runningCount(), "max_fraction", d.o.MaxDeleteFraction,
 		"confirm", fmt.Sprintf("nsctl confirm-deletes --host %s --token %s", d.o.HostID, d.hold.token))
 	return d.hold.token
 }
@@ -1049,9 +1075,8 @@ func deleteToken(ids []string) string {
 // store and not running here (for example a tenant that never applied),
 // including those read back from before a restart.
 func (d *Daemon) dropStaleStatus(ctx context.Context, s source.Snapshot) {
-	running := d.running()
 	for id := range d.statuses {
-		if _, ok := s.Tenants[id]; ok || running[id] {
+		if _, ok := s.Tenants[id]; ok || d.isRunning(id) {
 			continue
 		}
 		delete(d.statuses, id)
@@ -1098,6 +1123,7 @@ func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
 	log.Info("tenant deleted", "changes", n)
 	delete(d.observed, id)
 	delete(d.applied, id)
+	d.pairs.Set(id, nil)
 	delete(d.seen, id)
 	delete(d.failed, id)
 	delete(d.hostFailed, id)
@@ -1142,7 +1168,7 @@ func (d *Daemon) updateGauges() {
 // on every pass: a blocking query on an empty tenant prefix wakes on any
 // write, and a timestamp that always changes would feed a write loop.
 func (d *Daemon) writeHostStatus(ctx context.Context, s source.Snapshot, full bool) {
-	hs := source.HostStatus{Host: d.o.HostID, Tenants: len(d.running()), HeldDeletes: d.hold.ids, ConfirmToken: d.hold.token,
+	hs := source.HostStatus{Host: d.o.HostID, Tenants: d.runningCount(), HeldDeletes: d.hold.ids, ConfirmToken: d.hold.token,
 		SpentConfirmToken: d.hold.spent, Problems: s.Problems, DoSGlobalIndex: d.dos.globalIndex, DoSGlobalError: d.dos.globalErr,
 		Drained: d.bgp.drained, BGP: d.bgpStatus(), GREBackend: d.o.GREBackend}
 	b, _ := json.Marshal(hs)

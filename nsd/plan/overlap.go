@@ -166,6 +166,12 @@ type Claim struct {
 //     claim, is refused, and the refused tenant keeps all it held. That may
 //     refuse other claims in turn: the result is the fixpoint.
 func AssignPrefixes(held map[string][]netip.Prefix, claims []Claim) map[string]error {
+	return assignPrefixes(held, claims, scanClaims)
+}
+
+// assignPrefixes is AssignPrefixes, scanning the holdings instead of
+// indexing them for up to scanLimit claims.
+func assignPrefixes(held map[string][]netip.Prefix, claims []Claim, scanLimit int) map[string]error {
 	refused := map[string]error{}
 	claimed := make(map[string][]netip.Prefix, len(claims))
 	for _, c := range claims {
@@ -180,7 +186,7 @@ func AssignPrefixes(held map[string][]netip.Prefix, claims []Claim) map[string]e
 				holdings[id] = ps
 			}
 		}
-		x := newPrefixIndex(holdings)
+		x := newOverlapper(holdings, len(claims), scanLimit)
 		more := false
 		for _, c := range claims {
 			if refused[c.Tenant] != nil {

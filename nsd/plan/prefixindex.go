@@ -36,6 +36,68 @@ type indexEntry struct {
 	gen    int
 }
 
+// overlapper answers AssignPrefixes' questions: which held prefixes of
+// other tenants overlap a claim, with holdings replaced as claims are
+// accepted.
+type overlapper interface {
+	check(id string, prefixes []netip.Prefix) error
+	set(id string, ps []netip.Prefix)
+}
+
+// scanClaims is how many claims a pass may judge by scanning every holding
+// instead of building the index: building it sorts every held prefix (9 ms
+// with 10,000 tenants, the larger part of an incremental pass), while one
+// scan compares a claim with each held prefix (about 0.1 ms).
+const scanClaims = 8
+
+// newOverlapper returns the index, or a scan of holdings for a pass with
+// few claims. Both report the same overlaps in the same order.
+func newOverlapper(holdings map[string][]netip.Prefix, claims, scanLimit int) overlapper {
+	if claims <= scanLimit {
+		return holdingScan(holdings)
+	}
+	return newPrefixIndex(holdings)
+}
+
+// holdingScan checks a claim against every holding. AssignPrefixes
+// updates the holdings it was made from as it accepts claims, so set has
+// nothing to do.
+type holdingScan map[string][]netip.Prefix
+
+func (h holdingScan) set(string, []netip.Prefix) {}
+
+func (h holdingScan) check(id string, prefixes []netip.Prefix) error {
+	var errs doc.Errors
+	for i, p := range prefixes {
+		var hits []indexEntry
+		for t, ps := range h {
+			if t == id {
+				continue
+			}
+			for j, q := range ps {
+				if q.Overlaps(p) {
+					hits = append(hits, indexEntry{orig: q, tenant: t, pos: j})
+				}
+			}
+		}
+		slices.SortFunc(hits, func(a, b indexEntry) int {
+			if c := cmp.Compare(a.tenant, b.tenant); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.pos, b.pos)
+		})
+		for _, e := range hits {
+			errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
+				Path: fmt.Sprintf("prefixes[%d]", i), Value: p.String(),
+				Msg: fmt.Sprintf("overlaps %s held by tenant %q", e.orig, e.tenant)})
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
 func newPrefixIndex(holdings map[string][]netip.Prefix) *prefixIndex {
 	x := &prefixIndex{exact: map[netip.Prefix][]indexEntry{}, gen: map[string]int{}}
 	for id, ps := range holdings {

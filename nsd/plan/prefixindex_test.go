@@ -85,8 +85,8 @@ func randPrefix(r *rand.Rand) netip.Prefix {
 	return p
 }
 
-// The index decides exactly what the pairwise comparison decided, with the
-// same messages in the same order, over random passes.
+// The index and the scan decide exactly what the pairwise comparison
+// decided, with the same messages in the same order, over random passes.
 func TestAssignPrefixesMatchesPairwise(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 2000; round++ {
@@ -122,9 +122,13 @@ func TestAssignPrefixesMatchesPairwise(t *testing.T) {
 				uniq = append(uniq, c)
 			}
 		}
-		got, want := AssignPrefixes(held, uniq), assignReference(held, uniq)
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("round %d: held %v claims %v\ngot  %v\nwant %v", round, held, uniq, got, want)
+		want := assignReference(held, uniq)
+		// The index, and the scan of every holding a pass with few claims
+		// uses instead.
+		for _, limit := range []int{-1, len(uniq)} {
+			if got := assignPrefixes(held, uniq, limit); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("round %d (scan up to %d claims): held %v claims %v\ngot  %v\nwant %v", round, limit, held, uniq, got, want)
+			}
 		}
 		for _, c := range uniq {
 			if g, w := fmt.Sprint(CheckOverlap(c.Tenant, c.Prefixes, held)), fmt.Sprint(checkOverlapReference(c.Tenant, c.Prefixes, held)); g != w {
