@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -98,6 +100,7 @@ type fleet struct {
 	// and its snapshots are recorded.
 	meter0 *consultest.Meter
 	snap0  *recordingStore
+	log    *writeLog // when each server's status and ack writes went through
 }
 
 // fleetMode is how the simulated servers watch and report.
@@ -106,10 +109,112 @@ type fleetMode struct {
 	acks    bool // acknowledgements instead of per-tenant status writes
 }
 
-// recordingStore is a Consul store whose last snapshot the benchmark can
-// read (what the server holds).
-type recordingStore struct {
+// simStore is a simulated server's Consul store that notes in the
+// process when each of its status and ack writes went through, so that
+// measuring propagation costs Consul nothing (a blocking listing of
+// acks/ by the benchmark would return every server's ack on each of a
+// change's thousand ack writes: more bytes than the servers read).
+type simStore struct {
 	*source.Consul
+	log *writeLog
+}
+
+func (s simStore) PutAck(ctx context.Context, a source.Ack) error {
+	err := s.Consul.PutAck(ctx, a)
+	if err == nil {
+		s.log.ack(a.Host, a.Through, time.Now())
+	}
+	return err
+}
+
+func (s simStore) PutStatus(ctx context.Context, host, name string, st any) error {
+	err := s.Consul.PutStatus(ctx, host, name, st)
+	if ts, ok := st.(source.Status); ok && err == nil && ts.State == "applied" {
+		s.log.applies(ts.Tenant, host, ts.AppliedIndex, time.Now())
+	}
+	return err
+}
+
+// writeLog records, per server, when its acknowledgement moved and when
+// it wrote each tenant's applied status.
+type writeLog struct {
+	mu     sync.Mutex
+	acks   map[string][]ackAt            // host → its acks, rising
+	status map[string]map[string][]ackAt // tenant → host → applied indexes
+}
+
+type ackAt struct {
+	through uint64
+	at      time.Time
+}
+
+func newWriteLog() *writeLog {
+	return &writeLog{acks: map[string][]ackAt{}, status: map[string]map[string][]ackAt{}}
+}
+
+func (l *writeLog) ack(host string, through uint64, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.acks[host]; len(h) == 0 || h[len(h)-1].through < through {
+		l.acks[host] = append(h, ackAt{through, at})
+	}
+}
+
+func (l *writeLog) applies(tenant, host string, idx uint64, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.status[tenant] == nil {
+		l.status[tenant] = map[string][]ackAt{}
+	}
+	if h := l.status[tenant][host]; len(h) == 0 || h[len(h)-1].through < idx {
+		l.status[tenant][host] = append(h, ackAt{idx, at})
+	}
+}
+
+// acked returns, for a change written at t0 with index idx, how long each
+// server took to acknowledge it; ok is false if one has not yet.
+func (l *writeLog) acked(idx uint64, t0 time.Time, servers int) ([]time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return firstAt(l.acks, idx, t0, servers)
+}
+
+// applied is acked for per-tenant status writes of tenant id.
+func (l *writeLog) applied(id string, idx uint64, t0 time.Time, servers int) ([]time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return firstAt(l.status[id], idx, t0, servers)
+}
+
+// lastAck is how far host's acknowledgement is.
+func (l *writeLog) lastAck(host string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.acks[host]; len(h) > 0 {
+		return h[len(h)-1].through
+	}
+	return 0
+}
+
+func firstAt(hosts map[string][]ackAt, idx uint64, t0 time.Time, servers int) ([]time.Duration, bool) {
+	if len(hosts) < servers {
+		return nil, false
+	}
+	out := make([]time.Duration, 0, servers)
+	for _, h := range hosts {
+		i := sort.Search(len(h), func(i int) bool { return h[i].through >= idx })
+		if i == len(h) {
+			return nil, false
+		}
+		out = append(out, max(h[i].at.Sub(t0), 0))
+	}
+	return out, true
+}
+
+// recordingStore is a simulated server's store whose last snapshot the
+// benchmark can read (what the server holds).
+type recordingStore struct {
+	simStore
 	mu   sync.Mutex
 	last source.Snapshot
 }
@@ -152,7 +257,7 @@ func (r *recordingStore) marks() map[string]uint64 {
 func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenants int, mode fleetMode, addrs []string) *fleet {
 	noIndex := mode.noIndex
 	f := &fleet{cluster: c, prefix: prefix, servers: servers, tenants: tenants, addrs: addrs, acks: mode.acks,
-		meter: consultest.NewMeter(), meter0: consultest.NewMeter()}
+		meter: consultest.NewMeter(), meter0: consultest.NewMeter(), log: newWriteLog()}
 	kv := c.Servers[0].Client.KV()
 	var ops api.KVTxnOps
 	var lastWrite uint64
@@ -193,9 +298,9 @@ func newFleet(b *testing.B, c *consultest.Cluster, prefix string, servers, tenan
 		}
 		st := f.store(b, addrs[i%len(addrs)], noIndex, m)
 		stores = append(stores, st)
-		var store source.Store = st
+		var store source.Store = simStore{Consul: st, log: f.log}
 		if i == 0 {
-			f.snap0 = &recordingStore{Consul: st}
+			f.snap0 = &recordingStore{simStore: simStore{Consul: st, log: f.log}}
 			store = f.snap0
 		}
 		d := nsd.New(nsd.Options{HostID: fmt.Sprintf("sim%d", i), Store: store, Routing: &noKernel{specs: map[string]rtspec.TenantSpec{}},
@@ -298,45 +403,43 @@ func (f *fleet) change(b *testing.B, i, v int) []time.Duration {
 
 // applied waits until every server's status of tenant id says applied at
 // index idx or later (with acknowledgements: until every server's ack is
-// at idx or later), and returns when each did, from t0.
+// at idx or later), and returns when each wrote it, from t0.
 func (f *fleet) applied(b *testing.B, id string, idx uint64, t0 time.Time) []time.Duration {
-	kv := f.cluster.Servers[0].Client.KV()
-	done := map[string]time.Duration{}
-	var wait uint64
 	deadline := t0.Add(2 * time.Minute)
-	where := f.prefix + "/tenant-status/" + id + "/"
-	if f.acks {
-		where = f.prefix + "/acks/"
-	}
-	for len(done) < f.servers {
-		pairs, meta, err := kv.List(where, &api.QueryOptions{WaitIndex: wait, WaitTime: 10 * time.Second})
-		if err != nil {
-			b.Fatal(err)
+	for {
+		var lat []time.Duration
+		var ok bool
+		if f.acks {
+			lat, ok = f.log.acked(idx, t0, f.servers)
+		} else {
+			lat, ok = f.log.applied(id, idx, t0, f.servers)
 		}
-		now := time.Since(t0)
-		wait = meta.LastIndex
-		for _, p := range pairs {
-			if _, ok := done[p.Key]; ok {
-				continue
-			}
-			var st source.Status
-			var a source.Ack
-			switch {
-			case f.acks && json.Unmarshal(p.Value, &a) == nil && a.Through >= idx:
-				done[p.Key] = now
-			case !f.acks && json.Unmarshal(p.Value, &st) == nil && st.State == "applied" && st.AppliedIndex >= idx:
-				done[p.Key] = now
-			}
+		if ok {
+			return lat
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("change of %s applied on %d of %d servers after 2 minutes", id, len(done), f.servers)
+			b.Fatalf("change of %s (index %d) not applied on every server after 2 minutes", id, idx)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	out := make([]time.Duration, 0, len(done))
-	for _, d := range done {
-		out = append(out, d)
+}
+
+// heapProfile writes the live heap to NFHOST_FLEET_HEAPPROFILE, if set
+// (what a converged fleet holds per server × tenant).
+func heapProfile(b *testing.B) {
+	path := os.Getenv("NFHOST_FLEET_HEAPPROFILE")
+	if path == "" {
+		return
 	}
-	return out
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // rssMiB is the resident memory of pids together.
@@ -424,6 +527,7 @@ func BenchmarkFleet(b *testing.B) {
 		fi := newFleet(b, c, "fleetidx", servers, tenants, fleetMode{acks: true}, addrs)
 		converge := time.Since(t0)
 		b.ReportMetric(rssMiB(os.Getpid()), "sim-process-rss-MiB")
+		heapProfile(b)
 		idx := measureFleet(b, fi, changes)
 		fi.stop()
 		b.ReportMetric(float64(servers), "servers")
@@ -456,62 +560,6 @@ func BenchmarkFleet(b *testing.B) {
 		b.ReportMetric(all.consulRSS, "prefix-consul-rss-MiB")
 		b.ReportMetric(convergeAll.Seconds(), "prefix-converge-s")
 	}
-}
-
-// ackLog records, per server, when its acknowledgement moved.
-type ackLog struct {
-	mu    sync.Mutex
-	hosts map[string][]ackAt
-}
-
-type ackAt struct {
-	through uint64
-	at      time.Time
-}
-
-// follow blocks on acks/ until ctx ends, recording every move.
-func (l *ackLog) follow(ctx context.Context, kv *api.KV, prefix string) {
-	var idx uint64
-	for ctx.Err() == nil {
-		pairs, meta, err := kv.List(prefix+"/acks/", (&api.QueryOptions{WaitIndex: idx, WaitTime: 10 * time.Second}).WithContext(ctx))
-		if err != nil {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		now := time.Now()
-		idx = meta.LastIndex
-		l.mu.Lock()
-		for _, p := range pairs {
-			var a source.Ack
-			if json.Unmarshal(p.Value, &a) != nil {
-				continue
-			}
-			h := l.hosts[a.Host]
-			if len(h) == 0 || h[len(h)-1].through < a.Through {
-				l.hosts[a.Host] = append(h, ackAt{a.Through, now})
-			}
-		}
-		l.mu.Unlock()
-	}
-}
-
-// latencies returns, for a change written at t0 with index idx, how long
-// each server took to acknowledge it; ok is false if one has not yet.
-func (l *ackLog) latencies(idx uint64, t0 time.Time, servers int) ([]time.Duration, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.hosts) < servers {
-		return nil, false
-	}
-	out := make([]time.Duration, 0, servers)
-	for _, h := range l.hosts {
-		i := sort.Search(len(h), func(i int) bool { return h[i].through >= idx })
-		if i == len(h) {
-			return nil, false
-		}
-		out = append(out, max(h[i].at.Sub(t0), 0))
-	}
-	return out, true
 }
 
 type sentChange struct {
@@ -569,9 +617,7 @@ func BenchmarkFleetSustained(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		c, addrs := fleetCluster(b)
 		f := newFleet(b, c, "fleetrun", servers, tenants, fleetMode{acks: true}, addrs)
-		ctx, cancel := context.WithCancel(context.Background())
-		log := &ackLog{hosts: map[string][]ackAt{}}
-		go log.follow(ctx, c.Servers[1].Client.KV(), f.prefix)
+		heapProfile(b)
 		time.Sleep(time.Second)
 		cpu0, bytes0, writes0, t0 := f.consulTicks(b), f.bytes(), f.writes(), time.Now()
 		sent := f.writeChanges(b, rate, time.Duration(secs)*time.Second, 1)
@@ -581,7 +627,7 @@ func BenchmarkFleetSustained(b *testing.B) {
 		deadline := time.Now().Add(2 * time.Minute)
 		for _, s := range sent {
 			for {
-				lat, ok := log.latencies(s.idx, s.at, servers)
+				lat, ok := f.log.acked(s.idx, s.at, servers)
 				if ok {
 					all = append(all, lat...)
 					w := int(s.at.Sub(t0) / (10 * time.Second))
@@ -612,16 +658,15 @@ func BenchmarkFleetSustained(b *testing.B) {
 		b.ReportMetric(rssMiB(c.PIDs()...), "consul-rss-MiB")
 		b.ReportMetric(rssMiB(os.Getpid()), "sim-process-rss-MiB")
 		if cut > 0 {
-			fleetCutOff(b, f, log, time.Duration(cut)*time.Second)
+			fleetCutOff(b, f, time.Duration(cut)*time.Second)
 		}
-		cancel()
 		f.stop()
 	}
 }
 
 // fleetCutOff cuts server 0 off for d while changes go on, reconnects it
 // and checks that it catches up exactly.
-func fleetCutOff(b *testing.B, f *fleet, log *ackLog, d time.Duration) {
+func fleetCutOff(b *testing.B, f *fleet, d time.Duration) {
 	f.meter0.Cut(true)
 	sent := f.writeChanges(b, 2, d, 1_000_000)
 	before := f.meter0.Bytes()
@@ -629,11 +674,7 @@ func fleetCutOff(b *testing.B, f *fleet, log *ackLog, d time.Duration) {
 	t0 := time.Now()
 	want := sent[len(sent)-1].idx
 	for {
-		log.mu.Lock()
-		h := log.hosts["sim0"]
-		done := len(h) > 0 && h[len(h)-1].through >= want
-		log.mu.Unlock()
-		if done {
+		if f.log.lastAck("sim0") >= want {
 			break
 		}
 		if time.Since(t0) > 5*time.Minute {
