@@ -70,6 +70,14 @@ type journal struct {
 	Entries []journalEntry  `json:"entries"` // oldest first
 }
 
+// SlotPause is how long the indexer waits after a wake-up of its watch of
+// an empty small prefix that changed nothing, before it blocks again.
+// Consul answers a blocking query on a prefix with no keys whenever any
+// key in the store is written: with a thousand hosts acknowledging a
+// change that is three thousand requests per change without the pause,
+// three a second with it.
+const SlotPause = time.Second
+
 // slotNames are the prefixes whose marks the journal carries, by slot.
 var slotNames = map[int]string{slotControl: "control", slotDoS: "dos", slotLists: "lists"}
 
@@ -321,7 +329,9 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 				m := markOf(pairs)
 				mu.Lock()
 				var err2 error
-				if old, ok := slots[name]; !ok || old != m {
+				old, ok := slots[name]
+				changed := !ok || old != m
+				if changed {
 					slots[name] = m
 					if cur != nil { // after the first tenants listing
 						err2 = c.publish(ctx, j, &jIdx, digest, cur, j.Through, slots)
@@ -331,6 +341,13 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 				if err2 != nil {
 					errs <- err2
 					return
+				}
+				if !changed && len(pairs) == 0 {
+					// An empty prefix wakes on every write in the store
+					// (every host's ack): pause before blocking again. A
+					// write under it meanwhile is read at the next query,
+					// at most SlotPause late.
+					sleepCtx(ctx, SlotPause)
 				}
 			}
 		}()

@@ -445,3 +445,35 @@ func TestIndexedWatchBatchesReadsAndSaysThrough(t *testing.T) {
 		t.Fatalf("TenantIndexes(t7) = %d, %d, %v; want %d", hi, nw, err, at)
 	}
 }
+
+// The indexer watches control/, dos/ and lists/ to carry their marks in the
+// journal. A blocking query on an empty prefix wakes on every write in the
+// store: at fleet scale on every host's ack (a thousand per change), each
+// wake a request. A wake that changed nothing waits a while before the
+// next blocking query; a real change is still published.
+func TestIndexerPacesEmptyPrefixWakes(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 10; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	idx, m := meteredStore(t, a)
+	go idx.RunIndexer(ctx, "indexer", slog.New(slog.DiscardHandler), nil)
+	st := plainStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "10 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 10 })
+	waitFollowing(t, st)
+	time.Sleep(1500 * time.Millisecond)
+
+	reqs := m.Requests()
+	for i := 0; i < 50; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/acks/host%d", i), `{}`)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := m.Requests() - reqs; got > 15 {
+		t.Fatalf("50 writes outside what the indexer watches cost it %d requests", got)
+	}
+	a.Put(t, "nfhost/control/drain/edge1", "true")
+	s.until(t, "the drain key", func(s source.Snapshot) bool { return string(s.Control["drain/edge1"].Value) == "true" })
+}
