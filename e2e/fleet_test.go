@@ -460,14 +460,16 @@ func rssMiB(pids ...int) float64 {
 type fleetResult struct {
 	bytesPerServer      float64 // per single-tenant change, on average
 	writesPerServer     float64 // KV writes per single-tenant change per server
+	requestsPerServer   float64 // requests to Consul per single-tenant change per server
 	p50, p99, max       time.Duration
 	consulCPUPerChange  time.Duration
 	consulRSS           float64
 	convergeAllStatuses time.Duration
 }
 
-func (f *fleet) bytes() int64  { return f.meter.Bytes() + f.meter0.Bytes() }
-func (f *fleet) writes() int64 { return f.meter.KVWrites() + f.meter0.KVWrites() }
+func (f *fleet) bytes() int64    { return f.meter.Bytes() + f.meter0.Bytes() }
+func (f *fleet) writes() int64   { return f.meter.KVWrites() + f.meter0.KVWrites() }
+func (f *fleet) requests() int64 { return f.meter.Requests() + f.meter0.Requests() }
 
 func (f *fleet) consulTicks(b *testing.B) (n int) {
 	for _, pid := range f.cluster.PIDs() {
@@ -478,14 +480,15 @@ func (f *fleet) consulTicks(b *testing.B) (n int) {
 
 func measureFleet(b *testing.B, f *fleet, changes int) fleetResult {
 	var lat []time.Duration
-	cpu0, bytes0, writes0 := f.consulTicks(b), f.bytes(), f.writes()
+	cpu0, bytes0, writes0, reqs0 := f.consulTicks(b), f.bytes(), f.writes(), f.requests()
 	for c := 0; c < changes; c++ {
 		lat = append(lat, f.change(b, (c*37)%f.tenants, c+1)...)
 		time.Sleep(200 * time.Millisecond) // reads that trail the status writes
 	}
-	cpu1, bytes1, writes1 := f.consulTicks(b), f.bytes(), f.writes()
+	cpu1, bytes1, writes1, reqs1 := f.consulTicks(b), f.bytes(), f.writes(), f.requests()
 	pct := percentiles(lat)
 	return fleetResult{
+		requestsPerServer:  float64(reqs1-reqs0) / float64(changes) / float64(f.servers),
 		bytesPerServer:     float64(bytes1-bytes0) / float64(changes) / float64(f.servers),
 		writesPerServer:    float64(writes1-writes0) / float64(changes) / float64(f.servers),
 		p50:                pct[50],
@@ -534,6 +537,7 @@ func BenchmarkFleet(b *testing.B) {
 		b.ReportMetric(float64(tenants), "tenants")
 		b.ReportMetric(idx.bytesPerServer/1024, "index-KB/change/server")
 		b.ReportMetric(idx.writesPerServer, "index-writes/change/server")
+		b.ReportMetric(idx.requestsPerServer, "index-requests/change/server")
 		b.ReportMetric(ms(idx.p50), "index-p50-ms")
 		b.ReportMetric(ms(idx.p99), "index-p99-ms")
 		b.ReportMetric(ms(idx.max), "index-max-ms")
@@ -552,6 +556,7 @@ func BenchmarkFleet(b *testing.B) {
 		b.ReportMetric(float64(bTenants), "baseline-tenants")
 		b.ReportMetric(all.bytesPerServer/1024, "prefix-KB/change/server")
 		b.ReportMetric(all.writesPerServer, "prefix-writes/change/server")
+		b.ReportMetric(all.requestsPerServer, "prefix-requests/change/server")
 		b.ReportMetric(idx.bytesPerServer/all.bytesPerServer, "index/prefix-bytes")
 		b.ReportMetric(ms(all.p50), "prefix-p50-ms")
 		b.ReportMetric(ms(all.p99), "prefix-p99-ms")
@@ -619,7 +624,7 @@ func BenchmarkFleetSustained(b *testing.B) {
 		f := newFleet(b, c, "fleetrun", servers, tenants, fleetMode{acks: true}, addrs)
 		heapProfile(b)
 		time.Sleep(time.Second)
-		cpu0, bytes0, writes0, t0 := f.consulTicks(b), f.bytes(), f.writes(), time.Now()
+		cpu0, bytes0, writes0, reqs0, t0 := f.consulTicks(b), f.bytes(), f.writes(), f.requests(), time.Now()
 		sent := f.writeChanges(b, rate, time.Duration(secs)*time.Second, 1)
 		took := time.Since(t0)
 		var all []time.Duration
@@ -640,7 +645,7 @@ func BenchmarkFleetSustained(b *testing.B) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}
-		cpu1, bytes1, writes1 := f.consulTicks(b), f.bytes(), f.writes()
+		cpu1, bytes1, writes1, reqs1 := f.consulTicks(b), f.bytes(), f.writes(), f.requests()
 		pct := percentiles(all)
 		last := slices.Max(slices.Collect(maps.Keys(windows)))
 		n := float64(len(sent))
@@ -654,6 +659,7 @@ func BenchmarkFleetSustained(b *testing.B) {
 		b.ReportMetric(ms(percentiles(windows[last])[99]), "p99-last10s-ms")
 		b.ReportMetric(float64(bytes1-bytes0)/n/float64(servers)/1024, "KB/change/server")
 		b.ReportMetric(float64(writes1-writes0)/took.Seconds()/float64(servers), "writes/s/server")
+		b.ReportMetric(float64(reqs1-reqs0)/took.Seconds()/float64(servers), "requests/s/server")
 		b.ReportMetric(float64(cpu1-cpu0)/took.Seconds(), "consul-cpu-%")
 		b.ReportMetric(rssMiB(c.PIDs()...), "consul-rss-MiB")
 		b.ReportMetric(rssMiB(os.Getpid()), "sim-process-rss-MiB")
