@@ -16,6 +16,7 @@ mkdir -p "$(dirname "$out")"
 {
   go test -run '^$' -bench . -benchtime 1x -timeout 60m ./e2e/ ./firewall/
   go test -run '^$' -bench . -benchtime 200x ./routing/
+  go test -run '^$' -bench . -benchtime 100x ./nsd/ ./nsd/plan/
   go test -run '^$' -bench . -benchtime 1x -count 3 ./dos/
   go test -run '^$' -bench . -benchtime 1x -count 3 ./tunnels/
 } | tee "$out"
