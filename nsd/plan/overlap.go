@@ -15,7 +15,7 @@ import (
 // (applied, or accepted earlier in the same pass); id's own entry is ignored.
 // The incumbent always keeps its prefix.
 func CheckOverlap(id string, prefixes []netip.Prefix, holdings map[string][]netip.Prefix) error {
-	return newPrefixIndex(holdings).check(id, prefixes)
+	return checkOverlaps(newPrefixIndex(holdings), id, prefixes)
 }
 
 // SlotFor returns id's existing slot or allocates a free one.
@@ -192,7 +192,7 @@ func assignPrefixes(held map[string][]netip.Prefix, claims []Claim, scanLimit in
 			if refused[c.Tenant] != nil {
 				continue
 			}
-			if err := x.check(c.Tenant, c.Prefixes); err != nil {
+			if err := checkOverlaps(x, c.Tenant, c.Prefixes); err != nil {
 				refused[c.Tenant] = err
 				more = true
 				continue

@@ -40,7 +40,7 @@ type indexEntry struct {
 // other tenants overlap a claim, with holdings replaced as claims are
 // accepted.
 type overlapper interface {
-	check(id string, prefixes []netip.Prefix) error
+	overlapping(id string, p netip.Prefix) []indexEntry
 	set(id string, ps []netip.Prefix)
 }
 
@@ -66,36 +66,27 @@ type holdingScan map[string][]netip.Prefix
 
 func (h holdingScan) set(string, []netip.Prefix) {}
 
-func (h holdingScan) check(id string, prefixes []netip.Prefix) error {
-	var errs doc.Errors
-	for i, p := range prefixes {
-		var hits []indexEntry
-		for t, ps := range h {
-			if t == id {
-				continue
-			}
-			for j, q := range ps {
-				if q.Overlaps(p) {
-					hits = append(hits, indexEntry{orig: q, tenant: t, pos: j})
-				}
+func (h holdingScan) overlapping(id string, p netip.Prefix) []indexEntry {
+	var out []indexEntry
+	for t, ps := range h {
+		if t == id {
+			continue
+		}
+		for j, q := range ps {
+			if q.Overlaps(p) {
+				out = append(out, indexEntry{orig: q, tenant: t, pos: j})
 			}
 		}
-		slices.SortFunc(hits, func(a, b indexEntry) int {
-			if c := cmp.Compare(a.tenant, b.tenant); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.pos, b.pos)
-		})
-		for _, e := range hits {
-			errs = append(errs, &doc.FieldError{Tenant: id, Key: doc.KeyNetwork,
-				Path: fmt.Sprintf("prefixes[%d]", i), Value: p.String(),
-				Msg: fmt.Sprintf("overlaps %s held by tenant %q", e.orig, e.tenant)})
-		}
 	}
-	if len(errs) > 0 {
-		return errs
+	slices.SortFunc(out, byTenantThenPos)
+	return out
+}
+
+func byTenantThenPos(a, b indexEntry) int {
+	if c := cmp.Compare(a.tenant, b.tenant); c != 0 {
+		return c
 	}
-	return nil
+	return cmp.Compare(a.pos, b.pos)
 }
 
 func newPrefixIndex(holdings map[string][]netip.Prefix) *prefixIndex {
@@ -156,17 +147,12 @@ func (x *prefixIndex) overlapping(id string, p netip.Prefix) []indexEntry {
 			add(e)
 		}
 	}
-	slices.SortFunc(out, func(a, b indexEntry) int {
-		if c := cmp.Compare(a.tenant, b.tenant); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.pos, b.pos)
-	})
+	slices.SortFunc(out, byTenantThenPos)
 	return slices.CompactFunc(out, func(a, b indexEntry) bool { return a.tenant == b.tenant && a.pos == b.pos })
 }
 
-// check is CheckOverlap against the index.
-func (x *prefixIndex) check(id string, prefixes []netip.Prefix) error {
+// checkOverlaps is CheckOverlap against x.
+func checkOverlaps(x overlapper, id string, prefixes []netip.Prefix) error {
 	var errs doc.Errors
 	for i, p := range prefixes {
 		for _, e := range x.overlapping(id, p) {
