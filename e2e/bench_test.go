@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -249,6 +250,10 @@ func changeLatency(b *testing.B, agent *consultest.Agent, n int) ([]time.Duratio
 	d := nsd.New(nsd.Options{HostID: "bench", Store: store, Routing: rec, NSPrefix: np, Resync: time.Hour, Metrics: nsd.NewMetrics(reg)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// As nsd runs by default (--indexer): a candidate for the fleet's
+	// indexer, here the only one, so that a change costs a journal read
+	// and the tenant's keys, not a listing of every tenant.
+	go store.RunIndexer(ctx, "bench", slog.New(slog.DiscardHandler), nil)
 	go d.Run(ctx)
 	statusKey := func(id string) string { return fmt.Sprintf("%s/tenant-status/%s/bench", prefix, id) }
 	// Wait for the initial pass (10,000 tenants take about 15 minutes here).
@@ -262,6 +267,12 @@ func changeLatency(b *testing.B, agent *consultest.Agent, n int) ([]time.Duratio
 			b.Fatalf("initial pass incomplete: %d/%d", len(keys), n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	for !store.Following() { // switches at its next wake-up
+		if time.Now().After(deadline) {
+			b.Fatal("nsd does not follow the index")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	lastRSS = rssMiB(os.Getpid())
 	sum0, cnt0 := applyHistogram(b, reg)
