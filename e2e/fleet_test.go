@@ -155,9 +155,7 @@ func newWriteLog() *writeLog {
 func (l *writeLog) ack(host string, through uint64, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if h := l.acks[host]; len(h) == 0 || h[len(h)-1].through < through {
-		l.acks[host] = append(h, ackAt{through, at})
-	}
+	l.acks[host] = rising(l.acks[host], through, at)
 }
 
 func (l *writeLog) applies(tenant, host string, idx uint64, at time.Time) {
@@ -166,9 +164,15 @@ func (l *writeLog) applies(tenant, host string, idx uint64, at time.Time) {
 	if l.status[tenant] == nil {
 		l.status[tenant] = map[string][]ackAt{}
 	}
-	if h := l.status[tenant][host]; len(h) == 0 || h[len(h)-1].through < idx {
-		l.status[tenant][host] = append(h, ackAt{idx, at})
+	l.status[tenant][host] = rising(l.status[tenant][host], idx, at)
+}
+
+// rising appends idx at to h if idx is past h's last.
+func rising(h []ackAt, idx uint64, at time.Time) []ackAt {
+	if len(h) == 0 || h[len(h)-1].through < idx {
+		return append(h, ackAt{idx, at})
 	}
+	return h
 }
 
 // acked returns, for a change written at t0 with index idx, how long each

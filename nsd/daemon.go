@@ -909,7 +909,6 @@ func (d *Daemon) putStatus(ctx context.Context, st source.Status) {
 	}
 }
 
-// running lists the tenants this host runs: found in the kernel or applied.
 // isRunning reports whether tenant id is plumbed here (observed or
 // applied), without building running's set: an incremental pass asks
 // about a few tenants, not all of them.
@@ -932,6 +931,7 @@ func (d *Daemon) runningCount() int {
 	return n
 }
 
+// running lists the tenants this host runs: found in the kernel or applied.
 func (d *Daemon) running() map[string]bool {
 	out := make(map[string]bool, len(d.observed)+len(d.applied))
 	for id := range d.observed {

@@ -254,10 +254,7 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 		out[id] = o
 		hostLinks[id] = l
 	}
-	r.dumped = make(map[string]netlink.Link, len(hostLinks))
-	for id, l := range hostLinks {
-		r.dumped[id] = l
-	}
+	r.dumped = hostLinks // Observe only reads it; Apply takes from it
 	names, err := namedns.List(r.cfg.NetnsDir, r.cfg.NSPrefix)
 	if err != nil {
 		return nil, err
@@ -297,9 +294,9 @@ func (r *Reconciler) Observe(ctx context.Context) (map[string]Observed, error) {
 // has already read or written is taken as unchanged while the tenant's
 // host veth still has its peer inside: if the namespace was replaced under
 // the same name (even with the same inode number, which the kernel
-// reuses), the veth went with the old one. Otherwise the mark is read
-// from the host socket by the namespace's id (a restart: about a third
-// of the cost of entering it).
+// reuses), the veth went with the old one. Otherwise (a restart) the mark
+// is read from the host socket by the namespace's id, which needs no
+// socket inside.
 func (r *Reconciler) observeNS(id, name string, ino uint64, hostLink netlink.Link) (bool, error) {
 	ns, err := namedns.Open(r.cfg.NetnsDir, name)
 	if err != nil {
@@ -715,16 +712,17 @@ func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
 // the kernel answers ENOENT for a table a family does not hold yet, and
 // then each family is dumped on its own.
 func ensureDefaults(h *netlink.Handle, link netlink.Link, table int, gw4, gw6 netip.Addr, where string, ch *changes) error {
-	routes, err := nlh.RetryDump("routes", func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
-	})
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		routes = nil // dumped per family below
-	case err != nil:
+	routes, err := tableRoutes(h, netlink.FAMILY_ALL, table)
+	if errors.Is(err, unix.ENOENT) {
+		var v6 []netlink.Route
+		routes, err = tableRoutes(h, netlink.FAMILY_V4, table)
+		if err == nil {
+			v6, err = tableRoutes(h, netlink.FAMILY_V6, table)
+			routes = append(routes, v6...)
+		}
+	}
+	if err != nil {
 		return err
-	case routes == nil:
-		routes = []netlink.Route{} // dumped, and empty
 	}
 	if err := ensureDefault(h, link, table, gw4, true, where, routes, ch); err != nil {
 		return err
@@ -732,29 +730,27 @@ func ensureDefaults(h *netlink.Handle, link netlink.Link, table int, gw4, gw6 ne
 	return ensureDefault(h, link, table, gw6, false, where, routes, ch)
 }
 
+// tableRoutes dumps table's routes of family. With strict checking the
+// kernel answers ENOENT for a table that holds no routes of family yet:
+// for one family that is an empty table, for FAMILY_ALL it is returned.
+func tableRoutes(h *netlink.Handle, family, table int) ([]netlink.Route, error) {
+	return nlh.RetryDump("routes", func() ([]netlink.Route, error) {
+		rs, err := h.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+		if errors.Is(err, unix.ENOENT) && family != netlink.FAMILY_ALL {
+			return nil, nil
+		}
+		return rs, err
+	})
+}
+
 // ensureDefault makes table hold exactly one default route for gw's family,
-// via gw out of link. routes is the table's routes, dumped here if nil.
+// via gw out of link; routes is what table holds.
 func ensureDefault(h *netlink.Handle, link netlink.Link, table int, gw netip.Addr, onlink bool, where string, routes []netlink.Route, ch *changes) error {
 	family := netlink.FAMILY_V6
 	dst := &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 	if gw.Is4() {
 		family = netlink.FAMILY_V4
 		dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
-	}
-	if routes == nil {
-		var err error
-		routes, err = nlh.RetryDump("routes", func() ([]netlink.Route, error) {
-			rs, err := h.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
-			if errors.Is(err, unix.ENOENT) {
-				// With strict checking the kernel answers ENOENT for a
-				// table that holds no routes yet.
-				return nil, nil
-			}
-			return rs, err
-		})
-		if err != nil {
-			return err
-		}
 	}
 	for _, rt := range routes {
 		if rt.Family != family {

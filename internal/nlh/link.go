@@ -1,7 +1,6 @@
 package nlh
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/vishvananda/netlink/nl"
@@ -13,13 +12,10 @@ import (
 // and later): reading a mark inside another namespace without opening a
 // socket there, which costs a switch of the thread into it and back.
 func (n *Netconf) LinkAlias(nsid int32, name string) (string, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: n.s}}
+	req := n.newRequest(unix.RTM_GETLINK, 0)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	b := make([]byte, 4)
-	binary.NativeEndian.PutUint32(b, uint32(nsid))
-	req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, b))
+	req.AddData(int32Attr(unix.IFLA_TARGET_NETNSID, nsid))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
 	if err != nil {
 		return "", fmt.Errorf("get link %s in netns id %d: %w", name, nsid, err)

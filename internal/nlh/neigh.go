@@ -43,8 +43,7 @@ func (n *Netconf) Neigh(ifindex int32, ip netip.Addr) (e Neigh, found bool, err 
 	if ip.Is4() {
 		family = unix.AF_INET
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: n.s}}
+	req := n.newRequest(unix.RTM_GETNEIGH, 0)
 	req.AddData(ndmsg{family: uint8(family), ifindex: ifindex})
 	req.AddData(nl.NewRtAttr(unix.NDA_DST, ip.AsSlice()))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH)

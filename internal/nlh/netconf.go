@@ -79,6 +79,20 @@ func newNetconf(s *nl.NetlinkSocket) (*Netconf, error) {
 // Close closes the socket.
 func (n *Netconf) Close() { n.s.Close() }
 
+// newRequest is a request of type proto that goes through n's socket.
+func (n *Netconf) newRequest(proto, flags int) *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(proto, flags)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: n.s}}
+	return req
+}
+
+// int32Attr is an attribute holding v in host byte order.
+func int32Attr(typ int, v int32) *nl.RtAttr {
+	b := make([]byte, 4)
+	binary.NativeEndian.PutUint32(b, uint32(v))
+	return nl.NewRtAttr(typ, b)
+}
+
 type netconfMsg struct{ family uint8 }
 
 func (m netconfMsg) Len() int          { return 4 } // NLMSG_ALIGN(sizeof(struct netconfmsg))
@@ -94,9 +108,7 @@ func (n *Netconf) Dump(family int) (map[int32]Conf, error) {
 
 // Get returns the settings of one interface (or IfindexAll/Default).
 func (n *Netconf) Get(family int, ifindex int32) (Conf, error) {
-	b := make([]byte, 4)
-	binary.NativeEndian.PutUint32(b, uint32(ifindex))
-	out, err := n.request(family, 0, nl.NewRtAttr(netconfaIfindex, b))
+	out, err := n.request(family, 0, int32Attr(netconfaIfindex, ifindex))
 	if err != nil {
 		return Conf{}, fmt.Errorf("get netconf of ifindex %d: %w", ifindex, err)
 	}
@@ -108,8 +120,7 @@ func (n *Netconf) Get(family int, ifindex int32) (Conf, error) {
 }
 
 func (n *Netconf) request(family, flags int, attr *nl.RtAttr) (map[int32]Conf, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETNETCONF, flags)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: n.s}}
+	req := n.newRequest(unix.RTM_GETNETCONF, flags)
 	req.AddData(netconfMsg{family: uint8(family)})
 	if attr != nil {
 		req.AddData(attr)

@@ -125,24 +125,23 @@ func socketsIn(ns netns.NsHandle) (*netlink.Handle, *nl.NetlinkSocket, error) {
 		runtime.UnlockOSThread()
 		return nil, nil, fmt.Errorf("enter netns: %w", err)
 	}
-	h, herr := netlink.NewHandle(unix.NETLINK_ROUTE)
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	var s *nl.NetlinkSocket
-	serr := herr
-	if herr == nil {
-		if s, serr = nl.Subscribe(unix.NETLINK_ROUTE); serr != nil {
+	if err == nil {
+		if s, err = nl.Subscribe(unix.NETLINK_ROUTE); err != nil {
 			h.Close()
 		}
 	}
-	if err := netns.Set(orig); err != nil {
-		if serr == nil {
+	if rerr := netns.Set(orig); rerr != nil {
+		if err == nil {
 			h.Close()
 			s.Close()
 		}
-		return nil, nil, fmt.Errorf("return from netns: %w", err) // the thread stays locked
+		return nil, nil, fmt.Errorf("return from netns: %w", rerr) // the thread stays locked
 	}
 	runtime.UnlockOSThread()
-	if serr != nil {
-		return nil, nil, fmt.Errorf("open netlink socket: %w", serr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open netlink socket: %w", err)
 	}
 	return h, s, nil
 }
