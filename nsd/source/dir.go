@@ -122,7 +122,13 @@ func (d *Dir) readControl(s *Snapshot) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
+		if strings.HasPrefix(e.Name(), ".") {
+			return nil // as in a tenant's directory: writeAtomic's temporary files
+		}
 		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // deleted while the tree was read
+		}
 		if err != nil {
 			return fmt.Errorf("read control %s: %w", p, err)
 		}

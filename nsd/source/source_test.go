@@ -296,3 +296,28 @@ func TestSharedLists(t *testing.T) {
 		check(t, st, func(k, v string) { os.WriteFile(filepath.Join(root, "_lists", k+".json"), []byte(v), 0o644) })
 	})
 }
+
+// A control key being written (the temporary file of writeAtomic, renamed
+// into place a moment later) is not a control key of its own, and a file
+// that goes away while the tree is read is simply not there: the dir
+// store once listed ".<name>.tmp" with its partial content as a key, and
+// failed the whole read when the file had been renamed before it was read.
+func TestDirControlSkipsFilesBeingWritten(t *testing.T) {
+	root := t.TempDir()
+	st := source.NewDir(root, t.TempDir())
+	ctx := context.Background()
+	if err := st.PutControl(ctx, "top/watch/req1", []byte(`{"query": "tenant=acme"}`)); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(root, "_control", "top", "watch", ".req2.tmp")
+	if err := os.WriteFile(tmp, []byte(`{"qu`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Control) != 1 || string(s.Control["top/watch/req1"].Value) != `{"query": "tenant=acme"}` {
+		t.Fatalf("control keys: %v", s.Control)
+	}
+}
