@@ -343,6 +343,12 @@ func TestNoIndexerFallsBackToThePrefix(t *testing.T) {
 	s := watch(t, ctx, st)
 	s.until(t, "10 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 10 })
 	waitFollowing(t, st)
+	// A change seen while following: the follower's first round after the
+	// switch (a full read, which would also see t3's change below) is
+	// behind it.
+	a.Put(t, "nfhost/tenants/t1/network", tenantDoc(1, 9))
+	p1, _, _ := a.Client.KV().Get("nfhost/tenants/t1/network", nil)
+	s.until(t, "a change through the journal", func(s source.Snapshot) bool { return indexOf(s, "t1") == p1.ModifyIndex })
 	stop()
 	<-done
 	a.Put(t, "nfhost/tenants/t3/network", tenantDoc(3, 9))
