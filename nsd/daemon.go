@@ -789,19 +789,26 @@ func (d *Daemon) planFor(id string, keys map[string]source.Entry, v verdict, slo
 		env = d.o.FirewallEnv()
 	}
 	env.Shared, env.Version = d.shared, env.Version+"|"+d.sharedVer
-	key := fmt.Sprintf("%s|%d|%v|%s|%s|%s", fingerprint(keys), slot, v.err, env.Site, env.Region, env.Version)
-	if c, ok := d.plans[id]; ok && c.key == key {
-		return c.plan
+	envKey := env.Site + "|" + env.Region + "|" + env.Version
+	key := fmt.Sprintf("%s|%d|%v|%s", fingerprint(keys), slot, v.err, envKey)
+	opts := plan.Options{NSPrefix: d.o.NSPrefix, Firewall: env}
+	if c, ok := d.plans[id]; ok {
+		if c.key == key {
+			return c.plan
+		}
+		if c.env == envKey {
+			opts.Reuse = c.plan // parts whose document did not change
+		}
 	}
 	docs := make(map[string]plan.Doc, len(keys))
 	for k, e := range keys {
 		docs[k] = plan.Doc{Value: e.Value, Index: e.ModifyIndex}
 	}
-	p := plan.ForTenant(plan.Options{NSPrefix: d.o.NSPrefix, Firewall: env}, id, docs, v.valid, v.err, slot)
+	p := plan.ForTenant(opts, id, docs, v.valid, v.err, slot)
 	// Only documents that cost something to parse again are worth the
 	// memory: the network document is validated every pass anyway.
 	if p.Firewall.Present || p.DoS.Present {
-		d.plans[id] = cachedPlan{key: key, plan: &p}
+		d.plans[id] = cachedPlan{key: key, env: envKey, plan: &p}
 	} else {
 		delete(d.plans, id)
 	}
@@ -859,7 +866,8 @@ func (d *Daemon) updateShared(s source.Snapshot) bool {
 }
 
 type cachedPlan struct {
-	key  string
+	key  string // every input of the plan
+	env  string // the firewall environment's part of key
 	plan *plan.TenantPlan
 }
 

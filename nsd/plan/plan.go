@@ -28,6 +28,11 @@ type Options struct {
 	// Firewall is what firewall rules may refer to on this server (site,
 	// region, geo databases); the zero Env refuses rules that need them.
 	Firewall fwspec.Env
+	// Reuse is an earlier plan of the same tenant under the same Firewall
+	// environment, or nil: ForTenant takes a part from it whose document
+	// kept its (non-zero) index instead of parsing it again, so that an
+	// edit of the network document does not parse the firewall's rules.
+	Reuse *TenantPlan
 }
 
 // Desired is the planned state of every tenant on this host.

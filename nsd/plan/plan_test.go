@@ -184,3 +184,41 @@ func TestForTenantGolden(t *testing.T) {
 	got += ForTenant(Options{NSPrefix: "nf-"}, "ghost", nil, config.ValidNetwork{}, err, 0).Render()
 	golden(t, "for-tenant", got)
 }
+
+// A plan built with Reuse takes the parts whose document kept its index
+// from the earlier plan (the same spec, not parsed again) and parses the
+// others; another tenant's plan or a document at index 0 is never reused.
+func TestForTenantReuse(t *testing.T) {
+	docs := map[string]Doc{
+		"network":  {Index: 7, Value: []byte(`{"prefixes": ["203.0.113.0/24"]}`)},
+		"firewall": {Index: 8, Value: []byte(`{"rules": [{"id": "ssh", "expression": "tcp.dstport == 22", "action": "block"}]}`)},
+		"dos":      {Index: 9, Value: []byte(`{"deny": ["192.0.2.66"]}`)},
+	}
+	n, err := Network("acme", docs["network"], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := ForTenant(Options{NSPrefix: "nf-"}, "acme", docs, n, nil, 42)
+	docs["network"] = Doc{Index: 11, Value: []byte(`{"prefixes": ["203.0.113.0/25"]}`)}
+	p := ForTenant(Options{NSPrefix: "nf-", Reuse: &first}, "acme", docs, n, nil, 42)
+	if p.Firewall.Spec != first.Firewall.Spec || p.DoS.Spec != first.DoS.Spec {
+		t.Fatal("unchanged firewall and dos documents were parsed again")
+	}
+	docs["firewall"] = Doc{Index: 12, Value: []byte(`{"rules": [{"id": "ssh", "expression": "tcp.dstport == 23", "action": "block"}]}`)}
+	p = ForTenant(Options{NSPrefix: "nf-", Reuse: &first}, "acme", docs, n, nil, 42)
+	if p.Firewall.Spec == first.Firewall.Spec || p.Firewall.Index != 12 || p.Firewall.Spec.Rules[0].Source != "tcp.dstport == 23" {
+		t.Fatalf("changed firewall document: %+v", p.Firewall)
+	}
+	if p.DoS.Spec != first.DoS.Spec {
+		t.Fatal("unchanged dos document parsed again")
+	}
+	if q := ForTenant(Options{NSPrefix: "nf-", Reuse: &first}, "beta", docs, n, nil, 42); q.DoS.Spec == first.DoS.Spec {
+		t.Fatal("another tenant's part reused")
+	}
+	zero := map[string]Doc{"dos": {Value: []byte(`{"deny": ["192.0.2.1"]}`)}}
+	z1 := ForTenant(Options{NSPrefix: "nf-"}, "acme", zero, n, nil, 42)
+	zero["dos"] = Doc{Value: []byte(`{"deny": ["192.0.2.2"]}`)}
+	if z2 := ForTenant(Options{NSPrefix: "nf-", Reuse: &z1}, "acme", zero, n, nil, 42); z2.DoS.Spec == z1.DoS.Spec {
+		t.Fatal("a document at index 0 reused")
+	}
+}

@@ -63,21 +63,31 @@ func ForTenant(opts Options, id string, docs map[string]Doc, network config.Vali
 	if netErr == nil {
 		p.Routing = rtspec.NewTenantSpec(id, slot, opts.NSPrefix, network.Prefixes)
 	}
-	p.Firewall = part(docs, doc.KeyFirewall, func(b []byte) (*fwspec.Spec, error) {
+	var fwPrev *Part[*fwspec.Spec]
+	var dosPrev *Part[*dosspec.Spec]
+	if r := opts.Reuse; r != nil && r.ID == id {
+		fwPrev, dosPrev = &r.Firewall, &r.DoS
+	}
+	p.Firewall = part(docs, doc.KeyFirewall, fwPrev, func(b []byte) (*fwspec.Spec, error) {
 		s, err := fwspec.ParseEnv(id, b, opts.Firewall)
 		return &s, err
 	})
-	p.DoS = part(docs, doc.KeyDoS, func(b []byte) (*dosspec.Spec, error) {
+	p.DoS = part(docs, doc.KeyDoS, dosPrev, func(b []byte) (*dosspec.Spec, error) {
 		s, err := dosspec.Parse(id, b)
 		return &s, err
 	})
 	return p
 }
 
-func part[S any](docs map[string]Doc, key string, parse func([]byte) (*S, error)) Part[*S] {
+// part parses the document key of docs, or takes prev (the same part of
+// an earlier plan) if the document kept its index.
+func part[S any](docs map[string]Doc, key string, prev *Part[*S], parse func([]byte) (*S, error)) Part[*S] {
 	d, ok := docs[key]
 	if !ok {
 		return Part[*S]{}
+	}
+	if prev != nil && prev.Present && d.Index != 0 && prev.Index == d.Index {
+		return *prev
 	}
 	s, err := parse(d.Value)
 	if err != nil {
