@@ -62,6 +62,7 @@ type follower struct {
 	extra                  api.KVPairs            // keys under tenants/ of no tenant, from the last full read
 	lastFull               time.Time              // when the last full read was (jittered)
 	Reads                  int                    // requests made (tests)
+	StaleRetries           int                    // tenants read again after a stale read (tests)
 
 	ctx context.Context // Watch's
 	// slotsFollowed: the journal carries the small prefixes' marks and
@@ -143,7 +144,7 @@ func (f *follower) watchAll(ctx context.Context) error {
 		f.allIdx = meta.LastIndex
 	}
 	f.w.updateTenants(pairs, backwards, meta.LastIndex)
-	j, _, _, err := c.getJournal(ctx, 0, 0)
+	j, _, _, err := c.getJournal(ctx, 0, 0, false)
 	if err != nil {
 		return err
 	}
@@ -155,9 +156,24 @@ func (f *follower) watchAll(ctx context.Context) error {
 }
 
 // follow is one round of the journal watch.
+//
+// The watch and the tenant reads it leads to are stale reads: the server
+// the agent talks to answers from its own copy, so that a fleet's reads
+// spread over the Consul servers instead of all going to the leader (a
+// consistent read on a follower is forwarded to it). A stale answer is
+// checked before it counts: a journal that looks older than one already
+// seen (its index or sequence number back, or gone) is read again
+// consistently before the follower concludes that the store went back;
+// a tenant read whose mark is not the one the journal names is read again
+// consistently (fetch). The digest and full reads stay consistent.
 func (f *follower) follow(ctx context.Context) error {
 	c := f.w.c
-	j, _, meta, err := c.getJournal(ctx, f.jIdx, min(c.WaitTime, followWait))
+	j, _, meta, err := c.getJournal(ctx, f.jIdx, min(c.WaitTime, followWait), true)
+	if err == nil && (meta.LastIndex < f.jSeen || meta.LastIndex < f.jIdx || j == nil || j.Epoch == f.epoch && j.Seq < f.seq) {
+		// A server behind the one that answered before (the agent
+		// moved to another), or a real change of history: ask the leader.
+		j, _, meta, err = c.getJournal(ctx, 0, 0, false)
+	}
 	if err != nil {
 		return err
 	}
@@ -208,7 +224,7 @@ func (f *follower) follow(ctx context.Context) error {
 				ids = append(ids, id)
 			}
 		}
-		if err := f.fetch(ctx, ids); err != nil {
+		if err := f.fetch(ctx, ids, want); err != nil {
 			return err
 		}
 	}
@@ -264,20 +280,41 @@ func (f *follower) catchUp(ctx context.Context, epoch string) error {
 			stale = append(stale, id)
 		}
 	}
-	return f.fetch(ctx, stale)
+	return f.fetch(ctx, stale, digest)
 }
 
-// fetch reads the keys of the tenants ids (sorted): one read-only
-// transaction of a get-tree per tenant for up to TxnOps tenants, so that a
-// journal round that names ten tenants costs one request, not ten.
-func (f *follower) fetch(ctx context.Context, ids []string) error {
+// fetch reads the keys of the tenants ids (sorted), which want says are
+// at a given mark: one read-only transaction of a get-tree per tenant for
+// up to TxnOps tenants, so that a journal round that names ten tenants
+// costs one request, not ten. The read is stale (answered by the agent's
+// server from its copy); a tenant whose keys do not have the mark want
+// names (a server behind the indexer, or the tenant changed again since)
+// is read again consistently, and that read is taken as it is.
+func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark) error {
 	c := f.w.c
 	for len(ids) > 0 {
 		n := min(len(ids), TxnOps)
-		got, err := c.readTenants(ctx, ids[:n])
+		got, err := c.readTenants(ctx, ids[:n], true)
 		f.Reads++
 		if err != nil {
 			return err
+		}
+		var again []string
+		for _, id := range ids[:n] {
+			if markOf(got[id]) != want[id] {
+				again = append(again, id)
+			}
+		}
+		if len(again) > 0 {
+			f.StaleRetries += len(again)
+			fresh, err := c.readTenants(ctx, again, false)
+			f.Reads++
+			if err != nil {
+				return err
+			}
+			for _, id := range again {
+				got[id] = fresh[id]
+			}
 		}
 		for _, id := range ids[:n] {
 			if ps := got[id]; len(ps) > 0 {
@@ -296,14 +333,17 @@ const TxnOps = 64
 
 // readTenants reads the keys of tenants ids (at most TxnOps) in one
 // read-only transaction, by tenant; a tenant with no keys is absent.
-func (c *Consul) readTenants(ctx context.Context, ids []string) (map[string]api.KVPairs, error) {
+// stale lets the agent's server answer from its own copy.
+func (c *Consul) readTenants(ctx context.Context, ids []string, stale bool) (map[string]api.KVPairs, error) {
 	ops := make(api.KVTxnOps, 0, len(ids))
 	for _, id := range ids {
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: c.key("tenants", id) + "/"})
 	}
 	out := make(map[string]api.KVPairs, len(ids))
 	err := c.call(ctx, "read "+c.key("tenants")+"/ ("+strconv.Itoa(len(ids))+" tenants)", func(ctx context.Context) error {
-		ok, resp, _, err := c.kv.Txn(ops, c.qo(ctx))
+		qo := c.qo(ctx)
+		qo.AllowStale = stale
+		ok, resp, _, err := c.kv.Txn(ops, qo)
 		if err != nil {
 			return err
 		}

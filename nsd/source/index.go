@@ -144,13 +144,18 @@ func markOf(pairs api.KVPairs) mark {
 }
 
 // getJournal reads the journal, blocking from idx (0: at once), and its
-// ModifyIndex.
-func (c *Consul) getJournal(ctx context.Context, idx uint64, wait time.Duration) (*journal, uint64, *api.QueryMeta, error) {
+// ModifyIndex. stale lets the agent's server answer from its own copy
+// (see follower.follow for how a follower checks what it gets).
+func (c *Consul) getJournal(ctx context.Context, idx uint64, wait time.Duration, stale bool) (*journal, uint64, *api.QueryMeta, error) {
 	limit := c.blockLimit(idx, wait)
 	rctx, cancel := bounded(ctx, limit)
 	defer cancel()
 	k := c.journalKey()
-	pair, meta, err := c.kv.Get(k, (&api.QueryOptions{WaitIndex: idx, WaitTime: wait, Token: c.currentToken()}).WithContext(rctx))
+	sent := time.Now()
+	pair, meta, err := c.kv.Get(k, (&api.QueryOptions{WaitIndex: idx, WaitTime: wait, Token: c.currentToken(), AllowStale: stale}).WithContext(rctx))
+	if err == nil {
+		c.noteAnswered(sent) // authorised when sent, not when it returned
+	}
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("watch %s: %w", k, c.watchError(rctx, err, k, limit))
 	}
@@ -288,7 +293,7 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 		case <-ctx.Done():
 		}
 	}()
-	j, jIdx, _, err := c.getJournal(ctx, 0, 0)
+	j, jIdx, _, err := c.getJournal(ctx, 0, 0, false)
 	if err != nil {
 		return err
 	}

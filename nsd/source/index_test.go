@@ -3,9 +3,12 @@ package source_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,4 +485,102 @@ func TestIndexerPacesEmptyPrefixWakes(t *testing.T) {
 	}
 	a.Put(t, "nfhost/control/drain/edge1", "true")
 	s.until(t, "the drain key", func(s source.Snapshot) bool { return string(s.Control["drain/edge1"].Value) == "true" })
+}
+
+// laggingServer is an http.RoundTripper in front of one Consul agent that,
+// while lag is on, answers stale reads as a server that has not applied the
+// latest writes would: the journal absent, a tenant read empty. Consistent
+// reads go through.
+type laggingServer struct {
+	lag                 atomic.Bool
+	staleTxn, freshTxn  atomic.Int64
+	staleJournal, fresh atomic.Int64
+	listings            atomic.Int64 // whole-prefix listings of tenants/
+}
+
+func (l *laggingServer) RoundTrip(r *http.Request) (*http.Response, error) {
+	_, stale := r.URL.Query()["stale"]
+	journal := strings.HasSuffix(r.URL.Path, "/index/journal")
+	if _, rec := r.URL.Query()["recurse"]; rec && r.URL.Path == "/v1/kv/nfhost/tenants/" {
+		l.listings.Add(1)
+	}
+	switch {
+	case r.URL.Path == "/v1/txn" && stale:
+		l.staleTxn.Add(1)
+	case r.URL.Path == "/v1/txn":
+		l.freshTxn.Add(1)
+	case journal && stale:
+		l.staleJournal.Add(1)
+	case journal:
+		l.fresh.Add(1)
+	}
+	if !l.lag.Load() || !stale || !journal && r.URL.Path != "/v1/txn" {
+		return http.DefaultTransport.RoundTrip(r)
+	}
+	if journal && r.URL.Query().Get("index") != "" {
+		// Block as a blocking query would, then answer as a server
+		// that lost the journal: absent, at a low index.
+		time.Sleep(50 * time.Millisecond)
+		return &http.Response{StatusCode: http.StatusNotFound, Header: http.Header{"X-Consul-Index": {"1"}},
+			Body: io.NopCloser(strings.NewReader("")), Request: r}, nil
+	}
+	body := `{"Results": [], "Errors": null}`
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}, "X-Consul-Index": {"1"}},
+		Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+}
+
+// A follower reads the journal and tenants stale (from the agent's own
+// server) and checks what it gets: a journal that went back or vanished,
+// and a tenant whose keys are not at the mark the journal names, are read
+// again consistently, so a server behind the indexer neither drops the
+// journal nor takes an old (here: missing) tenant.
+func TestFollowerChecksStaleReads(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 5; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopIdx, _ := startIndexer(t, ctx, a)
+	defer stopIdx()
+	lag := &laggingServer{}
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.HttpClient = a.Addr, &http.Client{Transport: lag}
+	st, err := source.NewConsul(cfg, "nfhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.WaitTime = time.Second
+	s := watch(t, ctx, st)
+	s.until(t, "5 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 5 })
+	waitFollowing(t, st)
+	// Not lagging: a change is a stale journal wake and a stale read (the
+	// first after the switch to the journal is a full read).
+	for v := 1; v <= 2; v++ {
+		staleTxn := lag.staleTxn.Load()
+		a.Put(t, "nfhost/tenants/t1/network", tenantDoc(1, v))
+		p1, _, _ := a.Client.KV().Get("nfhost/tenants/t1/network", nil)
+		s.until(t, "t1's change", func(s source.Snapshot) bool { return indexOf(s, "t1") == p1.ModifyIndex })
+		if v == 2 && (lag.staleTxn.Load() == staleTxn || lag.freshTxn.Load() != 0) {
+			t.Fatalf("a change read %d stale and %d consistent transactions, want stale only", lag.staleTxn.Load()-staleTxn, lag.freshTxn.Load())
+		}
+	}
+	lag.lag.Store(true)
+	fresh, listings := lag.fresh.Load(), lag.listings.Load()
+	a.Put(t, "nfhost/tenants/t2/network", tenantDoc(2, 1))
+	a.Put(t, "nfhost/tenants/t5/network", tenantDoc(5, 1)) // a new tenant
+	p2, _, _ := a.Client.KV().Get("nfhost/tenants/t2/network", nil)
+	p5, _, _ := a.Client.KV().Get("nfhost/tenants/t5/network", nil)
+	snap := s.until(t, "t2's change and t5", func(s source.Snapshot) bool {
+		return indexOf(s, "t2") == p2.ModifyIndex && indexOf(s, "t5") == p5.ModifyIndex
+	})
+	if len(snap.Tenants) != 6 || snap.StoreReset {
+		t.Fatalf("with a lagging server: %d tenants, store reset %v", len(snap.Tenants), snap.StoreReset)
+	}
+	if !st.Following() || lag.listings.Load() != listings {
+		t.Fatalf("a stale answer without the journal: following %v, %d listings of the whole prefix", st.Following(), lag.listings.Load()-listings)
+	}
+	if lag.fresh.Load() == fresh || lag.freshTxn.Load() == 0 {
+		t.Fatalf("consistent re-reads: %d of the journal, %d transactions; want both", lag.fresh.Load()-fresh, lag.freshTxn.Load())
+	}
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -319,5 +321,83 @@ func TestDirControlSkipsFilesBeingWritten(t *testing.T) {
 	}
 	if len(s.Control) != 1 || string(s.Control["top/watch/req1"].Value) != `{"query": "tenant=acme"}` {
 		t.Fatalf("control keys: %v", s.Control)
+	}
+}
+
+// requestLog is an http.RoundTripper that notes each request's path and
+// Accept-Encoding header, and the Content-Encoding of its answer.
+type requestLog struct {
+	mu   sync.Mutex
+	reqs []string // "<path> <accept-encoding> <content-encoding>"
+}
+
+func (l *requestLog) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	enc := "-"
+	if err == nil {
+		enc = resp.Header.Get("Content-Encoding")
+	}
+	l.mu.Lock()
+	l.reqs = append(l.reqs, r.URL.Path+" "+r.Header.Get("Accept-Encoding")+" "+enc)
+	l.mu.Unlock()
+	return resp, err
+}
+
+func (l *requestLog) count(path string) (n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.reqs {
+		if strings.HasPrefix(r, path+" ") {
+			n++
+		}
+	}
+	return n
+}
+
+// The store asks for uncompressed answers (compressing them costs the
+// agent CPU, for a few KB on loopback), and its health probe makes no
+// request while nsd's own requests succeed: a request sent within the
+// interval proves that the agent answers and takes the token. On a quiet
+// store the probe runs again.
+func TestConsulProbeAndEncoding(t *testing.T) {
+	a := consultest.Start(t)
+	log := &requestLog{}
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.HttpClient = a.Addr, &http.Client{Transport: log}
+	st, err := source.NewConsul(cfg, "nfhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.HealthInterval = 100 * time.Millisecond
+	big := strings.Repeat(`{"id": "r", "expression": "tcp.dstport == 22", "action": "block"},`, 100)
+	a.Put(t, "nfhost/tenants/acme/firewall", `{"rules": [`+strings.TrimSuffix(big, ",")+`]}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan source.Snapshot, 64)
+	go st.Watch(ctx, snaps, func(error) {})
+	<-snaps
+	// Busy: a write every 20 ms for a second.
+	probes := log.count("/v1/status/leader")
+	for i := 0; i < 50; i++ {
+		if err := st.PutStatus(ctx, "edge1", "acme", map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := log.count("/v1/status/leader") - probes; n > 1 {
+		t.Errorf("%d probes during a second of successful writes, want at most 1", n)
+	}
+	// Quiet: the probe asks again.
+	probes = log.count("/v1/status/leader")
+	time.Sleep(time.Second)
+	if n := log.count("/v1/status/leader") - probes; n < 3 {
+		t.Errorf("%d probes in a quiet second with a 100 ms interval, want several", n)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for _, r := range log.reqs {
+		if f := strings.Fields(r); len(f) < 2 || f[1] != "identity" || strings.Contains(r, "gzip") {
+			t.Errorf("request %q: want Accept-Encoding identity and no gzip answer", r)
+		}
 	}
 }
