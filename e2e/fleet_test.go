@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -65,6 +68,19 @@ func (k *noKernel) Delete(_ context.Context, o routing.Observed) ([]string, erro
 }
 
 func (k *noKernel) GC(context.Context, map[uint16]bool) ([]string, error) { return nil, nil }
+
+// simGC sets the simulator process's garbage collector for the run: it
+// holds the heaps of every simulated daemon (5 GB at 1,000 servers × 100
+// tenants), and at the default GOGC=100 each collection marks all of them
+// while the daemons' requests wait, a cost that separate daemons with
+// small heaps do not share. GOGC is NFHOST_FLEET_GOGC (default 400) under
+// a soft limit of NFHOST_FLEET_MEMLIMIT_GIB (default 16 GiB, of this
+// machine's 24); the returned function restores both.
+func simGC() func() {
+	gogc := debug.SetGCPercent(fleetEnv("NFHOST_FLEET_GOGC", 400))
+	limit := debug.SetMemoryLimit(int64(fleetEnv("NFHOST_FLEET_MEMLIMIT_GIB", 16)) << 30)
+	return func() { debug.SetGCPercent(gogc); debug.SetMemoryLimit(limit) }
+}
 
 func fleetEnv(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
@@ -446,6 +462,52 @@ func heapProfile(b *testing.B) {
 	}
 }
 
+// consulProfiles records a CPU profile of each Consul server into
+// <prefix>.<n> (n: 0, 1, 2, the leader marked by ".leader") until the
+// returned function is called, if prefix is set.
+func consulProfiles(b *testing.B, c *consultest.Cluster, prefix string) func() {
+	if prefix == "" {
+		return func() {}
+	}
+	leader := c.Leader(b)
+	var wg sync.WaitGroup
+	start := time.Now()
+	done := make(chan struct{})
+	for n, a := range c.Servers {
+		name := fmt.Sprintf("%s.%d", prefix, n)
+		if a == leader {
+			name += ".leader"
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A profile is asked for a fixed time: ask for long and
+			// cancel (pprof answers with what it has on cancel only
+			// in newer Go), so ask in 10 s slices until done.
+			var all []string
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					b.Logf("consul %s: profiles %v after %s", a.Addr, all, time.Since(start))
+					return
+				default:
+				}
+				resp, err := http.Get(a.URL + "/debug/pprof/profile?seconds=10")
+				if err != nil {
+					b.Logf("profile consul %s: %v", a.Addr, err)
+					return
+				}
+				out, _ := os.Create(fmt.Sprintf("%s.%02d", name, i))
+				io.Copy(out, resp.Body)
+				resp.Body.Close()
+				out.Close()
+				all = append(all, out.Name())
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}
+
 // rssMiB is the resident memory of pids together.
 func rssMiB(pids ...int) float64 {
 	var kb float64
@@ -528,6 +590,7 @@ func BenchmarkFleet(b *testing.B) {
 		bServers, _ = strconv.Atoi(v)
 	}
 	bTenants = fleetEnv("NFHOST_FLEET_BASELINE_TENANTS", bTenants)
+	defer simGC()()
 	for i := 0; i < b.N; i++ {
 		c, addrs := fleetCluster(b)
 		t0 := time.Now()
@@ -536,7 +599,9 @@ func BenchmarkFleet(b *testing.B) {
 		b.ReportMetric(rssMiB(os.Getpid()), "sim-process-rss-MiB")
 		heapProfile(b)
 		stopProfile := cpuProfile(b, os.Getenv("NFHOST_FLEET_CPUPROFILE"))
+		stopConsul := consulProfiles(b, c, os.Getenv("NFHOST_FLEET_CONSULPROFILE"))
 		idx := measureFleet(b, fi, changes)
+		stopConsul()
 		stopProfile()
 		fi.stop()
 		b.ReportMetric(float64(servers), "servers")
@@ -625,6 +690,7 @@ func BenchmarkFleetSustained(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("NFHOST_FLEET_CUT")); err == nil {
 		cut = v
 	}
+	defer simGC()()
 	for i := 0; i < b.N; i++ {
 		c, addrs := fleetCluster(b)
 		f := newFleet(b, c, "fleetrun", servers, tenants, fleetMode{acks: true}, addrs)

@@ -22,7 +22,8 @@ type Cluster struct {
 
 // StartCluster launches n server agents with bootstrap_expect = n that
 // join each other, with limits.http_max_conns_per_client raised so that
-// many simulated clients may hold blocking queries on one agent, and waits
+// many simulated clients may hold blocking queries on one agent and
+// /debug/pprof enabled (benchmarks profile the servers), and waits
 // until they have a leader and answer KV reads.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
@@ -45,7 +46,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(p[0]), log: &bytes.Buffer{}, stop: make(chan struct{})}
 		a.URL = "http://" + a.Addr
 		hcl := filepath.Join(dir, "limits.hcl")
-		if err := os.WriteFile(hcl, []byte("limits { http_max_conns_per_client = 10000 }\n"), 0o644); err != nil {
+		if err := os.WriteFile(hcl, []byte("limits { http_max_conns_per_client = 10000 }\nenable_debug = true\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		args := append([]string{"agent", "-server", "-bootstrap-expect=" + strconv.Itoa(n),
