@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -229,12 +231,29 @@ func (c *Consul) Read(ctx context.Context) (Snapshot, error) {
 		}
 		lists[i], hidden = pairs, hidden || filtered
 	}
-	s := c.build(lists)
+	s := c.build(lists, nil)
 	s.Hidden = hidden
 	return s, nil
 }
 
-func (c *Consul) build(l [4]api.KVPairs) Snapshot {
+// builtTenants keeps, between one snapshot and the next, each tenant's
+// keys as built and the pairs they were built from, so that a tenant whose
+// pairs are the same (the same *api.KVPair: the follower replaces a
+// tenant's pairs only when it reads them again) keeps its map instead of
+// a new one per snapshot: with a change every few milliseconds and
+// thousands of tenants, rebuilding every tenant's map was most of what a
+// snapshot cost. Snapshots are read-only, so sharing the maps is safe.
+type builtTenants map[string]builtTenant
+
+type builtTenant struct {
+	pairs api.KVPairs // a window of the listing they came from
+	keys  map[string]Entry
+}
+
+// build makes a snapshot of the four listings (tenants, control, dos,
+// lists). cache, if not nil, holds the tenants' maps of the previous
+// build and is updated to this one's.
+func (c *Consul) build(l [4]api.KVPairs, cache *builtTenants) Snapshot {
 	tenantPairs, controlPairs, dosPairs := l[0], l[1], l[2]
 	s := Snapshot{Tenants: map[string]map[string]Entry{}, Control: map[string]Entry{}, Lists: map[string][]Entry{}}
 	lp := c.key("lists") + "/"
@@ -246,7 +265,49 @@ func (c *Consul) build(l [4]api.KVPairs) Snapshot {
 		s.Lists[name] = append(s.Lists[name], Entry{Value: p.Value, ModifyIndex: p.ModifyIndex})
 	}
 	tp := c.key("tenants") + "/"
-	for _, p := range tenantPairs {
+	var next builtTenants
+	if cache != nil {
+		next = make(builtTenants, len(*cache))
+	}
+	// A listing is sorted by key, so a tenant's pairs come together: each
+	// run of one tenant's good pairs is a window of tenantPairs. (A run
+	// broken by a bad key still works: the tenant's map is built anew.)
+	runID, runStart, runEnd := "", 0, 0
+	endRun := func() {
+		if runEnd == runStart {
+			return
+		}
+		run := tenantPairs[runStart:runEnd]
+		keyOf := func(p *api.KVPair) string {
+			_, key, _ := strings.Cut(strings.TrimPrefix(p.Key, tp), "/")
+			return key
+		}
+		if have := s.Tenants[runID]; have != nil { // a second run of one tenant
+			keys := maps.Clone(have) // have may be the last snapshot's too
+			for _, p := range run {
+				keys[keyOf(p)] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
+			}
+			s.Tenants[runID] = keys
+			delete(next, runID)
+			return
+		}
+		if cache != nil {
+			if b, ok := (*cache)[runID]; ok && slices.Equal(b.pairs, run) {
+				s.Tenants[runID] = b.keys
+				next[runID] = builtTenant{pairs: run, keys: b.keys} // the old listing can go
+				return
+			}
+		}
+		keys := make(map[string]Entry, len(run))
+		for _, p := range run {
+			keys[keyOf(p)] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
+		}
+		s.Tenants[runID] = keys
+		if next != nil {
+			next[runID] = builtTenant{pairs: run, keys: keys}
+		}
+	}
+	for i, p := range tenantPairs {
 		rest := strings.TrimPrefix(p.Key, tp)
 		id, key, ok := strings.Cut(rest, "/")
 		switch {
@@ -259,10 +320,15 @@ func (c *Consul) build(l [4]api.KVPairs) Snapshot {
 			s.Problems = append(s.Problems, fmt.Sprintf("%s: %v", p.Key, doc.ValidateTenantID(id)))
 			continue
 		}
-		if s.Tenants[id] == nil {
-			s.Tenants[id] = map[string]Entry{}
+		if id != runID || i != runEnd {
+			endRun()
+			runID, runStart = id, i
 		}
-		s.Tenants[id][key] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
+		runEnd = i + 1
+	}
+	endRun()
+	if cache != nil {
+		*cache = next
 	}
 	cp := c.key("control") + "/"
 	for _, p := range controlPairs {
@@ -324,7 +390,7 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		fresh := ready && (!sentAny || w.fps != sent || w.reset)
 		var snap Snapshot
 		if fresh {
-			snap, sent, sentAny = c.build(w.lists), w.fps, true
+			snap, sent, sentAny = c.build(w.lists, &w.built), w.fps, true
 			snap.StoreReset, w.reset = w.reset, false
 			snap.Through = w.through
 		}
@@ -357,6 +423,7 @@ type watcher struct {
 	changed  chan struct{} // a listing changed (buffered: one wake-up is enough)
 
 	mu    sync.Mutex
+	built builtTenants // the tenants' maps of the last snapshot built
 	lists [4]api.KVPairs
 	have  [4]bool
 	fps   [4]listing

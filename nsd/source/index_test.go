@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -582,5 +584,49 @@ func TestFollowerChecksStaleReads(t *testing.T) {
 	}
 	if lag.fresh.Load() == fresh || lag.freshTxn.Load() == 0 {
 		t.Fatalf("consistent re-reads: %d of the journal, %d transactions; want both", lag.fresh.Load()-fresh, lag.freshTxn.Load())
+	}
+}
+
+// Snapshots share the maps of tenants whose keys were not read again
+// (snapshots are read-only), and building one never changes another; a
+// tenant whose keys come in two runs (a folder key made by the UI between
+// them) gets all of them.
+func TestSnapshotsShareUnchangedTenants(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 3; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	a.Put(t, "nfhost/tenants/t1/zdos", `{}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopIdx, _ := startIndexer(t, ctx, a)
+	defer stopIdx()
+	st := plainStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "3 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 3 })
+	waitFollowing(t, st)
+	mapOf := func(m map[string]source.Entry) uintptr { return reflect.ValueOf(m).Pointer() }
+	change := func(key, value string) source.Snapshot {
+		t.Helper()
+		a.Put(t, key, value)
+		p, _, _ := a.Client.KV().Get(key, nil)
+		id := strings.Split(strings.TrimPrefix(key, "nfhost/tenants/"), "/")[0]
+		name := strings.TrimPrefix(key, "nfhost/tenants/"+id+"/")
+		return s.until(t, key, func(s source.Snapshot) bool { return s.Tenants[id][name].ModifyIndex == p.ModifyIndex })
+	}
+	before := change("nfhost/tenants/t0/network", tenantDoc(0, 1))
+	t1 := maps.Clone(before.Tenants["t1"])
+	after := change("nfhost/tenants/t2/network", tenantDoc(2, 1))
+	if mapOf(after.Tenants["t1"]) != mapOf(before.Tenants["t1"]) || mapOf(after.Tenants["t0"]) != mapOf(before.Tenants["t0"]) {
+		t.Error("unchanged tenants got new maps")
+	}
+	if mapOf(after.Tenants["t2"]) == mapOf(before.Tenants["t2"]) || string(before.Tenants["t2"]["network"].Value) != tenantDoc(2, 0) {
+		t.Error("the changed tenant's map is shared with the snapshot before, or that one changed")
+	}
+	// A folder key between t1's two keys: two runs of one tenant.
+	a.Put(t, "nfhost/tenants/t1/sub/", "")
+	third := change("nfhost/tenants/t1/network", tenantDoc(1, 1))
+	if len(third.Tenants["t1"]) != 2 || !reflect.DeepEqual(before.Tenants["t1"], t1) || !reflect.DeepEqual(after.Tenants["t1"], t1) {
+		t.Fatalf("t1 now has %d keys; the snapshots before changed: %v", len(third.Tenants["t1"]), !reflect.DeepEqual(before.Tenants["t1"], t1))
 	}
 }
