@@ -697,8 +697,12 @@ func BenchmarkFleetSustained(b *testing.B) {
 		heapProfile(b)
 		time.Sleep(time.Second)
 		cpu0, bytes0, writes0, reqs0, t0 := f.consulTicks(b), f.bytes(), f.writes(), f.requests(), time.Now()
+		stopProfile := cpuProfile(b, os.Getenv("NFHOST_FLEET_CPUPROFILE"))
+		stopConsul := consulProfiles(b, c, os.Getenv("NFHOST_FLEET_CONSULPROFILE"))
 		sent := f.writeChanges(b, rate, time.Duration(secs)*time.Second, 1)
 		took := time.Since(t0)
+		stopConsul()
+		stopProfile()
 		var all []time.Duration
 		windows := map[int][]time.Duration{}
 		deadline := time.Now().Add(2 * time.Minute)
