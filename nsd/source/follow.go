@@ -62,7 +62,6 @@ type follower struct {
 	extra                  api.KVPairs            // keys under tenants/ of no tenant, from the last full read
 	lastFull               time.Time              // when the last full read was (jittered)
 	Reads                  int                    // requests made (tests)
-	StaleRetries           int                    // tenants read again after a stale read (tests)
 
 	ctx context.Context // Watch's
 	// slotsFollowed: the journal carries the small prefixes' marks and
@@ -208,7 +207,7 @@ func (f *follower) follow(ctx context.Context) error {
 		}
 		return nil
 	case len(j.Entries) == 0 || j.Entries[0].Seq > f.seq+1:
-		if err := f.catchUp(ctx, j.Epoch); err != nil {
+		if err := f.catchUp(ctx, j); err != nil {
 			return err
 		}
 	default:
@@ -256,9 +255,42 @@ func (f *follower) readAll(ctx context.Context) error {
 	return nil
 }
 
-// catchUp compares the digest with the state and reads the tenants that
-// differ; a digest of another epoch means a new history: read everything.
-func (f *follower) catchUp(ctx context.Context, epoch string) error {
+// catchUp brings the state to journal j from further back than j's
+// entries: through the history when it reaches back to the state's
+// sequence number and joins j (read stale, then consistently if it does
+// not), reading the tenants it names whose mark differs; else it compares
+// the digest with the state and reads the tenants that differ. A digest
+// of another epoch means a new history: read everything.
+func (f *follower) catchUp(ctx context.Context, j *journal) error {
+	if len(j.Entries) > 0 {
+		for _, stale := range []bool{true, false} {
+			h, err := f.w.c.getHistory(ctx, stale)
+			f.Reads++
+			if err != nil {
+				return err
+			}
+			if h == nil || h.Epoch != j.Epoch || len(h.Entries) == 0 || h.Entries[0].Seq > f.seq+1 ||
+				h.Entries[len(h.Entries)-1].Seq+1 < j.Entries[0].Seq {
+				continue
+			}
+			want := map[string]mark{}
+			for _, es := range [][]journalEntry{h.Entries, j.Entries} { // later entries win
+				for _, e := range es {
+					if e.Seq > f.seq {
+						want[e.Tenant] = e.mark
+					}
+				}
+			}
+			var ids []string
+			for _, id := range slices.Sorted(maps.Keys(want)) {
+				if markOf(f.state[id]) != want[id] {
+					ids = append(ids, id)
+				}
+			}
+			return f.fetch(ctx, ids, want)
+		}
+	}
+	epoch := j.Epoch
 	digest, ok, err := f.w.c.readDigest(ctx, epoch)
 	f.Reads++
 	if err != nil {
@@ -306,7 +338,6 @@ func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark
 			}
 		}
 		if len(again) > 0 {
-			f.StaleRetries += len(again)
 			fresh, err := c.readTenants(ctx, again, false)
 			f.Reads++
 			if err != nil {

@@ -29,15 +29,21 @@ import (
 //   - index/journal: the last JournalLen changes, {epoch, seq, entries:
 //     [{seq, tenant, index, keys}]}, where index is the highest ModifyIndex
 //     of the tenant's keys and keys their number (0 and 0: gone);
+//   - index/history: the last HistoryLen changes, {epoch, entries}, for
+//     servers that fell behind the journal by less than that; rewritten in
+//     the journal's transaction only when the journal is about to drop an
+//     entry the history does not hold (about once every JournalLen
+//     changes), so the two together always reach back HistoryLen changes;
 //   - index/digest/<shard>: the same mark of every tenant, in 256 shards
-//     by a hash of the tenant ID, for servers that fell behind.
+//     by a hash of the tenant ID, for servers that fell behind further.
 //
 // Every server (the indexer too) blocks on the journal (a few KB) and, for
 // each entry newer than what it applied, reads that one tenant's keys
 // (tenants/<id>/). A server whose last sequence number is older than the
-// journal's first entry (cut off for a while) reads the digest (about
-// 30 bytes per tenant) and then only the tenants whose mark differs from
-// its own. A new epoch (the journal was lost: new cluster, wiped store)
+// journal's first entry (cut off for a while, or slower than the stream
+// of changes) reads the history, or when that does not reach back far
+// enough the digest (about 30 bytes per tenant), and then only the
+// tenants whose mark differs from its own. A new epoch (the journal was lost: new cluster, wiped store)
 // or an index that went backwards makes it read everything once.
 // Without a journal (no indexer yet, or --indexer=false everywhere) a
 // server watches the whole prefix as before and switches when one
@@ -47,6 +53,7 @@ import (
 // watch, whoever made it, so nothing depends on writers cooperating.
 const (
 	JournalLen   = 64
+	HistoryLen   = 1024
 	DigestShards = 256
 	// legacyWait bounds the blocking queries of a server watching the
 	// whole prefix, so that it notices a journal appearing.
@@ -100,7 +107,22 @@ type digestShard struct {
 	Tenants map[string]mark `json:"tenants"`
 }
 
+// history is index/history: the entries of the last HistoryLen changes.
+type history struct {
+	Epoch   string         `json:"epoch"`
+	Entries []journalEntry `json:"entries"` // oldest first
+}
+
+// histState is what the indexer knows of the history: the last
+// HistoryLen entries it published, and the newest sequence number the
+// stored history holds.
+type histState struct {
+	entries []journalEntry
+	stored  uint64
+}
+
 func (c *Consul) journalKey() string   { return c.key("index", "journal") }
+func (c *Consul) historyKey() string   { return c.key("index", "history") }
 func (c *Consul) digestPrefix() string { return c.key("index", "digest") + "/" }
 func (c *Consul) indexLockKey() string { return c.key("index", "lock") }
 
@@ -167,6 +189,28 @@ func (c *Consul) getJournal(ctx context.Context, idx uint64, wait time.Duration,
 		return nil, 0, meta, fmt.Errorf("read %s: not an nfhost journal: %v", k, err)
 	}
 	return &j, pair.ModifyIndex, meta, nil
+}
+
+// getHistory reads the history (nil: none). stale lets the agent's server
+// answer from its own copy.
+func (c *Consul) getHistory(ctx context.Context, stale bool) (*history, error) {
+	k := c.historyKey()
+	var pair *api.KVPair
+	err := c.call(ctx, "read "+k, func(ctx context.Context) error {
+		qo := c.qo(ctx)
+		qo.AllowStale = stale
+		var err error
+		pair, _, err = c.kv.Get(k, qo)
+		return err
+	})
+	if err != nil || pair == nil {
+		return nil, err
+	}
+	var h history
+	if err := json.Unmarshal(pair.Value, &h); err != nil || h.Epoch == "" {
+		return nil, fmt.Errorf("read %s: not an nfhost history: %v", k, err)
+	}
+	return &h, nil
 }
 
 // readDigest reads every digest shard of epoch; ok is false if a shard of
@@ -307,6 +351,21 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 	if !ok {
 		digest = map[string]mark{} // every tenant is published again
 	}
+	// The history goes on from the stored one if it is of this epoch and
+	// joins the journal; else it starts again from the journal's entries.
+	hist := &histState{entries: slices.Clone(j.Entries)}
+	if h, err := c.getHistory(ctx, false); err != nil {
+		return err
+	} else if h != nil && h.Epoch == j.Epoch && len(h.Entries) > 0 && (len(j.Entries) == 0 || h.Entries[len(h.Entries)-1].Seq+1 >= j.Entries[0].Seq) {
+		hist.stored = h.Entries[len(h.Entries)-1].Seq
+		hist.entries = h.Entries
+		for _, e := range j.Entries {
+			if e.Seq > hist.stored {
+				hist.entries = append(hist.entries, e)
+			}
+		}
+		hist.entries = lastEntries(hist.entries, HistoryLen)
+	}
 	var idx uint64
 	var bo backoff
 	prefix := c.key("tenants") + "/"
@@ -339,7 +398,7 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 				if changed {
 					slots[name] = m
 					if cur != nil { // after the first tenants listing
-						err2 = c.publish(ctx, j, &jIdx, digest, cur, j.Through, slots)
+						err2 = c.publish(ctx, j, &jIdx, hist, digest, cur, j.Through, slots)
 					}
 				}
 				mu.Unlock()
@@ -377,11 +436,11 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 		mu.Lock()
 		if meta.LastIndex < idx {
 			// The store went back (new cluster, restore): a new history.
-			j, jIdx, digest = &journal{Epoch: newEpoch()}, 0, map[string]mark{}
+			j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
 		}
 		idx = meta.LastIndex
 		cur = c.marksOf(pairs)
-		err = c.publish(ctx, j, &jIdx, digest, cur, meta.LastIndex, slots)
+		err = c.publish(ctx, j, &jIdx, hist, digest, cur, meta.LastIndex, slots)
 		if err == nil {
 			digest = cur
 		}
@@ -396,8 +455,9 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 // publish writes the shards whose tenants changed from old to cur, then
 // the journal with one entry per changed tenant and through (the index of
 // the listing cur comes from), with check-and-set on the journal: a second
-// writer ends this indexer's term.
-func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur map[string]mark, through uint64, slots map[string]mark) error {
+// writer ends this indexer's term. The history is rewritten in the
+// journal's transaction when the journal drops an entry it does not hold.
+func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, hist *histState, old, cur map[string]mark, through uint64, slots map[string]mark) error {
 	var changed []string
 	for id, m := range cur {
 		if old[id] != m {
@@ -430,14 +490,21 @@ func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur
 	next := *j
 	next.Through = through
 	next.Slots = maps.Clone(slots)
+	histEntries := slices.Clip(hist.entries)
 	for _, id := range changed {
 		next.Seq++
-		next.Entries = append(next.Entries, journalEntry{Seq: next.Seq, Tenant: id, mark: cur[id]})
+		e := journalEntry{Seq: next.Seq, Tenant: id, mark: cur[id]}
+		next.Entries = append(next.Entries, e)
+		histEntries = append(histEntries, e)
 	}
-	if len(next.Entries) > JournalLen {
-		next.Entries = slices.Clone(next.Entries[len(next.Entries)-JournalLen:])
-	}
+	next.Entries = lastEntries(next.Entries, JournalLen)
+	histEntries = lastEntries(histEntries, HistoryLen)
 	v, _ := json.Marshal(next)
+	var histOp *api.KVTxnOp
+	if len(next.Entries) > 0 && next.Entries[0].Seq > hist.stored+1 {
+		hv, _ := json.Marshal(history{Epoch: next.Epoch, Entries: histEntries})
+		histOp = &api.KVTxnOp{Verb: api.KVSet, Key: c.historyKey(), Value: hv}
+	}
 	// Shards first (a transaction holds at most 64 operations), the
 	// journal last: a server that sees an entry finds the digest updated.
 	for len(ops) > 63 {
@@ -446,10 +513,23 @@ func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur
 		}
 		ops = ops[63:]
 	}
+	if histOp != nil {
+		if len(ops) == 63 { // room for the history and the journal
+			if err := c.txn(ctx, ops); err != nil {
+				return err
+			}
+			ops = nil
+		}
+		ops = append(ops, histOp)
+	}
 	ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: c.journalKey(), Value: v, Index: *jIdx})
 	resp, err := c.txnResp(ctx, ops)
 	if err != nil {
 		return err
+	}
+	hist.entries = histEntries
+	if histOp != nil {
+		hist.stored = next.Seq
 	}
 	for _, r := range resp.Results {
 		if r.Key == c.journalKey() {
@@ -458,6 +538,14 @@ func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, old, cur
 	}
 	*j = next
 	return nil
+}
+
+// lastEntries is the last n of es, in an array of its own when cut.
+func lastEntries(es []journalEntry, n int) []journalEntry {
+	if len(es) <= n {
+		return es
+	}
+	return slices.Clone(es[len(es)-n:])
 }
 
 func (c *Consul) txn(ctx context.Context, ops api.KVTxnOps) error {

@@ -2,6 +2,7 @@ package source_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -628,5 +629,85 @@ func TestSnapshotsShareUnchangedTenants(t *testing.T) {
 	third := change("nfhost/tenants/t1/network", tenantDoc(1, 1))
 	if len(third.Tenants["t1"]) != 2 || !reflect.DeepEqual(before.Tenants["t1"], t1) || !reflect.DeepEqual(after.Tenants["t1"], t1) {
 		t.Fatalf("t1 now has %d keys; the snapshots before changed: %v", len(third.Tenants["t1"]), !reflect.DeepEqual(before.Tenants["t1"], t1))
+	}
+}
+
+// A server that falls behind the journal by less than HistoryLen changes
+// catches up through the history (no digest read); further behind, from
+// the digest. Both end exactly at Consul's state.
+func TestCatchUpThroughHistory(t *testing.T) {
+	a := consultest.Start(t)
+	const n = 100
+	for i := 0; i < n; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopIdx, _ := startIndexer(t, ctx, a)
+	defer stopIdx()
+	log := &requestLog{}
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.HttpClient = a.Addr, &http.Client{Transport: log}
+	st, err := source.NewConsul(cfg, "nfhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.WaitTime = time.Second
+	s := watch(t, ctx, st)
+	s.until(t, "every tenant", func(s source.Snapshot) bool { return len(s.Tenants) == n })
+	waitFollowing(t, st)
+	journalSeq := func() uint64 {
+		p, _, err := a.Client.KV().Get("nfhost/index/journal", nil)
+		if err != nil || p == nil {
+			t.Fatalf("read the journal: %v", err)
+		}
+		var j struct{ Seq uint64 }
+		json.Unmarshal(p.Value, &j)
+		return j.Seq
+	}
+	// behind writes rounds of changes to every tenant until the journal
+	// is past more entries than want, with the follower cut off, then
+	// lets it back and waits for Consul's state.
+	v := 0
+	behind := func(want uint64) {
+		t.Helper()
+		log.cut.Store(true)
+		seq0 := journalSeq()
+		for journalSeq() < seq0+want {
+			v++
+			r0 := journalSeq()
+			for i := 0; i < n; i++ {
+				a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, v))
+			}
+			// Every tenant of the round has its entry before the next
+			// round (else the indexer may fold two rounds into one).
+			for deadline := time.Now().Add(10 * time.Second); journalSeq() < r0+n && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // the indexer publishes the last round
+		want2, err := plainStore(t, a).Read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.cut.Store(false)
+		s.until(t, "the caught-up state", func(s source.Snapshot) bool {
+			for id := range want2.Tenants {
+				if indexOf(s, id) != indexOf(want2, id) {
+					return false
+				}
+			}
+			return len(s.Tenants) == len(want2.Tenants)
+		})
+	}
+	digest0, history0 := log.count("/v1/kv/nfhost/index/digest/"), log.count("/v1/kv/nfhost/index/history")
+	behind(source.JournalLen + 40)
+	if d, h := log.count("/v1/kv/nfhost/index/digest/")-digest0, log.count("/v1/kv/nfhost/index/history")-history0; d != 0 || h == 0 {
+		t.Fatalf("%d changes behind: %d digest and %d history reads, want the history only", source.JournalLen+40, d, h)
+	}
+	digest0 = log.count("/v1/kv/nfhost/index/digest/")
+	behind(source.HistoryLen + 100)
+	if d := log.count("/v1/kv/nfhost/index/digest/") - digest0; d == 0 {
+		t.Fatalf("%d changes behind: no digest read", source.HistoryLen+100)
 	}
 }

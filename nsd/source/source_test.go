@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,10 +329,14 @@ func TestDirControlSkipsFilesBeingWritten(t *testing.T) {
 // Accept-Encoding header, and the Content-Encoding of its answer.
 type requestLog struct {
 	mu   sync.Mutex
-	reqs []string // "<path> <accept-encoding> <content-encoding>"
+	reqs []string    // "<path> <accept-encoding> <content-encoding>"
+	cut  atomic.Bool // every request fails
 }
 
 func (l *requestLog) RoundTrip(r *http.Request) (*http.Response, error) {
+	if l.cut.Load() {
+		return nil, errors.New("cut off (test)")
+	}
 	resp, err := http.DefaultTransport.RoundTrip(r)
 	enc := "-"
 	if err == nil {
