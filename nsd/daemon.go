@@ -514,6 +514,12 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	start := d.o.Now()
 	var results []Result
 	orig := s.Tenants
+	if s.StoreReset {
+		// A new store counts its indexes from the start again: a
+		// cached plan (keyed by the documents' indexes) could match a
+		// different document.
+		clear(d.plans)
+	}
 	prepared := d.foldLane(&s, full)
 
 	// A shared list changed: every tenant's rules are compiled again (an

@@ -42,6 +42,11 @@ type Consul struct {
 	// NoIndex makes Watch list the whole tenants/ prefix on every change
 	// even when the fleet's indexer keeps a journal (see JournalLen).
 	NoIndex bool
+	// ShardTenants: an indexer with more tenants than this follows
+	// tenants/ through sub-prefixes of about this many tenants each
+	// instead of listing the prefix whole on every change (shards.go); 0
+	// lists it whole always.
+	ShardTenants int
 	// FullReadInterval is how often a server following the index reads
 	// every tenant anyway (jittered by a tenth), so that nothing the
 	// index missed stays unnoticed for long.
@@ -58,9 +63,11 @@ type Consul struct {
 	// following: Watch follows the fleet's index (see JournalLen).
 	following atomic.Bool
 	// answered is when the latest request that succeeded was sent
-	// (UnixNano): proof that the agent answered and took the token then,
-	// which spares the probe its requests (see probe).
+	// (nanoseconds after born, on the monotonic clock): proof that the
+	// agent answered and took the token then, which spares the probe its
+	// requests (see probe).
 	answered atomic.Int64
+	born     time.Time
 }
 
 // Following reports whether Watch follows the fleet's index rather than
@@ -74,6 +81,7 @@ const (
 	// DefaultFullReadInterval: with 10,000 tenants of 2 KB, 20 MB per
 	// server per hour, 5.6 KB/s.
 	DefaultFullReadInterval = time.Hour
+	DefaultShardTenants     = 256
 )
 
 // NewConsul returns a store for prefix. cfg nil means api.DefaultConfig(),
@@ -96,7 +104,7 @@ func NewConsul(cfg *api.Config, prefix string) (*Consul, error) {
 	h.Set("Accept-Encoding", "identity")
 	c.SetHeaders(h)
 	return &Consul{client: c, kv: c.KV(), addr: cfg.Scheme + "://" + cfg.Address, prefix: strings.Trim(prefix, "/"), WaitTime: 5 * time.Minute, FullReadInterval: DefaultFullReadInterval,
-		Timeout: DefaultConsulTimeout, HealthInterval: DefaultHealthInterval, token: cfg.Token, tokenFile: cfg.TokenFile,
+		Timeout: DefaultConsulTimeout, HealthInterval: DefaultHealthInterval, ShardTenants: DefaultShardTenants, token: cfg.Token, tokenFile: cfg.TokenFile, born: time.Now(),
 		clientCert: cfg.TLSConfig.CertFile != ""}, nil
 }
 
@@ -561,12 +569,18 @@ func (w *watcher) update(slot int, pairs api.KVPairs, backwards bool) {
 
 // noteAnswered records that a request sent at sent succeeded.
 func (c *Consul) noteAnswered(sent time.Time) {
+	at := int64(sent.Sub(c.born)) // monotonic: a clock step changes nothing
 	for {
 		old := c.answered.Load()
-		if sent.UnixNano() <= old || c.answered.CompareAndSwap(old, sent.UnixNano()) {
+		if at <= old || c.answered.CompareAndSwap(old, at) {
 			return
 		}
 	}
+}
+
+// answeredWithin reports whether a request sent within d succeeded.
+func (c *Consul) answeredWithin(d time.Duration) bool {
+	return time.Since(c.born)-time.Duration(c.answered.Load()) < d
 }
 
 // probe checks every HealthInterval that the agent answers and that the
@@ -574,12 +588,17 @@ func (c *Consul) noteAnswered(sent time.Time) {
 // that succeeded proves both (it was authorised when it was sent), so
 // under a stream of changes, when every server reads and writes anyway,
 // the probe costs Consul nothing (two requests per server every 5 s
-// were a sixth of a 1,000-server fleet's requests per change).
+// were a sixth of a 1,000-server fleet's requests per change). A probe
+// that failed runs again at every interval until it succeeds (a skip
+// reports nothing, so it clears no error), and an agent that stops
+// answering is found within about two intervals.
 func (w *watcher) probe(ctx context.Context) {
 	c := w.c
 	for sleepCtx(ctx, c.HealthInterval) {
-		if time.Since(time.Unix(0, c.answered.Load())) < c.HealthInterval {
-			w.report(slotProbe, nil)
+		w.mu.Lock()
+		failing := w.errs[slotProbe] != nil
+		w.mu.Unlock()
+		if !failing && c.answeredWithin(c.HealthInterval) {
 			continue
 		}
 		err := c.call(ctx, "probe consul", func(ctx context.Context) error {

@@ -59,9 +59,16 @@ type follower struct {
 	// a key's are not comparable: a listing's may be the table's.)
 	allIdx, allSeen, jSeen uint64
 	state                  map[string]api.KVPairs // the keys of each tenant
-	extra                  api.KVPairs            // keys under tenants/ of no tenant, from the last full read
-	lastFull               time.Time              // when the last full read was (jittered)
-	Reads                  int                    // requests made (tests)
+	// ahead: tenants whose keys were read consistently and may be newer
+	// than the marks the journal named so far (a full read; a re-read
+	// that did not find the mark asked for). Their next read is
+	// consistent too: a stale answer equal to an older mark a later entry
+	// names would take the tenant back. A read that finds the mark the
+	// journal names clears it.
+	ahead    map[string]bool
+	extra    api.KVPairs // keys under tenants/ of no tenant, from the last full read
+	lastFull time.Time   // when the last full read was (jittered)
+	Reads    int         // requests made (tests)
 
 	ctx context.Context // Watch's
 	// slotsFollowed: the journal carries the small prefixes' marks and
@@ -168,7 +175,7 @@ func (f *follower) watchAll(ctx context.Context) error {
 func (f *follower) follow(ctx context.Context) error {
 	c := f.w.c
 	j, _, meta, err := c.getJournal(ctx, f.jIdx, min(c.WaitTime, followWait), true)
-	if err == nil && (meta.LastIndex < f.jSeen || meta.LastIndex < f.jIdx || j == nil || j.Epoch == f.epoch && j.Seq < f.seq) {
+	if err == nil && (meta.LastIndex < f.jSeen || meta.LastIndex < f.jIdx || j == nil || j.Epoch != f.epoch || j.Seq < f.seq) {
 		// A server behind the one that answered before (the agent
 		// moved to another), or a real change of history: ask the leader.
 		j, _, meta, err = c.getJournal(ctx, 0, 0, false)
@@ -217,13 +224,7 @@ func (f *follower) follow(ctx context.Context) error {
 				want[e.Tenant] = e.mark
 			}
 		}
-		var ids []string
-		for _, id := range slices.Sorted(maps.Keys(want)) {
-			if markOf(f.state[id]) != want[id] {
-				ids = append(ids, id)
-			}
-		}
-		if err := f.fetch(ctx, ids, want); err != nil {
+		if err := f.fetch(ctx, f.differing(slices.Sorted(maps.Keys(want)), want), want); err != nil {
 			return err
 		}
 	}
@@ -241,6 +242,7 @@ func (f *follower) readAll(ctx context.Context) error {
 		return err
 	}
 	f.state = map[string]api.KVPairs{}
+	f.ahead = map[string]bool{}
 	f.extra = nil
 	// The next full read comes after FullReadInterval, give or take a
 	// tenth, so that a fleet does not read everything at once.
@@ -248,6 +250,7 @@ func (f *follower) readAll(ctx context.Context) error {
 	for _, p := range pairs {
 		if id := c.tenantOf(p.Key); id != "" {
 			f.state[id] = append(f.state[id], p)
+			f.ahead[id] = true
 		} else {
 			f.extra = append(f.extra, p) // stray keys: reported by the snapshot
 		}
@@ -274,20 +277,14 @@ func (f *follower) catchUp(ctx context.Context, j *journal) error {
 				continue
 			}
 			want := map[string]mark{}
-			for _, es := range [][]journalEntry{h.Entries, j.Entries} { // later entries win
+			for _, es := range [][]journalEntry{h.Entries, j.Entries} { // in order: later entries win
 				for _, e := range es {
-					if e.Seq > f.seq {
+					if e.Seq > f.seq && e.Seq <= j.Seq {
 						want[e.Tenant] = e.mark
 					}
 				}
 			}
-			var ids []string
-			for _, id := range slices.Sorted(maps.Keys(want)) {
-				if markOf(f.state[id]) != want[id] {
-					ids = append(ids, id)
-				}
-			}
-			return f.fetch(ctx, ids, want)
+			return f.fetch(ctx, f.differing(slices.Sorted(maps.Keys(want)), want), want)
 		}
 	}
 	epoch := j.Epoch
@@ -306,55 +303,88 @@ func (f *follower) catchUp(ctx context.Context, j *journal) error {
 		}
 	}
 	slices.Sort(ids)
-	var stale []string
+	return f.fetch(ctx, f.differing(ids, digest), digest)
+}
+
+// differing returns those of ids whose keys the follower holds are not at
+// the mark want names; a tenant that is at it is no longer ahead.
+func (f *follower) differing(ids []string, want map[string]mark) []string {
+	var out []string
 	for _, id := range ids {
-		if markOf(f.state[id]) != digest[id] {
-			stale = append(stale, id)
+		if markOf(f.state[id]) != want[id] {
+			out = append(out, id)
+		} else {
+			delete(f.ahead, id)
 		}
 	}
-	return f.fetch(ctx, stale, digest)
+	return out
 }
 
 // fetch reads the keys of the tenants ids (sorted), which want says are
 // at a given mark: one read-only transaction of a get-tree per tenant for
 // up to TxnOps tenants, so that a journal round that names ten tenants
 // costs one request, not ten. The read is stale (answered by the agent's
-// server from its copy); a tenant whose keys do not have the mark want
-// names (a server behind the indexer, or the tenant changed again since)
-// is read again consistently, and that read is taken as it is.
+// server from its copy), except for tenants ahead of the journal (see
+// follower.ahead); a tenant whose keys do not have the mark want names (a
+// server behind the indexer, or the tenant changed again since) is read
+// again consistently, and that read is taken as it is. A consistent read
+// never goes back; a stale one is taken only when it has the mark of the
+// journal's newest entry for the tenant, which is not older than what the
+// follower holds (not ahead: at an earlier entry's mark).
 func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark) error {
 	c := f.w.c
-	for len(ids) > 0 {
-		n := min(len(ids), TxnOps)
-		got, err := c.readTenants(ctx, ids[:n], true)
+	if f.ahead == nil {
+		f.ahead = map[string]bool{}
+	}
+	var stale, fresh []string
+	for _, id := range ids {
+		if f.ahead[id] {
+			fresh = append(fresh, id)
+		} else {
+			stale = append(stale, id)
+		}
+	}
+	got := map[string]api.KVPairs{}
+	for len(stale) > 0 {
+		n := min(len(stale), TxnOps)
+		r, err := c.readTenants(ctx, stale[:n], true)
 		f.Reads++
 		if err != nil {
 			return err
 		}
-		var again []string
-		for _, id := range ids[:n] {
-			if markOf(got[id]) != want[id] {
-				again = append(again, id)
-			}
-		}
-		if len(again) > 0 {
-			fresh, err := c.readTenants(ctx, again, false)
-			f.Reads++
-			if err != nil {
-				return err
-			}
-			for _, id := range again {
-				got[id] = fresh[id]
-			}
-		}
-		for _, id := range ids[:n] {
-			if ps := got[id]; len(ps) > 0 {
-				f.state[id] = ps
+		for _, id := range stale[:n] {
+			if markOf(r[id]) == want[id] {
+				got[id] = r[id]
 			} else {
-				delete(f.state, id)
+				fresh = append(fresh, id)
 			}
 		}
-		ids = ids[n:]
+		stale = stale[n:]
+	}
+	for len(fresh) > 0 {
+		n := min(len(fresh), TxnOps)
+		r, err := c.readTenants(ctx, fresh[:n], false)
+		f.Reads++
+		if err != nil {
+			return err
+		}
+		for _, id := range fresh[:n] {
+			got[id] = r[id]
+			if markOf(r[id]) != want[id] {
+				f.ahead[id] = true
+			}
+		}
+		fresh = fresh[n:]
+	}
+	for _, id := range ids {
+		if markOf(got[id]) == want[id] {
+			delete(f.ahead, id)
+		}
+		if ps := got[id]; len(ps) > 0 {
+			f.state[id] = ps
+		} else {
+			delete(f.state, id)
+		}
 	}
 	return nil
 }

@@ -208,7 +208,10 @@ func (c *Consul) getHistory(ctx context.Context, stale bool) (*history, error) {
 	}
 	var h history
 	if err := json.Unmarshal(pair.Value, &h); err != nil || h.Epoch == "" {
-		return nil, fmt.Errorf("read %s: not an nfhost history: %v", k, err)
+		// Not one (written by hand, or by something else): as if
+		// absent. Followers read the digest; the indexer writes a
+		// history again when its journal next drops an entry.
+		return nil, nil
 	}
 	return &h, nil
 }
@@ -416,37 +419,74 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 			}
 		}()
 	}
+	// With more than ShardTenants tenants the prefix is followed through
+	// shards (shards.go) instead of listed whole on every change.
+	var sharded *shardedMarks
 	for ctx.Err() == nil {
 		select {
 		case err := <-errs:
 			return err
 		default:
 		}
-		pairs, meta, err := c.watchList(ctx, prefix, idx, c.WaitTime)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+		var next map[string]mark
+		var through uint64
+		if sharded == nil {
+			pairs, meta, err := c.watchList(ctx, prefix, idx, c.WaitTime)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				onState(IndexerState{Leading: true, Err: err})
+				idx = 0
+				sleepCtx(ctx, bo.next())
+				continue
 			}
-			onState(IndexerState{Leading: true, Err: err})
-			idx = 0
-			sleepCtx(ctx, bo.next())
-			continue
+			next, through = c.marksOf(pairs), meta.LastIndex
+		} else {
+			m, err := sharded.wait(ctx, idx)
+			if err == nil && m == idx {
+				continue // the wait ended with nothing new
+			}
+			if err == nil && m > idx {
+				next, _, err = sharded.round(ctx, cur)
+			}
+			if err != nil || m < idx {
+				// A failure, or the store went back: list it whole
+				// again (a new history if it went back).
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					onState(IndexerState{Leading: true, Err: err})
+					sleepCtx(ctx, bo.next())
+				} else {
+					mu.Lock()
+					j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
+					mu.Unlock()
+				}
+				sharded, idx = nil, 0
+				continue
+			}
+			through = m
 		}
 		bo.reset()
 		mu.Lock()
-		if meta.LastIndex < idx {
+		if through < idx {
 			// The store went back (new cluster, restore): a new history.
 			j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
 		}
-		idx = meta.LastIndex
-		cur = c.marksOf(pairs)
-		err = c.publish(ctx, j, &jIdx, hist, digest, cur, meta.LastIndex, slots)
+		idx = through
+		cur = next
+		err = c.publish(ctx, j, &jIdx, hist, digest, cur, through, slots)
 		if err == nil {
 			digest = cur
 		}
 		mu.Unlock()
 		if err != nil {
 			return err
+		}
+		if sharded == nil && c.ShardTenants > 0 && len(cur) > c.ShardTenants {
+			sharded = newShardedMarks(c, cur, c.ShardTenants)
 		}
 	}
 	return ctx.Err()
