@@ -447,10 +447,16 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 			if err == nil && m == idx {
 				continue // the wait ended with nothing new
 			}
-			if err == nil && m > idx {
+			back := false
+			if err == nil && m < idx {
+				mu.Lock()
+				back, err = c.wentBack(ctx, j, jIdx)
+				mu.Unlock()
+			}
+			if err == nil && !back {
 				next, _, err = sharded.round(ctx, cur)
 			}
-			if err != nil || m < idx {
+			if err != nil || back {
 				// A failure, or the store went back: list it whole
 				// again (a new history if it went back).
 				if err != nil {
@@ -472,8 +478,16 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 		bo.reset()
 		mu.Lock()
 		if through < idx {
-			// The store went back (new cluster, restore): a new history.
-			j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
+			if back, err := c.wentBack(ctx, j, jIdx); err != nil {
+				mu.Unlock()
+				onState(IndexerState{Leading: true, Err: err})
+				idx = 0
+				sleepCtx(ctx, bo.next())
+				continue
+			} else if back {
+				// The store went back (new cluster, restore): a new history.
+				j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
+			}
 		}
 		idx = through
 		cur = next
@@ -490,6 +504,25 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 		}
 	}
 	return ctx.Err()
+}
+
+// wentBack reports whether the store went back (a new cluster, a restore
+// from an older snapshot) when the index of tenants/ went down. Consul
+// also lowers a prefix's index when it reaps the tombstone that held its
+// highest index, which is no reason for a new history (every server would
+// read everything). The journal this indexer last wrote (j at jIdx) tells
+// them apart: after a store went back it is gone, of another epoch, or at
+// another index. Before this term's first write nothing tells: a new
+// history, to be safe.
+func (c *Consul) wentBack(ctx context.Context, j *journal, jIdx uint64) (bool, error) {
+	if jIdx == 0 {
+		return true, nil
+	}
+	now, idx, _, err := c.getJournal(ctx, 0, 0, false)
+	if err != nil {
+		return false, err
+	}
+	return now == nil || now.Epoch != j.Epoch || idx != jIdx, nil
 }
 
 // publish writes the shards whose tenants changed from old to cur, then

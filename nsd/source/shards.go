@@ -43,7 +43,8 @@ type shard struct {
 	id      string
 	exact   bool
 	held    bool     // a listing of it is held (else: list it)
-	idx     uint64   // the index of the listing held, if not empty
+	keys    bool     // the listing held has keys (else: read by transaction)
+	idx     uint64   // the index of the listing held, if it has keys
 	tenants []string // the tenants of the listing held
 }
 
@@ -72,7 +73,7 @@ func planShards(ids []string, max int) []*shard {
 	var split func(s string, ids []string)
 	split = func(s string, ids []string) {
 		if s != "" && (len(ids) <= max || len(s) >= maxIDLen) {
-			out = append(out, &shard{id: s, tenants: ids, held: true})
+			out = append(out, &shard{id: s, tenants: ids, held: true, keys: len(ids) > 0})
 			return
 		}
 		chars := idRest
@@ -84,7 +85,7 @@ func planShards(ids []string, max int) []*shard {
 				own = ids[:1]
 				ids = ids[1:]
 			}
-			out = append(out, &shard{id: s, exact: true, tenants: own, held: true})
+			out = append(out, &shard{id: s, exact: true, tenants: own, held: true, keys: len(own) > 0})
 		}
 		for _, ch := range chars {
 			p := s + string(ch)
@@ -153,7 +154,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 	c := s.c
 	var full, empty []*shard
 	for _, sh := range s.shards {
-		if !sh.held || len(sh.tenants) > 0 {
+		if !sh.held || sh.keys {
 			full = append(full, sh)
 		} else {
 			empty = append(empty, sh)
@@ -250,8 +251,8 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		got := c.marksOf(pairs)
 		maps.Copy(next, got)
 		sh.tenants = slices.Sorted(maps.Keys(got))
-		sh.held, sh.idx = true, meta.LastIndex
-		if len(pairs) == 0 {
+		sh.held, sh.keys, sh.idx = true, len(pairs) > 0, meta.LastIndex
+		if !sh.keys {
 			// Empty: read by transaction from now on (an empty
 			// prefix's index is the whole store's, not its own).
 			sh.idx, sh.tenants = 0, nil
@@ -268,7 +269,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		var mine []*shard
 		for _, p := range parts {
 			if strings.HasPrefix(p.id, g.id) {
-				p.held, p.idx = false, 0
+				p.held, p.keys, p.idx = false, false, 0
 				mine = append(mine, p)
 			}
 		}
