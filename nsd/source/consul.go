@@ -81,7 +81,10 @@ const (
 	// DefaultFullReadInterval: with 10,000 tenants of 2 KB, 20 MB per
 	// server per hour, 5.6 KB/s.
 	DefaultFullReadInterval = time.Hour
-	DefaultShardTenants     = 256
+	// DefaultShardTenants: a shard just over it splits into up to 37
+	// small ones, so it is large (10,000 tenants of random IDs: 36
+	// shards; of the simulator's t0…t9999: 100 of 111).
+	DefaultShardTenants = 1024
 )
 
 // NewConsul returns a store for prefix. cfg nil means api.DefaultConfig(),
@@ -782,16 +785,25 @@ func (c *Consul) list(ctx context.Context, p string) (api.KVPairs, error) {
 // listFiltered reads the pairs under prefix p and whether Consul's ACLs
 // hid some of them from the token.
 func (c *Consul) listFiltered(ctx context.Context, p string) (api.KVPairs, bool, error) {
+	pairs, filtered, _, err := c.listAt(ctx, p)
+	return pairs, filtered, err
+}
+
+// listAt is listFiltered with the listing's index.
+func (c *Consul) listAt(ctx context.Context, p string) (api.KVPairs, bool, uint64, error) {
 	var pairs api.KVPairs
 	var filtered bool
+	var idx uint64
 	err := c.call(ctx, "list "+p, func(ctx context.Context) error {
 		var err error
 		var meta *api.QueryMeta
 		pairs, meta, err = c.kv.List(p, c.qo(ctx))
-		filtered = err == nil && meta.ResultsFilteredByACLs
+		if err == nil {
+			filtered, idx = meta.ResultsFilteredByACLs, meta.LastIndex
+		}
 		return err
 	})
-	return pairs, filtered, err
+	return pairs, filtered, idx, err
 }
 
 // ListStatus reads status documents, of one host or of all (""), by host

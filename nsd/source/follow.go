@@ -65,10 +65,16 @@ type follower struct {
 	// consistent too: a stale answer equal to an older mark a later entry
 	// names would take the tenant back. A read that finds the mark the
 	// journal names clears it.
-	ahead    map[string]bool
-	extra    api.KVPairs // keys under tenants/ of no tenant, from the last full read
-	lastFull time.Time   // when the last full read was (jittered)
-	Reads    int         // requests made (tests)
+	ahead map[string]bool
+	// fullAt is the index of the last full read, and through the
+	// journal's of this round: until the journal's through reaches the
+	// full read's index, every read is consistent (a tenant the full read
+	// found deleted may be named by an older entry, and a stale answer
+	// from a server behind would bring it back).
+	fullAt, through uint64
+	extra           api.KVPairs // keys under tenants/ of no tenant, from the last full read
+	lastFull        time.Time   // when the last full read was (jittered)
+	Reads           int         // requests made (tests)
 
 	ctx context.Context // Watch's
 	// slotsFollowed: the journal carries the small prefixes' marks and
@@ -199,6 +205,7 @@ func (f *follower) follow(ctx context.Context) error {
 	if err := f.syncSlots(ctx, j); err != nil {
 		return err
 	}
+	f.through = j.Through
 	switch {
 	case backwards || j.Epoch != f.epoch || j.Seq < f.seq || time.Since(f.lastFull) > c.FullReadInterval:
 		if err := f.readAll(ctx); err != nil {
@@ -237,10 +244,16 @@ func (f *follower) follow(ctx context.Context) error {
 // before it, so the listing reflects at least the journal's sequence.
 func (f *follower) readAll(ctx context.Context) error {
 	c := f.w.c
-	pairs, err := f.list(ctx, c.key("tenants")+"/")
+	prefix := c.key("tenants") + "/"
+	pairs, filtered, at, err := c.listAt(ctx, prefix)
+	f.Reads++
+	if err == nil && filtered {
+		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+	}
 	if err != nil {
 		return err
 	}
+	f.fullAt = at
 	f.state = map[string]api.KVPairs{}
 	f.ahead = map[string]bool{}
 	f.extra = nil
@@ -338,7 +351,7 @@ func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark
 	}
 	var stale, fresh []string
 	for _, id := range ids {
-		if f.ahead[id] {
+		if f.ahead[id] || f.through < f.fullAt {
 			fresh = append(fresh, id)
 		} else {
 			stale = append(stale, id)

@@ -456,20 +456,25 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 			if err == nil && !back {
 				next, _, err = sharded.round(ctx, cur)
 			}
-			if err != nil || back {
-				// A failure, or the store went back: list it whole
-				// again (a new history if it went back).
-				if err != nil {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					onState(IndexerState{Leading: true, Err: err})
-					sleepCtx(ctx, bo.next())
-				} else {
-					mu.Lock()
-					j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
-					mu.Unlock()
+			if err != nil {
+				// A failed round changed nothing: the next wait
+				// returns at once (the index moved) and runs it again.
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
+				onState(IndexerState{Leading: true, Err: err})
+				sleepCtx(ctx, bo.next())
+				continue
+			}
+			if back {
+				// The store went back: a new history from a whole
+				// listing. (Its journal is still there when it went
+				// back to another epoch or index: the check-and-set of
+				// the first write fails and ends the term, and the
+				// next term starts from what it finds.)
+				mu.Lock()
+				j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
+				mu.Unlock()
 				sharded, idx = nil, 0
 				continue
 			}

@@ -778,6 +778,16 @@ func TestShardedIndexer(t *testing.T) {
 	s.until(t, "40 tenants in one shard", func(s source.Snapshot) bool { return indexOf(s, "q39") == at && indexOf(s, "q0") != 0 })
 	at = put("q7/network", tenantDoc(7, 3)) // in a part of the split shard
 	s.until(t, "a change after the split", func(s source.Snapshot) bool { return indexOf(s, "q7") == at })
+	// The indexer's requests fail for a while (its rounds fail and change
+	// nothing); the changes made meanwhile arrive when they work again.
+	im.Cut(true)
+	at7 := put("t7/network", tenantDoc(7, 5))
+	at8 := put("q8/network", tenantDoc(8, 5))
+	time.Sleep(1500 * time.Millisecond)
+	im.Cut(false)
+	s.until(t, "the changes made while the indexer was cut off", func(s source.Snapshot) bool {
+		return indexOf(s, "t7") == at7 && indexOf(s, "q8") == at8
+	})
 	// Writes to many shards at once: the snapshot whose through covers
 	// them holds them all.
 	ops = nil

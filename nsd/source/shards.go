@@ -149,36 +149,52 @@ func (s *shardedMarks) wait(ctx context.Context, idx uint64) (uint64, error) {
 
 // round brings cur to a state at or after the index the caller waited
 // for: it returns the marks of every tenant (a new map; cur is not
-// changed) and the number of requests made.
+// changed) and the number of requests made. Its reads require a leader
+// that knows it leads (RequireConsistent), so that they see every write
+// up to that index. A failed round changes nothing: the caller may run it
+// again.
 func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[string]mark, int, error) {
 	c := s.c
-	var full, empty []*shard
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	qo := func(ctx context.Context) *api.QueryOptions {
+		q := c.qo(ctx)
+		q.RequireConsistent = true
+		return q
+	}
+	var check, empty, relist []*shard
 	for _, sh := range s.shards {
-		if !sh.held || sh.keys {
-			full = append(full, sh)
-		} else {
+		switch {
+		case !sh.held:
+			relist = append(relist, sh) // a part of a split shard
+		case sh.keys:
+			check = append(check, sh)
+		default:
 			empty = append(empty, sh)
 		}
 	}
-	changed := make([]bool, len(full))
-	requests := len(full)
+	changed := make([]bool, len(check))
+	requests := len(check)
 	// The non-empty shards' keys, a few at a time.
-	errs := make([]error, len(full))
+	errs := make([]error, len(check))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
-	for i, sh := range full {
+	for i, sh := range check {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			p := sh.prefix(c)
 			errs[i] = c.call(ctx, "list "+p, func(ctx context.Context) error {
-				_, meta, err := c.kv.Keys(p, "/", c.qo(ctx))
+				_, meta, err := c.kv.Keys(p, "/", qo(ctx))
 				if err == nil {
-					changed[i] = !sh.held || meta.LastIndex != sh.idx
+					changed[i] = meta.LastIndex != sh.idx
 				}
 				return err
 			})
+			if errs[i] != nil {
+				cancel() // the round fails: the others need not finish
+			}
 		}()
 	}
 	wg.Wait()
@@ -187,8 +203,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 			return nil, requests, err
 		}
 	}
-	var relist []*shard
-	for i, sh := range full {
+	for i, sh := range check {
 		if changed[i] {
 			relist = append(relist, sh)
 		}
@@ -203,7 +218,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		var results api.KVPairs
 		requests++
 		err := c.call(ctx, "read "+c.key("tenants")+"/ ("+fmt.Sprint(n)+" empty shards)", func(ctx context.Context) error {
-			ok, resp, _, err := c.kv.Txn(ops, c.qo(ctx))
+			ok, resp, _, err := c.kv.Txn(ops, qo(ctx))
 			if err != nil {
 				return err
 			}
@@ -227,8 +242,14 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		}
 		empty = empty[n:]
 	}
-	next := maps.Clone(cur)
-	var grown []*shard
+	// The changed shards' values; what they say is kept only once every
+	// one is read.
+	type listed struct {
+		sh    *shard
+		pairs api.KVPairs
+		idx   uint64
+	}
+	var got []listed
 	for _, sh := range relist {
 		p := sh.prefix(c)
 		var pairs api.KVPairs
@@ -236,7 +257,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		requests++
 		err := c.call(ctx, "list "+p, func(ctx context.Context) error {
 			var err error
-			pairs, meta, err = c.kv.List(p, c.qo(ctx))
+			pairs, meta, err = c.kv.List(p, qo(ctx))
 			if err == nil && meta.ResultsFilteredByACLs {
 				err = ForbiddenError(c.prefix, "list", p, "the token may not read every key under it, and nsd must")
 			}
@@ -245,13 +266,19 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		if err != nil {
 			return nil, requests, err
 		}
+		got = append(got, listed{sh, pairs, meta.LastIndex})
+	}
+	next := maps.Clone(cur)
+	var grown []*shard
+	for _, l := range got {
+		sh := l.sh
 		for _, id := range sh.tenants {
 			delete(next, id)
 		}
-		got := c.marksOf(pairs)
-		maps.Copy(next, got)
-		sh.tenants = slices.Sorted(maps.Keys(got))
-		sh.held, sh.keys, sh.idx = true, len(pairs) > 0, meta.LastIndex
+		marks := c.marksOf(l.pairs)
+		maps.Copy(next, marks)
+		sh.tenants = slices.Sorted(maps.Keys(marks))
+		sh.held, sh.keys, sh.idx = true, len(l.pairs) > 0, l.idx
 		if !sh.keys {
 			// Empty: read by transaction from now on (an empty
 			// prefix's index is the whole store's, not its own).
