@@ -3,6 +3,8 @@ package source_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,6 +140,60 @@ func TestConsulTokenFileRevokedAndReplaced(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatal("no snapshot with beta after the new token was written")
+		}
+	}
+}
+
+// The indexer and a follower with nsd's token under default-deny ACLs,
+// the indexer following tenants/ through sub-prefixes (its keys-only
+// query of "tenants" without the slash, the keys checks and get-tree
+// transactions are all allowed by nsd's policy).
+func TestShardedIndexerWithNSDToken(t *testing.T) {
+	a := consultest.Start(t, consultest.WithACL())
+	for i := 0; i < 20; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), `{"prefixes": []}`)
+	}
+	tok := policyToken(t, a, consulacl.NSD("nfhost"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	idx := storeWith(t, a, tok.SecretID, "")
+	idx.ShardTenants, idx.WaitTime = 4, time.Second
+	errs := make(chan error, 64)
+	go idx.RunIndexer(ctx, "acl", slog.New(slog.DiscardHandler), func(s source.IndexerState) {
+		if s.Err != nil {
+			select {
+			case errs <- s.Err:
+			default:
+			}
+		}
+	})
+	st := storeWith(t, a, tok.SecretID, "")
+	st.WaitTime = time.Second
+	snaps := make(chan source.Snapshot, 64)
+	go st.Watch(ctx, snaps, func(error) {})
+	deadline := time.After(30 * time.Second)
+	for !st.Following() {
+		select {
+		case <-snaps:
+		case <-time.After(100 * time.Millisecond):
+		case err := <-errs:
+			t.Fatalf("indexer: %v", err)
+		case <-deadline:
+			t.Fatal("the follower does not follow the journal")
+		}
+	}
+	for v := 1; v <= 2; v++ {
+		a.Put(t, "nfhost/tenants/t13/network", fmt.Sprintf(`{"prefixes": [], "v": %d}`, v))
+		pair, _, _ := a.Client.KV().Get("nfhost/tenants/t13/network", nil)
+		for done := false; !done; {
+			select {
+			case s := <-snaps:
+				done = s.Tenants["t13"]["network"].ModifyIndex == pair.ModifyIndex
+			case err := <-errs:
+				t.Fatalf("indexer: %v", err)
+			case <-deadline:
+				t.Fatal("t13's change did not arrive")
+			}
 		}
 	}
 }
