@@ -345,7 +345,6 @@ func (f *follower) differing(ids []string, want map[string]mark) []string {
 // journal's newest entry for the tenant, which is not older than what the
 // follower holds (not ahead: at an earlier entry's mark).
 func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark) error {
-	c := f.w.c
 	if f.ahead == nil {
 		f.ahead = map[string]bool{}
 	}
@@ -358,36 +357,23 @@ func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark
 		}
 	}
 	got := map[string]api.KVPairs{}
-	for len(stale) > 0 {
-		n := min(len(stale), TxnOps)
-		r, err := c.readTenants(ctx, stale[:n], true)
-		f.Reads++
-		if err != nil {
-			return err
+	err := f.readBatches(ctx, stale, true, func(id string, ps api.KVPairs) {
+		if markOf(ps) == want[id] {
+			got[id] = ps
+		} else {
+			fresh = append(fresh, id)
 		}
-		for _, id := range stale[:n] {
-			if markOf(r[id]) == want[id] {
-				got[id] = r[id]
-			} else {
-				fresh = append(fresh, id)
-			}
-		}
-		stale = stale[n:]
-	}
-	for len(fresh) > 0 {
-		n := min(len(fresh), TxnOps)
-		r, err := c.readTenants(ctx, fresh[:n], false)
-		f.Reads++
-		if err != nil {
-			return err
-		}
-		for _, id := range fresh[:n] {
-			got[id] = r[id]
-			if markOf(r[id]) != want[id] {
+	})
+	if err == nil {
+		err = f.readBatches(ctx, fresh, false, func(id string, ps api.KVPairs) {
+			got[id] = ps
+			if markOf(ps) != want[id] {
 				f.ahead[id] = true
 			}
-		}
-		fresh = fresh[n:]
+		})
+	}
+	if err != nil {
+		return err
 	}
 	for _, id := range ids {
 		if markOf(got[id]) == want[id] {
@@ -398,6 +384,24 @@ func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark
 		} else {
 			delete(f.state, id)
 		}
+	}
+	return nil
+}
+
+// readBatches reads the keys of tenants ids, TxnOps to a request (stale:
+// from the agent's server's copy), and hands each tenant's to got.
+func (f *follower) readBatches(ctx context.Context, ids []string, stale bool, got func(id string, ps api.KVPairs)) error {
+	for len(ids) > 0 {
+		n := min(len(ids), TxnOps)
+		r, err := f.w.c.readTenants(ctx, ids[:n], stale)
+		f.Reads++
+		if err != nil {
+			return err
+		}
+		for _, id := range ids[:n] {
+			got(id, r[id])
+		}
+		ids = ids[n:]
 	}
 	return nil
 }

@@ -490,6 +490,24 @@ func TestIndexerPacesEmptyPrefixWakes(t *testing.T) {
 	s.until(t, "the drain key", func(s source.Snapshot) bool { return string(s.Control["drain/edge1"].Value) == "true" })
 }
 
+// indexedFollower writes n tenants to a, starts an indexer and a follower
+// whose requests go through rt, and returns once the follower holds every
+// tenant and follows the journal.
+func indexedFollower(t *testing.T, ctx context.Context, a *consultest.Agent, n int, rt http.RoundTripper) (*source.Consul, *snapshots) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	stopIdx, _ := startIndexer(t, ctx, a)
+	t.Cleanup(stopIdx)
+	st := storeVia(t, a, rt)
+	st.WaitTime = time.Second
+	s := watch(t, ctx, st)
+	s.until(t, fmt.Sprintf("%d tenants", n), func(s source.Snapshot) bool { return len(s.Tenants) == n })
+	waitFollowing(t, st)
+	return st, s
+}
+
 // laggingServer is an http.RoundTripper in front of one Consul agent that,
 // while lag is on, answers stale reads as a server that has not applied the
 // latest writes would: the journal absent, a tenant read empty. Consistent
@@ -539,24 +557,10 @@ func (l *laggingServer) RoundTrip(r *http.Request) (*http.Response, error) {
 // journal nor takes an old (here: missing) tenant.
 func TestFollowerChecksStaleReads(t *testing.T) {
 	a := consultest.Start(t)
-	for i := 0; i < 5; i++ {
-		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stopIdx, _ := startIndexer(t, ctx, a)
-	defer stopIdx()
 	lag := &laggingServer{}
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.HttpClient = a.Addr, &http.Client{Transport: lag}
-	st, err := source.NewConsul(cfg, "nfhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.WaitTime = time.Second
-	s := watch(t, ctx, st)
-	s.until(t, "5 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 5 })
-	waitFollowing(t, st)
+	st, s := indexedFollower(t, ctx, a, 5, lag)
 	// Not lagging: a change is a stale journal wake and a stale read. The
 	// first round after the switch to the journal is a full read, and a
 	// tenant's first read after a full read is consistent: what the full
@@ -642,24 +646,10 @@ func TestSnapshotsShareUnchangedTenants(t *testing.T) {
 func TestCatchUpThroughHistory(t *testing.T) {
 	a := consultest.Start(t)
 	const n = 100
-	for i := 0; i < n; i++ {
-		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stopIdx, _ := startIndexer(t, ctx, a)
-	defer stopIdx()
 	log := &requestLog{}
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.HttpClient = a.Addr, &http.Client{Transport: log}
-	st, err := source.NewConsul(cfg, "nfhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.WaitTime = time.Second
-	s := watch(t, ctx, st)
-	s.until(t, "every tenant", func(s source.Snapshot) bool { return len(s.Tenants) == n })
-	waitFollowing(t, st)
+	_, s := indexedFollower(t, ctx, a, n, log)
 	journalSeq := func() uint64 {
 		p, _, err := a.Client.KV().Get("nfhost/index/journal", nil)
 		if err != nil || p == nil {

@@ -325,6 +325,18 @@ func TestDirControlSkipsFilesBeingWritten(t *testing.T) {
 	}
 }
 
+// storeVia is a store of a's whose requests go through rt.
+func storeVia(t *testing.T, a *consultest.Agent, rt http.RoundTripper) *source.Consul {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.HttpClient = a.Addr, &http.Client{Transport: rt}
+	st, err := source.NewConsul(cfg, "nfhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // requestLog is an http.RoundTripper that notes each request's path and
 // Accept-Encoding header, and the Content-Encoding of its answer.
 type requestLog struct {
@@ -367,12 +379,7 @@ func (l *requestLog) count(path string) (n int) {
 func TestConsulProbeAndEncoding(t *testing.T) {
 	a := consultest.Start(t)
 	log := &requestLog{}
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.HttpClient = a.Addr, &http.Client{Transport: log}
-	st, err := source.NewConsul(cfg, "nfhost")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storeVia(t, a, log)
 	st.HealthInterval = 100 * time.Millisecond
 	big := strings.Repeat(`{"id": "r", "expression": "tcp.dstport == 22", "action": "block"},`, 100)
 	a.Put(t, "nfhost/tenants/acme/firewall", `{"rules": [`+strings.TrimSuffix(big, ",")+`]}`)
