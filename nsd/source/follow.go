@@ -59,18 +59,21 @@ type follower struct {
 	// a key's are not comparable: a listing's may be the table's.)
 	allIdx, allSeen, jSeen uint64
 	state                  map[string]api.KVPairs // the keys of each tenant
-	// ahead: tenants whose keys were read consistently and may be newer
-	// than the marks the journal named so far (a full read; a re-read
-	// that did not find the mark asked for). Their next read is
-	// consistent too: a stale answer equal to an older mark a later entry
-	// names would take the tenant back. A read that finds the mark the
-	// journal names clears it.
+	// ahead: tenants whose keys a consistent re-read found newer than
+	// the mark the journal named. Their next read is consistent too: a
+	// stale answer equal to an older mark a later entry names would take
+	// the tenant back. A read that finds the mark the journal names
+	// clears it.
 	ahead map[string]bool
 	// fullAt is the index of the last full read, and through the
 	// journal's of this round: until the journal's through reaches the
-	// full read's index, every read is consistent (a tenant the full read
-	// found deleted may be named by an older entry, and a stale answer
-	// from a server behind would bring it back).
+	// full read's index, every read is consistent (what the full read
+	// holds may be newer than an entry from an older listing, a deleted
+	// tenant included, and a stale answer from a server behind would
+	// take it back). Once the journal's through is past it, the newest
+	// entry of every tenant comes from a listing no older than the full
+	// read: a tenant that changed between its older entry and the full
+	// read has a newer entry.
 	fullAt, through uint64
 	extra           api.KVPairs // keys under tenants/ of no tenant, from the last full read
 	lastFull        time.Time   // when the last full read was (jittered)
@@ -263,7 +266,6 @@ func (f *follower) readAll(ctx context.Context) error {
 	for _, p := range pairs {
 		if id := c.tenantOf(p.Key); id != "" {
 			f.state[id] = append(f.state[id], p)
-			f.ahead[id] = true
 		} else {
 			f.extra = append(f.extra, p) // stray keys: reported by the snapshot
 		}

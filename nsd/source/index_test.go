@@ -562,10 +562,11 @@ func TestFollowerChecksStaleReads(t *testing.T) {
 	lag := &laggingServer{}
 	st, s := indexedFollower(t, ctx, a, 5, lag)
 	// Not lagging: a change is a stale journal wake and a stale read. The
-	// first round after the switch to the journal is a full read, and a
-	// tenant's first read after a full read is consistent: what the full
-	// read holds may be newer than the marks the journal names next, and a
-	// stale answer equal to an older one would take the tenant back.
+	// first round after the switch to the journal is a full read, and
+	// until the journal's through passes it reads are consistent: what
+	// the full read holds may be newer than the marks the journal names
+	// next, and a stale answer equal to an older one would take the
+	// tenant back.
 	for v := 1; v <= 4; v++ {
 		staleTxn, freshTxn := lag.staleTxn.Load(), lag.freshTxn.Load()
 		a.Put(t, "nfhost/tenants/t1/network", tenantDoc(1, v))
