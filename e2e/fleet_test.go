@@ -462,6 +462,15 @@ func heapProfile(b *testing.B) {
 	}
 }
 
+// fleetProfiles starts the CPU profiles the environment asks for, of
+// the simulator (NFHOST_FLEET_CPUPROFILE) and of the Consul servers
+// (NFHOST_FLEET_CONSULPROFILE), and returns what stops them.
+func fleetProfiles(b *testing.B, c *consultest.Cluster) func() {
+	stopSim := cpuProfile(b, os.Getenv("NFHOST_FLEET_CPUPROFILE"))
+	stopConsul := consulProfiles(b, c, os.Getenv("NFHOST_FLEET_CONSULPROFILE"))
+	return func() { stopConsul(); stopSim() }
+}
+
 // consulProfiles records a CPU profile of each Consul server into
 // <prefix>.<n> (n: 0, 1, 2, the leader marked by ".leader") until the
 // returned function is called, if prefix is set.
@@ -481,9 +490,9 @@ func consulProfiles(b *testing.B, c *consultest.Cluster, prefix string) func() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// A profile is asked for a fixed time: ask for long and
-			// cancel (pprof answers with what it has on cancel only
-			// in newer Go), so ask in 10 s slices until done.
+			// A CPU profile covers a time fixed when it is asked
+			// for: ask for 10 s slices until done (the last ends
+			// up to 10 s after it).
 			var all []string
 			for i := 0; ; i++ {
 				select {
@@ -497,7 +506,12 @@ func consulProfiles(b *testing.B, c *consultest.Cluster, prefix string) func() {
 					b.Logf("profile consul %s: %v", a.Addr, err)
 					return
 				}
-				out, _ := os.Create(fmt.Sprintf("%s.%02d", name, i))
+				out, err := os.Create(fmt.Sprintf("%s.%02d", name, i))
+				if err != nil {
+					resp.Body.Close()
+					b.Logf("profile consul %s: %v", a.Addr, err)
+					return
+				}
 				io.Copy(out, resp.Body)
 				resp.Body.Close()
 				out.Close()
@@ -598,11 +612,9 @@ func BenchmarkFleet(b *testing.B) {
 		converge := time.Since(t0)
 		b.ReportMetric(rssMiB(os.Getpid()), "sim-process-rss-MiB")
 		heapProfile(b)
-		stopProfile := cpuProfile(b, os.Getenv("NFHOST_FLEET_CPUPROFILE"))
-		stopConsul := consulProfiles(b, c, os.Getenv("NFHOST_FLEET_CONSULPROFILE"))
+		stopProfiles := fleetProfiles(b, c)
 		idx := measureFleet(b, fi, changes)
-		stopConsul()
-		stopProfile()
+		stopProfiles()
 		fi.stop()
 		b.ReportMetric(float64(servers), "servers")
 		b.ReportMetric(float64(tenants), "tenants")
@@ -699,12 +711,10 @@ func BenchmarkFleetSustained(b *testing.B) {
 		heapProfile(b)
 		time.Sleep(time.Second)
 		cpu0, bytes0, writes0, reqs0, t0 := f.consulTicks(b), f.bytes(), f.writes(), f.requests(), time.Now()
-		stopProfile := cpuProfile(b, os.Getenv("NFHOST_FLEET_CPUPROFILE"))
-		stopConsul := consulProfiles(b, c, os.Getenv("NFHOST_FLEET_CONSULPROFILE"))
+		stopProfiles := fleetProfiles(b, c)
 		sent := f.writeChanges(b, rate, time.Duration(secs)*time.Second, 1)
 		took := time.Since(t0)
-		stopConsul()
-		stopProfile()
+		stopProfiles()
 		var all []time.Duration
 		windows := map[int][]time.Duration{}
 		deadline := time.Now().Add(2 * time.Minute)

@@ -283,16 +283,16 @@ func (c *Consul) build(l [4]api.KVPairs, cache *builtTenants) Snapshot {
 	// A listing is sorted by key, so a tenant's pairs come together: each
 	// run of one tenant's good pairs is a window of tenantPairs. (A run
 	// broken by a bad key still works: the tenant's map is built anew.)
+	keyOf := func(p *api.KVPair) string {
+		_, key, _ := strings.Cut(strings.TrimPrefix(p.Key, tp), "/")
+		return key
+	}
 	runID, runStart, runEnd := "", 0, 0
 	endRun := func() {
 		if runEnd == runStart {
 			return
 		}
 		run := tenantPairs[runStart:runEnd]
-		keyOf := func(p *api.KVPair) string {
-			_, key, _ := strings.Cut(strings.TrimPrefix(p.Key, tp), "/")
-			return key
-		}
 		if have := s.Tenants[runID]; have != nil { // a second run of one tenant
 			keys := maps.Clone(have) // have may be the last snapshot's too
 			for _, p := range run {
@@ -523,7 +523,7 @@ func (c *Consul) watchList(ctx context.Context, prefix string, idx uint64, wait 
 		c.noteAnswered(sent) // authorised when sent, not when it returned
 	}
 	if err == nil && meta.ResultsFilteredByACLs {
-		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+		err = c.partialListing(prefix)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("watch %s: %w", prefix, c.watchError(rctx, err, prefix, limit))
@@ -785,19 +785,40 @@ func (c *Consul) list(ctx context.Context, p string) (api.KVPairs, error) {
 // listFiltered reads the pairs under prefix p and whether Consul's ACLs
 // hid some of them from the token.
 func (c *Consul) listFiltered(ctx context.Context, p string) (api.KVPairs, bool, error) {
-	pairs, filtered, _, err := c.listAt(ctx, p)
+	pairs, filtered, _, err := c.listAt(ctx, p, false)
 	return pairs, filtered, err
 }
 
-// listAt is listFiltered with the listing's index.
-func (c *Consul) listAt(ctx context.Context, p string) (api.KVPairs, bool, uint64, error) {
+// listWhole reads the pairs under prefix p and the listing's index,
+// refusing a listing the token may not fully read (missing keys would
+// look like deleted tenants). consistent asks for a leader that knows it
+// leads (RequireConsistent).
+func (c *Consul) listWhole(ctx context.Context, p string, consistent bool) (api.KVPairs, uint64, error) {
+	pairs, filtered, idx, err := c.listAt(ctx, p, consistent)
+	if err == nil && filtered {
+		err = c.partialListing(p)
+	}
+	return pairs, idx, err
+}
+
+// partialListing is the error of a listing of prefix that Consul's ACLs
+// cut short.
+func (c *Consul) partialListing(prefix string) error {
+	return ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
+}
+
+// listAt is listFiltered with the listing's index; consistent as for
+// listWhole.
+func (c *Consul) listAt(ctx context.Context, p string, consistent bool) (api.KVPairs, bool, uint64, error) {
 	var pairs api.KVPairs
 	var filtered bool
 	var idx uint64
 	err := c.call(ctx, "list "+p, func(ctx context.Context) error {
 		var err error
 		var meta *api.QueryMeta
-		pairs, meta, err = c.kv.List(p, c.qo(ctx))
+		qo := c.qo(ctx)
+		qo.RequireConsistent = consistent
+		pairs, meta, err = c.kv.List(p, qo)
 		if err == nil {
 			filtered, idx = meta.ResultsFilteredByACLs, meta.LastIndex
 		}

@@ -20,7 +20,7 @@ import (
 // for one after every wake-up.
 func (w *watcher) followTenants(ctx context.Context) {
 	c := w.c
-	f := &follower{w: w, state: map[string]api.KVPairs{}, ctx: ctx}
+	f := &follower{w: w, state: map[string]api.KVPairs{}, ahead: map[string]bool{}, ctx: ctx}
 	defer f.direct(false)
 	var bo backoff
 	for ctx.Err() == nil {
@@ -127,7 +127,7 @@ func (f *follower) syncSlots(ctx context.Context, j *journal) error {
 		if have, read := f.slotMarks[name]; read && ok && have == m {
 			continue
 		}
-		pairs, err := f.list(ctx, f.w.c.key(name)+"/")
+		pairs, _, err := f.list(ctx, f.w.c.key(name)+"/")
 		if err != nil {
 			return err
 		}
@@ -228,13 +228,7 @@ func (f *follower) follow(ctx context.Context) error {
 			return err
 		}
 	default:
-		want := map[string]mark{}
-		for _, e := range j.Entries {
-			if e.Seq > f.seq {
-				want[e.Tenant] = e.mark
-			}
-		}
-		if err := f.fetch(ctx, f.differing(slices.Sorted(maps.Keys(want)), want), want); err != nil {
+		if err := f.fetchEntries(ctx, j, j.Entries); err != nil {
 			return err
 		}
 	}
@@ -247,12 +241,7 @@ func (f *follower) follow(ctx context.Context) error {
 // before it, so the listing reflects at least the journal's sequence.
 func (f *follower) readAll(ctx context.Context) error {
 	c := f.w.c
-	prefix := c.key("tenants") + "/"
-	pairs, filtered, at, err := c.listAt(ctx, prefix)
-	f.Reads++
-	if err == nil && filtered {
-		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
-	}
+	pairs, at, err := f.list(ctx, c.key("tenants")+"/")
 	if err != nil {
 		return err
 	}
@@ -291,15 +280,7 @@ func (f *follower) catchUp(ctx context.Context, j *journal) error {
 				h.Entries[len(h.Entries)-1].Seq+1 < j.Entries[0].Seq {
 				continue
 			}
-			want := map[string]mark{}
-			for _, es := range [][]journalEntry{h.Entries, j.Entries} { // in order: later entries win
-				for _, e := range es {
-					if e.Seq > f.seq && e.Seq <= j.Seq {
-						want[e.Tenant] = e.mark
-					}
-				}
-			}
-			return f.fetch(ctx, f.differing(slices.Sorted(maps.Keys(want)), want), want)
+			return f.fetchEntries(ctx, j, h.Entries, j.Entries)
 		}
 	}
 	epoch := j.Epoch
@@ -319,6 +300,21 @@ func (f *follower) catchUp(ctx context.Context, j *journal) error {
 	}
 	slices.Sort(ids)
 	return f.fetch(ctx, f.differing(ids, digest), digest)
+}
+
+// fetchEntries reads the tenants that the entries (in order: a later one
+// wins) newer than the follower's sequence number and up to journal j's
+// name at a mark other than the one the follower holds.
+func (f *follower) fetchEntries(ctx context.Context, j *journal, entries ...[]journalEntry) error {
+	want := map[string]mark{}
+	for _, es := range entries {
+		for _, e := range es {
+			if e.Seq > f.seq && e.Seq <= j.Seq {
+				want[e.Tenant] = e.mark
+			}
+		}
+	}
+	return f.fetch(ctx, f.differing(slices.Sorted(maps.Keys(want)), want), want)
 }
 
 // differing returns those of ids whose keys the follower holds are not at
@@ -347,9 +343,6 @@ func (f *follower) differing(ids []string, want map[string]mark) []string {
 // journal's newest entry for the tenant, which is not older than what the
 // follower holds (not ahead: at an earlier entry's mark).
 func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark) error {
-	if f.ahead == nil {
-		f.ahead = map[string]bool{}
-	}
 	var stale, fresh []string
 	for _, id := range ids {
 		if f.ahead[id] || f.through < f.fullAt {
@@ -441,16 +434,10 @@ func (c *Consul) readTenants(ctx context.Context, ids []string, stale bool) (map
 	return out, err
 }
 
-// list reads prefix, refusing a listing the token may not fully read
-// (missing keys would look like deleted tenants).
-func (f *follower) list(ctx context.Context, prefix string) (api.KVPairs, error) {
-	c := f.w.c
-	pairs, filtered, err := c.listFiltered(ctx, prefix)
+// list reads prefix whole (listWhole), and the listing's index.
+func (f *follower) list(ctx context.Context, prefix string) (api.KVPairs, uint64, error) {
 	f.Reads++
-	if err == nil && filtered {
-		err = ForbiddenError(c.prefix, "list", prefix, "the token may not read every key under it, and nsd must")
-	}
-	return pairs, err
+	return f.w.c.listWhole(ctx, prefix, false)
 }
 
 // publish hands the state to Watch as the tenants slot's listing, which

@@ -33,7 +33,9 @@ import (
 //     servers that fell behind the journal by less than that; rewritten in
 //     the journal's transaction only when the journal is about to drop an
 //     entry the history does not hold (about once every JournalLen
-//     changes), so the two together always reach back HistoryLen changes;
+//     changes), so the two together reach back HistoryLen changes (fewer
+//     for a while after a new epoch, or after a term whose stored history
+//     did not join the journal);
 //   - index/digest/<shard>: the same mark of every tenant, in 256 shards
 //     by a hash of the tenant ID, for servers that fell behind further.
 //
@@ -43,8 +45,9 @@ import (
 // journal's first entry (cut off for a while, or slower than the stream
 // of changes) reads the history, or when that does not reach back far
 // enough the digest (about 30 bytes per tenant), and then only the
-// tenants whose mark differs from its own. A new epoch (the journal was lost: new cluster, wiped store)
-// or an index that went backwards makes it read everything once.
+// tenants whose mark differs from its own. A new epoch (the journal was
+// lost: new cluster, wiped store) or an index that went backwards makes it
+// read everything once.
 // Without a journal (no indexer yet, or --indexer=false everywhere) a
 // server watches the whole prefix as before and switches when one
 // appears.
@@ -369,6 +372,11 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 		}
 		hist.entries = lastEntries(hist.entries, HistoryLen)
 	}
+	// newHistory starts a new epoch, for a store that went back (a new
+	// cluster, a restore from an older snapshot); under mu.
+	newHistory := func() {
+		j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
+	}
 	var idx uint64
 	var bo backoff
 	prefix := c.key("tenants") + "/"
@@ -454,7 +462,7 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 				mu.Unlock()
 			}
 			if err == nil && !back {
-				next, _, err = sharded.round(ctx, cur)
+				next, err = sharded.round(ctx, cur)
 			}
 			if err != nil {
 				// A failed round changed nothing: the next wait
@@ -473,7 +481,7 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 				// the first write fails and ends the term, and the
 				// next term starts from what it finds.)
 				mu.Lock()
-				j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
+				newHistory()
 				mu.Unlock()
 				sharded, idx = nil, 0
 				continue
@@ -490,8 +498,7 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 				sleepCtx(ctx, bo.next())
 				continue
 			} else if back {
-				// The store went back (new cluster, restore): a new history.
-				j, jIdx, digest, hist = &journal{Epoch: newEpoch()}, 0, map[string]mark{}, &histState{}
+				newHistory()
 			}
 		}
 		idx = through

@@ -64,15 +64,15 @@ const (
 	maxIDLen = 31
 )
 
-// planShards covers every possible tenant ID with shards of at most max
+// planShards covers every possible tenant ID with shards of at most size
 // of ids (sorted) where the ID space allows: a prefix holding more is
 // split into the tenant of that exact ID and one prefix per next
 // character. Many shards are empty.
-func planShards(ids []string, max int) []*shard {
+func planShards(ids []string, size int) []*shard {
 	var out []*shard
 	var split func(s string, ids []string)
 	split = func(s string, ids []string) {
-		if s != "" && (len(ids) <= max || len(s) >= maxIDLen) {
+		if s != "" && (len(ids) <= size || len(s) >= maxIDLen) {
 			out = append(out, &shard{id: s, tenants: ids, held: true, keys: len(ids) > 0})
 			return
 		}
@@ -105,29 +105,22 @@ func planShards(ids []string, max int) []*shard {
 // shards; see the comment at the top of this file.
 type shardedMarks struct {
 	c      *Consul
-	max    int
+	size   int // ShardTenants
 	shards []*shard
 }
 
 // newShardedMarks plans the shards of the tenants of cur, from a listing
 // of the whole prefix: each shard's index is the highest of its keys'
 // (a shard with a newer tombstone is listed once more at the next round).
-func newShardedMarks(c *Consul, cur map[string]mark, max int) *shardedMarks {
+func newShardedMarks(c *Consul, cur map[string]mark, size int) *shardedMarks {
 	ids := slices.Sorted(maps.Keys(cur))
-	s := &shardedMarks{c: c, max: max, shards: planShards(ids, max)}
+	s := &shardedMarks{c: c, size: size, shards: planShards(ids, size)}
 	for _, sh := range s.shards {
 		for _, id := range sh.tenants {
-			sh.idx = max64(sh.idx, cur[id].Index)
+			sh.idx = max(sh.idx, cur[id].Index)
 		}
 	}
 	return s
-}
-
-func max64(a, b uint64) uint64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // wait blocks until the highest index under tenants/ moves from idx (0:
@@ -149,11 +142,11 @@ func (s *shardedMarks) wait(ctx context.Context, idx uint64) (uint64, error) {
 
 // round brings cur to a state at or after the index the caller waited
 // for: it returns the marks of every tenant (a new map; cur is not
-// changed) and the number of requests made. Its reads require a leader
+// changed). Its reads require a leader
 // that knows it leads (RequireConsistent), so that they see every write
 // up to that index. A failed round changes nothing: the caller may run it
 // again.
-func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[string]mark, int, error) {
+func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[string]mark, error) {
 	c := s.c
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -174,7 +167,6 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		}
 	}
 	changed := make([]bool, len(check))
-	requests := len(check)
 	// The non-empty shards' keys, a few at a time.
 	errs := make([]error, len(check))
 	var wg sync.WaitGroup
@@ -200,7 +192,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			return nil, requests, err
+			return nil, err
 		}
 	}
 	for i, sh := range check {
@@ -216,7 +208,6 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: sh.prefix(c)})
 		}
 		var results api.KVPairs
-		requests++
 		err := c.call(ctx, "read "+c.key("tenants")+"/ ("+fmt.Sprint(n)+" empty shards)", func(ctx context.Context) error {
 			ok, resp, _, err := c.kv.Txn(ops, qo(ctx))
 			if err != nil {
@@ -229,7 +220,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 			return nil
 		})
 		if err != nil {
-			return nil, requests, err
+			return nil, err
 		}
 		for _, sh := range empty[:n] {
 			p := sh.prefix(c)
@@ -251,22 +242,11 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 	}
 	var got []listed
 	for _, sh := range relist {
-		p := sh.prefix(c)
-		var pairs api.KVPairs
-		var meta *api.QueryMeta
-		requests++
-		err := c.call(ctx, "list "+p, func(ctx context.Context) error {
-			var err error
-			pairs, meta, err = c.kv.List(p, qo(ctx))
-			if err == nil && meta.ResultsFilteredByACLs {
-				err = ForbiddenError(c.prefix, "list", p, "the token may not read every key under it, and nsd must")
-			}
-			return err
-		})
+		pairs, idx, err := c.listWhole(ctx, sh.prefix(c), true)
 		if err != nil {
-			return nil, requests, err
+			return nil, err
 		}
-		got = append(got, listed{sh, pairs, meta.LastIndex})
+		got = append(got, listed{sh, pairs, idx})
 	}
 	next := maps.Clone(cur)
 	var grown []*shard
@@ -284,7 +264,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 			// prefix's index is the whole store's, not its own).
 			sh.idx, sh.tenants = 0, nil
 		}
-		if !sh.exact && len(sh.id) < maxIDLen && len(sh.tenants) > 2*s.max {
+		if !sh.exact && len(sh.id) < maxIDLen && len(sh.tenants) > 2*s.size {
 			grown = append(grown, sh)
 		}
 	}
@@ -292,7 +272,7 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 	// listed at the next round.
 	for _, g := range grown {
 		i := slices.Index(s.shards, g)
-		parts := planShards(g.tenants, s.max)
+		parts := planShards(g.tenants, s.size)
 		var mine []*shard
 		for _, p := range parts {
 			if strings.HasPrefix(p.id, g.id) {
@@ -302,5 +282,5 @@ func (s *shardedMarks) round(ctx context.Context, cur map[string]mark) (map[stri
 		}
 		s.shards = slices.Replace(s.shards, i, i+1, mine...)
 	}
-	return next, requests, nil
+	return next, nil
 }
