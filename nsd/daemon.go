@@ -165,9 +165,24 @@ type Daemon struct {
 	// pairs indexes the tunnel endpoint pairs of the applied tenants
 	// (each applied's tunnels), kept as tenants are applied and deleted
 	// rather than rebuilt from every tenant's in each pass.
-	pairs  *plan.TunnelPairs
-	seen   map[string]string // tenant → fingerprint of its key indexes
-	failed map[string]bool
+	pairs *plan.TunnelPairs
+	seen  map[string]string // tenant → fingerprint of its key indexes
+	// pending: the tenants whose keys may differ from what seen holds
+	// (the snapshots' Changed sets, kept until a pass looked at them),
+	// which are all an incremental pass looks at. absent: the tenants
+	// running here that the last snapshot does not list (deletions).
+	// live: the tenants running here (observed or applied). holdings and
+	// slotTable are the applied prefixes and everyone's slots, kept as
+	// tenants are applied and deleted. stateCount counts statuses by
+	// state (the tenants gauge). Together they make an incremental pass
+	// cost what its tenants cost, not what the host's tenants do.
+	pending    map[string]bool
+	absent     map[string]bool
+	live       map[string]bool
+	holdings   *plan.Holdings
+	slotTable  *plan.SlotTable
+	stateCount map[string]int
+	failed     map[string]bool
 	// hostFailed: the tenant's last pass failed on this host (in the
 	// kernel), not only because a document was refused; it is not
 	// announced over BGP from here.
@@ -232,6 +247,12 @@ func New(o Options) *Daemon {
 		applied:    map[string]*applied{},
 		pairs:      plan.NewTunnelPairs(nil),
 		seen:       map[string]string{},
+		pending:    map[string]bool{},
+		absent:     map[string]bool{},
+		live:       map[string]bool{},
+		holdings:   plan.NewHoldings(),
+		slotTable:  plan.NewSlotTable(nil),
+		stateCount: map[string]int{},
 		failed:     map[string]bool{},
 		hostFailed: map[string]bool{},
 		statuses:   map[string]source.Status{},
@@ -378,11 +399,22 @@ func latest(snaps <-chan source.Snapshot, s source.Snapshot) source.Snapshot {
 		select {
 		case n := <-snaps:
 			n.StoreReset = n.StoreReset || s.StoreReset
+			n.Changed = bothChanged(s.Changed, n.Changed)
 			s = n
 		default:
 			return s
 		}
 	}
+}
+
+// bothChanged is the Changed set of two snapshots in a row.
+func bothChanged(a, b map[string]bool) map[string]bool {
+	if a == nil || b == nil {
+		return nil
+	}
+	out := maps.Clone(b)
+	maps.Copy(out, a)
+	return out
 }
 
 // sourceHealth is the store's health callback (called from its goroutines):
@@ -445,7 +477,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		}
 		var st source.Status
 		if json.Unmarshal(raw, &st) == nil && st.Tenant == name {
-			d.statuses[name] = st
+			d.setStatus(st)
 			d.written[name], _ = statusSubstance(st) // the key is there, whatever it says
 		}
 	}
@@ -527,9 +559,14 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	if d.updateShared(s) {
 		full = true
 	}
+	// A full pass, or a snapshot that does not say what changed, looks
+	// at every tenant; else at those the snapshots said changed (and the
+	// ones still due from earlier passes).
+	every := full || s.Changed == nil
+	d.track(s, every)
 	// Deletions first, so that a prefix moving between tenants is free.
 	results = append(results, d.deletions(ctx, s)...)
-	d.dropStaleStatus(ctx, s)
+	d.dropStaleStatus(ctx, s, every)
 	d.logProblems(s.Problems)
 
 	// Candidates in the order older configs first: on an overlap between
@@ -540,7 +577,18 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	var todo []string
 	d.pace.startPass(start)
 	paced, toLane := map[string]bool{}, map[string]bool{}
-	for id, keys := range s.Tenants {
+	for id := range prepared {
+		d.pending[id] = true
+	}
+	for id := range d.failed {
+		d.pending[id] = true // retried every pass
+	}
+	for id := range d.pending {
+		keys, ok := s.Tenants[id]
+		if !ok {
+			delete(d.pending, id) // gone: deletions' business
+			continue
+		}
 		if d.lane.busy[id] {
 			continue // its lane job's result comes back to a later pass
 		}
@@ -552,13 +600,15 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		changed := d.seen[id] != fp
 		if !full && changed {
 			if !d.pace.take(id, start) {
-				continue
+				continue // deferred: still pending
 			}
 			paced[id] = true
 			toLane[id] = d.laneEligible(id, fp, start)
 		}
 		if full || d.failed[id] || changed {
 			todo = append(todo, id)
+		} else {
+			delete(d.pending, id)
 		}
 	}
 	d.m.TenantsDeferred.Set(float64(len(d.pace.deferred)))
@@ -570,16 +620,17 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		return todo[i] < todo[j]
 	})
 	verdicts := d.validate(ctx, s, todo)
-	slots := plan.NewSlots(d.slots())
+	slots := d.slotTable.Pass()
 	for _, id := range todo {
 		keys := s.Tenants[id]
 		if toLane[id] && d.toLane(id, keys, verdicts[id], slots, start) {
-			continue
+			continue // pending until its result comes back
 		}
 		t0 := d.o.Now()
 		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], d.pairs, slots, full, prepared[id]))
 		d.m.TenantApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 		d.seen[id] = fingerprint(keys)
+		delete(d.pending, id)
 		if paced[id] {
 			d.pace.charge(id, d.o.Now().Sub(t0))
 		}
@@ -589,6 +640,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 				// Written again while the job ran: a pass is due now
 				// (the pacer decides when the newest keys go).
 				d.pace.deferred[id] = start
+				d.pending[id] = true
 			}
 		}
 	}
@@ -634,11 +686,7 @@ func (d *Daemon) validate(ctx context.Context, s source.Snapshot, todo []string)
 		}
 		out[id] = v
 	}
-	held := make(map[string][]netip.Prefix, len(d.applied))
-	for id, a := range d.applied {
-		held[id] = a.prefixes
-	}
-	refused := plan.AssignPrefixes(held, claims)
+	refused := d.holdings.Assign(claims)
 	for id, err := range refused {
 		v := out[id]
 		v.err = err
@@ -668,6 +716,7 @@ func (d *Daemon) validate(ctx context.Context, s source.Snapshot, todo []string)
 			continue
 		}
 		a.prefixes = kept
+		d.holdings.Set(c.Tenant, kept)
 	}
 	return out
 }
@@ -754,7 +803,7 @@ func (d *Daemon) reconcileTenant(ctx context.Context, id string, keys map[string
 	if had && len(changes) == 0 && full && prev.State == st.State && prev.AppliedIndex == st.AppliedIndex &&
 		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && (d.quietCounters(id) || maps.Equal(prev.Firewall, st.Firewall)) &&
 		sameTunnelHealth(prev.Tunnels, st.Tunnels) {
-		d.statuses[id] = st
+		d.setStatus(st)
 		return Result{Tenant: id, State: st.State} // converged resync: no status write
 	}
 	if len(changes) > 0 || !had || prev.AppliedIndex != st.AppliedIndex {
@@ -905,7 +954,7 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 	if had && prev.State == st.State && prev.Error == st.Error && prev.AppliedIndex == st.AppliedIndex && prev.AppliedAt.Equal(st.AppliedAt) &&
 		strings.Join(prev.Warnings, "\n") == strings.Join(st.Warnings, "\n") && (d.quietCounters(st.Tenant) || maps.Equal(prev.Firewall, st.Firewall)) &&
 		sameTunnelHealth(prev.Tunnels, st.Tunnels) {
-		d.statuses[st.Tenant] = st
+		d.setStatus(st)
 		return Result{Tenant: st.Tenant, State: st.State, Err: err} // nothing new to report
 	}
 	d.putStatus(ctx, st)
@@ -913,7 +962,7 @@ func (d *Daemon) fail(ctx context.Context, log *slog.Logger, st source.Status, s
 }
 
 func (d *Daemon) putStatus(ctx context.Context, st source.Status) {
-	d.statuses[st.Tenant] = st
+	d.setStatus(st)
 	if d.ack != nil {
 		d.putAckedStatus(ctx, st)
 		return
@@ -926,35 +975,66 @@ func (d *Daemon) putStatus(ctx context.Context, st source.Status) {
 // isRunning reports whether tenant id is plumbed here (observed or
 // applied), without building running's set: an incremental pass asks
 // about a few tenants, not all of them.
-func (d *Daemon) isRunning(id string) bool {
-	if _, ok := d.applied[id]; ok {
-		return true
-	}
-	_, ok := d.observed[id]
-	return ok
-}
+func (d *Daemon) isRunning(id string) bool { return d.live[id] }
 
 // runningCount is len(running()) without building the set.
-func (d *Daemon) runningCount() int {
-	n := len(d.applied)
-	for id := range d.observed {
-		if _, ok := d.applied[id]; !ok {
-			n++
-		}
-	}
-	return n
-}
+func (d *Daemon) runningCount() int { return len(d.live) }
 
 // running lists the tenants this host runs: found in the kernel or applied.
-func (d *Daemon) running() map[string]bool {
-	out := make(map[string]bool, len(d.observed)+len(d.applied))
+func (d *Daemon) running() map[string]bool { return maps.Clone(d.live) }
+
+// observedAll makes live, absent's base and the slot table again from the
+// kernel's inventory (observed, just loaded) and what is applied.
+func (d *Daemon) observedAll() {
+	clear(d.live)
 	for id := range d.observed {
-		out[id] = true
+		d.live[id] = true
 	}
 	for id := range d.applied {
-		out[id] = true
+		d.live[id] = true
 	}
-	return out
+	d.slotTable = plan.NewSlotTable(d.slots())
+}
+
+// track takes the snapshot's changes into pending and absent: every
+// tenant when every is set, else the snapshot's Changed.
+func (d *Daemon) track(s source.Snapshot, every bool) {
+	if every {
+		for id := range s.Tenants {
+			d.pending[id] = true
+		}
+		clear(d.absent)
+		for id := range d.live {
+			if _, ok := s.Tenants[id]; !ok {
+				d.absent[id] = true
+			}
+		}
+		return
+	}
+	for id := range s.Changed {
+		d.pending[id] = true
+		if _, ok := s.Tenants[id]; ok || !d.live[id] {
+			delete(d.absent, id)
+		} else {
+			d.absent[id] = true
+		}
+	}
+}
+
+// setStatus and dropStatus keep the statuses and their count by state.
+func (d *Daemon) setStatus(st source.Status) {
+	if prev, ok := d.statuses[st.Tenant]; ok {
+		d.stateCount[prev.State]--
+	}
+	d.statuses[st.Tenant] = st
+	d.stateCount[st.State]++
+}
+
+func (d *Daemon) dropStatus(id string) {
+	if prev, ok := d.statuses[id]; ok {
+		d.stateCount[prev.State]--
+		delete(d.statuses, id)
+	}
 }
 
 // holdState is the mass-delete guard's memory.
@@ -976,20 +1056,7 @@ type holdState struct {
 // MaxDeleteFraction of the host's tenants (and more than one), or any
 // tenant when the store was wiped or came back as a new or restored cluster.
 func (d *Daemon) deletions(ctx context.Context, s source.Snapshot) []Result {
-	var gone []string
-	for id := range d.applied {
-		if _, ok := s.Tenants[id]; !ok {
-			gone = append(gone, id)
-		}
-	}
-	for id := range d.observed {
-		if _, ok := s.Tenants[id]; !ok {
-			if _, dup := d.applied[id]; !dup {
-				gone = append(gone, id)
-			}
-		}
-	}
-	sort.Strings(gone)
+	gone := slices.Sorted(maps.Keys(d.absent))
 	if len(gone) == 0 {
 		d.setHold(nil, "")
 		return nil
@@ -1088,12 +1155,22 @@ func deleteToken(ids []string) string {
 // dropStaleStatus removes the status of tenants that are gone from the
 // store and not running here (for example a tenant that never applied),
 // including those read back from before a restart.
-func (d *Daemon) dropStaleStatus(ctx context.Context, s source.Snapshot) {
-	for id := range d.statuses {
+func (d *Daemon) dropStaleStatus(ctx context.Context, s source.Snapshot, every bool) {
+	ids := s.Changed // only a tenant that changed can have gone
+	if every {
+		ids = make(map[string]bool, len(d.statuses))
+		for id := range d.statuses {
+			ids[id] = true
+		}
+	}
+	for id := range ids {
 		if _, ok := s.Tenants[id]; ok || d.isRunning(id) {
 			continue
 		}
-		delete(d.statuses, id)
+		if _, ok := d.statuses[id]; !ok {
+			continue
+		}
+		d.dropStatus(id)
 		delete(d.failed, id)
 		delete(d.seen, id)
 		if _, keyed := d.written[id]; d.ack != nil && !keyed {
@@ -1137,11 +1214,15 @@ func (d *Daemon) deleteTenant(ctx context.Context, id string) Result {
 	log.Info("tenant deleted", "changes", n)
 	delete(d.observed, id)
 	delete(d.applied, id)
+	delete(d.live, id)
+	delete(d.absent, id)
+	d.holdings.Set(id, nil)
+	d.slotTable.Set(id, 0)
 	d.pairs.Set(id, nil)
 	delete(d.seen, id)
 	delete(d.failed, id)
 	delete(d.hostFailed, id)
-	delete(d.statuses, id)
+	d.dropStatus(id)
 	delete(d.plans, id)
 	d.pace.forget(id)
 	d.lane.forget(id)
@@ -1169,8 +1250,8 @@ func (d *Daemon) gc(ctx context.Context) {
 
 func (d *Daemon) updateGauges() {
 	counts := map[string]int{"applied": 0, "error": 0, "held": len(d.hold.ids)}
-	for _, st := range d.statuses {
-		counts[st.State]++
+	for state, n := range d.stateCount {
+		counts[state] += n
 	}
 	for k, v := range counts {
 		d.m.Tenants.WithLabelValues(k).Set(float64(v))

@@ -300,7 +300,7 @@ func (d *Daemon) reportDoSCounters(ctx context.Context, ids []string) {
 		}
 		st.DoS = c
 		if d.quietCounters(id) {
-			d.statuses[id] = st
+			d.setStatus(st)
 			continue
 		}
 		d.putStatus(ctx, st)

@@ -29,6 +29,7 @@ func (s *routingSub) Observe(ctx context.Context) error {
 		return fmt.Errorf("observe routing state: %w", err)
 	}
 	s.d.observed = obs
+	s.d.observedAll()
 	return nil
 }
 
@@ -69,6 +70,9 @@ func (s *routingSub) Apply(ctx context.Context, t *TenantRun) ([]string, error) 
 	}
 	d.applied[t.ID] = a
 	d.observed[t.ID] = routing.Observed{ID: t.ID, Slot: p.Routing.Slot, HostIf: p.Routing.HostIf, Namespace: p.Routing.Namespace}
+	d.live[t.ID] = true
+	d.holdings.Set(t.ID, a.prefixes)
+	d.slotTable.Set(t.ID, p.Routing.Slot)
 	t.Status.AppliedIndex = p.NetworkIndex
 	t.Status.Subsystems["routing"] = source.SubsystemOK
 	return changes, nil

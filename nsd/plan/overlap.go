@@ -29,6 +29,9 @@ func SlotFor(id string, existing map[string]uint16) (uint16, error) {
 type Slots struct {
 	of   map[string]uint16
 	used map[uint16]bool
+	// table, if set, holds the slots tenants had before the pass
+	// (SlotTable.Pass); of and used then hold only the pass's own.
+	table *SlotTable
 }
 
 // NewSlots takes the slots tenants hold now (0: none).
@@ -48,7 +51,12 @@ func (s *Slots) For(id string) (uint16, error) {
 	if slot, ok := s.of[id]; ok {
 		return slot, nil
 	}
-	slot, err := probe(id, s.used)
+	if s.table != nil {
+		if slot, ok := s.table.of[id]; ok {
+			return slot, nil
+		}
+	}
+	slot, err := probe(id, func(slot uint16) bool { return s.used[slot] || s.table != nil && s.table.used[slot] > 0 })
 	if err != nil {
 		return 0, err
 	}

@@ -79,7 +79,7 @@ func AllocateSlots(ids []string, existing map[string]uint16) (map[string]uint16,
 		if _, ok := out[id]; ok {
 			continue
 		}
-		s, err := probe(id, used)
+		s, err := probe(id, func(s uint16) bool { return used[s] })
 		if err != nil {
 			return nil, err
 		}
@@ -89,13 +89,13 @@ func AllocateSlots(ids []string, existing map[string]uint16) (map[string]uint16,
 	return out, nil
 }
 
-func probe(id string, used map[uint16]bool) (uint16, error) {
+func probe(id string, used func(uint16) bool) (uint16, error) {
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	start := h.Sum32() % owned.MaxSlot
 	for i := uint32(0); i < owned.MaxSlot; i++ {
 		s := uint16((start+i)%owned.MaxSlot + 1)
-		if !used[s] {
+		if !used(s) {
 			return s, nil
 		}
 	}

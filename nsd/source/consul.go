@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
+
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
+
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,31 +242,19 @@ func (c *Consul) Read(ctx context.Context) (Snapshot, error) {
 		}
 		lists[i], hidden = pairs, hidden || filtered
 	}
-	s := c.build(lists, nil)
+	t := newTenantTable(c.key("tenants") + "/")
+	t.replaceListing(lists[0], false)
+	s := c.build(t, lists)
 	s.Hidden = hidden
 	return s, nil
 }
 
-// builtTenants keeps, between one snapshot and the next, each tenant's
-// keys as built and the pairs they were built from, so that a tenant whose
-// pairs are the same (the same *api.KVPair: the follower replaces a
-// tenant's pairs only when it reads them again) keeps its map instead of
-// a new one per snapshot: with a change every few milliseconds and
-// thousands of tenants, rebuilding every tenant's map was most of what a
-// snapshot cost. Snapshots are read-only, so sharing the maps is safe.
-type builtTenants map[string]builtTenant
-
-type builtTenant struct {
-	pairs api.KVPairs // a window of the listing they came from
-	keys  map[string]Entry
-}
-
-// build makes a snapshot of the four listings (tenants, control, dos,
-// lists). cache, if not nil, holds the tenants' maps of the previous
-// build and is updated to this one's.
-func (c *Consul) build(l [4]api.KVPairs, cache *builtTenants) Snapshot {
-	tenantPairs, controlPairs, dosPairs := l[0], l[1], l[2]
-	s := Snapshot{Tenants: map[string]map[string]Entry{}, Control: map[string]Entry{}, Lists: map[string][]Entry{}}
+// build makes a snapshot of the tenants table and the three small
+// listings (control, dos, lists; l[0] is unused).
+func (c *Consul) build(t *tenantTable, l [4]api.KVPairs) Snapshot {
+	controlPairs, dosPairs := l[1], l[2]
+	s := Snapshot{Control: map[string]Entry{}, Lists: map[string][]Entry{}}
+	s.Tenants, s.Problems, s.Changed = t.snapshot()
 	lp := c.key("lists") + "/"
 	for _, p := range l[3] { // sorted by key: parts come in order
 		if strings.HasSuffix(p.Key, "/") && p.Value == nil {
@@ -274,72 +262,6 @@ func (c *Consul) build(l [4]api.KVPairs, cache *builtTenants) Snapshot {
 		}
 		name, _, _ := strings.Cut(strings.TrimPrefix(p.Key, lp), "/")
 		s.Lists[name] = append(s.Lists[name], Entry{Value: p.Value, ModifyIndex: p.ModifyIndex})
-	}
-	tp := c.key("tenants") + "/"
-	var next builtTenants
-	if cache != nil {
-		next = make(builtTenants, len(*cache))
-	}
-	// A listing is sorted by key, so a tenant's pairs come together: each
-	// run of one tenant's good pairs is a window of tenantPairs. (A run
-	// broken by a bad key still works: the tenant's map is built anew.)
-	keyOf := func(p *api.KVPair) string {
-		_, key, _ := strings.Cut(strings.TrimPrefix(p.Key, tp), "/")
-		return key
-	}
-	runID, runStart, runEnd := "", 0, 0
-	endRun := func() {
-		if runEnd == runStart {
-			return
-		}
-		run := tenantPairs[runStart:runEnd]
-		if have := s.Tenants[runID]; have != nil { // a second run of one tenant
-			keys := maps.Clone(have) // have may be the last snapshot's too
-			for _, p := range run {
-				keys[keyOf(p)] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
-			}
-			s.Tenants[runID] = keys
-			delete(next, runID)
-			return
-		}
-		if cache != nil {
-			if b, ok := (*cache)[runID]; ok && slices.Equal(b.pairs, run) {
-				s.Tenants[runID] = b.keys
-				next[runID] = builtTenant{pairs: run, keys: b.keys} // the old listing can go
-				return
-			}
-		}
-		keys := make(map[string]Entry, len(run))
-		for _, p := range run {
-			keys[keyOf(p)] = Entry{Value: p.Value, ModifyIndex: p.ModifyIndex}
-		}
-		s.Tenants[runID] = keys
-		if next != nil {
-			next[runID] = builtTenant{pairs: run, keys: keys}
-		}
-	}
-	for i, p := range tenantPairs {
-		rest := strings.TrimPrefix(p.Key, tp)
-		id, key, ok := strings.Cut(rest, "/")
-		switch {
-		case strings.HasSuffix(p.Key, "/") && p.Value == nil:
-			continue // a "folder" key made by the UI
-		case !ok || key == "":
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: not a tenant key (want %s<tenant>/<key>)", p.Key, tp))
-			continue
-		case doc.ValidateTenantID(id) != nil:
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: %v", p.Key, doc.ValidateTenantID(id)))
-			continue
-		}
-		if id != runID || i != runEnd {
-			endRun()
-			runID, runStart = id, i
-		}
-		runEnd = i + 1
-	}
-	endRun()
-	if cache != nil {
-		*cache = next
 	}
 	cp := c.key("control") + "/"
 	for _, p := range controlPairs {
@@ -374,7 +296,7 @@ func (c *Consul) build(l [4]api.KVPairs, cache *builtTenants) Snapshot {
 // of keys or its highest ModifyIndex. Every write raises the highest index
 // and every delete lowers the count, so equal pairs mean equal listings.
 func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(error)) error {
-	w := &watcher{c: c, onHealth: onHealth, changed: make(chan struct{}, 1)}
+	w := &watcher{c: c, onHealth: onHealth, changed: make(chan struct{}, 1), table: newTenantTable(c.key("tenants") + "/")}
 	if c.NoIndex {
 		go w.watchPrefix(ctx, slotTenants, c.key("tenants")+"/")
 		go w.watchPrefix(ctx, slotControl, c.key("control")+"/")
@@ -398,10 +320,10 @@ func (c *Consul) Watch(ctx context.Context, out chan<- Snapshot, onHealth func(e
 		}
 		w.mu.Lock()
 		ready := w.have[0] && w.have[1] && w.have[2] && w.have[3]
-		fresh := ready && (!sentAny || w.fps != sent || w.reset)
+		fresh := ready && (!sentAny || w.fps != sent || w.table.moved() || w.reset)
 		var snap Snapshot
 		if fresh {
-			snap, sent, sentAny = c.build(w.lists, &w.built), w.fps, true
+			snap, sent, sentAny = c.build(w.table, w.lists), w.fps, true
 			snap.StoreReset, w.reset = w.reset, false
 			snap.Through = w.through
 		}
@@ -433,8 +355,9 @@ type watcher struct {
 	onHealth func(error)
 	changed  chan struct{} // a listing changed (buffered: one wake-up is enough)
 
-	mu    sync.Mutex
-	built builtTenants // the tenants' maps of the last snapshot built
+	mu sync.Mutex
+	// table holds the tenants slot (lists[0] and fps[0] stay empty).
+	table *tenantTable
 	lists [4]api.KVPairs
 	have  [4]bool
 	fps   [4]listing
@@ -547,10 +470,37 @@ func (c *Consul) watchError(rctx context.Context, err error, prefix string, limi
 // updateTenants is update of the tenants slot, with the store index the
 // listing reflects every write up to (the snapshot's Through).
 func (w *watcher) updateTenants(pairs api.KVPairs, backwards bool, through uint64) {
+	byTenant, extra := groupTenants(w.table.keyPrefix, pairs)
+	w.setTenants(byTenant, extra, nil, backwards, through)
+}
+
+// setTenants updates the tenants slot: with changed, only those tenants'
+// keys (of byTenant, the whole state) may differ from what the table
+// holds; without, byTenant is compared whole. It wakes Watch if anything
+// changed.
+func (w *watcher) setTenants(byTenant map[string]api.KVPairs, extra api.KVPairs, changed map[string]bool, backwards bool, through uint64) {
 	w.mu.Lock()
 	w.through = through
+	w.reset = w.reset || backwards
+	if changed == nil || backwards {
+		w.table.replace(byTenant, extra, backwards)
+	} else {
+		for id := range changed {
+			w.table.set(id, byTenant[id], false)
+		}
+		w.table.setExtra(extra)
+	}
+	first := !w.have[slotTenants]
+	w.have[slotTenants] = true
+	moved := w.table.moved() || backwards || first
 	w.mu.Unlock()
-	w.update(slotTenants, pairs, backwards)
+	if !moved {
+		return
+	}
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
 }
 
 // update stores one slot's listing and wakes Watch if it changed.

@@ -20,7 +20,7 @@ import (
 // for one after every wake-up.
 func (w *watcher) followTenants(ctx context.Context) {
 	c := w.c
-	f := &follower{w: w, state: map[string]api.KVPairs{}, ahead: map[string]bool{}, ctx: ctx}
+	f := &follower{w: w, state: map[string]api.KVPairs{}, dirty: map[string]bool{}, dirtyAll: true, ahead: map[string]bool{}, ctx: ctx}
 	defer f.direct(false)
 	var bo backoff
 	for ctx.Err() == nil {
@@ -59,6 +59,10 @@ type follower struct {
 	// a key's are not comparable: a listing's may be the table's.)
 	allIdx, allSeen, jSeen uint64
 	state                  map[string]api.KVPairs // the keys of each tenant
+	// dirty: the tenants read since the last publish (dirtyAll: the
+	// state was replaced), which are all that publish compares.
+	dirty    map[string]bool
+	dirtyAll bool
 	// ahead: tenants whose keys a consistent re-read found newer than
 	// the mark the journal named. Their next read is consistent too: a
 	// stale answer equal to an older mark a later entry names would take
@@ -246,7 +250,7 @@ func (f *follower) readAll(ctx context.Context) error {
 		return err
 	}
 	f.fullAt = at
-	f.state = map[string]api.KVPairs{}
+	f.state, f.dirtyAll = map[string]api.KVPairs{}, true
 	f.ahead = map[string]bool{}
 	f.extra = nil
 	// The next full read comes after FullReadInterval, give or take a
@@ -379,6 +383,7 @@ func (f *follower) fetch(ctx context.Context, ids []string, want map[string]mark
 		} else {
 			delete(f.state, id)
 		}
+		f.dirty[id] = true
 	}
 	return nil
 }
@@ -443,16 +448,12 @@ func (f *follower) list(ctx context.Context, prefix string) (api.KVPairs, uint64
 // publish hands the state to Watch as the tenants slot's listing, which
 // reflects every tenant write up to through.
 func (f *follower) publish(backwards bool, through uint64) {
-	n := len(f.extra)
-	for _, ps := range f.state {
-		n += len(ps)
+	dirty := f.dirty
+	if f.dirtyAll {
+		dirty = nil
 	}
-	all := make(api.KVPairs, 0, n)
-	all = append(all, f.extra...)
-	for _, id := range slices.Sorted(maps.Keys(f.state)) {
-		all = append(all, f.state[id]...)
-	}
-	f.w.updateTenants(all, backwards, through)
+	f.w.setTenants(f.state, f.extra, dirty, backwards, through)
+	f.dirty, f.dirtyAll = map[string]bool{}, false
 }
 
 // followWait bounds a follower's blocking wait on the journal, so that it

@@ -630,6 +630,9 @@ func TestSnapshotsShareUnchangedTenants(t *testing.T) {
 	if mapOf(after.Tenants["t1"]) != mapOf(before.Tenants["t1"]) || mapOf(after.Tenants["t0"]) != mapOf(before.Tenants["t0"]) {
 		t.Error("unchanged tenants got new maps")
 	}
+	if !after.Changed["t2"] || after.Changed["t0"] || after.Changed["t1"] {
+		t.Errorf("the snapshot after t2's change says %v changed, want t2", after.Changed)
+	}
 	if mapOf(after.Tenants["t2"]) == mapOf(before.Tenants["t2"]) || string(before.Tenants["t2"]["network"].Value) != tenantDoc(2, 0) {
 		t.Error("the changed tenant's map is shared with the snapshot before, or that one changed")
 	}

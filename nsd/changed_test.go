@@ -1,0 +1,209 @@
+package nsd
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/routing/rtspec"
+)
+
+// changedSet is what a store says changed between two snapshots' tenants:
+// every tenant added, deleted, or with other keys or indexes.
+func changedSet(prev, next map[string]map[string]source.Entry) map[string]bool {
+	out := map[string]bool{}
+	for id, keys := range next {
+		if old, ok := prev[id]; !ok || fingerprint(old) != fingerprint(keys) {
+			out[id] = true
+		}
+	}
+	for id := range prev {
+		if _, ok := next[id]; !ok {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+// A daemon told which tenants changed (Snapshot.Changed) decides every
+// pass as one that looks at every tenant does: the same results, kernel
+// state, statuses, held deletions and gauges, over random passes with
+// overlapping prefixes, refused documents, kernel failures, deletions the
+// guard holds, pacing, snapshots a pass skipped (merged as latest merges
+// them), passes over the same snapshot again and full passes.
+func TestChangedPassesMatchFullScan(t *testing.T) {
+	for seed := uint64(1); seed <= 6; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { changedMatchesFullScan(t, seed) })
+	}
+}
+
+func changedMatchesFullScan(t *testing.T, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 99))
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	type side struct {
+		d *Daemon
+		k *fakeKernel
+		s *fakeStore
+	}
+	mk := func() side {
+		s := &fakeStore{status: map[string]any{}}
+		k := &fakeKernel{specs: map[string]rtspec.TenantSpec{}}
+		return side{New(Options{HostID: "edge1", Store: s, Routing: k, NSPrefix: "nfC-", Now: clock, LaneWidth: -1, ApplyBurst: 1, MinApplyInterval: 500 * time.Millisecond}), k, s}
+	}
+	scan, told := mk(), mk()
+	ctx := context.Background()
+	tenants := map[string]map[string]source.Entry{}
+	index := uint64(0)
+	prefix := func() string {
+		return fmt.Sprintf("198.18.%d.%d/%d", r.IntN(3), r.IntN(4)*64, 24+r.IntN(3))
+	}
+	network := func() string {
+		switch r.IntN(8) {
+		case 0:
+			return `{"prefixes": ["198.18.0.0/33"]}` // refused
+		case 1:
+			return `not json`
+		case 2:
+			return fmt.Sprintf(`{"prefixes": [%q, %q]}`, prefix(), prefix())
+		}
+		return fmt.Sprintf(`{"prefixes": [%q]}`, prefix())
+	}
+	put := func(id, key, value string) {
+		index++
+		keys := maps.Clone(tenants[id]) // snapshots keep the old map
+		if keys == nil {
+			keys = map[string]source.Entry{}
+		}
+		keys[key] = source.Entry{Value: []byte(value), ModifyIndex: index}
+		tenants[id] = keys
+	}
+	var last map[string]map[string]source.Entry
+	var pendingChanged map[string]bool // of snapshots not delivered yet
+	for round := 0; round < 400; round++ {
+		now = now.Add(time.Duration(r.IntN(300)) * time.Millisecond)
+		for k := r.IntN(4); k >= 0; k-- {
+			id := fmt.Sprintf("t%d", r.IntN(30))
+			switch op := r.IntN(10); {
+			case op < 5:
+				put(id, "network", network())
+			case op < 6:
+				put(id, "zkey", "{}") // an unknown key: a warning
+			case op < 8:
+				delete(tenants, id)
+			case op < 9 && round%37 == 0:
+				for id := range tenants { // most tenants at once: the guard holds it
+					if r.IntN(3) > 0 {
+						delete(tenants, id)
+					}
+				}
+			}
+		}
+		if r.IntN(10) == 0 {
+			fail := fmt.Sprintf("t%d", r.IntN(30))
+			scan.k.failFor, told.k.failFor = fail, fail
+		}
+		snap := maps.Clone(tenants)
+		ch := changedSet(last, snap)
+		if last == nil {
+			ch = nil
+		}
+		last = snap
+		if r.IntN(6) == 0 && round > 0 { // a snapshot the next pass's latest skips
+			pendingChanged = bothChanged(pendingChanged, ch)
+			if pendingChanged == nil {
+				pendingChanged = ch
+			}
+			continue
+		}
+		if pendingChanged != nil {
+			ch = bothChanged(pendingChanged, ch)
+			pendingChanged = nil
+		}
+		full := round == 0 || r.IntN(15) == 0
+		passes := 1 + r.IntN(2) // the same snapshot again, as after the pacer's wake-up
+		for p := 0; p < passes; p++ {
+			if p > 0 {
+				now = now.Add(time.Duration(r.IntN(400)) * time.Millisecond)
+			}
+			a := scan.d.Reconcile(ctx, source.Snapshot{Tenants: snap, Control: map[string]source.Entry{}}, full)
+			b := told.d.Reconcile(ctx, source.Snapshot{Tenants: snap, Control: map[string]source.Entry{}, Changed: ch}, full)
+			if ra, rb := resultsText(a), resultsText(b); ra != rb {
+				t.Fatalf("round %d pass %d (full %v, changed %v): results differ\nscanning: %s\ntold:     %s", round, p, full, ch, ra, rb)
+			}
+			compareDaemons(t, round, scan.d, told.d)
+			if !reflect.DeepEqual(scan.k.specs, told.k.specs) {
+				t.Fatalf("round %d: kernel state differs", round)
+			}
+			for _, st := range []*fakeStore{scan.s, told.s} { // tokens are drawn at random
+				if hs, ok := st.status[source.HostStatusName].(source.HostStatus); ok {
+					hs.ConfirmToken = ""
+					st.status[source.HostStatusName] = hs
+				}
+			}
+			if !reflect.DeepEqual(scan.s.status, told.s.status) {
+				for name := range scan.s.status {
+					if !reflect.DeepEqual(scan.s.status[name], told.s.status[name]) {
+						t.Errorf("%s: %+v\n%+v", name, scan.s.status[name], told.s.status[name])
+					}
+				}
+				t.Fatalf("round %d: written statuses differ", round)
+			}
+			full = false
+		}
+	}
+}
+
+func resultsText(rs []Result) string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, fmt.Sprintf("%s:%s:%d:%v", r.Tenant, r.State, r.Changes, r.Err))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
+}
+
+// compareDaemons checks that two daemons hold the same state, and that
+// the told one's kept indexes agree with what they index.
+func compareDaemons(t *testing.T, round int, a, b *Daemon) {
+	t.Helper()
+	if !reflect.DeepEqual(a.statuses, b.statuses) || !reflect.DeepEqual(a.seen, b.seen) || !reflect.DeepEqual(a.failed, b.failed) ||
+		!slices.Equal(a.hold.ids, b.hold.ids) || !reflect.DeepEqual(a.applied, b.applied) || !reflect.DeepEqual(a.pace.deferred, b.pace.deferred) {
+		t.Fatalf("round %d: daemon state differs:\nstatuses %v\n         %v\nhold %v / %v\ndeferred %v / %v", round, a.statuses, b.statuses,
+			a.hold.ids, b.hold.ids, a.pace.deferred, b.pace.deferred)
+	}
+	for _, d := range []*Daemon{a, b} {
+		held := map[string]int{}
+		for _, st := range d.statuses {
+			held[st.State]++
+		}
+		for state, n := range d.stateCount {
+			if n != held[state] {
+				t.Fatalf("round %d: %d statuses %q counted, %d there", round, n, state, held[state])
+			}
+		}
+		if !maps.Equal(d.slotTable.Map(), func() map[string]uint16 {
+			m := d.slots()
+			maps.DeleteFunc(m, func(_ string, s uint16) bool { return s == 0 })
+			return m
+		}()) {
+			t.Fatalf("round %d: slot table %v, slots %v", round, d.slotTable.Map(), d.slots())
+		}
+		for id, a := range d.applied {
+			if !slices.Equal(d.holdings.Of(id), a.prefixes) {
+				t.Fatalf("round %d: holdings of %s %v, applied %v", round, id, d.holdings.Of(id), a.prefixes)
+			}
+		}
+		if len(d.holdings.Map()) > len(d.applied) {
+			t.Fatalf("round %d: holdings of %d tenants, %d applied", round, len(d.holdings.Map()), len(d.applied))
+		}
+	}
+}
