@@ -50,14 +50,17 @@ func changedMatchesFullScan(t *testing.T, seed uint64) {
 	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	type side struct {
-		d *Daemon
-		k *fakeKernel
-		s *fakeStore
+		d   *Daemon
+		k   *fakeKernel
+		s   *fakeStore
+		dos *fakeDoS
 	}
 	mk := func() side {
 		s := &fakeStore{status: map[string]any{}}
 		k := &fakeKernel{specs: map[string]rtspec.TenantSpec{}}
-		return side{New(Options{HostID: "edge1", Store: s, Routing: k, NSPrefix: "nfC-", Now: clock, LaneWidth: -1, ApplyBurst: 1, MinApplyInterval: 500 * time.Millisecond}), k, s}
+		fd := &fakeDoS{}
+		return side{New(Options{HostID: "edge1", Store: s, Routing: k, DoS: fd, NSPrefix: "nfC-", Now: clock, LaneWidth: -1,
+			ApplyBurst: 1, MinApplyInterval: 500 * time.Millisecond}), k, s, fd}
 	}
 	scan, told := mk(), mk()
 	ctx := context.Background()
@@ -95,8 +98,10 @@ func changedMatchesFullScan(t *testing.T, seed uint64) {
 			switch op := r.IntN(10); {
 			case op < 5:
 				put(id, "network", network())
-			case op < 6:
+			case op < 6 && r.IntN(2) == 0:
 				put(id, "zkey", "{}") // an unknown key: a warning
+			case op < 6:
+				put(id, "dos", []string{`{"deny": ["192.0.2.66"]}`, `{"deny": ["192.0.2.0/40"]}`, `{"rate_limits": []}`}[r.IntN(3)])
 			case op < 8:
 				delete(tenants, id)
 			case op < 9 && round%37 == 0:
@@ -142,6 +147,10 @@ func changedMatchesFullScan(t *testing.T, seed uint64) {
 			compareDaemons(t, round, scan.d, told.d)
 			if !reflect.DeepEqual(scan.k.specs, told.k.specs) {
 				t.Fatalf("round %d: kernel state differs", round)
+			}
+			if scan.dos.applies != told.dos.applies || !reflect.DeepEqual(scan.dos.tenants, told.dos.tenants) {
+				t.Fatalf("round %d: DoS layer applied %d and %d times, last with\n%v\n%v", round, scan.dos.applies, told.dos.applies,
+					scan.dos.tenants, told.dos.tenants)
 			}
 			for _, st := range []*fakeStore{scan.s, told.s} { // tokens are drawn at random
 				if hs, ok := st.status[source.HostStatusName].(source.HostStatus); ok {

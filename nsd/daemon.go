@@ -357,7 +357,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case ms := <-d.o.Auto:
 			d.setAuto(ms)
 			if last != nil {
-				d.reconcileDoS(ctx, *last, false)
+				d.reconcileDoS(ctx, *last, false, nil)
 				d.announce(*last) // exported automatic mitigations
 			}
 		case <-bgpTick:

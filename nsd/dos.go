@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,10 +34,16 @@ type dosState struct {
 	// hold (0: none) and globalErr parseErr and placeErr: the host status.
 	globalIndex uint64
 	globalErr   string
-	applied     string            // fingerprint of the last Apply's input
-	errs        map[string]string // tenant → placement error of the last Apply
-	kept        map[string]bool   // tenant → with errs: its earlier rules stay in force
-	docs        map[string]uint64 // tenant → ModifyIndex of its dos key at the last Apply
+	// applied is the global and automatic part of the last Apply's
+	// input; inputs is each applied tenant's part (dosInput), kept as
+	// the tenants a pass touched change, and moved is set when inputs
+	// changed since the last Apply that succeeded.
+	applied string
+	inputs  map[string]string
+	moved   bool
+	errs    map[string]string // tenant → placement error of the last Apply
+	kept    map[string]bool   // tenant → with errs: its earlier rules stay in force
+	docs    map[string]uint64 // tenant → ModifyIndex of its dos key at the last Apply
 }
 
 // Subsystems["dos"] of a tenant whose document the DoS layer did not
@@ -159,7 +165,7 @@ func (s *dosSub) Apply(_ context.Context, t *TenantRun) ([]string, error) {
 func (s *dosSub) FinishStatus(st *source.Status) { s.d.tenantDoSPlacement(st) }
 
 func (s *dosSub) FinishPass(ctx context.Context, snap source.Snapshot, full bool, results []Result) {
-	s.d.reconcileDoS(ctx, snap, full)
+	s.d.reconcileDoS(ctx, snap, full, results)
 	s.d.dosResults(results)
 	s.syncSynproxies()
 }
@@ -174,8 +180,11 @@ func (s *dosSub) GC(context.Context, map[string]bool) ([]string, error) { return
 
 // reconcileDoS applies the global and every applied tenant's DoS document
 // to the XDP maps when any input changed (or on a full pass), and reports
-// tenants whose documents could not be placed.
-func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool) {
+// tenants whose documents could not be placed. touched are the tenants the
+// pass applied or deleted: with a snapshot that says what changed, only
+// their inputs are compared, so a pass that changes nothing of the DoS
+// layer's costs nothing here however many tenants there are.
+func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool, touched []Result) {
 	if d.o.DoS == nil {
 		if s.DoSGlobal != nil && d.dos.globalErr == "" {
 			d.dos.globalErr = "dos/global: not applied: this nsd runs without the XDP DoS layer (--uplink)"
@@ -185,26 +194,42 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 	}
 	d.parseGlobalDoS(s)
 	d.syncFleet(ctx, s)
-	ids := make([]string, 0, len(d.applied))
-	for id := range d.applied {
-		ids = append(ids, id)
+	if full || s.Changed == nil || d.dos.inputs == nil {
+		inputs := make(map[string]string, len(d.applied))
+		for id, a := range d.applied {
+			inputs[id] = dosInput(a)
+		}
+		d.dos.moved = d.dos.moved || !maps.Equal(inputs, d.dos.inputs)
+		d.dos.inputs = inputs
+	} else {
+		for _, r := range touched {
+			in, had := d.dos.inputs[r.Tenant]
+			a, ok := d.applied[r.Tenant]
+			switch {
+			case ok && (!had || in != dosInput(a)):
+				d.dos.inputs[r.Tenant] = dosInput(a)
+				d.dos.moved = true
+			case !ok && had:
+				delete(d.dos.inputs, r.Tenant)
+				d.dos.moved = true
+			}
+		}
 	}
-	sort.Strings(ids)
-	var fp strings.Builder
-	fmt.Fprintf(&fp, "g=%d;", d.dos.parsedIndex)
-	var tenants []dos.Tenant
+	key := fmt.Sprintf("g=%d;auto=%s", d.dos.parsedIndex, d.autoFingerprint())
+	if d.dos.moved || full {
+		d.updateAutoPolicies()
+	}
+	if !full && !d.dos.moved && key == d.dos.applied {
+		return
+	}
+	ids := slices.Sorted(maps.Keys(d.applied))
+	tenants := make([]dos.Tenant, 0, len(ids))
 	for _, id := range ids {
 		a := d.applied[id]
-		fmt.Fprintf(&fp, "%s=%s;", id, dosInput(a))
 		tenants = append(tenants, dos.Tenant{ID: id, Prefixes: a.prefixes, Spec: d.withAuto(id, a.dos)})
 	}
-	fmt.Fprintf(&fp, "auto=%s", d.autoFingerprint())
-	d.updateAutoPolicies()
 	if full {
 		defer d.reportDoSCounters(ctx, ids)
-	}
-	if !full && fp.String() == d.dos.applied {
-		return
 	}
 	var global dosspec.Spec
 	if d.dos.global != nil {
@@ -220,7 +245,7 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool)
 		return
 	}
 	d.m.Reconciles.WithLabelValues("dos", "ok").Inc()
-	d.dos.applied = fp.String()
+	d.dos.applied, d.dos.moved = key, false
 
 	// The global document: the host status shows the version in force and
 	// why a newer one is not.
