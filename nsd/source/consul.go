@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
 	"net/http"
 	"net/url"
 	"os"
-
 	"strings"
 	"sync"
 	"sync/atomic"
