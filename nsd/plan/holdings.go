@@ -73,20 +73,7 @@ func (h *Holdings) Assign(claims []Claim) map[string]error {
 			}
 			over[c.Tenant] = ps
 		}
-		x := layered{base: h.idx, over: over}
-		more := false
-		for _, c := range claims {
-			if refused[c.Tenant] != nil {
-				continue
-			}
-			if err := checkOverlaps(x, c.Tenant, c.Prefixes); err != nil {
-				refused[c.Tenant] = err
-				more = true
-				continue
-			}
-			over[c.Tenant] = c.Prefixes
-		}
-		if !more {
+		if !judge(layered{base: h.idx, over: over}, claims, refused, over) {
 			return refused
 		}
 	}

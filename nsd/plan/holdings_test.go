@@ -37,14 +37,7 @@ func TestHoldingsAssignMatchesPairwise(t *testing.T) {
 				continue
 			}
 			seen[id] = true
-			var ps []netip.Prefix
-			if old := held[id]; len(old) > 0 && r.IntN(2) == 0 {
-				ps = append(ps, old[r.IntN(len(old))])
-			}
-			for k := r.IntN(3); k >= 0; k-- {
-				ps = append(ps, randPrefix(r))
-			}
-			claims = append(claims, Claim{Tenant: id, Prefixes: ps})
+			claims = append(claims, randClaim(r, id, held[id]))
 		}
 		want := assignReference(held, claims)
 		if got := h.Assign(claims); fmt.Sprint(got) != fmt.Sprint(want) {

@@ -194,26 +194,32 @@ func assignPrefixes(held map[string][]netip.Prefix, claims []Claim, scanLimit in
 				holdings[id] = ps
 			}
 		}
-		x := newOverlapper(holdings, len(claims), scanLimit)
-		more := false
-		for _, c := range claims {
-			if refused[c.Tenant] != nil {
-				continue
-			}
-			if err := checkOverlaps(x, c.Tenant, c.Prefixes); err != nil {
-				refused[c.Tenant] = err
-				more = true
-				continue
-			}
-			if !slices.Equal(holdings[c.Tenant], c.Prefixes) {
-				holdings[c.Tenant] = c.Prefixes
-				x.set(c.Tenant, c.Prefixes)
-			}
-		}
-		if !more {
+		if !judge(newOverlapper(holdings, len(claims), scanLimit), claims, refused, holdings) {
 			return refused
 		}
 	}
+}
+
+// judge is one round of AssignPrefixes: each claim not refused yet is
+// checked against x, which holds holds (by tenant), and refused or, if
+// accepted, takes effect in x and holds. It reports whether it refused any.
+func judge(x overlapper, claims []Claim, refused map[string]error, holds map[string][]netip.Prefix) bool {
+	more := false
+	for _, c := range claims {
+		if refused[c.Tenant] != nil {
+			continue
+		}
+		if err := checkOverlaps(x, c.Tenant, c.Prefixes); err != nil {
+			refused[c.Tenant] = err
+			more = true
+			continue
+		}
+		if !slices.Equal(holds[c.Tenant], c.Prefixes) {
+			holds[c.Tenant] = c.Prefixes
+			x.set(c.Tenant, c.Prefixes)
+		}
+	}
+	return more
 }
 
 // Kept returns the prefixes of held that want still lists: what a tenant

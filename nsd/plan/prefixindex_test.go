@@ -72,6 +72,19 @@ func assignReference(held map[string][]netip.Prefix, claims []Claim) map[string]
 	}
 }
 
+// randClaim is a claim of tenant id, which holds held: perhaps one of
+// those prefixes, and one to three drawn.
+func randClaim(r *rand.Rand, id string, held []netip.Prefix) Claim {
+	var ps []netip.Prefix
+	if len(held) > 0 && r.IntN(2) == 0 {
+		ps = append(ps, held[r.IntN(len(held))])
+	}
+	for k := r.IntN(3); k >= 0; k-- {
+		ps = append(ps, randPrefix(r))
+	}
+	return Claim{Tenant: id, Prefixes: ps}
+}
+
 // randPrefix draws from a small space so that overlaps, nesting and
 // duplicates are common, in both families.
 func randPrefix(r *rand.Rand) netip.Prefix {
@@ -103,14 +116,7 @@ func TestAssignPrefixesMatchesPairwise(t *testing.T) {
 				held[id] = ps
 			}
 			if r.IntN(2) == 0 {
-				var ps []netip.Prefix
-				if old := held[id]; len(old) > 0 && r.IntN(2) == 0 {
-					ps = append(ps, old[r.IntN(len(old))])
-				}
-				for k := r.IntN(3); k >= 0; k-- {
-					ps = append(ps, randPrefix(r))
-				}
-				claims = append(claims, Claim{Tenant: id, Prefixes: ps})
+				claims = append(claims, randClaim(r, id, held[id]))
 			}
 		}
 		// One claim per tenant, as a pass makes.
