@@ -660,7 +660,14 @@ type sentChange struct {
 // do not wait for each other, so the rate is offered whatever a write
 // takes (with 16 a loaded Consul's 0.2 s per write held it to 80 a second).
 func (f *fleet) writeChanges(b *testing.B, rate int, d time.Duration, v int) []sentChange {
-	kv := f.cluster.Servers[0].Client.KV()
+	return f.writeChangesVia(b, f.cluster.Servers[0], rate, d, v, 0)
+}
+
+// writeChangesVia is writeChanges through agent a, numbering the changes
+// from first. A write that fails is tried again for up to 30 s (a leader
+// election); its PUT time stays the first try's.
+func (f *fleet) writeChangesVia(b *testing.B, a *consultest.Agent, rate int, d time.Duration, v, first int) []sentChange {
+	kv := a.Client.KV()
 	n := int(d.Seconds() * float64(rate))
 	out := make([]sentChange, n)
 	start := time.Now()
@@ -672,11 +679,22 @@ func (f *fleet) writeChanges(b *testing.B, rate int, d time.Duration, v int) []s
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			i := (c * 37) % f.tenants
+			i := ((first + c) * 37) % f.tenants
 			t0 := time.Now()
-			ok, resp, _, err := kv.Txn(api.KVTxnOps{{Verb: api.KVSet, Key: fmt.Sprintf("%s/tenants/t%d/network", f.prefix, i), Value: fleetDoc(i, v+c)}}, nil)
+			var (
+				ok   bool
+				resp *api.KVTxnResponse
+				err  error
+			)
+			for {
+				ok, resp, _, err = kv.Txn(api.KVTxnOps{{Verb: api.KVSet, Key: fmt.Sprintf("%s/tenants/t%d/network", f.prefix, i), Value: fleetDoc(i, v+first+c)}}, nil)
+				if err == nil && ok || time.Since(t0) > 30*time.Second {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 			if err != nil || !ok {
-				b.Errorf("change %d: %v", c, err)
+				b.Errorf("change %d: %v", first+c, err)
 				return
 			}
 			out[c] = sentChange{resp.Results[0].ModifyIndex, t0}
@@ -694,7 +712,11 @@ func (f *fleet) writeChanges(b *testing.B, rate int, d time.Duration, v int) []s
 // with NFHOST_FLEET_CUT seconds (default 0: skipped), server 0 is cut off
 // from Consul (its requests fail) while changes go on at 2 a second, and
 // reconnected: the bytes it reads to catch up against one full listing,
-// and whether what it holds is then exactly what Consul holds.
+// and whether what it holds is then exactly what Consul holds. With
+// NFHOST_FLEET_LEADERCHANGE=1 the Consul leader is killed halfway through
+// the changes and started again 5 s later (the changes go through another
+// server meanwhile): every change must still be acknowledged by every
+// server, and the servers that talked to the killed one must catch up.
 func BenchmarkFleetSustained(b *testing.B) {
 	servers := fleetEnv("NFHOST_FLEET_SERVERS", 50)
 	tenants := fleetEnv("NFHOST_FLEET_TENANTS", 1000)
@@ -712,7 +734,12 @@ func BenchmarkFleetSustained(b *testing.B) {
 		time.Sleep(time.Second)
 		cpu0, bytes0, writes0, reqs0, t0 := f.consulTicks(b), f.bytes(), f.writes(), f.requests(), time.Now()
 		stopProfiles := fleetProfiles(b, c)
-		sent := f.writeChanges(b, rate, time.Duration(secs)*time.Second, 1)
+		var sent []sentChange
+		if os.Getenv("NFHOST_FLEET_LEADERCHANGE") == "1" {
+			sent = fleetLeaderChange(b, f, rate, secs)
+		} else {
+			sent = f.writeChanges(b, rate, time.Duration(secs)*time.Second, 1)
+		}
 		took := time.Since(t0)
 		stopProfiles()
 		var all []time.Duration
@@ -756,6 +783,31 @@ func BenchmarkFleetSustained(b *testing.B) {
 		}
 		f.stop()
 	}
+}
+
+// fleetLeaderChange writes the changes of BenchmarkFleetSustained through
+// a server that is not the leader, and kills the leader halfway through,
+// restarting it (same data directory, same ports) 5 s later.
+func fleetLeaderChange(b *testing.B, f *fleet, rate, secs int) []sentChange {
+	leader := f.cluster.Leader(b)
+	via := f.cluster.Servers[0]
+	if via == leader {
+		via = f.cluster.Servers[1]
+	}
+	half := time.Duration(secs) * time.Second / 2
+	sent := f.writeChangesVia(b, via, rate, half, 1, 0)
+	leader.Stop()
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		time.Sleep(5 * time.Second)
+		leader.Restart(b)
+	}()
+	sent = append(sent, f.writeChangesVia(b, via, rate, half, 1, len(sent))...)
+	<-restarted
+	b.ReportMetric(1, "leader-changes")
+	b.Logf("leader %s killed %s into the run and started again 5 s later; new leader %s", leader.Addr, half, f.cluster.Leader(b).Addr)
+	return sent
 }
 
 // fleetCutOff cuts server 0 off for d while changes go on, reconnects it

@@ -206,8 +206,10 @@ func (a *Agent) Stop() {
 	}
 }
 
-// Restart stops the agent and starts a new one on the same HTTP port, with
-// an empty store, as after a Consul outage without persistence.
+// Restart stops the agent and starts a new one with the same arguments: a
+// dev agent comes back with an empty store, as after a Consul outage
+// without persistence; a cluster's server with its data directory, and
+// rejoins.
 func (a *Agent) Restart(t testing.TB) {
 	t.Helper()
 	a.Stop()
