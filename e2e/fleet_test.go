@@ -763,6 +763,10 @@ func BenchmarkFleetSustained(b *testing.B) {
 		cpu1, bytes1, writes1, reqs1 := f.consulTicks(b), f.bytes(), f.writes(), f.requests()
 		pct := percentiles(all)
 		last := slices.Max(slices.Collect(maps.Keys(windows)))
+		for w := 0; w <= last; w++ {
+			p := percentiles(windows[w])
+			b.Logf("changes written %d–%d s into the run: p50 %.0f ms, p99 %.0f ms", 10*w, 10*w+10, ms(p[50]), ms(p[99]))
+		}
 		n := float64(len(sent))
 		b.ReportMetric(float64(servers), "servers")
 		b.ReportMetric(float64(tenants), "tenants")

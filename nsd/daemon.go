@@ -211,6 +211,8 @@ type Daemon struct {
 	// the status key this host holds (statusSubstance).
 	ack     *acker
 	written map[string]string
+	// resync is the periodic resync in progress (resync.go); nil: none.
+	resync *resyncState
 	// sourceDown is set by the store's health callback, from its goroutines.
 	sourceDown atomic.Bool
 }
@@ -318,7 +320,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// pacer is due, whether or not a new snapshot arrives.
 		wake  = time.NewTimer(time.Hour)
 		wakeC <-chan time.Time
+		// now is always ready: the next slice of a resync is taken
+		// when nothing else is waiting (select picks among the ready).
+		now    = make(chan time.Time)
+		sliceC <-chan time.Time
 	)
+	close(now)
 	wake.Stop()
 	defer wake.Stop()
 	for {
@@ -328,6 +335,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		} else {
 			wake.Stop()
 			wakeC = nil
+		}
+		sliceC = nil
+		if d.resyncing() && last != nil {
+			sliceC = now
 		}
 		select {
 		case <-ctx.Done():
@@ -377,16 +388,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if last != nil && started {
 				d.Reconcile(ctx, *last, true)
 			}
+		case <-sliceC:
+			d.resyncStep(ctx, *last)
 		case <-ticker:
-			if last == nil {
-				continue
+			if last == nil || !started || d.resyncing() {
+				continue // a resync still running: this tick is skipped
 			}
 			d.lane.drain() // observe reads what the lane writes
 			if err := d.observe(ctx); err != nil {
 				d.log.Error("observe kernel state", "err", err)
 				continue
 			}
-			d.Reconcile(ctx, *last, true)
+			d.startResync(*last)
 		}
 	}
 }
@@ -543,6 +556,24 @@ type verdict struct {
 // Reconcile runs one pass. With full set every tenant is re-applied;
 // otherwise only tenants whose keys changed (or that failed before).
 func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []Result {
+	return d.reconcile(ctx, s, pass{full: full})
+}
+
+// pass says what one reconcile pass does beyond the tenants that changed.
+type pass struct {
+	// full: every tenant is applied again (drift repaired), then GC.
+	full bool
+	// A slice of a resync (resync.go): every makes the pass compare
+	// every tenant with what it last applied (the first slice), verify
+	// are the tenants applied again as a full pass would, and finish
+	// ends the resync as a full pass does (the DoS layer's full pass,
+	// GC, the host status heartbeat).
+	every, finish bool
+	verify        []string
+}
+
+func (d *Daemon) reconcile(ctx context.Context, s source.Snapshot, ps pass) []Result {
+	full := ps.full
 	start := d.o.Now()
 	var results []Result
 	orig := s.Tenants
@@ -559,10 +590,13 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	if d.updateShared(s) {
 		full = true
 	}
+	if full {
+		d.resync = nil // this pass does what the rest of a resync would
+	}
 	// A full pass, or a snapshot that does not say what changed, looks
 	// at every tenant; else at those the snapshots said changed (and the
 	// ones still due from earlier passes).
-	every := full || s.Changed == nil
+	every := full || ps.every || s.Changed == nil
 	d.track(s, every)
 	// Deletions first, so that a prefix moving between tenants is free.
 	results = append(results, d.deletions(ctx, s)...)
@@ -581,7 +615,12 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		d.pending[id] = true
 	}
 	for id := range d.failed {
-		d.pending[id] = true // retried every pass
+		d.pending[id] = true // retried every pass, a resync's slices too
+	}
+	verify := make(map[string]bool, len(ps.verify))
+	for _, id := range ps.verify {
+		verify[id] = true
+		d.pending[id] = true
 	}
 	for id := range d.pending {
 		keys, ok := s.Tenants[id]
@@ -598,14 +637,14 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 		}
 		fp := fingerprint(keys)
 		changed := d.seen[id] != fp
-		if !full && changed {
+		if !full && !verify[id] && changed {
 			if !d.pace.take(id, start) {
 				continue // deferred: still pending
 			}
 			paced[id] = true
 			toLane[id] = d.laneEligible(id, fp, start)
 		}
-		if full || d.failed[id] || changed {
+		if full || verify[id] || d.failed[id] || changed {
 			todo = append(todo, id)
 		} else {
 			delete(d.pending, id)
@@ -627,7 +666,7 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 			continue // pending until its result comes back
 		}
 		t0 := d.o.Now()
-		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], d.pairs, slots, full, prepared[id]))
+		results = append(results, d.reconcileTenant(ctx, id, keys, verdicts[id], d.pairs, slots, full || verify[id], prepared[id]))
 		d.m.TenantApplySeconds.Observe(d.o.Now().Sub(t0).Seconds())
 		d.seen[id] = fingerprint(keys)
 		delete(d.pending, id)
@@ -646,24 +685,27 @@ func (d *Daemon) Reconcile(ctx context.Context, s source.Snapshot, full bool) []
 	}
 	for _, sub := range d.subs {
 		if f, ok := sub.(PassFinisher); ok {
-			f.FinishPass(ctx, s, full, results)
+			f.FinishPass(ctx, s, full || ps.finish, results)
 		}
 	}
-	if full {
+	if full || ps.finish {
 		// GC reads the mirrors Observe loaded; incremental passes skip it
 		// so their cost does not grow with untouched tenants.
 		d.gc(ctx)
 	}
 	d.updateGauges()
 	d.announce(s)
-	d.writeHostStatus(ctx, s, full)
+	d.writeHostStatus(ctx, s, full || ps.finish)
 	d.ackPass(s)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))
-	pass := "changes"
-	if full {
-		pass = "full"
+	kind := "changes"
+	switch {
+	case full:
+		kind = "full"
+	case ps.verify != nil || ps.finish:
+		kind = "resync"
 	}
-	d.m.PassSeconds.WithLabelValues(pass).Observe(d.o.Now().Sub(start).Seconds())
+	d.m.PassSeconds.WithLabelValues(kind).Observe(d.o.Now().Sub(start).Seconds())
 	if len(todo) > 0 || len(results) > 0 {
 		d.log.Debug("reconcile pass done", "full", full, "tenants", len(todo), "took", time.Since(start))
 	}

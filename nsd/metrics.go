@@ -37,10 +37,12 @@ type Metrics struct {
 	// ApplySeconds times one subsystem's Apply of one tenant, by subsys
 	// (routing, tunnels, firewall, dos); TenantApplySeconds one tenant
 	// through all of them; PassSeconds a whole reconcile pass, by pass
-	// (full or changes).
+	// (full, resync or changes); ResyncSeconds a periodic resync from its
+	// start to its last slice.
 	ApplySeconds       *prometheus.HistogramVec
 	TenantApplySeconds prometheus.Histogram
 	PassSeconds        *prometheus.HistogramVec
+	ResyncSeconds      prometheus.Histogram
 
 	// FirewallRules holds the tenants' per-rule firewall counters as last
 	// read (after each apply and resync), exported only when Enabled.
@@ -97,8 +99,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		TenantApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_tenant_apply_duration_seconds",
 			Help: "Time to apply one tenant through every subsystem.", Buckets: applyBuckets}),
 		PassSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nfhost_reconcile_duration_seconds",
-			Help:    "Time of one reconcile pass, by pass: full (every tenant, resync) or changes (the tenants that changed).",
+			Help:    "Time of one reconcile pass, by pass: full (every tenant: the first after a start, a changed environment or shared list), resync (one slice of a periodic resync) or changes (the tenants that changed).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"pass"}),
+		ResyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_resync_duration_seconds",
+			Help:    "Time of one periodic resync, from reading the kernel to its last slice (changes are served between slices).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
 		FirewallRules: newRuleCounters(),
 		DoSApplySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nfhost_dos_apply_duration_seconds",
 			Help: "Time to build and write the XDP DoS maps.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
@@ -113,7 +118,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.Drained)
 		reg.MustRegister(m.Tenants, m.Reconciles, m.KernelChanges, m.HeldDeletes,
 			m.SourceErrors, m.SourceUp, m.ConfigErrors, m.LastSync, m.TenantsDeferred,
-			m.ApplySeconds, m.TenantApplySeconds, m.PassSeconds, m.FirewallRules,
+			m.ApplySeconds, m.TenantApplySeconds, m.PassSeconds, m.ResyncSeconds, m.FirewallRules,
 			m.IndexerLeader, m.IndexerErrors, m.BackgroundApplies,
 			m.DoSApplySeconds, m.DoSSamples, m.AutoMitigations, m.FleetPublished)
 	}

@@ -30,9 +30,10 @@ const (
 // a loop) keeps nsd busy at most 1/CostShare of the time, not 4 applies of
 // whatever size a second.
 //
-// Only changes in incremental passes are paced: full passes (start, resync)
-// apply every tenant, and a failed tenant with unchanged keys is retried on
-// every pass as before.
+// Only changes in incremental passes are paced: full passes (start) apply
+// every tenant, a resync's slice applies its own tenants unpaced (and paces
+// the others' changes as an incremental pass does), and a failed tenant
+// with unchanged keys is retried on every pass as before.
 type pacer struct {
 	interval time.Duration // <= 0: off
 	burst    int

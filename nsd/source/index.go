@@ -261,9 +261,18 @@ func (c *Consul) RunIndexer(ctx context.Context, host string, log *slog.Logger, 
 		onState = func(IndexerState) {}
 	}
 	name := "nfhost indexer " + host
-	c.reclaimLock(ctx, name, log)
+	// reclaim: a session of this host's may hold the lock (a previous
+	// process, or this one's when it lost its agent while leading: its
+	// session outlives it until twice its TTL), so it is destroyed
+	// before campaigning, once the agent answers.
+	reclaim := true
 	var bo backoff
 	for ctx.Err() == nil {
+		if reclaim && !c.reclaimLock(ctx, name, log) {
+			sleepCtx(ctx, bo.next())
+			continue
+		}
+		reclaim = false
 		lock, err := c.client.LockOpts(&api.LockOptions{Key: c.indexLockKey(), SessionName: name,
 			SessionOpts:  &api.SessionEntry{Name: name, TTL: lockTTL, LockDelay: lockDelay, Behavior: api.SessionBehaviorRelease},
 			LockWaitTime: 15 * time.Second, MonitorRetries: 3, MonitorRetryTime: time.Second})
@@ -287,6 +296,7 @@ func (c *Consul) RunIndexer(ctx context.Context, host string, log *slog.Logger, 
 		onState(IndexerState{Leading: true})
 		err = c.lead(ctx, lost, onState)
 		lock.Unlock()
+		reclaim = true // the release fails without an agent: the session may still hold the lock
 		onState(IndexerState{Err: err})
 		if ctx.Err() != nil {
 			return
@@ -298,7 +308,8 @@ func (c *Consul) RunIndexer(ctx context.Context, host string, log *slog.Logger, 
 
 // The indexer's session: Consul's shortest TTL (a session is invalidated
 // after twice its TTL without renewal: an indexer whose host dies is
-// replaced within about 20 s, and changes wait that long, none lost), and
+// replaced within about 20 s, and changes wait that long, none lost; one
+// that lost its agent destroys its session once the agent answers), and
 // a lock delay of a second instead of Consul's 15.
 const (
 	lockTTL   = "10s"
@@ -306,30 +317,40 @@ const (
 )
 
 // reclaimLock destroys the session that holds the indexer lock if it is
-// named name: a previous process of this host's.
-func (c *Consul) reclaimLock(ctx context.Context, name string, log *slog.Logger) {
+// named name: this host's (a previous process, or this one's from before
+// it lost its agent). It reports whether the lock is free of such a
+// session (false: a request failed).
+func (c *Consul) reclaimLock(ctx context.Context, name string, log *slog.Logger) bool {
 	var pair *api.KVPair
-	if c.call(ctx, "read "+c.indexLockKey(), func(ctx context.Context) error {
+	if err := c.call(ctx, "read "+c.indexLockKey(), func(ctx context.Context) error {
 		var err error
 		pair, _, err = c.kv.Get(c.indexLockKey(), c.qo(ctx))
 		return err
-	}) != nil || pair == nil || pair.Session == "" {
-		return
+	}); err != nil {
+		return false
+	}
+	if pair == nil || pair.Session == "" {
+		return true
 	}
 	var info *api.SessionEntry
-	if c.call(ctx, "read session "+pair.Session, func(ctx context.Context) error {
+	if err := c.call(ctx, "read session "+pair.Session, func(ctx context.Context) error {
 		var err error
 		info, _, err = c.client.Session().Info(pair.Session, c.qo(ctx))
 		return err
-	}) != nil || info == nil || info.Name != name {
-		return
+	}); err != nil {
+		return false
+	}
+	if info == nil || info.Name != name {
+		return true
 	}
 	if err := c.call(ctx, "destroy session "+pair.Session, func(ctx context.Context) error {
 		_, err := c.client.Session().Destroy(pair.Session, c.wo(ctx))
 		return err
-	}); err == nil {
-		log.Info("released the indexer lock a previous nsd on this host held", "session", pair.Session)
+	}); err != nil {
+		return false
 	}
+	log.Info("released the indexer lock a session of this host's held", "session", pair.Session)
+	return true
 }
 
 // lead keeps the journal and digest while the lock is held.
