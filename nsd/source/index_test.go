@@ -335,6 +335,65 @@ func TestIndexSurvivesLeaderChange(t *testing.T) {
 	})
 }
 
+// lockedLog is a log destination safe for concurrent writes.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// An indexer cut off from its agent while it leads steps down, and its
+// session outlives it (the release needs the agent; a session lasts until
+// twice its TTL without renewal). Once the agent answers again it destroys
+// that session itself rather than leaving every change to wait until the
+// session expires, and changes flow again.
+func TestIndexerReclaimsLockAfterAgentLoss(t *testing.T) {
+	a := consultest.Start(t)
+	for i := 0; i < 20; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/tenants/t%d/network", i), tenantDoc(i, 0))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := &lockedLog{}
+	ist, m := meteredStore(t, a)
+	ist.Timeout = 2 * time.Second
+	done := make(chan struct{})
+	go func() {
+		ist.RunIndexer(ctx, "reclaim-test", slog.New(slog.NewTextHandler(log, nil)), nil)
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	st := plainStore(t, a)
+	s := watch(t, ctx, st)
+	s.until(t, "20 tenants", func(s source.Snapshot) bool { return len(s.Tenants) == 20 })
+	waitFollowing(t, st)
+	m.Cut(true)
+	for !strings.Contains(log.String(), "no longer the fleet's indexer") {
+		time.Sleep(100 * time.Millisecond) // the lock's monitor gives up after its retries
+	}
+	a.Put(t, "nfhost/tenants/t3/network", tenantDoc(3, 1))
+	p, _, err := a.Client.KV().Get("nfhost/tenants/t3/network", nil)
+	if err != nil || p == nil {
+		t.Fatalf("read back t3: %v", err)
+	}
+	m.Cut(false)
+	s.until(t, "t3's change after the indexer's agent came back", func(s source.Snapshot) bool { return indexOf(s, "t3") == p.ModifyIndex })
+	if !strings.Contains(log.String(), "released the indexer lock a session of this host's held") {
+		t.Fatalf("the indexer did not destroy its old session; its log:\n%s", log.String())
+	}
+}
+
 // When no nsd stands as indexer any more, a journal nobody keeps must not
 // hide changes: the follower goes back to watching the prefix.
 func TestNoIndexerFallsBackToThePrefix(t *testing.T) {
