@@ -1025,8 +1025,9 @@ func (d *Daemon) runningCount() int { return len(d.live) }
 // running lists the tenants this host runs: found in the kernel or applied.
 func (d *Daemon) running() map[string]bool { return maps.Clone(d.live) }
 
-// observedAll makes live, absent's base and the slot table again from the
-// kernel's inventory (observed, just loaded) and what is applied.
+// observedAll makes live and the slot table again from the kernel's
+// inventory (observed, just loaded) and what is applied; the next pass
+// that looks at every tenant makes absent again from live.
 func (d *Daemon) observedAll() {
 	clear(d.live)
 	for id := range d.observed {
