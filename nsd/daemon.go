@@ -394,12 +394,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if last == nil || !started || d.resyncing() {
 				continue // a resync still running: this tick is skipped
 			}
-			d.lane.drain() // observe reads what the lane writes
-			if err := d.observe(ctx); err != nil {
+			if err := d.resyncTick(ctx, *last); err != nil {
 				d.log.Error("observe kernel state", "err", err)
-				continue
 			}
-			d.startResync(*last)
 		}
 	}
 }

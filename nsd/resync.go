@@ -37,6 +37,21 @@ type resyncState struct {
 	began time.Time
 }
 
+// resyncTick reads the kernel again and begins a resync of s's tenants.
+func (d *Daemon) resyncTick(ctx context.Context, s source.Snapshot) error {
+	d.lane.drain() // observe reads what the lane writes
+	err := d.observe(ctx)
+	// The inventory may have changed (even if a later subsystem failed):
+	// the tenants gone from the store are taken from it now, so that the
+	// passes before the first slice delete what it found.
+	d.track(s, true)
+	if err != nil {
+		return err
+	}
+	d.startResync(s)
+	return nil
+}
+
 // startResync begins a resync of the tenants of s (after observe).
 func (d *Daemon) startResync(s source.Snapshot) {
 	d.resync = &resyncState{ids: slices.Sorted(maps.Keys(s.Tenants)), first: true, size: 32, began: d.o.Now()}
@@ -49,12 +64,24 @@ func (d *Daemon) resyncing() bool { return d.resync != nil }
 // snapshot.
 func (d *Daemon) resyncStep(ctx context.Context, s source.Snapshot) []Result {
 	r := d.resync
+	if len(r.ids) <= r.size {
+		d.lane.drain() // the last slice: no tenant is left in the lane unverified
+	}
 	n := min(r.size, len(r.ids))
-	ps := pass{every: r.first, verify: r.ids[:n:n], finish: n == len(r.ids)}
-	r.ids, r.first = r.ids[n:], false
+	var verify, later []string
+	for _, id := range r.ids[:n] {
+		if d.lane.busy[id] {
+			later = append(later, id) // the pass would skip it: verified in a later slice
+		} else {
+			verify = append(verify, id)
+		}
+	}
+	r.ids = append(r.ids[n:len(r.ids):len(r.ids)], later...)
+	ps := pass{every: r.first, verify: verify, finish: len(r.ids) == 0}
+	r.first = false
 	t0 := d.o.Now()
 	results := d.reconcile(ctx, s, ps)
-	if n > 0 {
+	if n := len(verify); n > 0 {
 		per := d.o.Now().Sub(t0) / time.Duration(n)
 		r.size = resyncMaxSlice
 		if per > 0 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nfhost/nfhost/nsd/source"
+	"github.com/nfhost/nfhost/routing/rtspec"
 )
 
 // gcKernel counts GC calls.
@@ -41,10 +42,19 @@ func TestResyncInSlices(t *testing.T) {
 	for i := 0; i < n; i += 10 {
 		delete(h.k.specs, fmt.Sprintf("t%d", i))
 	}
-	if err := h.d.observe(ctx); err != nil {
+	// And a tenant the store never had is in the kernel (left over).
+	h.k.specs["orphan"] = func() rtspec.TenantSpec {
+		o := h.k.specs["t1"]
+		o.ID, o.Slot, o.Prefixes = "orphan", 4000, nil
+		return o
+	}()
+	if err := h.d.resyncTick(ctx, h.snap); err != nil {
 		t.Fatal(err)
 	}
-	h.d.startResync(h.snap)
+	// A pass before the first slice deletes it already.
+	if rs := h.d.Reconcile(ctx, source.Snapshot{Tenants: h.snap.Tenants, Control: h.snap.Control, Changed: map[string]bool{}}, false); len(rs) != 1 || rs[0].Tenant != "orphan" || rs[0].State != "deleted" {
+		t.Fatalf("the pass after the resync's observe: %v", rs)
+	}
 	h.d.resync.size = 16 // several slices whatever the machine's speed
 	h.d.resyncStep(ctx, h.snap)
 	if !h.d.resyncing() || len(h.d.resync.ids) == 0 {
@@ -65,7 +75,17 @@ func TestResyncInSlices(t *testing.T) {
 	if k.gcs != 0 || h.store.writes[source.HostStatusName] != hostWrites {
 		t.Fatalf("GC ran %d times, host status written %d times before the resync ended", k.gcs, h.store.writes[source.HostStatusName]-hostWrites)
 	}
-	slices := 1
+	// A tenant whose firewall change is in the lane when its slice comes
+	// is verified in a later slice instead of skipped.
+	next := h.d.resync.ids[0]
+	h.d.lane.busy[next] = true
+	h.d.resync.size = 16
+	h.d.resyncStep(ctx, s)
+	if ids := h.d.resync.ids; ids[len(ids)-1] != next {
+		t.Fatalf("%s, busy in the lane, is not left for a later slice: %v", next, ids)
+	}
+	delete(h.d.lane.busy, next)
+	slices := 2
 	for h.d.resyncing() {
 		h.d.resync.size = 16
 		h.d.resyncStep(ctx, s)

@@ -285,6 +285,7 @@ func (c *Consul) RunIndexer(ctx context.Context, host string, log *slog.Logger, 
 				return
 			}
 			if err != nil {
+				reclaim = true // an acquire the agent applied but did not answer holds the lock
 				onState(IndexerState{Err: fmt.Errorf("take the indexer lock %s: %w", c.indexLockKey(), err)})
 				log.Warn("indexer election", "err", err)
 			}
