@@ -2,7 +2,10 @@ package nsd
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net/netip"
+	"time"
 
 	"github.com/nfhost/nfhost/nsd/source"
 	"github.com/nfhost/nfhost/routing/bgp"
@@ -20,6 +23,30 @@ type Announcer interface {
 type bgpState struct {
 	drained bool
 	desired bgpspec.Desired
+	// The last Announce's input: each applied tenant's part (bgpInput),
+	// kept for the tenants passes touch, and the rest (key); at is when it
+	// ran. A pass whose input is the same skips Announce, which goes over
+	// every applied tenant (12.8 ms with 10,000): a firewall edit does not
+	// change what a host announces.
+	inputs map[string]string
+	key    string
+	at     time.Time
+}
+
+// bgpRefresh is how long an unchanged input is announced without Announce
+// running again: its signatures' expiry depends on the time.
+const bgpRefresh = 5 * time.Second
+
+// bgpInput is what of applied tenant id its announcements depend on.
+func (d *Daemon) bgpInput(id string, a *applied) string {
+	var eps []netip.Addr
+	if d.o.Tunnels != nil {
+		for _, tun := range a.tunnels {
+			eps = append(eps, tun.Anycast)
+		}
+	}
+	return fmt.Sprintf("%t|%v|%t|%d|%t|%v", d.announcing(id, a), a.prefixes, a.advertise, a.dosIndex,
+		d.dos.errs[id] == "" || d.dos.kept[id], eps)
 }
 
 // announcing reports whether a tenant's prefixes may be announced from
@@ -35,7 +62,10 @@ func (d *Daemon) announcing(id string, a *applied) bool {
 // announce tells the speaker what this host announces now (bgpspec.Announce
 // over the tenants applied here, the drain key and the DoS documents in
 // force).
-func (d *Daemon) announce(s source.Snapshot) {
+//
+// every compares every applied tenant's input with the last Announce's;
+// otherwise only touched's (the tenants the pass applied or deleted).
+func (d *Daemon) announce(s source.Snapshot, every bool, touched []Result) {
 	e, ok := s.Control[source.DrainKey(d.o.HostID)]
 	drained := source.Drained(e, ok)
 	if drained != d.bgp.drained {
@@ -54,7 +84,35 @@ func (d *Daemon) announce(s source.Snapshot) {
 	if d.o.BGP == nil {
 		return
 	}
-	in := bgpspec.Input{Drained: drained, Now: d.o.Now()}
+	now := d.o.Now()
+	moved := false
+	if every || d.bgp.inputs == nil {
+		inputs := make(map[string]string, len(d.applied))
+		for id, a := range d.applied {
+			inputs[id] = d.bgpInput(id, a)
+		}
+		moved = !maps.Equal(inputs, d.bgp.inputs)
+		d.bgp.inputs = inputs
+	} else {
+		for _, r := range touched {
+			in, had := d.bgp.inputs[r.Tenant]
+			a, ok := d.applied[r.Tenant]
+			switch {
+			case ok && (!had || in != d.bgpInput(r.Tenant, a)):
+				d.bgp.inputs[r.Tenant] = d.bgpInput(r.Tenant, a)
+				moved = true
+			case !ok && had:
+				delete(d.bgp.inputs, r.Tenant)
+				moved = true
+			}
+		}
+	}
+	key := fmt.Sprintf("%t|%d|%d|%s", drained, d.dos.globalIndex, d.dos.gen, d.autoFingerprint())
+	if !moved && key == d.bgp.key && now.Sub(d.bgp.at) < bgpRefresh {
+		return
+	}
+	d.bgp.key, d.bgp.at = key, now
+	in := bgpspec.Input{Drained: drained, Now: now}
 	if d.dos.globalIndex != 0 {
 		in.Global = d.dos.global
 	}
@@ -101,12 +159,14 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
-// refreshBGPStatus rewrites the host status when the sessions or the
+// refreshBGPStatus (every second) announces again if the last Announce is
+// bgpRefresh old, and rewrites the host status when the sessions or the
 // announcements changed since the last write (the speaker works
 // asynchronously, so a pass does not see the outcome of its own Set).
 func (d *Daemon) refreshBGPStatus(ctx context.Context, s *source.Snapshot) {
 	if d.o.BGP == nil || s == nil {
 		return
 	}
+	d.announce(*s, false, nil) // runs Announce again once bgpRefresh has passed (expiry)
 	d.writeHostStatus(ctx, *s, false)
 }

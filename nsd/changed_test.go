@@ -56,13 +56,14 @@ func changedMatchesFullScan(t *testing.T, seed uint64) {
 		k   *fakeKernel
 		s   *fakeStore
 		dos *fakeDoS
+		bgp *fakeSpeaker
 	}
 	mk := func() side {
 		s := &fakeStore{status: map[string]any{}}
 		k := &fakeKernel{specs: map[string]rtspec.TenantSpec{}}
-		fd := &fakeDoS{}
-		return side{New(Options{HostID: "edge1", Store: s, Routing: k, DoS: fd, NSPrefix: "nfC-", Now: clock, LaneWidth: -1,
-			ApplyBurst: 1, MinApplyInterval: 500 * time.Millisecond}), k, s, fd}
+		fd, sp := &fakeDoS{}, &fakeSpeaker{}
+		return side{New(Options{HostID: "edge1", Store: s, Routing: k, DoS: fd, BGP: sp, NSPrefix: "nfC-", Now: clock, LaneWidth: -1,
+			ApplyBurst: 1, MinApplyInterval: 500 * time.Millisecond}), k, s, fd, sp}
 	}
 	scan, told := mk(), mk()
 	ctx := context.Background()
@@ -172,7 +173,15 @@ func changedMatchesFullScan(t *testing.T, seed uint64) {
 				if told.dos.applies < scan.dos.applies {
 					t.Fatalf("round %d: DoS layer applied %d times in the slices, %d in the full pass", round, told.dos.applies, scan.dos.applies)
 				}
-				told.dos.applies = scan.dos.applies
+				told.dos.applies, told.d.dos.gen = scan.dos.applies, scan.d.dos.gen
+				// Whether a failing tenant failed in the kernel (and is
+				// not announced from here) is what its last pass found:
+				// a full one re-applies its last good config, a later
+				// slice's retry does not. The announcements follow.
+				told.d.hostFailed = maps.Clone(scan.d.hostFailed)
+				told.d.bgp = scan.d.bgp
+				told.d.bgp.inputs = maps.Clone(scan.d.bgp.inputs)
+				told.bgp.sets, told.bgp.last = scan.bgp.sets, scan.bgp.last
 				compareDaemons(t, round, scan.d, told.d)
 				if !reflect.DeepEqual(scan.k.specs, told.k.specs) || !reflect.DeepEqual(scan.dos.tenants, told.dos.tenants) {
 					t.Fatalf("round %d: kernel or DoS state differs after the resync", round)
@@ -192,6 +201,15 @@ func changedMatchesFullScan(t *testing.T, seed uint64) {
 			if scan.dos.applies != told.dos.applies || !reflect.DeepEqual(scan.dos.tenants, told.dos.tenants) {
 				t.Fatalf("round %d: DoS layer applied %d and %d times, last with\n%v\n%v", round, scan.dos.applies, told.dos.applies,
 					scan.dos.tenants, told.dos.tenants)
+			}
+			if scan.bgp.sets != told.bgp.sets || !reflect.DeepEqual(scan.bgp.last, told.bgp.last) {
+				for id, in := range scan.d.bgp.inputs {
+					if told.d.bgp.inputs[id] != in {
+						t.Errorf("input of %s: %q / %q", id, in, told.d.bgp.inputs[id])
+					}
+				}
+				t.Errorf("keys %q / %q, results %s", scan.d.bgp.key, told.d.bgp.key, resultsText(b))
+				t.Fatalf("round %d: BGP speaker set %d and %d times, last\n%v\n%v", round, scan.bgp.sets, told.bgp.sets, scan.bgp.last, told.bgp.last)
 			}
 			for _, st := range []*fakeStore{scan.s, told.s} { // tokens are drawn at random
 				if hs, ok := st.status[source.HostStatusName].(source.HostStatus); ok {

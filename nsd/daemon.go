@@ -369,7 +369,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.setAuto(ms)
 			if last != nil {
 				d.reconcileDoS(ctx, *last, false, nil)
-				d.announce(*last) // exported automatic mitigations
+				d.announce(*last, false, nil) // exported automatic mitigations
 			}
 		case <-bgpTick:
 			d.refreshBGPStatus(ctx, last)
@@ -691,7 +691,7 @@ func (d *Daemon) reconcile(ctx context.Context, s source.Snapshot, ps pass) []Re
 		d.gc(ctx)
 	}
 	d.updateGauges()
-	d.announce(s)
+	d.announce(s, every || ps.finish, results)
 	d.writeHostStatus(ctx, s, full || ps.finish)
 	d.ackPass(s)
 	d.m.LastSync.Set(float64(d.o.Now().Unix()))

@@ -41,6 +41,7 @@ type dosState struct {
 	applied string
 	inputs  map[string]string
 	moved   bool
+	gen     int               // Applies that succeeded (the BGP input's part for every tenant)
 	errs    map[string]string // tenant → placement error of the last Apply
 	kept    map[string]bool   // tenant → with errs: its earlier rules stay in force
 	docs    map[string]uint64 // tenant → ModifyIndex of its dos key at the last Apply
@@ -246,6 +247,7 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool,
 	}
 	d.m.Reconciles.WithLabelValues("dos", "ok").Inc()
 	d.dos.applied, d.dos.moved = key, false
+	d.dos.gen++ // placement results may have changed for any tenant
 
 	// The global document: the host status shows the version in force and
 	// why a newer one is not.
