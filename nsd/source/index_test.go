@@ -564,6 +564,16 @@ func indexedFollower(t *testing.T, ctx context.Context, a *consultest.Agent, n i
 	s := watch(t, ctx, st)
 	s.until(t, fmt.Sprintf("%d tenants", n), func(s source.Snapshot) bool { return len(s.Tenants) == n })
 	waitFollowing(t, st)
+	// Following starts with a full read of the journal's epoch; a change
+	// made now reaches the snapshot only after it, through the journal.
+	// (A test that cut the follower off before that round would see it
+	// read everything, not catch up.)
+	a.Put(t, "nfhost/tenants/t0/network", tenantDoc(0, -1))
+	p, _, err := a.Client.KV().Get("nfhost/tenants/t0/network", nil)
+	if err != nil || p == nil {
+		t.Fatalf("read back t0: %v", err)
+	}
+	s.until(t, "the first change through the journal", func(s source.Snapshot) bool { return indexOf(s, "t0") == p.ModifyIndex })
 	return st, s
 }
 
