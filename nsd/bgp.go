@@ -3,7 +3,6 @@ package nsd
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/netip"
 	"time"
 
@@ -85,28 +84,7 @@ func (d *Daemon) announce(s source.Snapshot, every bool, touched []Result) {
 		return
 	}
 	now := d.o.Now()
-	moved := false
-	if every || d.bgp.inputs == nil {
-		inputs := make(map[string]string, len(d.applied))
-		for id, a := range d.applied {
-			inputs[id] = d.bgpInput(id, a)
-		}
-		moved = !maps.Equal(inputs, d.bgp.inputs)
-		d.bgp.inputs = inputs
-	} else {
-		for _, r := range touched {
-			in, had := d.bgp.inputs[r.Tenant]
-			a, ok := d.applied[r.Tenant]
-			switch {
-			case ok && (!had || in != d.bgpInput(r.Tenant, a)):
-				d.bgp.inputs[r.Tenant] = d.bgpInput(r.Tenant, a)
-				moved = true
-			case !ok && had:
-				delete(d.bgp.inputs, r.Tenant)
-				moved = true
-			}
-		}
-	}
+	moved := d.trackInputs(&d.bgp.inputs, every, touched, d.bgpInput)
 	key := fmt.Sprintf("%t|%d|%d|%s", drained, d.dos.globalIndex, d.dos.gen, d.autoFingerprint())
 	if !moved && key == d.bgp.key && now.Sub(d.bgp.at) < bgpRefresh {
 		return

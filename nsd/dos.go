@@ -57,6 +57,39 @@ var (
 // dosInput is what of a tenant the placement depends on.
 func dosInput(a *applied) string { return fmt.Sprintf("%d:%v", a.dosIndex, a.prefixes) }
 
+// trackInputs keeps *inputs, each applied tenant's part of a host-wide
+// input (of makes it), as the last pass left it: all of them again when
+// every is set (or there are none yet), else those of the tenants the pass
+// touched (applied or deleted). It reports whether any changed.
+func (d *Daemon) trackInputs(inputs *map[string]string, every bool, touched []Result, of func(id string, a *applied) string) bool {
+	if every || *inputs == nil {
+		next := make(map[string]string, len(d.applied))
+		for id, a := range d.applied {
+			next[id] = of(id, a)
+		}
+		moved := !maps.Equal(next, *inputs)
+		*inputs = next
+		return moved
+	}
+	moved := false
+	for _, r := range touched {
+		old, had := (*inputs)[r.Tenant]
+		a, ok := d.applied[r.Tenant]
+		if !ok {
+			if had {
+				delete(*inputs, r.Tenant)
+				moved = true
+			}
+			continue
+		}
+		if in := of(r.Tenant, a); !had || in != old {
+			(*inputs)[r.Tenant] = in
+			moved = true
+		}
+	}
+	return moved
+}
+
 // dosPlacement puts the last Apply's placement result for st's tenant
 // into st: a document the DoS layer did not place makes an applied
 // tenant's state error, with the document and field in Error. prevMsg is
@@ -195,26 +228,8 @@ func (d *Daemon) reconcileDoS(ctx context.Context, s source.Snapshot, full bool,
 	}
 	d.parseGlobalDoS(s)
 	d.syncFleet(ctx, s)
-	if full || s.Changed == nil || d.dos.inputs == nil {
-		inputs := make(map[string]string, len(d.applied))
-		for id, a := range d.applied {
-			inputs[id] = dosInput(a)
-		}
-		d.dos.moved = d.dos.moved || !maps.Equal(inputs, d.dos.inputs)
-		d.dos.inputs = inputs
-	} else {
-		for _, r := range touched {
-			in, had := d.dos.inputs[r.Tenant]
-			a, ok := d.applied[r.Tenant]
-			switch {
-			case ok && (!had || in != dosInput(a)):
-				d.dos.inputs[r.Tenant] = dosInput(a)
-				d.dos.moved = true
-			case !ok && had:
-				delete(d.dos.inputs, r.Tenant)
-				d.dos.moved = true
-			}
-		}
+	if d.trackInputs(&d.dos.inputs, full || s.Changed == nil, touched, func(_ string, a *applied) string { return dosInput(a) }) {
+		d.dos.moved = true
 	}
 	key := fmt.Sprintf("g=%d;auto=%s", d.dos.parsedIndex, d.autoFingerprint())
 	if d.dos.moved || full {
