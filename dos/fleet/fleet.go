@@ -114,11 +114,24 @@ func Compile(expr string) (dosspec.Match, error) {
 // FromMitigation is the record an edge publishes for its detector's m.
 func FromMitigation(m detect.Mitigation, host string) Record {
 	r := Record{Tenant: m.Tenant, ID: m.ID, Expression: m.Expression, Action: m.Action, LimitPPS: m.LimitPPS,
-		Since: m.Since.UTC().Truncate(time.Second), Expires: m.Expires.UTC().Truncate(time.Second), Origin: host}
+		Since: m.Since.UTC().Truncate(time.Second), Expires: ceilSecond(m.Expires), Origin: host}
 	if m.Victim.IsValid() {
 		r.Victim = m.Victim.String()
 	}
 	return r
+}
+
+// ceilSecond is t in UTC rounded up to a whole second: a record's expiry
+// is never before the local expiry it stands for. Rounded down, a record
+// written in the last second of a local mitigation would be born expired:
+// deleted by the next pass, and written again, in a loop until the local
+// expiry (TestNoRepublishLoopAtExpiry).
+func ceilSecond(t time.Time) time.Time {
+	s := t.UTC().Truncate(time.Second)
+	if s.Before(t) {
+		s = s.Add(time.Second)
+	}
+	return s
 }
 
 // Mitigation is the record as the daemon applies it.
@@ -190,7 +203,7 @@ func ToPublish(local []detect.Mitigation, records map[string]Entry, host string,
 		case e.Record.Cancelled:
 		case m.Expires.Sub(e.Record.Expires) > Slack:
 			r := e.Record
-			r.Expires, r.Updated = m.Expires.UTC().Truncate(time.Second), host
+			r.Expires, r.Updated = ceilSecond(m.Expires), host
 			out = append(out, Write{Name: name, Record: r, CAS: e.Index})
 		}
 	}

@@ -139,3 +139,42 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestNoRepublishLoopAtExpiry reproduces CI's TestFleetMitigation failure
+// (20 publications of one signature): the record's expiry is in whole
+// seconds, the local one is not. When the record had expired but the
+// local mitigation had not, the edge deleted the record and published it
+// again with an expiry truncated to the second that had already passed,
+// so the next pass deleted and published it again, every few
+// milliseconds until the local expiry. Each pass here is what nsd's
+// syncFleet does: publish, then delete what has expired.
+func TestNoRepublishLoopAtExpiry(t *testing.T) {
+	for _, frac := range []time.Duration{time.Millisecond, 280 * time.Millisecond, 999 * time.Millisecond} {
+		local := []detect.Mitigation{mit("acme", "auto-1a", 5*time.Second+frac)}
+		recs := map[string]Entry{}
+		created, idx := 0, uint64(1)
+		for step := time.Duration(0); step < 10*time.Second; step += 5 * time.Millisecond {
+			now := t0.Add(step)
+			for _, w := range ToPublish(local, recs, "edge1", now) {
+				if w.CAS == 0 {
+					created++
+				}
+				if !now.Before(w.Record.Expires) {
+					t.Fatalf("frac %v at %v: published a record that has already expired (%v)", frac, step, w.Record.Expires)
+				}
+				idx++
+				recs[w.Name] = entry(t, w.Record, idx)
+			}
+			for name := range Expired(recs, now) {
+				delete(recs, name)
+			}
+			// The fleet never drops the attack for less time than the edge.
+			if in := InForce(nil, recs, now); now.Before(local[0].Expires) && len(in) != 1 {
+				t.Fatalf("frac %v at %v: the fleet's record is gone before the local mitigation", frac, step)
+			}
+		}
+		if created != 1 {
+			t.Errorf("frac %v: %d publications, want 1", frac, created)
+		}
+	}
+}
