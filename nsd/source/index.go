@@ -88,6 +88,12 @@ type journal struct {
 // three a second with it.
 const SlotPause = time.Second
 
+// anchorRetry is how often the indexer tries again to write the anchor key
+// of dos/ (dos/mitigations/, a folder key nsd may write) while the prefix
+// is empty: after a failure (a token without the right), or after an
+// operator deleted the tree.
+const anchorRetry = time.Minute
+
 // slotNames are the prefixes whose marks the journal carries, by slot.
 var slotNames = map[int]string{slotControl: "control", slotDoS: "dos", slotLists: "lists"}
 
@@ -412,6 +418,7 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 	for _, name := range slotNames {
 		go func() {
 			var sIdx uint64
+			var anchored time.Time // the last try to anchor dos/
 			for ctx.Err() == nil {
 				pairs, meta, err := c.watchList(ctx, c.key(name)+"/", sIdx, c.WaitTime)
 				if err != nil {
@@ -438,6 +445,16 @@ func (c *Consul) lead(ctx context.Context, lost <-chan struct{}, onState func(In
 				if err2 != nil {
 					errs <- err2
 					return
+				}
+				if len(pairs) == 0 && name == "dos" && time.Since(anchored) > anchorRetry {
+					// An anchor key keeps dos/ from being empty: its
+					// watch then wakes only on writes under it, and a
+					// fleet mitigation an edge publishes reaches the
+					// journal at once instead of up to SlotPause late.
+					anchored = time.Now()
+					if err := c.cas(ctx, c.key("dos", "mitigations")+"/", nil, 0); err == nil || errors.Is(err, ErrConflict) {
+						continue // the next query reads it
+					}
 				}
 				if !changed && len(pairs) == 0 {
 					// An empty prefix wakes on every write in the store

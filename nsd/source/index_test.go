@@ -547,6 +547,28 @@ func TestIndexerPacesEmptyPrefixWakes(t *testing.T) {
 	}
 	a.Put(t, "nfhost/control/drain/edge1", "true")
 	s.until(t, "the drain key", func(s source.Snapshot) bool { return string(s.Control["drain/edge1"].Value) == "true" })
+
+	// dos/ is not left empty: the indexer anchors it with the folder key
+	// dos/mitigations/, which no snapshot shows, so that a fleet
+	// mitigation written while hosts ack is read at once, not after a
+	// pause (CI's TestFleetMitigation saw edge2 take an edge's signature
+	// 964 ms after it was published).
+	if p, _, err := a.Client.KV().Get("nfhost/dos/mitigations/", nil); err != nil || p == nil {
+		t.Fatalf("the anchor of dos/: %v %v", p, err)
+	}
+	if snap := s.until(t, "a snapshot", func(source.Snapshot) bool { return true }); len(snap.Mitigations) != 0 || len(snap.Problems) != 0 {
+		t.Fatalf("the anchor shows: %v %v", snap.Mitigations, snap.Problems)
+	}
+	reqs = m.Requests()
+	for i := 0; i < 50; i++ {
+		a.Put(t, fmt.Sprintf("nfhost/acks/host%d", i), `{"n": 2}`)
+	}
+	time.Sleep(300 * time.Millisecond)
+	a.Put(t, "nfhost/dos/mitigations/acme/auto-1a", `{}`)
+	s.until(t, "the mitigation", func(s source.Snapshot) bool { _, ok := s.Mitigations["acme/auto-1a"]; return ok })
+	if got := m.Requests() - reqs; got > 15 {
+		t.Fatalf("50 writes outside what the indexer watches and one mitigation cost it %d requests", got)
+	}
 }
 
 // indexedFollower writes n tenants to a, starts an indexer and a follower
