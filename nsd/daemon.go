@@ -48,6 +48,13 @@ type Plumber interface {
 	GC(ctx context.Context, slots map[uint16]bool) ([]string, error)
 }
 
+// Prefetcher is a Plumber that reads ahead, on every core, what the
+// Applies of a pass's tenants read (routing.Reconciler.Prefetch): a full
+// pass then verifies converged tenants about twice as fast on two cores.
+type Prefetcher interface {
+	Prefetch(ctx context.Context, ids []string) (stop func())
+}
+
 // Firewall is the tenant firewall reconciler as the daemon uses it.
 // Both methods must be safe for concurrent use on different namespaces
 // (the lane applies throttled tenants' firewalls in the background); the
@@ -657,6 +664,10 @@ func (d *Daemon) reconcile(ctx context.Context, s source.Snapshot, ps pass) []Re
 	})
 	verdicts := d.validate(ctx, s, todo)
 	slots := d.slotTable.Pass()
+	stop := func() {}
+	if pf, ok := d.o.Routing.(Prefetcher); ok && (full || len(verify) > 0) && len(todo) > 1 {
+		stop = pf.Prefetch(ctx, todo) // a full pass or a resync's slice: every tenant read
+	}
 	for _, id := range todo {
 		keys := s.Tenants[id]
 		if toLane[id] && d.toLane(id, keys, verdicts[id], slots, start) {
@@ -680,6 +691,7 @@ func (d *Daemon) reconcile(ctx context.Context, s source.Snapshot, ps pass) []Re
 			}
 		}
 	}
+	stop()
 	for _, sub := range d.subs {
 		if f, ok := sub.(PassFinisher); ok {
 			f.FinishPass(ctx, s, full || ps.finish, results)

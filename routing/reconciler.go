@@ -87,6 +87,11 @@ type Reconciler struct {
 	// someone makes to the link between Observe and the tenant's Apply
 	// in that pass is repaired by the next resync.
 	dumped map[string]netlink.Link
+	// prefetch reads ahead what a full pass's Applies read inside the
+	// tenants' namespaces (prefetch.go); nil when none runs.
+	prefetch *prefetch
+	// viewsTaken counts the prefetched views Applies took (tests).
+	viewsTaken int
 	// verified maps the inode of each tenant namespace whose mark this
 	// Reconciler has read or written to the tenant's ID, so that a later
 	// Observe need not enter it (see observeNS).
@@ -187,6 +192,7 @@ func dupNS(ns netns.NsHandle) (netns.NsHandle, error) {
 
 // Close releases the handles. It leaves the kernel state in place.
 func (r *Reconciler) Close() {
+	r.stopPrefetch()
 	if r.host != nil {
 		r.host.Close()
 	}
@@ -435,25 +441,40 @@ func (r *Reconciler) hostLinkByName(name string) func() (netlink.Link, error) {
 // A converged tenant costs only reads and returns no changes.
 func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]string, error) {
 	var ch changes
-	ns, created, err := r.ensureNS(spec)
-	if err != nil {
-		return nil, err
+	var (
+		ns      netns.NsHandle
+		tn      *netlink.Handle
+		nc      *nlh.Netconf
+		created bool
+		links   []netlink.Link
+		err     error
+	)
+	// What a full pass read ahead (prefetch.go), if it did.
+	v := r.take(spec.ID)
+	if v != nil {
+		ns, tn, nc, links = v.ns, v.tn, v.nc, v.links
+		defer v.close()
+	} else {
+		ns, created, err = r.ensureNS(spec)
+		if err != nil {
+			return nil, err
+		}
+		defer ns.Close()
+		if created {
+			ch.add("netns: create %s", spec.Namespace)
+		}
+		// A handle and a raw socket (netconf, a neighbour get) in the
+		// namespace, opened in one switch into it.
+		tn, nc, err = nlh.NewPair(ns)
+		if err != nil {
+			return ch, fmt.Errorf("open handles in %s: %w", spec.Namespace, err)
+		}
+		defer tn.Close()
+		defer nc.Close()
 	}
-	defer ns.Close()
-	if created {
-		ch.add("netns: create %s", spec.Namespace)
-	}
-	// A handle and a raw socket (netconf, a neighbour get) in the
-	// namespace, opened in one switch into it.
-	tn, nc, err := nlh.NewPair(ns)
-	if err != nil {
-		return ch, fmt.Errorf("open handles in %s: %w", spec.Namespace, err)
-	}
-	defer tn.Close()
-	defer nc.Close()
 	// Ownership first: nothing in a namespace that is not ours is touched.
 	// The namespace holds lo and the veth's end: one dump reads both.
-	known, err := r.knownLinks(spec, tn)
+	known, err := r.knownLinks(spec, tn, links)
 	if err != nil {
 		return ch, err
 	}
@@ -482,7 +503,10 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 	if err != nil {
 		return ch, err
 	}
-	if err := r.ensureSysctls(spec, ns, nc, hostLink, nsLink, &ch); err != nil {
+	if !v.valid(ch, nsLink) {
+		v = nil // Apply changed something: read afresh from here
+	}
+	if err := r.ensureSysctls(spec, ns, nc, v, hostLink, nsLink, &ch); err != nil {
 		return ch, err
 	}
 	hostIdx := hostLink.Attrs().Index
@@ -491,8 +515,13 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 	if err != nil {
 		return ch, err
 	}
-	nsAddrs, err := nlh.RetryDump("addresses", func() ([]netlink.Addr, error) { return tn.AddrList(nsLink, netlink.FAMILY_ALL) })
-	if err != nil {
+	if !v.valid(ch, nsLink) {
+		v = nil
+	}
+	var nsAddrs []netlink.Addr
+	if v != nil {
+		nsAddrs = v.addrs
+	} else if nsAddrs, err = nlh.RetryDump("addresses", func() ([]netlink.Addr, error) { return tn.AddrList(nsLink, netlink.FAMILY_ALL) }); err != nil {
 		return ch, err
 	}
 	var have []netip.Prefix
@@ -505,7 +534,15 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 		return ch, err
 	}
 	// Inside the tenant namespace: default routes back to the host.
-	if err := ensureDefaults(tn, nsLink, unix.RT_TABLE_MAIN, owned.HostAddr4.Addr(), owned.HostAddr6.Addr(), "tenant", &ch); err != nil {
+	if !v.valid(ch, nsLink) {
+		v = nil
+	}
+	if v != nil {
+		err = ensureDefaultsIn(tn, nsLink, unix.RT_TABLE_MAIN, owned.HostAddr4.Addr(), owned.HostAddr6.Addr(), "tenant", v.routes, &ch)
+	} else {
+		err = ensureDefaults(tn, nsLink, unix.RT_TABLE_MAIN, owned.HostAddr4.Addr(), owned.HostAddr6.Addr(), "tenant", &ch)
+	}
+	if err != nil {
 		return ch, err
 	}
 	// In the host namespace: the tenant's table routes into the veth.
@@ -516,7 +553,10 @@ func (r *Reconciler) Apply(ctx context.Context, spec rtspec.TenantSpec) ([]strin
 		return ch, err
 	}
 	r.linkSlots[hostIdx] = spec.Slot
-	if err := r.ensureNeighbours(tn, nc, hostLink, nsLink, &ch); err != nil {
+	if !v.valid(ch, nsLink) {
+		v = nil
+	}
+	if err := r.ensureNeighbours(tn, nc, v, hostLink, nsLink, &ch); err != nil {
 		return ch, err
 	}
 	if err := r.ensureReturnRoutes(spec, hostLink, &ch); err != nil {
@@ -570,14 +610,16 @@ type tenantLinks struct {
 	pair *veth.Links // nil: veth.Ensure asks the kernel
 }
 
-// knownLinks lists the tenant namespace's links (lo and the veth's end)
-// and takes the tenant's host link from Observe's dump if no Apply has
-// used it since.
-func (r *Reconciler) knownLinks(spec rtspec.TenantSpec, tn *netlink.Handle) (tenantLinks, error) {
+// knownLinks lists the tenant namespace's links (lo and the veth's end),
+// unless links holds them already (a prefetched view), and takes the
+// tenant's host link from Observe's dump if no Apply has used it since.
+func (r *Reconciler) knownLinks(spec rtspec.TenantSpec, tn *netlink.Handle, links []netlink.Link) (tenantLinks, error) {
 	var out tenantLinks
-	links, err := nlh.RetryDump("links", tn.LinkList)
-	if err != nil {
-		return out, fmt.Errorf("list links in %s: %w", spec.Namespace, err)
+	if links == nil {
+		var err error
+		if links, err = nlh.RetryDump("links", tn.LinkList); err != nil {
+			return out, fmt.Errorf("list links in %s: %w", spec.Namespace, err)
+		}
 	}
 	var peer netlink.Link
 	for _, l := range links {
@@ -622,10 +664,10 @@ func (r *Reconciler) ensureVeth(spec rtspec.TenantSpec, ns netns.NsHandle, tn *n
 // from the tenant carry tenant addresses, which the main table routes
 // elsewhere); the tenant namespace forwards (tunnels, later) and does not
 // filter on the path back to the host.
-func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, nc *nlh.Netconf, hostLink, nsLink netlink.Link, ch *changes) error {
+func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, nc *nlh.Netconf, v *nsView, hostLink, nsLink netlink.Link, ch *changes) error {
 	// Read through rtnetlink first (cheap); write through /proc only what
 	// differs, or everything when the read fails.
-	hostOK, nsOK := r.sysctlsMatch(nc, hostLink, nsLink)
+	hostOK, nsOK := r.sysctlsMatch(nc, v, hostLink, nsLink)
 	var hc, tc []string
 	var err error
 	if !hostOK {
@@ -656,18 +698,25 @@ func (r *Reconciler) ensureSysctls(spec rtspec.TenantSpec, ns netns.NsHandle, nc
 // sysctlsMatch reads the sysctls ensureSysctls keeps through rtnetlink
 // (RTM_GETNETCONF: ip_forward is conf/all/forwarding) and reports whether
 // the host side and the tenant side already hold them.
-func (r *Reconciler) sysctlsMatch(nc *nlh.Netconf, hostLink, nsLink netlink.Link) (host, tenant bool) {
+func (r *Reconciler) sysctlsMatch(nc *nlh.Netconf, v *nsView, hostLink, nsLink netlink.Link) (host, tenant bool) {
 	if r.hostConf != nil {
 		c, err := r.hostConf.Get(unix.AF_INET, int32(hostLink.Attrs().Index))
 		host = err == nil && c.HasRPFilter && c.RPFilter == 2
 	}
-	v4, err := nc.Dump(unix.AF_INET)
-	if err != nil {
-		return host, false
-	}
-	v6, err := nc.Get(unix.AF_INET6, nlh.IfindexAll)
-	if err != nil {
-		return host, false
+	var (
+		v4  map[int32]nlh.Conf
+		v6  nlh.Conf
+		err error
+	)
+	if v != nil {
+		v4, v6 = v.v4, v.v6
+	} else {
+		if v4, err = nc.Dump(unix.AF_INET); err != nil {
+			return host, false
+		}
+		if v6, err = nc.Get(unix.AF_INET6, nlh.IfindexAll); err != nil {
+			return host, false
+		}
 	}
 	all, dev := v4[nlh.IfindexAll], v4[int32(nsLink.Attrs().Index)]
 	tenant = all.HasForwarding && all.Forwarding == 1 && v6.HasForwarding && v6.Forwarding == 1 &&
@@ -712,6 +761,22 @@ func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
 // the kernel answers ENOENT for a table a family does not hold yet, and
 // then each family is dumped on its own.
 func ensureDefaults(h *netlink.Handle, link netlink.Link, table int, gw4, gw6 netip.Addr, where string, ch *changes) error {
+	routes, err := bothFamilies(h, table)
+	if err != nil {
+		return err
+	}
+	return ensureDefaultsIn(h, link, table, gw4, gw6, where, routes, ch)
+}
+
+// mainRoutes is the main table's routes of both families (a prefetched
+// view's).
+func mainRoutes(h *netlink.Handle) ([]netlink.Route, error) {
+	return bothFamilies(h, unix.RT_TABLE_MAIN)
+}
+
+// bothFamilies dumps table's routes of both families: one dump, or one per
+// family where the kernel answers ENOENT for a family the table lacks.
+func bothFamilies(h *netlink.Handle, table int) ([]netlink.Route, error) {
 	routes, err := tableRoutes(h, netlink.FAMILY_ALL, table)
 	if errors.Is(err, unix.ENOENT) {
 		var v6 []netlink.Route
@@ -721,9 +786,11 @@ func ensureDefaults(h *netlink.Handle, link netlink.Link, table int, gw4, gw6 ne
 			routes = append(routes, v6...)
 		}
 	}
-	if err != nil {
-		return err
-	}
+	return routes, err
+}
+
+// ensureDefaultsIn is ensureDefaults with table's routes already read.
+func ensureDefaultsIn(h *netlink.Handle, link netlink.Link, table int, gw4, gw6 netip.Addr, where string, routes []netlink.Route, ch *changes) error {
 	if err := ensureDefault(h, link, table, gw4, true, where, routes, ch); err != nil {
 		return err
 	}
@@ -923,15 +990,20 @@ func (r *Reconciler) ensureReturnRule() ([]string, error) {
 // good (169.254.100.1 in the namespace, 169.254.100.2 on the host), so no
 // ARP crosses the veth: the host answers an ARP request only if its
 // reverse-path check finds the sender, which the host's tables need not.
-func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, nc *nlh.Netconf, hostLink, nsLink netlink.Link, ch *changes) error {
+func (r *Reconciler) ensureNeighbours(tn *netlink.Handle, nc *nlh.Netconf, v *nsView, hostLink, nsLink netlink.Link, ch *changes) error {
 	hostIdx, nsIdx := hostLink.Attrs().Index, nsLink.Attrs().Index
 	hostMAC, nsMAC := hostLink.Attrs().HardwareAddr, nsLink.Attrs().HardwareAddr
 	// The tenant's entry is looked up (a dump walks the neighbours of
 	// every namespace); the host's are mirrored (one dump per Observe,
 	// not per tenant).
-	ok, err := tenantNeighOK(nc, nsIdx, hostMAC)
-	if err != nil {
-		return err
+	var ok bool
+	if v != nil {
+		ok = neighOK(v.neigh, v.found, hostMAC)
+	} else {
+		var err error
+		if ok, err = tenantNeighOK(nc, nsIdx, hostMAC); err != nil {
+			return err
+		}
 	}
 	if !ok {
 		n := &netlink.Neigh{LinkIndex: nsIdx, Family: netlink.FAMILY_V4, State: unix.NUD_PERMANENT, IP: owned.HostAddr4.Addr().AsSlice(), HardwareAddr: hostMAC}
@@ -958,7 +1030,12 @@ func tenantNeighOK(nc *nlh.Netconf, nsIdx int, hostMAC net.HardwareAddr) (bool, 
 	if err != nil {
 		return false, err
 	}
-	return found && e.State&unix.NUD_PERMANENT != 0 && e.LLAddr.String() == hostMAC.String(), nil
+	return neighOK(e, found, hostMAC), nil
+}
+
+// neighOK: the entry e (if found) is the permanent one with hostMAC.
+func neighOK(e nlh.Neigh, found bool, hostMAC net.HardwareAddr) bool {
+	return found && e.State&unix.NUD_PERMANENT != 0 && e.LLAddr.String() == hostMAC.String()
 }
 
 // neighDumpV4 lists the IPv4 neighbour entries through h. The library
