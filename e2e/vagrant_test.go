@@ -154,6 +154,13 @@ func TestLabProvisioning(t *testing.T) {
 			}
 		}
 	}
+	// nfcustomer's tunnel interfaces are in the server's namespace, which
+	// routes what comes out of them: a reply-type health probe (from the
+	// edge's tunnel address to its uplink) goes back into a tunnel only
+	// if that namespace forwards (make lab: the edges saw every probe lost).
+	if out := strings.TrimSpace(ns["server"].MustExec(t, "sysctl", "-n", "net.ipv4.ip_forward")); out != "1" {
+		t.Errorf("server (nfcustomer's tunnels): net.ipv4.ip_forward = %s, want 1", out)
+	}
 	// The client reaches the server's side of the customer (not the
 	// tenant: no edge runs here) through the router.
 	if _, err := ns["client"].Exec(t, "ping", "-c1", "-W2", "-I", "192.0.2.100", "198.51.100.130"); err != nil {

@@ -144,9 +144,13 @@ customer() {
     esac
   done < <(topo tunnel | awk -v h="$host" '$1 == h')
   if ((${#nf_tunnels[@]})); then
-    # nfcustomer's tunnel interfaces live in the server's namespace.
+    # nfcustomer's tunnel interfaces live in the server's namespace, which
+    # then routes for them: what comes out of a tunnel and is not for the
+    # server (a reply-type health probe, from the edge's tunnel address to
+    # its uplink) goes back through a tunnel.
     local server uplink
     server=${LAB_NS_PREFIX:-}$(topo_hosts server | head -1)
+    nsenter --net="/run/netns/$server" sysctl -qw net.ipv4.ip_forward=1
     uplink=$(topo_ends "$host" | awk -v a="$nf_local" '{sub(/\/.*/, "", $2)} $2 == a {print $1}')
     "$bin/nfcustomer" --netns "${LAB_NS_PREFIX:-}$host" --uplink "$uplink" --router "$server" \
       "${nf_tunnels[@]}" "${nf_routes[@]}" >&2
