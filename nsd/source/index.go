@@ -26,9 +26,10 @@ import (
 // servers × tenants × document size. Instead, one nsd (any: they elect it
 // with a Consul lock, index/lock) watches tenants/ and writes:
 //
-//   - index/journal: the last JournalLen changes, {epoch, seq, entries:
-//     [{seq, tenant, index, keys}]}, where index is the highest ModifyIndex
-//     of the tenant's keys and keys their number (0 and 0: gone);
+//   - index/journal: the last JournalLen changes, {v, epoch, seq, e:
+//     [[tenant, index, keys]]}, where index is the highest ModifyIndex of
+//     the tenant's keys and keys their number (0 and 0: gone), and the
+//     entries' sequence numbers count back from seq (journal.go);
 //   - index/history: the last HistoryLen changes, {epoch, entries}, for
 //     servers that fell behind the journal by less than that; rewritten in
 //     the journal's transaction only when the journal is about to drop an
@@ -623,10 +624,16 @@ func (c *Consul) publish(ctx context.Context, j *journal, jIdx *uint64, hist *hi
 	}
 	next.Entries = lastEntries(next.Entries, JournalLen)
 	histEntries = lastEntries(histEntries, HistoryLen)
-	v, _ := json.Marshal(next)
+	v, err := json.Marshal(next)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", c.journalKey(), err)
+	}
 	var histOp *api.KVTxnOp
 	if len(next.Entries) > 0 && next.Entries[0].Seq > hist.stored+1 {
-		hv, _ := json.Marshal(history{Epoch: next.Epoch, Entries: histEntries})
+		hv, err := json.Marshal(history{Epoch: next.Epoch, Entries: histEntries})
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", c.historyKey(), err)
+		}
 		histOp = &api.KVTxnOp{Verb: api.KVSet, Key: c.historyKey(), Value: hv}
 	}
 	// Shards first (a transaction holds at most 64 operations), the
