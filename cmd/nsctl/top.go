@@ -58,8 +58,10 @@ store: nsctl writes a watch request to control/top/<id>, each nsd publishes its 
 top/<id>/<host> every second while the request lasts (30 s, refreshed while watching), and
 nsctl deletes the request when it exits. nsd records samples only while someone watches:
 the first frame takes one --window. In a terminal it redraws every --interval like top
-(q quits; at 160 columns and more the tables go side by side, long commands are cut
-with "…": --once prints them whole); --once prints one frame, -o json as JSON.`,
+(q quits; from 120 columns the tables show packets and bits per second and stand side by
+side, as many as fit: two from 120 columns, three from 181; narrower, a compact form
+without bits per second, two side by side from 80 columns, one below; long commands are
+cut with "…": --once prints them whole); --once prints one frame, -o json as JSON.`,
 		Example: `  nsctl dos top acme --edge 127.0.0.1:9469
   nsctl dos top --edge edge1:9469 --edge edge2:9469 --proto udp
   nsctl dos top acme --once -o json | jq -r '.candidates[0].command'`,

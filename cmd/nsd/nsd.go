@@ -114,7 +114,7 @@ func (f *nsdFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "XDP attach mode on the uplink: native, generic, or auto (native, falling back to generic with a warning)")
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "bpffs directory for the DoS layer's and GRE datapath's pinned maps and links (default /sys/fs/bpf/nfhost/<host-id>)")
 	fl.StringVar(&f.probeAddr, "probe-address", "", "this server's unicast IPv4 address: tunnel health checks are answered to it (default: the uplink's first IPv4 address)")
-	fl.StringVar(&f.greBackend, "gre-backend", tunnels.BackendAuto, "GRE tunnels: ebpf (tcx programs, Linux 6.6+), kernel (ip_gre devices in the tenant namespaces) or auto (ebpf where tcx exists, else kernel); the choice is logged and in the host status")
+	fl.StringVar(&f.greBackend, "gre-backend", tunnels.BackendAuto, "GRE tunnels: ebpf (the eBPF datapath: tcx links on Linux 6.6+, tc clsact filters on kernels without tcx), kernel (ip_gre devices in the tenant namespaces) or auto (ebpf where the kernel has tcx, else kernel where it has ip_gre, else ebpf on clsact); probed at start, the choice is logged and in the host status")
 	fl.StringVar(&f.nsPrefix, "ns-prefix", owned.DefaultNSPrefix, "name prefix of tenant namespaces")
 	fl.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full re-read of kernel state to repair drift (0 disables)")
 	fl.StringVar(&f.counters, "status-counters", "auto", "when counter changes alone are written to tenant status: on-demand (while someone asks: nsctl fw stats, dos stats and tunnels do; a fleet's Consul would not survive every host writing every busy tenant's counters every resync), always (on every resync), or auto (on-demand with --source consul, always with dir)")

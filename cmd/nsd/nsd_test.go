@@ -30,7 +30,9 @@ func runNSD(t *testing.T, args ...string) (string, int) {
 // Flags are checked before nsd needs root, so these are usage errors for
 // anyone, and nothing touches the kernel.
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"--bogus"}, {"--source", "zk", "--once"}, {"--log-level", "loud"}, {"--max-delete-fraction", "2"}, {"extra-arg"}} {
+	for _, args := range [][]string{{"--bogus"}, {"--source", "zk", "--once"}, {"--log-level", "loud"}, {"--max-delete-fraction", "2"}, {"extra-arg"},
+		// flag-parsing errors, which cobra makes and hands to FlagErrorFunc
+		{"--resync-interval", "abc"}, {"-z"}, {"--once=maybe"}, {"--host-id"}, {"---x"}} {
 		if out, code := runNSD(t, args...); code != cliutil.ExitUsage {
 			t.Errorf("nsd %v: exit %d, want %d\n%s", args, code, cliutil.ExitUsage, out)
 		}

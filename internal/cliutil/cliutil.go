@@ -52,13 +52,24 @@ const (
 	ExitForbidden = 6
 )
 
-type usageError struct{ msg string }
+// usageError is an error that exits with ExitUsage: a bad flag or
+// argument. It keeps the error it wraps for errors.Is and errors.As.
+type usageError struct{ err error }
 
-func (e usageError) Error() string { return e.msg }
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
 
 // Usagef returns an error that exits with ExitUsage.
 func Usagef(format string, args ...any) error {
-	return usageError{msg: fmt.Sprintf(format, args...)}
+	return usageError{err: fmt.Errorf(format, args...)}
+}
+
+// asUsage makes err, unless nil, a usage error.
+func asUsage(err error) error {
+	if err == nil || errors.As(err, new(usageError)) {
+		return err
+	}
+	return usageError{err: err}
 }
 
 // ExitCode maps a command's error to the process exit code. A cancelled
@@ -85,21 +96,47 @@ func ExitCode(err error) int {
 	return ExitFailure
 }
 
-// cobraUsage recognises cobra's own argument and flag errors, which are
-// plain errors known only by their text.
+// cobraUsage recognises the usage errors cobra makes where it offers no
+// hook to mark them (markUsageErrors marks the others): an unknown
+// command of the root (Find), a required flag missing and a flag group
+// violated. They are plain errors known only by their text, which
+// Execute gets as cobra made it.
 func cobraUsage(err error) bool {
 	msg := err.Error()
-	for _, s := range []string{"unknown flag", "unknown command", "accepts ", "required flag"} {
-		if strings.Contains(msg, s) {
+	for _, s := range []string{
+		"unknown command ",                         // cobra.Command.Find, legacyArgs
+		`required flag(s) "`,                       // ValidateRequiredFlags
+		"if any flags in the group [",              // MarkFlagsRequiredTogether, MarkFlagsMutuallyExclusive
+		"at least one of the flags in the group [", // MarkFlagsOneRequired
+	} {
+		if strings.HasPrefix(msg, s) {
 			return true
 		}
 	}
 	return false
 }
 
+// markUsageErrors makes every flag-parsing error (cobra's FlagErrorFunc
+// gets each one: unknown flags and shorthands, bad values, missing
+// values, bad syntax) and every positional-argument error (the commands'
+// Args) of cmd and its subcommands a usage error, keeping whatever
+// FlagErrorFunc a command set of its own.
+func markUsageErrors(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		markUsageErrors(sub) // first: a subcommand must not inherit the wrapped parent's function and wrap it again
+	}
+	flagErr := cmd.FlagErrorFunc()
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return asUsage(flagErr(c, err)) })
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error { return asUsage(args(c, a)) }
+	}
+}
+
 // Execute runs cmd with args in env, prints an error as "error: ..." on
-// stderr and returns the exit code.
+// stderr and returns the exit code. Bad flags and arguments exit with
+// ExitUsage.
 func Execute(env Env, cmd *cobra.Command, args []string) int {
+	markUsageErrors(cmd)
 	cmd.SetArgs(args)
 	cmd.SetIn(env.Stdin)
 	cmd.SetOut(env.Stdout)
