@@ -82,12 +82,7 @@ func (c *candidate) check(s *dosspec.Spec) error {
 	if c.tenant == "" {
 		return nil
 	}
-	for i, rl := range s.RateLimits {
-		if !insideAny(rl.Prefix, c.prefixes) {
-			return c.fieldErr(fmt.Sprintf("rate_limits[%d].prefix", i), rl.Prefix.String(), "not inside the tenant's prefixes")
-		}
-	}
-	return c.checkTCP(s) // tcp.go
+	return s.CheckPrefixes(c.tenant, c.prefixes)
 }
 
 // fit reports the first signature or rate limit of c.want that finds no

@@ -341,14 +341,7 @@ func longestCovering[V any](m map[netip.Prefix]V, k netip.Prefix) (V, bool) {
 	return zero, false
 }
 
-func insideAny(p netip.Prefix, in []netip.Prefix) bool {
-	for _, q := range in {
-		if q.Addr().Is4() == p.Addr().Is4() && covers(q.Masked(), p.Masked()) {
-			return true
-		}
-	}
-	return false
-}
+func insideAny(p netip.Prefix, in []netip.Prefix) bool { return dosspec.InsideAny(p, in) }
 
 func rateRule(l dosspec.Limit, monitor bool) dosBPFRateRule {
 	var r dosBPFRateRule

@@ -7,7 +7,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/nfhost/nfhost/dos/dosspec"
-	"github.com/nfhost/nfhost/internal/doc"
 )
 
 // TCP protection (bpf/tcp_protect.h): one rule per tenant, at the
@@ -52,21 +51,6 @@ func ResolveTCP(global, tenant *dosspec.Spec, id string) (*dosspec.TCPProtection
 		return c.Resolve(nil, id, "dos")
 	}
 	return nil, nil
-}
-
-// checkTCP: a tenant's tcp_protection prefixes lie inside its prefixes
-// (checked with the rate limits, so that such a document is refused whole).
-func (c *candidate) checkTCP(s *dosspec.Spec) error {
-	if s.TCP == nil {
-		return nil
-	}
-	for i, ps := range s.TCP.Prefixes {
-		p, err := doc.ParseAddrOrPrefix(ps)
-		if err == nil && !insideAny(p, c.prefixes) {
-			return c.fieldErr(fmt.Sprintf("tcp_protection.prefixes[%d]", i), ps, "not inside the tenant's prefixes")
-		}
-	}
-	return nil
 }
 
 // tcpRule compiles a resolved tcp_protection.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/nfhost/nfhost/dos/dosspec"
 	"github.com/nfhost/nfhost/internal/cliutil"
 	"github.com/nfhost/nfhost/internal/doc"
+	"github.com/nfhost/nfhost/nsd/config"
 	"github.com/nfhost/nfhost/nsd/source"
 )
 
@@ -27,8 +29,13 @@ field comparisons and at most one payload[off:len] (& mask) == value. Writes val
 whole document and use check-and-set (put: exit code 4 on a conflict; add-signature and
 delete-signature re-read and retry).`,
 		RunE: missingSubcommand("dos")}
-	cmd.PersistentFlags().BoolVar(&d.global, "global", false, "the fleet-wide document nfhost/dos/global instead of a tenant's")
-	cmd.AddCommand(dosGetCommand(d), dosPutCommand(d), dosValidateCommand(d), dosAddSignatureCommand(d), dosDeleteSignatureCommand(d), dosStatsCommand(c), dosTopCommand(c), dosMitigationsCommand(c))
+	// --global belongs to the commands that edit a document; stats, top
+	// and mitigations have none to choose.
+	for _, sub := range []*cobra.Command{dosGetCommand(d), dosPutCommand(d), dosValidateCommand(d), dosAddSignatureCommand(d), dosDeleteSignatureCommand(d)} {
+		sub.Flags().BoolVar(&d.global, "global", false, "the fleet-wide document nfhost/dos/global instead of a tenant's")
+		cmd.AddCommand(sub)
+	}
+	cmd.AddCommand(dosStatsCommand(c), dosTopCommand(c), dosMitigationsCommand(c))
 	return cmd
 }
 
@@ -99,7 +106,7 @@ func (d *dosDocs) read(tenant string) (dosspec.Config, uint64, error) {
 	}
 	var c dosspec.Config
 	if err := json.Unmarshal(e.Value, &c); err != nil {
-		return c, 0, fmt.Errorf("%s: stored document is not valid JSON: %w", d.name(tenant), err)
+		return c, e.ModifyIndex, storedInvalid{fmt.Errorf("%s: stored document is not valid JSON (put replaces it): %w", d.name(tenant), err)}
 	}
 	return c, e.ModifyIndex, nil
 }
@@ -110,8 +117,14 @@ func (d *dosDocs) write(tenant string, c dosspec.Config, cas uint64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := d.parse(tenant, b); err != nil {
+	s, err := d.parse(tenant, b)
+	if err != nil {
 		return err
+	}
+	if tenant != "" {
+		if err := d.checkPrefixes(tenant, &s); err != nil {
+			return err
+		}
 	}
 	st, err := d.open()
 	if err != nil {
@@ -121,6 +134,26 @@ func (d *dosDocs) write(tenant string, c dosspec.Config, cas uint64) error {
 		return st.PutDoSGlobal(d.Ctx, b, cas)
 	}
 	return st.Put(d.Ctx, tenant, doc.KeyDoS, b, cas)
+}
+
+// checkPrefixes refuses, as nsd would, a tenant document whose rate
+// limits or TCP protection lie outside the tenant's prefixes. A tenant
+// whose network does not parse is nsd's to report: nothing to check
+// against here.
+func (d *dosDocs) checkPrefixes(tenant string, s *dosspec.Spec) error {
+	_, snap, err := d.ctl.read()
+	if err != nil {
+		return err
+	}
+	n, ok := snap.Tenants[tenant][doc.KeyNetwork]
+	if !ok {
+		return nil
+	}
+	vn, err := config.ParseNetwork(tenant, n.Value)
+	if err != nil {
+		return nil
+	}
+	return s.CheckPrefixes(tenant, vn.Prefixes)
 }
 
 // edit applies f to the current document and writes it with check-and-set,
@@ -170,13 +203,14 @@ func dosPutCommand(d *dosDocs) *cobra.Command {
 				return err
 			}
 			_, idx, err := d.read(t)
-			if err != nil {
+			if err != nil && !errors.As(err, new(storedInvalid)) {
 				return err
 			}
 			c, s, err := d.readFile(t, file)
 			if err != nil {
 				return err
 			}
+
 			if err := d.write(t, c, idx); err != nil {
 				return err
 			}
@@ -217,6 +251,9 @@ func dosAddSignatureCommand(d *dosDocs) *cobra.Command {
 			t, err := d.scope(args)
 			if err != nil {
 				return err
+			}
+			if expires < 0 || cmd.Flags().Changed("expires-in") && expires == 0 {
+				return cliutil.Usagef("--expires-in %s: must be a positive duration (leave it out: never)", expires)
 			}
 			s := sig
 			if expires > 0 {

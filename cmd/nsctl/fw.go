@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -56,10 +57,18 @@ func (fws firewalls) read(tenant string) (fwspec.Config, uint64, error) {
 	}
 	var c fwspec.Config
 	if err := json.Unmarshal(e.Value, &c); err != nil {
-		return c, 0, &doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall, Msg: "stored document is not valid JSON: " + err.Error()}
+		// The index still comes back: put replaces such a document.
+		return c, e.ModifyIndex, storedInvalid{&doc.FieldError{Tenant: tenant, Key: doc.KeyFirewall,
+			Msg: "stored document is not valid JSON: " + err.Error() + " (put replaces it)"}}
 	}
 	return c, e.ModifyIndex, nil
 }
+
+// storedInvalid is a stored document that does not decode (written with
+// another client): edits refuse it, put replaces it.
+type storedInvalid struct{ error }
+
+func (e storedInvalid) Unwrap() error { return e.error }
 
 // write validates c and writes it with check-and-set against cas.
 func (fws firewalls) write(tenant string, c fwspec.Config, cas uint64) error {
@@ -117,7 +126,7 @@ func fwPutCommand(fws firewalls) *cobra.Command {
 	cmd := &cobra.Command{Use: "put TENANT -f FILE", Short: "validate and replace the firewall document (check-and-set)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, idx, err := fws.read(args[0])
-			if err != nil {
+			if err != nil && !errors.As(err, new(storedInvalid)) {
 				return err
 			}
 			c, err := fws.readFile(file)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
 	"slices"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nfhost/nfhost/dos/dosspec"
+	"github.com/nfhost/nfhost/firewall/fwspec"
 	"github.com/nfhost/nfhost/internal/cliutil"
 	"github.com/nfhost/nfhost/internal/doc"
 	"github.com/nfhost/nfhost/nsd/config"
@@ -42,7 +46,11 @@ func (f tenantFile) keys() map[string]json.RawMessage {
 	return out
 }
 
-// readTenantFile parses and validates a tenant file ("-" is stdin).
+// readTenantFile parses and validates a tenant file ("-" is stdin): the
+// network, and the firewall and DoS documents as nsd would (the DoS
+// document's rate limits and TCP protection inside the network's
+// prefixes), so that a file validate calls valid is one apply writes and
+// nsd takes.
 func (c *ctl) readTenantFile(path string) (tenantFile, config.ValidNetwork, error) {
 	var f tenantFile
 	b, err := c.readInput(path)
@@ -54,6 +62,9 @@ func (c *ctl) readTenantFile(path string) (tenantFile, config.ValidNetwork, erro
 	if err := dec.Decode(&f); err != nil {
 		return f, config.ValidNetwork{}, &doc.FieldError{Msg: fmt.Sprintf("%s: invalid tenant file: %v", path, err)}
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return f, config.ValidNetwork{}, &doc.FieldError{Msg: fmt.Sprintf("%s: invalid tenant file: trailing data after the document (one tenant per file)", path)}
+	}
 	if err := doc.ValidateTenantID(f.ID); err != nil {
 		return f, config.ValidNetwork{}, err
 	}
@@ -61,7 +72,26 @@ func (c *ctl) readTenantFile(path string) (tenantFile, config.ValidNetwork, erro
 		return f, config.ValidNetwork{}, &doc.FieldError{Tenant: f.ID, Key: doc.KeyNetwork, Msg: "missing: every tenant needs a network key"}
 	}
 	vn, err := config.ParseNetwork(f.ID, f.Network)
-	return f, vn, err
+	if err != nil {
+		return f, vn, err
+	}
+	if len(f.Firewall) > 0 {
+		// Checked as nsd would with a site, a region and geo databases
+		// (as fw validate does).
+		if _, err := fwspec.ParseEnv(f.ID, f.Firewall, fwspec.OfflineEnv()); err != nil {
+			return f, vn, err
+		}
+	}
+	if len(f.DoS) > 0 {
+		s, err := dosspec.Parse(f.ID, f.DoS)
+		if err != nil {
+			return f, vn, err
+		}
+		if err := s.CheckPrefixes(f.ID, vn.Prefixes); err != nil {
+			return f, vn, err
+		}
+	}
+	return f, vn, nil
 }
 
 func tenantCommand(c *ctl) *cobra.Command {
@@ -77,9 +107,12 @@ func tenantApplyCommand(c *ctl) *cobra.Command {
 		Use:   "apply -f FILE",
 		Short: "validate a tenant file and write its keys with check-and-set",
 		Long: `apply reads a tenant file {"id": ..., "network": {...}, "firewall": ..., "dos": ...},
-validates it (including prefix overlaps with other tenants), then writes each key
-with check-and-set against the version it read: a concurrent edit makes it fail
-with exit code 4 instead of being overwritten.`,
+validates every part of it as nsd would (including prefix overlaps with other
+tenants, and the DoS document against the network's prefixes), then writes its keys
+in one transaction, each with check-and-set against the version it read: a concurrent
+edit of any makes it fail with exit code 4 and write none. A file too large for one
+Consul transaction (limits.txn_max_req_len) is written key by key, largest first,
+with a warning.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, vn, err := c.readTenantFile(file)
@@ -95,16 +128,38 @@ with exit code 4 instead of being overwritten.`,
 			}
 			cur := snap.Tenants[f.ID]
 			keys := f.keys()
+			var writes []source.KeyWrite
 			for _, k := range slices.Sorted(maps.Keys(keys)) {
 				v := compact(keys[k])
 				if e, ok := cur[k]; ok && bytes.Equal(compact(e.Value), v) {
 					fmt.Fprintf(c.Stdout, "tenants/%s/%s unchanged\n", f.ID, k)
 					continue
 				}
-				if err := st.Put(c.Ctx, f.ID, k, v, cur[k].ModifyIndex); err != nil {
-					return err
+				writes = append(writes, source.KeyWrite{Key: k, Value: v, CAS: cur[k].ModifyIndex})
+			}
+			if len(writes) == 0 {
+				return nil
+			}
+			err = st.PutTenant(c.Ctx, f.ID, writes)
+			if errors.Is(err, source.ErrTxnTooLarge) && len(writes) > 1 {
+				// Too large for one transaction, though each key may
+				// fit: key by key, the largest first (the one a size
+				// limit refuses), so that a refusal writes nothing.
+				fmt.Fprintf(c.Stderr, "warning: %v: writing key by key, largest first; a failure part way leaves the keys before it in place\n", err)
+				slices.SortStableFunc(writes, func(a, b source.KeyWrite) int { return len(b.Value) - len(a.Value) })
+				for _, w := range writes {
+					if err := st.Put(c.Ctx, f.ID, w.Key, w.Value, w.CAS); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.Stdout, "tenants/%s/%s written\n", f.ID, w.Key)
 				}
-				fmt.Fprintf(c.Stdout, "tenants/%s/%s written\n", f.ID, k)
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			for _, w := range writes {
+				fmt.Fprintf(c.Stdout, "tenants/%s/%s written\n", f.ID, w.Key)
 			}
 			return nil
 		},

@@ -223,7 +223,7 @@ func (c Config) validate(tenant, key string) (Spec, error) {
 	}
 	s.SampleRate = c.SampleRate
 	if am := c.AutoMitigation; am != nil {
-		s.AutoPPS, s.AutoDuration = validAutoMitigation(am, tenant, c.SampleRate, add)
+		s.AutoPPS, s.AutoDuration = validAutoMitigation(am, key == GlobalKey, c.SampleRate, add)
 		s.AutoExport = am.Export == ExportFlowSpec
 		if am.Export != "" && am.Export != ExportFlowSpec {
 			add("auto_mitigation.export", am.Export, "must be flowspec or absent")
@@ -344,9 +344,9 @@ func validRateLimits(rls []RateLimit, add func(path, value, format string, args 
 // validAutoMitigation returns the detection threshold and duration.
 // Detection works on the samples towards the tenant's addresses, hence
 // the checks on tenant and sampleRate.
-func validAutoMitigation(am *AutoMitigation, tenant string, sampleRate uint32, add func(path, value, format string, args ...any)) (uint64, time.Duration) {
+func validAutoMitigation(am *AutoMitigation, global bool, sampleRate uint32, add func(path, value, format string, args ...any)) (uint64, time.Duration) {
 	switch {
-	case tenant == "":
+	case global:
 		add("auto_mitigation", "", "only in a tenant's document (detection needs the tenant's addresses)")
 	case am.PPS == 0 || am.PPS > MaxPPS:
 		add("auto_mitigation.pps", fmt.Sprint(am.PPS), "must be 1..%d packets/s towards one address", MaxPPS)

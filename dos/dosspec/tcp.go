@@ -81,7 +81,7 @@ func (c TCPProtectionConfig) Resolve(def *TCPProtectionConfig, tenant, key strin
 	if def != nil {
 		c = c.merge(*def)
 	}
-	p := validTCP(c, tenant, add)
+	p := validTCP(c, key == GlobalKey, add)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -123,7 +123,7 @@ func (c TCPProtectionConfig) merge(d TCPProtectionConfig) TCPProtectionConfig {
 	return c
 }
 
-func validTCP(c TCPProtectionConfig, tenant string, add func(path, value, format string, args ...any)) *TCPProtection {
+func validTCP(c TCPProtectionConfig, global bool, add func(path, value, format string, args ...any)) *TCPProtection {
 	p := &TCPProtection{SYNCookies: true, EngagePPS: DefaultTCPEngage, Hold: DefaultTCPHold, MSS: DefaultTCPMSS, WScale: DefaultTCPWScale}
 	switch c.Mode {
 	case "", "mitigate":
@@ -132,7 +132,7 @@ func validTCP(c TCPProtectionConfig, tenant string, add func(path, value, format
 	default:
 		add("mode", c.Mode, "must be mitigate or monitor")
 	}
-	if c.AllTenants && tenant != "" {
+	if c.AllTenants && !global {
 		add("all_tenants", "true", "only in dos/global")
 	}
 	p.AllTenants = c.AllTenants
@@ -147,7 +147,7 @@ func validTCP(c TCPProtectionConfig, tenant string, add func(path, value, format
 			}
 			p.Prefixes = append(p.Prefixes, pf)
 		}
-		if tenant == "" && len(c.Prefixes) > 0 {
+		if global && len(c.Prefixes) > 0 {
 			add("prefixes", "", "not in dos/global: each tenant's own prefixes are protected")
 		}
 	}

@@ -592,6 +592,47 @@ func (c *Consul) Put(ctx context.Context, tenant, key string, value []byte, cas 
 	return c.cas(ctx, c.key("tenants", tenant, key), value, cas)
 }
 
+// PutTenant writes the keys in one transaction of check-and-set
+// operations (at most TxnOps).
+func (c *Consul) PutTenant(ctx context.Context, tenant string, writes []KeyWrite) error {
+	if len(writes) > TxnOps {
+		return fmt.Errorf("write tenant %s: %d keys, at most %d in one transaction", tenant, len(writes), TxnOps)
+	}
+	ops := make(api.KVTxnOps, 0, len(writes))
+	size := 0
+	for _, w := range writes {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: c.key("tenants", tenant, w.Key), Value: w.Value, Index: w.CAS})
+		size += len(w.Value)
+	}
+	what := "write " + c.key("tenants", tenant) + "/"
+	var ok bool
+	var resp *api.KVTxnResponse
+	err := c.call(ctx, what, func(ctx context.Context) error {
+		var err error
+		ok, resp, _, err = c.kv.Txn(ops, c.qo(ctx))
+		if err != nil && strings.Contains(err.Error(), "too large") && strings.Contains(err.Error(), "txn_max_req_len") {
+			// The API client reports Consul's 413 for a transaction
+			// as text, not as a status code.
+			return ErrTxnTooLarge
+		}
+		return err
+	})
+	if errors.Is(err, ErrTxnTooLarge) {
+		return fmt.Errorf("%w (%d keys, %d bytes of values before base64)", err, len(writes), size)
+	}
+	if err != nil {
+		return err
+	}
+	if !ok {
+		why := txnErrors(resp)
+		if strings.Contains(strings.ToLower(why), "permission denied") {
+			return fmt.Errorf("%s: %w: %s", what, ErrForbidden, why)
+		}
+		return fmt.Errorf("%s: %w (%s)", what, ErrConflict, why)
+	}
+	return nil
+}
+
 func (c *Consul) cas(ctx context.Context, k string, value []byte, cas uint64) error {
 	var ok bool
 	err := c.call(ctx, "write "+k, func(ctx context.Context) error {

@@ -220,6 +220,22 @@ func (d *Dir) Put(ctx context.Context, tenant, key string, value []byte, cas uin
 	return writeAtomic(p, value)
 }
 
+// PutTenant checks every key's check-and-set first, then writes each
+// file atomically: a conflict on any writes none.
+func (d *Dir) PutTenant(ctx context.Context, tenant string, writes []KeyWrite) error {
+	for _, w := range writes {
+		if err := checkCAS(d.tenantFile(tenant, w.Key), w.CAS); err != nil {
+			return err
+		}
+	}
+	for _, w := range writes {
+		if err := writeAtomic(d.tenantFile(tenant, w.Key), w.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkCAS compares the file's content index with cas (0: must not exist).
 func checkCAS(p string, cas uint64) error {
 	cur, err := os.ReadFile(p)

@@ -89,6 +89,10 @@ var ErrTimeout = errors.New("config store timed out")
 // (Consul: limits.kv_max_value_size, 512 KiB by default).
 var ErrTooLarge = errors.New("value too large for the config store (Consul's limits.kv_max_value_size, 512 KiB by default)")
 
+// ErrTxnTooLarge is returned when Consul refuses a transaction for its
+// size (PutTenant), though each value may fit on its own.
+var ErrTxnTooLarge = errors.New("transaction too large for the config store (Consul's limits.txn_max_req_len, 512 KiB of request by default, values in base64)")
+
 // ErrForbidden is returned when the store refused the request's
 // credentials: Consul answered 403 because the token is unknown (revoked,
 // expired) or its policies do not allow the operation. The error names
@@ -107,6 +111,12 @@ type Store interface {
 	// Put writes a tenant key. cas is the ModifyIndex the writer read (0:
 	// the key must not exist yet); a lost race is ErrConflict.
 	Put(ctx context.Context, tenant, key string, value []byte, cas uint64) error
+	// PutTenant writes several keys of one tenant, each with its own
+	// check-and-set, all or none: a lost race on any is ErrConflict and
+	// writes nothing. Consul refuses a transaction larger than its
+	// limits.txn_max_req_len (512 KiB of request, values in base64) with
+	// ErrTxnTooLarge; nothing is written then either.
+	PutTenant(ctx context.Context, tenant string, writes []KeyWrite) error
 	// DeleteTenant removes every key of a tenant.
 	DeleteTenant(ctx context.Context, tenant string) error
 	// PutControl writes <prefix>/control/<name>.
@@ -123,6 +133,14 @@ type Store interface {
 	// ListTenantStatus returns one tenant's status documents by host
 	// (readable with that tenant's own token).
 	ListTenantStatus(ctx context.Context, tenant string) (map[string]json.RawMessage, error)
+}
+
+// KeyWrite is one key of PutTenant: its name under the tenant, its value
+// and the ModifyIndex the writer read (0: it must not exist yet).
+type KeyWrite struct {
+	Key   string
+	Value []byte
+	CAS   uint64
 }
 
 // MitigationStore is a store that holds fleet-wide mitigations
